@@ -1,0 +1,101 @@
+"""The inference-backend contract every backend satisfies.
+
+A backend turns a chat into a prompt string (with the model's own template)
+and a prompt into text. Backends that can introspect (the two-pass Doubter
+path) also *read* a prompt into an :class:`Introspection` (pass 1) and
+*generate* with it injected (pass 2). This module knows nothing about torch,
+llama.cpp or how injection works; it only fixes the shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+Message = Mapping[str, Any]
+"""A chat message in the transformers format: ``{"role": ..., "content": ...}``;
+assistant tool calls as ``{"role": "assistant", "tool_calls": [{"type":
+"function", "function": {"name": ..., "arguments": {...}}}]}``; tool results as
+``{"role": "tool", "name": ..., "content": ...}``."""
+
+ToolSchema = Mapping[str, Any]
+"""A tool definition in the OpenAI/transformers form:
+``{"type": "function", "function": {"name", "description", "parameters"}}``."""
+
+
+class BackendError(Exception):
+    """A backend could not do what was asked (framework-side failure)."""
+
+
+class BackendCapabilityError(BackendError):
+    """The backend lacks a capability, e.g. ``read`` without a Doubter attached."""
+
+    def __init__(self, backend: str, capability: str, fix: str) -> None:
+        self.backend = backend
+        self.capability = capability
+        self.fix = fix
+        super().__init__(f"backend {backend!r} cannot {capability}: {fix}")
+
+
+@dataclass
+class Completion:
+    """Text a backend generated for one prompt."""
+
+    text: str
+    finish_reason: str = "stop"
+    """``"eos"`` (end-of-turn token), ``"stop"`` (a stop string, cut off),
+    ``"length"`` (max_new_tokens reached) or ``"interrupted"``."""
+    num_tokens: int = 0
+
+
+@dataclass
+class Introspection:
+    """What pass 1 read: the Doubter's view of the model's own state."""
+
+    p_correct: float
+    """Calibrated probability that the base's answer to this prompt is right."""
+    cognitive_tokens: Any = None
+    """Backend-native array ``[num_tokens, hidden]`` (torch or numpy)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """What the agent loop and the policies need from a model."""
+
+    name: str
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's raw chat template (jinja), used to pick the native
+        tool-call family; ``None`` if the model has none."""
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> str:
+        """Render ``messages`` (and tool definitions) with the model's own
+        chat template."""
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        inject: Introspection | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Greedy generation from ``prompt``. With ``inject`` (pass 2) the
+        cognitive tokens are injected; backends without injection raise
+        :class:`BackendCapabilityError`. ``on_text`` receives text deltas as
+        they are produced (streaming)."""
+
+    def read(self, prompt: str) -> Introspection:
+        """Pass 1: read the model's state at ``prompt`` and return the
+        Doubter's introspection. Raises :class:`BackendCapabilityError` when
+        no Doubter is attached."""

@@ -1,0 +1,1 @@
+"""Built-in plugin module (placeholder until its issue lands)."""

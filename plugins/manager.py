@@ -1,0 +1,163 @@
+"""Builds plugin managers and collects what the plugins register.
+
+The manager is made by a factory, never held in a module global, so tests and
+embedding applications each get their own. Loading order: the built-in
+modules of :data:`DEFAULT_PLUGINS`, then third-party entry points of group
+:data:`ENTRYPOINT_GROUP` (optionally pinned by :data:`PLUGINS_ENV_VAR`).
+
+This module knows nothing about what the registrations mean; registries
+(tools, backends, policies, ...) interpret them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import pluggy
+
+from meta_spider.plugins import hookspecs
+
+ENTRYPOINT_GROUP = "meta_spider"
+"""Entry-point group third-party packages use to expose a plugin module."""
+
+PLUGINS_ENV_VAR = "META_SPIDER_PLUGINS"
+"""Comma-separated entry-point names to load; when set, other third-party
+plugins are skipped (an empty value loads none). Built-ins always load."""
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "meta_spider.tools.builtin",
+    "meta_spider.backends.plugin",
+    "meta_spider.policies.plugin",
+    "meta_spider.agentcore.commands",
+    "meta_spider.loom.plugin",
+)
+"""Built-in plugin modules, registered through the same hooks as third parties.
+Each must import cheaply: heavy dependencies load inside the factories."""
+
+BUILTIN_DISTRIBUTION = "meta-spider"
+
+
+class PluginError(Exception):
+    """Base class for plugin-host errors."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin failed to import or does not satisfy the hook contract."""
+
+    def __init__(self, plugin: str, distribution: str | None, reason: str) -> None:
+        self.plugin = plugin
+        self.distribution = distribution
+        self.reason = reason
+        where = f" (distribution {distribution!r})" if distribution else ""
+        super().__init__(
+            f"plugin {plugin!r}{where} could not be loaded: {reason}. "
+            f"Fix or uninstall it, or pin the plugins to load with "
+            f"{PLUGINS_ENV_VAR}=name1,name2 (empty loads no third-party plugin)."
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One thing a plugin registered: the plugin's name and the arguments it
+    passed to ``register``."""
+
+    plugin: str
+    args: tuple[Any, ...]
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that also remembers which distribution gave each plugin."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.distributions: dict[str, str] = {}
+
+
+def make_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    extra_plugins: Iterable[object] = (),
+) -> PluginManager:
+    """Return a new plugin manager with the built-ins, optional third-party
+    entry points and any ``extra_plugins`` (objects or modules) registered.
+
+    Raises :class:`PluginLoadError` naming the plugin when one fails to import
+    or implements a hook that does not exist (a misspelt hook).
+    """
+    pm = PluginManager()
+    for module_name in DEFAULT_PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise PluginLoadError(module_name, BUILTIN_DISTRIBUTION, repr(exc)) from exc
+        _register(pm, module, module_name, BUILTIN_DISTRIBUTION)
+
+    if load_entrypoints:
+        for entry_point, dist_name in _selected_entrypoints():
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:  # any import-time failure of foreign code
+                raise PluginLoadError(entry_point.name, dist_name, repr(exc)) from exc
+            _register(pm, plugin, entry_point.name, dist_name)
+
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        _register(pm, plugin, name, None)
+    return pm
+
+
+def plugin_distributions(pm: PluginManager) -> dict[str, str]:
+    """Map each loaded plugin's name to the distribution that provided it."""
+    return dict(pm.distributions)
+
+
+def collect(pm: pluggy.PluginManager, hook_name: str) -> list[Registration]:
+    """Call every implementation of collection hook ``hook_name`` and return
+    what each registered, tagged with the plugin's name, in call order."""
+    caller = getattr(pm.hook, hook_name)
+    registrations: list[Registration] = []
+    for impl in reversed(caller.get_hookimpls()):  # pluggy calls LIFO; keep load order
+
+        def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
+            registrations.append(Registration(_plugin, args))
+
+        impl.function(register=register)
+    return registrations
+
+
+def _register(pm: PluginManager, plugin: object, name: str, dist: str | None) -> None:
+    try:
+        pm.register(plugin, name=name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
+        raise PluginLoadError(name, dist, str(exc)) from exc
+    pm.distributions[name] = dist or "(in-process)"
+
+
+def _selected_entrypoints() -> list[tuple[importlib.metadata.EntryPoint, str | None]]:
+    pinned = os.environ.get(PLUGINS_ENV_VAR)
+    wanted = None if pinned is None else {n.strip() for n in pinned.split(",") if n.strip()}
+    selected = []
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group != ENTRYPOINT_GROUP:
+                continue
+            if wanted is not None and entry_point.name not in wanted:
+                continue
+            selected.append((entry_point, dist.metadata["Name"]))
+    # Several installs of one distribution (e.g. editable plus a stale copy)
+    # would register one name twice; the first on sys.path wins, as for imports.
+    seen: set[str] = set()
+    unique = []
+    for entry_point, dist_name in selected:
+        if entry_point.name not in seen:
+            seen.add(entry_point.name)
+            unique.append((entry_point, dist_name))
+    return unique

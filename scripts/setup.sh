@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project's virtual environment and installs
+# meta-spider with every extra, pinned by constraints.txt. Sourced by
+# scripts/test.sh and scripts/demo.sh; safe to run on a fresh machine.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${META_SPIDER_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[setup] creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade "pip>=24" "setuptools>=68" wheel
+echo "[setup] installing meta-spider[all] (llama-cpp-python compiles on the first run: ~10 min on 2 cores)"
+"${PIP[@]}" install -q -c "$ROOT/constraints.txt" -e "$ROOT[all]"
+export PATH="$VENV/bin:$PATH"

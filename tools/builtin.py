@@ -1,0 +1,1 @@
+"""Built-in tools plugin (filled in by the tools work)."""
