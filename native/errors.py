@@ -1,0 +1,47 @@
+"""Typed errors of native prompt building.
+
+These are framework errors (a template that cannot render these messages,
+a tokenizer without a template): they propagate to the caller. Problems in
+*model output* are never raised; they are
+:class:`~meta_spider.native.results.ToolParseFailure` values.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NativeToolError", "ChatTemplateError", "MissingChatTemplateError"]
+
+
+class NativeToolError(Exception):
+    """Base class of the errors raised by :mod:`meta_spider.native`."""
+
+
+class ChatTemplateError(NativeToolError):
+    """The chat template refused or failed to render the given messages.
+
+    ``message`` is the template's own complaint (from ``raise_exception`` or a
+    jinja error); ``template_source`` is a short name of where the template
+    came from. The usual fix is to shape the messages the way the template
+    demands (Mistral wants 9-character alphanumeric tool-call ids, Llama 3.1
+    one tool call per assistant turn, strict user/assistant alternation).
+    """
+
+    def __init__(self, message: str, *, template_source: str, cause: str = "") -> None:
+        self.message = message
+        self.template_source = template_source
+        self.cause = cause
+        detail = f" ({cause})" if cause else ""
+        super().__init__(
+            f"chat template from {template_source} could not render the messages: {message}{detail}; "
+            "reshape the messages the way this template demands or pass a different template"
+        )
+
+
+class MissingChatTemplateError(NativeToolError):
+    """A tokenizer has no chat template, so there is no native prompt to build."""
+
+    def __init__(self, tokenizer_name: str) -> None:
+        self.tokenizer_name = tokenizer_name
+        super().__init__(
+            f"tokenizer {tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
+            "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
+        )

@@ -1,0 +1,148 @@
+"""Shared fixtures of the native tool-calling tests: the real chat templates
+from ``<repo>/../shared/templates``, two tool definitions, a tiny tokenizer
+trained in-process, and the "every character accounted for" check."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from meta_spider.native import ParseResult, ToolCallFamily
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+TEMPLATES_DIR = SHARED_DIR / "templates"
+
+# file name -> (short id, the family its model writes)
+TEMPLATE_FILES: dict[str, tuple[str, ToolCallFamily]] = {
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja": ("hermes3", ToolCallFamily.HERMES),
+    "Qwen-Qwen2.5-7B-Instruct.jinja": ("qwen25", ToolCallFamily.HERMES),
+    "meta-llama-Llama-3.1-8B-Instruct.jinja": ("llama31", ToolCallFamily.LLAMA3),
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja": ("mistral_nemo", ToolCallFamily.MISTRAL),
+}
+TEMPLATE_IDS = [short for short, _ in TEMPLATE_FILES.values()]
+
+
+def template_path(short_id: str) -> Path:
+    for file_name, (short, _) in TEMPLATE_FILES.items():
+        if short == short_id:
+            path = TEMPLATES_DIR / file_name
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"chat template {path} is missing: the tests expect the project's shared/ folder beside the clone"
+                )
+            return path
+    raise KeyError(short_id)
+
+
+def template_text(short_id: str) -> str:
+    return template_path(short_id).read_text(encoding="utf-8")
+
+
+def template_family(short_id: str) -> ToolCallFamily:
+    return next(family for short, family in TEMPLATE_FILES.values() if short == short_id)
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City name, e.g. Paris"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Temperature unit"},
+            },
+            "required": ["city"],
+        },
+    },
+}
+LOOKUP_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "kb_lookup",
+        "description": "Look a fact up in the knowledge base.",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "What to look up"}},
+            "required": ["query"],
+        },
+    },
+}
+TOOLS = [WEATHER_TOOL, LOOKUP_TOOL]
+TOOL_NAMES = ("get_weather", "kb_lookup")
+
+BOS, EOS = "<s>", "</s>"
+
+
+@lru_cache(maxsize=1)
+def _trained_tokenizer_json() -> str:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<unk>", BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = ["What is the weather in Paris?", "<tool_call> get_weather kb_lookup </tool_call>", "hello world"]
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer.to_str()
+
+
+def tiny_tokenizer(chat_template: str | None) -> Any:
+    """A real transformers fast tokenizer (BPE trained here on three strings)
+    carrying ``chat_template``."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json()),
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token="<unk>",
+    )
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def assert_every_character_accounted_for(result: ParseResult, text: str) -> None:
+    """The no-lost-text invariant, checked two independent ways.
+
+    1. The spans tile ``text`` exactly, in order, and each span's text is the
+       matching content piece, call ``raw`` or failure ``raw``.
+    2. Without the spans: the multiset of characters of the content plus all
+       call raws plus all failure raws equals that of ``text``.
+    """
+    assert result.raw == text
+    position = 0
+    content_pieces: list[str] = []
+    call_raws: list[str] = []
+    failure_raws: list[str] = []
+    for span in result.spans:
+        assert span.start == position, (span, position)
+        assert span.end > span.start, span
+        piece = text[span.start : span.end]
+        if span.kind == "content":
+            content_pieces.append(piece)
+        elif span.kind == "call":
+            assert span.index == len(call_raws)
+            call_raws.append(piece)
+        else:
+            assert span.kind == "failure"
+            assert span.index == len(failure_raws)
+            failure_raws.append(piece)
+        position = span.end
+    assert position == len(text)
+    assert "".join(content_pieces) == result.content
+    assert call_raws == [call.raw for call in result.tool_calls]
+    assert failure_raws == [failure.raw for failure in result.failures]
+
+    pieces = [result.content, *(c.raw for c in result.tool_calls), *(f.raw for f in result.failures)]
+    assert sum(len(piece) for piece in pieces) == len(text)
+    assert sum((Counter(piece) for piece in pieces), Counter()) == Counter(text)
