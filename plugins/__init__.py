@@ -12,6 +12,7 @@ from meta_spider.plugins.manager import (
     ENTRYPOINT_GROUP,
     PLUGINS_ENV_VAR,
     PluginError,
+    PluginHookError,
     PluginLoadError,
     PluginManager,
     Registration,
@@ -19,8 +20,21 @@ from meta_spider.plugins.manager import (
     make_plugin_manager,
     plugin_distributions,
 )
+from meta_spider.plugins.registry import (
+    ComponentEntry,
+    ComponentRegistry,
+    DuplicateComponentError,
+    PluginRegistrationError,
+    UnknownComponentError,
+)
 
 __all__ = [
+    "ComponentEntry",
+    "ComponentRegistry",
+    "DuplicateComponentError",
+    "PluginHookError",
+    "PluginRegistrationError",
+    "UnknownComponentError",
     "DEFAULT_PLUGINS",
     "ENTRYPOINT_GROUP",
     "PLUGINS_ENV_VAR",

@@ -45,6 +45,23 @@ class PluginError(Exception):
     """Base class for plugin-host errors."""
 
 
+class PluginHookError(PluginError):
+    """A loaded plugin's hook implementation raised while it was called.
+
+    Carries the plugin's name, the hook and the original exception's text so
+    the CLI can print one clean line instead of a traceback.
+    """
+
+    def __init__(self, plugin: str, hook: str, reason: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.reason = reason
+        super().__init__(
+            f"plugin {plugin!r} failed in hook {hook!r}: {reason}. "
+            f"Fix or uninstall the plugin, or leave it out with {PLUGINS_ENV_VAR}."
+        )
+
+
 class PluginLoadError(PluginError):
     """A plugin failed to import or does not satisfy the hook contract."""
 
@@ -118,15 +135,27 @@ def plugin_distributions(pm: PluginManager) -> dict[str, str]:
 
 def collect(pm: pluggy.PluginManager, hook_name: str) -> list[Registration]:
     """Call every implementation of collection hook ``hook_name`` and return
-    what each registered, tagged with the plugin's name, in call order."""
-    caller = getattr(pm.hook, hook_name)
+    what each registered, tagged with the plugin's name, in call order.
+
+    Raises :class:`PluginHookError` naming the plugin when an implementation
+    raises, and ``ValueError`` for a hook name the contract does not define.
+    """
+    caller = getattr(pm.hook, hook_name, None)
+    if caller is None or not hasattr(caller, "get_hookimpls"):
+        raise ValueError(f"{hook_name!r} is not a hook of the meta_spider contract")
     registrations: list[Registration] = []
-    for impl in reversed(caller.get_hookimpls()):  # pluggy calls LIFO; keep load order
+    # get_hookimpls() lists implementations in registration order (pluggy's
+    # own calls run them in reverse); collecting in load order keeps the
+    # built-ins first in every listing.
+    for impl in caller.get_hookimpls():
 
         def register(*args: Any, _plugin: str = impl.plugin_name) -> None:
             registrations.append(Registration(_plugin, args))
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # foreign code: report it under the plugin's name
+            raise PluginHookError(impl.plugin_name, hook_name, repr(exc)) from exc
     return registrations
 
 

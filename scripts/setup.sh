@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade "pip>=24" "setuptools>=68" wheel
+"${PIP[@]}" install -q --upgrade "pip>=24" "setuptools>=77" wheel
 echo "[setup] installing meta-spider[all] (llama-cpp-python compiles on the first run: ~10 min on 2 cores)"
 "${PIP[@]}" install -q -c "$ROOT/constraints.txt" -e "$ROOT[all]"
 export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,41 @@
+"""Framework-side errors of the agent loop.
+
+The loop has two error tiers. What the *model* causes (an unknown tool, bad
+arguments, a tool that raised, an unparseable call) is not an exception: it
+becomes an observation the model reads on its next step (see
+:class:`~meta_spider.agentcore.steps.ObservationKind`). Running out of steps
+is not an exception either: the run ends with a ``FinalStep`` whose outcome
+is ``"max_steps"``. What the *framework* causes propagates as a typed
+exception: these classes, backend errors
+(:class:`~meta_spider.backends.BackendError`) and plugin errors
+(:class:`~meta_spider.plugins.PluginError`). Constructors never log.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ActionTypeError", "AgentError", "SessionFormatError"]
+
+
+class AgentError(Exception):
+    """Base class for agent-loop errors."""
+
+
+class SessionFormatError(AgentError, ValueError):
+    """A saved session cannot be read back."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"cannot load session from {source}: {reason}")
+
+
+class ActionTypeError(AgentError, TypeError):
+    """A renderer returned something that is not an Answer, ToolCall or Refuse."""
+
+    def __init__(self, renderer: str, returned: object) -> None:
+        self.renderer = renderer
+        self.returned = returned
+        super().__init__(
+            f"renderer {renderer} returned {returned!r}; an ActionRenderer must return "
+            f"Answer, ToolCall or Refuse (meta_spider.policies.actions)"
+        )

@@ -1,0 +1,152 @@
+"""``StopBackend``: cut a completion at the end of the model's turn.
+
+A base model that is not told where its turn ends goes on to write the
+user's next message, the tool's reply, and so on. :class:`StopBackend` wraps
+any backend, passes the turn's stop strings down (so a capable backend stops
+early) and also cuts the returned text at the first stop string itself (so a
+backend that ignores them is still safe), setting ``finish_reason="stop"``.
+Streaming output is held back while it could still be the start of a stop
+string, so a listener never sees half a marker.
+
+It knows nothing about tokens; only about text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from meta_spider.backends.base import Completion, InferenceBackend, Introspection, Message, ToolSchema
+
+__all__ = ["DEFAULT_TURN_STOPS", "StopBackend", "cut_at_stop"]
+
+DEFAULT_TURN_STOPS: tuple[str, ...] = (
+    "<|im_end|>",  # ChatML (Qwen, Hermes)
+    "<|im_start|>",
+    "<|eot_id|>",  # Llama 3
+    "<|eom_id|>",
+    "<|start_header_id|>",
+    "</s>",  # Mistral / Llama 2
+    "[INST]",
+    "\nuser:",  # plain-text transcripts
+    "\nUser:",
+)
+"""Markers that end an assistant turn in the common chat formats."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Return ``(text before the earliest stop string, that stop string)``,
+    or ``(text, None)`` when none occurs."""
+    earliest: tuple[int, str] | None = None
+    for marker in stop:
+        if not marker:
+            continue
+        index = text.find(marker)
+        if index != -1 and (earliest is None or index < earliest[0]):
+            earliest = (index, marker)
+    if earliest is None:
+        return text, None
+    return text[: earliest[0]], earliest[1]
+
+
+class _StopStream:
+    """Forwards streamed text, holding back a tail that may begin a stop string."""
+
+    def __init__(self, stop: Sequence[str], sink: Callable[[str], None]) -> None:
+        self.stop = [marker for marker in stop if marker]
+        self.sink = sink
+        self.buffer = ""
+        self.stopped = False
+
+    def __call__(self, delta: str) -> None:
+        if self.stopped:
+            return
+        self.buffer += delta
+        kept, marker = cut_at_stop(self.buffer, self.stop)
+        if marker is not None:
+            self.stopped = True
+            if kept:
+                self.sink(kept)
+            self.buffer = ""
+            return
+        hold = self._partial_suffix(self.buffer)
+        ready = self.buffer[: len(self.buffer) - hold]
+        self.buffer = self.buffer[len(ready) :]
+        if ready:
+            self.sink(ready)
+
+    def _partial_suffix(self, text: str) -> int:
+        longest = 0
+        for marker in self.stop:
+            for size in range(min(len(marker) - 1, len(text)), longest, -1):
+                if text.endswith(marker[:size]):
+                    longest = size
+                    break
+        return longest
+
+    def flush(self) -> None:
+        if not self.stopped and self.buffer:
+            self.sink(self.buffer)
+        self.buffer = ""
+
+
+class StopBackend:
+    """Wraps ``inner`` so every completion ends at the turn's stop strings."""
+
+    def __init__(self, inner: InferenceBackend, stop: Sequence[str] | None = None) -> None:
+        if isinstance(stop, str):
+            raise ValueError(f"stop must be a sequence of strings, got the string {stop!r}")
+        self.inner = inner
+        self.stop: tuple[str, ...] = tuple(DEFAULT_TURN_STOPS if stop is None else stop)
+        if not all(isinstance(marker, str) and marker for marker in self.stop):
+            raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
+
+    @property
+    def name(self) -> str:
+        return f"stop({self.inner.name})"
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.inner.chat_template
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> str:
+        return self.inner.render_prompt(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        inject: Introspection | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        markers = tuple(dict.fromkeys((*self.stop, *stop)))  # ordered, unique
+        stream = _StopStream(markers, on_text) if on_text is not None else None
+        completion = self.inner.generate(
+            prompt, max_new_tokens=max_new_tokens, stop=markers, inject=inject, on_text=stream
+        )
+        if stream is not None:
+            stream.flush()
+        text, marker = cut_at_stop(completion.text, markers)
+        if marker is None:
+            return completion
+        return replace(completion, text=text, finish_reason="stop")
+
+    def read(self, prompt: str) -> Introspection:
+        return self.inner.read(prompt)
+
+    def __getattr__(self, attribute: str) -> Any:
+        # Backend-specific extras (tokenizer, model, ...) stay reachable.
+        if attribute == "inner":  # not set yet: no recursion through __getattr__
+            raise AttributeError(attribute)
+        return getattr(self.inner, attribute)

@@ -1,0 +1,47 @@
+"""Shared test fixtures: repository paths, the shared templates folder, a
+fresh plugin manager, and the scriptable fake backend.
+
+The shared folder (real chat templates) lives beside the clone
+(``<repo>/../shared``), never inside it. Nothing here is autouse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "templates").is_dir():
+        raise FileNotFoundError(
+            f"{SHARED_DIR}/templates is missing: the tests expect the project's shared/ folder beside the clone"
+        )
+    return SHARED_DIR
+
+
+@pytest.fixture
+def plugin_manager(monkeypatch: pytest.MonkeyPatch):
+    """A fresh plugin manager with the built-ins and installed third-party
+    plugins (an inherited META_SPIDER_PLUGINS pin is cleared)."""
+    from meta_spider.plugins import PLUGINS_ENV_VAR, make_plugin_manager
+
+    monkeypatch.delenv(PLUGINS_ENV_VAR, raising=False)
+    return make_plugin_manager()
+
+
+@pytest.fixture
+def fake_backend():
+    """A FakeBackend with the default ChatML/<tool_call> template and no script."""
+    from meta_spider.backends import FakeBackend
+
+    return FakeBackend()

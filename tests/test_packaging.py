@@ -1,0 +1,113 @@
+"""Packaging: every package folder is listed, everything installs under the
+``meta_spider`` namespace, and nothing installs a top-level ``tools``,
+``plugins`` or ``wrapper``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ROOT_FOLDERS = ("agentcore", "plugins", "policies", "backends", "wrapper", "loom", "native", "tools")
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def tree_packages() -> set[str]:
+    """Dotted names of every folder with an __init__.py under the root folders."""
+    found = set()
+    for root in ROOT_FOLDERS:
+        for init in (REPO_ROOT / root).rglob("__init__.py"):
+            if "__pycache__" in init.parts:
+                continue
+            relative = init.parent.relative_to(REPO_ROOT).parts
+            found.add(".".join(("meta_spider", *relative)))
+    return found
+
+
+def test_packages_list_matches_the_tree() -> None:
+    setuptools_config = pyproject()["tool"]["setuptools"]
+    listed = setuptools_config["packages"]
+    assert len(listed) == len(set(listed)), "a package is listed twice"
+    assert set(listed) == tree_packages()
+    assert "packages.find" not in str(setuptools_config)  # discovery would also find tests/ and scripts
+
+
+def test_package_dir_maps_each_root_folder_into_the_namespace() -> None:
+    mapping = pyproject()["tool"]["setuptools"]["package-dir"]
+    assert mapping == {f"meta_spider.{root}": root for root in ROOT_FOLDERS}
+    assert all(name.startswith("meta_spider.") for name in pyproject()["tool"]["setuptools"]["packages"])
+
+
+def test_console_scripts_point_at_the_cli() -> None:
+    scripts = pyproject()["project"]["scripts"]
+    assert scripts == {
+        "metaspider": "meta_spider.agentcore.cli:main",
+        "meta-agent": "meta_spider.agentcore.cli:meta_agent",
+        "metaloom": "meta_spider.agentcore.cli:metaloom",
+        "metadeploy": "meta_spider.agentcore.cli:metadeploy",
+    }
+    from meta_spider.agentcore import cli
+
+    for target in scripts.values():
+        assert callable(getattr(cli, target.split(":")[1]))
+
+
+def test_no_top_level_names_leak_into_the_environment(tmp_path: Path) -> None:
+    # From a neutral folder (not the repo root, which Python would put on
+    # sys.path) the generic names must not resolve to this project.
+    code = (
+        "import importlib.util, json\n"
+        "names = ['tools', 'plugins', 'wrapper', 'agentcore', 'policies', 'backends', 'loom', 'native']\n"
+        "specs = {n: importlib.util.find_spec(n) for n in names}\n"
+        "print(json.dumps({n: (s.origin or str(list(s.submodule_search_locations or []))) if s else None"
+        " for n, s in specs.items()}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(REPO_ROOT) not in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
+    """Build the real wheel from a copy of the sources and read its file list."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO_ROOT / name).exists():
+            shutil.copy2(REPO_ROOT / name, source / name)
+    if not (source / "README.md").exists():  # the readme is metadata only; its absence is not this test's concern
+        (source / "README.md").write_text("meta-spider\n")
+    for root in ROOT_FOLDERS:
+        shutil.copytree(REPO_ROOT / root, source / root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path / "wheel"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = out.glob("meta_spider-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"meta_spider", next(t for t in top_level if t.endswith(".dist-info"))}
+    for package in tree_packages():
+        assert package.replace(".", "/") + "/__init__.py" in names
+    assert "meta_spider/__init__.py" not in names  # a namespace: other distributions may share it
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "meta-agent = meta_spider.agentcore.cli:meta_agent" in entry_points
