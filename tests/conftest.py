@@ -7,12 +7,15 @@ The shared folder (real chat templates) lives beside the clone
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# The project's shared/ folder lies beside the clone (CI lays it there);
+# META_SPIDER_SHARED_DIR points elsewhere.
+SHARED_DIR = Path(os.environ.get("META_SPIDER_SHARED_DIR", REPO_ROOT.parent / "shared"))
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +27,8 @@ def repo_root() -> Path:
 def shared_dir() -> Path:
     if not (SHARED_DIR / "templates").is_dir():
         raise FileNotFoundError(
-            f"{SHARED_DIR}/templates is missing: the tests expect the project's shared/ folder beside the clone"
+            f"{SHARED_DIR}/templates is missing: the tests expect the project's shared/ folder "
+            "beside the clone, or META_SPIDER_SHARED_DIR pointing at it"
         )
     return SHARED_DIR
 

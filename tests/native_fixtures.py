@@ -11,8 +11,8 @@ from typing import Any
 
 from meta_spider.native import ParseResult, ToolCallFamily
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+from conftest import SHARED_DIR
+
 TEMPLATES_DIR = SHARED_DIR / "templates"
 
 # file name -> (short id, the family its model writes)
@@ -31,7 +31,8 @@ def template_path(short_id: str) -> Path:
             path = TEMPLATES_DIR / file_name
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"chat template {path} is missing: the tests expect the project's shared/ folder beside the clone"
+                    f"chat template {path} is missing: the tests expect the project's shared/ folder beside the clone, "
+                    "or META_SPIDER_SHARED_DIR pointing at it"
                 )
             return path
     raise KeyError(short_id)

@@ -1,0 +1,115 @@
+"""Typed errors of the GGUF exporter and quantiser.
+
+Every error carries the data that identifies the problem (the architecture,
+the pre-tokenizer, the missing file, the quantisation kind) and its message
+names the fix. This module knows nothing about models, tokenizers or files;
+it only describes what went wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+
+class GGUFExportError(Exception):
+    """Base class of every error raised by `meta_spider.loom.gguf`."""
+
+
+class UnsupportedArchitectureError(GGUFExportError):
+    """The transformers architecture has no GGUF mapping here."""
+
+    def __init__(self, architecture: str, supported: Sequence[str]) -> None:
+        self.architecture = architecture
+        self.supported = tuple(supported)
+        super().__init__(
+            f"cannot export architecture {architecture!r} to GGUF: supported are "
+            f"{', '.join(self.supported)}; convert other architectures with "
+            "llama.cpp's convert_hf_to_gguf.py and pass the GGUF path instead"
+        )
+
+
+class UnsupportedConfigError(GGUFExportError):
+    """A config field has a value the exporter cannot represent faithfully."""
+
+    def __init__(self, architecture: str, field: str, value: object, reason: str) -> None:
+        self.architecture = architecture
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(
+            f"cannot export {architecture!r}: config field {field}={value!r} is not "
+            f"supported ({reason})"
+        )
+
+
+class UnsupportedTokenizerError(GGUFExportError):
+    """The tokenizer cannot be written as a llama.cpp BPE vocabulary."""
+
+    def __init__(self, reason: str, detail: object = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(reason if detail is None else f"{reason}: {detail!r}")
+
+
+class NonBPETokenizerError(UnsupportedTokenizerError):
+    """The tokenizer's model is not byte-level BPE (WordPiece, Unigram, ...)."""
+
+    def __init__(self, model_type: str) -> None:
+        self.model_type = model_type
+        super().__init__(
+            f"tokenizer model {model_type!r} is not byte-level BPE; only byte-level BPE "
+            "tokenizers (tokenizer.ggml.model 'gpt2') are exported; convert SentencePiece "
+            "or WordPiece tokenizers with llama.cpp's convert_hf_to_gguf.py"
+        )
+
+
+class UnknownPreTokenizerError(UnsupportedTokenizerError):
+    """The byte-level BPE's pre-tokenizer does not match one llama.cpp implements."""
+
+    def __init__(self, pre_tokenizer: object, known: Sequence[str]) -> None:
+        self.pre_tokenizer = pre_tokenizer
+        self.known = tuple(known)
+        super().__init__(
+            "the tokenizer's pre-tokenizer matches none that llama.cpp implements "
+            f"(known here: {', '.join(self.known)}); retrain the tokenizer with "
+            "ByteLevel(add_prefix_space=False, use_regex=True) (GPT-2 splitting) or the "
+            "Qwen2 split regex",
+            pre_tokenizer,
+        )
+
+
+class MissingModelFileError(GGUFExportError):
+    """A transformers model folder lacks a file the export needs."""
+
+    def __init__(self, folder: Path, missing: str) -> None:
+        self.folder = Path(folder)
+        self.missing = missing
+        super().__init__(
+            f"model folder {str(self.folder)!r} has no {missing}; save the model and its "
+            "tokenizer there with save_pretrained(...) (safetensors) first"
+        )
+
+
+class UnknownQuantizationError(GGUFExportError):
+    """The requested quantisation kind is not a llama.cpp file type."""
+
+    def __init__(self, kind: str, known: Sequence[str]) -> None:
+        self.kind = kind
+        self.known = tuple(known)
+        super().__init__(f"unknown quantisation kind {kind!r}; choose one of {', '.join(self.known)}")
+
+
+class QuantizationFailedError(GGUFExportError):
+    """llama.cpp's quantiser returned a non-zero status."""
+
+    def __init__(self, source: Path, destination: Path, kind: str, status: int) -> None:
+        self.source = Path(source)
+        self.destination = Path(destination)
+        self.kind = kind
+        self.status = status
+        super().__init__(
+            f"llama_model_quantize({str(self.source)!r} -> {str(self.destination)!r}, {kind}) "
+            f"returned {status}; check that the source is a readable f16/f32 GGUF and "
+            "the destination folder is writable (llama.cpp's log above says which tensor failed)"
+        )
