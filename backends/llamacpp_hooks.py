@@ -1,0 +1,535 @@
+"""Read and write llama.cpp's residual stream on stock llama-cpp-python, without torch.
+
+:class:`HookedLlamaContext` opens a GGUF with llama.cpp's low-level API and
+sets ``llama_context_params.cb_eval``, the graph scheduler's eval callback.
+Answering "yes" when asked about a tensor named ``l_out-<L>`` (the residual
+stream after decoder layer L, what a forward hook on transformers' decoder
+layer L returns) makes the scheduler compute the graph up to it and hand it
+over: ``ggml_backend_tensor_get`` copies rows out (a *read*) and
+``ggml_backend_tensor_set`` writes ``h + delta`` back (an *injection*), which
+the later layers, their KV entries and the logits all see. A delta is any
+callable ``(hidden_rows, positions) -> delta`` run in numpy, so
+input-dependent injection is exact.
+
+Positions are absolute positions in the context's one sequence; a decode
+reads or injects only at positions it decodes itself. :meth:`redecode_last`
+removes the last cached token and decodes it again (pass 2 reusing pass 1's
+KV cache). Each ``llama_decode`` is exactly one micro-batch (``n_ubatch =
+n_batch``; longer inputs are split first), so tensor rows map to known
+positions. The last layer's ``l_out`` holds only the rows that produce logits;
+reading or injecting there makes those positions outputs. Reads return the
+values before this decode's injection at the same layer. transformers'
+``hidden_states[L + 1]`` equals ``l_out-L`` for every layer but the last,
+where transformers applies the final norm first.
+
+llama-cpp-python specifics (tested on 0.3.36 only, libggml-base 0.25.3):
+``cb_eval`` / ``cb_eval_user_data`` and ``ggml_backend_sched_eval_callback``;
+``llama_model_load_from_file`` / ``llama_init_from_model`` /
+``llama_model_free`` (older: ``llama_load_model_from_file`` /
+``llama_new_context_with_model`` / ``llama_free_model``); the vocab API
+(``llama_model_get_vocab``, ``llama_vocab_n_tokens``, ``llama_tokenize`` on a
+vocab); KV edits via ``llama_get_memory`` + ``llama_memory_seq_rm`` /
+``llama_memory_clear`` (older: ``llama_kv_self_*``, then ``llama_kv_cache_*``);
+``flash_attn_type`` (older: bool ``flash_attn``). Older names are resolved at
+run time by :class:`~meta_spider.backends.ggml_ctypes.LlamaApi`. If the
+callback returns false after a computed tensor the scheduler skips the rest of
+that graph split; a failed hook does that and the decode is rolled back.
+
+This module knows nothing about encoders, cross-attention, sampling or chat
+templates; importing it imports neither torch nor llama_cpp (opening a
+context imports llama_cpp).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from meta_spider.backends import ggml_ctypes
+from meta_spider.backends.llamacpp_errors import (
+    LAYER_OUTPUT_NAME,
+    LlamaHookError,
+    GGUFModelError,
+    LayerOutOfRangeError,
+    PositionError,
+    ContextFullError,
+    DecodeError,
+    LayerTensorNotFoundError,
+    InjectionError,
+    KVCacheEditError,
+)
+
+Injection = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(hidden_rows [k, n_embd] float32, positions [k] int64) -> delta``
+(``[k, n_embd]`` or ``[n_embd]``); the tensor is overwritten with ``hidden + delta``."""
+
+LLAMA_CPP_LOGGER = "llama-cpp-python"
+
+
+@dataclass(frozen=True)
+class HookedContextConfig:
+    """How the llama.cpp context is opened."""
+
+    n_ctx: int = 2048
+    """Context window in tokens (the KV cache size)."""
+    n_batch: int = 512
+    """Tokens per ``llama_decode`` call; longer inputs are decoded in chunks."""
+    n_threads: int | None = None
+    """CPU threads; None = half the cores (at least 1)."""
+    n_gpu_layers: int = 0
+    """Layers offloaded to a GPU build of llama.cpp (-1 = all)."""
+    type_k: int | None = None
+    """ggml type of the K cache (0 = f32 for tight numerical tests); None = llama.cpp's default (f16)."""
+    type_v: int | None = None
+    """ggml type of the V cache; None = llama.cpp's default (f16)."""
+    flash_attn: bool = False
+    """Use flash attention. Off by default, as in ``llama_cpp.Llama``; llama.cpp's own
+    default (auto) turns it on, and its CPU kernel rounds through f16 (about 1e-3 relative)."""
+    verbose: bool = False
+    """Let llama.cpp's log through (otherwise only errors)."""
+
+    def __post_init__(self) -> None:
+        if self.n_ctx <= 0:
+            raise ValueError(f"n_ctx must be positive, got {self.n_ctx!r}")
+        if self.n_batch <= 0:
+            raise ValueError(f"n_batch must be positive, got {self.n_batch!r}")
+        if self.n_threads is not None and self.n_threads <= 0:
+            raise ValueError(f"n_threads must be positive or None, got {self.n_threads!r}")
+        if self.n_gpu_layers < -1:
+            raise ValueError(f"n_gpu_layers must be -1 (all) or >= 0, got {self.n_gpu_layers!r}")
+        for name in ("type_k", "type_v"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be a ggml type id >= 0 or None, got {value!r}")
+
+
+@dataclass
+class DecodeOutput:
+    """What one :meth:`HookedLlamaContext.decode` produced."""
+
+    logits: np.ndarray
+    """``[len(output_positions), n_vocab]`` float32."""
+    output_positions: tuple[int, ...]
+    hidden: dict[int, np.ndarray]
+    """layer -> ``[len(read_positions), n_embd]`` float32, rows in ``read_positions`` order."""
+    read_positions: tuple[int, ...]
+    first_position: int
+    """The first position this decode computed (earlier ones came from the KV cache)."""
+
+    def logits_at(self, position: int) -> np.ndarray:
+        """The logits row produced at absolute ``position``."""
+        if position not in self.output_positions:
+            raise KeyError(f"no logits at position {position}; outputs are at {list(self.output_positions)}")
+        return self.logits[self.output_positions.index(position)]
+
+
+@dataclass
+class _ChunkPlan:
+    """What the eval callback does during one ``llama_decode`` (one micro-batch)."""
+
+    layer_by_name: dict[bytes, int]
+    positions: np.ndarray
+    output_positions: np.ndarray
+    read: dict[int, np.ndarray]
+    inject: dict[int, tuple[Injection, np.ndarray]]
+    hidden: dict[int, dict[int, np.ndarray]]
+    seen: dict[int, int] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+class _EvalHook:
+    """The ``cb_eval`` callable. Holds the plan of the decode in flight (None between decodes).
+
+    It must not reference the context object, so that the context can be
+    finalised while llama.cpp still holds this callback's function pointer.
+    """
+
+    def __init__(self, n_embd: int) -> None:
+        self.n_embd = n_embd
+        self.plan: _ChunkPlan | None = None
+
+    def __call__(self, tensor: int | None, ask: bool, user_data: int | None) -> bool:
+        plan = self.plan
+        if plan is None or not tensor:
+            return False
+        layer = plan.layer_by_name.get(ggml_ctypes.tensor_name(tensor))
+        if layer is None:
+            return False
+        if ask:
+            return True
+        if plan.error is not None:
+            return False
+        try:
+            self._apply(plan, layer, tensor)
+        except BaseException as exc:  # noqa: BLE001 - an exception must not cross the C boundary
+            plan.error = exc
+            # False makes the scheduler stop this graph split; the decode is then rolled back.
+            return False
+        return True
+
+    def _apply(self, plan: _ChunkPlan, layer: int, tensor: int) -> None:
+        plan.seen[layer] = plan.seen.get(layer, 0) + 1
+        if plan.seen[layer] > 1:
+            raise LayerTensorNotFoundError(layer, plan.seen[layer])
+        name = ggml_ctypes.tensor_name(tensor).decode("utf-8", "replace")
+        n_rows, row_len = ggml_ctypes.f32_matrix_shape(tensor)
+        if row_len != self.n_embd:
+            raise ggml_ctypes.TensorLayoutError(name, f"rows of {row_len} values, expected n_embd={self.n_embd}")
+        if n_rows == len(plan.positions):
+            row_positions = plan.positions
+        elif n_rows == len(plan.output_positions):
+            # The last layer gathers only the rows that produce logits before its FFN.
+            row_positions = plan.output_positions
+        else:
+            raise ggml_ctypes.TensorLayoutError(
+                name, f"has {n_rows} rows for a batch of {len(plan.positions)} tokens "
+                f"with {len(plan.output_positions)} outputs")
+        read_positions = plan.read.get(layer, np.empty(0, dtype=np.int64))
+        injection = plan.inject.get(layer)
+        wanted = np.union1d(read_positions, injection[1] if injection else np.empty(0, dtype=np.int64))
+        rows = np.searchsorted(row_positions, wanted)
+        if np.any(rows >= len(row_positions)) or np.any(row_positions[np.minimum(rows, len(row_positions) - 1)] != wanted):
+            raise ggml_ctypes.TensorLayoutError(name, f"holds positions {row_positions.tolist()}, not {wanted.tolist()}")
+        first = int(rows.min())
+        span = ggml_ctypes.read_rows(tensor, first, int(rows.max()) + 1 - first, row_len)
+        for position in read_positions.tolist():
+            plan.hidden[layer][position] = span[int(np.searchsorted(row_positions, position)) - first].copy()
+        if injection is None:
+            return
+        function, positions = injection
+        local = np.searchsorted(row_positions, positions) - first
+        current = span[local]
+        try:
+            delta = function(current.copy(), positions.copy())
+        except Exception as exc:
+            raise InjectionError(layer, positions.tolist(), f"the injection callable raised {exc!r}") from exc
+        delta = np.asarray(delta, dtype=np.float32)
+        if delta.shape not in (current.shape, (row_len,)):
+            raise InjectionError(layer, positions.tolist(),
+                                 f"delta has shape {delta.shape}, expected {current.shape} or ({row_len},)")
+        if not np.all(np.isfinite(delta)):
+            raise InjectionError(layer, positions.tolist(), "delta contains NaN or infinity")
+        # Add in float32, as the transformers hook does for an f32 model.
+        span[local] = current + delta
+        ggml_ctypes.write_rows(tensor, first, span)
+
+
+def _free_handles(api: ggml_ctypes.LlamaApi, handles: dict[str, Any], callback: Any) -> None:
+    """Free the batch, context and model (in that order). `callback` is held until the context is gone."""
+    if handles.get("batch") is not None:
+        api.lib.llama_batch_free(handles.pop("batch"))
+    if handles.get("ctx") is not None:
+        api.lib.llama_free(handles.pop("ctx"))
+    if handles.get("model") is not None:
+        api.free_model(handles.pop("model"))
+    del callback
+
+
+class HookedLlamaContext:
+    """A llama.cpp model + context (one sequence) whose layer outputs can be read and written.
+
+    One decode at a time: the object is not thread-safe.
+
+    >>> with HookedLlamaContext("base.gguf") as hooked:            # doctest: +SKIP
+    ...     ids = hooked.tokenize("Where was Ada born?")
+    ...     states = hooked.read(ids, layers=[4, 8])                 # pass 1, cache kept
+    ...     out = hooked.redecode_last(inject={8: my_delta_fn})      # pass 2, reuses the cache
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], config: HookedContextConfig | None = None) -> None:
+        self.path = Path(model_path)
+        self.config = config or HookedContextConfig()
+        if not self.path.is_file():
+            raise GGUFModelError(self.path, "no such file", "pass the path of a GGUF base model")
+        self._api = ggml_ctypes.LlamaApi.load()
+        lib = self._api.lib
+        logging.getLogger(LLAMA_CPP_LOGGER).setLevel(logging.DEBUG if self.config.verbose else logging.ERROR)
+        self._api.init_backend()
+        self._handles: dict[str, Any] = {}
+        # llama.cpp keeps the callback's function pointer for the context's lifetime: the finalizer
+        # holds the ctypes object until the context is freed. The hook object never refers back to self.
+        self._hook = _EvalHook(n_embd=0)
+        self._callback = lib.ggml_backend_sched_eval_callback(self._hook)
+        self._finalizer = weakref.finalize(self, _free_handles, self._api, self._handles, self._callback)
+        model_params = lib.llama_model_default_params()
+        model_params.n_gpu_layers = self.config.n_gpu_layers
+        model = self._api.load_model(str(self.path).encode("utf-8"), model_params)
+        if not model:
+            raise GGUFModelError(self.path, "llama.cpp could not load it (not a GGUF, truncated, or an "
+                                 "unsupported architecture)", "check the file with `gguf-dump` or export it again")
+        self._handles["model"] = model
+        self.n_layer = int(self._api.n_layer(model))
+        self.n_embd = int(self._api.n_embd(model))
+        self._vocab = lib.llama_model_get_vocab(model)
+        self.n_vocab = int(self._api.n_vocab(self._vocab))
+        self._hook.n_embd = self.n_embd
+        threads = self.config.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        params = lib.llama_context_default_params()
+        params.n_ctx = self.config.n_ctx
+        params.n_batch = self.config.n_batch
+        params.n_ubatch = self.config.n_batch  # one llama_decode = one micro-batch: rows map to positions
+        params.n_seq_max = 1
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        if self.config.type_k is not None:
+            params.type_k = self.config.type_k
+        if self.config.type_v is not None:
+            params.type_v = self.config.type_v
+        self._api.set_flash_attn(params, self.config.flash_attn)
+        params.cb_eval = self._callback
+        params.cb_eval_user_data = None
+        ctx = self._api.new_context(model, params)
+        if not ctx:
+            self.close()
+            raise GGUFModelError(self.path, "llama.cpp could not create a context for it",
+                                 f"lower n_ctx ({self.config.n_ctx}) or n_batch ({self.config.n_batch})")
+        self._handles["ctx"] = ctx
+        self.n_ctx = int(lib.llama_n_ctx(ctx))
+        # llama.cpp may pad n_ctx and clamp the batch sizes; chunking must use what it actually chose.
+        self.n_batch = int(min(lib.llama_n_batch(ctx), lib.llama_n_ubatch(ctx)))
+        self._handles["batch"] = lib.llama_batch_init(self.n_batch, 0, 1)
+        self._tokens: list[int] = []
+        self._clean_prefix = 0
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the llama.cpp context and model; further calls raise."""
+        self._finalizer()
+
+    def __enter__(self) -> "HookedLlamaContext":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _ctx(self) -> Any:
+        ctx = self._handles.get("ctx")
+        if ctx is None:
+            raise LlamaHookError(f"the llama.cpp context for {self.path} is closed; open a new HookedLlamaContext")
+        return ctx
+
+    # ---- tokens ----------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """Token ids of `text` with the GGUF's own tokenizer (bos added when the model asks for it)."""
+        return self._api.tokenize(self._vocab, text.encode("utf-8"), add_special, parse_special)
+
+    def detokenize(self, tokens: Iterable[int], *, special: bool = False) -> bytes:
+        """The bytes of `tokens` (concatenated pieces; may end inside a UTF-8 character)."""
+        return b"".join(self._api.token_piece(self._vocab, int(token), special) for token in tokens)
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """Whether `token` ends a turn (eos, eot, <|im_end|> ...) according to the GGUF vocab."""
+        return bool(self._api.lib.llama_vocab_is_eog(self._vocab, int(token)))
+
+    # ---- KV cache ----------------------------------------------------------
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The tokens in the KV cache, position 0 first."""
+        return tuple(self._tokens)
+
+    @property
+    def n_past(self) -> int:
+        """Number of positions in the KV cache (the position the next token gets)."""
+        return len(self._tokens)
+
+    @property
+    def clean_prefix(self) -> int:
+        """Leading cached positions whose KV entries were computed with no injection (reusable by pass 1)."""
+        return self._clean_prefix
+
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        self._api.memory_clear(self._ctx())
+        self._tokens.clear()
+        self._clean_prefix = 0
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep positions ``0..n_keep-1`` in the KV cache and drop the rest."""
+        if not 0 <= n_keep <= len(self._tokens):
+            raise ValueError(f"n_keep must be in 0..{len(self._tokens)}, got {n_keep!r}")
+        if n_keep == len(self._tokens):
+            return
+        if not self._api.memory_seq_rm(self._ctx(), 0, n_keep, -1):
+            raise KVCacheEditError(n_keep, len(self._tokens))
+        del self._tokens[n_keep:]
+        self._clean_prefix = min(self._clean_prefix, n_keep)
+
+    def redecode_last(self, **decode_options: Any) -> DecodeOutput:
+        """Remove the last cached token and decode it again (with `decode_options`, e.g. ``inject=``).
+
+        This is pass 2's entry: every earlier prompt token's KV entries from
+        pass 1 are reused. If the decode fails the token stays removed.
+        """
+        if not self._tokens:
+            raise LlamaHookError("the KV cache is empty: decode a prompt before re-decoding its last token")
+        last = self._tokens[-1]
+        self.truncate(len(self._tokens) - 1)
+        return self.decode([last], **decode_options)
+
+    # ---- decoding ----------------------------------------------------------
+
+    def read(self, tokens: Sequence[int], layers: Iterable[int], positions: Iterable[int] | None = None,
+             *, reuse_prefix: bool = True) -> dict[int, np.ndarray]:
+        """Pass 1: the cache becomes exactly `tokens`; return layer -> ``[k, n_embd]`` at `positions`.
+
+        `positions` default to the last token. With `reuse_prefix`, cached
+        positions that match `tokens`, were computed without injection and
+        lie before every read position are kept instead of decoded again.
+        """
+        return self.prefill(tokens, read_layers=layers, read_positions=positions, reuse_prefix=reuse_prefix).hidden
+
+    def prefill(self, tokens: Sequence[int], *, reuse_prefix: bool = True, **decode_options: Any) -> DecodeOutput:
+        """Make the cache hold exactly `tokens` and return the decode of the part that was not reusable."""
+        tokens = [int(token) for token in tokens]
+        if not tokens:
+            raise ValueError("tokens is empty: a prompt needs at least one token")
+        must_decode_from = len(tokens) - 1
+        for key in ("read_positions", "inject_positions", "output_positions"):
+            if decode_options.get(key) is not None:
+                must_decode_from = min([must_decode_from, *(int(p) for p in decode_options[key])])
+        n_keep = 0
+        if reuse_prefix:
+            limit = min(self._clean_prefix, len(tokens))
+            while n_keep < limit and self._tokens[n_keep] == tokens[n_keep]:
+                n_keep += 1
+            n_keep = max(0, min(n_keep, must_decode_from))
+        if n_keep == 0:
+            self.reset()
+        else:
+            self.truncate(n_keep)
+        return self.decode(tokens[n_keep:], **decode_options)
+
+    def decode(
+        self,
+        tokens: Sequence[int],
+        *,
+        read_layers: Iterable[int] = (),
+        read_positions: Iterable[int] | None = None,
+        inject: Mapping[int, Injection] | None = None,
+        inject_positions: Iterable[int] | None = None,
+        output_positions: Iterable[int] | None = None,
+    ) -> DecodeOutput:
+        """Append `tokens` to the sequence, reading and injecting on the way.
+
+        Defaults: read and output at the last new token, inject at every new
+        token. Positions are absolute and must be among the new tokens'. On
+        any failure the new tokens are removed from the cache again.
+        """
+        ctx = self._ctx()
+        tokens = [int(token) for token in tokens]
+        if not tokens:
+            raise ValueError("tokens is empty: decode needs at least one token")
+        bad = [token for token in tokens if not 0 <= token < self.n_vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary of {self.n_vocab}")
+        start = len(self._tokens)
+        stop = start + len(tokens)
+        if stop > self.n_ctx:
+            raise ContextFullError(stop, self.n_ctx)
+        layers_read = self._layers(read_layers)
+        injections = {layer: inject[layer] for layer in self._layers(inject or {})}
+        reads = self._positions("read", read_positions, (stop - 1,), start, stop) if layers_read else np.empty(0, np.int64)
+        injected = (self._positions("inject", inject_positions, range(start, stop), start, stop)
+                    if injections else np.empty(0, np.int64))
+        outputs = self._positions("output", output_positions, (stop - 1,), start, stop)
+        last = self.n_layer - 1
+        # The last layer's l_out holds only output rows: anything read or injected there must be an output.
+        if last in layers_read:
+            outputs = np.union1d(outputs, reads)
+        if last in injections:
+            outputs = np.union1d(outputs, injected)
+        hidden: dict[int, dict[int, np.ndarray]] = {layer: {} for layer in layers_read}
+        logits_rows: list[np.ndarray] = []
+        try:
+            for chunk_start in range(start, stop, self.n_batch):
+                chunk = tokens[chunk_start - start: chunk_start - start + self.n_batch]
+                positions = np.arange(chunk_start, chunk_start + len(chunk), dtype=np.int64)
+
+                def within(selected: np.ndarray) -> np.ndarray:
+                    return selected[(selected >= positions[0]) & (selected <= positions[-1])]
+
+                read = {layer: within(reads) for layer in layers_read if within(reads).size}
+                inject_here = {layer: (fn, within(injected)) for layer, fn in injections.items() if within(injected).size}
+                plan = _ChunkPlan(
+                    # Only layers with work in this chunk: the callback touches no other tensor.
+                    layer_by_name={LAYER_OUTPUT_NAME.format(layer=layer).encode(): layer
+                                   for layer in {*read, *inject_here}},
+                    positions=positions, output_positions=within(outputs), read=read, inject=inject_here,
+                    hidden=hidden,
+                )
+                self._decode_chunk(ctx, chunk, plan)
+                self._tokens.extend(chunk)
+                if self._clean_prefix == chunk_start:
+                    injected_here = within(injected) if plan.inject else np.empty(0, np.int64)
+                    self._clean_prefix = int(injected_here.min()) if injected_here.size else chunk_start + len(chunk)
+                for position in plan.output_positions.tolist():
+                    logits_rows.append(self._api.logits_row(ctx, position - chunk_start, self.n_vocab))
+        except BaseException:
+            self._rollback(start)
+            raise
+        return DecodeOutput(
+            logits=np.stack(logits_rows) if logits_rows else np.empty((0, self.n_vocab), np.float32),
+            output_positions=tuple(int(p) for p in outputs),
+            hidden={layer: np.stack([rows[int(p)] for p in reads]) for layer, rows in hidden.items()},
+            read_positions=tuple(int(p) for p in reads),
+            first_position=start,
+        )
+
+    def _decode_chunk(self, ctx: Any, chunk: list[int], plan: _ChunkPlan) -> None:
+        batch = self._handles["batch"]
+        outputs = set(plan.output_positions.tolist())
+        batch.n_tokens = len(chunk)
+        for index, (token, position) in enumerate(zip(chunk, plan.positions.tolist())):
+            batch.token[index] = token
+            batch.pos[index] = position
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = 0
+            batch.logits[index] = position in outputs
+        # With nothing to read or write the callback declines every tensor without looking at it.
+        self._hook.plan = plan if plan.read or plan.inject else None
+        try:
+            status = int(self._api.lib.llama_decode(ctx, batch))
+        finally:
+            self._hook.plan = None
+        error = plan.error
+        if error is not None:
+            if isinstance(error, (LlamaHookError, ggml_ctypes.TensorLayoutError)) or not isinstance(error, Exception):
+                raise error  # typed errors as they are; KeyboardInterrupt and the like unchanged
+            raise LlamaHookError(f"the eval callback failed: {error!r}") from error
+        if status != 0:
+            raise DecodeError(status, len(chunk))
+        for layer in set(plan.read) | set(plan.inject):
+            if plan.seen.get(layer, 0) != 1:
+                raise LayerTensorNotFoundError(layer, plan.seen.get(layer, 0))
+
+    def _rollback(self, n_keep: int) -> None:
+        if self._handles.get("ctx") is None:
+            return
+        # The failed chunk may have written KV entries even though its tokens were never recorded.
+        self._api.memory_seq_rm(self._handles["ctx"], 0, n_keep, -1)
+        del self._tokens[n_keep:]
+        self._clean_prefix = min(self._clean_prefix, n_keep)
+
+    def _layers(self, layers: Iterable[int]) -> list[int]:
+        checked = sorted({int(layer) for layer in layers})
+        for layer in checked:
+            if not 0 <= layer < self.n_layer:
+                raise LayerOutOfRangeError(layer, self.n_layer)
+        return checked
+
+    @staticmethod
+    def _positions(role: str, given: Iterable[int] | None, default: Iterable[int], start: int, stop: int) -> np.ndarray:
+        positions = np.unique(np.asarray(list(default if given is None else given), dtype=np.int64))
+        outside = positions[(positions < start) | (positions >= stop)]
+        if outside.size:
+            raise PositionError(role, outside.tolist(), start, stop)
+        return positions
