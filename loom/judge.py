@@ -1,0 +1,328 @@
+"""An LLM judge of free-form answers over any OpenAI-compatible
+``/chat/completions`` endpoint (OpenRouter by default).
+
+:class:`OpenRouterJudge` asks the judge model whether a candidate answer
+agrees with the reference and reads a strict one-word verdict, ``CORRECT``
+or ``INCORRECT``; anything else is a :class:`JudgeVerdictError`, never a
+guess. Called as ``judge(prediction, ground_truth)`` it is a ``check_fn``
+for the collector.
+
+Transport rules: 429, 5xx, timeouts and connection failures are retried a
+bounded number of times with exponential backoff (a ``Retry-After`` header
+sets the wait); 401/403 (key refused), 404 (base URL or model wrong) and
+other 4xx fail at once with a typed error. The API key is read from an
+environment variable and never appears in a log line, an exception or a
+repr. This module knows nothing about datasets or models beyond the question
+and answer texts it is handed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import httpx
+
+__all__ = [
+    "JUDGE_SYSTEM_PROMPT",
+    "JudgeAuthError",
+    "JudgeConfigError",
+    "JudgeError",
+    "JudgeHTTPError",
+    "JudgeNotFoundError",
+    "JudgeResponseError",
+    "JudgeRetriesExhaustedError",
+    "JudgeVerdict",
+    "JudgeVerdictError",
+    "OpenRouterJudge",
+    "judge_messages",
+    "parse_verdict",
+]
+
+logger = logging.getLogger(__name__)
+
+JUDGE_SYSTEM_PROMPT = (
+    "You grade answers to questions. Compare the candidate answer with the reference answer. "
+    "The candidate is correct when it states the same fact as the reference (or one of the accepted "
+    "alternatives), even if worded differently; it is incorrect when it states something else, hedges "
+    "between options, refuses, or adds a contradicting claim. Reply with exactly one word: CORRECT or INCORRECT."
+)
+
+_RETRY_STATUSES = frozenset({408, 425, 429})
+_BODY_SNIPPET = 300
+
+
+class JudgeError(Exception):
+    """Base class of judge errors."""
+
+
+class JudgeConfigError(JudgeError, ValueError):
+    """The judge cannot be built as configured (e.g. the key variable is unset)."""
+
+
+class JudgeHTTPError(JudgeError):
+    """The endpoint answered with an HTTP error that retrying will not fix."""
+
+    def __init__(self, status: int, url: str, detail: str, fix: str) -> None:
+        self.status = status
+        self.url = url
+        self.detail = detail
+        self.fix = fix
+        super().__init__(f"judge request to {url} failed with HTTP {status}: {detail}. {fix}")
+
+
+class JudgeAuthError(JudgeHTTPError):
+    """401/403: the endpoint refused the key."""
+
+
+class JudgeNotFoundError(JudgeHTTPError):
+    """404: the base URL or the model name is wrong."""
+
+
+class JudgeRetriesExhaustedError(JudgeError):
+    """Every attempt hit a retryable failure (429, 5xx, timeout, connection)."""
+
+    def __init__(self, url: str, attempts: int, last_failure: str) -> None:
+        self.url = url
+        self.attempts = attempts
+        self.last_failure = last_failure
+        super().__init__(
+            f"judge request to {url} failed {attempts} times; last failure: {last_failure}. "
+            f"The endpoint is overloaded or unreachable: retry later, raise max_retries/timeout, or check base_url."
+        )
+
+
+class JudgeResponseError(JudgeError):
+    """The endpoint answered 200 with a body that is not a chat completion."""
+
+    def __init__(self, url: str, problem: str, body: str) -> None:
+        self.url = url
+        self.problem = problem
+        self.body = body
+        super().__init__(f"judge response from {url} is malformed: {problem}; body starts {body[:_BODY_SNIPPET]!r}")
+
+
+class JudgeVerdictError(JudgeError):
+    """The judge model replied with something other than CORRECT / INCORRECT."""
+
+    def __init__(self, model: str, raw: str) -> None:
+        self.model = model
+        self.raw = raw
+        super().__init__(
+            f"judge model {model!r} replied {raw[:_BODY_SNIPPET]!r}, not CORRECT or INCORRECT; "
+            f"use a model that follows the one-word instruction (or a stronger one)"
+        )
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    """The judge's decision and the text it came from."""
+
+    correct: bool
+    raw: str
+
+
+def parse_verdict(text: str) -> Optional[bool]:
+    """True for ``CORRECT``, False for ``INCORRECT`` (case-insensitive,
+    surrounding whitespace, quotes, asterisks and a final period allowed);
+    None for anything else."""
+    word = text.strip().strip("*\"'`").rstrip(".").strip().upper()
+    return {"CORRECT": True, "INCORRECT": False}.get(word)
+
+
+def judge_messages(question: Optional[str], prediction: str, reference: Union[str, Sequence[str]]) -> list[dict[str, str]]:
+    """The chat messages sent to the judge model."""
+    accepted = [reference] if isinstance(reference, str) else list(reference)
+    lines = []
+    if question:
+        lines.append(f"Question: {question}")
+    lines.append(f"Reference answer: {accepted[0]}")
+    if len(accepted) > 1:
+        lines.append("Also accepted: " + "; ".join(accepted[1:]))
+    lines.append(f"Candidate answer: {prediction}")
+    lines.append("Is the candidate answer correct? Reply CORRECT or INCORRECT.")
+    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        # The other form the header may take: an HTTP date.
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class OpenRouterJudge:
+    """Judge free-form answers with a model behind an OpenAI-compatible API.
+
+    ``api_key_env`` names the environment variable holding the key (None
+    for a local server that needs none); it is read once, here. ``timeout``
+    is seconds per request; ``max_retries`` extra attempts after the first;
+    the wait before retry ``k`` is ``backoff * 2**k`` seconds, or the
+    server's ``Retry-After``, capped at ``max_backoff``. ``sleep`` is how to
+    wait (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://openrouter.ai/api/v1",
+        api_key_env: Optional[str] = "OPENROUTER_API_KEY",
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_tokens: int = 16,
+        extra_headers: Optional[Mapping[str, str]] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise JudgeConfigError(f"model must name the judge model, got {model!r}")
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise JudgeConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if not timeout > 0:
+            raise JudgeConfigError(f"timeout must be positive seconds, got {timeout!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise JudgeConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if backoff < 0 or max_backoff < 0:
+            raise JudgeConfigError(f"backoff and max_backoff must be >= 0, got {backoff!r} and {max_backoff!r}")
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_tokens = max_tokens
+        self._sleep = sleep
+        headers = {"Content-Type": "application/json", **dict(extra_headers or {})}
+        if api_key_env is not None:
+            key = os.environ.get(api_key_env, "").strip()
+            if not key:
+                raise JudgeConfigError(
+                    f"the judge needs an API key in the environment variable {api_key_env}; "
+                    f"set it (export {api_key_env}=...) or pass api_key_env=None for a server without keys"
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(headers=headers, timeout=self.timeout)
+
+    @property
+    def url(self) -> str:
+        """The chat-completions URL requests go to."""
+        return f"{self.base_url}/chat/completions"
+
+    def __repr__(self) -> str:
+        return f"OpenRouterJudge(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> "OpenRouterJudge":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ judging
+
+    def judge(self, question: Optional[str], prediction: str, reference: Union[str, Sequence[str]]) -> JudgeVerdict:
+        """Ask the judge model whether ``prediction`` answers ``question`` as
+        ``reference`` (a string, or the accepted answers) does."""
+        payload = {
+            "model": self.model,
+            "messages": judge_messages(question, prediction, reference),
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
+        raw = self._complete(payload)
+        verdict = parse_verdict(raw)
+        if verdict is None:
+            raise JudgeVerdictError(self.model, raw)
+        return JudgeVerdict(correct=verdict, raw=raw)
+
+    def __call__(self, prediction: str, ground_truth: Any) -> bool:
+        """``check_fn(prediction, ground_truth)``: ``ground_truth`` is a
+        reference string, a sequence of accepted strings, or an example with
+        ``question``, ``answer`` and ``aliases`` (a :class:`QAExample`)."""
+        question = None
+        if hasattr(ground_truth, "question") and hasattr(ground_truth, "answer"):
+            question = ground_truth.question
+            reference: Union[str, Sequence[str]] = (ground_truth.answer, *getattr(ground_truth, "aliases", ()))
+        else:
+            reference = ground_truth
+        return self.judge(question, prediction, reference).correct
+
+    # ------------------------------------------------------------ transport
+
+    def _complete(self, payload: dict[str, Any]) -> str:
+        attempts = self.max_retries + 1
+        last_failure = ""
+        for attempt in range(attempts):
+            retry_after: Optional[float] = None
+            try:
+                response = self._client.post(self.url, json=payload)
+            except httpx.TimeoutException:
+                last_failure = f"no response within {self.timeout:g} s (timeout)"
+            except httpx.TransportError as error:
+                last_failure = f"connection failed ({type(error).__name__})"
+            else:
+                status = response.status_code
+                if status == 200:
+                    return self._content(response)
+                if status in _RETRY_STATUSES or status >= 500:
+                    last_failure = f"HTTP {status}"
+                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                else:
+                    raise self._http_error(response)
+            if attempt + 1 < attempts:
+                delay = retry_after if retry_after is not None else self.backoff * 2**attempt
+                delay = min(delay, self.max_backoff)
+                logger.info("judge: %s from %s; retry %d/%d in %.2f s", last_failure, self.url, attempt + 1,
+                            self.max_retries, delay)
+                self._sleep(delay)
+        raise JudgeRetriesExhaustedError(self.url, attempts, last_failure)
+
+    def _http_error(self, response: httpx.Response) -> JudgeHTTPError:
+        status = response.status_code
+        detail = self._scrub(response.text[:_BODY_SNIPPET].strip()) or response.reason_phrase
+        if status in (401, 403):
+            variable = self.api_key_env or "the API key variable"
+            return JudgeAuthError(status, self.url, detail,
+                                  f"The key was refused: set {variable} to a valid key for {self.base_url}")
+        if status == 404:
+            return JudgeNotFoundError(status, self.url, detail,
+                                      f"Check base_url ({self.base_url!r}, which must end before /chat/completions) "
+                                      f"and the model name ({self.model!r})")
+        return JudgeHTTPError(status, self.url, detail, "The request was rejected; check the model name and options")
+
+    def _scrub(self, text: str) -> str:
+        # A server may echo the request's headers back; never let the key
+        # travel into an exception.
+        header = self._client.headers.get("Authorization", "")
+        key = header[len("Bearer "):] if header.startswith("Bearer ") else header
+        return text.replace(key, "[key]") if key else text
+
+    def _content(self, response: httpx.Response) -> str:
+        body = self._scrub(response.text)
+        try:
+            document = response.json()
+            content = document["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise JudgeResponseError(self.url, "expected JSON with choices[0].message.content", body) from None
+        if isinstance(content, list):  # some providers return content parts
+            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if not isinstance(content, str):
+            raise JudgeResponseError(self.url, f"message content is {type(content).__name__}, not text", body)
+        return content
