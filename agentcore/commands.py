@@ -1,15 +1,21 @@
-"""The built-in ``agent`` command group (``meta-agent``): ``tools`` and
-``plugins``.
+"""The built-in ``agent`` command group (``meta-agent``): ``tools``,
+``plugins``, ``run`` and ``chat``.
 
 A plugin module in :data:`~meta_spider.plugins.DEFAULT_PLUGINS`; it registers
-its group through ``register_commands`` like any third party. The commands
-list what the loaded plugins registered; they run no model.
+its group through ``register_commands`` like any third party. ``tools`` and
+``plugins`` list what the loaded plugins registered; ``run`` answers one
+question and ``chat`` opens the REPL, both with the policy and backend named
+by the options or by the run directory's ``run.json`` (see
+:mod:`meta_spider.agentcore.rundir`); without a run directory the ``fake``
+backend plays a script (``--script FILE``, see
+:mod:`meta_spider.agentcore.script`) or the built-in demo.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -20,7 +26,7 @@ from meta_spider.plugins import hookimpl, plugin_distributions
 from meta_spider.tools import ToolError, ToolRegistry
 
 
-@click.group("agent", help="The agent: its tools and plugins.")
+@click.group("agent", help="The agent: ask it, chat with it, list its tools and plugins.")
 def agent_group() -> None:
     pass
 
@@ -80,6 +86,118 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     for row in rows:
         table.add_row(row["plugin"], row["distribution"], ", ".join(row["hooks"]))
     Console().print(table)
+
+
+def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``run`` and ``chat`` share."""
+    options = [
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="A run directory; its run.json names the policy and the backends' settings."),
+        click.option("--policy", default=None, help="Policy name (default: run.json's, else 'direct')."),
+        click.option("--backend", default=None,
+                     help="Backend name (default: the first in run.json, else 'fake')."),
+        click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                     help="JSON script of outputs for the 'fake' backend (default: the built-in demo)."),
+        click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Most model steps per question."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int) -> Any:
+    # Imported here: `meta-agent tools` should not pay for the REPL's imports.
+    from meta_spider.agentcore.errors import AgentError
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import RunSettings, read_run_settings
+    from meta_spider.agentcore.script import load_script
+
+    try:
+        settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
+        return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
+                             max_steps=max_steps)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@agent_group.command("run")
+@click.argument("question")
+@_agent_options
+@click.option("--json", "as_json", is_flag=True, help="Print the step records as JSON instead of the trace.")
+@click.pass_context
+def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy: str | None,
+                backend: str | None, script: Path | None, max_steps: int, as_json: bool) -> None:
+    """Answer QUESTION once and show how: the policy's decision (with
+    P(correct) when it has one), tool calls with arguments and results, and
+    the final action."""
+    from meta_spider.agentcore.errors import AgentError
+    from meta_spider.agentcore.render import step_renderable
+    from meta_spider.agentcore.steps import FinalStep
+    from meta_spider.agentcore.streaming import StreamingBackend
+    from meta_spider.backends import BackendError
+    from meta_spider.plugins import PluginError
+
+    launcher = _launcher(ctx, run_dir, script, max_steps)
+    console = Console()
+    try:
+        agent = launcher.build_agent(policy=policy, backend=backend)
+        streamed: list[str] = []
+
+        def show(delta: str) -> None:
+            streamed.append(delta)
+            console.print(delta, style="dim", end="", soft_wrap=True, markup=False, highlight=False)
+            console.file.flush()
+
+        if not as_json:  # stream the model's text as it comes, then the trace
+            agent.backend = StreamingBackend(agent.backend, listener=show)
+        records = []
+        final: FinalStep | None = None
+        for step in agent.run(question):
+            records.append(step.to_dict())
+            if as_json:
+                final = step if isinstance(step, FinalStep) else final
+                continue
+            if streamed:
+                console.print()
+                streamed.clear()
+            console.print(step_renderable(step))
+            final = step if isinstance(step, FinalStep) else final
+    except (AgentError, BackendError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({
+            "question": question,
+            "policy": policy or launcher.default_policy,
+            "backend": backend or launcher.default_backend,
+            "outcome": final.outcome if final else None,
+            "text": final.text if final else None,
+            "steps": records,
+        }, indent=2, ensure_ascii=False))
+
+
+@agent_group.command("chat")
+@_agent_options
+@click.option("--history", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="History file (default: $META_SPIDER_CHAT_HISTORY, else the user data dir).")
+@click.option("--no-trace", is_flag=True, help="Start with the trace hidden (/trace on shows it).")
+@click.pass_context
+def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None,
+                 script: Path | None, max_steps: int, history: Path | None, no_trace: bool) -> None:
+    """Chat with the agent in the terminal. Enter sends; end a line with a
+    backslash (or press Esc then Enter) for a new line; Tab completes slash
+    commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
+    from meta_spider.agentcore.chat import ChatLoop
+    from meta_spider.agentcore.errors import AgentError
+    from meta_spider.backends import BackendError
+    from meta_spider.plugins import PluginError
+
+    launcher = _launcher(ctx, run_dir, script, max_steps)
+    try:
+        loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
+    except (AgentError, BackendError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.exit(loop.run())
 
 
 @hookimpl

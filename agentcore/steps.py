@@ -4,21 +4,37 @@ A run yields, in order, one :class:`ModelStep` per model decision, one
 :class:`ToolStep` per tool call or unreadable call attempt, and exactly one
 :class:`FinalStep` last. The REPL, the comparison harness and the tests all
 consume these records; nothing else about a run is hidden in the loop.
+
+Every record has a stable ``to_dict()`` (plain JSON types, a ``"type"`` key
+of ``"model"``, ``"tool"`` or ``"final"``) for ``meta-agent run --json`` and
+saved traces. Backend-native arrays (cognitive tokens) are never written:
+only the numbers a reader can use.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-from meta_spider.policies.actions import Action, Answer, Refuse, ToolInvocation
+from meta_spider.policies.actions import Action, Answer, Refuse, ToolCall, ToolInvocation
 from meta_spider.policies.base import LatentDecision
 
 if TYPE_CHECKING:
     from meta_spider.agentcore.session import Session
 
-__all__ = ["FinalStep", "ModelStep", "ObservationKind", "Outcome", "Step", "ToolStep"]
+__all__ = [
+    "FinalStep",
+    "ModelStep",
+    "ObservationKind",
+    "Outcome",
+    "Step",
+    "ToolStep",
+    "action_to_dict",
+    "decision_to_dict",
+    "json_safe",
+]
 
 
 class ObservationKind(str, enum.Enum):
@@ -44,6 +60,14 @@ class ModelStep:
     decision: LatentDecision
     action: Action
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "model",
+            "index": self.index,
+            "decision": decision_to_dict(self.decision),
+            "action": action_to_dict(self.action),
+        }
+
 
 @dataclass(frozen=True)
 class ToolStep:
@@ -62,6 +86,17 @@ class ToolStep:
     def ok(self) -> bool:
         return self.kind is ObservationKind.RESULT
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "tool",
+            "index": self.index,
+            "call": None if self.call is None else _call_to_dict(self.call),
+            "observation": self.observation,
+            "kind": self.kind.value,
+            "ok": self.ok,
+            "error": self.error,
+        }
+
 
 @dataclass(frozen=True)
 class FinalStep:
@@ -79,5 +114,70 @@ class FinalStep:
         """The answer or refusal text; None when the steps ran out."""
         return None if self.action is None else self.action.text
 
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome, the final action and the step count (not the session:
+        save that with :meth:`Session.save`)."""
+        return {
+            "type": "final",
+            "outcome": self.outcome,
+            "text": self.text,
+            "model_steps": self.model_steps,
+            "action": None if self.action is None else action_to_dict(self.action),
+        }
+
 
 Step = Union[ModelStep, ToolStep, FinalStep]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with only JSON types: mappings and sequences are walked,
+    non-finite floats become None, anything else (arrays, objects) becomes
+    its ``repr`` cut to 200 characters, so a trace never fails to serialise."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return repr(value)[:200]
+
+
+def _call_to_dict(call: ToolInvocation) -> dict[str, Any]:
+    return {"name": call.name, "arguments": json_safe(call.arguments), "call_id": call.call_id}
+
+
+def action_to_dict(action: Action) -> dict[str, Any]:
+    """One action as plain JSON types, with a ``"type"`` of ``"answer"``,
+    ``"refuse"`` or ``"tool_call"``."""
+    if isinstance(action, Answer):
+        return {"type": "answer", "text": action.text}
+    if isinstance(action, Refuse):
+        return {"type": "refuse", "text": action.text, "reason": action.reason}
+    if isinstance(action, ToolCall):
+        return {
+            "type": "tool_call",
+            "calls": [_call_to_dict(call) for call in action.calls],
+            "content": action.content,
+            "failures": [{"reason": failure.reason, "raw": failure.raw} for failure in action.failures],
+        }
+    raise TypeError(f"not an action: {action!r:.80}")
+
+
+def decision_to_dict(decision: LatentDecision) -> dict[str, Any]:
+    """A latent decision without its backend-native arrays: the text, the
+    confidence numbers and the policy's metadata (JSON-safe)."""
+    introspection = None
+    if decision.introspection is not None:
+        introspection = {
+            "p_correct": json_safe(decision.introspection.p_correct),
+            "extras": sorted(decision.introspection.extras),  # names only: values may be arrays
+        }
+    return {
+        "text": decision.text,
+        "p_correct": decision.p_correct,
+        "confident": decision.confident,
+        "introspection": introspection,
+        "metadata": json_safe(decision.metadata),
+    }

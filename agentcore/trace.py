@@ -1,23 +1,19 @@
-"""Rich rendering of step records, for the demo and (later) the REPL.
+"""One-line rendering of step records, for the scripted demo.
 
 It turns each :mod:`~meta_spider.agentcore.steps` record into one printable
-line; it knows nothing about how the steps were produced.
+line; it knows nothing about how the steps were produced. The REPL and
+``meta-agent run`` use the richer :mod:`meta_spider.agentcore.render`.
 """
 
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
 
+from meta_spider.agentcore.render import call_text as _call_text
 from meta_spider.agentcore.steps import FinalStep, ModelStep, Step, ToolStep
 from meta_spider.policies.actions import Answer, Refuse, ToolCall
 
 __all__ = ["step_text"]
-
-
-def _call_text(name: str, arguments: dict) -> str:
-    return f"{name}({json.dumps(arguments, ensure_ascii=False)})"
 
 
 def step_text(step: Step) -> Text:

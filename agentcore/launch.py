@@ -1,0 +1,159 @@
+"""Builds agents, policies and backends by name for ``meta-agent chat`` / ``run``.
+
+:class:`AgentLauncher` joins three sources: what the plugins registered
+(``register_policies``, ``register_backends``, ``register_renderers``,
+``register_tools``), a run directory's settings
+(:func:`~meta_spider.agentcore.rundir.read_run_settings`) and, for the
+``fake`` backend, a script (:mod:`meta_spider.agentcore.script`). So the
+``doubter`` policy and the ``transformers`` / ``llamacpp`` backends are
+chosen by name like any other, with the settings run.json gives for them.
+
+Built backends are cached by name (switching back to a loaded model costs
+nothing) and wrapped in :class:`~meta_spider.backends.StopBackend`, so every
+reply ends at its turn's end whichever backend produced it. This module knows
+nothing about terminals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from meta_spider.agentcore.errors import AgentError
+from meta_spider.agentcore.loop import MetaAgent
+from meta_spider.agentcore.rundir import RunSettings
+from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
+from meta_spider.backends import StopBackend
+from meta_spider.backends.base import InferenceBackend
+from meta_spider.plugins import ComponentRegistry
+from meta_spider.policies.base import ActionRenderer, Policy
+from meta_spider.tools import DictKnowledgeBase, KnowledgeBase, ToolRegistry
+
+__all__ = ["AgentLauncher", "ComponentSettingsError", "DEFAULT_POLICY", "FAKE_BACKEND", "demo_script"]
+
+DEFAULT_POLICY = "direct"
+FAKE_BACKEND = "fake"
+
+
+class ComponentSettingsError(AgentError, TypeError):
+    """A policy or backend factory refused its settings (missing or unknown keywords)."""
+
+    def __init__(self, kind: str, name: str, settings: dict[str, Any], reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.settings = settings
+        self.reason = reason
+        given = ", ".join(sorted(settings)) or "none"
+        super().__init__(
+            f"cannot build {kind} {name!r} from the settings given (keys: {given}): {reason}. "
+            f"Pass a --run-dir whose run.json has the {kind}'s settings, or choose another {kind}."
+        )
+
+
+def _create(registry: ComponentRegistry, name: str, settings: dict[str, Any]) -> Any:
+    factory = registry.entry(name).factory  # an unknown name fails here, naming the choices
+    try:
+        return factory(**settings)
+    except TypeError as exc:  # a missing or unexpected keyword: say which settings were given
+        raise ComponentSettingsError(registry.kind, name, settings, str(exc)) from exc
+
+
+def demo_script() -> BackendScript:
+    """The scripted demo's replies and facts (used by ``--backend fake``
+    when no ``--script`` is given)."""
+    from meta_spider.agentcore.demo import DEMO_FACTS, DEMO_SCRIPT
+
+    outputs = [reply for _question, replies in DEMO_SCRIPT for reply in replies]
+    return parse_script({"outputs": outputs, "facts": dict(DEMO_FACTS)}, source="the built-in demo script")
+
+
+@dataclass
+class AgentLauncher:
+    """Names -> components, with run.json settings and a fake-backend script."""
+
+    pm: pluggy.PluginManager
+    run_settings: RunSettings = field(default_factory=RunSettings)
+    script: BackendScript | None = None
+    """Outputs for the ``fake`` backend; None uses :func:`demo_script`."""
+    knowledge_base: KnowledgeBase | None = None
+    """Backs the ``lookup`` tool; None takes the script's facts (if any)."""
+    max_steps: int = 8
+    system_prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.system_prompt is None:  # ask with the run's own system prompt
+            self.system_prompt = self.run_settings.system_prompt
+        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
+        self._policies = ComponentRegistry.from_plugins(self.pm, "register_policies", "policy")
+        self._backends = ComponentRegistry.from_plugins(self.pm, "register_backends", "backend")
+        self._renderers = ComponentRegistry.from_plugins(self.pm, "register_renderers", "renderer")
+        self._built_backends: dict[str, InferenceBackend] = {}
+        knowledge_base = self.knowledge_base
+        if knowledge_base is None and self.script is not None and self.script.facts:
+            knowledge_base = DictKnowledgeBase(self.script.facts, name="script-facts")
+        self._knowledge_base = knowledge_base
+        self.tools = ToolRegistry.from_plugins(self.pm, knowledge_base=knowledge_base)
+
+    # ------------------------------------------------------------ names
+
+    def policy_names(self) -> tuple[str, ...]:
+        """Every registered policy name, sorted (third-party ones included)."""
+        return self._policies.names()
+
+    def backend_names(self) -> tuple[str, ...]:
+        return self._backends.names()
+
+    @property
+    def default_policy(self) -> str:
+        """run.json's policy, else ``direct``."""
+        return self.run_settings.policy.name if self.run_settings.policy else DEFAULT_POLICY
+
+    @property
+    def default_backend(self) -> str:
+        """The first backend run.json lists, else ``fake``."""
+        return self.run_settings.default_backend or FAKE_BACKEND
+
+    # ------------------------------------------------------------ building
+
+    def make_policy(self, name: str) -> Policy:
+        """Build policy ``name`` with run.json's settings for it. Raises
+        :class:`~meta_spider.plugins.UnknownComponentError` for an unknown name."""
+        return _create(self._policies, name, self.run_settings.policy_settings(name))
+
+    def make_renderer(self) -> ActionRenderer:
+        choice = self.run_settings.renderer
+        if choice is None:
+            return _create(self._renderers, "default", {})
+        return _create(self._renderers, choice.name, dict(choice.settings))
+
+    def make_backend(self, name: str) -> InferenceBackend:
+        """Build (once) backend ``name``, wrapped in a StopBackend. ``fake``
+        plays the script (its facts were installed in :attr:`tools`)."""
+        if name not in self._built_backends:
+            self._backends.entry(name)  # an unknown name fails here, naming the choices
+            if name == FAKE_BACKEND:
+                script = self.script or demo_script()
+                if self._knowledge_base is None and script.facts:
+                    # The demo's questions need the demo's facts; a real
+                    # knowledge base, when given, is never replaced.
+                    self._knowledge_base = DictKnowledgeBase(script.facts, name="demo-facts")
+                    self.tools.install_knowledge_base(self._knowledge_base)
+                backend: Any = ScriptedBackend(script, **self.run_settings.backend_settings(name))
+            else:
+                backend = _create(self._backends, name, self.run_settings.backend_settings(name))
+            self._built_backends[name] = StopBackend(backend)
+        return self._built_backends[name]
+
+    def build_agent(self, *, policy: str | None = None, backend: str | None = None) -> MetaAgent:
+        """A :class:`MetaAgent` with the named (or default) policy and backend."""
+        return MetaAgent(
+            backend=self.make_backend(backend or self.default_backend),
+            policy=self.make_policy(policy or self.default_policy),
+            renderer=self.make_renderer(),
+            tools=self.tools,
+            max_steps=self.max_steps,
+            system_prompt=self.system_prompt,
+        )

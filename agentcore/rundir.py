@@ -1,0 +1,194 @@
+"""What ``meta-agent`` reads from a run directory's ``run.json``.
+
+The manifest itself belongs to the loom (``meta_spider.loom.manifest``,
+``RunManifest``), which sits above the agent in the dependency order, so the
+agent reads the few fields it needs as plain JSON here, in one place. Fields
+read (everything else in the file is ignored):
+
+``backends``
+    An object mapping a backend name (as registered through
+    ``register_backends``: ``"transformers"``, ``"llamacpp"``, ...) to the
+    keyword settings of its factory. The first name listed is the default
+    when ``--backend`` is not given (``transformers`` when the file lists
+    none but names a model; ``fake`` when it names neither).
+``model``, ``layers``, ``read_position``, ``inject_positions``, ``checkpoint``
+    The run's pipeline: they give the ``transformers`` backend its default
+    settings (``model_name``, ``revision``, ``dtype``, ``quantization``,
+    ``device``, ``target_layers``, ``cross_attn_layers``, ``read_position``,
+    ``inject_positions``, ``checkpoint``; the same keys as
+    ``RunManifest.pipeline_settings()`` plus the checkpoint), which
+    ``backends.transformers`` may override key by key.
+``prompt.system_prompt``
+    The system prompt the run's questions were asked with (the agent asks
+    with the same one).
+``policy`` (an agent extension; the manifest keeps unknown fields)
+    The default policy: a name (``"doubter"``), or an object
+    ``{"name": ..., "settings": {...}}`` whose settings are passed to the
+    policy's factory whenever that policy is chosen.
+``renderer`` (agent extension, optional)
+    The same shape as ``policy``, for the action renderer (its calibrated
+    threshold, for instance); defaults to ``"default"``.
+
+Setting values under the key ``checkpoint`` or a key ending in ``_path``
+that are relative paths are resolved against the run directory, as the
+manifest records them, so a run directory can be moved as a whole.
+
+This module knows nothing about models, checkpoints or what the settings
+mean: it hands them to the factories the plugins registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from meta_spider.agentcore.errors import AgentError
+
+__all__ = ["RUN_FILE", "ComponentChoice", "RunFileError", "RunSettings", "read_run_settings"]
+
+RUN_FILE = "run.json"
+
+
+class RunFileError(AgentError, ValueError):
+    """``run.json`` is missing or one of the fields the agent reads is malformed."""
+
+    def __init__(self, path: str, field_name: str | None, reason: str, fix: str) -> None:
+        self.path = path
+        self.field_name = field_name
+        self.reason = reason
+        self.fix = fix
+        where = f"field {field_name!r} of {path}" if field_name else path
+        super().__init__(f"{where}: {reason}. {fix}")
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """A component name and the settings its factory is called with."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a component name must be a non-empty string, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The agent's view of a run: backend settings by name, policy, renderer."""
+
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Factory settings per backend name, in the order run.json lists them."""
+    policy: ComponentChoice | None = None
+    renderer: ComponentChoice | None = None
+    system_prompt: str | None = None
+    run_dir: Path | None = None
+
+    @property
+    def default_backend(self) -> str | None:
+        """The first backend run.json lists, or None."""
+        return next(iter(self.backends), None)
+
+    def backend_settings(self, name: str) -> dict[str, Any]:
+        """Settings for backend ``name`` (empty when run.json has none)."""
+        return dict(self.backends.get(name, {}))
+
+    def policy_settings(self, name: str) -> dict[str, Any]:
+        """Settings for policy ``name``: run.json's only when it names this policy."""
+        if self.policy is not None and self.policy.name == name:
+            return dict(self.policy.settings)
+        return {}
+
+
+def _resolve_paths(settings: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    resolved = dict(settings)
+    for key, value in settings.items():
+        if (key == "checkpoint" or key.endswith("_path")) and isinstance(value, str) and value:
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                resolved[key] = str(run_dir / path)
+    return resolved
+
+
+def _choice(value: Any, field_name: str, path: str) -> ComponentChoice | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return ComponentChoice(value)
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str) and value["name"]:
+        settings = value.get("settings", {})
+        if not isinstance(settings, Mapping):
+            raise RunFileError(path, f"{field_name}.settings", f"expected an object, got {settings!r:.80}",
+                               "Write the factory's keyword settings as a JSON object.")
+        return ComponentChoice(value["name"], dict(settings))
+    raise RunFileError(path, field_name, f"expected a name or {{\"name\": ..., \"settings\": {{...}}}}, "
+                       f"got {value!r:.80}", f'Write e.g. "{field_name}": "direct".')
+
+
+def _pipeline_settings(data: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The ``transformers`` backend's settings implied by the run's pipeline
+    fields (empty when run.json names no model)."""
+    model = data.get("model")
+    if not isinstance(model, Mapping) or not isinstance(model.get("name"), str) or not model["name"]:
+        return {}
+    layers = data.get("layers", {})
+    if not isinstance(layers, Mapping):
+        raise RunFileError(path, "layers", f"expected an object, got {layers!r:.80}",
+                           "Regenerate the file with `metaloom collect`.")
+    settings: dict[str, Any] = {"model_name": model["name"]}
+    for key in ("revision", "dtype", "quantization", "device"):
+        if key in model:
+            settings[key] = model[key]
+    for key in ("target_layers", "cross_attn_layers"):
+        if key in layers:
+            settings[key] = layers[key]
+    for key in ("read_position", "inject_positions", "checkpoint"):
+        if data.get(key) is not None:
+            settings[key] = data[key]
+    return settings
+
+
+def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
+    """Read the agent's fields from ``<run_dir>/run.json``.
+
+    Raises :class:`RunFileError` naming the file, the field and the fix.
+    """
+    directory = Path(run_dir).expanduser().resolve()
+    path = directory / RUN_FILE
+    if not path.is_file():
+        raise RunFileError(str(path), None, "no run.json here",
+                           "Pass the run directory that `metaloom collect` wrote, or leave out --run-dir.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunFileError(str(path), None, f"invalid JSON ({exc})", "Fix or regenerate the file.") from exc
+    if not isinstance(data, dict):
+        raise RunFileError(str(path), None, f"expected a JSON object, got {type(data).__name__}",
+                           "Regenerate the file with `metaloom collect`.")
+    backends_field = data.get("backends", {})
+    if not isinstance(backends_field, Mapping):
+        raise RunFileError(str(path), "backends", f"expected an object of backend name -> settings, "
+                           f"got {backends_field!r:.80}", 'Write e.g. "backends": {"transformers": {...}}.')
+    backends: dict[str, dict[str, Any]] = {}
+    pipeline = _pipeline_settings(data, str(path))
+    for name, settings in backends_field.items():
+        if not isinstance(settings, Mapping):
+            raise RunFileError(str(path), f"backends.{name}", f"expected an object of settings, got {settings!r:.80}",
+                               "Write the backend factory's keyword settings as a JSON object.")
+        merged = {**pipeline, **settings} if name == "transformers" else dict(settings)
+        backends[name] = _resolve_paths(merged, directory)
+    if pipeline and "transformers" not in backends:  # listed last: an explicit backend stays the default
+        backends["transformers"] = _resolve_paths(pipeline, directory)
+    policy = _choice(data.get("policy"), "policy", str(path))
+    if policy is not None:
+        policy = ComponentChoice(policy.name, _resolve_paths(policy.settings, directory))
+    prompt = data.get("prompt", {})
+    system_prompt = prompt.get("system_prompt") if isinstance(prompt, Mapping) else None
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise RunFileError(str(path), "prompt.system_prompt", f"expected a string or null, got {system_prompt!r:.80}",
+                           "Write the system prompt as a string.")
+    return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", str(path)),
+                       system_prompt or None, directory)

@@ -1,0 +1,186 @@
+"""``meta-agent run``: the trace, ``--json`` step records, run.json settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from meta_spider.agentcore.cli import CliState, build_cli
+from meta_spider.agentcore.rundir import RunFileError, read_run_settings
+from meta_spider.plugins import PLUGINS_ENV_VAR
+
+CAPITAL_CALL = '<tool_call>\n{"name": "lookup", "arguments": {"query": "capital of Veloria"}}\n</tool_call>'
+CAPITAL_FACT = "The capital of Veloria is Amberhold."
+
+
+def write_script(tmp_path: Path, outputs: list) -> Path:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"outputs": outputs, "facts": {"capital of Veloria": CAPITAL_FACT}}))
+    return script
+
+
+def invoke(pm, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(build_cli(pm), ["agent", "run", *args], obj=CliState(pm), env={"COLUMNS": "160"})
+
+
+def test_run_prints_the_trace_and_the_answer(plugin_manager, tmp_path: Path) -> None:
+    script = write_script(tmp_path, [CAPITAL_CALL, CAPITAL_FACT])
+    result = invoke(plugin_manager, "--script", str(script), "What is the capital of Veloria?")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    # Streamed text, the decision, the call with arguments, its result, then the final answer panel.
+    assert 'step 1 policy direct' in lines
+    assert '-> tool call lookup({"query": "capital of Veloria"})' in lines
+    assert 'tool [ok] lookup({"query": "capital of Veloria"})' in lines
+    assert f"result  {CAPITAL_FACT}" in lines
+    assert lines.index("step 2 policy direct") < lines.index("-> answer")
+    assert any(line.startswith("╭─ answer") for line in lines)
+    assert f"│ {CAPITAL_FACT}" in result.output
+
+
+def test_run_json_prints_the_step_records(plugin_manager, tmp_path: Path) -> None:
+    script = write_script(tmp_path, [CAPITAL_CALL, CAPITAL_FACT])
+    result = invoke(plugin_manager, "--script", str(script), "--json", "What is the capital of Veloria?")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert (record["policy"], record["backend"], record["outcome"], record["text"]) == (
+        "direct", "fake", "answer", CAPITAL_FACT)
+    steps = record["steps"]
+    assert [step["type"] for step in steps] == ["model", "tool", "model", "final"]
+    assert steps[0]["action"] == {
+        "type": "tool_call",
+        "calls": [{"name": "lookup", "arguments": {"query": "capital of Veloria"}, "call_id": None}],
+        "content": "",
+        "failures": [],
+    }
+    assert steps[0]["decision"]["p_correct"] is None and steps[0]["decision"]["metadata"]["policy"] == "direct"
+    assert steps[1] == {
+        "type": "tool",
+        "index": 1,
+        "call": {"name": "lookup", "arguments": {"query": "capital of Veloria"}, "call_id": "call00001"},
+        "observation": CAPITAL_FACT,
+        "kind": "result",
+        "ok": True,
+        "error": None,
+    }
+    assert steps[3] == {"type": "final", "outcome": "answer", "text": CAPITAL_FACT, "model_steps": 2,
+                        "action": {"type": "answer", "text": CAPITAL_FACT}}
+
+
+def test_run_dir_supplies_policy_settings_and_backend(plugin_manager, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({
+        "model": "ignored-by-the-agent",
+        "backends": {"fake": {"stream_chunk": 2}, "transformers": {"model_name": "m", "checkpoint": "doubter"}},
+        "policy": {"name": "echo-policy", "settings": {"prefix": "echo: "}},
+    }))
+    result = invoke(plugin_manager, "--run-dir", str(run_dir), "--json", "hello")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert (record["policy"], record["backend"], record["text"]) == ("echo-policy", "fake", "echo: hello")
+    # --policy overrides run.json; run.json's settings belong to its own policy only.
+    script = write_script(tmp_path, ["Plain answer."])
+    override = json.loads(invoke(plugin_manager, "--run-dir", str(run_dir), "--script", str(script),
+                                 "--policy", "direct", "--json", "hello").output)
+    assert (override["policy"], override["text"]) == ("direct", "Plain answer.")
+    settings = read_run_settings(run_dir)
+    assert settings.default_backend == "fake"
+    assert settings.backend_settings("transformers")["checkpoint"] == str(run_dir.resolve() / "doubter")
+
+
+def test_bad_run_json_names_the_field(plugin_manager, tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"backends": ["transformers"]}))
+    result = invoke(plugin_manager, "--run-dir", str(tmp_path), "question")
+    assert result.exit_code == 1
+    assert "field 'backends'" in result.output and "run.json" in result.output and "Traceback" not in result.output
+    missing = invoke(plugin_manager, "--run-dir", str(tmp_path / "nowhere"), "question")
+    assert missing.exit_code == 1 and "no run.json here" in missing.output
+    (tmp_path / "run.json").write_text(json.dumps({"policy": {"settings": {}}}))
+    try:
+        read_run_settings(tmp_path)
+    except RunFileError as exc:
+        assert exc.field_name == "policy"
+    else:
+        raise AssertionError("a policy without a name was accepted")
+
+
+def test_unknown_policy_and_exhausted_script_fail_cleanly(plugin_manager, tmp_path: Path) -> None:
+    unknown = invoke(plugin_manager, "--policy", "nosuch", "question")
+    assert unknown.exit_code == 1 and "no policy named 'nosuch'" in unknown.output
+    assert "echo-policy" in unknown.output  # the choices include the third-party policy
+    exhausted = invoke(plugin_manager, "--script", str(write_script(tmp_path, [])), "question")
+    assert exhausted.exit_code == 1 and "no scripted output left" in exhausted.output
+
+
+def test_real_console_script_runs_a_question(tmp_path: Path) -> None:
+    script = write_script(tmp_path, [CAPITAL_CALL, CAPITAL_FACT])
+    env = {k: v for k, v in os.environ.items() if k != PLUGINS_ENV_VAR}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "meta-agent"), "run", "--script", str(script), "--json",
+         "What is the capital of Veloria?"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == CAPITAL_FACT
+
+
+def test_a_backend_missing_its_settings_says_which(plugin_manager, tmp_path: Path) -> None:
+    import types
+
+    from meta_spider.plugins import hookimpl
+
+    def needs_model(model_name: str) -> object:
+        raise AssertionError("never built without a model_name")
+
+    plugin = types.ModuleType("needs_model_plugin")
+
+    @hookimpl
+    def register_backends(register):  # type: ignore[no-untyped-def]
+        register("needs-model", needs_model)
+
+    plugin.register_backends = register_backends  # type: ignore[attr-defined]
+    plugin_manager.register(plugin, name="needs-model-plugin")
+    result = invoke(plugin_manager, "--backend", "needs-model", "question")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot build backend 'needs-model' from the settings given (keys: none)" in result.output
+    assert "model_name" in result.output and "--run-dir" in result.output
+
+
+def test_history_file_location(monkeypatch, tmp_path: Path) -> None:
+    from meta_spider.agentcore.chat import HISTORY_ENV_VAR, default_history_path
+
+    monkeypatch.setenv(HISTORY_ENV_VAR, str(tmp_path / "h"))
+    assert default_history_path() == tmp_path / "h"
+    monkeypatch.delenv(HISTORY_ENV_VAR)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_history_path() == tmp_path / "data" / "meta-spider" / "chat_history"
+
+
+def test_a_manifest_written_by_the_loom_gives_the_transformers_settings(plugin_manager, tmp_path: Path) -> None:
+    # The agent reads run.json as plain JSON (it must not import the loom);
+    # this pins its reading to what RunManifest really writes.
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.loom.manifest import DatasetSection, ModelSection, PromptSection, RunManifest
+
+    manifest = RunManifest(
+        model=ModelSection(name="tiny-base", dtype="float32", device="cpu"),
+        dataset=DatasetSection(name="world"),
+        checkpoint="doubter",
+        prompt=PromptSection(system_prompt="Answer briefly."),
+        backends={"llamacpp": {"n_threads": 1}},
+    )
+    manifest.save(tmp_path)
+    settings = read_run_settings(tmp_path)
+    expected = {**manifest.pipeline_settings(), "checkpoint": str(tmp_path.resolve() / "doubter")}
+    assert settings.backend_settings("transformers") == expected
+    assert settings.backend_settings("llamacpp") == {"n_threads": 1}
+    assert settings.default_backend == "llamacpp"  # listed explicitly, so it stays the default
+    assert settings.system_prompt == "Answer briefly." and settings.policy is None
+    launcher = AgentLauncher(plugin_manager, settings)
+    assert launcher.system_prompt == "Answer briefly." and launcher.default_policy == "direct"
