@@ -28,6 +28,14 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
+from meta_spider.wrapper.constants import (  # torch-free: the wrapper's allowed values
+    DTYPES,
+    ENCODER_TYPES,
+    INJECT_POSITIONS,
+    LAYER_PRESETS,
+    QUANTIZATIONS,
+    READ_POSITIONS,
+)
 
 __all__ = [
     "DatasetSection", "FORMAT_VERSION", "GGUFSection", "LayersSection", "MANIFEST_FILE", "ManifestError",
@@ -41,14 +49,6 @@ FORMAT_VERSION = 1
 """Layout version written by this code; bump it and add an upgrade step to
 :data:`_UPGRADES` when the layout changes."""
 
-# The wrapper's allowed values (meta_spider.wrapper.constants), repeated here
-# because importing the wrapper package imports torch; a test keeps them equal.
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZATIONS = (None, "int8", "nf4", "fp4")
-ENCODER_TYPES = ("selective", "multi_token", "transformer")
-READ_POSITIONS = ("prompt", "draft")
-INJECT_POSITIONS = ("generation", "all")
-LAYER_PRESETS = ("all", "late")
 
 PathLike = Union[str, os.PathLike]
 

@@ -1,0 +1,175 @@
+"""The transformers inference backend: :class:`InferenceBackend` over a
+:class:`~meta_spider.wrapper.MetaSpiderPipeline` (torch; CPU or GPU; nf4,
+fp4 or int8 through bitsandbytes).
+
+Prompts are rendered with the model's own chat template through
+:class:`~meta_spider.native.NativeToolPrompt`; ``generate`` is greedy and
+cached, stops at the end-of-turn token, at a stop string (cut off, never
+streamed) or at ``max_new_tokens``; ``read`` is pass 1 and keeps its KV cache
+so that the following ``generate(prompt, inject=...)`` for the same prompt
+costs about one extra token. This module knows nothing about policies or
+how an introspection is turned into an action.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from meta_spider.backends.base import (
+    BackendCapabilityError,
+    Completion,
+    Introspection,
+    Message,
+    ToolSchema,
+)
+from meta_spider.backends.stop import cut_at_stop
+from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline, Pass1
+from meta_spider.wrapper.passes import DecodeStats
+
+__all__ = ["TransformersBackend"]
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that could start a stop string."""
+    longest = 0
+    for marker in stop:
+        for size in range(min(len(marker) - 1, len(text)), longest, -1):
+            if text.endswith(marker[:size]):
+                longest = size
+                break
+    return longest
+
+
+class TransformersBackend:
+    """Greedy generation, pass-1 reads and pass-2 injection on transformers."""
+
+    name = "transformers"
+
+    def __init__(self, pipeline: MetaSpiderPipeline, *, dynamic_refresh: bool = False, agc: bool = False) -> None:
+        self.pipeline = pipeline
+        self.dynamic_refresh = dynamic_refresh
+        self.agc = agc
+        self._prompt_renderer: Any = None
+        self._last_read: tuple[str, Pass1] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        model_name: str,
+        checkpoint: str | Path | None = None,
+        *,
+        dynamic_refresh: bool = False,
+        agc: bool = False,
+        **config_fields: Any,
+    ) -> "TransformersBackend":
+        """Load ``model_name`` with :class:`MetaSpiderConfig` fields
+        (``device``, ``dtype``, ``quantization``, ...) and attach the Doubter
+        checkpoint at ``checkpoint`` if given."""
+        config = MetaSpiderConfig(model_name=model_name, **config_fields)
+        return cls(MetaSpiderPipeline.from_pretrained(config, doubter=checkpoint),
+                   dynamic_refresh=dynamic_refresh, agc=agc)
+
+    # ------------------------------------------------------------ prompts
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipeline.tokenizer
+
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(template, dict):
+            return template.get("tool_use") or template.get("default")
+        return template or None
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> str:
+        if self._prompt_renderer is None:
+            from meta_spider.native import NativeToolPrompt
+
+            self._prompt_renderer = NativeToolPrompt.from_tokenizer(self.tokenizer)
+        return self._prompt_renderer.render(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        )
+
+    # ------------------------------------------------------------ passes
+
+    def _require_doubter(self, capability: str) -> None:
+        if self.pipeline.doubter is None:
+            raise BackendCapabilityError(
+                self.name, capability, "attach a Doubter (settings checkpoint=<folder>, or pipeline.attach(...))"
+            )
+
+    def read(self, prompt: str) -> Introspection:
+        """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]``."""
+        self._require_doubter("read activations (pass 1)")
+        pass1 = self.pipeline.read_ids(self.pipeline.encode(prompt))
+        self._last_read = (prompt, pass1)
+        extras: dict[str, Any] = {"layer_states": pass1.layer_states[0]}
+        if pass1.encoded.probe_logits is not None:
+            extras["probe_logits"] = pass1.encoded.probe_logits[0].detach().tolist()
+        if pass1.draft_ids:
+            extras["draft_text"] = self.pipeline.decode(pass1.draft_ids)
+        return Introspection(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
+                             extras=extras)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        inject: Introspection | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Greedy completion of the rendered ``prompt``; with ``inject`` the
+        cognitive tokens are injected (pass 2)."""
+        input_ids = self.pipeline.encode(prompt)
+        pass1, tokens = None, None
+        if inject is not None:
+            self._require_doubter("inject cognitive tokens (pass 2)")
+            tokens = torch.as_tensor(inject.cognitive_tokens)
+            if self._last_read is not None and self._last_read[0] == prompt:
+                pass1 = self._last_read[1]
+        self._last_read = None
+        stats = DecodeStats()
+        stream = self.pipeline.stream_ids(
+            input_ids, max_new_tokens=max_new_tokens, pass1=pass1, cognitive_tokens=tokens,
+            inject=inject is not None, dynamic_refresh=self.dynamic_refresh and inject is not None,
+            agc=self.agc, stats=stats,
+        )
+        markers = [marker for marker in stop if marker]
+        eos = self.pipeline.decoder.eos_token_ids
+        token_ids: list[int] = []
+        text, emitted, finish = "", 0, "length"
+        with closing(stream):
+            for token in stream:
+                if token in eos:
+                    finish = "eos"
+                    break
+                token_ids.append(token)
+                # Special tokens stay in the text: native tool-call markers
+                # are special in several templates.
+                text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+                kept, marker = cut_at_stop(text, markers)
+                if marker is not None:
+                    text, finish = kept, "stop"
+                    break
+                if on_text is not None and not text.endswith("\ufffd"):
+                    ready = len(text) - _held_back(text, markers)
+                    if ready > emitted:
+                        on_text(text[emitted:ready])
+                        emitted = ready
+        if on_text is not None and len(text) > emitted:
+            on_text(text[emitted:])
+        return Completion(text=text, finish_reason=finish, num_tokens=len(token_ids) + (finish == "eos"))

@@ -1,0 +1,119 @@
+"""Layer discovery, activation reading and a two-pass generate on a tiny
+in-process model of every supported family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from wrapper_helpers import PROMPTS, TINY_FAMILIES, chat_ids, forward_hook_counts, shared_model, shared_tokenizer
+
+from meta_spider.wrapper import (
+    ActivationCollector,
+    LayerDiscoveryError,
+    MetaSpiderConfig,
+    MetaSpiderPipeline,
+    discover_decoder,
+)
+
+EXPECTED_LAYER_PATHS = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma2": "model.layers",
+    "gemma3": "model.layers",
+    "gemma3_multimodal": "model.language_model.layers",  # not the equally deep vision tower
+    "gpt2": "transformer.h",
+    "phi3": "model.layers",
+    "llava": "model.language_model.layers",
+}
+
+
+def _pipeline(family: str, **config: object) -> MetaSpiderPipeline:
+    return MetaSpiderPipeline(shared_model(family), shared_tokenizer(), MetaSpiderConfig(model_name=family, **config))
+
+
+def test_every_family_has_an_expected_path() -> None:
+    assert set(EXPECTED_LAYER_PATHS) == set(TINY_FAMILIES)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_discovery_finds_the_text_decoder(family: str) -> None:
+    structure = discover_decoder(shared_model(family))
+    assert structure.layers_path == EXPECTED_LAYER_PATHS[family]
+    assert (structure.hidden_size, structure.num_layers, len(structure.layers)) == (32, 6, 6)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_two_pass_generate_runs_and_injection_changes_the_residual_stream(family: str) -> None:
+    pipe = _pipeline(family, target_layers=[2, 4], cross_attn_layers=[3, 5])
+    hooks_before = forward_hook_counts(pipe.structure.layers)
+    doubter = pipe.attach(pipe.new_doubter(encoder_dim=16, ca_bottleneck_dim=16, ca_gate_init=0.9))
+    result = pipe.generate(PROMPTS[3], max_new_tokens=6, return_result=True)
+    assert 1 <= len(result.token_ids) <= 6 and result.reused_prompt_cache
+    assert 0.0 < result.p_correct < 1.0
+    assert result.cognitive_tokens.shape == (2, 32)
+    # Injection reaches the logits (the token choice of a random model may not move).
+    ids = chat_ids(shared_tokenizer(), PROMPTS[3])
+    pass1 = pipe.read_ids(ids)
+    injected = list(pipe.stream_ids(ids, max_new_tokens=1, pass1=pass1))
+    assert len(injected) == 1
+    with torch.no_grad():
+        plain_logits = pipe.model(input_ids=ids).logits[0, -1]
+        from meta_spider.wrapper.injection import InjectionState, injecting
+
+        with injecting(pipe.structure.layers, doubter, InjectionState(pass1.encoded.cognitive_tokens)):
+            injected_logits = pipe.model(input_ids=ids).logits[0, -1]
+    assert not torch.allclose(plain_logits, injected_logits)
+    assert forward_hook_counts(pipe.structure.layers) == hooks_before
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gpt2", "gemma3_multimodal"])
+def test_collector_reads_hidden_states_after_layer(family: str) -> None:
+    model = shared_model(family)
+    structure = discover_decoder(model)
+    ids = chat_ids(shared_tokenizer(), PROMPTS[0])
+    collector = ActivationCollector(structure.layers, [0, 2, 4])
+    with torch.no_grad(), collector.recording() as record:
+        output = model(input_ids=ids, output_hidden_states=True)
+        hooks_inside = forward_hook_counts(structure.layers)
+    states = record.states()
+    assert states.shape == (1, 3, 32)
+    for column, layer in enumerate([0, 2, 4]):
+        torch.testing.assert_close(states[0, column], output.hidden_states[layer + 1][0, -1].float())
+    hooks_after = forward_hook_counts(structure.layers)
+    assert [inside - after for inside, after in zip(hooks_inside, hooks_after)] == [1, 0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_batched_reads_are_right_under_left_and_right_padding(family: str) -> None:
+    pipe = _pipeline(family, target_layers=[1, 5])
+    prompts = [PROMPTS[0], "Hi", PROMPTS[7]]
+    single = torch.cat([pipe.read_states([p]) for p in prompts])
+    torch.testing.assert_close(pipe.read_states(prompts), single, atol=1e-5, rtol=1e-4)  # left-padded
+    rows = [pipe.encode(pipe.render(p))[0] for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((3, width), dtype=torch.long)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    torch.testing.assert_close(pipe.read_states_ids(ids, mask, layers=[1, 5]), single, atol=1e-5, rtol=1e-4)
+
+
+def test_discovery_error_names_the_model() -> None:
+    class NoDecoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            from transformers import LlamaConfig
+
+            self.config = LlamaConfig(hidden_size=8, num_hidden_layers=3, num_attention_heads=2)
+            self.blocks = nn.ModuleList([nn.Linear(2, 2), nn.ReLU()])
+
+    with pytest.raises(LayerDiscoveryError, match="NoDecoder.*3 identical blocks"):
+        discover_decoder(NoDecoder())
+
+
+def test_pipeline_rejects_layers_outside_the_base() -> None:
+    with pytest.raises(ValueError, match=r"\[9\].*6 layers"):
+        _pipeline("qwen2", target_layers=[9])

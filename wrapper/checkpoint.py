@@ -1,0 +1,126 @@
+"""The Doubter checkpoint contract: safetensors weights + JSON config.
+
+A checkpoint is a folder with ``doubter_config.json`` (DoubterConfig, the
+base fingerprint, the format version) and ``doubter.safetensors`` (wrapper
+tensors only), or a single ``.safetensors`` file carrying the same JSON in
+its metadata. Never pickle, never ``torch.load``. This module knows the file
+layout and nothing about how the tensors are used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from meta_spider.wrapper.config import DoubterConfig
+from meta_spider.wrapper.constants import (
+    CHECKPOINT_CONFIG_FILE,
+    CHECKPOINT_FORMAT_VERSION,
+    CHECKPOINT_WEIGHTS_FILE,
+    METADATA_CONFIG_KEY,
+    METADATA_FORMAT_KEY,
+    METADATA_FORMAT_VALUE,
+)
+from meta_spider.wrapper.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from meta_spider.wrapper.doubter import Doubter
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoint_document(doubter: "Doubter") -> dict[str, Any]:
+    """The JSON document saved beside the weights."""
+    return {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "config": doubter.config.to_dict(),
+        "fingerprint": doubter.fingerprint(),
+    }
+
+
+def save_doubter(doubter: "Doubter", path: str | Path) -> Path:
+    """Write ``doubter`` to ``path`` (folder, or single file if it ends in
+    ``.safetensors``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    document = json.dumps(checkpoint_document(doubter), indent=2, sort_keys=True)
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in doubter.state_dict().items()}
+    metadata = {METADATA_FORMAT_KEY: METADATA_FORMAT_VALUE, METADATA_CONFIG_KEY: document}
+    if path.suffix == ".safetensors":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path), metadata=metadata)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CHECKPOINT_CONFIG_FILE).write_text(document + "\n", encoding="utf-8")
+    save_file(tensors, str(path / CHECKPOINT_WEIGHTS_FILE), metadata=metadata)
+    return path
+
+
+def _upgrade(document: dict[str, Any], where: str) -> dict[str, Any]:
+    """Bring an older document to the current format, logging each change.
+    Format 1 is the first; a newer format than this code knows is an error."""
+    version = document.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(where, f"no integer format_version in its config (got {version!r})")
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            where, f"format_version {version} is newer than this meta-spider reads ({CHECKPOINT_FORMAT_VERSION}); upgrade meta-spider"
+        )
+    if version < 1:
+        raise CheckpointError(where, f"unknown format_version {version}")
+    return document
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(document, tensors)`` of a checkpoint folder or file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        config_file, weights_file = path / CHECKPOINT_CONFIG_FILE, path / CHECKPOINT_WEIGHTS_FILE
+        for needed in (config_file, weights_file):
+            if not needed.is_file():
+                raise CheckpointError(str(path), f"missing {needed.name}")
+        try:
+            document = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(str(config_file), f"invalid JSON ({exc})") from exc
+    elif path.is_file() and path.suffix == ".safetensors":
+        weights_file = path
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if METADATA_CONFIG_KEY not in metadata:
+            raise CheckpointError(str(path), f"no {METADATA_CONFIG_KEY!r} entry in the safetensors metadata")
+        document = json.loads(metadata[METADATA_CONFIG_KEY])
+    else:
+        raise CheckpointError(str(path), "neither a checkpoint folder nor a .safetensors file")
+    return _upgrade(document, str(path)), load_file(str(weights_file))
+
+
+def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Doubter":
+    """Rebuild a Doubter from a checkpoint; every tensor must match."""
+    from meta_spider.wrapper.doubter import Doubter
+
+    document, tensors = read_checkpoint(path)
+    try:
+        config = DoubterConfig.from_dict(document["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(str(path), f"bad config ({exc})") from exc
+    doubter = Doubter(config, model_id=document.get("fingerprint", {}).get("model_id", ""))
+    expected = set(doubter.state_dict())
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise CheckpointError(str(path), f"tensor names differ from the config (missing {missing[:5]}, unexpected {extra[:5]})")
+    state = doubter.state_dict()
+    wrong = [f"{name} {tuple(tensors[name].shape)} vs {tuple(state[name].shape)}"
+             for name in sorted(state) if tensors[name].shape != state[name].shape]
+    if wrong:
+        raise CheckpointError(str(path), f"tensor shapes differ from the config (saved vs expected: {wrong[:3]})")
+    doubter.load_state_dict(tensors, strict=True)
+    return doubter.to(device)

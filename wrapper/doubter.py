@@ -1,0 +1,124 @@
+"""The Doubter: encoder + gated cross-attention + ReflexionBuffer.
+
+It is the whole trainable wrapper (the base is never part of it): encode
+pass-1 states into cognitive tokens and a P(correct) logit, provide the
+per-layer cross-attention the injection hooks call, report its size and its
+base fingerprint, and save/load itself (safetensors + JSON, see
+:mod:`meta_spider.wrapper.checkpoint`). It knows nothing about tokenisation
+or decoding loops; hooks live in :mod:`meta_spider.wrapper.injection`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from meta_spider.wrapper.buffer import ReflexionBuffer
+from meta_spider.wrapper.config import DoubterConfig, framework_version
+from meta_spider.wrapper.cross_attention import BottleneckCrossAttention
+from meta_spider.wrapper.encoders import EncoderOutput, build_encoder
+from meta_spider.wrapper.errors import FingerprintMismatchError
+from meta_spider.wrapper.gates import TanhGate
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_SHAPE_FIELDS = ("hidden_size", "num_layers")
+"""Fingerprint fields that must match for a checkpoint to fit a base."""
+
+
+def base_fingerprint(model_id: str, hidden_size: int, num_layers: int) -> dict[str, Any]:
+    """The identity of a base as far as a Doubter cares."""
+    return {"model_id": model_id, "hidden_size": hidden_size, "num_layers": num_layers}
+
+
+class Doubter(nn.Module):
+    """The trainable wrapper around a frozen base."""
+
+    def __init__(self, config: DoubterConfig, *, model_id: str = "") -> None:
+        super().__init__()
+        self.config = config
+        self.model_id = model_id
+        self.encoder = build_encoder(config)
+        self.cross_attn = nn.ModuleDict(
+            {
+                str(layer): BottleneckCrossAttention(
+                    config.hidden_size, config.ca_bottleneck_dim, config.ca_num_heads, config.ca_gate_init
+                )
+                for layer in config.cross_attn_layers
+            }
+        )
+        self.buffer = ReflexionBuffer()
+
+    # ------------------------------------------------------------ compute
+
+    def encode(self, layer_states: torch.Tensor) -> EncoderOutput:
+        """``[B, L, d]`` pass-1 states (target-layer order) -> tokens + logit."""
+        expected = (len(self.config.target_layers), self.config.hidden_size)
+        if layer_states.dim() != 3 or tuple(layer_states.shape[1:]) != expected:
+            raise ValueError(f"layer_states must be [B, {expected[0]}, {expected[1]}], got {tuple(layer_states.shape)}")
+        device = next(self.parameters()).device
+        return self.encoder(layer_states.to(device=device, dtype=torch.float32))
+
+    def cross_attention(self, layer: int) -> BottleneckCrossAttention:
+        """The cross-attention module injecting after decoder layer ``layer``."""
+        return self.cross_attn[str(layer)]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ gates
+
+    def injection_gates(self) -> dict[int, TanhGate]:
+        return {int(layer): module.gate for layer, module in self.cross_attn.items()}
+
+    def set_injection_gates(self, value: float) -> None:
+        """Set every injection gate's value ``tanh(g)`` (0 = no injection)."""
+        for gate in self.injection_gates().values():
+            gate.set_value(value)
+
+    def injection_gate_values(self) -> dict[int, float]:
+        return {layer: gate.value for layer, gate in self.injection_gates().items()}
+
+    # ------------------------------------------------------------ identity
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameter count of the wrapper (the base is not part of it)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint saved with the checkpoint."""
+        return {
+            **base_fingerprint(self.model_id, self.config.hidden_size, self.config.num_layers),
+            "target_layers": list(self.config.target_layers),
+            "cross_attn_layers": list(self.config.cross_attn_layers),
+            "framework_version": framework_version(),
+        }
+
+    def check_fits(self, base: Mapping[str, Any]) -> None:
+        """Raise :class:`FingerprintMismatchError` (naming both) when this
+        Doubter's base differs in shape from ``base``. A differing model id
+        alone only logs: the same weights arrive under a hub id, a local
+        folder or a GGUF path."""
+        mine = self.fingerprint()
+        bad = [name for name in FINGERPRINT_SHAPE_FIELDS if mine[name] != base.get(name)]
+        if bad:
+            raise FingerprintMismatchError(mine, base, bad)
+        if mine["model_id"] and base.get("model_id") and mine["model_id"] != base.get("model_id"):
+            logger.warning("Doubter trained on %r is attached to %r (same shape)", mine["model_id"], base.get("model_id"))
+
+    # ------------------------------------------------------------ files
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write a checkpoint folder (or a single ``.safetensors`` file when
+        ``path`` ends so) and return its path."""
+        from meta_spider.wrapper.checkpoint import save_doubter
+
+        return save_doubter(self, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "Doubter":
+        """Load a checkpoint written by :meth:`save_checkpoint`."""
+        from meta_spider.wrapper.checkpoint import load_doubter
+
+        return load_doubter(path, device=device)

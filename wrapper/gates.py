@@ -1,0 +1,90 @@
+"""Gates and adaptive gate control.
+
+:class:`TanhGate` is a learned scalar gate whose value is ``tanh(g)``; its
+``init`` is the initial *value* (the raw parameter starts at ``atanh(init)``),
+so ``ca_gate_init=0.3`` means the injection starts at 0.3 strength and a gate
+set to 0 contributes exactly nothing (the no-harm invariant).
+
+:class:`AdaptiveGateControl` (AGC) scales the injection during long
+generations: ``alpha(step) = floor + (1 - floor) * exp(-step / tau)``.
+:class:`RefreshGate` decides dynamic refresh from the cosine similarity of the
+live and the pass-1 states. Nothing here knows about the base model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class TanhGate(nn.Module):
+    """A scalar gate ``tanh(g)``; ``init`` is the initial value in (-1, 1)."""
+
+    def __init__(self, init: float) -> None:
+        super().__init__()
+        if not -1.0 < init < 1.0:
+            raise ValueError(f"gate init is a tanh value and must lie in (-1, 1), got {init!r}")
+        self.raw = nn.Parameter(torch.tensor(math.atanh(init), dtype=torch.float32))
+
+    def forward(self) -> torch.Tensor:
+        return torch.tanh(self.raw)
+
+    def set_value(self, value: float) -> None:
+        """Set the gate so that ``tanh(g) == value`` (0 gives exactly 0)."""
+        if not -1.0 < value < 1.0:
+            raise ValueError(f"gate value must lie in (-1, 1), got {value!r}")
+        with torch.no_grad():
+            self.raw.fill_(math.atanh(value))
+
+    @property
+    def value(self) -> float:
+        return float(torch.tanh(self.raw.detach()))
+
+
+@dataclass(frozen=True)
+class AdaptiveGateControl:
+    """Injection scale per generated token: ``floor + (1 - floor) e^(-step/tau)``.
+
+    ``step`` counts generated tokens from 0 (the forward that produces the
+    first new token), so the first token gets the full injection and a long
+    answer settles at ``floor``.
+    """
+
+    floor: float = 0.3
+    tau: float = 32.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.floor <= 1.0:
+            raise ValueError(f"AGC floor must lie in [0, 1], got {self.floor!r}")
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError(f"AGC tau must be a positive number, got {self.tau!r}")
+
+    def alpha(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"AGC step must be >= 0, got {step!r}")
+        return self.floor + (1.0 - self.floor) * math.exp(-step / self.tau)
+
+
+def layerwise_cosine(live: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean over target layers of the cosine similarity, per batch row:
+    ``[B, L, d] x [B, L, d] -> [B]``."""
+    return torch.nn.functional.cosine_similarity(live.float(), reference.float(), dim=-1).mean(dim=-1)
+
+
+@dataclass(frozen=True)
+class RefreshGate:
+    """Dynamic refresh trigger: re-encode when the live state has drifted,
+    i.e. when the cosine similarity to the reference drops below
+    ``threshold`` (for any batch row)."""
+
+    threshold: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"refresh threshold is a cosine similarity in [-1, 1], got {self.threshold!r}")
+
+    def should_refresh(self, live: torch.Tensor, reference: torch.Tensor) -> bool:
+        return bool((layerwise_cosine(live, reference) < self.threshold).any())

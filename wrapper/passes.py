@@ -1,0 +1,264 @@
+"""The two passes on token ids: greedy decoding with a KV cache, pass-1
+reads and pass-2 injected decoding.
+
+:class:`TwoPassDecoder` runs a frozen base one forward at a time with a
+``DynamicCache`` (batch 1, greedy). Pass 1 prefills the prompt while an
+:class:`ActivationCollector` reads the target layers, at the last prompt
+token (``read_position="prompt"``) or at the end of a greedy draft
+(``"draft"``). Pass 2 with ``inject_positions="generation"`` crops pass 1's
+cache back to every prompt token before the last and re-decodes only that
+token with injection on; ``"all"`` re-prefills the whole prompt with
+injection. AGC and dynamic refresh act between forwards.
+
+This module knows token ids only: no chat templates, no text.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from meta_spider.wrapper.collector import ActivationCollector
+from meta_spider.wrapper.doubter import Doubter
+from meta_spider.wrapper.encoders import EncoderOutput
+from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
+from meta_spider.wrapper.injection import InjectionState, injecting
+from meta_spider.wrapper.layers import DecoderStructure
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Pass1:
+    """What pass 1 left behind for pass 2."""
+
+    input_ids: torch.Tensor
+    """``[1, T]`` the prompt."""
+    layer_states: torch.Tensor
+    """``[1, L, d]`` read at the prompt's last token or the draft's end."""
+    encoded: EncoderOutput
+    draft_ids: list[int] = field(default_factory=list)
+    cache: Any = None
+    """Pass 1's KV cache (prompt, plus draft); consumed by the first pass 2."""
+
+    @property
+    def p_correct(self) -> float:
+        return float(torch.sigmoid(self.encoded.p_correct_logit.detach()[0]))
+
+
+@dataclass
+class ReadStates:
+    """Pass-1 states of one prompt, before any encoder."""
+
+    prompt_states: torch.Tensor
+    """``[1, L, d]`` at the last prompt token."""
+    draft_states: torch.Tensor | None
+    """``[1, L, d]`` at the end of the greedy draft (None without a draft)."""
+    draft_ids: list[int]
+    cache: Any = None
+
+
+@dataclass
+class DecodeStats:
+    """Filled in while a stream runs (read it after exhausting the stream)."""
+
+    finish_reason: str = "length"
+    """``"eos"`` or ``"length"``."""
+    refreshes: int = 0
+    reused_prompt_cache: bool = False
+    injection_scales: list[float] = field(default_factory=list)
+    """The injection scale of every pass-2 forward (the AGC trace)."""
+
+
+class TwoPassDecoder:
+    """Greedy, cached, batch-1 decoding of a frozen base, with or without
+    a Doubter's injection."""
+
+    def __init__(self, model: nn.Module, structure: DecoderStructure, eos_token_ids: Sequence[int]) -> None:
+        self.model = model
+        self.structure = structure
+        self.eos_token_ids = frozenset(int(i) for i in eos_token_ids)
+        parameters = inspect.signature(model.forward).parameters
+        # Computing the LM head over the whole prompt is the single largest
+        # cost of a prefill with a big vocabulary; transformers lets most
+        # families skip it.
+        self._keeps_logits = "logits_to_keep" in parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------ primitives
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        # Sliding-window layers drop old states unless told to keep them
+        # until the next crop; pass 2 needs to roll the cache back.
+        cache.activate_past_recording()
+        return cache
+
+    def forward(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """One cached forward; returns the next-token logits ``[V]`` (float32)."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device), self._cache_kwarg: cache, "use_cache": True}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = 1
+        with torch.no_grad():
+            output = self.model(**kwargs)
+        return output.logits[0, -1].float()
+
+    def _continue(
+        self,
+        logits: torch.Tensor,
+        cache: Any,
+        max_new_tokens: int,
+        stats: DecodeStats,
+        before_forward: Callable[[int], None] | None = None,
+        after_forward: Callable[[], None] | None = None,
+    ) -> Iterator[int]:
+        """Greedy continuation from ``logits`` (the forward for step 0 is
+        already done); ``before_forward(step)`` runs before the forward that
+        produces new token ``step``."""
+        for step in range(max_new_tokens):
+            token = int(logits.argmax())
+            yield token
+            if token in self.eos_token_ids:
+                stats.finish_reason = "eos"
+                return
+            if step == max_new_tokens - 1:
+                return
+            if before_forward is not None:
+                before_forward(step + 1)
+            logits = self.forward(torch.tensor([[token]]), cache)
+            if after_forward is not None:
+                after_forward()
+
+    # ------------------------------------------------------------ plain
+
+    def stream_plain(self, input_ids: torch.Tensor, max_new_tokens: int, stats: DecodeStats | None = None) -> Iterator[int]:
+        """The base's own greedy decoding (what ``model.generate`` does)."""
+        stats = stats if stats is not None else DecodeStats()
+        cache = self.new_cache()
+        logits = self.forward(input_ids, cache)
+        yield from self._continue(logits, cache, max_new_tokens, stats)
+
+    # ------------------------------------------------------------ pass 1
+
+    def read_states(self, input_ids: torch.Tensor, layers: Sequence[int], *, max_draft_tokens: int = 0) -> ReadStates:
+        """Prefill ``input_ids`` reading ``layers`` at the last prompt token;
+        with ``max_draft_tokens > 0`` also draft greedily and read at the
+        draft's end (one cache, one pass: collection keeps both)."""
+        collector = ActivationCollector(self.structure.layers, layers)
+        cache = self.new_cache()
+        with collector.recording() as record:
+            logits = self.forward(input_ids, cache)
+        prompt_states, draft_states, draft = record.states(), None, []
+        if max_draft_tokens > 0:
+            draft = list(self._continue(logits, cache, max_draft_tokens, DecodeStats()))
+            # The draft's last token has not been fed yet; feeding it gives
+            # the state at the end of the answer.
+            with collector.recording() as record:
+                self.forward(torch.tensor([[draft[-1]]]), cache)
+            draft_states = record.states()
+        return ReadStates(prompt_states, draft_states, draft, cache)
+
+    def read(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
+             max_draft_tokens: int = 64) -> Pass1:
+        """Pass 1: prefill (and draft), read the target layers, encode."""
+        if read_position not in ("prompt", "draft"):
+            raise ValueError(f"read_position must be 'prompt' or 'draft', got {read_position!r}")
+        if read_position == "draft" and max_draft_tokens < 1:
+            raise ValueError(f"a draft read needs max_draft_tokens >= 1, got {max_draft_tokens!r}")
+        read = self.read_states(input_ids, doubter.config.target_layers,
+                                max_draft_tokens=max_draft_tokens if read_position == "draft" else 0)
+        states = read.draft_states if read_position == "draft" else read.prompt_states
+        with torch.no_grad():
+            encoded = doubter.encode(states)
+        return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
+                     cache=read.cache)
+
+    # ------------------------------------------------------------ pass 2
+
+    def _prompt_cache_without_last(self, pass1: Pass1 | None, input_ids: torch.Tensor, stats: DecodeStats) -> Any:
+        """A cache holding every prompt token but the last, reusing pass 1's
+        when it is there (cropping it) and prefilling otherwise."""
+        prompt_length = input_ids.shape[1]
+        cache = pass1.cache if pass1 is not None and torch.equal(pass1.input_ids.cpu(), input_ids.cpu()) else None
+        if cache is not None:
+            pass1.cache = None  # a crop mutates it: one pass 2 per pass 1
+            try:
+                cache.crop(-(cache.get_seq_length() - (prompt_length - 1)))
+                stats.reused_prompt_cache = True
+                return cache
+            except (RuntimeError, ValueError) as exc:  # a layer kind that cannot roll back
+                logger.debug("pass-1 cache not reusable (%s); prefilling again", exc)
+        cache = self.new_cache()
+        if prompt_length > 1:
+            self.forward(input_ids[:, :-1], cache)
+        return cache
+
+    def stream_injected(
+        self,
+        doubter: Doubter,
+        input_ids: torch.Tensor,
+        cognitive_tokens: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        inject_positions: str = "generation",
+        pass1: Pass1 | None = None,
+        agc: AdaptiveGateControl | None = None,
+        refresh: RefreshGate | None = None,
+        stats: DecodeStats | None = None,
+    ) -> Iterator[int]:
+        """Pass 2: greedy decoding with ``cognitive_tokens`` injected."""
+        stats = stats if stats is not None else DecodeStats()
+        if inject_positions not in ("generation", "all"):
+            raise ValueError(f"inject_positions must be 'generation' or 'all', got {inject_positions!r}")
+        state = InjectionState(cognitive_tokens=cognitive_tokens, scale=agc.alpha(0) if agc else 1.0)
+        reference = pass1.layer_states if pass1 is not None else None
+        if refresh is not None and reference is None:
+            raise ValueError("dynamic refresh needs pass 1's layer states (pass pass1=...)")
+        doubter.buffer.store(cognitive_tokens, pass1.encoded.p_correct_logit if pass1 else None, reference)
+        collector = ActivationCollector(self.structure.layers, doubter.config.target_layers)
+
+        if inject_positions == "generation":
+            cache = self._prompt_cache_without_last(pass1, input_ids, stats)
+            first_input = input_ids[:, -1:]
+        else:
+            cache, first_input = self.new_cache(), input_ids
+            if pass1 is not None:
+                pass1.cache = None  # every prompt position is recomputed with injection
+
+        # The collector (only needed for refresh) is entered first so its
+        # hooks run before injection and see the state pass 1 saw.
+        recording = collector.recording() if refresh is not None else nullcontext(None)
+        with recording as record, injecting(self.structure.layers, doubter, state):
+
+            def before_forward(step: int) -> None:
+                if agc is not None:
+                    state.scale = agc.alpha(step)
+                stats.injection_scales.append(state.scale)
+
+            def after_forward() -> None:
+                if refresh is None:
+                    return
+                live = record.states()
+                if refresh.should_refresh(live, doubter.buffer.reference_states):
+                    with torch.no_grad():
+                        tokens = doubter.encode(live).cognitive_tokens
+                    doubter.buffer.refresh(tokens, live)
+                    state.cognitive_tokens = tokens
+                    stats.refreshes += 1
+
+            stats.injection_scales.append(state.scale)
+            logits = self.forward(first_input, cache)
+            after_forward()
+            yield from self._continue(logits, cache, max_new_tokens, stats, before_forward, after_forward)

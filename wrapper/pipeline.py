@@ -1,0 +1,312 @@
+"""MetaSpiderPipeline: a frozen base, its tokenizer and attached Doubters.
+
+``from_pretrained`` loads and freezes a base (hub id or local folder);
+``attach`` / ``detach`` / ``detach_all`` manage Doubters (attaching never
+touches the base: hooks exist only inside a generation or training call, so
+detaching restores the base exactly); ``generate`` renders a prompt with the
+tokenizer's chat template and runs the two passes; ``read_states`` collects
+pass-1 states for batches; ``training_forward`` is the teacher-forced
+forward the trainer backpropagates through. The token-level work lives in
+:mod:`passes` and :mod:`training`; this module owns text and bookkeeping.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+
+from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
+from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
+from meta_spider.wrapper.doubter import Doubter, base_fingerprint
+from meta_spider.wrapper.errors import NoDoubterError
+from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
+from meta_spider.wrapper.layers import discover_decoder
+from meta_spider.wrapper.loading import freeze, load_base
+from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
+from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
+
+PromptLike = Union[str, Sequence[Mapping[str, Any]]]
+"""A user message as a string, or a list of chat messages."""
+
+
+@dataclass
+class GenerationResult:
+    """One answer with the Doubter's view of it."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    """``"eos"`` or ``"length"``."""
+    p_correct: float | None = None
+    cognitive_tokens: torch.Tensor | None = None
+    """``[N, d]`` the tokens pass 2 started with."""
+    refreshes: int = 0
+    draft_text: str | None = None
+    reused_prompt_cache: bool = False
+
+
+def _eos_ids(model: nn.Module, tokenizer: Any) -> list[int]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in eos] if isinstance(eos, (list, tuple)) else [int(eos)]
+
+
+class MetaSpiderPipeline:
+    """A frozen causal LM with a feedback channel into its own activations."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, config: MetaSpiderConfig | None = None,
+                 *, model_id: str | None = None) -> None:
+        self.model = freeze(model)
+        self.tokenizer = tokenizer
+        self.config = config if config is not None else MetaSpiderConfig()
+        self.structure = discover_decoder(model)
+        self.config.resolve(self.structure.num_layers)  # out-of-range layers fail here, not later
+        self.model_id = model_id or self.config.model_name or str(getattr(model.config, "_name_or_path", ""))
+        self.decoder = TwoPassDecoder(model, self.structure, _eos_ids(model, tokenizer))
+        self._doubters: dict[str, Doubter] = {}
+        self._active: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, config: MetaSpiderConfig, doubter: "Doubter | str | Path | None" = None) -> "MetaSpiderPipeline":
+        """Load ``config.model_name`` (hub id or local folder), frozen and in
+        eval mode; attach ``doubter`` (object or checkpoint path) if given."""
+        model, tokenizer = load_base(config)
+        pipeline = cls(model, tokenizer, config)
+        if doubter is not None:
+            pipeline.attach(doubter)
+        return pipeline
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def hidden_size(self) -> int:
+        return self.structure.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.structure.num_layers
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.device
+
+    def fingerprint(self) -> dict[str, Any]:
+        return base_fingerprint(self.model_id, self.hidden_size, self.num_layers)
+
+    def base_num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # ------------------------------------------------------------ doubters
+
+    def new_doubter(self, **overrides: Any) -> Doubter:
+        """A fresh Doubter sized for this base from the pipeline config
+        (``overrides`` go to :class:`DoubterConfig`); not attached."""
+        config = DoubterConfig.for_base(self.hidden_size, self.num_layers, self.config, **overrides)
+        return Doubter(config, model_id=self.model_id)
+
+    def attach(self, doubter: "Doubter | str | Path", name: str = "default") -> Doubter:
+        """Attach (and activate) a Doubter or a checkpoint path. Raises
+        :class:`FingerprintMismatchError` when it was built for another base."""
+        if not isinstance(doubter, Doubter):
+            doubter = Doubter.from_checkpoint(doubter)
+        doubter.check_fits(self.fingerprint())
+        self._doubters[name] = doubter.to(self.device)
+        self._active = name
+        return doubter
+
+    def detach(self, name: str | None = None) -> Doubter | None:
+        """Remove the named (default: active) Doubter; the base then runs as
+        if it had never been wrapped."""
+        name = self._active if name is None else name
+        removed = self._doubters.pop(name, None) if name is not None else None
+        if name == self._active:
+            self._active = next(reversed(self._doubters), None)
+        return removed
+
+    def detach_all(self) -> None:
+        self._doubters.clear()
+        self._active = None
+
+    @property
+    def doubter(self) -> Doubter | None:
+        """The active Doubter (None when the base is bare)."""
+        return self._doubters.get(self._active) if self._active is not None else None
+
+    def _require_doubter(self, operation: str) -> Doubter:
+        if self.doubter is None:
+            raise NoDoubterError(operation)
+        return self.doubter
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly the active Doubter's parameters (walked, not name-matched)."""
+        return list(self._require_doubter("trainable_parameters").parameters())
+
+    # ------------------------------------------------------------ text
+
+    def render(self, prompt: PromptLike) -> str:
+        """Prompt text through the chat template (a string is one user
+        message); without a template a string is used as is."""
+        if isinstance(prompt, str):
+            if not getattr(self.tokenizer, "chat_template", None):
+                return prompt
+            prompt = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """``[1, T]`` ids of already rendered text (the template carries its
+        own special tokens, so none are added)."""
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        if ids.shape[1] == 0:
+            raise ValueError(f"prompt {text!r} encodes to no tokens")
+        return ids
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    # ------------------------------------------------------------ passes
+
+    def read_ids(self, input_ids: torch.Tensor, *, max_draft_tokens: int = 64) -> Pass1:
+        """Pass 1 on ids with the active Doubter (config's read position)."""
+        doubter = self._require_doubter("read")
+        return self.decoder.read(doubter, input_ids, read_position=doubter.config.read_position,
+                                 max_draft_tokens=max_draft_tokens)
+
+    def stream_ids(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        max_new_tokens: int = 64,
+        pass1: Pass1 | None = None,
+        cognitive_tokens: torch.Tensor | None = None,
+        inject: bool = True,
+        dynamic_refresh: bool = False,
+        agc: "AdaptiveGateControl | bool | None" = None,
+        stats: DecodeStats | None = None,
+    ) -> Iterator[int]:
+        """Greedy token stream. Plain base decoding when no Doubter is
+        attached or ``inject=False``; otherwise pass 2 with ``cognitive_tokens``
+        (default: those of ``pass1``, which is run here when missing). Close
+        the stream (``contextlib.closing``) if you stop early: that removes
+        the hooks at once instead of at garbage collection."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+        doubter = self.doubter
+        if doubter is None or not inject:
+            yield from self.decoder.stream_plain(input_ids, max_new_tokens, stats)
+            return
+        if pass1 is None and (cognitive_tokens is None or dynamic_refresh):
+            pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens)
+        tokens = cognitive_tokens if cognitive_tokens is not None else pass1.encoded.cognitive_tokens
+        if tokens.dim() == 2:
+            tokens = tokens.unsqueeze(0)
+        if agc is True:
+            agc = AdaptiveGateControl(doubter.config.agc_floor, doubter.config.agc_tau)
+        refresh = RefreshGate(doubter.config.refresh_threshold) if dynamic_refresh else None
+        yield from self.decoder.stream_injected(
+            doubter, input_ids, tokens, max_new_tokens,
+            inject_positions=doubter.config.inject_positions, pass1=pass1,
+            agc=agc or None, refresh=refresh, stats=stats,
+        )
+
+    def generate(
+        self,
+        prompt: PromptLike,
+        *,
+        max_new_tokens: int = 64,
+        dynamic_refresh: bool = False,
+        agc: "AdaptiveGateControl | bool | None" = None,
+        return_result: bool = False,
+    ) -> "str | GenerationResult":
+        """Answer ``prompt`` (rendered with the chat template): two passes
+        when a Doubter is attached, the plain base otherwise. Returns the
+        text, or a :class:`GenerationResult` with ``return_result=True``."""
+        input_ids = self.encode(self.render(prompt))
+        pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens) if self.doubter is not None else None
+        stats = DecodeStats()
+        with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, pass1=pass1,
+                                     dynamic_refresh=dynamic_refresh, agc=agc, stats=stats)) as stream:
+            token_ids = list(stream)
+        text = self.decode(token_ids)
+        if not return_result:
+            return text
+        return GenerationResult(
+            text=text,
+            token_ids=token_ids,
+            finish_reason=stats.finish_reason,
+            p_correct=pass1.p_correct if pass1 is not None else None,
+            cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach() if pass1 is not None else None,
+            refreshes=stats.refreshes,
+            draft_text=self.decode(pass1.draft_ids) if pass1 is not None and pass1.draft_ids else None,
+            reused_prompt_cache=stats.reused_prompt_cache,
+        )
+
+    # ------------------------------------------------------------ batches
+
+    def read_states(self, prompts: Sequence[PromptLike], *, layers: Sequence[int] | None = None) -> torch.Tensor:
+        """Last-prompt-token states ``[B, L, d]`` at ``layers`` (default: the
+        config's target layers) for a left-padded batch of prompts."""
+        layers = tuple(layers) if layers is not None else self.config.resolve(self.num_layers)[0]
+        rows = [self.encode(self.render(p))[0] for p in prompts]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = row
+            mask[i, width - len(row):] = 1
+        return self.read_states_ids(input_ids, mask, layers=layers)
+
+    def collect_states(self, prompt: PromptLike, *, layers: Sequence[int] | None = None,
+                       max_draft_tokens: int = 64) -> ReadStates:
+        """Both read positions of one prompt in one pass, no Doubter needed
+        (for activation datasets): states at the last prompt token and at the
+        end of the greedy draft, plus the draft's token ids."""
+        layers = tuple(layers) if layers is not None else self.config.resolve(self.num_layers)[0]
+        read = self.decoder.read_states(self.encode(self.render(prompt)), layers, max_draft_tokens=max_draft_tokens)
+        read.cache = None  # not needed by a collector; free the memory now
+        return read
+
+    def read_states_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                        layers: Sequence[int]) -> torch.Tensor:
+        """States at each row's last real token, left or right padding."""
+        collector = ActivationCollector(self.structure.layers, layers)
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device),
+                                  "attention_mask": attention_mask.to(self.device), "use_cache": False}
+        if not bool(attention_mask[:, 0].all()):
+            # Left padding: positions must count real tokens only.
+            kwargs["position_ids"] = padded_position_ids(attention_mask).to(self.device)
+        with torch.no_grad(), collector.recording(positions=last_token_positions(attention_mask)) as record:
+            self.model(**kwargs)
+        return record.states()
+
+    def training_forward(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        target_ids: Sequence[Sequence[int]],
+        *,
+        layer_states: torch.Tensor | None = None,
+        correct: "Sequence[bool] | torch.Tensor | None" = None,
+        probe_weight: float = 1.0,
+        return_logits: bool = False,
+    ) -> TrainingOutput:
+        """Teacher-forced forward of ``prompt + target`` with injection (see
+        :mod:`meta_spider.wrapper.training`); ``layer_states`` (``[B, L, d]``,
+        e.g. from a collected dataset) replaces pass 1; ``correct`` labels add
+        the P(correct) probe loss."""
+        doubter = self._require_doubter("training_forward")
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        batch = make_batch(prompt_ids, target_ids, pad)
+        return teacher_forced_forward(
+            self.model, self.structure, doubter, batch, layer_states=layer_states,
+            gradient_checkpointing=self.config.gradient_checkpointing, return_logits=return_logits,
+            correct=None if correct is None else torch.as_tensor(correct, dtype=torch.float32),
+            probe_weight=probe_weight,
+        )
