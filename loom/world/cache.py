@@ -1,0 +1,195 @@
+"""Building and caching world artefacts.
+
+``build_world(preset, seed)`` generates the world, trains the tokenizer and
+the base, evaluates it and writes everything to a folder keyed by generator
+version, preset and seed under the user cache directory (or ``out``). A
+complete folder is reused instead of rebuilt. Files are JSON, JSONL and
+safetensors only. This module knows the pipeline's order, not its internals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .generator import GENERATOR_VERSION, SPLITS, QAItem, World, generate_world
+from .knowledge import KnowledgeBase
+from .presets import Preset, get_preset
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CACHE_ENV_VAR = "META_SPIDER_WORLD_CACHE"
+"""Overrides the cache root (tests point it at a temporary folder)."""
+MANIFEST = "world.json"
+MODEL_DIR = "model"
+
+
+class WorldBuildError(RuntimeError):
+    """A world folder exists but is incomplete or from another build."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"world folder {path}: {problem}; delete it or build with another --out")
+        self.path = path
+        self.problem = problem
+
+
+def cache_root() -> Path:
+    """Root of cached worlds: ``$META_SPIDER_WORLD_CACHE`` or the user cache
+    directory of meta-spider."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("meta-spider")) / "world"
+
+
+def cache_key(preset: Preset, seed: int) -> str:
+    """Folder name for ``preset`` and ``seed``; a changed preset definition
+    changes the key through its hash."""
+    digest = hashlib.sha256(json.dumps(preset.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"v{GENERATOR_VERSION}-{preset.name}-{digest}-seed{seed}"
+
+
+@dataclass
+class WorldArtifacts:
+    """A built world on disk plus lazy access to its parts."""
+
+    path: Path
+    preset: Preset
+    seed: int
+    manifest: dict[str, Any]
+
+    @property
+    def model_dir(self) -> Path:
+        """The ``save_pretrained`` folder (model + tokenizer)."""
+        return self.path / MODEL_DIR
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Evaluation results recorded at build time."""
+        return self.manifest["metrics"]
+
+    def world(self) -> World:
+        """Regenerate the world (deterministic, cheap) for its people and QA."""
+        return generate_world(self.preset.world, self.seed)
+
+    def knowledge_base(self) -> KnowledgeBase:
+        """The full-truth knowledge base behind the lookup tool."""
+        return KnowledgeBase.from_people(self.world().people)
+
+    def qa(self, split: str) -> list[QAItem]:
+        """QA items of ``split`` (train, validation or test)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+        return self.world().qa[split]
+
+    def load_model(self) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+        """The trained base and its tokenizer through the Auto classes."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return AutoModelForCausalLM.from_pretrained(self.model_dir), AutoTokenizer.from_pretrained(self.model_dir)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as UTF-8 JSONL with sorted keys (byte-stable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def export_data(world: World, out: Path) -> dict[str, str]:
+    """Write the corpus, the QA splits and the people as JSONL under ``out``;
+    returns file name -> sha256."""
+    write_jsonl(out / "corpus.jsonl", world.documents)
+    for split in SPLITS:
+        write_jsonl(out / f"qa_{split}.jsonl", [item.to_dict() for item in world.qa[split]])
+    write_jsonl(out / "people.jsonl", [vars(p) for p in world.people])
+    names = ["corpus.jsonl", "people.jsonl"] + [f"qa_{s}.jsonl" for s in SPLITS]
+    return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
+
+
+def build_world(preset: str | Preset = "small", seed: int = 0, out: str | Path | None = None,
+                progress: bool = True, force: bool = False) -> WorldArtifacts:
+    """Build (or reuse) the world of ``preset`` and ``seed``.
+
+    Writes data JSONL, the tokenizer and the trained base (``model/``), and
+    ``world.json`` with timings and metrics. A folder holding a complete
+    ``world.json`` for the same key is reused unless ``force``.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    key = cache_key(preset, seed)
+    path = Path(out) if out is not None else cache_root() / key
+    manifest_path = path / MANIFEST
+    if manifest_path.exists() and not force:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") != key:
+            raise WorldBuildError(path, f"holds world {manifest.get('key')!r}, not {key!r}")
+        return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    from .progress import BuildProgress
+
+    with BuildProgress(enabled=progress, total_steps=preset.train.steps) as bar:
+        manifest = _build(preset, seed, path, bar.stage, bar.step)
+    manifest["key"] = key
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # What a later reuse reads back (tuples become lists), so both agree.
+    manifest = json.loads(manifest_path.read_text())
+    return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+
+
+def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
+           on_step: Callable[[int, float], None]) -> dict[str, Any]:
+    import torch
+
+    from .evaluate import evaluate_world
+    from .model import build_model
+    from .tokenizer import train_tokenizer
+    from .train import train_model
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    stage("generating world")
+    world = generate_world(preset.world, seed)
+    hashes = export_data(world, path)
+    timings["generate_s"] = time.perf_counter() - started
+    stage("training tokenizer")
+    mark = time.perf_counter()
+    texts = [doc["text"] for doc in world.documents]
+    tokenizer = train_tokenizer(texts, preset.model.vocab_size)
+    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    timings["tokenizer_s"] = time.perf_counter() - mark
+    stage("training base")
+    mark = time.perf_counter()
+    model = build_model(preset.model, tokenizer, seed)
+    losses = train_model(model, docs, preset.train, seed, on_step=on_step)
+    timings["train_s"] = time.perf_counter() - mark
+    model.save_pretrained(path / MODEL_DIR)
+    tokenizer.save_pretrained(path / MODEL_DIR)
+    stage("evaluating")
+    mark = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(preset.train.threads)
+    try:
+        metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"])
+    finally:
+        torch.set_num_threads(threads)
+    timings["evaluate_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "generator_version": GENERATOR_VERSION, "seed": seed, "preset": preset.to_dict(),
+        "data_sha256": hashes, "corpus_tokens": int(sum(len(d) for d in docs)),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "loss_first": losses[0], "loss_last": float(sum(losses[-20:]) / len(losses[-20:])),
+        "timings": timings, "metrics": metrics,
+    }

@@ -1,0 +1,77 @@
+"""Command line of the embedded world: ``world build`` (and ``world info``).
+
+The lead hooks the ``world`` group into the ``metaloom`` host through the
+plugin hooks; this module only defines the click commands and prints the
+build's measured numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .presets import PRESETS
+
+
+@click.group("world")
+def world() -> None:
+    """The embedded fictional world and its trained base model."""
+
+
+@world.command("build")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
+              help="world and model size")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the world and the training run")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="output folder (default: the user cache, keyed by version, preset and seed)")
+@click.option("--force", is_flag=True, help="rebuild even if a complete build exists")
+@click.option("--export-jsonl", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the test QA split as JSONL here (the format your own data needs)")
+def build(preset: str, seed: int, out: Path | None, force: bool, export_jsonl: Path | None) -> None:
+    """Generate the world, train tokenizer and base, evaluate, cache."""
+    from rich.console import Console
+
+    from .cache import build_world
+    from .dataset import export_qa_jsonl
+
+    console = Console()
+    artifacts = build_world(preset, seed=seed, out=out, progress=True, force=force)
+    _print_summary(console, artifacts.manifest, artifacts.path)
+    if export_jsonl is not None:
+        export_qa_jsonl(artifacts, "test", export_jsonl)
+        console.print(f"test QA written to {export_jsonl}")
+
+
+@world.command("info")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def info(preset: str, seed: int) -> None:
+    """Show where the world of PRESET and SEED is cached and whether it is built."""
+    from .cache import MANIFEST, cache_key, cache_root
+    from .presets import get_preset
+
+    path = cache_root() / cache_key(get_preset(preset), seed)
+    state = "built" if (path / MANIFEST).exists() else "not built"
+    click.echo(f"{path} ({state})")
+
+
+def _print_summary(console: "object", manifest: dict, path: Path) -> None:
+    from rich.table import Table
+
+    metrics = manifest["metrics"]
+    table = Table(title=f"world {manifest['preset']['name']} seed {manifest['seed']}: {path}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    test = metrics["qa"]["test"]
+    table.add_row("test QA exact match", f"{test['accuracy']:.3f} (n={test['n']})")
+    for bucket, row in test["by_bucket"].items():
+        table.add_row(f"  {bucket}", f"{row['accuracy']:.3f} (n={row['n']})")
+    for position in ("prompt", "draft"):
+        probe = metrics["probe"][position]
+        table.add_row(f"probe AUROC @{position} (layer {probe['best_layer']})",
+                      f"{probe['auroc_test']:.3f} / mentioned {probe['auroc_test_mentioned']:.3f}")
+    tool = metrics["tool_use"]
+    table.add_row(f"tool-call rate ({tool['parser']})", f"{tool['rate']:.3f}")
+    table.add_row("build time", f"{manifest['timings']['total_s']:.0f} s")
+    console.print(table)  # type: ignore[attr-defined]

@@ -1,0 +1,373 @@
+"""Deterministic generator of the embedded fictional world.
+
+From a :class:`~.presets.WorldSpec` and a seed it invents people (names,
+gender, birth city and year, profession, employer), gives each a number of
+biography mentions from a skewed bucket distribution, splits people into
+train / validation / test, and writes three kinds of text: biographies in
+varied templates with pronoun sentences, QA chats about train people, and
+``lookup`` tool-use transcripts about train people. Validation and test
+people appear only in biographies (or nowhere, in the ``unseen`` bucket).
+
+Answers are pronoun sentences ("She was born in Kuba."): earlier trials found
+that bare values or name-repeating answers stop a small base from using what
+it memorised from biographies.
+
+Everything derives from ``random.Random(seed)``, so a seed reproduces the
+world byte for byte. Bump :data:`GENERATOR_VERSION` whenever output changes.
+This module knows nothing about tokenisation or models.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chat import BOS_TOKEN, LOOKUP_TOOL, lookup_call, render_chat
+from .presets import BUCKETS, WorldSpec
+
+GENERATOR_VERSION = "1"
+"""Version of the generated data; part of the cache key."""
+
+ATTRIBUTES: tuple[str, ...] = ("birth_city", "birth_year", "profession", "employer")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+           "br", "dr", "gr", "kl", "tr", "st", "sh", "th", "h", "j")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "io", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "th", "m", "k")
+_FEMALE_ENDINGS = ("a", "ia", "ine", "elle", "ra", "eth", "wyn")
+_MALE_ENDINGS = ("o", "an", "ek", "us", "ard", "in", "or")
+_SURNAME_ENDINGS = ("son", "ley", "ford", "mark", "ridge", "ton", "well", "var", "ski", "berg", "lund", "ez")
+_CITY_ENDINGS = ("a", "holm", "grad", "port", "ville", "burg", "mouth", "ara", "ene", "field")
+_COUNTRY_ENDINGS = ("ia", "land", "stan", "mar", "ovia", "eria")
+_COMPANY_SUFFIXES = ("Mills", "Works", "Foundry", "Press", "Logistics", "Textiles", "Mining",
+                     "Shipping", "Brewery", "Labs", "Bank", "Farms", "Motors", "Pharma")
+PROFESSIONS: tuple[str, ...] = (
+    "potter", "surveyor", "baker", "engineer", "librarian", "pilot", "chemist", "carpenter",
+    "architect", "nurse", "translator", "geologist", "tailor", "accountant", "fisher",
+    "astronomer", "welder", "journalist", "botanist", "mechanic", "teacher", "glassblower",
+    "cartographer", "dentist",
+)
+_PRONOUNS = {"female": ("she", "her"), "male": ("he", "his")}
+
+
+@dataclass(frozen=True)
+class Person:
+    """One invented person and everything true about them."""
+
+    id: int
+    name: str
+    gender: str
+    birth_city: str
+    birth_country: str
+    birth_year: int
+    profession: str
+    employer: str
+    bucket: str
+    mentions: int
+    split: str
+
+    def value(self, attribute: str) -> str:
+        """The true value of ``attribute`` as text."""
+        return str(getattr(self, attribute))
+
+    @property
+    def subject(self) -> str:
+        """Capitalised subject pronoun ("She"/"He")."""
+        return _PRONOUNS[self.gender][0].capitalize()
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """A question about one attribute of one person, with its canonical
+    pronoun-sentence answer and the accepted aliases."""
+
+    id: str
+    person_id: int
+    entity: str
+    attribute: str
+    question: str
+    answer: str
+    aliases: tuple[str, ...]
+    value: str
+    bucket: str
+    mentions: int
+    split: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (the JSONL export format)."""
+        return {
+            "id": self.id, "question": self.question, "answer": self.answer,
+            "aliases": list(self.aliases), "entity": self.entity, "attribute": self.attribute,
+            "value": self.value, "bucket": self.bucket, "mentions": self.mentions, "split": self.split,
+        }
+
+
+@dataclass
+class World:
+    """The generated world: people, geography, texts and QA."""
+
+    seed: int
+    spec: WorldSpec
+    people: list[Person]
+    countries: dict[str, list[str]]
+    employers: list[str]
+    documents: list[dict[str, str]] = field(default_factory=list)
+    qa: dict[str, list[QAItem]] = field(default_factory=dict)
+
+    def person(self, name: str) -> Person | None:
+        """The person called exactly ``name``, if any."""
+        return self._by_name().get(name)
+
+    def _by_name(self) -> dict[str, Person]:
+        cache = getattr(self, "_name_index", None)
+        if cache is None:
+            cache = {p.name: p for p in self.people}
+            self._name_index = cache
+        return cache
+
+
+def _word(rng: random.Random, syllables: int, ending: str) -> str:
+    parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)]
+    return ("".join(parts) + ending).capitalize()
+
+
+def _unique_words(rng: random.Random, count: int, endings: tuple[str, ...], taken: set[str],
+                  syllables: tuple[int, ...] = (1, 2)) -> list[str]:
+    words: list[str] = []
+    while len(words) < count:
+        word = _word(rng, rng.choice(syllables), rng.choice(endings))
+        if word not in taken and 3 <= len(word) <= 12:
+            taken.add(word)
+            words.append(word)
+    return words
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"
+
+
+def _stratified_assign(rng: random.Random, n: int, shares: tuple[float, ...], labels: tuple[str, ...]) -> list[str]:
+    counts = [int(round(share * n)) for share in shares]
+    counts[0] += n - sum(counts)
+    assigned = [label for label, count in zip(labels, counts) for _ in range(count)]
+    rng.shuffle(assigned)
+    return assigned
+
+
+def generate_people(spec: WorldSpec, rng: random.Random) -> tuple[list[Person], dict[str, list[str]], list[str]]:
+    """Invent the geography, the companies and the people of a world."""
+    taken: set[str] = set()
+    country_names = _unique_words(rng, spec.n_countries, _COUNTRY_ENDINGS, taken)
+    countries = {c: _unique_words(rng, spec.cities_per_country, _CITY_ENDINGS, taken) for c in country_names}
+    city_country = {city: country for country, cities in countries.items() for city in cities}
+    cities = sorted(city_country)
+    employers = [f"{w} {rng.choice(_COMPANY_SUFFIXES)}" for w in _unique_words(rng, spec.n_employers, ("",), taken, (2,))]
+    buckets = _stratified_assign(rng, spec.n_people, spec.bucket_shares, BUCKETS)
+    mentions_of = dict(zip(BUCKETS, spec.bucket_mentions))
+    # Split within each bucket so every split sees the same mention distribution.
+    splits: list[str] = [""] * spec.n_people
+    for bucket in BUCKETS:
+        members = [i for i, b in enumerate(buckets) if b == bucket]
+        for i, split in zip(members, _stratified_assign(rng, len(members), spec.split_shares, SPLITS)):
+            splits[i] = split
+    # Tool-only people are train people outside the biographies.
+    buckets += [BUCKETS[-1]] * spec.tool_people
+    splits += ["train"] * spec.tool_people
+    names: set[str] = set()
+    people: list[Person] = []
+    for pid in range(spec.n_people + spec.tool_people):
+        gender = rng.choice(("female", "male"))
+        while True:
+            first = _word(rng, rng.choice(spec.name_syllables),
+                          rng.choice(_FEMALE_ENDINGS if gender == "female" else _MALE_ENDINGS))
+            last = _word(rng, rng.choice(spec.name_syllables), rng.choice(_SURNAME_ENDINGS))
+            name = f"{first} {last}"
+            if name not in names and first not in taken and last not in taken and len(name) <= 24:
+                names.add(name)
+                break
+        city = rng.choice(cities)
+        people.append(Person(
+            id=pid, name=name, gender=gender, birth_city=city, birth_country=city_country[city],
+            birth_year=rng.randrange(1900, 2000), profession=rng.choice(PROFESSIONS),
+            employer=rng.choice(employers), bucket=buckets[pid], mentions=mentions_of[buckets[pid]],
+            split=splits[pid],
+        ))
+    return people, countries, employers
+
+
+# ---------------------------------------------------------------- sentences
+# Each template takes S (subject: name or pronoun), P (possessive: "Name's" or
+# "her"), and the values. The first form of each attribute is the QA answer
+# form, so biographies teach exactly the sentence shape QA asks for.
+
+_SENTENCES: dict[str, tuple[str, ...]] = {
+    "birth_city": (
+        "{S} was born in {city}.",
+        "{S} was born in {city}, {country}.",
+        "{S} was born in the city of {city}.",
+        "{S} comes from {city} in {country}.",
+        "{P} birthplace is {city}.",
+    ),
+    "birth_year": (
+        "{S} was born in {year}.",
+        "{S} was born in the year {year}.",
+        "{P} year of birth is {year}.",
+    ),
+    "profession": (
+        "{S} works as {a} {profession}.",
+        "{S} is {a} {profession} by trade.",
+        "{P} profession is {profession}.",
+    ),
+    "employer": (
+        "{S} works for {employer}.",
+        "{S} is employed by {employer}.",
+        "{P} employer is {employer}.",
+    ),
+}
+_JOINED: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("birth_city", "birth_year"), "{S} was born in {city} in {year}."),
+    (("profession", "employer"), "{S} works as {a} {profession} for {employer}."),
+    (("birth_year", "birth_city"), "Born in {year}, {s} grew up in {city}."),
+)
+
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "birth_city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
+    "birth_year": ("When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?"),
+    "profession": ("What does {name} do for a living?", "What is the profession of {name}?", "What is {name}'s job?"),
+    "employer": ("Who does {name} work for?", "Which company employs {name}?", "Who is {name}'s employer?"),
+}
+
+
+def _fill(template: str, person: Person, use_name: bool) -> str:
+    pron, poss = _PRONOUNS[person.gender]
+    subject = person.name if use_name else pron
+    possessive = f"{person.name}'s" if use_name else poss
+    text = template.format(
+        S=subject, s=pron, P=possessive, city=person.birth_city, country=person.birth_country,
+        year=person.birth_year, a=_article(person.profession), profession=person.profession,
+        employer=person.employer,
+    )
+    return text[0].upper() + text[1:]
+
+
+def answer_sentence(person: Person, attribute: str) -> str:
+    """The canonical pronoun-sentence answer about ``attribute``."""
+    return _fill(_SENTENCES[attribute][0], person, use_name=False)
+
+
+def biography(person: Person, rng: random.Random) -> str:
+    """One biography mentioning all four attributes in a random order and
+    phrasing; the first sentence names the person, later ones mostly use
+    pronouns."""
+    remaining = list(ATTRIBUTES)
+    rng.shuffle(remaining)
+    sentences: list[str] = []
+    while remaining:
+        joined = [(attrs, t) for attrs, t in _JOINED if list(attrs) == remaining[:2]]
+        if joined and rng.random() < 0.5:
+            attrs, template = joined[0]
+            remaining = remaining[2:]
+        else:
+            attrs, template = (remaining[0],), rng.choice(_SENTENCES[remaining[0]])
+            remaining = remaining[1:]
+        use_name = not sentences or rng.random() < 0.2
+        if template.startswith("Born in") and not sentences:
+            template = template.replace("{s}", "{S}")
+            use_name = True
+        sentences.append(_fill(template, person, use_name))
+    return " ".join(sentences)
+
+
+def _qa_item(person: Person, attribute: str, rng: random.Random, index: int) -> QAItem:
+    question = rng.choice(QUESTIONS[attribute]).format(name=person.name)
+    answer = answer_sentence(person, attribute)
+    value = person.value(attribute)
+    aliases = (answer, value)
+    if attribute == "profession":
+        aliases += (f"{_article(value)} {value}",)
+    return QAItem(
+        id=f"{person.split}-{person.id}-{attribute}-{index}", person_id=person.id, entity=person.name,
+        attribute=attribute, question=question, answer=answer, aliases=aliases, value=value,
+        bucket=person.bucket, mentions=person.mentions, split=person.split,
+    )
+
+
+def question_variants(item: QAItem) -> list[QAItem]:
+    """``item`` asked in every question phrasing of its attribute (same
+    answer); used to give the validation probe more samples."""
+    return [
+        QAItem(id=f"{item.id}-q{i}", person_id=item.person_id, entity=item.entity, attribute=item.attribute,
+               question=template.format(name=item.entity), answer=item.answer, aliases=item.aliases,
+               value=item.value, bucket=item.bucket, mentions=item.mentions, split=item.split)
+        for i, template in enumerate(QUESTIONS[item.attribute])
+    ]
+
+
+def fact_line(person: Person) -> str:
+    """The knowledge-base record of a person (the ``lookup`` tool's result)."""
+    return (f"{person.name}: born {person.birth_year} in {person.birth_city}, {person.birth_country}; "
+            f"{person.profession}; works for {person.employer}.")
+
+
+def generate_world(spec: WorldSpec, seed: int) -> World:
+    """Build the whole world for ``seed``: people, documents and QA splits.
+
+    ``documents`` are ``{"kind", "text"}`` records in corpus order (kind is
+    ``biography``, ``geography``, ``qa`` or ``tool``); each text starts with
+    the bos token (the chat template emits it too), so chat documents are
+    exactly the text a prompt is rendered to at inference.
+    """
+    rng = random.Random(seed)
+    people, countries, employers = generate_people(spec, rng)
+    world = World(seed=seed, spec=spec, people=people, countries=countries, employers=employers)
+    docs: list[dict[str, str]] = []
+    for person in people:
+        for _ in range(person.mentions):
+            docs.append({"kind": "biography", "text": BOS_TOKEN + biography(person, rng)})
+    for country, cities in countries.items():
+        listing = ", ".join(cities[:-1]) + " and " + cities[-1]
+        docs.append({"kind": "geography", "text": BOS_TOKEN + f"The cities of {country} are {listing}."})
+    # QA: one item per (person, attribute) per split is the evaluation set; the
+    # train split's items (of mentioned people) also enter the corpus.
+    world.qa = {split: [] for split in SPLITS}
+    for person in people:
+        for attribute in ATTRIBUTES:
+            world.qa[person.split].append(_qa_item(person, attribute, rng, 0))
+    episodes: list[tuple[Person, QAItem]] = []
+    for person in people:
+        if person.split != "train":
+            continue
+        if person.mentions > 0:
+            for repeat in range(spec.qa_repeats):
+                for attribute in ATTRIBUTES:
+                    item = _qa_item(person, attribute, rng, repeat + 1)
+                    docs.append({"kind": "qa", "text": render_chat([
+                        {"role": "user", "content": item.question},
+                        {"role": "assistant", "content": item.answer},
+                    ])})
+        for _ in range(spec.tool_transcripts_per_person):
+            episodes.append((person, _qa_item(person, rng.choice(ATTRIBUTES), rng, 99)))
+    # Tool conversations hold one to three lookup episodes about different
+    # people: more name copies per (long) tool system prompt.
+    rng.shuffle(episodes)
+    start = 0
+    while start < len(episodes):
+        size = rng.choice(spec.episodes_per_conversation)
+        messages = [m for person, item in episodes[start:start + size] for m in tool_transcript(person, item)]
+        docs.append({"kind": "tool", "text": render_chat(messages, tools=[LOOKUP_TOOL])})
+        start += size
+    rng.shuffle(docs)
+    world.documents = docs
+    return world
+
+
+def tool_transcript(person: Person, item: QAItem) -> list[dict[str, Any]]:
+    """The messages of one lookup episode: question, call, result, answer."""
+    return [
+        {"role": "user", "content": item.question},
+        {"role": "assistant", "content": "", "tool_calls": [lookup_call(person.name)]},
+        {"role": "tool", "name": "lookup", "content": fact_line(person)},
+        {"role": "assistant", "content": item.answer},
+    ]

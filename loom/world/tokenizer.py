@@ -1,0 +1,57 @@
+"""Byte-level BPE tokenizer of the embedded world, trained with the
+``tokenizers`` library on the world's corpus and wrapped as a transformers
+fast tokenizer carrying the chat template.
+
+Pre-tokenisation is GPT-2's byte-level regex split (what llama.cpp calls the
+``gpt2`` pre-tokenizer). The chat control tokens are special; the tool markup
+tokens (``<tool_call>`` ...) are single added tokens that stay visible when
+decoding with ``skip_special_tokens`` because tool-call parsers need them.
+This module knows nothing about models or the world's facts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from .chat import BOS_TOKEN, CHAT_TEMPLATE, CONTROL_TOKENS, IM_END, MARKUP_TOKENS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+
+def _strip_markup(text: str) -> str:
+    # Markup strings become their own tokens; BPE merges should be spent on
+    # the prose, so they are blanked out of the training text.
+    for token in CONTROL_TOKENS + MARKUP_TOKENS:
+        text = text.replace(token, "\n")
+    return text
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> "PreTrainedTokenizerFast":
+    """Train a byte-level BPE on ``texts`` and return it as a
+    ``PreTrainedTokenizerFast`` with bos/eos/pad and the chat template.
+
+    ``vocab_size`` counts the control tokens and the merges (the tool markup
+    tokens are appended after it). Deterministic for the same texts.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 256 + len(CONTROL_TOKENS):
+        raise ValueError(f"vocab_size must cover the 256 byte symbols and specials, got {vocab_size!r}")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        special_tokens=list(CONTROL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator((_strip_markup(t) for t in texts), trainer=trainer)
+    bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKUP_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=BOS_TOKEN, eos_token=IM_END, pad_token=BOS_TOKEN,
+        unk_token=None, chat_template=CHAT_TEMPLATE, padding_side="left",
+        model_max_length=4096, clean_up_tokenization_spaces=False,
+    )
+    return tokenizer

@@ -1,0 +1,117 @@
+"""The whole world pipeline on the ``tiny`` preset: build once per session
+into a temporary cache, then check that the trained base loads through the
+Auto classes and answers well-known facts, that the cache is reused, the CLI
+and the dataset registration work; plus a cheap check that training is
+bit-for-bit deterministic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from meta_spider.loom.world.presets import ModelSpec, TrainSpec, get_preset
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    from meta_spider.loom.world.cache import build_world
+
+    return build_world("tiny", seed=0, out=tmp_path_factory.mktemp("world") / "tiny", progress=False)
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_tiny_base_loads_and_knows_frequent_facts(tiny_world) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from meta_spider.loom.world.evaluate import answer_items
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_world.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_world.model_dir)
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    known = [i for i in tiny_world.qa("train") if i.bucket == "frequent"][:24]
+    _, _, texts, correct = answer_items(model, tokenizer, known)
+    assert sum(correct) >= len(known) // 2, list(zip(texts, [i.answer for i in known]))
+    assert all(t.split()[0] in ("She", "He") for t in texts)
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_tiny_manifest_records_data_metrics_and_timings(tiny_world) -> None:
+    manifest = json.loads((tiny_world.path / "world.json").read_text())
+    assert manifest["key"].startswith("v") and manifest["seed"] == 0
+    for name, digest in manifest["data_sha256"].items():
+        assert (tiny_world.path / name).exists() and len(digest) == 64
+    metrics = manifest["metrics"]
+    assert 0.0 < metrics["qa"]["test"]["accuracy"] <= 1.0
+    assert set(metrics["qa"]["test"]["by_bucket"]) == {"frequent", "occasional", "rare", "unseen"}
+    for position in ("prompt", "draft"):
+        assert 0.0 <= metrics["probe"][position]["auroc_test"] <= 1.0
+    assert metrics["tool_use"]["parser"] == "native-hermes"
+    assert manifest["timings"]["total_s"] > 0
+    assert not list(tiny_world.path.rglob("*.bin")) and not list(tiny_world.path.rglob("*.pt"))
+    assert (tiny_world.model_dir / "model.safetensors").exists()
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_cache_is_reused_and_cli_reports(tiny_world) -> None:
+    from click.testing import CliRunner
+
+    from meta_spider.loom.world.cache import build_world
+    from meta_spider.loom.world.cli import world
+
+    stamp = (tiny_world.path / "world.json").stat().st_mtime_ns
+    again = build_world("tiny", seed=0, out=tiny_world.path, progress=False)
+    assert again.manifest == tiny_world.manifest
+    assert (tiny_world.path / "world.json").stat().st_mtime_ns == stamp
+    export = tiny_world.path.parent / "test.jsonl"
+    result = CliRunner().invoke(world, ["build", "--preset", "tiny", "--out", str(tiny_world.path),
+                                        "--export-jsonl", str(export)])
+    assert result.exit_code == 0, result.output
+    assert "test QA exact match" in result.output and "probe AUROC" in result.output
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    assert len(records) == len(tiny_world.qa("test")) and records[0]["meta"]["split"] == "test"
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_world_dataset_registration_and_lookup_tool(tiny_world) -> None:
+    from meta_spider.loom.world.dataset import WorldDataset, register_world_dataset
+
+    registered = {}
+    register_world_dataset(lambda name, factory: registered.setdefault(name, factory))
+    dataset = registered["world"](preset="tiny", seed=0)
+    assert isinstance(dataset, WorldDataset) and set(dataset.splits) == {"train", "validation", "test"}
+    example = dataset.split("test")[0]
+    assert dataset.check_fn(example.answer, example)
+    assert dataset.check_fn(example.meta["value"], example)
+    assert not dataset.check_fn("He was born in Nowhere.", example)
+    kb = tiny_world.knowledge_base()
+    assert example.meta["value"] in kb.lookup(example.meta["entity"])
+
+
+def test_training_is_bit_for_bit_deterministic() -> None:
+    import torch
+
+    from meta_spider.loom.world.generator import generate_world
+    from meta_spider.loom.world.model import build_model
+    from meta_spider.loom.world.tokenizer import train_tokenizer
+    from meta_spider.loom.world.train import train_model
+
+    world = generate_world(get_preset("tiny").world, seed=2)
+    texts = [d["text"] for d in world.documents[:300]]
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    spec = ModelSpec(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                     intermediate_size=64, max_positions=128)
+    schedule = TrainSpec(steps=20, batch_size=2, seq_len=32, warmup_steps=2, lr=1e-2)
+    runs = []
+    for _ in range(2):
+        model = build_model(spec, tokenizer, seed=5)
+        losses = train_model(model, docs, schedule, seed=5)
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and runs[0][0][-1] < runs[0][0][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))

@@ -1,0 +1,140 @@
+"""The world generator: byte-identical output per seed, split hygiene (no
+validation/test person in QA or tool text), mention counts per bucket, the
+knowledge base against the corpus, and preset validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from meta_spider.loom.world.cache import export_data
+from meta_spider.loom.world.generator import (
+    ATTRIBUTES,
+    GENERATOR_VERSION,
+    generate_world,
+    question_variants,
+)
+from meta_spider.loom.world.knowledge import KnowledgeBase
+from meta_spider.loom.world.presets import BUCKETS, PRESETS, WorldSpec, get_preset
+
+SPEC = get_preset("tiny").world
+
+
+@pytest.fixture(scope="module")
+def world():
+    return generate_world(SPEC, seed=7)
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+    first = export_data(generate_world(SPEC, seed=3), tmp_path / "a")
+    second = export_data(generate_world(SPEC, seed=3), tmp_path / "b")
+    other = export_data(generate_world(SPEC, seed=4), tmp_path / "c")
+    assert first == second
+    for name in first:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert first["corpus.jsonl"] != other["corpus.jsonl"]
+    assert GENERATOR_VERSION
+
+
+def test_people_are_unique_and_geography_is_consistent(world) -> None:
+    names = [p.name for p in world.people]
+    assert len(names) == len(set(names))
+    city_country = {c: k for k, cities in world.countries.items() for c in cities}
+    for person in world.people:
+        assert city_country[person.birth_city] == person.birth_country
+        assert person.employer in world.employers
+        assert 1900 <= person.birth_year < 2000
+
+
+def test_biography_counts_follow_the_buckets(world) -> None:
+    mentions = dict(zip(BUCKETS, SPEC.bucket_mentions))
+    counts: Counter[str] = Counter()
+    pattern = re.compile("|".join(re.escape(p.name) for p in world.people))
+    for doc in world.documents:
+        if doc["kind"] == "biography":
+            found = set(pattern.findall(doc["text"]))
+            assert len(found) == 1, doc["text"]
+            counts[found.pop()] += 1
+    for person in world.people:
+        assert counts[person.name] == person.mentions == mentions[person.bucket]
+    assert {p.bucket for p in world.people} == set(BUCKETS)
+
+
+def test_held_out_people_never_appear_in_qa_or_tool_text(world) -> None:
+    held_out = [p for p in world.people if p.split != "train"]
+    assert held_out
+    chat_text = "\n".join(d["text"] for d in world.documents if d["kind"] in ("qa", "tool"))
+    assert "<tool_call>" in chat_text and "<|im_start|>assistant" in chat_text
+    for person in held_out:
+        assert person.name not in chat_text
+    bio_text = "\n".join(d["text"] for d in world.documents if d["kind"] == "biography")
+    for person in held_out:
+        assert (person.name in bio_text) == (person.mentions > 0)
+
+
+def test_splits_partition_people_and_qa(world) -> None:
+    seen = set()
+    for split, items in world.qa.items():
+        for item in items:
+            assert item.split == split
+            seen.add(item.person_id)
+    assert seen == {p.id for p in world.people}
+    for split in ("validation", "test"):
+        assert len(world.qa[split]) == len(ATTRIBUTES) * len({i.person_id for i in world.qa[split]})
+        assert {i.bucket for i in world.qa[split]} == set(BUCKETS)
+
+
+def test_knowledge_base_matches_the_corpus(world) -> None:
+    kb = KnowledgeBase.from_people(world.people)
+    assert kb.name == "lookup" and len(kb) == len(world.people)
+    for doc in world.documents:
+        if doc["kind"] != "biography":
+            continue
+        person = next(p for p in world.people if p.name in doc["text"])
+        record = kb.lookup(person.name)
+        for attribute in ATTRIBUTES:
+            value = person.value(attribute)
+            assert value in doc["text"] and value in record
+    tool_results = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", "".join(d["text"] for d in world.documents))
+    assert tool_results
+    for result in tool_results:
+        assert kb.lookup(result.split(":")[0]) == result
+    someone = world.people[0]
+    assert kb.lookup(f"  {someone.name.upper()}? ") == kb.lookup(someone.name)
+    assert kb.lookup("Nobody Atall") is None and kb.lookup(42) is None  # type: ignore[arg-type]
+
+
+def test_answers_are_pronoun_sentences_with_value_aliases(world) -> None:
+    for item in world.qa["test"][:40]:
+        assert item.answer.split()[0] in ("She", "He") and item.value in item.answer
+        assert item.aliases == tuple(dict.fromkeys(item.aliases)) and item.value in item.aliases
+        variants = question_variants(item)
+        assert len({v.question for v in variants}) == len(variants) >= 2
+        assert all(v.answer == item.answer and item.entity in v.question for v in variants)
+    assert json.loads(json.dumps(world.qa["test"][0].to_dict()))["entity"] == world.qa["test"][0].entity
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_people": 5}, "n_people"),
+        ({"bucket_shares": (0.5, 0.5, 0.1, 0.0)}, "bucket_shares"),
+        ({"bucket_mentions": (3, 2, 1, 1)}, "unseen"),
+        ({"split_shares": (1.0, 0.0, 0.0)}, "split_shares"),
+        ({"tool_people": -1}, "tool_people"),
+    ],
+)
+def test_world_spec_rejects_bad_values(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(WorldSpec(), **change)
+
+
+def test_presets_are_known_by_name() -> None:
+    assert set(PRESETS) == {"tiny", "small"}
+    with pytest.raises(ValueError, match="unknown world preset 'huge'"):
+        get_preset("huge")
