@@ -1,0 +1,356 @@
+"""The activation dataset on disk: format constants, shard writing and
+:class:`ActivationDataset` (reading).
+
+A collection is a folder:
+
+- ``collection.json``: ``format_version``, the base ``model`` fingerprint
+  (``model_id``, ``hidden_size``, ``num_layers``), ``target_layers``,
+  ``read_positions`` (``["prompt", "draft"]``), ``max_new_tokens``, the
+  ``dataset`` description, ``num_examples`` (committed so far), ``shards``
+  (file names, in order) and ``complete``; plus ``shard_size`` and
+  ``questions_sha256`` so a resumed run can prove it continues the same work.
+- ``examples.jsonl``: one JSON object per collected example, in order
+  (:data:`EXAMPLE_FIELDS`).
+- ``shard-NNNNN.safetensors``: the tensors of a contiguous run of examples
+  (:data:`SHARD_TENSORS`; ``index_start`` / ``index_end`` in the metadata).
+
+``collection.json`` is the commit point: a shard counts only once it is
+listed there, so a crash between writing a shard and listing it leaves an
+orphan the collector drops on resume.
+
+Shards are written by :func:`write_shard`, a small deterministic
+safetensors writer (sorted header keys, fixed padding): the ``safetensors``
+package serialises metadata from a hash map whose order changes between
+processes, and a resumed collection must be byte-identical to an
+uninterrupted one. Files are read with the ``safetensors`` package.
+
+Importing this module does not import torch (command modules read its
+constants). It knows nothing about models or questions: the collector
+(:mod:`meta_spider.loom.collector`) decides what goes into the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ACTIVATIONS_DIR",
+    "COLLECTION_FILE",
+    "EXAMPLES_FILE",
+    "EXAMPLE_FIELDS",
+    "FORMAT_VERSION",
+    "PAD_ID",
+    "READ_POSITIONS",
+    "SHARD_TENSORS",
+    "STATE_TENSORS",
+    "ActivationDataset",
+    "ActivationFormatError",
+    "atomic_write_text",
+    "pad_rows",
+    "read_collection_json",
+    "read_example_lines",
+    "shard_bytes",
+    "shard_name",
+    "write_shard",
+]
+
+PathLike = Union[str, os.PathLike]
+
+FORMAT_VERSION = 1
+COLLECTION_FILE = "collection.json"
+EXAMPLES_FILE = "examples.jsonl"
+ACTIVATIONS_DIR = "activations"
+"""Where ``metaloom collect`` puts the collection inside a run directory."""
+READ_POSITIONS = ("prompt", "draft")
+STATE_TENSORS = {"prompt": "states_prompt", "draft": "states_draft"}
+"""Read position -> tensor name of its ``[n, L, d]`` states."""
+PAD_ID = -1
+"""Padding of ``prompt_ids`` / ``answer_ids`` rows (left-aligned)."""
+
+SHARD_TENSORS = (
+    "states_prompt", "states_draft", "pass1_correct", "first_token_max_prob", "answer_mean_logprob",
+    "prompt_ids", "prompt_lengths", "answer_ids", "answer_lengths",
+)
+EXAMPLE_FIELDS = (
+    "index", "id", "split", "question", "ground_truths", "prompt_text", "answer_text", "pass1_correct",
+    "answer_token_count",
+)
+SHARD_PREFIX = "shard-"
+SHARD_SUFFIX = ".safetensors"
+
+_DTYPE_CODES = {"torch.float32": "F32", "torch.uint8": "U8", "torch.int64": "I64"}
+"""Shard dtypes (by torch's name, so importing this module needs no torch)."""
+
+
+class ActivationFormatError(Exception):
+    """A collection folder is missing, incomplete or malformed. ``path`` is
+    the offending file or folder."""
+
+    def __init__(self, path: PathLike, problem: str, fix: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{self.path}: {problem}. {fix}")
+
+
+def shard_name(number: int) -> str:
+    """``shard-00012.safetensors`` for shard 12."""
+    return f"{SHARD_PREFIX}{number:05d}{SHARD_SUFFIX}"
+
+
+def _fsync_directory(folder: Path) -> None:
+    # A rename is durable only once the directory entry is flushed.
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) through a temporary file and a
+    rename, so a killed process leaves the old file or the new one."""
+    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def shard_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors file as bytes, deterministic for given inputs: header
+    keys sorted, tensors laid out in name order, header padded with spaces
+    to a multiple of 8 bytes (as the format asks)."""
+    header: dict[str, Any] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        if str(tensor.dtype) not in _DTYPE_CODES:
+            raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}; shards hold {sorted(_DTYPE_CODES)}")
+        data = tensor.numpy().tobytes()
+        header[name] = {"dtype": _DTYPE_CODES[str(tensor.dtype)], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks)
+
+
+def write_shard(path: PathLike, tensors: Mapping[str, torch.Tensor], index_start: int, index_end: int) -> None:
+    """Write one shard atomically (temporary file, fsync, rename)."""
+    _atomic_write_bytes(Path(path), shard_bytes(tensors, {"index_start": str(index_start), "index_end": str(index_end)}))
+
+
+def pad_rows(rows: Sequence[Sequence[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids [n, width], lengths [n])`` int64, rows left-aligned and padded
+    with :data:`PAD_ID`."""
+    import torch
+
+    width = max([len(r) for r in rows] + [0]) if width is None else width
+    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.int64)
+    return ids, torch.as_tensor([len(r) for r in rows], dtype=torch.int64)
+
+
+def read_collection_json(folder: PathLike) -> dict[str, Any]:
+    """``collection.json`` of ``folder``, checked for the keys readers need."""
+    path = Path(folder) / COLLECTION_FILE
+    if not path.is_file():
+        raise ActivationFormatError(path, "is missing (this folder holds no activation dataset)",
+                                    "run `metaloom collect` (or ActivationDatasetCollector) to write one")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ActivationFormatError(path, f"is not valid JSON ({error})", "collect again into a new folder") from None
+    required = ("format_version", "model", "target_layers", "num_examples", "shards", "complete")
+    missing = [key for key in required if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ActivationFormatError(path, f"lacks {missing}", "collect again into a new folder")
+    if data["format_version"] != FORMAT_VERSION:
+        raise ActivationFormatError(path, f"has format_version {data['format_version']!r}; this meta-spider reads "
+                                    f"{FORMAT_VERSION}", "collect again with this version")
+    return data
+
+
+def read_example_lines(path: PathLike, count: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The first ``count`` (default: all) complete lines of an
+    ``examples.jsonl`` as dicts, and the byte offset where they end. A last
+    line without its newline (a write cut short) is not complete."""
+    examples: list[dict[str, Any]] = []
+    end = 0
+    file = Path(path)
+    if not file.is_file():
+        return examples, 0
+    with file.open("rb") as stream:
+        for line in stream:
+            if count is not None and len(examples) >= count:
+                break
+            if not line.endswith(b"\n"):
+                break
+            examples.append(json.loads(line.decode("utf-8")))
+            end += len(line)
+    return examples, end
+
+
+class ActivationDataset:
+    """A collected activation dataset (see the module docstring).
+
+    ``examples`` are the ``examples.jsonl`` records; :meth:`tensor`
+    concatenates one tensor over the shards (padded id tensors are widened
+    to the widest shard with :data:`PAD_ID`). Loading reads the JSON at once
+    and the shards on first use.
+    """
+
+    def __init__(self, folder: PathLike, info: dict[str, Any], examples: list[dict[str, Any]]) -> None:
+        self.folder = Path(folder)
+        self.info = info
+        self.examples = examples
+        self._cache: dict[str, torch.Tensor] = {}
+        self.scratch: Any = None
+        """Keeps a collector's temporary folder alive as long as this dataset."""
+
+    @classmethod
+    def load(cls, path: PathLike, *, allow_incomplete: bool = False) -> ActivationDataset:
+        """Open a collection folder. Raises :class:`ActivationFormatError`
+        when it is malformed, or incomplete (a collection still running or
+        killed) unless ``allow_incomplete`` (then only committed examples)."""
+        folder = Path(path)
+        info = read_collection_json(folder)
+        if not info["complete"] and not allow_incomplete:
+            raise ActivationFormatError(folder, f"holds an incomplete collection ({info['num_examples']} examples "
+                                        "committed)", "resume it by running the same collect command again")
+        count = int(info["num_examples"])
+        examples, _ = read_example_lines(folder / EXAMPLES_FILE, count)
+        if len(examples) != count:
+            raise ActivationFormatError(folder / EXAMPLES_FILE, f"holds {len(examples)} complete lines, "
+                                        f"collection.json commits {count}", "resume the collection to repair it")
+        for name in info["shards"]:
+            if not (folder / name).is_file():
+                raise ActivationFormatError(folder / name, "is listed in collection.json but missing",
+                                            "collect again into a new folder")
+        return cls(folder, info, examples)
+
+    # ------------------------------------------------------------ metadata
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __repr__(self) -> str:
+        return f"ActivationDataset({str(self.folder)!r}, n={len(self)}, layers={self.target_layers})"
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The base fingerprint (``model_id``, ``hidden_size``, ``num_layers``)."""
+        return dict(self.info["model"])
+
+    @property
+    def target_layers(self) -> list[int]:
+        return list(self.info["target_layers"])
+
+    @property
+    def max_new_tokens(self) -> int:
+        return int(self.info["max_new_tokens"])
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return dict(self.info["dataset"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.info["complete"])
+
+    def split_indices(self, split: str) -> list[int]:
+        """Row indices of the examples of ``split`` (``"val"`` -> ``"validation"``)."""
+        split = {"val": "validation", "valid": "validation"}.get(split, split)
+        return [i for i, example in enumerate(self.examples) if example["split"] == split]
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names in order of first appearance."""
+        return list(dict.fromkeys(example["split"] for example in self.examples))
+
+    # ------------------------------------------------------------ tensors
+
+    def _shard_tensors(self, name: str) -> list[torch.Tensor]:
+        from safetensors import safe_open
+
+        parts = []
+        for shard in self.info["shards"]:
+            with safe_open(str(self.folder / shard), framework="pt") as handle:
+                if name not in handle.keys():  # noqa: SIM118 - safe_open has keys(), no __contains__
+                    raise ActivationFormatError(self.folder / shard, f"has no tensor {name!r}",
+                                                f"shards hold {list(SHARD_TENSORS)}")
+                parts.append(handle.get_tensor(name))
+        return parts
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Tensor ``name`` (one of :data:`SHARD_TENSORS`) over all examples."""
+        if name not in SHARD_TENSORS:
+            raise KeyError(f"unknown tensor {name!r}; an activation dataset holds {list(SHARD_TENSORS)}")
+        if name not in self._cache:
+            parts = self._shard_tensors(name)
+            if not parts:
+                raise ActivationFormatError(self.folder, "holds no shards", "collect at least one example")
+            import torch
+
+            if parts[0].dim() == 2 and name.endswith("_ids"):
+                width = max(p.shape[1] for p in parts)
+                parts = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=PAD_ID) for p in parts]
+            self._cache[name] = torch.cat(parts)[: len(self)]
+        return self._cache[name]
+
+    def states(self, read_position: str) -> torch.Tensor:
+        """``[n, L, d]`` float32 states at ``read_position`` (``"prompt"``
+        or ``"draft"``)."""
+        if read_position not in STATE_TENSORS:
+            raise ValueError(f"read_position must be one of {READ_POSITIONS}, got {read_position!r}")
+        return self.tensor(STATE_TENSORS[read_position])
+
+    def prompt_ids(self, index: int) -> list[int]:
+        """The prompt token ids of example ``index`` (unpadded)."""
+        return self.tensor("prompt_ids")[index, : int(self.tensor("prompt_lengths")[index])].tolist()
+
+    def answer_ids(self, index: int) -> list[int]:
+        """The greedy answer's token ids of example ``index`` (unpadded;
+        ends with the end-of-turn token when the base stopped by itself)."""
+        return self.tensor("answer_ids")[index, : int(self.tensor("answer_lengths")[index])].tolist()
+
+    def save(self, path: PathLike) -> Path:
+        """Copy this collection to ``path`` (a new or empty folder)."""
+        import shutil
+
+        target = Path(path)
+        if target.resolve() == self.folder.resolve():
+            return target
+        if target.exists() and any(target.iterdir()):
+            raise FileExistsError(f"{target} is not empty; save an activation dataset into a new or empty folder")
+        target.mkdir(parents=True, exist_ok=True)
+        for name in [*self.info["shards"], EXAMPLES_FILE, COLLECTION_FILE]:
+            shutil.copyfile(self.folder / name, target / name)
+        return target

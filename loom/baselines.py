@@ -1,0 +1,192 @@
+"""The confidence scores the Doubter is compared against, and the linear
+probe behind one of them.
+
+Every baseline keeps the base's own pass-1 answer and decides only whether
+to give it, by ranking questions with a score (higher = more confident):
+
+``always_answer``
+    A constant: answers everything (coverage 1, the base's accuracy).
+``first_token_max_prob``
+    The largest softmax probability at the first answer token.
+``answer_mean_logprob``
+    The mean log-probability of the greedy answer's tokens.
+``linear_probe``
+    L2-regularised logistic regression on one layer's pass-1 state (at the
+    run's read position) predicting ``pass1_correct``. The layer is the one
+    whose probe ranks best (AUROC) under k-fold cross-validation inside the
+    fitting split; the probe is then refitted on the whole split. The
+    evaluation split is never seen while fitting or choosing.
+
+The first two come from the activation dataset; the probe is fitted here
+(float64 torch, L-BFGS; no scikit-learn). This module knows nothing about
+generation or reports: it sees arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from meta_spider.loom.metrics import UndefinedMetricError, auroc
+
+__all__ = [
+    "BASELINES",
+    "BaselineSpec",
+    "LayerProbeChoice",
+    "LogisticProbe",
+    "select_probe_layer",
+]
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A baseline's name, its per-question score column and what it is."""
+
+    name: str
+    column: Optional[str]
+    description: str
+
+
+BASELINES: tuple[BaselineSpec, ...] = (
+    BaselineSpec("always_answer", None, "answer every question with the base's answer"),
+    BaselineSpec("first_token_max_prob", "first_token_max_prob", "max softmax probability of the first answer token"),
+    BaselineSpec("answer_mean_logprob", "answer_mean_logprob", "mean log-probability of the answer tokens"),
+    BaselineSpec("linear_probe", "probe_score", "logistic-regression probe on the best layer's state"),
+)
+"""The baselines in report order; ``column`` names the
+:class:`~meta_spider.loom.evaluation.QuestionOutcome` field holding the score."""
+
+
+class LogisticProbe:
+    """L2-regularised logistic regression on standardised features.
+
+    ``fit(features [n, d], labels [n])`` minimises the mean log-loss plus
+    ``l2 / 2 * |w|^2`` (the bias is not penalised) with L-BFGS in float64;
+    ``predict_proba(features)`` returns P(label = 1).
+    """
+
+    def __init__(self, l2: float = 1.0, max_iter: int = 200) -> None:
+        if not (isinstance(l2, (int, float)) and l2 >= 0 and math.isfinite(l2)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+        self.l2 = float(l2)
+        self.max_iter = max_iter
+        self.mean: Optional[np.ndarray] = None
+        self.scale: Optional[np.ndarray] = None
+        self.weight: Optional[np.ndarray] = None
+        self.bias: float = 0.0
+
+    def fit(self, features: Any, labels: Any) -> "LogisticProbe":
+        import torch
+
+        x = np.asarray(features, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.float64)
+        if x.ndim != 2 or y.shape != (x.shape[0],) or x.shape[0] == 0:
+            raise ValueError(f"need features [n, d] and labels [n] with n > 0, got {x.shape} and {y.shape}")
+        if not np.all(np.isin(y, (0.0, 1.0))):
+            raise ValueError(f"labels must be 0/1, got {np.unique(y)[:5].tolist()!r}")
+        self.mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.scale = np.where(std > 1e-12, std, 1.0)  # constant features stay 0 after standardising
+        xs = torch.from_numpy((x - self.mean) / self.scale)
+        ys = torch.from_numpy(y)
+        weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        prior = min(max(y.mean(), 1e-6), 1 - 1e-6)
+        bias = torch.tensor(math.log(prior / (1 - prior)), dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=self.max_iter,
+                                      tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+        def closure() -> Any:
+            optimizer.zero_grad()
+            logits = xs @ weight + bias
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, ys) + 0.5 * self.l2 * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        self.weight = weight.detach().numpy().copy()
+        self.bias = float(bias.detach())
+        return self
+
+    def decision_function(self, features: Any) -> np.ndarray:
+        if self.weight is None:
+            raise RuntimeError("LogisticProbe.fit() must run before predicting")
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.weight.size:
+            raise ValueError(f"features must be [n, {self.weight.size}], got {x.shape}")
+        return ((x - self.mean) / self.scale) @ self.weight + self.bias
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        logits = self.decision_function(features)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+@dataclass
+class LayerProbeChoice:
+    """The probe layer chosen on the fitting split and the probe refitted
+    there. ``cv_auroc`` maps each candidate layer (decoder index) to its
+    cross-validated AUROC (None when a fold had one class only)."""
+
+    layer: int
+    layer_position: int
+    """Index of ``layer`` in the collected target layers (the states' axis 1)."""
+    cv_auroc: dict[int, Optional[float]]
+    folds: int
+    n_fit: int
+    l2: float
+    probe: LogisticProbe = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "cv_auroc": {str(k): v for k, v in self.cv_auroc.items()},
+                "folds": self.folds, "n_fit": self.n_fit, "l2": self.l2}
+
+
+def _fold_ids(labels: np.ndarray, folds: int) -> np.ndarray:
+    """Stratified fold number of each example (deterministic: positives and
+    negatives dealt round-robin in order)."""
+    ids = np.empty(labels.size, dtype=np.int64)
+    for value in (False, True):
+        where = np.flatnonzero(labels == value)
+        ids[where] = np.arange(where.size) % folds
+    return ids
+
+
+def select_probe_layer(states: Any, labels: Any, layers: Sequence[int], *, folds: int = 5,
+                       l2: float = 1.0) -> LayerProbeChoice:
+    """Choose the probe layer by stratified k-fold AUROC on ``states``
+    (``[n, L, d]``, axis 1 in the order of ``layers``) and ``labels``
+    (``pass1_correct``), then refit the probe on all of them.
+
+    ``folds`` shrinks to the minority class count when that is smaller (at
+    least 2). Raises :class:`UndefinedMetricError` when the labels hold one
+    class only (no probe can be fitted or judged).
+    """
+    x = np.asarray(states, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if x.ndim != 3 or x.shape[0] != y.size or x.shape[1] != len(layers):
+        raise ValueError(f"states must be [n, {len(layers)}, d] with n = {y.size} labels, got {x.shape}")
+    minority = int(min(y.sum(), (~y).sum()))
+    if minority < 2:
+        raise UndefinedMetricError("linear probe", f"needs at least 2 examples of each class, got {minority} in the minority")
+    folds = max(2, min(folds, minority))
+    fold = _fold_ids(y, folds)
+    cv_auroc: dict[int, Optional[float]] = {}
+    for position, layer in enumerate(layers):
+        scores = np.empty(y.size, dtype=np.float64)
+        for k in range(folds):
+            held = fold == k
+            probe = LogisticProbe(l2).fit(x[~held, position], y[~held])
+            scores[held] = probe.decision_function(x[held, position])
+        try:
+            cv_auroc[int(layer)] = auroc(scores, y)
+        except UndefinedMetricError:
+            cv_auroc[int(layer)] = None
+    # Ties go to the earlier (shallower) layer; an undefined AUROC ranks last.
+    best_position = max(range(len(layers)), key=lambda p: (cv_auroc[int(layers[p])] or -1.0, -p))
+    probe = LogisticProbe(l2).fit(x[:, best_position], y)
+    return LayerProbeChoice(layer=int(layers[best_position]), layer_position=best_position, cv_auroc=cv_auroc,
+                            folds=folds, n_fit=int(y.size), l2=l2, probe=probe)

@@ -1,0 +1,138 @@
+"""``metaloom eval``: evaluate a trained run on held-out questions.
+
+Reads ``<run-dir>/run.json`` (base, layers, dataset, checkpoint), loads the
+pipeline with the Doubter checkpoint attached and the activation dataset
+from ``<run-dir>/activations/``, runs
+:class:`~meta_spider.loom.comparison.BaselineComparison`, and writes
+``<run-dir>/report.json``, ``<run-dir>/risk_coverage.png`` (unless
+``--no-plot``) and the Doubter's calibrated answer threshold into run.json's
+``calibration.doubter`` (chosen on the validation split). ``--agentic`` also
+runs the agent comparison (``meta_spider.loom.agentic.run_agentic_eval``) and
+writes ``<run-dir>/agentic_report.json``. This module knows only options
+and files; the measuring is the comparison's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from meta_spider.loom.manifest import ManifestError, RunManifest
+
+__all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "eval_command"]
+
+REPORT_FILE = "report.json"
+PLOT_FILE = "risk_coverage.png"
+AGENTIC_REPORT_FILE = "agentic_report.json"
+
+
+def _load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
+    from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
+
+    path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
+    if path is None:
+        raise click.ClickException(f"{RunManifest.path_in(run_dir)} has no checkpoint (field 'checkpoint'): "
+                                   f"run `metaloom train --run-dir {run_dir}` first, or pass --checkpoint")
+    if not path.exists():
+        raise click.ClickException(f"checkpoint {path} (field 'checkpoint' of {RunManifest.path_in(run_dir)}) "
+                                   "does not exist: train again, or pass --checkpoint")
+    settings = manifest.pipeline_settings()
+    if device is not None:
+        settings["device"] = device
+    try:
+        return MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**settings), doubter=path)
+    except (CheckpointError, FingerprintMismatchError, ValueError, OSError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
+    from meta_spider.agentcore.cli import plugin_manager
+    from meta_spider.loom.datasets import DatasetError, create_dataset
+    from meta_spider.plugins import PluginError
+
+    try:
+        return create_dataset(plugin_manager(ctx), manifest.dataset.name, **manifest.dataset.options)
+    except (PluginError, DatasetError, ValueError, TypeError) as error:
+        raise click.ClickException(f"dataset {manifest.dataset.name!r} of run.json (field 'dataset'): {error}") from error
+
+
+@click.command("eval")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="run directory written by collect and train")
+@click.option("--split", default="test", show_default=True, help="held-out split to evaluate")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="evaluate at most N questions")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+              help="generation limit (default: the collection's max_new_tokens)")
+@click.option("--target-coverage", type=click.FloatRange(0.0, 1.0), default=None,
+              help="calibrate the answer threshold for this validation coverage (default: the base's validation accuracy)")
+@click.option("--target-risk", type=click.FloatRange(0.0, 1.0), default=None,
+              help="calibrate the answer threshold for this validation risk instead")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Doubter checkpoint (default: run.json's 'checkpoint')")
+@click.option("--device", default=None, help="torch device (default: run.json's model.device)")
+@click.option("--agentic", is_flag=True, help="also run the agent comparison (agentic_report.json)")
+@click.option("--no-plot", is_flag=True, help="do not write risk_coverage.png")
+@click.option("--quiet", is_flag=True, help="no progress bars and no summary")
+@click.pass_context
+def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Optional[int], max_tokens: Optional[int],
+                 target_coverage: Optional[float], target_risk: Optional[float], checkpoint: Optional[Path],
+                 device: Optional[str], agentic: bool, no_plot: bool, quiet: bool) -> None:
+    """Compare the Doubter with the base and with baselines on held-out questions."""
+    from rich.console import Console
+
+    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
+    from meta_spider.loom.comparison import BaselineComparison
+    from meta_spider.loom.datasets import DatasetError
+    from meta_spider.loom.evaluation import BenchmarkAlignmentError, QABenchmark
+
+    if target_coverage is not None and target_risk is not None:
+        raise click.UsageError("give --target-coverage or --target-risk, not both")
+    console = Console(stderr=True, quiet=quiet)
+    try:
+        manifest = RunManifest.load(run_dir)
+    except ManifestError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        activations = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
+    except ActivationFormatError as error:
+        raise click.ClickException(f"{error} (`metaloom collect --run-dir {run_dir}` writes the activations)") from error
+    dataset = _load_dataset(ctx, manifest)
+    try:
+        benchmark = QABenchmark(dataset, split=split, activations=activations, max_examples=max_examples)
+    except (BenchmarkAlignmentError, DatasetError) as error:
+        raise click.ClickException(str(error)) from error
+    if len(benchmark) == 0:
+        raise click.ClickException(f"the activations hold no {split!r} questions (they hold {activations.splits}); "
+                                   "pass --split, or collect that split")
+    console.print(f"loading {manifest.model.name} with the Doubter")
+    pipe = _load_pipeline(manifest, run_dir, checkpoint, device)
+    comparison = BaselineComparison(pipe, benchmark, max_tokens=max_tokens,
+                                    console=console, target_coverage=target_coverage, target_risk=target_risk)
+    report = comparison.run()
+    (run_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
+    if report.calibration is not None:
+        entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
+        RunManifest.update_file(run_dir, calibration={"doubter": entry})
+    if not no_plot:
+        from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
+
+        try:
+            plot_risk_coverage(report, run_dir / PLOT_FILE)
+        except PlotDependencyError as error:
+            raise click.ClickException(str(error)) from error
+    console.print(report.summary())
+    console.print(report.acceptance_table())
+    for note in report.notes:
+        console.print(f"note: {note}")
+    written = [REPORT_FILE] + ([] if no_plot else [PLOT_FILE])
+    if agentic:
+        from meta_spider.loom.agentic import run_agentic_eval
+
+        # it prints its own summary to the console
+        agentic_report = run_agentic_eval(run_dir, console=console)
+        text = agentic_report.to_json()
+        (run_dir / AGENTIC_REPORT_FILE).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        written.append(AGENTIC_REPORT_FILE)
+    console.print(f"wrote {', '.join(str(run_dir / name) for name in written)}")

@@ -1,0 +1,174 @@
+"""``metaloom train``: train the Doubter of a run directory.
+
+Reads ``run.json`` (model, layers, positions, encoder type), loads the
+frozen base, builds a new Doubter from the manifest (or, with ``--resume``,
+from the newest epoch checkpoint), trains it on ``<run-dir>/activations``
+with :class:`meta_spider.loom.trainer.Trainer`, writes
+``<run-dir>/checkpoints/`` and ``<run-dir>/training.json``, and records the
+best checkpoint in ``run.json`` (``checkpoint``).
+
+Data parallel without code change::
+
+    torchrun --standalone --nproc_per_node 2 -m meta_spider.loom.cli_train --run-dir D --epochs 3
+    accelerate launch -m meta_spider.loom.cli_train --run-dir D --epochs 3      # GPUs
+
+(``python -m meta_spider.loom.cli_train`` is the same command as
+``metaloom train``.) Importing this module is light: torch, transformers
+and accelerate load when the command runs. It knows command-line plumbing
+only; the training itself lives in the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from meta_spider.loom.trainer_config import EARLY_STOPPING_METRICS, MIXED_PRECISION, OPTIMIZERS, TrainerConfig
+
+TRAINING_FILE = "training.json"
+
+_DOUBTER_OPTIONS = ("encoder_dim", "encoder_num_heads", "encoder_num_layers", "num_cognitive_tokens",
+                    "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init")
+_TRAINER_OPTIONS = ("epochs", "lr", "batch_size", "gradient_accumulation_steps", "gate_lr_multiplier",
+                    "weight_decay", "optimizer", "probe_loss_weight", "pos_weight", "balance_classes",
+                    "enable_self_correction", "early_stopping_metric", "seed", "mixed_precision",
+                    "max_grad_norm", "train_split", "validation_split")
+
+
+def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
+    values = {name: options[name] for name in _TRAINER_OPTIONS if options.get(name) is not None}
+    patience = options.get("patience")
+    if patience is not None:
+        values["early_stopping_patience"] = None if patience == 0 else patience
+    try:
+        return TrainerConfig(**values)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@click.command("train")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="run directory written by `metaloom collect` (run.json + activations/)")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="passes over the training split")
+@click.option("--lr", type=float, default=None, help="base learning rate (encoder and cross-attention weights)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="global examples per micro-step")
+@click.option("--grad-accum", "gradient_accumulation_steps", type=click.IntRange(min=1), default=None,
+              help="micro-steps per optimizer update")
+@click.option("--gate-lr-multiplier", type=float, default=None, help="LR multiple for gates and token preferences")
+@click.option("--weight-decay", type=float, default=None, help="weight decay of weight matrices")
+@click.option("--max-grad-norm", type=float, default=None, help="gradient clipping norm")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="adamw or adam8bit (bitsandbytes)")
+@click.option("--probe-loss-weight", type=float, default=None, help="weight of the P(correct) BCE")
+@click.option("--pos-weight", type=float, default=None, help="BCE weight of the correct class")
+@click.option("--balance-classes/--no-balance-classes", default=None, help="pos_weight = n_wrong / n_correct")
+@click.option("--self-correction/--no-self-correction", "enable_self_correction", default=None,
+              help="confirm / correct / refuse targets (transformer encoder)")
+@click.option("--early-stopping-metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None)
+@click.option("--patience", type=click.IntRange(min=0), default=None,
+              help="early-stopping patience in epochs (0: never stop)")
+@click.option("--train-split", default=None, help="split to train on (default: train)")
+@click.option("--validation-split", default=None, help="split to validate on (default: validation)")
+@click.option("--seed", type=int, default=None)
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), default=None)
+@click.option("--encoder-dim", type=click.IntRange(min=1), default=None, help="Doubter shape (new Doubters only)")
+@click.option("--encoder-num-heads", type=click.IntRange(min=1), default=None)
+@click.option("--encoder-num-layers", type=click.IntRange(min=1), default=None)
+@click.option("--num-cognitive-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--ca-bottleneck-dim", type=click.IntRange(min=1), default=None)
+@click.option("--ca-num-heads", type=click.IntRange(min=1), default=None)
+@click.option("--ca-gate-init", type=float, default=None)
+@click.option("--encoder-gate-init", type=float, default=None)
+@click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")
+@click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
+def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:
+    """Train the Doubter of RUN_DIR through the frozen base."""
+    from meta_spider.loom.manifest import ManifestError, RunManifest
+
+    config = _trainer_config(options)
+    try:
+        manifest = RunManifest.load(run_dir)
+    except ManifestError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        result = _run(run_dir, manifest, config, resume, local_files_only,
+                      {name: options[name] for name in _DOUBTER_OPTIONS if options.get(name) is not None})
+    except click.ClickException:
+        raise
+    except Exception as error:  # noqa: BLE001 - typed errors below become a one-line message
+        if _is_user_error(error):
+            raise click.ClickException(str(error)) from None
+        raise
+    if result is not None:
+        click.echo(result)
+
+
+def _is_user_error(error: Exception) -> bool:
+    from meta_spider.loom.activations import ActivationFormatError
+    from meta_spider.loom.manifest import ManifestError
+    from meta_spider.loom.trainer_config import TrainerError
+    from meta_spider.wrapper.errors import WrapperError
+
+    return isinstance(error, (ActivationFormatError, ManifestError, TrainerError, WrapperError))
+
+
+def _run(run_dir: Path, manifest: Any, config: TrainerConfig, resume: bool, local_files_only: bool,
+         doubter_options: dict[str, Any]) -> Optional[str]:
+    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.trainer import Trainer, make_accelerator
+    from meta_spider.loom.trainer_state import CHECKPOINTS_DIR, latest_epoch_checkpoint
+    from meta_spider.wrapper import Doubter, MetaSpiderConfig, MetaSpiderPipeline
+
+    dataset = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
+    cpu = not str(manifest.model.device).startswith("cuda")
+    accelerator = make_accelerator(config, cpu=cpu)
+    settings = manifest.pipeline_settings()
+    settings["device"] = "cpu" if cpu else str(accelerator.device)
+    pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**settings, local_files_only=local_files_only))
+    collected = dataset.model
+    for key in ("hidden_size", "num_layers"):
+        if collected.get(key) != getattr(pipe, key):
+            raise click.ClickException(f"{run_dir / ACTIVATIONS_DIR} was collected from a base with {key}="
+                                       f"{collected.get(key)!r}, {manifest.model.name!r} has {getattr(pipe, key)!r}; "
+                                       "collect again for this model")
+    latest = latest_epoch_checkpoint(run_dir / CHECKPOINTS_DIR) if resume else None
+    if latest is not None:
+        doubter = Doubter.from_checkpoint(latest)
+    else:
+        import torch
+
+        # Seeded so every data-parallel process (and a rerun) starts from the same Doubter.
+        torch.manual_seed(config.seed)
+        doubter = pipe.new_doubter(encoder_type=manifest.encoder_type, **doubter_options)
+
+    def report(record: Any) -> None:
+        if accelerator.is_main_process:
+            auroc = "n/a" if record.val_auroc is None else f"{record.val_auroc:.4f}"
+            click.echo(f"epoch {record.epoch}: step {record.global_step}, train loss {record.train_lm_loss:.4f}, "
+                       f"val loss {record.val_loss:.4f}, val AUROC {auroc}{' *' if record.improved else ''}")
+
+    trainer = Trainer(doubter, pipe, config, accelerator=accelerator)
+    if accelerator.is_main_process:
+        groups = {name: sum(p.numel() for p in params) for name, params in trainer.parameter_groups().items()}
+        click.echo(f"training a {manifest.encoder_type} Doubter ({doubter.num_parameters():,} parameters: "
+                   + ", ".join(f"{k} {v:,}" for k, v in groups.items())
+                   + f") on {len(dataset)} collected examples, {accelerator.num_processes} process(es)")
+    result = trainer.fit(dataset, run_dir=run_dir, resume=resume, on_epoch_end=report)
+    if not accelerator.is_main_process:
+        return None
+    (run_dir / TRAINING_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if result.best_checkpoint is None:
+        return "no epoch was trained (the run was already complete)"
+    relative = result.best_checkpoint.relative_to(run_dir).as_posix()
+    RunManifest.update_file(run_dir, checkpoint=relative)
+    return (f"best epoch {result.best_epoch} ({result.metric} {result.best_metric:.4f})"
+            f"{', stopped early' if result.stopped_early else ''}; checkpoint {run_dir / relative} "
+            "recorded in run.json")
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,523 @@
+"""ActivationDatasetCollector: pass 1 over a question set, written to disk
+as an activation dataset (:mod:`meta_spider.loom.activations`).
+
+For every question the plain base (no Doubter, no injection) answers
+greedily; the collector keeps the states at the target layers at the last
+prompt token and at the end of the greedy draft, the answer's ids, its mean
+token log-prob and the first token's max softmax probability (the two
+baselines), and ``pass1_correct = check_correctness(answer_text, example)``.
+
+With ``batch_size=1`` the states come from the pipeline's own pass-1 code
+(``TwoPassDecoder.read_states``, the function behind ``pipe.read_ids`` and
+``pipe.collect_states``), so training reads exactly what inference reads;
+log-probs come from the same forwards, through a decoder subclass that only
+watches the logits go by. Larger batches decode left-padded batches: faster,
+equal up to float rounding.
+
+Collection is resumable: shards are written as they fill (shard file
+atomically, then the ``examples.jsonl`` lines, fsynced, then
+``collection.json``, atomically, which commits them). A restart with the same
+output folder checks that model, layers, dataset and questions match
+(:class:`CollectionMismatchError` otherwise; the scorer is not recorded, so
+resume with the same one), drops whatever was not committed, and continues.
+Shard boundaries are fixed multiples of ``shard_size``, so the result is
+byte-identical to an uninterrupted run.
+
+This module knows nothing about command lines or training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from meta_spider.loom.activations import (
+    COLLECTION_FILE,
+    EXAMPLE_FIELDS,
+    EXAMPLES_FILE,
+    FORMAT_VERSION,
+    READ_POSITIONS,
+    SHARD_PREFIX,
+    SHARD_SUFFIX,
+    ActivationDataset,
+    ActivationFormatError,
+    atomic_write_text,
+    pad_rows,
+    read_collection_json,
+    read_example_lines,
+    shard_name,
+    write_shard,
+)
+from meta_spider.loom.datasets import (
+    QADataset,
+    QAExample,
+    QAPrompt,
+    canonical_split,
+    check_answer,
+)
+from meta_spider.wrapper.passes import TwoPassDecoder
+
+__all__ = ["ActivationDatasetCollector", "CollectionItem", "CollectionMismatchError", "render_qa_prompt"]
+
+PathLike = Union[str, os.PathLike]
+CheckFn = Callable[[str, QAExample], bool]
+GroundTruth = Union[str, Sequence[str]]
+
+
+class CollectionMismatchError(Exception):
+    """An output folder holds a collection made with other settings, so it
+    cannot be resumed. ``field`` names what differs."""
+
+    def __init__(self, path: PathLike, field: str, recorded: Any, requested: Any) -> None:
+        self.path = Path(path)
+        self.field = field
+        self.recorded = recorded
+        self.requested = requested
+        super().__init__(
+            f"{self.path}: the collection there was made with {field}={recorded!r}, but this run asks for "
+            f"{requested!r}. Resume with the same settings, or collect into a new (or emptied) folder."
+        )
+
+
+@dataclass(frozen=True)
+class CollectionItem:
+    """One question as the collector asks it."""
+
+    index: int
+    split: str
+    example: QAExample
+    prompt_text: str
+    """The prompt rendered with the chat template (what the base sees)."""
+
+    def record(self) -> dict[str, Any]:
+        """The fields that identify this item (hashed into ``questions_sha256``)."""
+        return {"index": self.index, "id": self.example.id, "split": self.split, "question": self.example.question,
+                "ground_truths": list(self.example.ground_truths), "prompt_text": self.prompt_text}
+
+
+@dataclass
+class ExampleReading:
+    """Pass 1 on one prompt."""
+
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    answer_text: str
+    states_prompt: torch.Tensor
+    """``[L, d]``."""
+    states_draft: torch.Tensor
+    first_token_max_prob: float
+    answer_mean_logprob: float
+
+
+def render_qa_prompt(pipe: Any, prompt: QAPrompt) -> str:
+    """A dataset's prompt through the base's chat template with its template
+    switches (e.g. thinking off); the plain joined text without a template."""
+    tokenizer = pipe.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        return prompt.as_text()
+    return tokenizer.apply_chat_template([dict(m) for m in prompt.messages], tokenize=False,
+                                         add_generation_prompt=True, **dict(prompt.template_kwargs))
+
+
+class _LogitWatchingDecoder(TwoPassDecoder):
+    """The pipeline's decoder, unchanged, except that it keeps the logits of
+    every forward (pass 1 picks each draft token from the previous one's)."""
+
+    def __init__(self, decoder: TwoPassDecoder) -> None:
+        self.__dict__.update(decoder.__dict__)
+        self.step_logits: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        logits = super().forward(input_ids, cache)
+        self.step_logits.append(logits)
+        return logits
+
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class ActivationDatasetCollector:
+    """Collect pass-1 activations of a frozen base over questions.
+
+    ``pipe`` is a :class:`~meta_spider.wrapper.MetaSpiderPipeline` (its
+    Doubter, if any, is ignored); ``check_correctness(answer_text, example)``
+    scores an answer (default: the dataset's ``check_fn``, or normalised
+    exact match for plain question lists); ``target_layers`` defaults to
+    the pipeline config's. ``batch_size=1`` (default) reads each question
+    with the pipeline's own pass 1, bit for bit what inference reads; larger
+    batches decode left-padded batches (:meth:`read_batch`), faster and equal
+    up to float rounding. ``shard_size`` examples go into one shard (a
+    multiple of ``batch_size``, so a resumed run forms the same batches).
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        max_new_tokens: int = 48,
+        check_correctness: CheckFn | None = None,
+        target_layers: Sequence[int] | None = None,
+        batch_size: int = 1,
+        shard_size: int = 256,
+        show_progress: bool = True,
+        console: Any = None,
+    ) -> None:
+        for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if shard_size % batch_size:
+            raise ValueError(f"shard_size={shard_size!r} must be a multiple of batch_size={batch_size!r}")
+        if check_correctness is not None and not callable(check_correctness):
+            raise ValueError(f"check_correctness must be callable, got {check_correctness!r}")
+        self.pipe = pipe
+        self.max_new_tokens = max_new_tokens
+        self.check_correctness = check_correctness
+        if target_layers is None:
+            target_layers = pipe.config.resolve(pipe.num_layers)[0]
+        else:
+            from meta_spider.wrapper.config import resolve_layers
+
+            target_layers = resolve_layers(list(target_layers), pipe.num_layers)
+        self.target_layers = tuple(int(layer) for layer in target_layers)
+        self.batch_size = batch_size
+        self.shard_size = shard_size
+        self.show_progress = show_progress
+        self.console = console
+        self._last: ActivationDataset | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
+
+    # ------------------------------------------------------------ entry points
+
+    def collect(
+        self,
+        questions: Sequence[str],
+        ground_truths: Sequence[GroundTruth],
+        *,
+        output_dir: PathLike | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> ActivationDataset:
+        """Collect plain questions (each rendered as one user message with the
+        chat template); ``ground_truths[i]`` is the answer or the accepted
+        answers of question ``i``. Without ``output_dir`` the collection goes
+        to a temporary folder (keep it with :meth:`save`)."""
+        if len(questions) != len(ground_truths):
+            raise ValueError(f"got {len(questions)} questions but {len(ground_truths)} ground truths")
+        if ids is not None and len(ids) != len(questions):
+            raise ValueError(f"got {len(questions)} questions but {len(ids)} ids")
+        items = []
+        for index, (question, truth) in enumerate(zip(questions, ground_truths)):
+            accepted = [truth] if isinstance(truth, str) else list(truth)
+            if not accepted:
+                raise ValueError(f"question {index} ({question!r}) has no ground truth")
+            example = QAExample(id=str(ids[index]) if ids is not None else f"q{index}", question=question,
+                                answer=accepted[0], aliases=tuple(accepted[1:]))
+            items.append(CollectionItem(index, "all", example, self.pipe.render(question)))
+        description = {"name": "questions", "options": {}, "splits": ["all"], "sizes": {"all": len(items)}}
+        check = self.check_correctness or (lambda answer, example: check_answer(answer, example.ground_truths))
+        return self.run(items, description, check, output_dir)
+
+    def collect_dataset(
+        self,
+        dataset: QADataset,
+        splits: Sequence[str] | None = None,
+        *,
+        max_examples: int | None = None,
+        output_dir: PathLike | None = None,
+    ) -> ActivationDataset:
+        """Collect the given ``splits`` (default: all) of a dataset, at most
+        ``max_examples`` per split, prompts from ``dataset.prompt`` rendered
+        with the chat template; scored with ``check_correctness`` or the
+        dataset's ``check_fn``."""
+        if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+            raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
+        splits = list(dataset.splits if splits is None else splits)
+        items: list[CollectionItem] = []
+        splits = [canonical_split(split) for split in splits]  # recorded as split_indices() looks them up
+        for split in splits:
+            examples = dataset.split(split)
+            if max_examples is not None:
+                examples = examples[:max_examples]
+            for example in examples:
+                text = render_qa_prompt(self.pipe, dataset.prompt(example))
+                items.append(CollectionItem(len(items), split, example, text))
+        description = {**dataset.describe(), "selected_splits": splits, "max_examples": max_examples}
+        return self.run(items, description, self.check_correctness or dataset.check_fn, output_dir)
+
+    def save(self, path: PathLike) -> Path:
+        """Copy the last collection to ``path`` (a no-op when it is already there)."""
+        if self._last is None:
+            raise RuntimeError("nothing collected yet: call collect() or collect_dataset() first")
+        return self._last.save(path)
+
+    # ------------------------------------------------------------ reading
+
+    def read_example(self, prompt_text: str) -> ExampleReading:
+        """Pass 1 on one rendered prompt (what inference's pass 1 computes)."""
+        prompt_ids = self.pipe.encode(prompt_text)
+        decoder = _LogitWatchingDecoder(self.pipe.decoder)
+        read = decoder.read_states(prompt_ids, self.target_layers, max_draft_tokens=self.max_new_tokens)
+        answer_ids = list(read.draft_ids)
+        logits = torch.stack(decoder.step_logits[: len(answer_ids)]).float().cpu()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        token_log_probs = log_probs.gather(1, torch.as_tensor(answer_ids).unsqueeze(1)).squeeze(1)
+        return ExampleReading(
+            prompt_ids=prompt_ids[0].tolist(),
+            answer_ids=answer_ids,
+            answer_text=self.pipe.decode(answer_ids),
+            states_prompt=read.prompt_states[0].detach().float().cpu(),
+            states_draft=read.draft_states[0].detach().float().cpu(),
+            first_token_max_prob=float(log_probs[0].exp().max()),
+            answer_mean_logprob=float(token_log_probs.mean()),
+        )
+
+    def read_batch(self, prompt_texts: Sequence[str]) -> list[ExampleReading]:
+        """Pass 1 on several prompts at once: left-padded, one shared cache,
+        greedy per row, each row's draft state read on the forward that feeds
+        its last token (as :meth:`read_example` does). Faster, above all on a
+        GPU; states equal the batch-1 read up to float rounding (padding
+        changes the order of some sums), so one token may flip at a near tie."""
+        if len(prompt_texts) == 1:
+            return [self.read_example(prompt_texts[0])]
+        from meta_spider.wrapper.collector import (
+            ActivationCollector,
+            padded_position_ids,
+        )
+
+        pipe, decoder = self.pipe, self.pipe.decoder
+        rows = [pipe.encode(text)[0] for text in prompt_texts]
+        size, width = len(rows), max(len(row) for row in rows)
+        pad = pipe.tokenizer.pad_token_id if pipe.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((size, width), pad, dtype=torch.long)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = row
+            mask[i, width - len(row):] = 1
+        collector = ActivationCollector(pipe.structure.layers, self.target_layers)
+        cache = decoder.new_cache()
+
+        def forward(ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            kwargs: dict[str, Any] = {"input_ids": ids.to(decoder.device), "attention_mask": mask.to(decoder.device),
+                                      "position_ids": positions.to(decoder.device), decoder._cache_kwarg: cache,
+                                      "use_cache": True}
+            if decoder._keeps_logits:
+                kwargs["logits_to_keep"] = 1
+            with torch.no_grad():
+                return self.pipe.model(**kwargs).logits[:, -1].float().cpu()
+
+        with collector.recording() as record:  # left padding: the last column is every row's last token
+            logits = forward(input_ids, padded_position_ids(mask))
+        prompt_states = record.states().cpu()
+        answers: list[list[int]] = [[] for _ in rows]
+        step_logits: list[list[torch.Tensor]] = [[] for _ in rows]
+        draft_states: list[torch.Tensor | None] = [None] * size
+        next_position = mask.sum(dim=1)
+        for _ in range(self.max_new_tokens):
+            active = torch.tensor([state is None for state in draft_states])
+            tokens = logits.argmax(dim=-1)
+            for i in torch.nonzero(active).flatten().tolist():
+                answers[i].append(int(tokens[i]))
+                step_logits[i].append(logits[i])
+            # Finished rows feed padding that nothing attends to.
+            feed = torch.where(active, tokens, torch.full_like(tokens, pad))
+            mask = torch.cat([mask, active.long().unsqueeze(1)], dim=1)
+            with collector.recording() as record:
+                logits = forward(feed.unsqueeze(1), next_position.unsqueeze(1))
+            states = record.states().cpu()
+            next_position = next_position + active.long()
+            for i in torch.nonzero(active).flatten().tolist():
+                if answers[i][-1] in decoder.eos_token_ids or len(answers[i]) == self.max_new_tokens:
+                    draft_states[i] = states[i]
+            if all(state is not None for state in draft_states):
+                break
+        readings = []
+        for i, row in enumerate(rows):
+            log_probs = torch.log_softmax(torch.stack(step_logits[i]), dim=-1)
+            token_log_probs = log_probs.gather(1, torch.as_tensor(answers[i]).unsqueeze(1)).squeeze(1)
+            readings.append(ExampleReading(
+                prompt_ids=row.tolist(), answer_ids=answers[i], answer_text=pipe.decode(answers[i]),
+                states_prompt=prompt_states[i].float(), states_draft=draft_states[i].float(),  # type: ignore[union-attr]
+                first_token_max_prob=float(log_probs[0].exp().max()),
+                answer_mean_logprob=float(token_log_probs.mean()),
+            ))
+        return readings
+
+    # ------------------------------------------------------------ the run
+
+    def _header(self, items: Sequence[CollectionItem], description: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": dict(self.pipe.fingerprint()),
+            "target_layers": list(self.target_layers),
+            "read_positions": list(READ_POSITIONS),
+            "max_new_tokens": self.max_new_tokens,
+            "dataset": json.loads(json.dumps(dict(description))),
+            "shard_size": self.shard_size,
+            "questions_sha256": _sha256_json([item.record() for item in items]),
+            "total_examples": len(items),
+        }
+
+    def run(self, items: Sequence[CollectionItem], description: Mapping[str, Any], check: CheckFn,
+            output_dir: PathLike | None) -> ActivationDataset:
+        """Collect ``items`` into ``output_dir``, resuming what is there."""
+        if output_dir is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="meta-spider-activations-")
+            output_dir = self._scratch.name
+        if not items:
+            raise ValueError("there are no questions to collect (empty question list or splits)")
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        header = self._header(items, description)
+        info = self._open(folder, header)
+        start = int(info["num_examples"])
+        with _Progress(self.show_progress and start < len(items), len(items), start, self.console) as progress:
+            for shard_start in range(start, len(items), self.shard_size):
+                shard_items = items[shard_start: shard_start + self.shard_size]
+                readings: list[ExampleReading] = []
+                for offset in range(0, len(shard_items), self.batch_size):
+                    batch = shard_items[offset: offset + self.batch_size]
+                    readings.extend(self.read_batch([item.prompt_text for item in batch]))
+                    progress.advance(len(readings) - offset)
+                self._commit_shard(folder, info, shard_items, readings, check)
+        if not info["complete"]:
+            info["complete"] = True
+            self._write_info(folder, info)
+        self._last = ActivationDataset.load(folder)
+        if self._scratch is not None and Path(self._scratch.name) == folder:
+            self._last.scratch = self._scratch  # the temporary folder lives as long as the dataset
+        return self._last
+
+    def _commit_shard(self, folder: Path, info: dict[str, Any], items: Sequence[CollectionItem],
+                      readings: Sequence[ExampleReading], check: CheckFn) -> None:
+        correct = [bool(check(reading.answer_text, item.example)) for item, reading in zip(items, readings)]
+        prompt_ids, prompt_lengths = pad_rows([r.prompt_ids for r in readings])
+        answer_ids, answer_lengths = pad_rows([r.answer_ids for r in readings])
+        tensors = {
+            "states_prompt": torch.stack([r.states_prompt for r in readings]),
+            "states_draft": torch.stack([r.states_draft for r in readings]),
+            "pass1_correct": torch.as_tensor(correct, dtype=torch.uint8),
+            "first_token_max_prob": torch.as_tensor([r.first_token_max_prob for r in readings], dtype=torch.float32),
+            "answer_mean_logprob": torch.as_tensor([r.answer_mean_logprob for r in readings], dtype=torch.float32),
+            "prompt_ids": prompt_ids, "prompt_lengths": prompt_lengths,
+            "answer_ids": answer_ids, "answer_lengths": answer_lengths,
+        }
+        start, end = items[0].index, items[-1].index + 1
+        name = shard_name(start // self.shard_size)
+        write_shard(folder / name, tensors, start, end)
+        lines = []
+        for item, reading, ok in zip(items, readings, correct):
+            record = item.record()
+            record.update(answer_text=reading.answer_text, pass1_correct=ok, answer_token_count=len(reading.answer_ids))
+            record = {key: record[key] for key in EXAMPLE_FIELDS}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        with open(folder / EXAMPLES_FILE, "a", encoding="utf-8") as stream:
+            stream.write("".join(lines))
+            stream.flush()
+            os.fsync(stream.fileno())
+        info["shards"].append(name)
+        info["num_examples"] = end
+        info["complete"] = end == info["total_examples"]
+        self._write_info(folder, info)
+
+    @staticmethod
+    def _write_info(folder: Path, info: Mapping[str, Any]) -> None:
+        atomic_write_text(folder / COLLECTION_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+
+    def _open(self, folder: Path, header: dict[str, Any]) -> dict[str, Any]:
+        """Start a collection in ``folder`` or recover the committed part of
+        one there (checking it was made with the same settings)."""
+        ours = [p for p in folder.iterdir() if _is_collection_file(p.name)]
+        if not (folder / COLLECTION_FILE).is_file():
+            strangers = sorted(p.name for p in folder.iterdir() if p not in ours)
+            if strangers:
+                raise ActivationFormatError(folder, f"holds files that are not an activation dataset ({strangers[:5]})",
+                                            "collect into a new or empty folder")
+            for path in ours:  # debris of a run killed before its first commit
+                path.unlink()
+            (folder / EXAMPLES_FILE).touch()  # before the commit point, so a committed folder always has it
+            info = _ordered({**header, "num_examples": 0, "shards": [], "complete": False})
+            self._write_info(folder, info)
+            return info
+        info = read_collection_json(folder)
+        for key in ("model", "target_layers", "max_new_tokens", "dataset", "shard_size", "total_examples",
+                    "questions_sha256"):
+            if info.get(key) != header[key]:
+                raise CollectionMismatchError(folder, "questions" if key == "questions_sha256" else key,
+                                              info.get(key), header[key])
+        committed = int(info["num_examples"])
+        examples, end = read_example_lines(folder / EXAMPLES_FILE, committed)
+        if len(examples) != committed:
+            raise ActivationFormatError(folder / EXAMPLES_FILE, f"holds {len(examples)} complete lines but "
+                                        f"collection.json commits {committed}", "collect into a new folder")
+        for name in info["shards"]:
+            if not (folder / name).is_file():
+                raise ActivationFormatError(folder / name, "is committed but missing", "collect into a new folder")
+        # Anything written after the last commit (a shard, jsonl lines, a
+        # temporary file) is dropped; the shard is recomputed identically.
+        with open(folder / EXAMPLES_FILE, "r+b") as stream:
+            stream.truncate(end)
+        for path in ours:
+            if path.name not in info["shards"] and path.name not in (COLLECTION_FILE, EXAMPLES_FILE):
+                path.unlink()
+        return _ordered(info)
+
+
+def _ordered(info: Mapping[str, Any]) -> dict[str, Any]:
+    """collection.json keys in one fixed order (the contract's, then ours)."""
+    order = ("format_version", "model", "target_layers", "read_positions", "max_new_tokens", "dataset",
+             "num_examples", "shards", "complete", "shard_size", "total_examples", "questions_sha256")
+    return {key: info[key] for key in order}
+
+
+def _is_collection_file(name: str) -> bool:
+    if name in (COLLECTION_FILE, EXAMPLES_FILE):
+        return True
+    if name.startswith(".") and name.endswith(".tmp"):
+        return True
+    return name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX)
+
+
+class _Progress:
+    """A rich bar with rate and ETA (nothing at all when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, done: int, console: Any) -> None:
+        self.enabled, self.total, self.done, self.console = enabled, total, done, console
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[progress.data.speed]{task.fields[rate]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("collect", total=self.total, completed=self.done, rate="")
+        return self
+
+    def advance(self, count: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, count)
+            speed = self._progress.tasks[0].speed
+            self._progress.update(self._task, rate=f"{speed:.2f} q/s" if speed else "")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

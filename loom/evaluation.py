@@ -1,0 +1,379 @@
+"""Held-out benchmarks of the two-pass system: which questions to ask, what
+the frozen base did on them (the oracle), and what the Doubter system did,
+read from the text it generated.
+
+:class:`QABenchmark` pairs a dataset split with the activation dataset the
+collector wrote (``metaloom collect``): every question keeps its collected
+prompt ids, the base's greedy pass-1 answer and ``pass1_correct``, the
+oracle. Without an activation dataset the oracle is recomputed by greedy
+decoding of the bare base and ``dataset.check_fn``.
+
+:func:`run_benchmark` asks every question again with the Doubter attached
+(pass 1 reads, pass 2 generates with injection: what ``pipe.generate`` does,
+here on the collected prompt ids so the oracle and the Doubter see the very
+same tokens) and classifies the **generated text** with
+:func:`classify_action`: ``"refuse"`` (the refusal sentence,
+:func:`~meta_spider.policies.actions.is_refusal`), ``"confirm"`` (the base's
+pass-1 answer after normalisation) or ``"correct"`` (another answer).
+An answer's correctness is ``dataset.check_fn(text, example)``; a refusal is
+never compared with the reference answer. The result is one
+:class:`QuestionOutcome` per question, the table
+:mod:`meta_spider.loom.comparison` turns into a report.
+
+:class:`BenchmarkTask` names a benchmark; :class:`EvalHarness` runs several.
+This module knows nothing about metrics: it produces per-question rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
+
+from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
+from meta_spider.loom.datasets.mcq import extract_choice_letter
+from meta_spider.loom.datasets.scoring import normalize_answer
+from meta_spider.policies.actions import is_refusal
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from meta_spider.loom.comparison import ComparisonReport
+
+__all__ = [
+    "ACTIONS",
+    "ActionKind",
+    "DEFAULT_MAX_TOKENS",
+    "BenchmarkAlignmentError",
+    "BenchmarkItem",
+    "BenchmarkTask",
+    "EvalHarness",
+    "QABenchmark",
+    "QuestionOutcome",
+    "classify_action",
+    "load_activations",
+    "run_benchmark",
+]
+
+ActionKind = Literal["confirm", "correct", "refuse"]
+ACTIONS: tuple[str, ...] = ("confirm", "correct", "refuse")
+DEFAULT_MAX_TOKENS = 64
+"""Generation limit when neither the caller nor a collection sets one."""
+
+
+def classify_action(text: str, base_answer: str, normalize: Callable[[str], Any] = normalize_answer) -> ActionKind:
+    """What the Doubter system did with a question, read from its text.
+
+    ``"refuse"`` when ``text`` is the refusal sentence; ``"confirm"`` when it
+    says what the base said in pass 1 (``base_answer``), compared after
+    ``normalize`` (default: :func:`normalize_answer`, i.e. first line, case,
+    punctuation and articles ignored); ``"correct"`` when it gives another
+    answer.
+    """
+    if is_refusal(text):
+        return "refuse"
+    return "confirm" if normalize(text) == normalize(base_answer) else "correct"
+
+
+def _mcq_normalizer(n_choices: int) -> Callable[[str], Any]:
+    # Two answers to a multiple-choice question agree when they pick the same
+    # letter, however they are worded.
+    return lambda text: extract_choice_letter(text, n_choices) or normalize_answer(text)
+
+
+class BenchmarkAlignmentError(ValueError):
+    """The activation dataset and the dataset disagree about the questions
+    (the dataset changed since collection, or another one was passed)."""
+
+    def __init__(self, split: str, missing_ids: Sequence[str], dataset_name: str) -> None:
+        self.split = split
+        self.missing_ids = list(missing_ids)
+        self.dataset_name = dataset_name
+        shown = ", ".join(repr(i) for i in self.missing_ids[:5])
+        super().__init__(
+            f"{len(self.missing_ids)} collected {split!r} questions are not in dataset {dataset_name!r} "
+            f"(e.g. {shown}); evaluate with the dataset the activations were collected from, "
+            f"or re-run `metaloom collect`"
+        )
+
+
+def load_activations(source: Any) -> Any:
+    """An activation dataset from a path (``ActivationDataset.load``) or an
+    already loaded one (returned as is); None stays None."""
+    if source is None or not isinstance(source, (str, os.PathLike)):
+        return source
+    from meta_spider.loom.activations import ActivationDataset
+
+    return ActivationDataset.load(Path(source))
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """One question of a benchmark with what collection recorded about it
+    (``index`` into the activation dataset and its ``record``; both None
+    when the benchmark has no activations)."""
+
+    example: QAExample
+    index: Optional[int] = None
+    record: Optional[Mapping[str, Any]] = None
+
+
+class QABenchmark:
+    """Held-out questions of ``dataset`` with their collected activations.
+
+    ``activations`` is an ``ActivationDataset`` or its folder; the questions
+    are the collected ones of ``split`` in collection order (first
+    ``max_examples``), each looked up in the dataset by id for its
+    ``check_fn``. Without activations they are the dataset's split and the
+    oracle is recomputed when the benchmark runs.
+    """
+
+    def __init__(self, dataset: QADataset, split: str = "test", activations: Any = None,
+                 max_examples: Optional[int] = None, calibration_split: str = "validation") -> None:
+        if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
+                                         or max_examples < 1):
+            raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
+        self.dataset = dataset
+        self.split = canonical_split(split)
+        self.calibration_split = canonical_split(calibration_split)
+        self.activations = load_activations(activations)
+        self.max_examples = max_examples
+        self.items = self._align(self.split, max_examples)
+
+    def _align(self, split: str, limit: Optional[int]) -> list[BenchmarkItem]:
+        if self.activations is None:
+            examples = self.dataset.split(split)[:limit]
+            return [BenchmarkItem(example) for example in examples]
+        indices = list(self.activations.split_indices(split))[:limit]
+        records = self.activations.examples
+        wanted = {str(records[i]["id"]) for i in indices}
+        by_id = {e.id: e for e in self.dataset.split(split)} if split in self.dataset.splits else {}
+        if not wanted <= by_id.keys():
+            # Looked up in the other splits only when needed (some are large);
+            # the split's own examples win over another split's with the same id.
+            for name in self.dataset.splits:
+                if name != split:
+                    for example in self.dataset.split(name):
+                        by_id.setdefault(example.id, example)
+        missing = [str(records[i]["id"]) for i in indices if str(records[i]["id"]) not in by_id]
+        if missing:
+            raise BenchmarkAlignmentError(split, missing, getattr(self.dataset, "name", "?"))
+        return [BenchmarkItem(by_id[str(records[i]["id"])], i, records[i]) for i in indices]
+
+    def calibration_indices(self) -> list[int]:
+        """Activation indices of the calibration split (empty without
+        activations or when that split was not collected)."""
+        if self.activations is None:
+            return []
+        return list(self.activations.split_indices(self.calibration_split))
+
+    def default_max_tokens(self) -> int:
+        """The collection's answer length limit (:data:`DEFAULT_MAX_TOKENS`
+        without activations)."""
+        limit = getattr(self.activations, "max_new_tokens", None)
+        return int(limit) if limit else DEFAULT_MAX_TOKENS
+
+    def normalizer(self, example: QAExample) -> Callable[[str], Any]:
+        """How :func:`classify_action` compares two answers to ``example``."""
+        return _mcq_normalizer(len(example.choices)) if example.choices is not None else normalize_answer
+
+    def describe(self) -> dict[str, Any]:
+        """Dataset, split and size, for the report."""
+        return {"dataset": getattr(self.dataset, "name", "?"), "split": self.split, "n": len(self.items),
+                "max_examples": self.max_examples, "calibration_split": self.calibration_split,
+                "activations": self.activations is not None}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class QuestionOutcome:
+    """One row of the behaviour table: the oracle, the system's text and
+    action, and every confidence score the comparison ranks by (None where
+    a score is unavailable)."""
+
+    id: str
+    question: str
+    base_answer: str
+    pass1_correct: bool
+    text: str
+    action: str
+    correct: bool
+    p_correct: Optional[float] = None
+    first_token_max_prob: Optional[float] = None
+    answer_mean_logprob: Optional[float] = None
+    probe_score: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"action must be one of {ACTIONS}, got {self.action!r}")
+        if self.action == "refuse" and self.correct:
+            raise ValueError(f"question {self.id!r}: a refusal cannot be a correct answer")
+
+    @property
+    def answered(self) -> bool:
+        return self.action != "refuse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuestionOutcome":
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+
+
+def _prompt_ids(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem, tensors: Mapping[str, Any]) -> Any:
+    """The collected prompt ids of a question (the exact tokens its oracle
+    was computed on), else the prompt rendered as the collector renders it
+    (chat template with the dataset's template switches)."""
+    import torch
+
+    if item.index is not None and "prompt_ids" in tensors:
+        length = int(tensors["prompt_lengths"][item.index])
+        return tensors["prompt_ids"][item.index, :length].to(torch.long).unsqueeze(0)
+    from meta_spider.loom.collector import render_qa_prompt
+
+    return pipe.encode(render_qa_prompt(pipe, benchmark.dataset.prompt(item.example)))
+
+
+def _decode(pipe: Any, input_ids: Any, max_tokens: int, inject: bool) -> tuple[str, Optional[float]]:
+    """Greedy text of the two passes (``inject``) or of the bare base."""
+    from contextlib import closing
+
+    if not inject:
+        with closing(pipe.stream_ids(input_ids, max_new_tokens=max_tokens, inject=False)) as stream:
+            return pipe.decode(list(stream)), None
+    pass1 = pipe.read_ids(input_ids, max_draft_tokens=max_tokens)
+    with closing(pipe.stream_ids(input_ids, max_new_tokens=max_tokens, pass1=pass1)) as stream:
+        return pipe.decode(list(stream)), pass1.p_correct
+
+
+def _activation_tensors(activations: Any) -> dict[str, Any]:
+    names = ("pass1_correct", "first_token_max_prob", "answer_mean_logprob", "prompt_ids", "prompt_lengths")
+    tensors = {}
+    for name in names:
+        try:
+            tensors[name] = activations.tensor(name)
+        except KeyError:
+            continue
+    return tensors
+
+
+def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None,
+                  console: "Optional[Console]" = None, description: str = "evaluating") -> list[QuestionOutcome]:
+    """Ask every question of ``benchmark`` with the Doubter attached and
+    classify the generated text (see the module docstring). ``max_tokens``
+    defaults to the collection's ``max_new_tokens`` (the base's pass-1
+    answers were cut there; a different limit would make "confirm" look
+    like "correct"), else :data:`DEFAULT_MAX_TOKENS`. ``console`` shows a
+    progress bar. Without activations each question is first answered by
+    the bare base to recompute the oracle."""
+    from meta_spider.wrapper.errors import NoDoubterError
+
+    if pipe.doubter is None:
+        raise NoDoubterError("run_benchmark")
+    max_tokens = benchmark.default_max_tokens() if max_tokens is None else max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    tensors = _activation_tensors(benchmark.activations) if benchmark.activations is not None else {}
+    outcomes: list[QuestionOutcome] = []
+    with _progress(console, description, len(benchmark.items)) as advance:
+        for item in benchmark.items:
+            example, record = item.example, item.record or {}
+            input_ids = _prompt_ids(pipe, benchmark, item, tensors)
+            if item.index is not None:
+                base_answer = str(record.get("answer_text", ""))
+                oracle = bool(tensors["pass1_correct"][item.index]) if "pass1_correct" in tensors \
+                    else bool(record["pass1_correct"])
+            else:
+                base_answer, _ = _decode(pipe, input_ids, max_tokens, inject=False)
+                oracle = bool(benchmark.dataset.check_fn(base_answer, example))
+            text, p_correct = _decode(pipe, input_ids, max_tokens, inject=True)
+            action = classify_action(text, base_answer, benchmark.normalizer(example))
+            correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
+            scores = {name: float(tensors[name][item.index]) for name in ("first_token_max_prob", "answer_mean_logprob")
+                      if item.index is not None and name in tensors}
+            outcomes.append(QuestionOutcome(
+                id=example.id, question=example.question, base_answer=base_answer, pass1_correct=oracle,
+                text=text, action=action, correct=correct, p_correct=p_correct, **scores,
+            ))
+            advance()
+    return outcomes
+
+
+class _progress:
+    """A rich progress bar with rate and ETA on ``console``; silent without one."""
+
+    def __init__(self, console: "Optional[Console]", description: str, total: int) -> None:
+        self.console, self.description, self.total = console, description, total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if self.console is None:
+            return lambda: None
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                return Text(f"{task.speed:.2f} q/s" if task.speed else "-- q/s")
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+        self._bar.start()
+        task = self._bar.add_task(self.description, total=self.total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@dataclass
+class BenchmarkTask:
+    """A named benchmark and how to run it."""
+
+    name: str
+    benchmark: QABenchmark
+    max_tokens: Optional[int] = None
+    """Default: the collection's ``max_new_tokens``."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for :class:`BaselineComparison` (e.g.
+    ``target_coverage``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a benchmark task needs a non-empty name, got {self.name!r}")
+        if self.max_tokens is not None and (isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int)
+                                            or self.max_tokens < 1):
+            raise ValueError(f"max_tokens must be a positive int or None, got {self.max_tokens!r}")
+
+
+class EvalHarness:
+    """Run several :class:`BenchmarkTask` on one pipeline (Doubter attached)
+    and collect a :class:`~meta_spider.loom.comparison.ComparisonReport` per
+    task name."""
+
+    def __init__(self, pipe: Any, tasks: Sequence[BenchmarkTask], console: "Optional[Console]" = None) -> None:
+        names = [task.name for task in tasks]
+        if not names:
+            raise ValueError("EvalHarness needs at least one task, got none")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"task names must be unique, got {duplicates} more than once")
+        self.pipe = pipe
+        self.tasks = list(tasks)
+        self.console = console
+
+    def run(self) -> "dict[str, ComparisonReport]":
+        from meta_spider.loom.comparison import BaselineComparison
+
+        return {
+            task.name: BaselineComparison(self.pipe, task.benchmark, max_tokens=task.max_tokens,
+                                          console=self.console, **task.options).run()
+            for task in self.tasks
+        }
+

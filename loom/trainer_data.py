@@ -1,0 +1,120 @@
+"""The trainer's view of an activation dataset: states, labels, prompt and
+target ids, the train/validation split, class balance and the global
+batches of an epoch.
+
+The data order is a function of ``(seed, epoch)`` only, so a resumed run
+and every data-parallel process see the same batches. This module knows
+the activation dataset's layout (:mod:`meta_spider.loom.activations`) and
+nothing about models or losses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from meta_spider.loom.trainer_config import TrainerConfig, TrainerError
+from meta_spider.loom.trainer_targets import TrainingTargets, build_targets
+
+EPOCH_SEED_STRIDE = 1_000_003
+"""Data-order seed of epoch ``e``: ``seed * EPOCH_SEED_STRIDE + e``."""
+
+
+@dataclass
+class TrainingRows:
+    """The dataset as the training loop needs it (row order of the dataset)."""
+
+    states: torch.Tensor
+    """``[n, L, d]`` float32 at the Doubter's read position."""
+    correct: torch.Tensor
+    """``[n]`` bool: ``pass1_correct``."""
+    prompts: list[list[int]]
+    targets: TrainingTargets
+    train: list[int]
+    validation: list[int]
+
+
+def load_activations(activations: Any) -> Any:
+    """An :class:`ActivationDataset` from a folder path, or ``activations`` as given."""
+    if isinstance(activations, (str, os.PathLike)):
+        from meta_spider.loom.activations import ActivationDataset
+
+        return ActivationDataset.load(activations)
+    return activations
+
+
+def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Sequence[int],
+                 config: TrainerConfig) -> TrainingRows:
+    """Check that ``dataset`` fits the Doubter, build every row's target
+    and split train from validation."""
+    if list(dataset.target_layers) != list(doubter_config.target_layers):
+        raise TrainerError(f"the activation dataset holds layers {list(dataset.target_layers)} but the Doubter "
+                           f"reads {list(doubter_config.target_layers)}",
+                           "build the Doubter with the collection's target layers, or collect again")
+    states = dataset.states(doubter_config.read_position).float()
+    if states.shape[-1] != doubter_config.hidden_size:
+        raise TrainerError(f"the dataset's states are {states.shape[-1]} wide, the Doubter expects "
+                           f"{doubter_config.hidden_size}", "train on activations collected from this base")
+    correct = dataset.tensor("pass1_correct").bool()
+    prompt_ids, prompt_lengths = dataset.tensor("prompt_ids"), dataset.tensor("prompt_lengths")
+    answer_ids, answer_lengths = dataset.tensor("answer_ids"), dataset.tensor("answer_lengths")
+    prompts = [prompt_ids[i, : int(prompt_lengths[i])].tolist() for i in range(len(dataset))]
+    answers = [answer_ids[i, : int(answer_lengths[i])].tolist() for i in range(len(dataset))]
+    truths = [list(example.get("ground_truths") or []) for example in dataset.examples]
+    targets = build_targets(answers, correct.tolist(), truths, tokenizer, eos_ids,
+                            self_correction=config.enable_self_correction)
+    train, validation = split_rows(dataset, config)
+    if config.early_stopping_metric == "val_auroc" and len({bool(correct[i]) for i in validation}) < 2:
+        raise TrainerError(f"the {len(validation)} validation examples are all of one class, so their AUROC "
+                           "is undefined", "use early_stopping_metric='val_loss', or a larger dataset")
+    return TrainingRows(states, correct, prompts, targets, train, validation)
+
+
+def split_rows(dataset: Any, config: TrainerConfig) -> tuple[list[int], list[int]]:
+    """``(train, validation)`` row indices; without a validation split a
+    seeded ``validation_fraction`` of train is held out."""
+    train = list(dataset.split_indices(config.train_split))
+    validation = list(dataset.split_indices(config.validation_split))
+    if not validation and len(train) >= 2:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed)).tolist()
+        held = max(1, round(config.validation_fraction * len(train)))
+        validation = sorted(train[i] for i in order[:held])
+        train = sorted(train[i] for i in order[held:])
+    if not train or not validation:
+        splits = sorted({example["split"] for example in dataset.examples})
+        raise TrainerError(f"the activation dataset has {len(train)} {config.train_split!r} and "
+                           f"{len(validation)} validation examples (splits present: {splits})",
+                           "set train_split / validation_split to splits it holds, or collect more examples")
+    return train, validation
+
+
+def class_pos_weight(rows: TrainingRows, config: TrainerConfig) -> float:
+    """The BCE weight of the correct class: ``config.pos_weight``, or
+    ``n_wrong / n_correct`` of the training split with ``balance_classes``,
+    else 1."""
+    if config.pos_weight is not None:
+        return float(config.pos_weight)
+    if not config.balance_classes:
+        return 1.0
+    positives = int(rows.correct[rows.train].sum())
+    negatives = len(rows.train) - positives
+    if positives == 0 or negatives == 0:
+        raise TrainerError(f"balance_classes needs both classes in the training split, got {positives} correct "
+                           f"and {negatives} wrong", "collect a more varied dataset or set pos_weight")
+    return negatives / positives
+
+
+def epoch_batches(indices: Sequence[int], epoch: int, config: TrainerConfig, num_processes: int) -> list[list[int]]:
+    """Global batches of ``epoch`` (epoch 0: unshuffled). A last batch
+    smaller than the process count is dropped: some process would get
+    nothing to compute."""
+    indices = list(indices)
+    if epoch > 0:
+        generator = torch.Generator().manual_seed(config.seed * EPOCH_SEED_STRIDE + epoch)
+        indices = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+    size = config.batch_size
+    batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+    return [batch for batch in batches if len(batch) >= num_processes]

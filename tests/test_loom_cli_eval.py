@@ -1,0 +1,108 @@
+"""``metaloom eval`` on a tiny run directory made by the real ``collect``
+command: a saved tiny Qwen2, a JSONL dataset, and a Doubter checkpoint whose
+injection gates are 0 (so its behaviour is known: it says what the base
+said). Checks the files it writes, run.json's calibration, and its errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_loom_evaluation import MAX_NEW_TOKENS, expected_oracle, tiny_pipe, write_qa_folder
+from wrapper_helpers import save_tiny_model, shared_model, shared_tokenizer
+
+from meta_spider.loom.cli_eval import eval_command
+from meta_spider.loom.manifest import RunManifest
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from meta_spider.loom.cli_collect import collect
+
+    root = tmp_path_factory.mktemp("cli-eval")
+    base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), root / "base")
+    qa = write_qa_folder(root / "qa", tiny_pipe())
+    run = root / "run"
+    result = CliRunner().invoke(collect, [
+        "--run-dir", str(run), "--model-name", str(base), "--dataset", "jsonl", "--dataset-option", f"path={qa}",
+        "--max-new-tokens", str(MAX_NEW_TOKENS), "--quiet",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doubter = tiny_pipe(str(base)).new_doubter(encoder_dim=16, ca_bottleneck_dim=16)
+    doubter.set_injection_gates(0.0)
+    doubter.save_checkpoint(run / "checkpoints" / "best")
+    RunManifest.update_file(run, checkpoint="checkpoints/best")
+    return run
+
+
+@pytest.fixture
+def fresh_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the run directory (commands write into it)."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(eval_command, list(args))
+
+
+def test_eval_writes_report_plot_and_calibration(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run))
+    assert result.exit_code == 0, result.output
+    report = json.loads((fresh_run / "report.json").read_text())
+    assert report["benchmark"]["split"] == "test" and report["benchmark"]["n"] == 6
+    assert report["benchmark"]["max_tokens"] == MAX_NEW_TOKENS  # the collection's
+    assert [q["pass1_correct"] for q in report["questions"]] == expected_oracle("test")
+    assert report["doubter"]["actions"] == {"confirm": 6, "correct": 0, "refuse": 0}
+    assert report["doubter"]["behaviour"]["selective_accuracy"] == 0.5
+    assert [b["name"] for b in report["baselines"]] == ["always_answer", "first_token_max_prob",
+                                                         "answer_mean_logprob", "linear_probe"]
+    assert (fresh_run / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
+    calibration = RunManifest.load(fresh_run).calibration["doubter"]
+    assert calibration["threshold"] == report["calibration"]["threshold"]
+    assert calibration["split"] == "validation" and "evaluated" not in calibration
+    assert "Doubter vs baselines: jsonl / test, n=6" in result.output and "Acceptance" in result.output
+
+
+def test_eval_options(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--max-examples", "2", "--no-plot", "--target-coverage", "0.25",
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((fresh_run / "report.json").read_text())
+    assert [q["id"] for q in report["questions"]] == ["q14", "q15"]
+    assert report["calibration"]["target_coverage"] == 0.25
+    assert not (fresh_run / "risk_coverage.png").exists()
+    assert "Doubter vs baselines" not in result.output and "wrote" not in result.output  # --quiet
+
+
+def test_eval_agentic_writes_the_agent_report(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--agentic", "--no-plot", "--max-examples", "1")
+    assert result.exit_code == 0, result.output
+    agentic = json.loads((fresh_run / "agentic_report.json").read_text())
+    # the real agent comparison: the run's test questions through direct and doubter
+    assert agentic["baseline"] == "direct" and set(agentic["policies"]) == {"direct", "doubter"}
+    assert agentic["num_tasks"] == 6
+    assert "agentic comparison" in result.output
+
+
+def test_eval_without_checkpoint_says_to_train(fresh_run: Path) -> None:
+    manifest = RunManifest.load(fresh_run)
+    manifest.checkpoint = None
+    manifest.save(fresh_run)
+    result = invoke("--run-dir", str(fresh_run), "--no-plot")
+    assert result.exit_code == 1
+    assert "no checkpoint" in result.output and "metaloom train" in result.output
+    assert not (fresh_run / "report.json").exists()
+
+
+def test_eval_without_run_json_names_the_file(tmp_path: Path) -> None:
+    result = invoke("--run-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code == 1 and "run.json" in result.output and "metaloom collect" in result.output
+
+
+def test_eval_of_a_split_that_was_not_collected(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--split", "dev")
+    assert result.exit_code == 1 and "no 'dev' questions" in result.output

@@ -1,0 +1,75 @@
+"""``metaloom train`` end to end on a tiny run directory (a saved tiny
+model, run.json and an activation dataset in the collector's format):
+checkpoints, training.json, the run.json record, resume, and the error
+text for a missing or malformed run.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from activation_fixtures import write_run_dir
+from click.testing import CliRunner
+
+from meta_spider.loom.cli_train import train
+from meta_spider.loom.manifest import RunManifest
+from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+
+SHAPE = ["--encoder-dim", "16", "--ca-bottleneck-dim", "16", "--ca-num-heads", "2", "--local-files-only"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    return write_run_dir(root / "run", root / "model")
+
+
+def test_train_writes_checkpoints_and_records_the_best_in_run_json(run_dir: Path) -> None:
+    result = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "8",
+                                        "--lr", "3e-3", *SHAPE], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "epoch 1:" in result.output and "epoch 2:" in result.output and "recorded in run.json" in result.output
+    manifest = RunManifest.load(run_dir)
+    assert manifest.checkpoint == "checkpoints/best"
+    summary = json.loads((run_dir / "training.json").read_text())
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2] and summary["best_epoch"] in (1, 2)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best", "epoch-0001", "epoch-0002"]
+    # The recorded checkpoint attaches to the run's base and answers.
+    pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**manifest.pipeline_settings(), local_files_only=True),
+                                              doubter=manifest.resolve(run_dir, manifest.checkpoint))
+    assert pipe.doubter.config.encoder_type == manifest.encoder_type == "selective"
+    assert pipe.doubter.config.encoder_dim == 16
+    generated = pipe.generate("What is the capital of France? Now.", max_new_tokens=3, return_result=True)
+    assert 0.0 <= generated.p_correct <= 1.0
+
+    # --resume with the same settings continues from epoch 2 up to 3.
+    again = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "3", "--batch-size", "8",
+                                       "--lr", "3e-3", "--resume", *SHAPE], catch_exceptions=False)
+    assert again.exit_code != 0 and "epochs=2 (now 3)" in again.output  # a longer schedule is a different run
+    resumed = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "8",
+                                         "--lr", "3e-3", "--resume", *SHAPE], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert "epoch 1:" not in resumed.output and json.loads((run_dir / "training.json").read_text())["resumed_from"] == 2
+
+
+def test_missing_run_json_gives_the_manifest_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "run.json is missing" in result.output and "metaloom collect" in result.output
+
+
+def test_malformed_run_json_names_the_field(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "model": {"name": "x"},
+                                                    "dataset": {"name": "world"}, "encoder_type": "fancy"}))
+    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "field 'encoder_type'" in result.output and "'fancy'" in result.output
+
+
+def test_missing_activations_and_bad_options_exit_1(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text((run_dir / "run.json").read_text())
+    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1", *SHAPE])
+    assert result.exit_code == 1 and "collection.json" in result.output and "metaloom collect" in result.output
+    bad = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--lr", "-1"])
+    assert bad.exit_code == 2 and "lr must be a positive number, got -1.0" in bad.output

@@ -1,0 +1,487 @@
+"""ActivationDatasetCollector and the activation-dataset format.
+
+A tiny Qwen2 saved to a temporary folder (loaded with
+``MetaSpiderPipeline.from_pretrained``, as a user would) answers a small
+JSONL dataset written here; half its reference answers are the base's own
+greedy answers, so the dataset's ``check_fn`` marks a real mix of right and
+wrong. The SIGKILL test runs the collection in a child process, kills it at
+a random point, resumes in this process and compares every file byte for
+byte with an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from meta_spider.loom.activations import (
+    COLLECTION_FILE,
+    EXAMPLE_FIELDS,
+    EXAMPLES_FILE,
+    PAD_ID,
+    SHARD_TENSORS,
+    ActivationDataset,
+    ActivationFormatError,
+    shard_bytes,
+)
+from meta_spider.loom.collector import (
+    ActivationDatasetCollector,
+    CollectionMismatchError,
+    render_qa_prompt,
+)
+from meta_spider.loom.datasets import JsonlDataset
+from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+from wrapper_helpers import PROMPTS, make_tiny_model, save_tiny_model, shared_tokenizer
+
+MAX_NEW_TOKENS = 6
+CONTRACT_KEYS = ["format_version", "model", "target_layers", "read_positions", "max_new_tokens", "dataset",
+                 "num_examples", "shards", "complete"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 whose generation config adds a second stop token, one
+    that its greedy answers reach at different steps, so answers end at
+    different lengths (by a stop token or by the length limit)."""
+    tokenizer = shared_tokenizer()
+    model = make_tiny_model("qwen2", tokenizer)
+    probe = MetaSpiderPipeline(model, tokenizer, MetaSpiderConfig())
+    answers = [list(probe.stream_ids(probe.encode(probe.render(p)), max_new_tokens=MAX_NEW_TOKENS))
+               for p in PROMPTS[:14]]
+    inside = {t for answer in answers for t in answer[1:]}
+    stop = min(t for t in inside if 3 <= sum(t in answer for answer in answers) <= 11)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, stop]
+    return save_tiny_model(model, tokenizer, tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir: Path) -> MetaSpiderPipeline:
+    return MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(model_dir), target_layers=[2, 4, 5]))
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(pipe: MetaSpiderPipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train (8) / validation (3) / test (3) JSONL; even-numbered questions
+    carry the base's own answer as reference (right), odd ones a wrong one."""
+    folder = tmp_path_factory.mktemp("qa")
+    prompts = list(PROMPTS[:14])
+    layout = {"train": prompts[:8], "validation": prompts[8:11], "test": prompts[11:]}
+    for split, questions in layout.items():
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as stream:
+            for i, question in enumerate(questions):
+                own = pipe.generate(question, max_new_tokens=MAX_NEW_TOKENS)
+                answer = own if i % 2 == 0 and own.strip() else "Paris"
+                stream.write(json.dumps({"id": f"{split}-{i}", "question": question, "answer": answer}) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(dataset_dir: Path) -> JsonlDataset:
+    return JsonlDataset.from_options(path=str(dataset_dir))
+
+
+@pytest.fixture(scope="module")
+def reference(pipe: MetaSpiderPipeline, dataset: JsonlDataset, tmp_path_factory: pytest.TempPathFactory) -> ActivationDataset:
+    """One uninterrupted collection (shards of 4) every other test compares with."""
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False)
+    return collector.collect_dataset(dataset, ["train", "validation", "test"],
+                                     output_dir=tmp_path_factory.mktemp("reference"))
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+# ---------------------------------------------------------------- format
+
+
+def test_format_round_trip(reference: ActivationDataset, dataset: JsonlDataset, tmp_path: Path) -> None:
+    info = json.loads((reference.folder / COLLECTION_FILE).read_text())
+    assert list(info)[: len(CONTRACT_KEYS)] == CONTRACT_KEYS
+    assert info["model"] == {"model_id": reference.model["model_id"], "hidden_size": 32, "num_layers": 6}
+    assert info["target_layers"] == [2, 4, 5] and info["read_positions"] == ["prompt", "draft"]
+    assert info["num_examples"] == 14 and info["complete"] is True
+    assert info["shards"] == [f"shard-0000{i}.safetensors" for i in range(4)]
+    assert info["dataset"]["name"] == "jsonl" and info["dataset"]["sizes"]["train"] == 8
+
+    n = len(reference)
+    assert n == 14 and [e["index"] for e in reference.examples] == list(range(n))
+    assert all(list(e) == list(EXAMPLE_FIELDS) for e in reference.examples)
+    assert reference.split_indices("train") == list(range(8))
+    assert reference.split_indices("val") == [8, 9, 10]
+    assert reference.split_indices("test") == [11, 12, 13]
+
+    shapes = {"states_prompt": (n, 3, 32), "states_draft": (n, 3, 32), "pass1_correct": (n,),
+              "first_token_max_prob": (n,), "answer_mean_logprob": (n,), "prompt_lengths": (n,),
+              "answer_lengths": (n,)}
+    for name in SHARD_TENSORS:
+        tensor = reference.tensor(name)
+        if name in shapes:
+            assert tuple(tensor.shape) == shapes[name], name
+    assert reference.tensor("pass1_correct").dtype == torch.uint8
+    assert reference.tensor("prompt_ids").dtype == torch.int64
+    assert torch.equal(reference.states("prompt"), reference.tensor("states_prompt"))
+
+    # Shard metadata names the index range of each shard.
+    from safetensors import safe_open
+
+    for number, name in enumerate(info["shards"]):
+        with safe_open(str(reference.folder / name), framework="pt") as handle:
+            assert handle.metadata() == {"index_start": str(4 * number), "index_end": str(min(4 * number + 4, n))}
+
+    # Labels agree between the JSONL and the tensor, and there is a real mix.
+    labels = [e["pass1_correct"] for e in reference.examples]
+    assert reference.tensor("pass1_correct").tolist() == [int(x) for x in labels]
+    assert 0 < sum(labels) < n
+    for i, example in enumerate(reference.examples):
+        source = next(x for x in dataset.split(example["split"]) if x.id == example["id"])
+        assert labels[i] == dataset.check_fn(example["answer_text"], source)
+        assert reference.answer_ids(i)[: example["answer_token_count"]] == reference.answer_ids(i)
+        assert len(reference.answer_ids(i)) == example["answer_token_count"]
+        # Padding: left-aligned rows padded with -1.
+        row = reference.tensor("prompt_ids")[i]
+        assert (row[int(reference.tensor("prompt_lengths")[i]):] == PAD_ID).all()
+
+    copy = ActivationDataset.load(reference.save(tmp_path / "copy"))
+    assert copy.examples == reference.examples
+    for name in SHARD_TENSORS:
+        assert torch.equal(copy.tensor(name), reference.tensor(name)), name
+
+
+def test_shard_writer_is_deterministic_and_readable(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    tensors = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.tensor([1, 0], dtype=torch.uint8),
+               "c": torch.tensor([[-1, 5]], dtype=torch.int64)}
+    first = shard_bytes(tensors, {"index_start": "0", "index_end": "2", "zz": "x"})
+    second = shard_bytes(dict(reversed(list(tensors.items()))), {"zz": "x", "index_end": "2", "index_start": "0"})
+    assert first == second
+    (header_size,) = struct.unpack("<Q", first[:8])
+    assert header_size % 8 == 0
+    (tmp_path / "s.safetensors").write_bytes(first)
+    loaded = load_file(str(tmp_path / "s.safetensors"))
+    assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_prompts_and_ids_are_the_rendered_chat_prompts(pipe: MetaSpiderPipeline, reference: ActivationDataset) -> None:
+    for i, example in enumerate(reference.examples):
+        assert example["prompt_text"] == pipe.render(example["question"])
+        assert reference.prompt_ids(i) == pipe.encode(example["prompt_text"])[0].tolist()
+        answer = reference.answer_ids(i)
+        assert example["answer_text"] == pipe.decode(answer)
+        assert answer == list(pipe.stream_ids(pipe.encode(example["prompt_text"]), max_new_tokens=MAX_NEW_TOKENS))
+
+
+def test_log_probs_match_a_teacher_forced_forward(pipe: MetaSpiderPipeline, reference: ActivationDataset) -> None:
+    """The baselines' scores, checked against one full forward of prompt +
+    answer (a different computation from the cached decoding)."""
+    for i in range(len(reference)):
+        prompt, answer = reference.prompt_ids(i), reference.answer_ids(i)
+        with torch.no_grad():
+            logits = pipe.model(torch.tensor([prompt + answer])).logits[0].float()
+        log_probs = torch.log_softmax(logits[len(prompt) - 1: len(prompt) - 1 + len(answer)], dim=-1)
+        expected_mean = log_probs.gather(1, torch.tensor(answer).unsqueeze(1)).mean()
+        assert float(reference.tensor("answer_mean_logprob")[i]) == pytest.approx(float(expected_mean), abs=1e-4)
+        assert float(reference.tensor("first_token_max_prob")[i]) == pytest.approx(float(log_probs[0].exp().max()), abs=1e-5)
+
+
+# ---------------------------------------------------------------- equality with the pipeline's reads
+
+
+@pytest.mark.parametrize("read_position", ["prompt", "draft"])
+def test_states_equal_the_pipelines_pass1(pipe: MetaSpiderPipeline, reference: ActivationDataset, read_position: str) -> None:
+    """What the trainer reads from disk is bit for bit what inference's pass
+    1 reads, at both read positions."""
+    doubter = pipe.new_doubter(read_position=read_position, encoder_dim=16, encoder_num_heads=2,
+                               ca_bottleneck_dim=16, ca_num_heads=2)
+    pipe.attach(doubter, name="probe")
+    try:
+        for i, example in enumerate(reference.examples):
+            ids = pipe.encode(example["prompt_text"])
+            pass1 = pipe.read_ids(ids, max_draft_tokens=MAX_NEW_TOKENS)
+            assert torch.equal(pass1.layer_states[0], reference.states(read_position)[i])
+            if read_position == "draft":
+                assert pass1.draft_ids == reference.answer_ids(i)
+            direct = pipe.collect_states(example["question"], max_draft_tokens=MAX_NEW_TOKENS)
+            assert torch.equal(direct.prompt_states[0], reference.states("prompt")[i])
+            assert torch.equal(direct.draft_states[0], reference.states("draft")[i])
+    finally:
+        pipe.detach("probe")
+
+
+def test_shard_size_does_not_change_the_data(pipe: MetaSpiderPipeline, dataset: JsonlDataset,
+                                             reference: ActivationDataset, tmp_path: Path) -> None:
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=6, show_progress=False)
+    resharded = collector.collect_dataset(dataset, ["train", "val", "test"], output_dir=tmp_path / "six")
+    assert len(resharded.info["shards"]) == 3
+    assert resharded.examples == reference.examples
+    for name in SHARD_TENSORS:
+        assert torch.equal(resharded.tensor(name), reference.tensor(name)), name
+    single = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False)
+    again = single.collect_dataset(dataset, ["train", "validation", "test"], output_dir=tmp_path / "four")
+    assert folder_bytes(again.folder) == folder_bytes(reference.folder)
+
+
+def test_batched_reads_equal_single_reads(pipe: MetaSpiderPipeline, dataset: JsonlDataset,
+                                          reference: ActivationDataset, tmp_path: Path) -> None:
+    """Left-padded batches whose rows stop at different steps give the same
+    answers, labels and ids as batch 1, and states equal to float rounding."""
+    lengths = reference.tensor("answer_lengths").tolist()
+    assert len(set(lengths)) > 1 and min(lengths) < MAX_NEW_TOKENS  # rows really stop at different steps
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, batch_size=3, shard_size=6,
+                                           show_progress=False)
+    batched = collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=tmp_path / "b")
+    assert batched.examples == reference.examples
+    for name in ("pass1_correct", "prompt_ids", "prompt_lengths", "answer_ids", "answer_lengths"):
+        assert torch.equal(batched.tensor(name), reference.tensor(name)), name
+    for name in ("states_prompt", "states_draft", "first_token_max_prob", "answer_mean_logprob"):
+        torch.testing.assert_close(batched.tensor(name), reference.tensor(name), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gpt2", "llava"])
+def test_batched_reads_across_families(family: str) -> None:
+    """Sliding-window layers (Gemma 2, window shorter than the prompts),
+    learned positions (GPT-2) and a multimodal wrapper (Llava) batch too."""
+    tokenizer = shared_tokenizer()
+    family_pipe = MetaSpiderPipeline(make_tiny_model(family, tokenizer), tokenizer, MetaSpiderConfig())
+    collector = ActivationDatasetCollector(family_pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False)
+    texts = [family_pipe.render(p) for p in PROMPTS[:6]]
+    for single, batched in zip([collector.read_example(t) for t in texts], collector.read_batch(texts)):
+        assert batched.answer_ids == single.answer_ids and batched.prompt_ids == single.prompt_ids
+        torch.testing.assert_close(batched.states_prompt, single.states_prompt, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.states_draft, single.states_draft, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_question_lists_and_save(pipe: MetaSpiderPipeline, tmp_path: Path) -> None:
+    questions = list(PROMPTS[:3])
+    own = pipe.generate(questions[0], max_new_tokens=MAX_NEW_TOKENS)
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False)
+    collected = collector.collect(questions, [own, ["Paris", "Rome"], "four"])
+    assert [e["ground_truths"] for e in collected.examples] == [[own], ["Paris", "Rome"], ["four"]]
+    assert collected.examples[0]["pass1_correct"] is True
+    assert collected.dataset["name"] == "questions" and collected.splits == ["all"]
+    saved = ActivationDataset.load(collector.save(tmp_path / "kept"))
+    del collector
+    gc.collect()  # the temporary folder outlives the collector while the dataset is in use
+    assert torch.equal(saved.states("draft"), collected.states("draft"))
+    judged = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False,
+                                        check_correctness=lambda answer, example: example.id == "q1")
+    assert [e["pass1_correct"] for e in judged.collect(questions, ["a", "b", "c"]).examples] == [False, True, False]
+
+
+def test_template_switches_reach_the_prompt(pipe: MetaSpiderPipeline, tmp_path: Path) -> None:
+    """A multiple-choice dataset with --mcq-direct renders with thinking off."""
+    (tmp_path / "mcq.jsonl").write_text(json.dumps(
+        {"id": "m1", "question": "Which is a colour?", "choices": ["red", "dog"], "answer": 0}) + "\n")
+    mcq = JsonlDataset.from_options(train=str(tmp_path / "mcq.jsonl"), mcq_direct=True)
+    original = pipe.tokenizer.chat_template
+    pipe.tokenizer.chat_template = original + "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+    try:
+        text = render_qa_prompt(pipe, mcq.prompt(mcq.split("train")[0]))
+        collected = ActivationDatasetCollector(pipe, max_new_tokens=2, show_progress=False).collect_dataset(mcq)
+    finally:
+        pipe.tokenizer.chat_template = original
+    assert text.endswith("<|im_start|>assistant\n<think></think>") and "A. red" in text
+    assert collected.examples[0]["prompt_text"] == text
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def test_uncommitted_work_is_dropped_on_resume(pipe: MetaSpiderPipeline, dataset: JsonlDataset,
+                                                reference: ActivationDataset, tmp_path: Path) -> None:
+    """A crash after a shard was written and its lines (partly) appended,
+    before collection.json committed it: resume drops and redoes it."""
+    folder = tmp_path / "crashed"
+    shutil.copytree(reference.folder, folder)
+    info = json.loads((folder / COLLECTION_FILE).read_text())
+    info.update(num_examples=4, shards=info["shards"][:1], complete=False)
+    (folder / COLLECTION_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    with open(folder / EXAMPLES_FILE, "ab") as stream:
+        stream.write(b'{"index": 14, "id": "half a li')  # a line cut short
+    (folder / ".shard-00003.safetensors.tmp").write_bytes(b"partial")
+    with pytest.raises(ActivationFormatError, match="incomplete"):
+        ActivationDataset.load(folder)
+    assert len(ActivationDataset.load(folder, allow_incomplete=True)) == 4
+
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False)
+    collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=folder)
+    assert folder_bytes(folder) == folder_bytes(reference.folder)
+
+    # Killed before its first commit: debris without collection.json.
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / EXAMPLES_FILE).write_bytes(b'{"index": 0, "i')
+    (early / ".collection.json.tmp").write_bytes(b"{")
+    collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=early)
+    assert folder_bytes(early) == folder_bytes(reference.folder)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from meta_spider.loom.collector import ActivationDatasetCollector
+    from meta_spider.loom.datasets import JsonlDataset
+    from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+
+    model_dir, data_dir, out, batch_size = sys.argv[1:5]
+    pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=model_dir, target_layers=[2, 4, 5]))
+    dataset = JsonlDataset.from_options(path=data_dir)
+
+    def slow_check(answer, example):  # slows the child so the kill lands mid-run
+        time.sleep(0.05)
+        return dataset.check_fn(answer, example)
+
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=%d, shard_size=4, batch_size=int(batch_size),
+                                           show_progress=False, check_correctness=slow_check)
+    print("started", flush=True)
+    collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=out)
+""") % MAX_NEW_TOKENS
+
+
+def _committed(folder: Path) -> int:
+    try:
+        return json.loads((folder / COLLECTION_FILE).read_text())["num_examples"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
+
+
+@pytest.mark.parametrize(("target", "batch_size"), [(0, 1), (4, 2), (8, 1)])
+def test_sigkill_at_a_random_point_then_resume_gives_the_same_dataset(
+    pipe: MetaSpiderPipeline, dataset: JsonlDataset, model_dir: Path, dataset_dir: Path,
+    reference: ActivationDataset, tmp_path: Path, target: int, batch_size: int,
+) -> None:
+    # Kill once ``target`` examples are committed, plus a random moment later
+    # (mid-shard, mid-write: a shard takes about 0.2 s in the child).
+    delay = random.Random(target).uniform(0.0, 0.3)
+    folder = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(model_dir), str(dataset_dir), str(folder), str(batch_size)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(folder) < target and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(delay)
+        assert child.poll() is None, f"the child finished before the kill: {child.stderr.read().decode()[-2000:]}"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert _committed(folder) < len(reference)  # really interrupted
+
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, batch_size=batch_size,
+                                           show_progress=False)
+    resumed = collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=folder)
+    assert resumed.complete
+    expected = reference if batch_size == 1 else collector.collect_dataset(
+        dataset, ["train", "validation", "test"], output_dir=tmp_path / "uninterrupted")
+    assert folder_bytes(folder) == folder_bytes(expected.folder)
+
+
+# ---------------------------------------------------------------- refusing to mix
+
+
+def test_resuming_with_other_settings_names_the_mismatch(pipe: MetaSpiderPipeline, dataset: JsonlDataset,
+                                                        reference: ActivationDataset, tmp_path: Path) -> None:
+    folder = tmp_path / "partial"
+    shutil.copytree(reference.folder, folder)
+
+    def resume(**overrides: object) -> None:
+        settings = {"max_new_tokens": MAX_NEW_TOKENS, "shard_size": 4, "show_progress": False, **overrides}
+        ActivationDatasetCollector(pipe, **settings).collect_dataset(dataset, ["train", "validation", "test"],
+                                                                     output_dir=folder)
+
+    with pytest.raises(CollectionMismatchError) as error:
+        resume(max_new_tokens=MAX_NEW_TOKENS + 1)
+    assert error.value.field == "max_new_tokens" and error.value.recorded == MAX_NEW_TOKENS
+    with pytest.raises(CollectionMismatchError, match="target_layers"):
+        resume(target_layers=[4, 5])
+    with pytest.raises(CollectionMismatchError, match="shard_size"):
+        resume(shard_size=2)
+    with pytest.raises(CollectionMismatchError, match="dataset"):
+        ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False) \
+            .collect_dataset(dataset, ["train", "test"], output_dir=folder)
+    with pytest.raises(CollectionMismatchError) as error:
+        ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False) \
+            .collect(list(PROMPTS[:14]), ["x"] * 14, output_dir=folder)
+    assert error.value.field == "dataset"
+
+    other = MetaSpiderPipeline(make_tiny_model("qwen2", shared_tokenizer(), seed=1), shared_tokenizer(),
+                               MetaSpiderConfig(target_layers=[2, 4, 5]), model_id="another-base")
+    with pytest.raises(CollectionMismatchError) as error:
+        ActivationDatasetCollector(other, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False) \
+            .collect_dataset(dataset, ["train", "validation", "test"], output_dir=folder)
+    assert error.value.field == "model" and error.value.requested["model_id"] == "another-base"
+    assert folder_bytes(folder) == folder_bytes(reference.folder)  # nothing was touched
+
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(ActivationFormatError, match="not an activation dataset"):
+        ActivationDatasetCollector(pipe, show_progress=False).collect(["q"], ["a"], output_dir=stranger)
+
+
+def test_question_changes_are_caught(pipe: MetaSpiderPipeline, tmp_path: Path) -> None:
+    collector = ActivationDatasetCollector(pipe, max_new_tokens=2, show_progress=False)
+    collector.collect(["What is two plus two?"], ["four"], output_dir=tmp_path)
+    with pytest.raises(CollectionMismatchError) as error:
+        collector.collect(["What is two plus three?"], ["five"], output_dir=tmp_path)
+    assert error.value.field == "questions"
+
+
+def test_invalid_settings_are_refused(pipe: MetaSpiderPipeline, reference: ActivationDataset) -> None:
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ActivationDatasetCollector(pipe, max_new_tokens=0)
+    with pytest.raises(ValueError, match="no questions"):
+        ActivationDatasetCollector(pipe, show_progress=False).collect([], [])
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        ActivationDatasetCollector(pipe, batch_size=3, shard_size=4)
+    with pytest.raises(ValueError, match="out of range"):
+        ActivationDatasetCollector(pipe, target_layers=[9])
+    with pytest.raises(KeyError, match="unknown tensor"):
+        reference.tensor("logits")
+    with pytest.raises(ValueError, match="read_position"):
+        reference.states("middle")
+
+
+# ---------------------------------------------------------------- a trained base
+
+
+@pytest.mark.slow
+@pytest.mark.world
+def test_collect_on_the_tiny_world(tmp_path: Path) -> None:
+    """The embedded world's trained base (built once, cached) on its own QA:
+    batched collection, the world's check_fn, a real mix of right and wrong,
+    and answers that agree with plain greedy generation."""
+    from meta_spider.loom.world.cache import build_world
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    artifacts = build_world("tiny", seed=0, progress=False)
+    world_pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(artifacts.model_dir)))
+    world = WorldDataset("tiny", 0, artifacts.model_dir)
+    collector = ActivationDatasetCollector(world_pipe, max_new_tokens=24, batch_size=8, shard_size=32,
+                                           show_progress=False)
+    collected = collector.collect_dataset(world, ["train", "test"], max_examples=48, output_dir=tmp_path)
+    assert len(collected) == 96 and collected.splits == ["train", "test"]
+    correct = collected.tensor("pass1_correct").bool()
+    train, test = collected.split_indices("train"), collected.split_indices("test")
+    assert 0 < int(correct[train].sum()) < len(train) or 0 < int(correct[test].sum()) < len(test)
+    assert float(correct[train].float().mean()) > float(correct[test].float().mean()) - 0.1
+    for i in (0, 50):
+        example = collected.examples[i]
+        assert example["answer_text"] == world_pipe.generate(example["question"], max_new_tokens=24)
