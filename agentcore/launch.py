@@ -29,6 +29,7 @@ from meta_spider.backends import StopBackend
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.plugins import ComponentRegistry
 from meta_spider.policies.base import ActionRenderer, Policy
+from meta_spider.policies.doubter import calibrated_settings
 from meta_spider.tools import DictKnowledgeBase, KnowledgeBase, ToolRegistry
 
 __all__ = ["AgentLauncher", "ComponentSettingsError", "DEFAULT_POLICY", "FAKE_BACKEND", "demo_script"]
@@ -92,6 +93,8 @@ class AgentLauncher:
         self._renderers = ComponentRegistry.from_plugins(self.pm, "register_renderers", "renderer")
         self._built_backends: dict[str, InferenceBackend] = {}
         knowledge_base = self.knowledge_base
+        if knowledge_base is None:  # run.json's facts, when it names some
+            knowledge_base = self.run_settings.make_knowledge_base()
         if knowledge_base is None and self.script is not None and self.script.facts:
             knowledge_base = DictKnowledgeBase(self.script.facts, name="script-facts")
         self._knowledge_base = knowledge_base
@@ -121,7 +124,10 @@ class AgentLauncher:
     def make_policy(self, name: str) -> Policy:
         """Build policy ``name`` with run.json's settings for it. Raises
         :class:`~meta_spider.plugins.UnknownComponentError` for an unknown name."""
-        return _create(self._policies, name, self.run_settings.policy_settings(name))
+        # Policies that take `calibration` (doubter, probe) get run.json's.
+        settings = calibrated_settings(self._policies.entry(name).factory, self.run_settings.policy_settings(name),
+                                       self.run_settings.calibration)
+        return _create(self._policies, name, settings)
 
     def make_renderer(self) -> ActionRenderer:
         choice = self.run_settings.renderer

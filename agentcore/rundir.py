@@ -28,6 +28,13 @@ read (everything else in the file is ignored):
 ``renderer`` (agent extension, optional)
     The same shape as ``policy``, for the action renderer (its calibrated
     threshold, for instance); defaults to ``"default"``.
+``calibration``
+    Scorer name -> ``{"threshold": number or null, ...}`` as ``metaloom
+    eval`` writes it; handed whole to every policy factory that takes a
+    ``calibration`` keyword (``doubter``, ``probe``), which picks its entry.
+``knowledge_base`` (agent extension, optional)
+    ``{"facts_path": FILE}``: the facts behind the ``lookup`` tool, a JSON
+    object of query -> fact, or JSONL lines ``{"query": ..., "fact": ...}``.
 
 Setting values under the key ``checkpoint`` or a key ending in ``_path``
 that are relative paths are resolved against the run directory, as the
@@ -46,8 +53,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from meta_spider.agentcore.errors import AgentError
+from meta_spider.tools import DictKnowledgeBase
 
-__all__ = ["RUN_FILE", "ComponentChoice", "RunFileError", "RunSettings", "read_run_settings"]
+__all__ = ["RUN_FILE", "ComponentChoice", "RunFileError", "RunSettings", "read_facts", "read_run_settings"]
 
 RUN_FILE = "run.json"
 
@@ -86,6 +94,10 @@ class RunSettings:
     renderer: ComponentChoice | None = None
     system_prompt: str | None = None
     run_dir: Path | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """run.json's ``calibration`` (scorer name -> threshold entry)."""
+    knowledge_base: dict[str, Any] = field(default_factory=dict)
+    """run.json's ``knowledge_base`` settings, paths resolved."""
 
     @property
     def default_backend(self) -> str | None:
@@ -95,6 +107,13 @@ class RunSettings:
     def backend_settings(self, name: str) -> dict[str, Any]:
         """Settings for backend ``name`` (empty when run.json has none)."""
         return dict(self.backends.get(name, {}))
+
+    def make_knowledge_base(self) -> DictKnowledgeBase | None:
+        """The knowledge base ``knowledge_base.facts_path`` names, or None."""
+        path = self.knowledge_base.get("facts_path")
+        if not path:
+            return None
+        return DictKnowledgeBase(read_facts(path), name=Path(path).stem)
 
     def policy_settings(self, name: str) -> dict[str, Any]:
         """Settings for policy ``name``: run.json's only when it names this policy."""
@@ -151,6 +170,35 @@ def _pipeline_settings(data: Mapping[str, Any], path: str) -> dict[str, Any]:
     return settings
 
 
+def read_facts(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Query -> fact from a JSON object file or JSONL ``{"query", "fact"}``
+    lines; raises :class:`RunFileError` naming the file and the problem."""
+    target = Path(path)
+    fix = 'Write a JSON object {"query": "fact", ...} or JSONL lines {"query": ..., "fact": ...}.'
+    try:
+        text = target.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RunFileError(str(target), None, f"cannot read the knowledge-base facts ({exc.strerror})", fix) from exc
+    try:
+        data = json.loads(text)
+        records = None
+    except json.JSONDecodeError:
+        data = None
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise RunFileError(str(target), None, f"neither a JSON object nor JSONL ({exc})", fix) from exc
+    if isinstance(data, dict) and set(data) == {"query", "fact"}:  # one JSONL line is a JSON document too
+        records = [data]
+    elif isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        return dict(data)
+    if records is not None and all(
+        isinstance(r, dict) and isinstance(r.get("query"), str) and isinstance(r.get("fact"), str) for r in records
+    ):
+        return {record["query"]: record["fact"] for record in records}
+    raise RunFileError(str(target), None, "expected query -> fact strings", fix)
+
+
 def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
     """Read the agent's fields from ``<run_dir>/run.json``.
 
@@ -190,5 +238,14 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise RunFileError(str(path), "prompt.system_prompt", f"expected a string or null, got {system_prompt!r:.80}",
                            "Write the system prompt as a string.")
+    calibration = data.get("calibration", {})
+    if not isinstance(calibration, Mapping):
+        raise RunFileError(str(path), "calibration", f"expected an object of scorer -> {{\"threshold\": ...}}, "
+                           f"got {calibration!r:.80}", "Regenerate it with `metaloom eval --run-dir D`.")
+    knowledge_base = data.get("knowledge_base") or {}
+    if not isinstance(knowledge_base, Mapping):
+        raise RunFileError(str(path), "knowledge_base", f"expected an object, got {knowledge_base!r:.80}",
+                           'Write e.g. "knowledge_base": {"facts_path": "facts.json"}.')
     return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", str(path)),
-                       system_prompt or None, directory)
+                       system_prompt or None, directory, dict(calibration),
+                       _resolve_paths(dict(knowledge_base), directory))

@@ -1,7 +1,7 @@
-"""Built-in policies plugin: the ``direct`` policy and the ``default`` renderer.
+"""Built-in policies plugin: ``direct``, ``doubter`` and the ``probe``
+baseline, and the ``default`` renderer.
 
-Registered through the same hooks third-party policies use; the Doubter
-policy arrives later through ``register_policies`` as well.
+Registered through the same hooks third-party policies use.
 """
 
 from __future__ import annotations
@@ -10,13 +10,17 @@ from typing import Any, Callable
 
 from meta_spider.plugins import hookimpl
 from meta_spider.policies.direct import DirectPolicy
+from meta_spider.policies.doubter import DoubterPolicy
+from meta_spider.policies.probe import ProbePolicy
 from meta_spider.policies.renderer import DefaultRenderer
 
 
 @hookimpl
 def register_policies(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    """Register ``direct``."""
+    """Register ``direct``, ``doubter`` and ``probe``."""
     register("direct", DirectPolicy)
+    register("doubter", DoubterPolicy)
+    register("probe", ProbePolicy)
 
 
 @hookimpl

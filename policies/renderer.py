@@ -1,12 +1,27 @@
-"""The ``default`` action renderer: native tool calls, refusals, answers.
+"""The ``default`` action renderer: native tool calls, the uncertain paths,
+refusals and answers.
 
 The model's text is parsed with the tool-call family of its own chat
-template (:class:`~meta_spider.native.NativeToolRenderer`). Any call or
-failed call attempt makes a ``ToolCall``; text that is (or starts with) the
-refusal sentence makes a ``Refuse``; anything else is an ``Answer``. An
-optional ``threshold`` turns an answer whose ``p_correct`` is below it into a
-refusal, so an introspective policy can reuse this renderer; the lookup
-fallback of an uncertain model belongs to that policy, not here.
+template (:class:`~meta_spider.native.NativeToolRenderer`); any call or
+failed call attempt makes a ``ToolCall``. Otherwise the decision is
+*uncertain* when its policy says so (``confident is False``) or when its
+``p_correct`` lies below this renderer's optional ``threshold``. Then:
+
+* with a lookup tool available (a tool named ``lookup_tool`` backed by a
+  real knowledge base: the built-in ``lookup`` over the empty knowledge base
+  does not count, it can only answer "no entry"), the renderer asks the
+  model for the call in its own format: the conversation is rendered again
+  with the tools offered, the assistant turn is opened with the family's
+  :meth:`~meta_spider.native.NativeToolRenderer.call_prefix` (prefill), the
+  model completes it (stopping at the family's close marker, restored after
+  the cut) and ``prefix + completion`` is parsed. A parsed call becomes the
+  ``ToolCall``; an unparseable one a ``Refuse`` whose reason carries the
+  parse failure (also kept in ``decision.metadata["lookup"]``);
+* without one, the renderer refuses with :data:`REFUSAL_SENTENCE`.
+
+A confident (or unjudged) decision is an ``Answer``, unless its text is (or
+starts with) the refusal sentence, which makes a ``Refuse``. The renderer
+knows nothing about how confidence was computed.
 """
 
 from __future__ import annotations
@@ -27,18 +42,38 @@ from meta_spider.policies.actions import (
 )
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
 
-__all__ = ["DefaultRenderer"]
+__all__ = ["DefaultRenderer", "EMPTY_KNOWLEDGE_BASE"]
+
+EMPTY_KNOWLEDGE_BASE = "none"
+"""The knowledge-base name of the built-in ``lookup`` before a real one is
+installed (``meta_spider.tools.EmptyKnowledgeBase.name``)."""
+
+
+def _call_end_markers() -> dict[Any, str]:
+    # Families whose call has its own close marker; the others (Llama 3,
+    # Mistral) end the call with the turn, so the turn's stop strings do.
+    from meta_spider.native import ToolCallFamily
+    from meta_spider.native.parsers import FUNCTION_CLOSE, HERMES_CLOSE
+
+    return {ToolCallFamily.HERMES: HERMES_CLOSE, ToolCallFamily.FUNCTION_TAG: FUNCTION_CLOSE}
 
 
 @dataclass
 class DefaultRenderer:
-    """Parse native tool calls; recognise the refusal; optionally gate on confidence."""
+    """Parse native tool calls; look up or refuse when uncertain; answer otherwise."""
 
     family: str | None = None
     """Tool-call family override (``"hermes"``, ``"llama3"``, ...); None
     detects it from the backend's chat template."""
     threshold: float | None = None
-    """Refuse answers whose ``p_correct`` is below this; None disables the gate."""
+    """Treat decisions whose ``p_correct`` is below this as uncertain; None
+    leaves the verdict to the policy (``confident``)."""
+    lookup_when_uncertain: bool = True
+    """Ask for a native lookup call when uncertain and a lookup tool is available."""
+    lookup_tool: str = "lookup"
+    """The tool whose presence enables the lookup path."""
+    tool_call_max_new_tokens: int = 96
+    """Generation budget for completing the prefilled call."""
     _parsers: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     name = "default"
@@ -46,6 +81,11 @@ class DefaultRenderer:
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1] or be None, got {self.threshold!r}")
+        if (not isinstance(self.tool_call_max_new_tokens, int) or isinstance(self.tool_call_max_new_tokens, bool)
+                or self.tool_call_max_new_tokens < 1):
+            raise ValueError(f"tool_call_max_new_tokens must be a positive int, got {self.tool_call_max_new_tokens!r}")
+        if not isinstance(self.lookup_tool, str) or not self.lookup_tool:
+            raise ValueError(f"lookup_tool must be a tool name, got {self.lookup_tool!r}")
 
     def _parser(self, backend: InferenceBackend) -> Any:
         from meta_spider.native import NativeToolRenderer
@@ -56,25 +96,84 @@ class DefaultRenderer:
             self._parsers[key] = NativeToolRenderer(family=self.family, template=template)
         return self._parsers[key]
 
+    # ------------------------------------------------------------ rendering
+
     def render(
         self, decision: LatentDecision, session: SessionView, backend: InferenceBackend, tools: ToolCatalog
     ) -> Action:
         result = self._parser(backend).parse(decision.text)
         if result.tool_calls or result.failures:
-            return ToolCall(
-                calls=tuple(
-                    ToolInvocation(call.name, dict(call.arguments), call.call_id, call.raw)
-                    for call in result.tool_calls
-                ),
-                content=result.content.strip(),
-                failures=tuple(UnparsedCall(failure.reason, failure.raw) for failure in result.failures),
-            )
+            return _tool_call(result)
         text = result.content.strip()
+        uncertain = self._uncertainty(decision)
+        if uncertain is not None:
+            if self.lookup_when_uncertain and self.lookup_available(tools):
+                return self._native_lookup(uncertain, decision, session, backend, tools)
+            return Refuse(text=REFUSAL_SENTENCE, reason=uncertain)
         if is_refusal(text):
             return Refuse(text=text, reason="model")
-        if self.threshold is not None and decision.p_correct is not None and decision.p_correct < self.threshold:
-            return Refuse(
-                text=REFUSAL_SENTENCE,
-                reason=f"p_correct {decision.p_correct:.3f} below threshold {self.threshold:.3f}",
-            )
         return Answer(text=text)
+
+    def _uncertainty(self, decision: LatentDecision) -> str | None:
+        """Why the decision is uncertain, or None when it is not."""
+        p_correct = decision.p_correct
+        if decision.confident is False:
+            threshold = decision.metadata.get("threshold")
+            if p_correct is not None and isinstance(threshold, (int, float)):
+                source = decision.metadata.get("threshold_source")
+                suffix = f", {source}" if source else ""
+                return f"p_correct {p_correct:.3f} below threshold {threshold:.3f}{suffix}"
+            return "the policy is not confident"
+        if self.threshold is not None and p_correct is not None and p_correct < self.threshold:
+            return f"p_correct {p_correct:.3f} below threshold {self.threshold:.3f}"
+        return None
+
+    def lookup_available(self, tools: ToolCatalog) -> bool:
+        """Whether ``tools`` hold a lookup tool over a real knowledge base."""
+        if tools is None or self.lookup_tool not in tools:
+            return False
+        getter = getattr(tools, "get", None)  # a ToolRegistry; a bare catalog only says the name exists
+        tool = getter(self.lookup_tool) if callable(getter) else None
+        metadata = getattr(tool, "metadata", None) or {}
+        return metadata.get("knowledge_base") != EMPTY_KNOWLEDGE_BASE
+
+    def _native_lookup(
+        self, uncertain: str, decision: LatentDecision, session: SessionView, backend: InferenceBackend,
+        tools: ToolCatalog,
+    ) -> Action:
+        parser = self._parser(backend)
+        prefix = parser.call_prefix()
+        end = _call_end_markers().get(parser.family)
+        prompt = backend.render_prompt(
+            list(session.messages), tools=tools.schemas() or None, add_generation_prompt=True,
+            enable_thinking=decision.metadata.get("enable_thinking"),
+        )
+        completion = backend.generate(prompt + prefix, max_new_tokens=self.tool_call_max_new_tokens,
+                                      stop=(end,) if end else ())
+        written = prefix + completion.text
+        if end is not None and completion.finish_reason == "stop" and not written.rstrip().endswith(end):
+            written += end  # the backend cut the close marker off with the stop string
+        result = parser.parse(written)
+        decision.metadata["lookup"] = {
+            "reason": uncertain,
+            "family": parser.family.value,
+            "prefix": prefix,
+            "completion": completion.text,
+            "finish_reason": completion.finish_reason,
+            "calls": [call.name for call in result.tool_calls],
+            "failures": [{"reason": failure.reason, "raw": failure.raw} for failure in result.failures],
+        }
+        if result.tool_calls:
+            return _tool_call(result)
+        problem = "; ".join(failure.reason for failure in result.failures) or "the completion holds no call"
+        return Refuse(text=REFUSAL_SENTENCE, reason=f"{uncertain}; the lookup call could not be parsed ({problem})")
+
+
+def _tool_call(result: Any) -> ToolCall:
+    return ToolCall(
+        calls=tuple(
+            ToolInvocation(call.name, dict(call.arguments), call.call_id, call.raw) for call in result.tool_calls
+        ),
+        content=result.content.strip(),
+        failures=tuple(UnparsedCall(failure.reason, failure.raw) for failure in result.failures),
+    )

@@ -321,5 +321,5 @@ def test_build_agent_resolves_plugin_names(plugin_manager) -> None:
     )
     assert agent.ask("hello").text == "You said: hello"
     assert agent.backend.pending == 1  # the echo policy never ran the model
-    with pytest.raises(UnknownComponentError, match="no policy named 'doubter'.*direct, echo-policy"):
-        build_agent(plugin_manager, backend="fake", policy="doubter")
+    with pytest.raises(UnknownComponentError, match="no policy named 'nosuch'.*direct, doubter, echo-policy, probe"):
+        build_agent(plugin_manager, backend="fake", policy="nosuch")

@@ -144,7 +144,9 @@ def two_pass_plugin() -> types.ModuleType:
 
 def test_p_correct_gauge_and_a_plugin_policy_chosen_by_name(plugin_manager, tmp_path: Path) -> None:
     plugin_manager.register(two_pass_plugin(), name="two-pass-test")
-    launcher = launcher_for(plugin_manager, [{"p_correct": 0.85}, "Amberhold.", {"p_correct": 0.2}, "I don't know."])
+    # No facts: with no lookup tool over a real knowledge base, an uncertain decision is refused.
+    launcher = AgentLauncher(plugin_manager, script=parse_script(
+        {"outputs": [{"p_correct": 0.85}, "Amberhold.", {"p_correct": 0.2}, "I don't know."]}))
     assert "read-then-answer" in launcher.policy_names()
     chat, out = run_chat(launcher, "capital?\rmoons?\r/exit\r", tmp_path, policy="read-then-answer")
     assert "P(correct) █████████████████░░░ 0.85  confident" in out

@@ -1,0 +1,221 @@
+"""The ``doubter`` policy: two passes, and a calibrated verdict.
+
+Pass 1 (``backend.read(prompt)``) reads the model's state at the prompt and
+returns the Doubter's :class:`~meta_spider.backends.base.Introspection`
+(P(correct) and the cognitive tokens); pass 2 (``backend.generate(prompt,
+inject=introspection)``) writes the answer with the cognitive tokens
+injected. Together they form the :class:`LatentDecision`: the pass-2 text,
+``p_correct`` and ``confident = p_correct >= threshold``. What an uncertain
+decision becomes (a native lookup call or a refusal) is the renderer's job
+(:class:`~meta_spider.policies.renderer.DefaultRenderer`).
+
+Where the threshold comes from, in order: an explicit ``threshold`` setting;
+the run's calibration (``run.json`` ``calibration[<calibration_key>]
+["threshold"]``, chosen on validation by ``metaloom eval``; ``null`` there
+means "answer nothing at the target risk"); otherwise
+:data:`DEFAULT_THRESHOLD`, recorded in every decision as uncalibrated and
+logged as a warning when the policy is built.
+
+Prompts. Pass 1 and pass 2 see the conversation rendered *without* tool
+definitions: the Doubter was trained on the dataset's bare prompts, so its
+read is only meaningful there. Once the conversation holds a tool result
+after the last user turn, the gate is skipped (``gate_after_tool_result``
+false, the default): the Doubter was calibrated on bare questions, not on
+questions whose answer is already in the context, and re-reading there would
+refuse exactly the questions the lookup just rescued. That step is a plain
+generation with the tools offered, so the model answers from the
+observation (or calls again in its own format).
+
+This module knows nothing about tool-call syntax or how the backend reads
+and injects; it never imports torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from meta_spider.backends.base import Completion, InferenceBackend
+from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
+
+__all__ = [
+    "CALIBRATION_KEY",
+    "DEFAULT_THRESHOLD",
+    "DoubterPolicy",
+    "ThresholdSetting",
+    "calibrated_settings",
+    "resolve_threshold",
+    "tool_result_pending",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
+"""The answer threshold when neither a setting nor the run's calibration
+gives one. It is a placeholder, not a tuned value: decisions made with it say
+``threshold_source = "default (uncalibrated)"``."""
+
+CALIBRATION_KEY = "doubter"
+"""The ``run.json`` calibration entry holding the threshold on the Doubter's
+P(correct) (written by ``metaloom eval``)."""
+
+UNCALIBRATED = "default (uncalibrated)"
+
+
+@dataclass(frozen=True)
+class ThresholdSetting:
+    """A resolved answer threshold and where it came from."""
+
+    value: float
+    """Answer when ``p_correct >= value``; ``inf`` answers nothing."""
+    source: str
+    """``"explicit"``, ``"calibration:<key>"`` or ``"default (uncalibrated)"``."""
+
+    @property
+    def calibrated(self) -> bool:
+        return self.source != UNCALIBRATED
+
+
+def resolve_threshold(
+    threshold: float | None, calibration: Mapping[str, Any] | None, key: str = CALIBRATION_KEY
+) -> ThresholdSetting:
+    """The threshold to gate on: ``threshold`` if given, else
+    ``calibration[key]["threshold"]`` (``None`` there = answer nothing), else
+    :data:`DEFAULT_THRESHOLD`. Raises ValueError quoting a malformed value."""
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}")
+        return ThresholdSetting(float(threshold), "explicit")
+    if calibration is not None and not isinstance(calibration, Mapping):
+        raise ValueError(f"calibration must be run.json's calibration object or None, got {calibration!r:.80}")
+    entry = (calibration or {}).get(key)
+    if entry is None:
+        return ThresholdSetting(DEFAULT_THRESHOLD, UNCALIBRATED)
+    if not isinstance(entry, Mapping) or "threshold" not in entry:
+        raise ValueError(f"calibration[{key!r}] must be an object with a 'threshold', got {entry!r:.80}")
+    value = entry["threshold"]
+    if value is None:  # the calibration found no threshold meeting its target: answer nothing
+        return ThresholdSetting(math.inf, f"calibration:{key}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"calibration[{key!r}]['threshold'] must be a number or null, got {value!r}")
+    return ThresholdSetting(float(value), f"calibration:{key}")
+
+
+def calibrated_settings(
+    factory: Callable[..., Any], settings: Mapping[str, Any], calibration: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``settings`` plus ``calibration=calibration`` when ``factory`` takes a
+    ``calibration`` keyword and the settings do not set it already; any other
+    factory (``direct``, third-party policies) gets ``settings`` unchanged."""
+    merged = dict(settings)
+    if not calibration or "calibration" in merged:
+        return merged
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no introspection, pass nothing extra
+        return merged
+    if "calibration" in parameters:
+        merged["calibration"] = dict(calibration)
+    return merged
+
+
+def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """True when a ``tool`` message follows the last ``user`` message: the
+    model is to answer from an observation it asked for."""
+    for message in reversed(messages):
+        role = message.get("role")
+        if role == "tool":
+            return True
+        if role == "user":
+            return False
+    return False
+
+
+@dataclass
+class DoubterPolicy:
+    """Pass 1 reads P(correct), pass 2 answers with the cognitive tokens injected."""
+
+    threshold: float | None = None
+    """Answer threshold on P(correct); None takes the run's calibration."""
+    calibration: Mapping[str, Any] | None = None
+    """run.json's ``calibration`` object (the agent launcher passes it)."""
+    calibration_key: str = CALIBRATION_KEY
+    """Which calibration entry holds this policy's threshold."""
+    max_new_tokens: int = 256
+    """Generation budget for one model step."""
+    enable_thinking: bool | None = None
+    """Passed to the chat template; None leaves the template's default."""
+    stop: tuple[str, ...] = ()
+    """Extra stop strings for the backend."""
+    gate_after_tool_result: bool = False
+    """Re-read and gate even when a tool result answers the question (see the
+    module docstring for why the default skips the gate there)."""
+    gate: ThresholdSetting = field(init=False)
+    """The resolved threshold and its source."""
+
+    name: ClassVar[str] = "doubter"
+    inject: ClassVar[bool] = True
+    """Pass 2 injects the cognitive tokens (the ``probe`` baseline does not)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
+        if isinstance(self.stop, str):
+            raise ValueError(f"stop must be a sequence of strings, got the string {self.stop!r}")
+        if not isinstance(self.calibration_key, str) or not self.calibration_key:
+            raise ValueError(f"calibration_key must be a non-empty string, got {self.calibration_key!r}")
+        self.stop = tuple(self.stop)
+        self.gate = resolve_threshold(self.threshold, self.calibration, self.calibration_key)
+        if not self.gate.calibrated:
+            logger.warning(
+                "%s policy: no calibrated threshold (run.json has no calibration[%r]); answering when "
+                "P(correct) >= %.2f, an uncalibrated default. Run `metaloom eval --run-dir D` to calibrate, "
+                "or pass threshold=...", self.name, self.calibration_key, self.gate.value,
+            )
+
+    # ------------------------------------------------------------ deciding
+
+    def decide(self, session: SessionView, backend: InferenceBackend, tools: ToolCatalog) -> LatentDecision:
+        messages = list(session.messages)
+        if tool_result_pending(messages) and not self.gate_after_tool_result:
+            return self._answer_from_observation(messages, backend, tools)
+        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
+                                       enable_thinking=self.enable_thinking)
+        introspection = backend.read(prompt)
+        completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop,
+                                      inject=introspection if self.inject else None)
+        p_correct = min(1.0, max(0.0, float(introspection.p_correct)))  # float32 may stray past 1 by an ulp
+        metadata = self._metadata(prompt, completion)
+        metadata.update(gate="applied", injected=self.inject)
+        return LatentDecision(
+            text=completion.text,
+            p_correct=p_correct,
+            confident=p_correct >= self.gate.value,
+            introspection=introspection,
+            metadata=metadata,
+        )
+
+    def _answer_from_observation(
+        self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog
+    ) -> LatentDecision:
+        schemas = tools.schemas() if tools is not None else []
+        prompt = backend.render_prompt(messages, tools=schemas or None, add_generation_prompt=True,
+                                       enable_thinking=self.enable_thinking)
+        completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop)
+        metadata = self._metadata(prompt, completion)
+        metadata.update(gate="skipped: a tool result follows the question", injected=False)
+        return LatentDecision(text=completion.text, metadata=metadata)
+
+    def _metadata(self, prompt: str, completion: Completion) -> dict[str, Any]:
+        return {
+            "policy": self.name,
+            "prompt": prompt,
+            "finish_reason": completion.finish_reason,
+            "num_tokens": completion.num_tokens,
+            "threshold": self.gate.value,
+            "threshold_source": self.gate.source,
+            "enable_thinking": self.enable_thinking,
+        }

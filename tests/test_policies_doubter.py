@@ -1,0 +1,225 @@
+"""The ``doubter`` policy and the ``probe`` baseline with the default
+renderer, on the scripted FakeBackend: confident -> the pass-2 answer;
+uncertain with a lookup tool -> a native call prefilled with the family's
+call prefix, parsed, run, then answered from the observation; uncertain
+without one -> refusal; an unparseable call -> refusal with the failure
+recorded; thresholds from run.json's calibration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+from meta_spider.agentcore import MetaAgent, Session
+from meta_spider.agentcore.launch import AgentLauncher
+from meta_spider.agentcore.rundir import RunFileError, read_run_settings
+from meta_spider.backends import FakeBackend, StopBackend
+from meta_spider.backends.base import Introspection
+from meta_spider.policies import REFUSAL_SENTENCE, Answer, DefaultRenderer, LatentDecision, Refuse, ToolCall
+from meta_spider.policies.doubter import DEFAULT_THRESHOLD, DoubterPolicy, resolve_threshold, tool_result_pending
+from meta_spider.policies.probe import ProbePolicy
+from meta_spider.tools import DictKnowledgeBase, EmptyKnowledgeBase, ToolRegistry, make_lookup_tool
+
+QUESTION = "What is the capital of Veloria?"
+FACT = "The capital of Veloria is Amberhold."
+CALL_BODY = '{"name": "lookup", "arguments": {"query": "capital of Veloria"}}\n</tool_call>'
+
+
+def lookup_tools(facts: dict[str, str] | None = None) -> ToolRegistry:
+    knowledge_base = DictKnowledgeBase(facts if facts is not None else {"capital of Veloria": FACT})
+    return ToolRegistry([make_lookup_tool(knowledge_base)])
+
+
+def introspection(p_correct: float) -> Introspection:
+    return Introspection(p_correct=p_correct, cognitive_tokens=[[0.0] * 4] * 2)
+
+
+def agent(backend, tools: ToolRegistry, policy=None, **renderer) -> MetaAgent:  # type: ignore[no-untyped-def]
+    return MetaAgent(StopBackend(backend), policy or DoubterPolicy(threshold=0.5), DefaultRenderer(**renderer), tools,
+                     max_steps=4)
+
+
+def test_confident_decision_answers_with_pass_two() -> None:
+    read = introspection(0.9)
+    backend = FakeBackend([read, "Amberhold."])
+    steps = list(agent(backend, lookup_tools()).run(QUESTION))
+    model, final = steps[0], steps[-1]
+    assert len(steps) == 2 and isinstance(model.action, Answer)
+    assert (final.outcome, final.text) == ("answer", "Amberhold.")
+    decision = model.decision
+    assert (decision.p_correct, decision.confident) == (0.9, True)
+    assert decision.metadata["threshold"] == 0.5 and decision.metadata["threshold_source"] == "explicit"
+    # Pass 1 and pass 2 saw the same bare prompt (no tool definitions), pass 2 with the read injected.
+    assert backend.reads == [backend.calls[0].prompt] and "<tools>" not in backend.reads[0]
+    assert backend.calls[0].inject is read and len(backend.calls) == 1
+
+
+def test_uncertain_with_lookup_makes_a_native_call_then_answers_from_the_observation() -> None:
+    backend = FakeBackend([introspection(0.2), "I don't know.", CALL_BODY, "It is Amberhold."])
+    steps = list(agent(backend, lookup_tools()).run(QUESTION))
+    assert [type(step).__name__ for step in steps] == ["ModelStep", "ToolStep", "ModelStep", "FinalStep"]
+    first, tool, second, final = steps
+    assert isinstance(first.action, ToolCall)
+    assert [(c.name, c.arguments) for c in first.action.calls] == [("lookup", {"query": "capital of Veloria"})]
+    assert (tool.ok, tool.observation) == (True, FACT)
+    assert (final.outcome, final.text) == ("answer", "It is Amberhold.")
+    # The call was the model's own completion of a prefilled assistant turn,
+    # with the tools offered, stopped at the family's close marker, no injection.
+    call_turn = backend.calls[1]
+    assert call_turn.prompt.endswith("<|im_start|>assistant\n<tool_call>\n")
+    assert '"name": "lookup"' in call_turn.prompt.split("<|im_start|>user")[0]
+    assert "</tool_call>" in call_turn.stop and call_turn.inject is None
+    lookup = first.decision.metadata["lookup"]
+    assert lookup["calls"] == ["lookup"] and lookup["failures"] == [] and lookup["family"] == "hermes"
+    assert lookup["finish_reason"] == "stop"  # StopBackend cut "</tool_call>"; the renderer restored it
+    # After the observation the gate is skipped: no second read, a plain generation with the tools offered.
+    assert len(backend.reads) == 1
+    assert second.decision.metadata["gate"].startswith("skipped") and second.decision.p_correct is None
+    assert backend.calls[2].inject is None and "<tool_response>\n" + FACT in backend.calls[2].prompt
+    assert second.decision.metadata["threshold_source"] == "explicit"
+
+
+@pytest.mark.parametrize("tools", [ToolRegistry(), ToolRegistry([make_lookup_tool(EmptyKnowledgeBase())])],
+                         ids=["no-tools", "lookup-over-empty-knowledge-base"])
+def test_uncertain_without_a_lookup_tool_refuses(tools: ToolRegistry) -> None:
+    backend = FakeBackend([introspection(0.3), "Amberhold."])
+    steps = list(agent(backend, tools).run(QUESTION))
+    final = steps[-1]
+    assert final.outcome == "refuse" and final.text == REFUSAL_SENTENCE
+    assert final.action.reason == "p_correct 0.300 below threshold 0.500, explicit"
+    assert len(backend.calls) == 1  # no tool-call attempt
+
+
+def test_unparseable_call_refuses_and_records_the_failure() -> None:
+    broken = '{"name": "lookup", "arguments": {"query": \n</tool_call>'
+    backend = FakeBackend([introspection(0.1), "Amberhold.", broken])
+    steps = list(agent(backend, lookup_tools()).run(QUESTION))
+    model, final = steps
+    assert isinstance(model.action, Refuse) and final.outcome == "refuse"
+    assert "the lookup call could not be parsed" in model.action.reason
+    failures = model.decision.metadata["lookup"]["failures"]
+    assert failures and failures[0]["raw"].startswith("<tool_call>\n{")
+    record = model.to_dict()  # the failure travels in the step record (meta-agent run --json)
+    assert record["decision"]["metadata"]["lookup"]["failures"] == failures
+    # A completion with no call at all is refused too.
+    backend = FakeBackend([introspection(0.1), "Amberhold.", "no call here"])
+    final = agent(backend, lookup_tools()).ask(QUESTION)
+    assert final.outcome == "refuse" and "could not be parsed" in final.action.reason
+
+
+def test_confident_refusal_from_pass_two_is_a_refusal() -> None:
+    final = agent(FakeBackend([introspection(0.95), "I don't know."]), lookup_tools()).ask(QUESTION)
+    assert final.outcome == "refuse" and final.action.reason == "model"
+
+
+def test_gate_after_tool_result_rereads_when_asked() -> None:
+    policy = DoubterPolicy(threshold=0.5, gate_after_tool_result=True)
+    backend = FakeBackend([introspection(0.2), "?", CALL_BODY, introspection(0.9), "Amberhold."])
+    final = agent(backend, lookup_tools(), policy).ask(QUESTION)
+    assert final.text == "Amberhold." and len(backend.reads) == 2
+    assert "<tool_response>" in backend.reads[1] and "<tools>" not in backend.reads[1]
+
+
+def test_probe_gates_the_same_read_without_injection() -> None:
+    backend = FakeBackend([introspection(0.8), "Amberhold.", introspection(0.2), "?", CALL_BODY, "Amberhold."])
+    probe = ProbePolicy(threshold=0.5)
+    assert agent(backend, lookup_tools(), probe).ask(QUESTION).text == "Amberhold."
+    assert backend.calls[0].inject is None and len(backend.reads) == 1
+    steps = list(agent(backend, lookup_tools(), probe).run(QUESTION))
+    assert isinstance(steps[0].action, ToolCall) and steps[0].decision.metadata["policy"] == "probe"
+    assert steps[0].decision.metadata["injected"] is False and steps[-1].text == "Amberhold."
+
+
+def test_threshold_resolution_and_validation() -> None:
+    calibration = {"doubter": {"threshold": 0.73, "target_risk": 0.1}}
+    assert resolve_threshold(None, calibration).value == 0.73
+    assert resolve_threshold(None, calibration).source == "calibration:doubter"
+    assert resolve_threshold(0.2, calibration).source == "explicit"
+    assert resolve_threshold(None, {"doubter": {"threshold": None}}).value == math.inf  # answer nothing
+    uncalibrated = resolve_threshold(None, {"max_prob": {"threshold": 0.4}})
+    assert (uncalibrated.value, uncalibrated.calibrated) == (DEFAULT_THRESHOLD, False)
+    with pytest.raises(ValueError, match="threshold must be a number in \\[0, 1\\] or None, got 1.5"):
+        DoubterPolicy(threshold=1.5)
+    with pytest.raises(ValueError, match=r"calibration\['doubter'\]\['threshold'\] must be a number or null, got 'x'"):
+        DoubterPolicy(calibration={"doubter": {"threshold": "x"}})
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive int, got 0"):
+        DoubterPolicy(max_new_tokens=0)
+    with pytest.raises(ValueError, match="tool_call_max_new_tokens must be a positive int, got 0"):
+        DefaultRenderer(tool_call_max_new_tokens=0)
+    # Answer nothing: even P(correct) = 1 is uncertain.
+    policy = DoubterPolicy(calibration={"doubter": {"threshold": None}})
+    decision = policy.decide(Session.from_question(QUESTION), FakeBackend([introspection(1.0), "x"]), ToolRegistry())
+    assert decision.confident is False
+
+
+def test_tool_result_pending_looks_after_the_last_user_turn() -> None:
+    assert not tool_result_pending([{"role": "user", "content": "q"}])
+    assert tool_result_pending([{"role": "user", "content": "q"}, {"role": "assistant", "content": ""},
+                                {"role": "tool", "content": "fact"}])
+    assert not tool_result_pending([{"role": "tool", "content": "old"}, {"role": "user", "content": "new q"}])
+
+
+def write_run(run_dir: Path, **fields: object) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps({"backends": {"fake": {}}, **fields}))
+    return run_dir
+
+
+def test_calibration_threshold_comes_from_run_json(plugin_manager, tmp_path: Path, caplog) -> None:
+    (tmp_path / "facts.json").write_text(json.dumps({"capital of Veloria": FACT}))
+    run_dir = write_run(tmp_path, calibration={"doubter": {"threshold": 0.8, "coverage": 0.6}},
+                        knowledge_base={"facts_path": "facts.json"})
+    settings = read_run_settings(run_dir)
+    assert settings.calibration["doubter"]["threshold"] == 0.8
+    launcher = AgentLauncher(plugin_manager, settings)
+    doubter, probe = launcher.make_policy("doubter"), launcher.make_policy("probe")
+    assert (doubter.gate.value, doubter.gate.source) == (0.8, "calibration:doubter")
+    assert probe.gate.value == 0.8  # the same P(correct), the same calibrated threshold
+    launcher.make_policy("direct")  # a policy without a calibration keyword is built as before
+    assert launcher.tools.get("lookup").function(query="capital of veloria") == FACT  # run.json's facts
+    # p = 0.7 passes 0.5 but not the calibrated 0.8: the lookup path runs.
+    backend = FakeBackend([introspection(0.7), "Paris.", CALL_BODY, "Amberhold."])
+    run = MetaAgent(StopBackend(backend), doubter, launcher.make_renderer(), launcher.tools, max_steps=4)
+    steps = list(run.run(QUESTION))
+    assert isinstance(steps[0].action, ToolCall) and steps[-1].text == "Amberhold."
+    assert "below threshold 0.800, calibration:doubter" in steps[0].decision.metadata["lookup"]["reason"]
+    # No calibration: the documented default, said to be uncalibrated.
+    with caplog.at_level(logging.WARNING, logger="meta_spider.policies.doubter"):
+        plain = AgentLauncher(plugin_manager, read_run_settings(write_run(tmp_path / "plain"))).make_policy("doubter")
+    assert (plain.gate.value, plain.gate.source) == (DEFAULT_THRESHOLD, "default (uncalibrated)")
+    assert "uncalibrated default" in caplog.text
+    # run.json's policy settings still win over the calibration.
+    explicit = write_run(tmp_path / "explicit", calibration={"doubter": {"threshold": 0.8}},
+                         policy={"name": "doubter", "settings": {"threshold": 0.3}})
+    assert AgentLauncher(plugin_manager, read_run_settings(explicit)).make_policy("doubter").gate.value == 0.3
+
+
+def test_bad_knowledge_base_settings_name_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "facts.json").write_text(json.dumps(["not", "facts"]))
+    settings = read_run_settings(write_run(tmp_path, knowledge_base={"facts_path": "facts.json"}))
+    with pytest.raises(RunFileError, match="facts.json: expected query -> fact strings"):
+        settings.make_knowledge_base()
+    (tmp_path / "facts.jsonl").write_text('{"query": "a", "fact": "A."}\n{"query": "b", "fact": "B."}\n')
+    jsonl = read_run_settings(write_run(tmp_path, knowledge_base={"facts_path": "facts.jsonl"}))
+    assert jsonl.make_knowledge_base().lookup("B") == "B."
+    (tmp_path / "facts.jsonl").write_text('{"query": "a", "fact": "A."}\n')  # one line: still a record
+    assert jsonl.make_knowledge_base().lookup("a") == "A." and jsonl.make_knowledge_base().lookup("query") is None
+    with pytest.raises(RunFileError, match="field 'knowledge_base'"):
+        read_run_settings(write_run(tmp_path, knowledge_base=["facts.json"]))
+
+
+def test_renderer_keeps_its_direct_policy_behaviour() -> None:
+    renderer = DefaultRenderer(threshold=0.5)
+    tools = lookup_tools()
+    # A decision without a verdict or a probability is answered; a low p_correct with the
+    # renderer's own threshold and no real lookup tool is refused.
+    assert renderer.render(LatentDecision("Paris."), Session(), FakeBackend(), tools) == Answer("Paris.")
+    refused = renderer.render(LatentDecision("Paris.", p_correct=0.1), Session(), FakeBackend(), ToolRegistry())
+    assert isinstance(refused, Refuse) and refused.reason == "p_correct 0.100 below threshold 0.500"
+    off = DefaultRenderer(lookup_when_uncertain=False)
+    assert isinstance(off.render(LatentDecision("x", confident=False), Session(), FakeBackend(), tools), Refuse)
+
