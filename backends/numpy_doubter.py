@@ -1,0 +1,470 @@
+"""The Doubter in numpy, loaded from its GGUF sidecar: no torch at inference.
+
+Two halves, both needed by the llama.cpp backend and nothing else:
+
+- the sidecar *format* (architecture ``meta-spider``; the metadata keys and
+  :func:`read_sidecar`, which checks a file and returns
+  :class:`SidecarContents`). :mod:`meta_spider.loom.gguf.sidecar` writes the
+  same keys; the reader lives here because the backend may not import the
+  loom (dependency direction) and the wrapper package imports torch.
+- the *math*: :class:`NumpyDoubter` ports the three encoders
+  (``selective``, ``multi_token``, ``transformer``), the gated bottleneck
+  cross-attention, AGC and the dynamic-refresh trigger of
+  :mod:`meta_spider.wrapper` operation for operation (LayerNorm eps 1e-5,
+  exact erf GELU, ReLU feed-forward in the transformer block, scaled
+  dot-product attention). The encoder (once per read) computes in float64;
+  the per-token cross-attention in float32, as the torch module does.
+
+It knows nothing about llama.cpp, tokens or decoding loops; it imports only
+numpy (and ``gguf`` when a file is read).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from meta_spider.backends.base import BackendError
+
+SIDECAR_ARCHITECTURE = "meta-spider"
+SIDECAR_FORMAT_VERSION = 1
+KEY_FORMAT_VERSION = "meta-spider.format_version"
+KEY_CONFIG = "meta-spider.doubter_config"
+"""JSON of ``DoubterConfig.to_dict()``."""
+KEY_FINGERPRINT = "meta-spider.fingerprint"
+"""JSON of ``Doubter.fingerprint()`` (model id, hidden size, layer count, layer lists, version)."""
+KEY_SCALARS = "meta-spider.scalar_tensors"
+"""Names of 0-d tensors (gates), stored with shape [1] because GGUF has no 0-d tensors."""
+READABLE_KEYS = ("hidden_size", "num_layers", "encoder_type", "read_position", "inject_positions")
+"""Config fields also written as plain ``meta-spider.<name>`` keys, so ``gguf-dump`` shows them."""
+
+LAYER_NORM_EPS = 1e-5
+"""torch.nn.LayerNorm's default, used by every norm inside the Doubter."""
+
+
+class SidecarError(BackendError):
+    """A Doubter sidecar is missing, unreadable, or does not fit the base."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, fix: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"Doubter sidecar {str(self.path)!r}: {reason}. Fix: {fix}")
+
+
+class SidecarBaseMismatchError(SidecarError):
+    """The sidecar was exported for another base than the GGUF it is paired with."""
+
+    def __init__(self, path: str | os.PathLike[str], base_path: str | os.PathLike[str],
+                 sidecar_fingerprint: Mapping[str, Any], base_fingerprint: Mapping[str, Any],
+                 fields: Sequence[str], detail: str = "") -> None:
+        self.base_path = Path(base_path)
+        self.sidecar_fingerprint = dict(sidecar_fingerprint)
+        self.base_fingerprint = dict(base_fingerprint)
+        self.fields = tuple(fields)
+        diffs = ", ".join(f"{name}: sidecar {self.sidecar_fingerprint.get(name)!r} vs base "
+                          f"{self.base_fingerprint.get(name)!r}" for name in self.fields)
+        super().__init__(
+            path,
+            f"was exported for base {self.sidecar_fingerprint.get('model_id')!r} and does not fit the base GGUF "
+            f"{str(self.base_path)!r} ({self.base_fingerprint.get('model_id')!r}): {detail}{diffs}",
+            "pair the sidecar with the GGUF of the base its Doubter was trained on "
+            "(`metadeploy export --run-dir RUN` writes both), or train a Doubter for this base",
+        )
+
+
+class SidecarLayerRangeError(SidecarBaseMismatchError):
+    """The sidecar reads or injects at layers the base GGUF does not have."""
+
+
+@dataclass
+class SidecarContents:
+    """What a sidecar file holds."""
+
+    path: Path
+    config: dict[str, Any]
+    """The DoubterConfig as a plain dict (``DoubterConfig.from_dict`` rebuilds it)."""
+    fingerprint: dict[str, Any]
+    """The base fingerprint: ``model_id``, ``hidden_size``, ``num_layers``, layer lists, version."""
+    tensors: dict[str, np.ndarray]
+    """The Doubter's state dict (float32, original shapes)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Every other ``meta-spider.*`` / ``general.*`` key."""
+    format_version: int = SIDECAR_FORMAT_VERSION
+
+    def num_parameters(self) -> int:
+        return int(sum(array.size for array in self.tensors.values()))
+
+
+def _field_value(fields: Mapping[str, Any], key: str) -> Any:
+    item = fields.get(key)
+    return None if item is None else item.contents()
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> SidecarContents:
+    """Read and check a sidecar written by ``export_sidecar``. Raises :class:`SidecarError`."""
+    path = Path(path)
+    reexport = f"export it again (`metadeploy export --run-dir RUN`, or export_sidecar(checkpoint, {str(path)!r}))"
+    if not path.is_file():
+        raise SidecarError(path, "no such file", "pass the doubter_sidecar.gguf that `metadeploy export` wrote")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path), "r")
+        fields = reader.fields
+        architecture = _field_value(fields, "general.architecture")
+        raw_tensors = {tensor.name: np.array(tensor.data, dtype=np.float32) for tensor in reader.tensors}
+    except Exception as exc:  # noqa: BLE001 - the gguf reader raises many kinds on a damaged file
+        raise SidecarError(path, f"is not a readable GGUF file (corrupt or truncated: {type(exc).__name__}: {exc})",
+                           reexport) from exc
+    if architecture != SIDECAR_ARCHITECTURE:
+        raise SidecarError(path, f"has architecture {architecture!r}, not {SIDECAR_ARCHITECTURE!r} (is it a base "
+                           "model GGUF?)", "pass the Doubter sidecar as sidecar_path and the base GGUF as model_path")
+    version = _field_value(fields, KEY_FORMAT_VERSION)
+    if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= SIDECAR_FORMAT_VERSION:
+        raise SidecarError(path, f"has sidecar format version {version!r}; this meta-spider reads 1.."
+                           f"{SIDECAR_FORMAT_VERSION}", "upgrade meta-spider, or " + reexport)
+    try:
+        config = json.loads(_field_value(fields, KEY_CONFIG))
+        fingerprint = json.loads(_field_value(fields, KEY_FINGERPRINT))
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise SidecarError(path, f"has no valid {KEY_CONFIG} / {KEY_FINGERPRINT} JSON ({exc})", reexport) from exc
+    scalars = set(_field_value(fields, KEY_SCALARS) or [])
+    tensors = {name: (array.reshape(()) if name in scalars else array) for name, array in raw_tensors.items()}
+    metadata = {key: _field_value(fields, key) for key in fields
+                if key.startswith(("general.", "meta-spider.")) and key not in (KEY_CONFIG, KEY_FINGERPRINT)}
+    contents = SidecarContents(path=path, config=config, fingerprint=fingerprint, tensors=tensors,
+                               metadata=metadata, format_version=int(version))
+    NumpyDoubter.check_tensors(contents)  # a partial or mismatched file fails here, not mid-generation
+    return contents
+
+
+def base_gguf_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``model_id``, ``hidden_size``, ``num_layers``, ``architecture``, ``vocab_size`` of a base GGUF's metadata.
+
+    Raises :class:`~meta_spider.backends.llamacpp_errors.GGUFModelError` for a
+    missing or unreadable file (tensors are not loaded).
+    """
+    from meta_spider.backends.llamacpp_errors import GGUFModelError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFModelError(path, "no such file", "pass the path of the base model's GGUF "
+                             "(`metadeploy export --run-dir RUN` writes one for a local transformers base)")
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(str(path), "r").fields
+    except Exception as exc:  # noqa: BLE001 - the gguf reader raises many kinds on a damaged file
+        raise GGUFModelError(path, f"is not a readable GGUF file (corrupt or truncated: {type(exc).__name__}: {exc})",
+                             "export or download it again") from exc
+    architecture = _field_value(fields, "general.architecture")
+    if architecture == SIDECAR_ARCHITECTURE:
+        raise GGUFModelError(path, "is a Doubter sidecar, not a base model",
+                             "pass the base GGUF as model_path and the sidecar as sidecar_path")
+    hidden = _field_value(fields, f"{architecture}.embedding_length")
+    layers = _field_value(fields, f"{architecture}.block_count")
+    if hidden is None or layers is None:
+        raise GGUFModelError(path, f"has no {architecture}.embedding_length / .block_count metadata",
+                             "use a GGUF written by llama.cpp's converter or `metadeploy export`")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    return {"model_id": str(_field_value(fields, "general.name") or path.stem), "hidden_size": int(hidden),
+            "num_layers": int(layers), "architecture": str(architecture),
+            "vocab_size": len(tokens.data) if tokens is not None else None}
+
+
+def check_sidecar_fits(contents: SidecarContents, base_path: str | os.PathLike[str],
+                       base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Raise a :class:`SidecarBaseMismatchError` (or :class:`SidecarLayerRangeError`) when the sidecar's
+    Doubter does not fit the base GGUF at ``base_path``; return the base fingerprint.
+
+    Shape fields must match; a differing model id alone is accepted (the
+    same weights travel under a hub id, a folder name or a GGUF name).
+    ``base`` (a fingerprint already read, e.g. from llama.cpp) skips the file read.
+    """
+    base = dict(base) if base is not None else base_gguf_fingerprint(base_path)
+    sidecar = {**contents.fingerprint, "hidden_size": int(contents.config["hidden_size"]),
+               "num_layers": int(contents.config["num_layers"])}
+    layers = sorted({*map(int, contents.config["target_layers"]),
+                     *map(int, contents.config.get("cross_attn_layers") or [])})
+    beyond = [layer for layer in layers if layer >= int(base["num_layers"])]
+    if beyond:
+        raise SidecarLayerRangeError(contents.path, base_path, sidecar, base, ["num_layers"],
+                                     detail=f"it reads/injects at layers {beyond}, beyond the base's "
+                                     f"{base['num_layers']} decoder layers (0..{int(base['num_layers']) - 1}); ")
+    wrong = [name for name in ("hidden_size", "num_layers") if sidecar.get(name) != base.get(name)]
+    expected_vocab = contents.metadata.get("meta-spider.base_vocab_size")
+    if expected_vocab is not None and base.get("vocab_size") is not None and int(expected_vocab) != base["vocab_size"]:
+        sidecar["vocab_size"] = int(expected_vocab)
+        wrong.append("vocab_size")
+    if wrong:
+        raise SidecarBaseMismatchError(contents.path, base_path, sidecar, base, wrong)
+    return base
+
+
+# ------------------------------------------------------------------ math
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + LAYER_NORM_EPS) * weight + bias
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """torch.nn.GELU() (exact, erf form)."""
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    out = x @ weight.T
+    return out if bias is None else out + bias
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int) -> np.ndarray:
+    """Scaled dot-product attention over heads: ``[..., Tq, W] x [..., Tk, W] -> [..., Tq, W]``."""
+    def heads(x: np.ndarray) -> np.ndarray:
+        return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads).swapaxes(-2, -3)
+
+    qh, kh, vh = heads(q), heads(k), heads(v)
+    weights = _softmax(qh @ kh.swapaxes(-1, -2) / math.sqrt(qh.shape[-1]))
+    out = (weights @ vh).swapaxes(-2, -3)
+    return out.reshape(*out.shape[:-2], -1)
+
+
+def _multihead(x_q: np.ndarray, x_kv: np.ndarray, prefix: str, t: Mapping[str, np.ndarray],
+               num_heads: int) -> np.ndarray:
+    """torch.nn.MultiheadAttention (packed in_proj, batch_first) without masks."""
+    wq, wk, wv = np.split(t[f"{prefix}.in_proj_weight"], 3)
+    bq, bk, bv = np.split(t[f"{prefix}.in_proj_bias"], 3)
+    attended = _attention(_linear(x_q, wq, bq), _linear(x_kv, wk, bk),
+                          _linear(x_kv, wv, bv), num_heads)
+    return _linear(attended, t[f"{prefix}.out_proj.weight"], t[f"{prefix}.out_proj.bias"])
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """torch.nn.functional.cosine_similarity along the last axis (eps 1e-8 per norm)."""
+    norms = np.maximum(np.linalg.norm(a, axis=-1), 1e-8) * np.maximum(np.linalg.norm(b, axis=-1), 1e-8)
+    return (a * b).sum(axis=-1) / norms
+
+
+@dataclass
+class NumpyEncoded:
+    """What the numpy encoder produced for one read (no batch axis)."""
+
+    cognitive_tokens: np.ndarray
+    """``[N, d]`` float32."""
+    p_correct_logit: float
+    probe_logits: np.ndarray | None = None
+    """``[L]`` per-layer probe logits (selective encoder only)."""
+
+    @property
+    def p_correct(self) -> float:
+        return float(1.0 / (1.0 + math.exp(-self.p_correct_logit)))
+
+
+class CrossAttentionKV:
+    """Keys and values of one token set at one layer (computed once per token set)."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        self.keys = keys
+        self.values = values
+
+
+class NumpyDoubter:
+    """Encoder, per-layer cross-attention, AGC and refresh trigger of a sidecar, in numpy."""
+
+    def __init__(self, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
+                 fingerprint: Mapping[str, Any] | None = None, source: str = "tensors") -> None:
+        self.config = dict(config)
+        self.fingerprint = dict(fingerprint or {})
+        self.source = source
+        self.hidden_size = int(self.config["hidden_size"])
+        self.num_layers = int(self.config["num_layers"])
+        self.target_layers = tuple(int(i) for i in self.config["target_layers"])
+        cross = self.config.get("cross_attn_layers")
+        self.cross_attn_layers = tuple(int(i) for i in (self.target_layers if cross is None else cross))
+        self.encoder_type = str(self.config["encoder_type"])
+        self.read_position = str(self.config.get("read_position", "prompt"))
+        self.inject_positions = str(self.config.get("inject_positions", "generation"))
+        self.agc_floor = float(self.config.get("agc_floor", 0.3))
+        self.agc_tau = float(self.config.get("agc_tau", 32.0))
+        self.refresh_threshold = float(self.config.get("refresh_threshold", 0.9))
+        self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+        self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
+
+    @classmethod
+    def from_sidecar(cls, path_or_contents: "str | os.PathLike[str] | SidecarContents") -> "NumpyDoubter":
+        contents = path_or_contents if isinstance(path_or_contents, SidecarContents) else read_sidecar(path_or_contents)
+        return cls(contents.config, contents.tensors, fingerprint=contents.fingerprint, source=str(contents.path))
+
+    @staticmethod
+    def check_tensors(contents: SidecarContents) -> None:
+        """Raise :class:`SidecarError` when the config's required fields or tensors are missing."""
+        config = contents.config
+        missing_fields = [name for name in ("hidden_size", "num_layers", "target_layers", "encoder_type")
+                          if name not in config]
+        if missing_fields:
+            raise SidecarError(contents.path, f"its Doubter config lacks {missing_fields}",
+                               "export it again from the checkpoint")
+        layers = [*config["target_layers"], *(config.get("cross_attn_layers") or [])]
+        bad = [layer for layer in layers if not 0 <= int(layer) < int(config["num_layers"])]
+        if bad:
+            raise SidecarError(contents.path, f"names layers {bad} outside its base's {config['num_layers']} layers",
+                               "export it again from an unmodified checkpoint")
+        cross = config.get("cross_attn_layers") or config["target_layers"]
+        needed = [f"cross_attn.{layer}.{part}" for layer in cross
+                  for part in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate.raw",
+                               "query_norm.weight", "token_norm.weight")]
+        needed.append("encoder.head.weight" if config["encoder_type"] != "selective" else "encoder.probe_mix.weight")
+        absent = [name for name in needed if name not in contents.tensors]
+        if absent:
+            raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
+                               "hand-edited?)", "export it again from the checkpoint")
+
+    # -------------------------------------------------------------- encoder
+
+    def _t(self, name: str) -> np.ndarray:
+        return self._tensors[name]
+
+    def _gate(self, name: str) -> float:
+        return float(np.tanh(self._t(name).reshape(())))
+
+    def encode(self, layer_states: np.ndarray) -> NumpyEncoded:
+        """Pass-1 states ``[L, d]`` (target-layer order) -> cognitive tokens and P(correct) logit."""
+        states = np.asarray(layer_states, dtype=np.float64)
+        expected = (len(self.target_layers), self.hidden_size)
+        if states.shape != expected:
+            raise ValueError(f"layer_states must be {list(expected)}, got {list(states.shape)}")
+        if self.encoder_type == "selective":
+            return self._encode_selective(states)
+        if self.encoder_type == "multi_token":
+            return self._encode_multi_token(states)
+        if self.encoder_type == "transformer":
+            return self._encode_transformer(states)
+        raise ValueError(f"unknown encoder_type {self.encoder_type!r} in {self.source}")
+
+    def _encode_selective(self, states: np.ndarray) -> NumpyEncoded:
+        tokens, probes = [], []
+        for i in range(states.shape[0]):
+            p = f"encoder.norms.{i}"
+            state = _layer_norm(states[i], self._t(f"{p}.weight"), self._t(f"{p}.bias"))
+            q = f"encoder.projectors.{i}"
+            hidden = _gelu(_linear(state, self._t(f"{q}.0.weight"), self._t(f"{q}.0.bias")))
+            projected = _linear(hidden, self._t(f"{q}.2.weight"), self._t(f"{q}.2.bias"))
+            tokens.append(state + self._gate(f"encoder.gates.{i}.raw") * projected)
+            probes.append(float(_linear(state, self._t(f"encoder.probes.{i}.weight"),
+                                        self._t(f"encoder.probes.{i}.bias"))[0]))
+        probe_logits = np.asarray(probes)
+        logit = float(_linear(probe_logits, self._t("encoder.probe_mix.weight"), self._t("encoder.probe_mix.bias"))[0])
+        return NumpyEncoded(np.stack(tokens).astype(np.float32), logit, probe_logits.astype(np.float32))
+
+    def _pooled_front(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        normed = _layer_norm(states, self._t("encoder.norm.weight"), self._t("encoder.norm.bias"))
+        keys = _linear(normed, self._t("encoder.down.weight"), self._t("encoder.down.bias")) + self._t(
+            "encoder.layer_embedding")
+        return normed, keys
+
+    def _pooled_tokens(self, normed: np.ndarray, query_out: np.ndarray) -> np.ndarray:
+        gates = np.asarray([self._gate(f"encoder.gates.{n}.raw") for n in range(query_out.shape[0])])
+        up = _linear(query_out, self._t("encoder.up.weight"), self._t("encoder.up.bias"))
+        return (normed.mean(axis=0, keepdims=True) + gates[:, None] * up).astype(np.float32)
+
+    def _encode_multi_token(self, states: np.ndarray) -> NumpyEncoded:
+        normed, keys = self._pooled_front(states)
+        heads = int(self.config.get("encoder_num_heads", 4))
+        query_out = _multihead(self._t("encoder.queries"), keys, "encoder.attention", self._tensors, heads)
+        logit = float(_linear(query_out.mean(axis=0), self._t("encoder.head.weight"), self._t("encoder.head.bias"))[0])
+        return NumpyEncoded(self._pooled_tokens(normed, query_out), logit)
+
+    def _encode_transformer(self, states: np.ndarray) -> NumpyEncoded:
+        normed, projected = self._pooled_front(states)
+        queries = self._t("encoder.queries")
+        heads = int(self.config.get("encoder_num_heads", 4))
+        x = np.concatenate([self._t("encoder.summary"), queries, projected], axis=0)
+        for k in range(int(self.config.get("encoder_num_layers", 1))):
+            p = f"encoder.transformer.layers.{k}"
+            # norm_first=True: pre-norm self-attention, then a pre-norm ReLU feed-forward.
+            h = _layer_norm(x, self._t(f"{p}.norm1.weight"), self._t(f"{p}.norm1.bias"))
+            x = x + _multihead(h, h, f"{p}.self_attn", self._tensors, heads)
+            h = _layer_norm(x, self._t(f"{p}.norm2.weight"), self._t(f"{p}.norm2.bias"))
+            inner = np.maximum(_linear(h, self._t(f"{p}.linear1.weight"), self._t(f"{p}.linear1.bias")), 0.0)
+            x = x + _linear(inner, self._t(f"{p}.linear2.weight"), self._t(f"{p}.linear2.bias"))
+        out = _layer_norm(x, self._t("encoder.final_norm.weight"), self._t("encoder.final_norm.bias"))
+        logit = float(_linear(out[0], self._t("encoder.head.weight"), self._t("encoder.head.bias"))[0])
+        return NumpyEncoded(self._pooled_tokens(normed, out[1: 1 + queries.shape[0]]), logit)
+
+    # -------------------------------------------------------------- cross-attention
+
+    def _ca_heads(self) -> int:
+        return int(self.config.get("ca_num_heads", 4))
+
+    def project_tokens(self, layer: int, cognitive_tokens: np.ndarray) -> CrossAttentionKV:
+        """Keys and values of ``cognitive_tokens [N, d]`` for the cross-attention after ``layer``."""
+        p = f"cross_attn.{layer}"
+        tokens = _layer_norm(np.asarray(cognitive_tokens, dtype=np.float64),
+                             self._t(f"{p}.token_norm.weight"), self._t(f"{p}.token_norm.bias"))
+        return CrossAttentionKV(_linear(tokens, self._t(f"{p}.k_proj.weight")).astype(np.float32),
+                                _linear(tokens, self._t(f"{p}.v_proj.weight")).astype(np.float32))
+
+    def cross_attention(self, layer: int, hidden: np.ndarray, cognitive_tokens: np.ndarray | None = None,
+                        keys_values: CrossAttentionKV | None = None) -> np.ndarray:
+        """Delta ``[T, d]`` (float32) for hidden rows ``[T, d]`` after decoder layer ``layer``."""
+        if layer not in self.cross_attn_layers:
+            raise ValueError(f"no cross-attention after layer {layer}; the sidecar injects after "
+                             f"{list(self.cross_attn_layers)}")
+        if keys_values is None:
+            if cognitive_tokens is None:
+                raise ValueError("cross_attention needs cognitive_tokens or keys_values")
+            keys_values = self.project_tokens(layer, cognitive_tokens)
+        norm_weight, norm_bias, q_weight_t, o_weight_t, gate = self._query_side(layer)
+        # float32, like the torch module: this runs once per generated token per layer.
+        queries = _layer_norm(np.asarray(hidden, dtype=np.float32), norm_weight, norm_bias) @ q_weight_t
+        attended = _attention(queries, keys_values.keys, keys_values.values, self._ca_heads())
+        return (attended @ o_weight_t) * gate
+
+    def _query_side(self, layer: int) -> tuple[np.ndarray, ...]:
+        """float32, pre-transposed query-side weights of one layer (cached: the per-token path)."""
+        cached = self._query_cache.get(layer)
+        if cached is None:
+            p = f"cross_attn.{layer}"
+            as32 = lambda name: np.ascontiguousarray(self._t(name), dtype=np.float32)  # noqa: E731
+            cached = (as32(f"{p}.query_norm.weight"), as32(f"{p}.query_norm.bias"),
+                      np.ascontiguousarray(as32(f"{p}.q_proj.weight").T),
+                      np.ascontiguousarray(as32(f"{p}.o_proj.weight").T),
+                      np.float32(self._gate(f"{p}.gate.raw")))
+            self._query_cache[layer] = cached
+        return cached
+
+    def injection_gate_values(self) -> dict[int, float]:
+        return {layer: self._gate(f"cross_attn.{layer}.gate.raw") for layer in self.cross_attn_layers}
+
+    # -------------------------------------------------------------- AGC and refresh
+
+    def agc_alpha(self, step: int) -> float:
+        """``floor + (1 - floor) exp(-step / tau)``, as AdaptiveGateControl."""
+        if step < 0:
+            raise ValueError(f"AGC step must be >= 0, got {step!r}")
+        return self.agc_floor + (1.0 - self.agc_floor) * math.exp(-step / self.agc_tau)
+
+    def should_refresh(self, live: np.ndarray, reference: np.ndarray) -> bool:
+        """Mean cosine over target layers below ``refresh_threshold``, as RefreshGate."""
+        similarity = float(_cosine(np.asarray(live, np.float64), np.asarray(reference, np.float64)).mean())
+        return similarity < self.refresh_threshold
+
+    def num_parameters(self) -> int:
+        return int(sum(array.size for array in self._tensors.values()))
