@@ -17,7 +17,7 @@ from meta_spider.backends.base import (
     ToolSchema,
 )
 from meta_spider.backends.fake import FAKE_CHAT_TEMPLATE, FakeBackend, FakeBackendExhausted
-from meta_spider.backends.stop import DEFAULT_TURN_STOPS, StopBackend, cut_at_stop
+from meta_spider.backends.stop import DEFAULT_TURN_STOPS, StopBackend, cut_at_stop, held_back
 
 __all__ = [
     "DEFAULT_TURN_STOPS",
@@ -33,4 +33,5 @@ __all__ = [
     "StopBackend",
     "ToolSchema",
     "cut_at_stop",
+    "held_back",
 ]

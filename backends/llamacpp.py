@@ -41,7 +41,7 @@ from meta_spider.backends.numpy_doubter import (
     check_sidecar_fits,
     read_sidecar,
 )
-from meta_spider.backends.stop import cut_at_stop
+from meta_spider.backends.stop import cut_at_stop, held_back
 
 __all__ = ["KV_CACHE_TYPES", "LlamaCppBackend"]
 
@@ -49,17 +49,6 @@ logger = logging.getLogger(__name__)
 
 KV_CACHE_TYPES = {"f32": 0, "f16": 1}
 """KV-cache element types by name (ggml type ids). f16 is llama.cpp's default; f32 for tight comparisons."""
-
-
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest tail of ``text`` that could start a stop string."""
-    longest = 0
-    for marker in stop:
-        for size in range(min(len(marker) - 1, len(text)), longest, -1):
-            if text.endswith(marker[:size]):
-                longest = size
-                break
-    return longest
 
 
 class _Injection:
@@ -353,7 +342,7 @@ class LlamaCppBackend:
                 text, finish = kept, "stop"
                 break
             if on_text is not None and not text.endswith("\ufffd"):
-                ready = len(text) - _held_back(text, markers)
+                ready = len(text) - held_back(text, markers)
                 if ready > emitted:
                     on_text(text[emitted:ready])
                     emitted = ready

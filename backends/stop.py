@@ -49,6 +49,18 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     return text[: earliest[0]], earliest[1]
 
 
+def held_back(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that could be the start of a
+    stop string: a streaming caller must not emit it yet."""
+    longest = 0
+    for marker in stop:
+        for size in range(min(len(marker) - 1, len(text)), longest, -1):
+            if text.endswith(marker[:size]):
+                longest = size
+                break
+    return longest
+
+
 class _StopStream:
     """Forwards streamed text, holding back a tail that may begin a stop string."""
 
@@ -69,20 +81,11 @@ class _StopStream:
                 self.sink(kept)
             self.buffer = ""
             return
-        hold = self._partial_suffix(self.buffer)
+        hold = held_back(self.buffer, self.stop)
         ready = self.buffer[: len(self.buffer) - hold]
         self.buffer = self.buffer[len(ready) :]
         if ready:
             self.sink(ready)
-
-    def _partial_suffix(self, text: str) -> int:
-        longest = 0
-        for marker in self.stop:
-            for size in range(min(len(marker) - 1, len(text)), longest, -1):
-                if text.endswith(marker[:size]):
-                    longest = size
-                    break
-        return longest
 
     def flush(self) -> None:
         if not self.stopped and self.buffer:

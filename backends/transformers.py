@@ -26,22 +26,11 @@ from meta_spider.backends.base import (
     Message,
     ToolSchema,
 )
-from meta_spider.backends.stop import cut_at_stop
+from meta_spider.backends.stop import cut_at_stop, held_back
 from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline, Pass1
 from meta_spider.wrapper.passes import DecodeStats
 
 __all__ = ["TransformersBackend"]
-
-
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest tail of ``text`` that could start a stop string."""
-    longest = 0
-    for marker in stop:
-        for size in range(min(len(marker) - 1, len(text)), longest, -1):
-            if text.endswith(marker[:size]):
-                longest = size
-                break
-    return longest
 
 
 class TransformersBackend:
@@ -166,7 +155,7 @@ class TransformersBackend:
                     text, finish = kept, "stop"
                     break
                 if on_text is not None and not text.endswith("\ufffd"):
-                    ready = len(text) - _held_back(text, markers)
+                    ready = len(text) - held_back(text, markers)
                     if ready > emitted:
                         on_text(text[emitted:ready])
                         emitted = ready
