@@ -21,9 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
-import gguf
 import numpy as np
-
 from meta_spider.backends.numpy_doubter import (
     KEY_CONFIG,
     KEY_FINGERPRINT,
@@ -35,6 +33,7 @@ from meta_spider.backends.numpy_doubter import (
     SidecarContents,
     read_sidecar,
 )
+from meta_spider.loom.gguf.writer import atomic_gguf_writer
 
 if TYPE_CHECKING:
     from meta_spider.wrapper import Doubter
@@ -77,11 +76,8 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
     """
     config, fingerprint, tensors = _doubter_parts(doubter_or_checkpoint)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
     model_id = fingerprint.get("model_id") or "unknown base"
-    writer = gguf.GGUFWriter(str(partial), SIDECAR_ARCHITECTURE)
-    try:
+    with atomic_gguf_writer(out, SIDECAR_ARCHITECTURE) as writer:
         writer.add_name(f"meta-spider Doubter for {model_id}")
         writer.add_uint32(KEY_FORMAT_VERSION, SIDECAR_FORMAT_VERSION)
         writer.add_string(KEY_CONFIG, json.dumps(config, sort_keys=True))
@@ -105,15 +101,6 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
             if len(name.encode()) >= 64:
                 raise ValueError(f"tensor name {name!r} is too long for GGUF (64 bytes at most)")
             writer.add_tensor(name, np.ascontiguousarray(np.atleast_1d(array).astype(np.float32)))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(partial, out)
     return out
 
 

@@ -16,16 +16,23 @@ particular trained model: every value comes from the config and checkpoint.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Union
 
 import gguf
 import numpy as np
-
 from meta_spider.loom.gguf.errors import MissingModelFileError, UnsupportedConfigError
-from meta_spider.loom.gguf.tensor_map import ArchitectureSpec, TensorConverter, resolve_architecture
-from meta_spider.loom.gguf.tokenizer_meta import tokenizer_metadata, write_tokenizer_metadata
+from meta_spider.loom.gguf.tensor_map import (
+    ArchitectureSpec,
+    TensorConverter,
+    resolve_architecture,
+)
+from meta_spider.loom.gguf.tokenizer_meta import (
+    tokenizer_metadata,
+    write_tokenizer_metadata,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -196,10 +203,7 @@ def export_base_gguf(source: ModelSource, out_path: str | os.PathLike, dtype: st
     converter = TensorConverter(spec, hp.block_count, hp.head_count, hp.head_count_kv, hp.tied_embeddings)
 
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    writer = gguf.GGUFWriter(str(partial), spec.gguf_name)
-    try:
+    with atomic_gguf_writer(out, spec.gguf_name) as writer:
         writer.add_name(name or default_name)
         write_hyper_parameters(writer, hp, DTYPES[dtype])
         write_tokenizer_metadata(writer, vocab)
@@ -207,6 +211,20 @@ def export_base_gguf(source: ModelSource, out_path: str | os.PathLike, dtype: st
             array = tensor.detach().to("cpu").float().numpy()
             for gguf_name, mapped in converter.convert(hf_name, array):
                 writer.add_tensor(gguf_name, _storage_array(mapped, dtype))
+    return out
+
+
+@contextmanager
+def atomic_gguf_writer(out: Path, architecture: str) -> Iterator[gguf.GGUFWriter]:
+    """A ``GGUFWriter`` for ``architecture`` that writes ``<out>.partial`` and
+    renames it to ``out`` only when the block finished: a failure never
+    leaves a half-written GGUF under the final name. The block adds metadata
+    and tensors; header, key-values and tensors are written on exit."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), architecture)
+    try:
+        yield writer
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -216,4 +234,3 @@ def export_base_gguf(source: ModelSource, out_path: str | os.PathLike, dtype: st
         raise
     writer.close()
     os.replace(partial, out)
-    return out
