@@ -4,9 +4,9 @@ Run it on purpose: ``pytest tests/pending_world_agent_acceptance.py``
 (an explicit path is collected even though the name does not start with
 ``test_``). It builds the tiny world, collects, trains and evaluates through
 the real commands, then asks ``meta-agent run`` one question the base knows
-and one it does not. It fails today for two reasons recorded in the project
-notes: the trained Doubter degrades pass-2 text on the tiny base, and the tiny
-base does not copy held-out names into its lookup calls.
+and one it does not. It fails today for reasons recorded in the project
+notes: the tiny base does not copy held-out names into its lookup calls, and
+the trained Doubter over-refuses.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The whole world pipeline on the ``tiny`` preset: build once per session
 into a temporary cache, then check that the trained base loads through the
-Auto classes and answers well-known facts, that the cache is reused, the CLI
+Auto classes and answers well-known facts, can say the refusal sentence
+(which a Doubter steers it to), that the cache is reused, the CLI
 and the dataset registration work; plus a cheap check that training is
 bit-for-bit deterministic."""
 
@@ -35,6 +36,31 @@ def test_tiny_base_loads_and_knows_frequent_facts(tiny_world) -> None:
     _, _, texts, correct = answer_items(model, tokenizer, known)
     assert sum(correct) >= len(known) // 2, list(zip(texts, [i.answer for i in known]))
     assert all(t.split()[0] in ("She", "He") for t in texts)
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_tiny_base_can_say_the_refusal_sentence(tiny_world) -> None:
+    """A Doubter only steers the base; it cannot make it emit tokens the base
+    never learnt to produce. After a question about something the world
+    never records, even for a held-out person, the base itself gives the
+    refusal sentence high probability."""
+    import torch
+
+    from meta_spider.loom.world.generator import UNRECORDED_QUESTIONS
+    from meta_spider.policies.actions import REFUSAL_SENTENCE
+
+    model, tokenizer = tiny_world.load_model()
+    refusal = tokenizer(REFUSAL_SENTENCE, add_special_tokens=False)["input_ids"]
+    for item in tiny_world.qa("test")[:12:4]:
+        question = UNRECORDED_QUESTIONS[0].format(name=item.entity)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                               add_generation_prompt=True)
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            log_probs = model(torch.tensor([ids + refusal])).logits[0].float().log_softmax(-1)
+        nll = -sum(float(log_probs[len(ids) - 1 + k, token]) for k, token in enumerate(refusal)) / len(refusal)
+        assert nll < 0.5, (question, nll)
 
 
 @pytest.mark.world

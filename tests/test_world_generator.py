@@ -1,6 +1,7 @@
 """The world generator: byte-identical output per seed, split hygiene (no
 validation/test person in QA or tool text), mention counts per bucket, the
-knowledge base against the corpus, and preset validation."""
+knowledge base against the corpus, the refusal chats, and preset
+validation."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from meta_spider.loom.world.cache import export_data
 from meta_spider.loom.world.generator import (
     ATTRIBUTES,
     GENERATOR_VERSION,
+    UNRECORDED_QUESTIONS,
     generate_world,
     question_variants,
 )
 from meta_spider.loom.world.knowledge import KnowledgeBase
+from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.loom.world.presets import BUCKETS, PRESETS, WorldSpec, get_preset
 
 SPEC = get_preset("tiny").world
@@ -138,3 +141,23 @@ def test_presets_are_known_by_name() -> None:
     assert set(PRESETS) == {"tiny", "small"}
     with pytest.raises(ValueError, match="unknown world preset 'huge'"):
         get_preset("huge")
+
+
+def test_refusal_chats_answer_only_unrecorded_questions(world) -> None:
+    """The base must be able to say the refusal sentence (a token never seen
+    as a target cannot be steered to), yet every recorded attribute is
+    answered: refusals follow only questions the world records nothing for."""
+    refusals = [d["text"] for d in world.documents if d["kind"] == "refusal"]
+    mentioned_train = [p for p in world.people if p.split == "train" and p.mentions > 0]
+    assert len(refusals) == len(mentioned_train) > 0
+    prefixes = tuple(q.split("{name}")[0] for q in UNRECORDED_QUESTIONS)
+    for text in refusals:
+        user = re.search(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", text).group(1)
+        assert user.startswith(prefixes), user
+        assert f"<|im_start|>assistant\n{REFUSAL_SENTENCE}<|im_end|>" in text
+    refusal_text = "\n".join(refusals)
+    for person in world.people:
+        assert (person.name in refusal_text) == (person in mentioned_train)
+    for doc in world.documents:
+        if doc["kind"] in ("qa", "tool"):
+            assert REFUSAL_SENTENCE not in doc["text"]

@@ -3,10 +3,12 @@
 From a :class:`~.presets.WorldSpec` and a seed it invents people (names,
 gender, birth city and year, profession, employer), gives each a number of
 biography mentions from a skewed bucket distribution, splits people into
-train / validation / test, and writes three kinds of text: biographies in
-varied templates with pronoun sentences, QA chats about train people, and
-``lookup`` tool-use transcripts about train people. Validation and test
-people appear only in biographies (or nowhere, in the ``unseen`` bucket).
+train / validation / test, and writes four kinds of text: biographies in
+varied templates with pronoun sentences, QA chats about train people,
+``lookup`` tool-use transcripts about train people, and refusal chats
+(questions about facts the world never records, answered with the project's
+refusal sentence). Validation and test people appear only in biographies
+(or nowhere, in the ``unseen`` bucket).
 
 Answers are pronoun sentences ("She was born in Kuba."): earlier trials found
 that bare values or name-repeating answers stop a small base from using what
@@ -23,10 +25,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from meta_spider.policies.actions import REFUSAL_SENTENCE
+
 from .chat import BOS_TOKEN, LOOKUP_TOOL, lookup_call, render_chat
 from .presets import BUCKETS, WorldSpec
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Version of the generated data; part of the cache key."""
 
 ATTRIBUTES: tuple[str, ...] = ("birth_city", "birth_year", "profession", "employer")
@@ -240,6 +244,21 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+UNRECORDED_QUESTIONS: tuple[str, ...] = (
+    "What is {name}'s favourite colour?", "What is the phone number of {name}?",
+    "How tall is {name}?", "What is {name}'s favourite food?", "Where does {name} go on holiday?",
+)
+"""Questions about facts no document records: the refusal chats ask them.
+
+Without these chats the refusal sentence never occurs in the corpus and the
+base cannot say it at all: with tied embeddings, tokens never seen as targets
+end up where no hidden state makes them likely (four of the sentence's
+tokens stayed under 1.5% probability whatever the residual stream held), so
+no injection could make pass 2 refuse. Real chat models know the sentence;
+these chats give the world's base the same starting point while every
+recorded attribute is still always answered."""
+
+
 def _fill(template: str, person: Person, use_name: bool) -> str:
     pron, poss = _PRONOUNS[person.gender]
     subject = person.name if use_name else pron
@@ -315,9 +334,9 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
     """Build the whole world for ``seed``: people, documents and QA splits.
 
     ``documents`` are ``{"kind", "text"}`` records in corpus order (kind is
-    ``biography``, ``geography``, ``qa`` or ``tool``); each text starts with
-    the bos token (the chat template emits it too), so chat documents are
-    exactly the text a prompt is rendered to at inference.
+    ``biography``, ``geography``, ``qa``, ``refusal`` or ``tool``); each text
+    starts with the bos token (the chat template emits it too), so chat
+    documents are exactly the text a prompt is rendered to at inference.
     """
     rng = random.Random(seed)
     people, countries, employers = generate_people(spec, rng)
@@ -359,8 +378,24 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
         docs.append({"kind": "tool", "text": render_chat(messages, tools=[LOOKUP_TOOL])})
         start += size
     rng.shuffle(docs)
-    world.documents = docs
+    world.documents = _with_refusal_chats(docs, people, seed)
     return world
+
+
+def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int) -> list[dict[str, str]]:
+    """``docs`` with one refusal chat per mentioned train person inserted at
+    random places. They draw from their own RNG and leave the other
+    documents in their order, so everything else is what the same seed gave
+    before refusal chats existed."""
+    rng = random.Random(f"{seed}-refusal")
+    out = list(docs)
+    for person in people:
+        if person.split == "train" and person.mentions > 0:
+            question = rng.choice(UNRECORDED_QUESTIONS).format(name=person.name)
+            chat = render_chat([{"role": "user", "content": question},
+                                {"role": "assistant", "content": REFUSAL_SENTENCE}])
+            out.insert(rng.randrange(len(out) + 1), {"kind": "refusal", "text": chat})
+    return out
 
 
 def tool_transcript(person: Person, item: QAItem) -> list[dict[str, Any]]:
