@@ -14,10 +14,10 @@ It knows nothing about terminals or rendering.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from meta_spider.agentcore.errors import AgentError
-from meta_spider.backends.base import Completion, InferenceBackend, Introspection, Message, ToolSchema
+from meta_spider.backends.base import Completion, InferenceBackend, Introspection, WrappedBackend
 
 __all__ = ["GenerationInterrupted", "StreamingBackend"]
 
@@ -31,23 +31,15 @@ class GenerationInterrupted(AgentError):
         super().__init__(f"generation on backend {backend!r} was interrupted after {len(emitted)} characters")
 
 
-class StreamingBackend:
+class StreamingBackend(WrappedBackend):
     """Forwards to ``inner``; tees every text delta to :attr:`listener`."""
 
     def __init__(self, inner: InferenceBackend, listener: Callable[[str], None] | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.listener = listener
         """Receives every text delta of every generation (None: nobody)."""
         self._interrupt = threading.Event()
         self._emitted: list[str] = []
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def chat_template(self) -> str | None:
-        return self.inner.chat_template
 
     def interrupt(self) -> None:
         """Stop the running (or the next) generation at its next text delta."""
@@ -56,18 +48,6 @@ class StreamingBackend:
     def clear_interrupt(self) -> None:
         """Forget a pending interrupt (call before starting a turn)."""
         self._interrupt.clear()
-
-    def render_prompt(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSchema] | None = None,
-        add_generation_prompt: bool = True,
-        enable_thinking: bool | None = None,
-    ) -> str:
-        return self.inner.render_prompt(
-            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-        )
 
     def generate(
         self,
@@ -97,9 +77,3 @@ class StreamingBackend:
         if self._interrupt.is_set():
             raise GenerationInterrupted(self.name)
         return self.inner.read(prompt)
-
-    def __getattr__(self, attribute: str) -> Any:
-        # Backend-specific extras (tokenizer, pipeline, ...) stay reachable.
-        if attribute == "inner":
-            raise AttributeError(attribute)
-        return getattr(self.inner, attribute)

@@ -15,6 +15,7 @@ from meta_spider.backends.base import (
     Introspection,
     Message,
     ToolSchema,
+    WrappedBackend,
 )
 from meta_spider.backends.fake import FAKE_CHAT_TEMPLATE, FakeBackend, FakeBackendExhausted
 from meta_spider.backends.stop import DEFAULT_TURN_STOPS, StopBackend, cut_at_stop, held_back
@@ -32,6 +33,7 @@ __all__ = [
     "Message",
     "StopBackend",
     "ToolSchema",
+    "WrappedBackend",
     "cut_at_stop",
     "held_back",
 ]

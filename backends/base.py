@@ -99,3 +99,52 @@ class InferenceBackend(Protocol):
         """Pass 1: read the model's state at ``prompt`` and return the
         Doubter's introspection. Raises :class:`BackendCapabilityError` when
         no Doubter is attached."""
+
+
+class WrappedBackend:
+    """Base of backends that wrap another one (:class:`~meta_spider.backends.StopBackend`,
+    the agent's streaming wrapper): every call is forwarded to :attr:`inner`,
+    and so are backend-specific extras (tokenizer, pipeline, ...). Subclasses
+    override only what they change."""
+
+    def __init__(self, inner: InferenceBackend) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.inner.chat_template
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> str:
+        return self.inner.render_prompt(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        inject: Introspection | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        return self.inner.generate(prompt, max_new_tokens=max_new_tokens, stop=stop, inject=inject, on_text=on_text)
+
+    def read(self, prompt: str) -> Introspection:
+        return self.inner.read(prompt)
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute == "inner":  # not set yet: no recursion through __getattr__
+            raise AttributeError(attribute)
+        return getattr(self.inner, attribute)

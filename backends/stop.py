@@ -14,9 +14,9 @@ It knows nothing about tokens; only about text.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from meta_spider.backends.base import Completion, InferenceBackend, Introspection, Message, ToolSchema
+from meta_spider.backends.base import Completion, InferenceBackend, Introspection, WrappedBackend
 
 __all__ = ["DEFAULT_TURN_STOPS", "StopBackend", "cut_at_stop"]
 
@@ -93,13 +93,13 @@ class _StopStream:
         self.buffer = ""
 
 
-class StopBackend:
+class StopBackend(WrappedBackend):
     """Wraps ``inner`` so every completion ends at the turn's stop strings."""
 
     def __init__(self, inner: InferenceBackend, stop: Sequence[str] | None = None) -> None:
         if isinstance(stop, str):
             raise ValueError(f"stop must be a sequence of strings, got the string {stop!r}")
-        self.inner = inner
+        super().__init__(inner)
         self.stop: tuple[str, ...] = tuple(DEFAULT_TURN_STOPS if stop is None else stop)
         if not all(isinstance(marker, str) and marker for marker in self.stop):
             raise ValueError(f"stop strings must be non-empty strings, got {self.stop!r}")
@@ -107,22 +107,6 @@ class StopBackend:
     @property
     def name(self) -> str:
         return f"stop({self.inner.name})"
-
-    @property
-    def chat_template(self) -> str | None:
-        return self.inner.chat_template
-
-    def render_prompt(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSchema] | None = None,
-        add_generation_prompt: bool = True,
-        enable_thinking: bool | None = None,
-    ) -> str:
-        return self.inner.render_prompt(
-            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-        )
 
     def generate(
         self,
@@ -144,12 +128,3 @@ class StopBackend:
         if marker is None:
             return completion
         return replace(completion, text=text, finish_reason="stop")
-
-    def read(self, prompt: str) -> Introspection:
-        return self.inner.read(prompt)
-
-    def __getattr__(self, attribute: str) -> Any:
-        # Backend-specific extras (tokenizer, model, ...) stay reachable.
-        if attribute == "inner":  # not set yet: no recursion through __getattr__
-            raise AttributeError(attribute)
-        return getattr(self.inner, attribute)
