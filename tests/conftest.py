@@ -49,3 +49,12 @@ def fake_backend():
     from meta_spider.backends import FakeBackend
 
     return FakeBackend()
+
+
+@pytest.fixture(scope="session")
+def tiny_world():
+    """The embedded ``tiny`` world, built once into the world cache (or taken
+    from it): every test that needs a trained base shares this one build."""
+    from meta_spider.loom.world.cache import build_world
+
+    return build_world("tiny", seed=0, progress=False)

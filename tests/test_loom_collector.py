@@ -464,14 +464,13 @@ def test_invalid_settings_are_refused(pipe: MetaSpiderPipeline, reference: Activ
 
 @pytest.mark.slow
 @pytest.mark.world
-def test_collect_on_the_tiny_world(tmp_path: Path) -> None:
+def test_collect_on_the_tiny_world(tiny_world, tmp_path: Path) -> None:
     """The embedded world's trained base (built once, cached) on its own QA:
     batched collection, the world's check_fn, a real mix of right and wrong,
     and answers that agree with plain greedy generation."""
-    from meta_spider.loom.world.cache import build_world
     from meta_spider.loom.world.dataset import WorldDataset
 
-    artifacts = build_world("tiny", seed=0, progress=False)
+    artifacts = tiny_world
     world_pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(artifacts.model_dir)))
     world = WorldDataset("tiny", 0, artifacts.model_dir)
     collector = ActivationDatasetCollector(world_pipe, max_new_tokens=24, batch_size=8, shard_size=32,

@@ -1,5 +1,5 @@
-"""The whole world pipeline on the ``tiny`` preset: build once per session
-into a temporary cache, then check that the trained base loads through the
+"""The whole world pipeline on the ``tiny`` preset: built once per session
+into the world cache (the ``tiny_world`` fixture of conftest), then check that the trained base loads through the
 Auto classes and answers well-known facts, can say the refusal sentence
 (which a Doubter steers it to), that the cache is reused, the CLI
 and the dataset registration work; plus a cheap check that training is
@@ -8,18 +8,10 @@ bit-for-bit deterministic."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from meta_spider.loom.world.presets import ModelSpec, TrainSpec, get_preset
-
-
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory):
-    from meta_spider.loom.world.cache import build_world
-
-    return build_world("tiny", seed=0, out=tmp_path_factory.mktemp("world") / "tiny", progress=False)
 
 
 @pytest.mark.world
@@ -83,7 +75,7 @@ def test_tiny_manifest_records_data_metrics_and_timings(tiny_world) -> None:
 
 @pytest.mark.world
 @pytest.mark.slow
-def test_cache_is_reused_and_cli_reports(tiny_world) -> None:
+def test_cache_is_reused_and_cli_reports(tiny_world, tmp_path) -> None:
     from click.testing import CliRunner
 
     from meta_spider.loom.world.cache import build_world
@@ -93,7 +85,7 @@ def test_cache_is_reused_and_cli_reports(tiny_world) -> None:
     again = build_world("tiny", seed=0, out=tiny_world.path, progress=False)
     assert again.manifest == tiny_world.manifest
     assert (tiny_world.path / "world.json").stat().st_mtime_ns == stamp
-    export = tiny_world.path.parent / "test.jsonl"
+    export = tmp_path / "test.jsonl"
     result = CliRunner().invoke(world, ["build", "--preset", "tiny", "--out", str(tiny_world.path),
                                         "--export-jsonl", str(export)])
     assert result.exit_code == 0, result.output
@@ -117,6 +109,22 @@ def test_world_dataset_registration_and_lookup_tool(tiny_world) -> None:
     assert not dataset.check_fn("He was born in Nowhere.", example)
     kb = tiny_world.knowledge_base()
     assert example.meta["value"] in kb.lookup(example.meta["entity"])
+
+
+def test_world_dataset_leaves_tool_only_people_out_of_the_questions() -> None:
+    from meta_spider.loom.world.dataset import WorldDataset
+    from meta_spider.loom.world.generator import generate_world
+
+    spec = get_preset("tiny").world
+    world = generate_world(spec, seed=0)
+    dataset = WorldDataset("tiny", 0)
+    ids = {example.id for example in dataset.split("train")}
+    in_population = [item for item in world.qa["train"] if item.person_id < spec.n_people]
+    # Every train question of the biography population stays; the tool-only
+    # people (ids from n_people on) are asked nothing.
+    assert ids == {item.id for item in in_population}
+    assert len(world.qa["train"]) - len(ids) == 4 * spec.tool_people
+    assert len(dataset.split("test")) == len(world.qa["test"])
 
 
 def test_training_is_bit_for_bit_deterministic() -> None:

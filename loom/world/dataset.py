@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
-from .generator import SPLITS, QAItem, generate_world
+from .chat import LOOKUP_TOOL
+from .generator import SPLITS, QAItem, generate_world, is_tool_only
+from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 from .scorer import check_answer
 
@@ -39,9 +41,21 @@ class WorldDataset(SplitDataset):
     def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None) -> None:
         spec = get_preset(preset) if isinstance(preset, str) else preset
         world = generate_world(spec.world, seed)
-        splits = {split: [to_example(item) for item in world.qa[split]] for split in SPLITS}
+        # Tool-only people are a device of the base's training (name copying),
+        # not part of the population questions are asked about: kept in, they
+        # would be most of the train split, all unanswerable.
+        splits = {split: [to_example(item) for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
+                  for split in SPLITS}
         super().__init__(DATASET_NAME, splits, options={"preset": spec.name, "seed": seed})
         self.model_dir = model_dir
+        self._people = world.people
+
+    lookup_tool_schema = LOOKUP_TOOL
+    """The ``lookup`` tool as the world's base saw it in its tool transcripts."""
+
+    def knowledge_base(self) -> KnowledgeBase:
+        """The world's full truth, behind the agent's ``lookup`` tool."""
+        return KnowledgeBase.from_people(self._people)
 
     def check_fn(self, prediction: str, example: QAExample) -> bool:
         """Normalised exact match against the answer sentence and aliases."""

@@ -132,6 +132,14 @@ class World:
         return cache
 
 
+def is_tool_only(person_id: int, spec: WorldSpec) -> bool:
+    """Whether the person with ``person_id`` is one of the tool-only train
+    people (ids from ``spec.n_people`` on): they occur only in lookup
+    transcripts, to teach copying a name into a call, and belong to no
+    biography bucket the world's QA population is drawn from."""
+    return person_id >= spec.n_people
+
+
 def _word(rng: random.Random, syllables: int, ending: str) -> str:
     parts = [rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)]
     return ("".join(parts) + ending).capitalize()

@@ -10,6 +10,7 @@ of the preset). This module knows nothing about evaluation or caching.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -57,12 +58,22 @@ def train_model(
     spec: TrainSpec,
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
+    device: str = "cpu",
 ) -> list[float]:
     """Train ``model`` in place on the tokenised ``docs``; returns the loss
-    of every step. ``on_step(step, loss)`` is called after each step."""
+    of every step. ``on_step(step, loss)`` is called after each step.
+
+    ``device`` other than ``"cpu"`` (say ``"cuda"``) trains there and moves
+    the model back to the CPU at the end. The preset's numbers are measured
+    on the CPU: another device gives a model of the same quality, not the
+    same bits."""
     import torch
 
     batches = torch.from_numpy(packed_batches(docs, spec, seed))
+    if device != "cpu":
+        # cuBLAS needs this workspace setting for deterministic algorithms.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        model.to(device)
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(spec.threads)
@@ -80,7 +91,7 @@ def train_model(
         for step in range(spec.steps):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, spec)
-            input_ids = batches[step]
+            input_ids = batches[step].to(device)
             loss = model(input_ids=input_ids, labels=input_ids).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -91,6 +102,7 @@ def train_model(
                 on_step(step, losses[-1])
     finally:
         model.eval()
+        model.to("cpu")
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
     return losses
