@@ -34,7 +34,7 @@ _DOUBTER_OPTIONS = ("encoder_dim", "encoder_num_heads", "encoder_num_layers", "n
                     "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init")
 _TRAINER_OPTIONS = ("epochs", "lr", "batch_size", "gradient_accumulation_steps", "gate_lr_multiplier",
                     "weight_decay", "optimizer", "probe_loss_weight", "pos_weight", "balance_classes",
-                    "enable_self_correction", "early_stopping_metric", "seed", "mixed_precision",
+                    "enable_self_correction", "answer_loss_weight", "early_stopping_metric", "seed", "mixed_precision",
                     "max_grad_norm", "train_split", "validation_split")
 
 
@@ -65,6 +65,8 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--probe-loss-weight", type=float, default=None, help="weight of the P(correct) BCE")
 @click.option("--pos-weight", type=float, default=None, help="BCE weight of the correct class")
 @click.option("--balance-classes/--no-balance-classes", default=None, help="pos_weight = n_wrong / n_correct")
+@click.option("--answer-loss-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="LM-loss weight of answer targets relative to refusals (>1: pass 2 answers more)")
 @click.option("--self-correction/--no-self-correction", "enable_self_correction", default=None,
               help="confirm / correct / refuse targets (transformer encoder)")
 @click.option("--early-stopping-metric", type=click.Choice(EARLY_STOPPING_METRICS), default=None)

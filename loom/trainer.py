@@ -142,11 +142,12 @@ class _Pass2(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 prompt_lengths: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                layer_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                layer_states: torch.Tensor, example_weights: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         model, structure, checkpointing = self._base
         batch = TeacherForcedBatch(input_ids, attention_mask, labels, prompt_lengths, prompt_ids, prompt_mask)
         output = teacher_forced_forward(model, structure, self.doubter, batch, layer_states=layer_states,
-                                        gradient_checkpointing=checkpointing)
+                                        gradient_checkpointing=checkpointing, example_weights=example_weights)
         return output.lm_loss, output.p_correct_logit, output.probe_logits
 
 
@@ -290,7 +291,13 @@ class Trainer:
         tensors = {name: getattr(batch, name).to(device) for name in
                    ("input_ids", "attention_mask", "labels", "prompt_lengths", "prompt_ids", "prompt_mask")}
         tensors["layer_states"] = rows.states[list(indices)].to(device)
+        tensors["example_weights"] = torch.tensor([self._lm_weight(rows, i) for i in indices], device=device)
         return tensors
+
+    def _lm_weight(self, rows: TrainingRows, index: int) -> float:
+        """LM-loss weight of row ``index``: ``answer_loss_weight`` for answer
+        targets, 1 for refusals."""
+        return 1.0 if rows.targets.kinds[index] == "refuse" else float(self.config.answer_loss_weight)
 
     # ------------------------------------------------------------ losses
 
@@ -317,8 +324,9 @@ class Trainer:
             window = batches[start : start + step]
             for position, batch in enumerate(window):
                 local = batch[rank::world]
-                local_tokens = sum(len(rows.targets.ids[i]) for i in local)
-                global_tokens = sum(len(rows.targets.ids[i]) for i in batch)
+                # The LM loss is a weighted token mean: normalise by weighted tokens.
+                local_tokens = sum(len(rows.targets.ids[i]) * self._lm_weight(rows, i) for i in local)
+                global_tokens = sum(len(rows.targets.ids[i]) * self._lm_weight(rows, i) for i in batch)
                 labels = rows.correct[local].float().to(accelerator.device)
                 # Only the window's last micro-step synchronises gradients.
                 sync = position == len(window) - 1
@@ -377,7 +385,7 @@ class Trainer:
         for start in range(0, len(local), self.config.eval_batch_size):
             chunk = local[start : start + self.config.eval_batch_size]
             inputs = self._inputs(chunk, rows)
-            batch = TeacherForcedBatch(**{k: v for k, v in inputs.items() if k != "layer_states"})
+            batch = TeacherForcedBatch(**{k: v for k, v in inputs.items() if k not in ("layer_states", "example_weights")})
             with accelerator.autocast():
                 output = teacher_forced_forward(self.pipe.model, self.pipe.structure, self.doubter, batch,
                                                 layer_states=inputs["layer_states"],

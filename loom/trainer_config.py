@@ -51,6 +51,9 @@ class TrainerConfig:
     pos_weight: Optional[float] = _help(
         "BCE weight of the correct class (None: 1, or n_wrong/n_correct with balance_classes)", None)
     balance_classes: bool = _help("set pos_weight to n_wrong / n_correct of the training split", False)
+    answer_loss_weight: float = _help(
+        "LM-loss weight of rows whose target is an answer (confirm / correct) relative to refusal rows; "
+        "above 1 moves pass 2 toward answering, below 1 toward refusing", 1.0)
     enable_self_correction: bool = _help("confirm / correct / refuse targets (needs the transformer encoder)", False)
     pretrain_projectors: bool = _help("fit the selective encoder's per-layer probes to pass1_correct first", True)
     pretrain_iterations: int = _help("L-BFGS iterations of the per-layer probe fit", 50)
@@ -74,7 +77,7 @@ class TrainerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("lr", "gate_lr_multiplier"):
+        for name in ("lr", "gate_lr_multiplier", "answer_loss_weight"):
             value = getattr(self, name)
             if not _number(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -286,3 +286,32 @@ def test_config_rejects_bad_values_quoting_them(field: str, value: object) -> No
     with pytest.raises(ValueError, match="not both"):
         TrainerConfig(pos_weight=2.0, balance_classes=True)
     assert TrainerConfig.from_dict(TrainerConfig(lr=0.5).to_dict()) == TrainerConfig(lr=0.5)
+
+
+def _lm_loss_of(trainer: Trainer, pipe, activations, kind: str) -> float:
+    """The trained pass 2's LM loss on the training rows whose target is ``kind``."""
+    from meta_spider.loom.trainer_data import load_activations, prepare_rows
+    from meta_spider.wrapper.training import TeacherForcedBatch, teacher_forced_forward
+
+    rows = prepare_rows(load_activations(activations), trainer.doubter.config, pipe.tokenizer,
+                        sorted(pipe.decoder.eos_token_ids), trainer.config)
+    inputs = trainer._inputs([i for i in rows.train if rows.targets.kinds[i] == kind], rows)
+    batch = TeacherForcedBatch(**{k: v for k, v in inputs.items() if k not in ("layer_states", "example_weights")})
+    with torch.no_grad():
+        return float(teacher_forced_forward(pipe.model, pipe.structure, trainer.doubter, batch,
+                                            layer_states=inputs["layer_states"]).lm_loss)
+
+
+def test_answer_loss_weight_is_validated_and_moves_pass_two_toward_answering(pipe, activations) -> None:
+    with pytest.raises(ValueError, match="answer_loss_weight"):
+        TrainerConfig(answer_loss_weight=0.0)
+    # Weighing answer targets 8x: pass 2 fits the answers better and the refusals worse.
+    losses = {}
+    for weight in (1.0, 8.0):
+        torch.manual_seed(0)
+        trainer = Trainer(pipe.new_doubter(encoder_type="selective"), pipe,
+                          _config(epochs=2, answer_loss_weight=weight))
+        trainer.fit(activations)
+        losses[weight] = (_lm_loss_of(trainer, pipe, activations, "confirm"),
+                          _lm_loss_of(trainer, pipe, activations, "refuse"))
+    assert losses[8.0][0] < losses[1.0][0] and losses[8.0][1] > losses[1.0][1]

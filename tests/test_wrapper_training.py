@@ -118,3 +118,18 @@ def test_training_forward_accepts_collected_layer_states() -> None:
     torch.testing.assert_close(from_dataset.layer_states, from_pass1.layer_states, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="as many targets"):
         pipe.training_forward(prompt_ids, targets[:1])
+
+
+def test_lm_loss_weighs_rows_and_stays_a_token_mean() -> None:
+    from meta_spider.wrapper.training import IGNORE_INDEX, lm_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 3, 4, 5], [IGNORE_INDEX, 1, 2, IGNORE_INDEX, IGNORE_INDEX]])
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
+                                                  ignore_index=IGNORE_INDEX, reduction="none").view(2, 4)
+    row0, row1 = per_token[0, 1:4], per_token[1, 0:2]  # row 0: 3 target tokens, row 1: 2
+    assert torch.allclose(lm_loss(logits, labels), torch.cat([row0, row1]).mean())
+    assert torch.allclose(lm_loss(logits, labels, torch.ones(2)), lm_loss(logits, labels))
+    weighted = lm_loss(logits, labels, torch.tensor([3.0, 1.0]))
+    assert torch.allclose(weighted, (3 * row0.sum() + row1.sum()) / (3 * 3 + 2))

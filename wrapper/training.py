@@ -122,6 +122,18 @@ def read_prompt_states(model: nn.Module, structure: DecoderStructure, doubter: D
     return record.states()
 
 
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, example_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy over the labelled positions: the mean over
+    target tokens, each weighted by its row's ``example_weights`` when given."""
+    flat_logits, flat_labels = logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+    if example_weights is None:
+        return nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
+    per_token = nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    mask = (labels[:, 1:] != IGNORE_INDEX).float()
+    weights = (mask * example_weights.to(mask.device, torch.float32).unsqueeze(1)).reshape(-1)
+    return (per_token * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
 def teacher_forced_forward(
     model: nn.Module,
     structure: DecoderStructure,
@@ -133,9 +145,12 @@ def teacher_forced_forward(
     return_logits: bool = False,
     correct: torch.Tensor | None = None,
     probe_weight: float = 1.0,
+    example_weights: torch.Tensor | None = None,
 ) -> TrainingOutput:
     """One training forward; call ``.loss.backward()`` on the result.
-    ``correct`` (``[B]``, 1 = the base's answer is right) adds the probe loss."""
+    ``correct`` (``[B]``, 1 = the base's answer is right) adds the probe loss.
+    ``example_weights`` (``[B]``) weighs each row's target tokens in the LM
+    loss, which stays a weighted mean over target tokens."""
     device = next(model.parameters()).device
     if layer_states is None:
         layer_states = read_prompt_states(model, structure, doubter, batch)
@@ -150,9 +165,7 @@ def teacher_forced_forward(
         )
     logits = output.logits.float()
     labels = batch.labels.to(device)
-    loss = nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    loss = lm_loss(logits, labels, example_weights)
     probe_loss = None
     if correct is not None:
         target = torch.as_tensor(correct, dtype=torch.float32, device=encoded.p_correct_logit.device)
