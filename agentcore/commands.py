@@ -100,24 +100,29 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="JSON script of outputs for the 'fake' backend (default: the built-in demo)."),
         click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
                      help="Most model steps per question."),
+        click.option("--tools", "tool_names", default=None, metavar="NAME[,NAME...]",
+                     help="Offer only these tools (default: every registered one), e.g. --tools lookup."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int) -> Any:
+def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
+              tool_names: str | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
     from meta_spider.agentcore.errors import AgentError
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
     from meta_spider.agentcore.script import load_script
+    from meta_spider.tools import UnknownToolError
 
     try:
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
+        names = None if tool_names is None else [name.strip() for name in tool_names.split(",") if name.strip()]
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
-                             max_steps=max_steps)
-    except AgentError as exc:
+                             max_steps=max_steps, tool_names=names)
+    except (AgentError, UnknownToolError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -127,7 +132,8 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
 @click.option("--json", "as_json", is_flag=True, help="Print the step records as JSON instead of the trace.")
 @click.pass_context
 def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy: str | None,
-                backend: str | None, script: Path | None, max_steps: int, as_json: bool) -> None:
+                backend: str | None, script: Path | None, max_steps: int, tool_names: str | None,
+                as_json: bool) -> None:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
@@ -138,7 +144,7 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     from meta_spider.backends import BackendError
     from meta_spider.plugins import PluginError
 
-    launcher = _launcher(ctx, run_dir, script, max_steps)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     console = Console()
     try:
         agent = launcher.build_agent(policy=policy, backend=backend)
@@ -183,7 +189,8 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
 @click.option("--no-trace", is_flag=True, help="Start with the trace hidden (/trace on shows it).")
 @click.pass_context
 def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None,
-                 script: Path | None, max_steps: int, history: Path | None, no_trace: bool) -> None:
+                 script: Path | None, max_steps: int, tool_names: str | None, history: Path | None,
+                 no_trace: bool) -> None:
     """Chat with the agent in the terminal. Enter sends; end a line with a
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
@@ -192,7 +199,7 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
     from meta_spider.backends import BackendError
     from meta_spider.plugins import PluginError
 
-    launcher = _launcher(ctx, run_dir, script, max_steps)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
     except (AgentError, BackendError, PluginError) as exc:

@@ -17,13 +17,14 @@ nothing about terminals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import pluggy
 
 from meta_spider.agentcore.errors import AgentError
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
+from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema, load_run_dataset
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
 from meta_spider.backends import StopBackend
 from meta_spider.backends.base import InferenceBackend
@@ -82,6 +83,8 @@ class AgentLauncher:
     """Backs the ``lookup`` tool; None takes the script's facts (if any)."""
     max_steps: int = 8
     system_prompt: str | None = None
+    tool_names: Sequence[str] | None = None
+    """Offer only these tools (None: every registered one)."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -92,13 +95,20 @@ class AgentLauncher:
         self._backends = ComponentRegistry.from_plugins(self.pm, "register_backends", "backend")
         self._renderers = ComponentRegistry.from_plugins(self.pm, "register_renderers", "renderer")
         self._built_backends: dict[str, InferenceBackend] = {}
-        knowledge_base = self.knowledge_base
+        knowledge_base, schema = self.knowledge_base, None
         if knowledge_base is None:  # run.json's facts, when it names some
             knowledge_base = self.run_settings.make_knowledge_base()
+        if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
+            dataset = load_run_dataset(self.pm, self.run_settings)
+            knowledge_base, schema = dataset_knowledge_base(dataset), dataset_lookup_schema(dataset)
         if knowledge_base is None and self.script is not None and self.script.facts:
             knowledge_base = DictKnowledgeBase(self.script.facts, name="script-facts")
         self._knowledge_base = knowledge_base
-        self.tools = ToolRegistry.from_plugins(self.pm, knowledge_base=knowledge_base)
+        self.tools = ToolRegistry.from_plugins(self.pm)
+        if knowledge_base is not None:
+            self.tools.install_knowledge_base(knowledge_base, schema)
+        if self.tool_names is not None:
+            self.tools = self.tools.subset(self.tool_names)
 
     # ------------------------------------------------------------ names
 

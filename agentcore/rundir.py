@@ -98,6 +98,9 @@ class RunSettings:
     """run.json's ``calibration`` (scorer name -> threshold entry)."""
     knowledge_base: dict[str, Any] = field(default_factory=dict)
     """run.json's ``knowledge_base`` settings, paths resolved."""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    """run.json's ``dataset`` (``name``, ``options``): where the agent's
+    ``lookup`` finds facts when no ``knowledge_base`` file is named."""
 
     @property
     def default_backend(self) -> str | None:
@@ -246,6 +249,11 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
     if not isinstance(knowledge_base, Mapping):
         raise RunFileError(str(path), "knowledge_base", f"expected an object, got {knowledge_base!r:.80}",
                            'Write e.g. "knowledge_base": {"facts_path": "facts.json"}.')
+    dataset = data.get("dataset") or {}
+    if not isinstance(dataset, Mapping) or not isinstance(dataset.get("options", {}), Mapping):
+        raise RunFileError(str(path), "dataset", f"expected an object with 'name' and 'options', got {dataset!r:.80}",
+                           "Regenerate it with `metaloom collect`.")
     return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", str(path)),
                        system_prompt or None, directory, dict(calibration),
-                       _resolve_paths(dict(knowledge_base), directory))
+                       _resolve_paths(dict(knowledge_base), directory),
+                       {"name": dataset.get("name"), "options": dict(dataset.get("options", {}))})

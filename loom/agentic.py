@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from meta_spider.agentcore.loop import MetaAgent
+from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ToolStep
 from meta_spider.backends import StopBackend
 from meta_spider.loom.datasets import check_answer
@@ -366,43 +367,6 @@ def _threshold_of(policy: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- run directories
 
 
-def dataset_knowledge_base(dataset: Any) -> KnowledgeBase | None:
-    """The knowledge base a dataset supplies: its ``knowledge_base()``
-    method or ``knowledge_base`` attribute; for the embedded world (which
-    regenerates its people from preset and seed), the world's own."""
-    supplied = getattr(dataset, "knowledge_base", None)
-    if callable(supplied) and not isinstance(supplied, KnowledgeBase):
-        supplied = supplied()
-    if isinstance(supplied, KnowledgeBase):
-        return supplied
-    if getattr(dataset, "name", None) == "world":
-        from meta_spider.loom.world import KnowledgeBase as WorldKnowledgeBase
-        from meta_spider.loom.world import generate_world, get_preset
-
-        options = getattr(dataset, "options", {})
-        world = generate_world(get_preset(options.get("preset", "small")).world, int(options.get("seed", 0)))
-        return WorldKnowledgeBase.from_people(world.people)
-    return None
-
-
-def lookup_tool_for(knowledge_base: KnowledgeBase, dataset: Any = None) -> Tool:
-    """The ``lookup`` tool over ``knowledge_base``; with the schema the
-    dataset's transcripts used (``lookup_tool_schema``, or the world's
-    ``LOOKUP_TOOL``) when it has one, so the prompt matches training."""
-    tool = make_lookup_tool(knowledge_base)
-    schema = getattr(dataset, "lookup_tool_schema", None)
-    if schema is None and getattr(dataset, "name", None) == "world":
-        from meta_spider.loom.world.chat import LOOKUP_TOOL as schema  # noqa: N811 - a constant, renamed
-    if not isinstance(schema, Mapping):
-        return tool
-    function = schema.get("function", schema)
-    if function.get("name") != tool.name:
-        return tool
-    return Tool(name=tool.name, description=function.get("description", tool.description),
-                parameters=dict(function.get("parameters", tool.parameters)), function=tool.function,
-                metadata=dict(tool.metadata))
-
-
 def tasks_from_dataset(dataset: Any, split: str = "test", *, tools: Sequence[Tool] = (),
                        max_tasks: int | None = None) -> list[AgentTask]:
     """One task per example of ``split``, asked the way the dataset asks it
@@ -460,7 +424,7 @@ def run_agentic_eval(
     settings = read_run_settings(run_dir)
     if knowledge_base is None:
         knowledge_base = dataset_knowledge_base(dataset) or settings.make_knowledge_base()
-    tools = (lookup_tool_for(knowledge_base, dataset),) if knowledge_base is not None else ()
+    tools = (make_lookup_tool(knowledge_base, dataset_lookup_schema(dataset)),) if knowledge_base is not None else ()
     tasks = tasks_from_dataset(dataset, split, tools=tools, max_tasks=max_tasks)
     if not tasks:
         raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', '?')!r} has no examples to run")

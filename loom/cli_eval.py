@@ -73,12 +73,15 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
               help="Doubter checkpoint (default: run.json's 'checkpoint')")
 @click.option("--device", default=None, help="torch device (default: run.json's model.device)")
 @click.option("--agentic", is_flag=True, help="also run the agent comparison (agentic_report.json)")
+@click.option("--closed-book", "closed_book", multiple=True, metavar="POLICY",
+              help="with --agentic: run POLICY without tools (repeatable), e.g. --closed-book direct")
 @click.option("--no-plot", is_flag=True, help="do not write risk_coverage.png")
 @click.option("--quiet", is_flag=True, help="no progress bars and no summary")
 @click.pass_context
 def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Optional[int], max_tokens: Optional[int],
                  target_coverage: Optional[float], target_risk: Optional[float], checkpoint: Optional[Path],
-                 device: Optional[str], agentic: bool, no_plot: bool, quiet: bool) -> None:
+                 device: Optional[str], agentic: bool, closed_book: tuple[str, ...], no_plot: bool,
+                 quiet: bool) -> None:
     """Compare the Doubter with the base and with baselines on held-out questions."""
     from rich.console import Console
 
@@ -89,6 +92,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
 
     if target_coverage is not None and target_risk is not None:
         raise click.UsageError("give --target-coverage or --target-risk, not both")
+    if closed_book and not agentic:
+        raise click.UsageError("--closed-book applies to the agent comparison: add --agentic")
     console = Console(stderr=True, quiet=quiet)
     try:
         manifest = RunManifest.load(run_dir)
@@ -131,7 +136,11 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
         from meta_spider.loom.agentic import run_agentic_eval
 
         # it prints its own summary to the console
-        agentic_report = run_agentic_eval(run_dir, console=console)
+        try:
+            agentic_report = run_agentic_eval(run_dir, console=console, split=split, max_tasks=max_examples,
+                                              closed_book=closed_book)
+        except ValueError as error:  # e.g. --closed-book naming a policy the comparison does not run
+            raise click.ClickException(str(error)) from error
         text = agentic_report.to_json()
         (run_dir / AGENTIC_REPORT_FILE).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         written.append(AGENTIC_REPORT_FILE)

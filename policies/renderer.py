@@ -20,8 +20,10 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
 * without one, the renderer refuses with :data:`REFUSAL_SENTENCE`.
 
 A confident (or unjudged) decision is an ``Answer``, unless its text is (or
-starts with) the refusal sentence, which makes a ``Refuse``. The renderer
-knows nothing about how confidence was computed.
+starts with) the refusal sentence, which makes a ``Refuse``; when a gated
+decision was confident yet the model wrote that sentence, it takes the
+uncertain path above (a lookup when one is available). The renderer knows
+nothing about how confidence was computed.
 """
 
 from __future__ import annotations
@@ -106,9 +108,15 @@ class DefaultRenderer:
             return _tool_call(result)
         text = result.content.strip()
         uncertain = self._uncertainty(decision)
+        if uncertain is None and decision.confident and is_refusal(text):
+            # Confident by its gate, yet the model wrote that it does not know:
+            # with a lookup at hand that is as good a reason as a low P(correct).
+            uncertain = "the model refused"
         if uncertain is not None:
             if self.lookup_when_uncertain and self.lookup_available(tools):
                 return self._native_lookup(uncertain, decision, session, backend, tools)
+            if uncertain == "the model refused":
+                return Refuse(text=text, reason="model")
             return Refuse(text=REFUSAL_SENTENCE, reason=uncertain)
         if is_refusal(text):
             return Refuse(text=text, reason="model")

@@ -184,3 +184,34 @@ def test_a_manifest_written_by_the_loom_gives_the_transformers_settings(plugin_m
     assert settings.system_prompt == "Answer briefly." and settings.policy is None
     launcher = AgentLauncher(plugin_manager, settings)
     assert launcher.system_prompt == "Answer briefly." and launcher.default_policy == "direct"
+
+
+def test_tools_option_offers_only_the_named_tools(plugin_manager, tmp_path: Path) -> None:
+    script = write_script(tmp_path, ["Amberhold."])
+    result = invoke(plugin_manager, "--script", str(script), "--tools", "lookup", "--json", "Capital of Veloria?")
+    assert result.exit_code == 0, result.output
+    prompt = json.loads(result.output)["steps"][0]["decision"]["metadata"]["prompt"]
+    assert '"name": "lookup"' in prompt and "calculator" not in prompt
+    result = invoke(plugin_manager, "--script", str(script), "--tools", "lookup,teleport", "Capital of Veloria?")
+    assert result.exit_code == 1 and "teleport" in result.output
+
+
+def test_a_run_on_the_world_looks_facts_up_in_the_world(plugin_manager, tmp_path: Path) -> None:
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.loom.world.chat import LOOKUP_TOOL
+    from meta_spider.loom.world.generator import generate_world
+    from meta_spider.loom.world.presets import get_preset
+
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": "tiny", "seed": 0}}}))
+    launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
+    lookup = launcher.tools["lookup"]
+    # The world's own schema (what its base saw in training) and the world's truth behind it.
+    assert lookup.to_schema()["function"]["description"] == LOOKUP_TOOL["function"]["description"]
+    person = generate_world(get_preset("tiny").world, 0).people[5]
+    assert str(person.birth_year) in lookup(query=person.name)
+    # A facts file in run.json still wins over the dataset.
+    (tmp_path / "facts.json").write_text(json.dumps({"x": "y"}))
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": "tiny"}},
+                                                   "knowledge_base": {"facts_path": "facts.json"}}))
+    launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
+    assert launcher.tools["lookup"](query="x") == "y"

@@ -79,13 +79,21 @@ def test_eval_options(fresh_run: Path) -> None:
 
 
 def test_eval_agentic_writes_the_agent_report(fresh_run: Path) -> None:
-    result = invoke("--run-dir", str(fresh_run), "--agentic", "--no-plot", "--max-examples", "1")
+    result = invoke("--run-dir", str(fresh_run), "--agentic", "--no-plot", "--max-examples", "2",
+                    "--closed-book", "direct")
     assert result.exit_code == 0, result.output
     agentic = json.loads((fresh_run / "agentic_report.json").read_text())
-    # the real agent comparison: the run's test questions through direct and doubter
+    # the real agent comparison: the run's test questions (as many as evaluated) through direct and doubter
     assert agentic["baseline"] == "direct" and set(agentic["policies"]) == {"direct", "doubter"}
-    assert agentic["num_tasks"] == 6
+    assert agentic["num_tasks"] == 2 and agentic["settings"]["closed_book"] == ["direct"]
     assert "agentic comparison" in result.output
+
+
+def test_eval_closed_book_needs_agentic_and_a_known_policy(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--no-plot", "--closed-book", "direct")
+    assert result.exit_code == 2 and "--agentic" in result.output
+    result = invoke("--run-dir", str(fresh_run), "--no-plot", "--agentic", "--closed-book", "oracle", "--max-examples", "1")
+    assert result.exit_code == 1 and "closed_book must name policies" in result.output
 
 
 def test_eval_without_checkpoint_says_to_train(fresh_run: Path) -> None:

@@ -111,8 +111,15 @@ def test_unparseable_call_refuses_and_records_the_failure() -> None:
     assert final.outcome == "refuse" and "could not be parsed" in final.action.reason
 
 
-def test_confident_refusal_from_pass_two_is_a_refusal() -> None:
-    final = agent(FakeBackend([introspection(0.95), "I don't know."]), lookup_tools()).ask(QUESTION)
+def test_confident_refusal_from_pass_two_looks_up_or_refuses() -> None:
+    # The model's own "I don't know" is uncertainty: with a lookup it looks up...
+    backend = FakeBackend([introspection(0.95), "I don't know.", CALL_BODY, "Amberhold."])
+    steps = list(agent(backend, lookup_tools()).run(QUESTION))
+    assert isinstance(steps[0].action, ToolCall) and steps[0].action.calls[0].name == "lookup"
+    assert steps[0].decision.metadata["lookup"]["reason"] == "the model refused"
+    assert (steps[-1].outcome, steps[-1].text) == ("answer", "Amberhold.")
+    # ...and without one it stays a refusal in the model's words.
+    final = agent(FakeBackend([introspection(0.95), "I don't know."]), ToolRegistry()).ask(QUESTION)
     assert final.outcome == "refuse" and final.action.reason == "model"
 
 

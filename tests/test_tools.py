@@ -377,3 +377,21 @@ def test_make_lookup_tool_rejects_a_non_knowledge_base() -> None:
         make_lookup_tool({"a": "b"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty after normalising"):
         DictKnowledgeBase({"?!": "x"})
+
+
+def test_lookup_tool_takes_the_schema_a_base_was_trained_with() -> None:
+    from meta_spider.tools import DictKnowledgeBase, make_lookup_tool
+
+    knowledge_base = DictKnowledgeBase({"Ada": "Ada was born in Kuba."})
+    schema = {"type": "function", "function": {
+        "name": "lookup", "description": "Look up a person.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "full name"}},
+                       "required": ["query"]}}}
+    tool = make_lookup_tool(knowledge_base, schema)
+    assert tool.to_schema()["function"]["description"] == "Look up a person."
+    assert tool.to_schema()["function"]["parameters"]["properties"]["query"]["description"] == "full name"
+    assert tool(query="Ada") == "Ada was born in Kuba."
+    for bad in ({"function": {"name": "search", "parameters": {"properties": {"query": {}}}}},
+                {"name": "lookup", "parameters": {"properties": {"q": {}}}}, "lookup"):
+        with pytest.raises(ValueError, match="lookup schema"):
+            make_lookup_tool(knowledge_base, bad)  # type: ignore[arg-type]

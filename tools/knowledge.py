@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from meta_spider.tools.tool import Tool
 
@@ -76,14 +76,31 @@ class EmptyKnowledgeBase:
         return None
 
 
-def make_lookup_tool(knowledge_base: KnowledgeBase) -> Tool:
+def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | None = None) -> Tool:
     """The ``lookup`` tool answering from ``knowledge_base``.
 
     A miss is a normal result (the model should learn it has to answer or
-    refuse), not an error.
+    refuse), not an error. ``schema`` (OpenAI function form, with or without
+    the ``{"type": "function", "function": ...}`` wrapper) replaces the
+    description and parameters the prompt shows, e.g. with the ones a base
+    saw in its tool-use training; it must name the tool ``lookup`` and take
+    a ``query`` string.
     """
     if not isinstance(knowledge_base, KnowledgeBase):
         raise TypeError(f"{knowledge_base!r} is not a KnowledgeBase (needs .name and .lookup(query))")
+    description, parameters = "Look up a fact in the knowledge base.", {
+        "type": "object",
+        "properties": {"query": {"type": "string", "description": "What to look up, e.g. 'capital of France'."}},
+        "required": ["query"],
+    }
+    if schema is not None:
+        function = schema.get("function", schema) if isinstance(schema, Mapping) else None
+        properties = function.get("parameters", {}).get("properties", {}) if isinstance(function, Mapping) else {}
+        if not isinstance(function, Mapping) or function.get("name") != LOOKUP_TOOL_NAME or "query" not in properties:
+            raise ValueError(f"a lookup schema must name the tool {LOOKUP_TOOL_NAME!r} and take a 'query' "
+                             f"parameter, got {schema!r:.200}")
+        description = function.get("description", description)
+        parameters = dict(function["parameters"])
 
     def lookup(query: str) -> str:
         fact = knowledge_base.lookup(query)
@@ -93,12 +110,8 @@ def make_lookup_tool(knowledge_base: KnowledgeBase) -> Tool:
 
     return Tool(
         name=LOOKUP_TOOL_NAME,
-        description="Look up a fact in the knowledge base.",
-        parameters={
-            "type": "object",
-            "properties": {"query": {"type": "string", "description": "What to look up, e.g. 'capital of France'."}},
-            "required": ["query"],
-        },
+        description=description,
+        parameters=parameters,
         function=lookup,
         metadata={"knowledge_base": knowledge_base.name},
     )

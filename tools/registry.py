@@ -9,7 +9,7 @@ override. The registry also installs the knowledge base behind the built-in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from meta_spider.plugins import PluginRegistrationError, collect
 from meta_spider.tools.errors import DuplicateToolError, UnknownToolError
@@ -70,14 +70,16 @@ class ToolRegistry:
             raise DuplicateToolError(tool.name, self._entries[tool.name].source, source)
         self._entries[tool.name] = ToolEntry(tool, source)
 
-    def install_knowledge_base(self, knowledge_base: KnowledgeBase) -> Tool:
+    def install_knowledge_base(self, knowledge_base: KnowledgeBase,
+                               schema: Mapping[str, Any] | None = None) -> Tool:
         """Make ``lookup`` answer from ``knowledge_base`` and return the new tool.
 
         Replaces the registered ``lookup`` (keeping its source: it is the same
         tool over different facts) or adds one with source
-        ``knowledge_base:<name>`` when none is registered.
+        ``knowledge_base:<name>`` when none is registered. ``schema`` is
+        passed to :func:`make_lookup_tool`.
         """
-        tool = make_lookup_tool(knowledge_base)
+        tool = make_lookup_tool(knowledge_base, schema)
         existing = self._entries.get(LOOKUP_TOOL_NAME)
         source = existing.source if existing else f"knowledge_base:{knowledge_base.name}"
         self._entries[LOOKUP_TOOL_NAME] = ToolEntry(tool, source)
