@@ -1,14 +1,15 @@
-"""The demo: the agent loop on a *scripted* backend.
+"""A walkthrough of the agent loop on a *scripted* backend.
 
-No model runs yet: a :class:`~meta_spider.backends.FakeBackend` plays a
-model whose replies are written below, but everything around it is real:
-plugins load, prompts are rendered with a chat template carrying the tool
+No model runs: a :class:`~meta_spider.backends.FakeBackend` plays a model
+whose replies are written below, but everything around it is real: plugins
+load, prompts are rendered with a chat template carrying the tool
 definitions, replies are parsed as native ``<tool_call>`` blocks, the real
 ``calculator`` and ``lookup`` tools run, and :class:`StopBackend` cuts a
-reply that runs on into the user's turn. Later issues replace the scripted
-backend with the embedded world's trained base.
+reply that runs on into the user's turn. It is also what ``meta-agent
+--backend fake`` plays. The demo with a trained Doubter on the embedded
+world is :mod:`meta_spider.loom.demo` (scripts/demo.sh).
 
-Run with ``python -m meta_spider.agentcore.demo`` (scripts/demo.sh).
+Run with ``python -m meta_spider.agentcore.demo``.
 """
 
 from __future__ import annotations

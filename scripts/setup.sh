@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project's virtual environment and installs
-# meta-spider with every extra, pinned by constraints.txt. Sourced by
-# scripts/test.sh and scripts/demo.sh; safe to run on a fresh machine.
+# meta-spider with the extras in $META_SPIDER_EXTRAS (default: all), pinned
+# by constraints.txt. Sourced by scripts/test.sh and scripts/demo.sh; safe to
+# run on a fresh machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${META_SPIDER_VENV:-$ROOT/.venv}"
@@ -13,6 +14,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade "pip>=24" "setuptools>=77" wheel
-echo "[setup] installing meta-spider[all] (llama-cpp-python compiles on the first run: ~10 min on 2 cores)"
-"${PIP[@]}" install -q -c "$ROOT/constraints.txt" -e "$ROOT[all]"
+EXTRAS="${META_SPIDER_EXTRAS:-all}"
+case ",$EXTRAS," in
+    *,all,*|*,llamacpp,*) echo "[setup] installing meta-spider[$EXTRAS] (llama-cpp-python compiles on the first run: ~10 min on 2 cores)" ;;
+    *) echo "[setup] installing meta-spider[$EXTRAS]" ;;
+esac
+"${PIP[@]}" install -q -c "$ROOT/constraints.txt" -e "$ROOT[$EXTRAS]"
 export PATH="$VENV/bin:$PATH"

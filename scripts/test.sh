@@ -3,6 +3,7 @@
 # test-only plugin packages under tests/, then runs pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export META_SPIDER_EXTRAS=all  # the tests exercise every backend
 source "$ROOT/scripts/setup.sh"
 for pkg in "$ROOT"/tests/thirdparty/*/; do
     [ -f "$pkg/pyproject.toml" ] && "${PIP[@]}" install -q -c "$ROOT/constraints.txt" "$pkg"

@@ -1,0 +1,148 @@
+"""The demo on the embedded default: the whole loom pipeline on the world's
+own base, then three questions through ``pipe.generate``.
+
+1. build (or reuse) the embedded world and its trained base,
+2. ``metaloom collect``: pass-1 activations with the base's own correctness,
+3. ``metaloom train``: the Doubter through the frozen base,
+4. ``metaloom eval``: the comparison report against baselines,
+5. three held-out questions: answers where the base knows, refusals where it
+   does not.
+
+Every step keeps its output in the run directory and is skipped when that
+output is already there, so a second run takes seconds plus model loading.
+Run with ``python -m meta_spider.loom.demo`` (``scripts/demo.sh``); this
+module only strings the public commands together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.rule import Rule
+from rich.table import Table
+
+DEMO_EPOCHS = 4
+"""Doubter training epochs of the demo run."""
+DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
+"""Collection settings: the world's answers are short sentences."""
+DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25")
+"""Extra ``metaloom train`` options of the demo run: answer targets weigh 1.25x,
+the weight that met the behaviour targets on the validation split (docs/loom.md)."""
+
+
+def default_run_dir(world_path: Path) -> Path:
+    """The demo's run directory: beside the world it was made from."""
+    return world_path / "demo-run"
+
+
+def _loom_command(args: Sequence[str]) -> None:
+    """Run ``metaloom ARGS`` in this process; a failure raises instead of exiting."""
+    from meta_spider.agentcore.cli import CliState, build_cli
+    from meta_spider.plugins import make_plugin_manager
+
+    pm = make_plugin_manager()
+    build_cli(pm).commands["loom"].main(args=list(args), prog_name="metaloom", standalone_mode=False,
+                                        obj=CliState(pm))
+
+
+def pick_questions(report: dict[str, Any], count: int = 3) -> list[dict[str, Any]]:
+    """Held-out questions that show both behaviours: first one the Doubter
+    answered and the base got right, then one it refused where the base was
+    wrong, then the next most confident answer. Outcomes are the report's
+    per-question records."""
+    outcomes = report["questions"]
+    answered = sorted((o for o in outcomes if o["action"] != "refuse" and o["pass1_correct"]),
+                      key=lambda o: -(o.get("p_correct") or 0.0))
+    refused = sorted((o for o in outcomes if o["action"] == "refuse" and not o["pass1_correct"]),
+                     key=lambda o: o.get("p_correct") or 0.0)
+    picked = [o for o in (answered[:1] + refused[:1] + answered[1:2] + refused[1:2]) if o][:count]
+    return picked
+
+
+def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, console: Console) -> list[dict[str, Any]]:
+    """Ask ``questions`` through ``pipe.generate`` and print what came back."""
+    examples = {example.id: example for example in dataset.split("test")}
+    table = Table(title="three held-out questions through pipe.generate", show_lines=True)
+    for column in ("question", "P(correct)", "pass 2 (with the Doubter)", "truth"):
+        table.add_column(column)
+    shown = []
+    for outcome in questions:
+        example = examples[outcome["id"]]
+        prompt = dataset.prompt(example)
+        result = pipe.generate(prompt.messages, max_new_tokens=24, return_result=True)
+        table.add_row(example.question, f"{result.p_correct:.2f}", result.text, example.answer)
+        shown.append({"question": example.question, "p_correct": result.p_correct, "text": result.text,
+                      "truth": example.answer})
+    console.print(table)
+    return shown
+
+
+def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, console: Console | None = None,
+             epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the report and the questions shown."""
+    from meta_spider.loom.cli_eval import REPORT_FILE
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.world import build_world
+
+    console = console or Console()
+    started = time.perf_counter()
+    console.print(Rule(f"1/5 embedded world ({preset}, seed {seed})"))
+    world = build_world(preset, seed=seed)
+    metrics = world.metrics["qa"]["test"]
+    console.print(f"base at {world.model_dir}: test QA exact match {metrics['accuracy']:.3f}")
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path)
+    console.print(f"run directory: {run_dir}")
+    dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}"]
+
+    console.print(Rule("2/5 metaloom collect"))
+    _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
+                   *DEMO_COLLECT_ARGS])
+    console.print(Rule("3/5 metaloom train"))
+    if RunManifest.load(run_dir).checkpoint is None:
+        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *DEMO_TRAIN_ARGS])
+    else:
+        console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
+    console.print(Rule("4/5 metaloom eval"))
+    report_path = run_dir / REPORT_FILE
+    if not report_path.is_file():
+        _loom_command(["eval", "--run-dir", str(run_dir)])
+    else:
+        from meta_spider.loom.comparison import ComparisonReport
+
+        report = ComparisonReport.from_json(report_path.read_text())
+        console.print(f"report found at {report_path}: shown, not recomputed")
+        console.print(report.summary())
+        console.print(report.acceptance_table())
+    report_data = json.loads(report_path.read_text())
+
+    console.print(Rule("5/5 three questions"))
+    from meta_spider.loom.cli_eval import _load_pipeline
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    manifest = RunManifest.load(run_dir)
+    pipe = _load_pipeline(manifest, run_dir, None, None)
+    dataset = WorldDataset(preset, seed, world.model_dir)
+    shown = show_questions(pipe, pick_questions(report_data), dataset, console)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return {"report": report_data, "questions": shown, "run_dir": str(run_dir)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meta_spider.loom.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", help="world preset (default: small)")
+    parser.add_argument("--seed", type=int, default=0, help="world seed")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
+    args = parser.parse_args(argv)
+    run_demo(args.preset, args.seed, args.run_dir, epochs=args.epochs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The demo on the tiny world: the whole pipeline through the public
+commands, then questions through ``pipe.generate``; a second run reuses every
+step's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from meta_spider.loom.demo import run_demo
+from meta_spider.loom.world import check_answer
+from meta_spider.policies.actions import is_refusal
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path) -> None:
+    run = tmp_path / "demo-run"
+    first = run_demo("tiny", 0, run, console=Console(record=True, width=120))
+    for name in ("run.json", "report.json", "activations/collection.json", "checkpoints/best"):
+        assert (run / name).exists(), name
+    report = json.loads((run / "report.json").read_text())
+    assert {row["name"] for row in report["acceptance"]} >= {"doubter_auroc", "refusal_precision", "mcnemar_p"}
+    shown = first["questions"]
+    assert len(shown) == 3
+    # One confident answer that is right, one honest refusal.
+    assert check_answer(shown[0]["text"], [shown[0]["truth"]]) and shown[0]["p_correct"] > shown[1]["p_correct"]
+    assert is_refusal(shown[1]["text"])
+
+    console = Console(record=True, width=1000)  # the temporary paths are long: no wrapping
+    again = run_demo("tiny", 0, run, console=console)
+    text = console.export_text()
+    assert "skipped" in text and "shown, not recomputed" in text
+    assert again["questions"] == shown
