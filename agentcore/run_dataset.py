@@ -11,6 +11,7 @@ those duck-typed hooks; it knows nothing about any particular dataset.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
 from meta_spider.tools import KnowledgeBase
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from meta_spider.agentcore.rundir import RunSettings
 
 __all__ = ["dataset_knowledge_base", "dataset_lookup_schema", "load_run_dataset"]
+
+logger = logging.getLogger(__name__)
 
 
 def dataset_knowledge_base(dataset: Any) -> KnowledgeBase | None:
@@ -40,10 +43,19 @@ def dataset_lookup_schema(dataset: Any) -> Mapping[str, Any] | None:
 
 def load_run_dataset(pm: "pluggy.PluginManager", settings: "RunSettings") -> Any | None:
     """The dataset run.json names (``dataset.name`` and ``options``), built
-    through the plugins' ``register_datasets``; None when the run names none."""
+    through the plugins' ``register_datasets``; None when the run names none.
+
+    The agent only borrows facts from it, so a dataset that cannot be built
+    here (a JSONL file moved since collection, a plugin not installed) is a
+    warning, not an error: the agent runs without that knowledge base."""
     name = settings.dataset.get("name")
     if not name:
         return None
     from meta_spider.loom.datasets import create_dataset
 
-    return create_dataset(pm, name, **dict(settings.dataset.get("options") or {}))
+    try:
+        return create_dataset(pm, name, **dict(settings.dataset.get("options") or {}))
+    except Exception as error:  # noqa: BLE001 - any failure of a plugin's factory means "no facts from it"
+        logger.warning("run.json's dataset %r cannot be loaded (%s); the lookup tool gets no facts from it. "
+                       "Name a facts file in run.json's knowledge_base.facts_path to give it some.", name, error)
+        return None

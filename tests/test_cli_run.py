@@ -215,3 +215,12 @@ def test_a_run_on_the_world_looks_facts_up_in_the_world(plugin_manager, tmp_path
                                                    "knowledge_base": {"facts_path": "facts.json"}}))
     launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
     assert launcher.tools["lookup"](query="x") == "y"
+
+
+def test_a_dataset_that_cannot_load_only_costs_the_facts(plugin_manager, tmp_path: Path, caplog) -> None:
+    from meta_spider.agentcore.launch import AgentLauncher
+
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "jsonl", "options": {"path": "gone.jsonl"}}}))
+    launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
+    assert "lookup" not in launcher.tools.names() or "No entry" in launcher.tools["lookup"](query="x")
+    assert "cannot be loaded" in caplog.text and "facts_path" in caplog.text

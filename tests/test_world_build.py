@@ -23,11 +23,55 @@ def test_tiny_base_loads_and_knows_frequent_facts(tiny_world) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(tiny_world.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_world.model_dir)
-    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert type(model).__name__ == "LlamaForCausalLM"  # the trained Qwen2, saved as Llama
     known = [i for i in tiny_world.qa("train") if i.bucket == "frequent"][:24]
     _, _, texts, correct = answer_items(model, tokenizer, known)
     assert sum(correct) >= len(known) // 2, list(zip(texts, [i.answer for i in known]))
     assert all(t.split()[0] in ("She", "He") for t in texts)
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_auto_tokenizer_gives_the_ids_the_base_was_trained_on(tiny_world) -> None:
+    """What ``AutoTokenizer`` makes of the saved folder must split text as
+    the trained tokenizer did: numbers, quotes and JSON included (a Qwen2
+    base would be given transformers' own Qwen2 split instead)."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    trained = Tokenizer.from_file(str(tiny_world.model_dir / "tokenizer.json"))
+    loaded = AutoTokenizer.from_pretrained(tiny_world.model_dir)
+    texts = [doc["text"] for doc in tiny_world.world().documents[:300]]
+    texts += ['{"name": "lookup", "arguments": {"query": "Ada Kuba"}} born 1968, in 1907.']
+    for text in texts:
+        assert loaded(text, add_special_tokens=False)["input_ids"] == trained.encode(text, add_special_tokens=False).ids
+
+
+def test_the_llama_checkpoint_computes_what_the_trained_qwen2_does() -> None:
+    import torch
+
+    from meta_spider.loom.world.generator import generate_world
+    from meta_spider.loom.world.model import as_llama, build_model, checkpoint_model
+    from meta_spider.loom.world.tokenizer import train_tokenizer
+
+    texts = [d["text"] for d in generate_world(get_preset("tiny").world, seed=0).documents[:200]]
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    spec = ModelSpec(vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                     max_positions=128)
+    model = build_model(spec, tokenizer, 0)
+    with torch.no_grad():  # away from the init, biases included
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    llama = as_llama(model)
+    assert type(llama).__name__ == "LlamaForCausalLM" and llama.config.attention_bias
+    ids = torch.tensor([tokenizer(texts[0], add_special_tokens=False)["input_ids"][:48]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, llama(ids).logits)
+    assert checkpoint_model(model, ModelSpec(checkpoint_architecture="qwen2", **{
+        k: getattr(spec, k) for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                                      "intermediate_size", "max_positions")})) is model
+    with pytest.raises(ValueError, match="checkpoint_architecture"):
+        ModelSpec(checkpoint_architecture="gpt2")
 
 
 @pytest.mark.world

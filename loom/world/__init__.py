@@ -1,5 +1,5 @@
 """The embedded world: a deterministic fictional world of people and facts,
-a byte-level BPE tokenizer and a small Qwen2 base trained from scratch on it,
+a byte-level BPE tokenizer and a small Llama base trained from scratch on it,
 so the project has a base that knows some facts and not others without any
 download.
 

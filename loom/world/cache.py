@@ -153,7 +153,7 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
     import torch
 
     from .evaluate import evaluate_world
-    from .model import build_model
+    from .model import build_model, checkpoint_model
     from .tokenizer import train_tokenizer
     from .train import train_model
 
@@ -174,6 +174,7 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
     model = build_model(preset.model, tokenizer, seed)
     losses = train_model(model, docs, preset.train, seed, on_step=on_step)
     timings["train_s"] = time.perf_counter() - mark
+    model = checkpoint_model(model, preset.model)  # the same function, in the form that is saved and evaluated
     model.save_pretrained(path / MODEL_DIR)
     tokenizer.save_pretrained(path / MODEL_DIR)
     stage("evaluating")

@@ -82,10 +82,21 @@ class WorldSpec:
             )
 
 
+CHECKPOINT_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2")
+"""How the trained base can be saved."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """Shape of the Qwen2 base and its tokenizer."""
+    """Shape of the base (a Qwen2 decoder) and its tokenizer."""
 
+    checkpoint_architecture: str = field(
+        default="llama",
+        metadata={"help": "how the trained Qwen2 weights are saved: 'llama' (default) writes the same function as "
+                          "a Llama checkpoint (attention biases, a zero output-projection bias), because "
+                          "transformers 5 loads any qwen2 checkpoint with its own Qwen2 tokenizer class, whose "
+                          "split (digits one by one, a quote glued to the next word) is not the one the base was "
+                          "trained on; 'qwen2' saves as trained"})
     vocab_size: int = field(default=2048, metadata={"help": "BPE vocabulary incl. special tokens"})
     hidden_size: int = field(default=192, metadata={"help": "residual width"})
     num_layers: int = field(default=4, metadata={"help": "decoder layers"})
@@ -95,6 +106,9 @@ class ModelSpec:
     max_positions: int = field(default=512, metadata={"help": "context length"})
 
     def __post_init__(self) -> None:
+        if self.checkpoint_architecture not in CHECKPOINT_ARCHITECTURES:
+            raise ValueError(f"checkpoint_architecture must be one of {CHECKPOINT_ARCHITECTURES}, "
+                             f"got {self.checkpoint_architecture!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size!r} not divisible by num_heads {self.num_heads!r}")
         if self.num_heads % self.num_kv_heads:

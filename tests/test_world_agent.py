@@ -1,13 +1,7 @@
-"""Issue 6's acceptance test on the tiny world, kept out of the suite while it fails.
-
-Run it on purpose: ``pytest tests/pending_world_agent_acceptance.py``
-(an explicit path is collected even though the name does not start with
-``test_``). It builds the tiny world, collects, trains and evaluates through
-the real commands, then asks ``meta-agent run`` one question the base knows
-and one it does not. It fails today for reasons recorded in the project
-notes: the tiny base does not copy held-out names into its lookup calls, and
-the trained Doubter over-refuses.
-"""
+"""Issue 6's acceptance on the tiny world: build (cached), collect, train and
+evaluate through the real commands, then ``meta-agent run`` with the
+``doubter`` policy answers a question the base knows without a tool call and
+one it does not know through a lookup in the world's knowledge base."""
 
 from __future__ import annotations
 
