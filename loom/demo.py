@@ -61,8 +61,7 @@ def pick_questions(report: dict[str, Any], count: int = 3) -> list[dict[str, Any
                       key=lambda o: -(o.get("p_correct") or 0.0))
     refused = sorted((o for o in outcomes if o["action"] == "refuse" and not o["pass1_correct"]),
                      key=lambda o: o.get("p_correct") or 0.0)
-    picked = [o for o in (answered[:1] + refused[:1] + answered[1:2] + refused[1:2]) if o][:count]
-    return picked
+    return (answered[:1] + refused[:1] + answered[1:2] + refused[1:2])[:count]
 
 
 def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, console: Console) -> list[dict[str, Any]]:
