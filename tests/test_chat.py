@@ -195,7 +195,12 @@ def _interrupt_when_streaming(chat_box: list[ChatLoop], console: Console, action
 
 
 @pytest.mark.parametrize("action", ["signal", "interrupt"])
-def test_interrupting_a_generation_keeps_the_session(plugin_manager, tmp_path: Path, action: str) -> None:
+def test_interrupting_a_generation_keeps_the_session(plugin_manager, tmp_path: Path, action: str,
+                                                     request: pytest.FixtureRequest) -> None:
+    # Ctrl-C raises KeyboardInterrupt only where SIGINT is not ignored (a suite
+    # started as a background job inherits it ignored): restore it here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     launcher = launcher_for(plugin_manager, [CAPITAL_CALL, CAPITAL_FACT, SLOW, "Amberhold lies on the river Sel."])
     console = recorded_console()
     chat_box: list[ChatLoop] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def spawn_chat(tmp_path: Path, outputs: list, facts: dict) -> pexpect.spawn:
         command,
         ["chat", "--backend", "fake", "--script", str(script), "--history", str(tmp_path / "history")],
         env=env, encoding="utf-8", timeout=90, dimensions=(40, 120),
+        # A suite started as a background job inherits SIGINT ignored, and so
+        # would the child: Ctrl-C must reach it as it does in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     child.logfile_read = (tmp_path / "terminal.log").open("w", encoding="utf-8")
     return child
