@@ -9,8 +9,6 @@ about how the base was trained.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -22,7 +20,6 @@ from .probe import LogisticProbe, auroc, cross_validated_auroc
 from .scorer import check_answer
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -92,32 +89,14 @@ def hidden_at_end(model: "PreTrainedModel", sequences: Sequence[Sequence[int]], 
 
 
 def parse_tool_call(text: str) -> tuple[str | None, dict[str, Any] | None, str]:
-    """Parse one ``<tool_call>`` block: (tool name, arguments, parser used).
+    """Parse one ``<tool_call>`` block with the native Hermes parser:
+    (tool name, arguments, parser used); (None, None, ...) when it holds no call."""
+    from meta_spider.native import NativeToolRenderer
 
-    Uses ``meta_spider.native.NativeToolRenderer(family="hermes")`` when that
-    module provides it, else a strict parse: the whole block between the
-    tags must be one JSON object with ``name`` and ``arguments``."""
-    try:
-        from meta_spider.native import NativeToolRenderer  # type: ignore[attr-defined]
-    except ImportError:
-        NativeToolRenderer = None
-    if NativeToolRenderer is not None:
-        parsed = NativeToolRenderer(family="hermes").parse(text)
-        calls = getattr(parsed, "tool_calls", None) or getattr(parsed, "calls", None) or []
-        if not calls:
-            return None, None, "native-hermes"
-        call = calls[0]
-        return getattr(call, "name", None), getattr(call, "arguments", None), "native-hermes"
-    match = re.fullmatch(r"\s*<tool_call>\s*(\{.*\})\s*</tool_call>\s*", text, flags=re.DOTALL)
-    if not match:
-        return None, None, "strict-json"
-    try:
-        body = json.loads(match.group(1))
-    except json.JSONDecodeError:
-        return None, None, "strict-json"
-    if not isinstance(body, dict) or not isinstance(body.get("arguments"), dict):
-        return None, None, "strict-json"
-    return body.get("name"), body["arguments"], "strict-json"
+    calls = NativeToolRenderer(family="hermes").parse(text).tool_calls
+    if not calls:
+        return None, None, "native-hermes"
+    return calls[0].name, calls[0].arguments, "native-hermes"
 
 
 def _accuracy_table(items: Sequence[QAItem], correct: Sequence[bool]) -> dict[str, Any]:
@@ -198,7 +177,7 @@ def evaluate_tool_use(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerB
     prefilled with ``<tool_call>``, completes a parseable ``lookup`` call
     naming the item's person."""
     completions = greedy_generate(model, tokenizer, [tool_prompt(i.question) for i in items], 48)
-    hits, parser = [], "strict-json"
+    hits, parser = [], "native-hermes"
     examples = []
     for item, ids in zip(items, completions):
         text = TOOL_CALL_OPEN + "\n" + tokenizer.decode(ids, skip_special_tokens=True)
