@@ -28,7 +28,9 @@ PLOT_FILE = "risk_coverage.png"
 AGENTIC_REPORT_FILE = "agentic_report.json"
 
 
-def _load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
+def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
+    """The run's base with its trained Doubter (``checkpoint``, else run.json's);
+    a missing or mismatched checkpoint is a ``ClickException`` saying what to do."""
     from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
 
     path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
@@ -112,7 +114,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
         raise click.ClickException(f"the activations hold no {split!r} questions (they hold {activations.splits}); "
                                    "pass --split, or collect that split")
     console.print(f"loading {manifest.model.name} with the Doubter")
-    pipe = _load_pipeline(manifest, run_dir, checkpoint, device)
+    pipe = load_pipeline(manifest, run_dir, checkpoint, device)
     comparison = BaselineComparison(pipe, benchmark, max_tokens=max_tokens,
                                     console=console, target_coverage=target_coverage, target_risk=target_risk)
     report = comparison.run()

@@ -121,11 +121,11 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     report_data = json.loads(report_path.read_text())
 
     console.print(Rule("5/5 three questions"))
-    from meta_spider.loom.cli_eval import _load_pipeline
+    from meta_spider.loom.cli_eval import load_pipeline
     from meta_spider.loom.world.dataset import WorldDataset
 
     manifest = RunManifest.load(run_dir)
-    pipe = _load_pipeline(manifest, run_dir, None, None)
+    pipe = load_pipeline(manifest, run_dir, None, None)
     dataset = WorldDataset(preset, seed, world.model_dir)
     shown = show_questions(pipe, pick_questions(report_data), dataset, console)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
