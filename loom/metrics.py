@@ -18,7 +18,9 @@ Two families, both numpy only:
   by comparing the refusal text with the reference answer.
 
 :func:`choose_threshold` picks an answer threshold on validation scores for a
-target coverage or risk; :func:`evaluate_at_coverage` turns any scorer into a
+target coverage or risk; :func:`threshold_for_goals` picks the one that
+answers most while the behaviour it gives meets :class:`BehaviourGoals`;
+:func:`evaluate_at_coverage` turns any scorer into a
 system that answers exactly a given share of questions, so baselines can be
 compared with the Doubter at matched coverage.
 
@@ -34,6 +36,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 __all__ = [
+    "BehaviourGoals",
     "MatchedCoverage",
     "RiskCoverageCurve",
     "ScoreMetrics",
@@ -49,6 +52,7 @@ __all__ = [
     "risk_coverage_curve",
     "score_metrics",
     "selective_metrics",
+    "threshold_for_goals",
 ]
 
 ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
@@ -356,7 +360,9 @@ def score_metrics(p_correct: ArrayLike, pass1_correct: ArrayLike, n_bins: int = 
 class ThresholdChoice(_Dict):
     """An answer threshold chosen on validation scores: answer when
     ``score >= threshold``. ``coverage`` and ``risk`` are what it achieved on
-    the scores it was chosen on (``risk`` is None when it answers nothing)."""
+    the scores it was chosen on (``risk`` is None when it answers nothing).
+    ``goals`` is set (``BehaviourGoals.to_dict()``) when the threshold was
+    chosen to meet them."""
 
     threshold: float
     coverage: float
@@ -364,6 +370,7 @@ class ThresholdChoice(_Dict):
     target_coverage: Optional[float]
     target_risk: Optional[float]
     n: int
+    goals: Optional[dict[str, float]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view; an answer-nothing threshold (``+inf``, which JSON
@@ -376,7 +383,8 @@ class ThresholdChoice(_Dict):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ThresholdChoice":
         """Inverse of :meth:`to_dict` (for the run manifest's calibration)."""
-        values = {k: data.get(k) for k in ("threshold", "coverage", "risk", "target_coverage", "target_risk", "n")}
+        values = {k: data.get(k) for k in ("threshold", "coverage", "risk", "target_coverage", "target_risk", "n",
+                                           "goals")}
         if values["threshold"] is None:
             values["threshold"] = math.inf
         return cls(**values)
@@ -431,6 +439,57 @@ def choose_threshold(
         threshold=threshold, coverage=float(answered.mean()), risk=risk,
         target_coverage=target_coverage, target_risk=target_risk, n=n,
     )
+
+
+@dataclass(frozen=True)
+class BehaviourGoals(_Dict):
+    """What an answer-or-refuse system should achieve against the oracle.
+    The defaults are the project's goals for the Doubter: answer at least
+    half the questions, at least 20 points more accurately than the base,
+    refuse mostly what the base gets wrong (refusal precision >= 0.80) and
+    at most a fifth of what it gets right (over-refusal <= 0.20)."""
+
+    min_coverage: float = 0.50
+    min_selective_gain: float = 0.20
+    min_refusal_precision: float = 0.80
+    max_over_refusal: float = 0.20
+
+    def __post_init__(self) -> None:
+        for name in ("min_coverage", "min_refusal_precision", "max_over_refusal"):
+            _check_fraction(getattr(self, name), name)
+        gain = self.min_selective_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not -1.0 <= gain <= 1.0:
+            raise ValueError(f"min_selective_gain must be a number in [-1, 1], got {gain!r}")
+
+    def met_by(self, metrics: SelectiveMetrics) -> bool:
+        """Whether ``metrics`` meet every goal; an undefined ratio (nothing
+        answered, nothing refused) meets none that needs it."""
+        tol = 1e-12
+        gain = None if metrics.selective_accuracy is None else metrics.selective_accuracy - metrics.base_accuracy
+        precision_ok = metrics.refused == 0 or (metrics.refusal_precision is not None
+                                                and metrics.refusal_precision >= self.min_refusal_precision - tol)
+        over_ok = metrics.over_refusal is None or metrics.over_refusal <= self.max_over_refusal + tol
+        return (metrics.coverage >= self.min_coverage - tol and gain is not None
+                and gain >= self.min_selective_gain - tol and precision_ok and over_ok)
+
+
+def threshold_for_goals(scores: ArrayLike, correct: ArrayLike, goals: BehaviourGoals) -> Optional[ThresholdChoice]:
+    """The answer threshold on validation ``scores`` that answers the most
+    questions while the gate's behaviour on them (answer when ``score >=
+    threshold``, keeping the base's answers, judged by ``correct``) meets
+    ``goals``; None when no threshold does. Every distinct score is tried."""
+    score = _scores(scores, "scores")
+    right = _flags(correct, "correct")
+    n = _same_length(scores=score, correct=right)
+    for threshold in np.unique(score):  # ascending: the first that meets the goals answers most
+        answered = score >= threshold
+        if goals.met_by(selective_metrics(answered, right, right)):
+            return ThresholdChoice(
+                threshold=float(threshold), coverage=float(answered.mean()),
+                risk=float((~right[answered]).mean()), target_coverage=None, target_risk=None, n=n,
+                goals=goals.to_dict(),
+            )
+    return None
 
 
 # ------------------------------------------------------------------ matched coverage

@@ -17,6 +17,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 from meta_spider.loom.metrics import (
+    BehaviourGoals,
     ThresholdChoice,
     UndefinedMetricError,
     answer_mask_at_coverage,
@@ -28,6 +29,7 @@ from meta_spider.loom.metrics import (
     risk_coverage_curve,
     score_metrics,
     selective_metrics,
+    threshold_for_goals,
 )
 
 
@@ -226,6 +228,41 @@ def test_choose_threshold_for_target_risk_takes_the_largest_coverage() -> None:
         choose_threshold(scores, target_risk=0.1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         choose_threshold(scores, target_coverage=1.5)
+
+
+def test_threshold_for_goals_answers_most_while_meeting_them() -> None:
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
+    correct = [True, True, True, True, False, True, False, False, False, False]  # base accuracy 0.5
+    # coverage 0.9 and 0.8 gain only 0.056 and 0.125; at 0.7 the gain is 0.214 and every refusal is right
+    choice = threshold_for_goals(scores, correct, BehaviourGoals())
+    assert choice.threshold == 0.3 and choice.coverage == 0.7 and choice.risk == pytest.approx(2 / 7)
+    assert choice.goals == BehaviourGoals().to_dict() and choice.target_coverage is None
+    assert ThresholdChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice
+    strict = threshold_for_goals(scores, correct, BehaviourGoals(min_selective_gain=0.3))
+    assert strict.threshold == 0.4 and strict.coverage == 0.6  # 5/6 right: +0.333
+    assert threshold_for_goals(scores, correct, BehaviourGoals(min_coverage=0.8)) is None
+    with pytest.raises(ValueError, match="max_over_refusal"):
+        BehaviourGoals(max_over_refusal=1.5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 9), st.booleans()), min_size=1, max_size=30),
+       st.floats(0.0, 1.0), st.floats(-0.2, 0.5), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_threshold_for_goals_matches_a_brute_force_search(rows: list[tuple[int, bool]], coverage: float, gain: float,
+                                                          precision: float, over: float) -> None:
+    scores = np.array([score / 10 for score, _ in rows])
+    correct = np.array([label for _, label in rows])
+    goals = BehaviourGoals(min_coverage=coverage, min_selective_gain=gain, min_refusal_precision=precision,
+                           max_over_refusal=over)
+    meeting = [t for t in sorted(set(scores.tolist()))
+               if goals.met_by(selective_metrics(scores >= t, correct, correct))]
+    choice = threshold_for_goals(scores, correct, goals)
+    if not meeting:
+        assert choice is None
+        return
+    assert choice.threshold == min(meeting) and choice.coverage == float((scores >= min(meeting)).mean())
+    behaviour = selective_metrics(scores >= choice.threshold, correct, correct)
+    assert behaviour.coverage >= coverage - 1e-9 and behaviour.selective_accuracy - behaviour.base_accuracy >= gain - 1e-9
 
 
 # ------------------------------------------------------------------ matched coverage
