@@ -216,3 +216,65 @@ def test_attach_detach_bookkeeping() -> None:
     pipe.detach_all()
     assert pipe.doubter is None
     assert not any(p.requires_grad for p in pipe.model.parameters()) and not pipe.model.training
+
+
+# ------------------------------------------------------------------ the answer gate
+
+REFUSAL = "I am not sure."
+
+
+def _is_refusal(text: str) -> bool:
+    return text.strip().startswith(REFUSAL)
+
+
+def test_answer_gate_refuses_below_its_threshold_without_running_pass2() -> None:
+    from meta_spider.wrapper import AnswerGate
+
+    pipe = _pipeline()
+    pipe.attach(pipe.new_doubter(ca_gate_init=0.9, **SMALL))
+    free = pipe.generate(PROMPTS[3], max_new_tokens=12, return_result=True)
+    assert free.decision == "pass2"
+    p = free.p_correct
+    pipe.answer_gate = AnswerGate(threshold=p + 1e-6, refusal=REFUSAL, is_refusal=_is_refusal)
+    calls = []
+    handle = pipe.model.get_input_embeddings().register_forward_hook(lambda m, a, out: calls.append(out.shape[1]))
+    try:
+        refused = pipe.generate(PROMPTS[3], max_new_tokens=12, return_result=True)
+    finally:
+        handle.remove()
+    assert refused.decision == "gate_refused" and refused.text == REFUSAL and refused.finish_reason == "gate"
+    assert refused.p_correct == p and calls == [chat_ids(shared_tokenizer(), PROMPTS[3]).shape[1]]  # pass 1 only
+    pipe.answer_gate = AnswerGate(threshold=p, refusal=REFUSAL, is_refusal=_is_refusal)
+    answered = pipe.generate(PROMPTS[3], max_new_tokens=12, return_result=True)
+    assert answered.decision == "pass2" and answered.token_ids == free.token_ids
+    pipe.answer_gate = AnswerGate(threshold=float("inf"), refusal=REFUSAL, is_refusal=_is_refusal)
+    assert pipe.generate(PROMPTS[3], max_new_tokens=12) == REFUSAL
+
+
+@pytest.mark.parametrize("read_position", ["prompt", "draft"])
+def test_answer_gate_keeps_the_base_answer_when_pass2_refuses_above_the_threshold(read_position: str) -> None:
+    from meta_spider.wrapper import AnswerGate
+
+    pipe = _pipeline(read_position=read_position)
+    pipe.attach(pipe.new_doubter(ca_gate_init=0.9, **SMALL))
+    injected = pipe.generate(PROMPTS[4], max_new_tokens=12, return_result=True)
+    base = _base_greedy("qwen2", PROMPTS[4], 12)
+    assert injected.token_ids != base  # pass 2 says something else than the base here
+    injected_text = injected.text
+    # Treat pass 2's text as a refusal: above the threshold the base's own answer stands.
+    gate = AnswerGate(threshold=0.0, refusal=REFUSAL, is_refusal=lambda text: _is_refusal(text) or text == injected_text)
+    pipe.answer_gate = gate
+    result = pipe.generate(PROMPTS[4], max_new_tokens=12, return_result=True)
+    assert result.decision == "base_answer" and result.token_ids == base
+    assert result.text == pipe.decode(base) and result.finish_reason in ("eos", "length")
+
+
+def test_answer_gate_rejects_bad_settings() -> None:
+    from meta_spider.wrapper import AnswerGate
+
+    with pytest.raises(ValueError, match="threshold"):
+        AnswerGate(threshold=float("nan"), refusal=REFUSAL, is_refusal=_is_refusal)
+    with pytest.raises(ValueError, match="refusal"):
+        AnswerGate(threshold=0.5, refusal="  ", is_refusal=_is_refusal)
+    with pytest.raises(ValueError, match="recognises"):
+        AnswerGate(threshold=0.5, refusal=REFUSAL, is_refusal=lambda text: False)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "NoDoubterError": "errors",
     "WrapperError": "errors",
     "AdaptiveGateControl": "gates",
+    "AnswerGate": "gates",
     "RefreshGate": "gates",
     "TanhGate": "gates",
     "DecoderStructure": "layers",
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
         NoDoubterError,
         WrapperError,
     )
-    from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate, TanhGate
+    from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGate, TanhGate
     from meta_spider.wrapper.layers import DecoderStructure, discover_decoder
     from meta_spider.wrapper.passes import Pass1, ReadStates
     from meta_spider.wrapper.pipeline import GenerationResult, MetaSpiderPipeline

@@ -8,13 +8,16 @@ set to 0 contributes exactly nothing (the no-harm invariant).
 :class:`AdaptiveGateControl` (AGC) scales the injection during long
 generations: ``alpha(step) = floor + (1 - floor) * exp(-step / tau)``.
 :class:`RefreshGate` decides dynamic refresh from the cosine similarity of the
-live and the pass-1 states. Nothing here knows about the base model.
+live and the pass-1 states. :class:`AnswerGate` ties what pass 2 may say to
+a calibrated threshold on the Doubter's P(correct). Nothing here knows about
+the base model.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -88,3 +91,33 @@ class RefreshGate:
 
     def should_refresh(self, live: torch.Tensor, reference: torch.Tensor) -> bool:
         return bool((layerwise_cosine(live, reference) < self.threshold).any())
+
+
+@dataclass(frozen=True)
+class AnswerGate:
+    """Answer when P(correct) >= ``threshold``, otherwise say ``refusal``.
+
+    Pass 2 learnt its own answer-or-refuse boundary from the training
+    targets; this gate replaces it by a threshold calibrated on held-out
+    questions (``metaloom eval`` chooses one on validation). Below the
+    threshold the pipeline writes ``refusal`` without running pass 2; at or
+    above it pass 2 writes the answer, and when pass 2 writes a refusal
+    anyway (``is_refusal``), the base's own greedy answer stands: the Doubter
+    vouched for it. ``threshold = inf`` answers nothing.
+    """
+
+    threshold: float
+    refusal: str
+    is_refusal: Callable[[str], bool]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
+                or math.isnan(self.threshold) or self.threshold < 0.0:
+            raise ValueError(f"answer threshold must be a number >= 0 (inf answers nothing), got {self.threshold!r}")
+        if not isinstance(self.refusal, str) or not self.refusal.strip():
+            raise ValueError(f"refusal must be a non-empty sentence, got {self.refusal!r}")
+        if not callable(self.is_refusal) or not self.is_refusal(self.refusal):
+            raise ValueError("is_refusal must be a function that recognises the gate's own refusal sentence")
+
+    def answers(self, p_correct: float) -> bool:
+        return p_correct >= self.threshold

@@ -4,7 +4,9 @@
 ``attach`` / ``detach`` / ``detach_all`` manage Doubters (attaching never
 touches the base: hooks exist only inside a generation or training call, so
 detaching restores the base exactly); ``generate`` renders a prompt with the
-tokenizer's chat template and runs the two passes; ``read_states`` collects
+tokenizer's chat template and runs the two passes (``answer_ids`` on ids),
+under the optional :class:`~meta_spider.wrapper.gates.AnswerGate` set as
+``pipe.answer_gate``; ``read_states`` collects
 pass-1 states for batches; ``training_forward`` is the teacher-forced
 forward the trainer backpropagates through. The token-level work lives in
 :mod:`passes` and :mod:`training`; this module owns text and bookkeeping.
@@ -24,7 +26,7 @@ from meta_spider.wrapper.collector import ActivationCollector, last_token_positi
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
 from meta_spider.wrapper.errors import NoDoubterError
-from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
+from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGate
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
 from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
@@ -32,6 +34,13 @@ from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_for
 
 PromptLike = Union[str, Sequence[Mapping[str, Any]]]
 """A user message as a string, or a list of chat messages."""
+
+DECISIONS = ("base", "pass2", "gate_refused", "base_answer")
+"""Where a :class:`GenerationResult`'s text came from: ``base`` (no Doubter
+attached), ``pass2`` (pass 2 wrote it), ``gate_refused`` (P(correct) below the
+answer gate's threshold: its refusal, pass 2 not run), ``base_answer``
+(P(correct) at or above the threshold but pass 2 refused: the base's own
+greedy answer)."""
 
 
 @dataclass
@@ -41,13 +50,15 @@ class GenerationResult:
     text: str
     token_ids: list[int]
     finish_reason: str
-    """``"eos"`` or ``"length"``."""
+    """``"eos"``, ``"length"``, or ``"gate"`` (the answer gate's refusal)."""
     p_correct: float | None = None
     cognitive_tokens: torch.Tensor | None = None
     """``[N, d]`` the tokens pass 2 started with."""
     refreshes: int = 0
     draft_text: str | None = None
     reused_prompt_cache: bool = False
+    decision: str = "pass2"
+    """One of :data:`DECISIONS`."""
 
 
 def _eos_ids(model: nn.Module, tokenizer: Any) -> list[int]:
@@ -73,6 +84,9 @@ class MetaSpiderPipeline:
         self.decoder = TwoPassDecoder(model, self.structure, _eos_ids(model, tokenizer))
         self._doubters: dict[str, Doubter] = {}
         self._active: str | None = None
+        self.answer_gate: AnswerGate | None = None
+        """When set, generation answers only at P(correct) >= its threshold
+        (see :class:`~meta_spider.wrapper.gates.AnswerGate`)."""
 
     @classmethod
     def from_pretrained(cls, config: MetaSpiderConfig, doubter: "Doubter | str | Path | None" = None) -> "MetaSpiderPipeline":
@@ -226,26 +240,56 @@ class MetaSpiderPipeline:
         return_result: bool = False,
     ) -> "str | GenerationResult":
         """Answer ``prompt`` (rendered with the chat template): two passes
-        when a Doubter is attached, the plain base otherwise. Returns the
-        text, or a :class:`GenerationResult` with ``return_result=True``."""
-        input_ids = self.encode(self.render(prompt))
-        pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens) if self.doubter is not None else None
+        when a Doubter is attached, the plain base otherwise, under
+        ``self.answer_gate`` when one is set. Returns the text, or a
+        :class:`GenerationResult` with ``return_result=True``."""
+        result = self.answer_ids(self.encode(self.render(prompt)), max_new_tokens=max_new_tokens,
+                                 dynamic_refresh=dynamic_refresh, agc=agc)
+        return result if return_result else result.text
+
+    def answer_ids(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        max_new_tokens: int = 64,
+        dynamic_refresh: bool = False,
+        agc: "AdaptiveGateControl | bool | None" = None,
+    ) -> GenerationResult:
+        """What :meth:`generate` does, on ``[1, T]`` prompt ids: pass 1, then
+        pass 2 unless the answer gate refuses (``result.decision`` says which
+        path the text took)."""
+        if self.doubter is None:
+            stats = DecodeStats()
+            with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, stats=stats)) as stream:
+                token_ids = list(stream)
+            return GenerationResult(text=self.decode(token_ids), token_ids=token_ids,
+                                    finish_reason=stats.finish_reason, decision="base")
+        pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens)
+        gate = self.answer_gate
+        common = dict(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
+                      draft_text=self.decode(pass1.draft_ids) if pass1.draft_ids else None)
+        if gate is not None and not gate.answers(pass1.p_correct):
+            token_ids = self.tokenizer(gate.refusal, add_special_tokens=False)["input_ids"]
+            return GenerationResult(text=gate.refusal, token_ids=list(token_ids), finish_reason="gate",
+                                    decision="gate_refused", **common)
         stats = DecodeStats()
         with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, pass1=pass1,
                                      dynamic_refresh=dynamic_refresh, agc=agc, stats=stats)) as stream:
             token_ids = list(stream)
-        text = self.decode(token_ids)
-        if not return_result:
-            return text
+        text, decision = self.decode(token_ids), "pass2"
+        if gate is not None and gate.is_refusal(text):
+            stats = DecodeStats()
+            if pass1.draft_ids:  # read at the end of the draft: pass 1 already wrote the base's answer
+                token_ids = list(pass1.draft_ids)
+                stats.finish_reason = "eos" if token_ids[-1] in self.decoder.eos_token_ids else "length"
+            else:
+                with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, inject=False,
+                                             stats=stats)) as stream:
+                    token_ids = list(stream)
+            text, decision = self.decode(token_ids), "base_answer"
         return GenerationResult(
-            text=text,
-            token_ids=token_ids,
-            finish_reason=stats.finish_reason,
-            p_correct=pass1.p_correct if pass1 is not None else None,
-            cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach() if pass1 is not None else None,
-            refreshes=stats.refreshes,
-            draft_text=self.decode(pass1.draft_ids) if pass1 is not None and pass1.draft_ids else None,
-            reused_prompt_cache=stats.reused_prompt_cache,
+            text=text, token_ids=token_ids, finish_reason=stats.finish_reason, refreshes=stats.refreshes,
+            reused_prompt_cache=stats.reused_prompt_cache, decision=decision, **common,
         )
 
     # ------------------------------------------------------------ batches
