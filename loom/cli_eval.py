@@ -6,7 +6,8 @@ from ``<run-dir>/activations/``, runs
 :class:`~meta_spider.loom.comparison.BaselineComparison`, and writes
 ``<run-dir>/report.json``, ``<run-dir>/risk_coverage.png`` (unless
 ``--no-plot``) and the Doubter's calibrated answer threshold into run.json's
-``calibration.doubter`` (chosen on the validation split). ``--agentic`` also
+``calibration.doubter`` (chosen on the validation split; the evaluated text
+is generated under it unless ``--no-answer-gate``). ``--agentic`` also
 runs the agent comparison (``meta_spider.loom.agentic.run_agentic_eval``) and
 writes ``<run-dir>/agentic_report.json``. This module knows only options
 and files; the measuring is the comparison's.
@@ -29,8 +30,10 @@ AGENTIC_REPORT_FILE = "agentic_report.json"
 
 
 def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
-    """The run's base with its trained Doubter (``checkpoint``, else run.json's);
-    a missing or mismatched checkpoint is a ``ClickException`` saying what to do."""
+    """The run's base with its trained Doubter (``checkpoint``, else run.json's)
+    and, once ``metaloom eval`` has calibrated the run, its answer gate; a
+    missing or mismatched checkpoint is a ``ClickException`` saying what to do."""
+    from meta_spider.loom.evaluation import calibrated_answer_gate
     from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
 
     path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
@@ -44,9 +47,16 @@ def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Pat
     if device is not None:
         settings["device"] = device
     try:
-        return MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**settings), doubter=path)
+        gate = calibrated_answer_gate(manifest.calibration)
+    except ValueError as error:
+        raise click.ClickException(f"{RunManifest.path_in(run_dir)}, field 'calibration': {error}; "
+                                   "run `metaloom eval` again to rewrite it") from error
+    try:
+        pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**settings), doubter=path)
     except (CheckpointError, FingerprintMismatchError, ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
+    pipe.answer_gate = gate
+    return pipe
 
 
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
@@ -68,9 +78,12 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="generation limit (default: the collection's max_new_tokens)")
 @click.option("--target-coverage", type=click.FloatRange(0.0, 1.0), default=None,
-              help="calibrate the answer threshold for this validation coverage (default: the base's validation accuracy)")
+              help="calibrate the answer threshold for this validation coverage (default: the largest coverage "
+                   "meeting the behaviour goals on validation)")
 @click.option("--target-risk", type=click.FloatRange(0.0, 1.0), default=None,
               help="calibrate the answer threshold for this validation risk instead")
+@click.option("--no-answer-gate", is_flag=True,
+              help="judge pass 2's own text instead of generating under the calibrated answer threshold")
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
               help="Doubter checkpoint (default: run.json's 'checkpoint')")
 @click.option("--device", default=None, help="torch device (default: run.json's model.device)")
@@ -81,7 +94,8 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--quiet", is_flag=True, help="no progress bars and no summary")
 @click.pass_context
 def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Optional[int], max_tokens: Optional[int],
-                 target_coverage: Optional[float], target_risk: Optional[float], checkpoint: Optional[Path],
+                 target_coverage: Optional[float], target_risk: Optional[float], no_answer_gate: bool,
+                 checkpoint: Optional[Path],
                  device: Optional[str], agentic: bool, closed_book: tuple[str, ...], no_plot: bool,
                  quiet: bool) -> None:
     """Compare the Doubter with the base and with baselines on held-out questions."""
@@ -116,7 +130,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
     comparison = BaselineComparison(pipe, benchmark, max_tokens=max_tokens,
-                                    console=console, target_coverage=target_coverage, target_risk=target_risk)
+                                    console=console, target_coverage=target_coverage, target_risk=target_risk,
+                                    answer_gate=not no_answer_gate)
     report = comparison.run()
     (run_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
     if report.calibration is not None:

@@ -6,9 +6,11 @@ How things are counted (also written into every report, ``definitions``):
 
 * **Oracle**: ``pass1_correct``, whether the frozen base's own greedy answer
   was right.
-* **Behaviour** is read from the text pass 2 generated with the Doubter
-  attached: a refusal is the refusal sentence; anything else is an answer,
-  right when ``dataset.check_fn`` accepts it. Coverage, selective accuracy,
+* **Behaviour** is read from the text generated with the Doubter attached
+  (pass 2, under the answer gate calibrated on validation unless
+  ``answer_gate=False``: see :class:`~meta_spider.wrapper.gates.AnswerGate`):
+  a refusal is the refusal sentence; anything else is an answer, right when
+  ``dataset.check_fn`` accepts it. Coverage, selective accuracy,
   refusal rate, refusal precision (share of refusals where the base was
   wrong) and over-refusal (share of base-right questions refused) come from
   :func:`~meta_spider.loom.metrics.selective_metrics`.
@@ -35,13 +37,15 @@ How things are counted (also written into every report, ``definitions``):
 ``report.json`` (``ComparisonReport.to_json()``, keys sorted, ``schema_version``
 1): ``benchmark`` (dataset, split, n, max_tokens, ...), ``definitions``,
 ``doubter`` {``behaviour``: SelectiveMetrics, ``actions``: {confirm, correct,
-refuse}, ``scores``: ScoreMetrics or null, ``gate_at_coverage``:
+refuse}, ``decisions``: {pass2, gate_refused, base_answer} counts, ``scores``: ScoreMetrics or null, ``gate_at_coverage``:
 MatchedCoverage of P(correct) or null}, ``paired`` {``definition``,
 ``mcnemar``, ``t_test``, ``answered_only``: {``mcnemar``, ``t_test``} or
 null}, ``baselines`` [{``name``, ``description``, ``scores``, ``matched``}],
 ``calibration`` (ThresholdChoice chosen on validation plus ``score``, ``split``,
-``read_position`` and ``evaluated``: that gate's SelectiveMetrics on the
-evaluated questions; or null), ``probe`` (layer choice, or null), ``acceptance`` [{``name``, ``value``, ``target``, ``op``,
+``read_position``, ``rule`` (``goals``, ``target_coverage``, ``target_risk``),
+``gated_generation`` (whether the generated text followed it) and
+``evaluated``: that gate's SelectiveMetrics on the evaluated questions, with
+the base's answers; or null), ``probe`` (layer choice, or null), ``acceptance`` [{``name``, ``value``, ``target``, ``op``,
 ``passed``}], ``questions`` [QuestionOutcome], ``notes`` [str]. Metric
 dictionaries are the ``to_dict()`` of :mod:`meta_spider.loom.metrics` and
 :mod:`meta_spider.loom.stats`; undefined values are null.
@@ -60,8 +64,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 import numpy as np
 
 from meta_spider.loom.baselines import BASELINES, select_probe_layer
-from meta_spider.loom.evaluation import ACTIONS, QABenchmark, QuestionOutcome, run_benchmark
+from meta_spider.loom.evaluation import ACTIONS, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.loom.metrics import (
+    BehaviourGoals,
     MatchedCoverage,
     RiskCoverageCurve,
     ScoreMetrics,
@@ -71,6 +76,7 @@ from meta_spider.loom.metrics import (
     evaluate_at_coverage,
     score_metrics,
     selective_metrics,
+    threshold_for_goals,
 )
 from meta_spider.loom.stats import McNemarResult, PairedTTestResult, mcnemar_exact, paired_t_test
 
@@ -90,11 +96,15 @@ DEFINITIONS = {
     "paired_base_correct": "pass1_correct",
     "matched_coverage": "baselines answer exactly the Doubter's coverage, their most confident questions first",
 }
+GOALS = BehaviourGoals()
+"""The behaviour goals of the acceptance, also the default calibration rule."""
 ACCEPTANCE = (  # name, target, op: the issue's acceptance on the embedded world
-    ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", 0.03, ">="), ("coverage", 0.50, ">="),
-    ("selective_accuracy_gain", 0.20, ">="), ("refusal_precision", 0.80, ">="), ("over_refusal", 0.20, "<="),
+    ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", 0.03, ">="),
+    ("coverage", GOALS.min_coverage, ">="), ("selective_accuracy_gain", GOALS.min_selective_gain, ">="),
+    ("refusal_precision", GOALS.min_refusal_precision, ">="), ("over_refusal", GOALS.max_over_refusal, "<="),
     ("mcnemar_p", 0.01, "<"),
 )
+DECISION_NAMES = ("pass2", "gate_refused", "base_answer")
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,9 @@ class ComparisonReport:
     calibration: Optional[dict[str, Any]] = None
     probe: Optional[dict[str, Any]] = None
     notes: list[str] = field(default_factory=list)
+    decisions: dict[str, int] = field(default_factory=dict)
+    """How many texts took each generation path (empty for reports from
+    before the answer gate)."""
 
     # ------------------------------------------------------------ access
 
@@ -190,6 +203,7 @@ class ComparisonReport:
             "doubter": {
                 "behaviour": self.behaviour.to_dict(),
                 "actions": dict(self.actions),
+                "decisions": dict(self.decisions),
                 "scores": None if self.doubter_scores is None else self.doubter_scores.to_dict(),
                 "gate_at_coverage": None if self.gate_at_coverage is None else self.gate_at_coverage.to_dict(),
             },
@@ -226,6 +240,7 @@ class ComparisonReport:
             questions=[QuestionOutcome.from_dict(q) for q in data["questions"]],
             behaviour=SelectiveMetrics(**doubter["behaviour"]),
             actions=dict(doubter["actions"]),
+            decisions=dict(doubter.get("decisions", {})),
             doubter_scores=_score_from_dict(doubter["scores"]),
             gate_at_coverage=_matched_from_dict(doubter["gate_at_coverage"]),
             mcnemar=McNemarResult(**paired["mcnemar"]),
@@ -276,6 +291,12 @@ class ComparisonReport:
         for result in self.baselines:
             table.add_row(result.name, *behaviour_cells(result.matched.metrics), *score_cells(result.scores))
         actions = ", ".join(f"{name} {self.actions.get(name, 0)}" for name in ACTIONS)
+        calibration = self.calibration or {}
+        if calibration.get("gated_generation"):
+            threshold = calibration.get("threshold")
+            gate = "answers nothing" if threshold is None else f"P(correct) >= {threshold:.3f}"
+            paths = ", ".join(f"{name} {self.decisions.get(name, 0)}" for name in DECISION_NAMES)
+            actions += f". Answer gate ({calibration.get('rule', '?')}, {calibration.get('split', '?')}): {gate}; {paths}"
         passed = sum(1 for check in self.acceptance if check.passed)
         t_p = "-" if self.t_test is None else f"{self.t_test.p_value:.3g}"
         table.caption = (f"actions: {actions}. McNemar p={self.mcnemar.p_value:.3g} "
@@ -334,6 +355,9 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
     correct = np.array([q.correct for q in outcomes], dtype=bool)
     behaviour = selective_metrics(answered, correct, oracle)
     actions = {name: sum(1 for q in outcomes if q.action == name) for name in ACTIONS}
+    decisions = {}
+    if any(q.decision is not None for q in outcomes):
+        decisions = {name: sum(1 for q in outcomes if q.decision == name) for name in DECISION_NAMES}
 
     p_correct = _column(outcomes, "p_correct")
     doubter_scores = gate = None
@@ -376,7 +400,7 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
         doubter_scores=doubter_scores, gate_at_coverage=gate, mcnemar=mcnemar, t_test=t_test,
         answered_only=answered_only, baselines=baselines, acceptance=acceptance,
         calibration=None if calibration is None else dict(calibration),
-        probe=None if probe is None else dict(probe), notes=notes,
+        probe=None if probe is None else dict(probe), notes=notes, decisions=decisions,
     )
 
 
@@ -386,25 +410,35 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
 class BaselineComparison:
     """Run ``benchmark`` through ``pipe`` (Doubter attached) and compare.
 
-    Besides generating (:func:`~meta_spider.loom.evaluation.run_benchmark`)
-    it fits the linear probe and calibrates the Doubter's answer threshold
-    on the benchmark's calibration split (``validation``): ``target_risk``
-    or ``target_coverage`` (default: the base's accuracy on that split, so a
-    perfect ranking would answer exactly the questions the base knows).
-    ``max_tokens`` defaults to the collection's ``max_new_tokens``.
+    Before generating it calibrates the Doubter's answer threshold on the
+    benchmark's calibration split (``validation``) and fits the linear probe
+    there. The threshold rule: ``target_risk`` or ``target_coverage`` when
+    given; otherwise ``goals`` (default :data:`GOALS`): the threshold that
+    answers most while the gate meets them on validation, falling back to
+    a coverage equal to the base's validation accuracy (a perfect ranking
+    would answer exactly the questions the base knows) when none does.
+    With ``answer_gate`` (default) the questions are then generated under
+    that threshold (:class:`~meta_spider.wrapper.gates.AnswerGate`);
+    without it, pass 2's own text decides. ``max_tokens`` defaults to the
+    collection's ``max_new_tokens``.
     """
 
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
                  console: "Optional[Console]" = None, target_coverage: Optional[float] = None,
-                 target_risk: Optional[float] = None, probe_folds: int = 5, probe_l2: float = 1.0) -> None:
+                 target_risk: Optional[float] = None, goals: Optional[BehaviourGoals] = None,
+                 answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0) -> None:
         if target_coverage is not None and target_risk is not None:
             raise ValueError(f"give target_coverage or target_risk, not both; got {target_coverage!r} and {target_risk!r}")
+        if goals is not None and (target_coverage is not None or target_risk is not None):
+            raise ValueError("give goals or a target coverage/risk, not both")
         self.pipe = pipe
         self.benchmark = benchmark
         self.max_tokens = benchmark.default_max_tokens() if max_tokens is None else max_tokens
         self.console = console
         self.target_coverage = target_coverage
         self.target_risk = target_risk
+        self.goals = goals if goals is not None else GOALS
+        self.answer_gate = answer_gate
         self.probe_folds = probe_folds
         self.probe_l2 = probe_l2
 
@@ -431,17 +465,17 @@ class BaselineComparison:
         benchmark = self.benchmark
         if not benchmark.items:
             raise ValueError(f"benchmark {benchmark.describe()} has no questions to evaluate")
-        outcomes = run_benchmark(self.pipe, benchmark, self.max_tokens, console=self.console,
-                                 description=f"evaluating {benchmark.split}")
         notes: list[str] = []
         info = {**benchmark.describe(), "max_tokens": self.max_tokens, "model": self.pipe.fingerprint(),
                 "doubter": {"encoder_type": self.pipe.doubter.config.encoder_type,
                             "read_position": self.pipe.doubter.config.read_position,
                             "target_layers": list(self.pipe.doubter.config.target_layers)}}
-        calibration = probe = None
         if benchmark.activations is None:
-            notes.append("no activation dataset: oracle recomputed by greedy decoding; only always_answer as baseline")
+            notes.append("no activation dataset: oracle recomputed by greedy decoding; only always_answer as baseline"
+                         "; no calibration, pass 2's own text decides")
+            outcomes = self._generate(None)
             return build_report(outcomes, benchmark=info, notes=notes)
+        calibration = probe = None
         states, layers, read_position = self._states()
         labels = benchmark.activations.tensor("pass1_correct").numpy().astype(bool)
         test_indices = [item.index for item in benchmark.items]
@@ -450,9 +484,13 @@ class BaselineComparison:
             notes.append(f"the probe and the threshold are fitted on the evaluated split {benchmark.split!r}: "
                          "their numbers here are optimistic")
         if not fit_indices:
-            notes.append(f"no {benchmark.calibration_split!r} split collected: no linear probe, no calibration")
+            notes.append(f"no {benchmark.calibration_split!r} split collected: no linear probe, no calibration; "
+                         "pass 2's own text decides")
         else:
-            calibration = self._calibrate(states, layers, labels, fit_indices, test_indices, read_position)
+            calibration = self._calibrate(states, layers, labels, fit_indices, test_indices, read_position, notes)
+        outcomes = self._generate(calibration)
+        if calibration is not None:
+            calibration["gated_generation"] = self.answer_gate
             try:
                 choice = select_probe_layer(states[fit_indices], labels[fit_indices], layers,
                                             folds=self.probe_folds, l2=self.probe_l2)
@@ -473,20 +511,44 @@ class BaselineComparison:
                          f"{drift:.3g}: the prompts or the base changed since collection")
         return build_report(outcomes, benchmark=info, calibration=calibration, probe=probe, notes=notes)
 
+    def _generate(self, calibration: Optional[Mapping[str, Any]]) -> list[QuestionOutcome]:
+        """The benchmark's questions through the pipeline, under the
+        calibrated answer gate when there is one and ``answer_gate`` is on
+        (the pipeline's own gate is restored afterwards)."""
+        pipe, previous = self.pipe, getattr(self.pipe, "answer_gate", None)
+        if self.answer_gate and calibration is not None:
+            threshold = calibration["threshold"]
+            pipe.answer_gate = answer_gate(math.inf if threshold is None else threshold)
+        elif not self.answer_gate:
+            pipe.answer_gate = None
+        try:
+            return run_benchmark(pipe, self.benchmark, self.max_tokens, console=self.console,
+                                 description=f"evaluating {self.benchmark.split}")
+        finally:
+            pipe.answer_gate = previous
+
     def _calibrate(self, states: np.ndarray, layers: list[int], labels: np.ndarray, fit_indices: list[int],
-                   test_indices: list[int], read_position: str) -> dict[str, Any]:
+                   test_indices: list[int], read_position: str, notes: list[str]) -> dict[str, Any]:
         """The answer threshold on the Doubter's P(correct), chosen on the
-        calibration split, and what it does on the evaluated questions."""
+        calibration split, and what it does on the evaluated questions
+        (keeping the base's answers)."""
         scores = self._doubter_p_correct(states, layers, fit_indices)
         fit_labels = labels[fit_indices]
+        choice = None
         if self.target_risk is not None:
-            choice = choose_threshold(scores, fit_labels, target_risk=self.target_risk)
+            choice, rule = choose_threshold(scores, fit_labels, target_risk=self.target_risk), "target_risk"
+        elif self.target_coverage is not None:
+            choice, rule = choose_threshold(scores, fit_labels, target_coverage=self.target_coverage), "target_coverage"
         else:
-            coverage = self.target_coverage if self.target_coverage is not None else float(fit_labels.mean())
-            choice = choose_threshold(scores, fit_labels, target_coverage=coverage)
+            choice, rule = threshold_for_goals(scores, fit_labels, self.goals), "goals"
+            if choice is None:
+                coverage = float(fit_labels.mean())
+                notes.append(f"no threshold meets the behaviour goals on {self.benchmark.calibration_split!r}: "
+                             f"calibrated for coverage {coverage:.3f} (the base's accuracy there) instead")
+                choice, rule = choose_threshold(scores, fit_labels, target_coverage=coverage), "target_coverage"
         test_scores = self._doubter_p_correct(states, layers, test_indices)
         entry = {**choice.to_dict(), "score": "p_correct", "split": self.benchmark.calibration_split,
-                 "read_position": read_position}
+                 "read_position": read_position, "rule": rule}
         if test_indices:
             gate = selective_metrics(test_scores >= choice.threshold, labels[test_indices], labels[test_indices])
             entry["evaluated"] = gate.to_dict()

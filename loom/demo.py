@@ -5,8 +5,9 @@ own base, then three questions through ``pipe.generate``.
 2. ``metaloom collect``: pass-1 activations with the base's own correctness,
 3. ``metaloom train``: the Doubter through the frozen base,
 4. ``metaloom eval``: the comparison report against baselines,
-5. three held-out questions: answers where the base knows, refusals where it
-   does not.
+5. three held-out questions through ``pipe.generate`` (with the answer gate
+   eval calibrated): answers where the base knows, refusals where it does
+   not.
 
 Every step keeps its output in the run directory and is skipped when that
 output is already there, so a second run takes seconds plus model loading.
@@ -68,7 +69,7 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
     """Ask ``questions`` through ``pipe.generate`` and print what came back."""
     examples = {example.id: example for example in dataset.split("test")}
     table = Table(title="three held-out questions through pipe.generate", show_lines=True)
-    for column in ("question", "P(correct)", "pass 2 (with the Doubter)", "truth"):
+    for column in ("question", "P(correct)", "generated (with the Doubter)", "truth"):
         table.add_column(column)
     shown = []
     for outcome in questions:
@@ -76,8 +77,12 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
         prompt = dataset.prompt(example)
         result = pipe.generate(prompt.messages, max_new_tokens=24, return_result=True)
         table.add_row(example.question, f"{result.p_correct:.2f}", result.text, example.answer)
-        shown.append({"question": example.question, "p_correct": result.p_correct, "text": result.text,
-                      "truth": example.answer})
+        shown.append({"id": example.id, "question": example.question, "p_correct": result.p_correct, "text": result.text,
+                      "truth": example.answer, "decision": result.decision})
+    gate = pipe.answer_gate
+    if gate is not None:
+        table.caption = (f"answer gate calibrated on validation: answer at P(correct) >= {gate.threshold:.3f}, "
+                         "refuse below")
     console.print(table)
     return shown
 

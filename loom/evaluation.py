@@ -9,9 +9,10 @@ oracle. Without an activation dataset the oracle is recomputed by greedy
 decoding of the bare base and ``dataset.check_fn``.
 
 :func:`run_benchmark` asks every question again with the Doubter attached
-(pass 1 reads, pass 2 generates with injection: what ``pipe.generate`` does,
-here on the collected prompt ids so the oracle and the Doubter see the very
-same tokens) and classifies the **generated text** with
+(pass 1 reads, pass 2 generates with injection, under the pipeline's answer
+gate when it has one: what ``pipe.generate`` does, here on the collected
+prompt ids so the oracle and the Doubter see the very same tokens) and
+classifies the **generated text** with
 :func:`classify_action`: ``"refuse"`` (the refusal sentence,
 :func:`~meta_spider.policies.actions.is_refusal`), ``"confirm"`` (the base's
 pass-1 answer after normalisation) or ``"correct"`` (another answer).
@@ -21,7 +22,10 @@ never compared with the reference answer. The result is one
 :mod:`meta_spider.loom.comparison` turns into a report.
 
 :class:`BenchmarkTask` names a benchmark; :class:`EvalHarness` runs several.
-This module knows nothing about metrics: it produces per-question rows.
+:func:`answer_gate` and :func:`calibrated_answer_gate` build the pipeline's
+:class:`~meta_spider.wrapper.gates.AnswerGate` around the project's refusal
+sentence. This module knows nothing about metrics: it produces per-question
+rows.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Seq
 from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
 from meta_spider.loom.datasets.mcq import extract_choice_letter
 from meta_spider.loom.datasets.scoring import normalize_answer
-from meta_spider.policies.actions import is_refusal
+from meta_spider.policies.actions import REFUSAL_SENTENCE, is_refusal
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from meta_spider.loom.comparison import ComparisonReport
+    from meta_spider.wrapper.gates import AnswerGate
 
 __all__ = [
     "ACTIONS",
@@ -51,6 +56,8 @@ __all__ = [
     "EvalHarness",
     "QABenchmark",
     "QuestionOutcome",
+    "answer_gate",
+    "calibrated_answer_gate",
     "classify_action",
     "load_activations",
     "run_benchmark",
@@ -80,6 +87,25 @@ def _mcq_normalizer(n_choices: int) -> Callable[[str], Any]:
     # Two answers to a multiple-choice question agree when they pick the same
     # letter, however they are worded.
     return lambda text: extract_choice_letter(text, n_choices) or normalize_answer(text)
+
+
+def answer_gate(threshold: float) -> "AnswerGate":
+    """The pipeline's answer gate at ``threshold`` with the project's
+    refusal sentence (:data:`~meta_spider.policies.actions.REFUSAL_SENTENCE`)."""
+    from meta_spider.wrapper.gates import AnswerGate
+
+    return AnswerGate(threshold=threshold, refusal=REFUSAL_SENTENCE, is_refusal=is_refusal)
+
+
+def calibrated_answer_gate(calibration: Optional[Mapping[str, Any]]) -> "Optional[AnswerGate]":
+    """The answer gate run.json's calibration (``metaloom eval``) asks for,
+    None when the run has not been calibrated. Raises ValueError quoting a
+    malformed entry."""
+    from meta_spider.policies.doubter import CALIBRATION_KEY, resolve_threshold
+
+    if not calibration or CALIBRATION_KEY not in calibration:
+        return None
+    return answer_gate(resolve_threshold(None, calibration).value)
 
 
 class BenchmarkAlignmentError(ValueError):
@@ -205,6 +231,9 @@ class QuestionOutcome:
     first_token_max_prob: Optional[float] = None
     answer_mean_logprob: Optional[float] = None
     probe_score: Optional[float] = None
+    decision: Optional[str] = None
+    """Where the text came from (``GenerationResult.decision``: ``pass2``,
+    ``gate_refused``, ``base_answer``); None in reports from before the gate."""
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -238,16 +267,12 @@ def _prompt_ids(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem, tensors:
     return pipe.encode(render_qa_prompt(pipe, benchmark.dataset.prompt(item.example)))
 
 
-def _decode(pipe: Any, input_ids: Any, max_tokens: int, inject: bool) -> tuple[str, Optional[float]]:
-    """Greedy text of the two passes (``inject``) or of the bare base."""
+def _base_answer(pipe: Any, input_ids: Any, max_tokens: int) -> str:
+    """Greedy text of the bare base."""
     from contextlib import closing
 
-    if not inject:
-        with closing(pipe.stream_ids(input_ids, max_new_tokens=max_tokens, inject=False)) as stream:
-            return pipe.decode(list(stream)), None
-    pass1 = pipe.read_ids(input_ids, max_draft_tokens=max_tokens)
-    with closing(pipe.stream_ids(input_ids, max_new_tokens=max_tokens, pass1=pass1)) as stream:
-        return pipe.decode(list(stream)), pass1.p_correct
+    with closing(pipe.stream_ids(input_ids, max_new_tokens=max_tokens, inject=False)) as stream:
+        return pipe.decode(list(stream))
 
 
 def _activation_tensors(activations: Any) -> dict[str, Any]:
@@ -288,16 +313,18 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
                 oracle = bool(tensors["pass1_correct"][item.index]) if "pass1_correct" in tensors \
                     else bool(record["pass1_correct"])
             else:
-                base_answer, _ = _decode(pipe, input_ids, max_tokens, inject=False)
+                base_answer = _base_answer(pipe, input_ids, max_tokens)
                 oracle = bool(benchmark.dataset.check_fn(base_answer, example))
-            text, p_correct = _decode(pipe, input_ids, max_tokens, inject=True)
+            result = pipe.answer_ids(input_ids, max_new_tokens=max_tokens)
+            text = result.text
             action = classify_action(text, base_answer, benchmark.normalizer(example))
             correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
             scores = {name: float(tensors[name][item.index]) for name in ("first_token_max_prob", "answer_mean_logprob")
                       if item.index is not None and name in tensors}
             outcomes.append(QuestionOutcome(
                 id=example.id, question=example.question, base_answer=base_answer, pass1_correct=oracle,
-                text=text, action=action, correct=correct, p_correct=p_correct, **scores,
+                text=text, action=action, correct=correct, p_correct=result.p_correct, decision=result.decision,
+                **scores,
             ))
             advance()
     return outcomes

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from test_loom_evaluation import MAX_NEW_TOKENS, expected_oracle, tiny_pipe, write_qa_folder
@@ -56,8 +57,16 @@ def test_eval_writes_report_plot_and_calibration(fresh_run: Path) -> None:
     assert report["benchmark"]["split"] == "test" and report["benchmark"]["n"] == 6
     assert report["benchmark"]["max_tokens"] == MAX_NEW_TOKENS  # the collection's
     assert [q["pass1_correct"] for q in report["questions"]] == expected_oracle("test")
-    assert report["doubter"]["actions"] == {"confirm": 6, "correct": 0, "refuse": 0}
-    assert report["doubter"]["behaviour"]["selective_accuracy"] == 0.5
+    # generated under the calibrated gate: refused exactly below the threshold, else the base's answer
+    threshold = report["calibration"]["threshold"]
+    assert report["calibration"]["gated_generation"] is True
+    for question in report["questions"]:
+        below = threshold is None or question["p_correct"] < threshold
+        assert question["decision"] == ("gate_refused" if below else "pass2")
+        assert question["action"] == ("refuse" if below else "confirm")
+    refused = sum(q["decision"] == "gate_refused" for q in report["questions"])
+    assert report["doubter"]["decisions"] == {"pass2": 6 - refused, "gate_refused": refused, "base_answer": 0}
+    assert report["doubter"]["actions"] == {"confirm": 6 - refused, "correct": 0, "refuse": refused}
     assert [b["name"] for b in report["baselines"]] == ["always_answer", "first_token_max_prob",
                                                          "answer_mean_logprob", "linear_probe"]
     assert (fresh_run / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
@@ -65,6 +74,30 @@ def test_eval_writes_report_plot_and_calibration(fresh_run: Path) -> None:
     assert calibration["threshold"] == report["calibration"]["threshold"]
     assert calibration["split"] == "validation" and "evaluated" not in calibration
     assert "Doubter vs baselines: jsonl / test, n=6" in result.output and "Acceptance" in result.output
+
+
+def test_eval_without_the_answer_gate_judges_pass2_text(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--no-answer-gate", "--no-plot", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((fresh_run / "report.json").read_text())
+    # the injection gates are 0: pass 2 says what the base said
+    assert report["doubter"]["actions"] == {"confirm": 6, "correct": 0, "refuse": 0}
+    assert report["doubter"]["decisions"] == {"pass2": 6, "gate_refused": 0, "base_answer": 0}
+    assert report["doubter"]["behaviour"]["selective_accuracy"] == 0.5
+    assert report["calibration"]["gated_generation"] is False
+
+
+def test_load_pipeline_takes_the_calibrated_answer_gate(fresh_run: Path) -> None:
+    from meta_spider.loom.cli_eval import load_pipeline
+
+    assert load_pipeline(RunManifest.load(fresh_run), fresh_run, None, None).answer_gate is None  # not calibrated
+    assert invoke("--run-dir", str(fresh_run), "--no-plot", "--quiet", "--target-coverage", "0.5").exit_code == 0
+    manifest = RunManifest.load(fresh_run)
+    gate = load_pipeline(manifest, fresh_run, None, None).answer_gate
+    assert gate.threshold == manifest.calibration["doubter"]["threshold"] and gate.is_refusal(gate.refusal)
+    RunManifest.update_file(fresh_run, calibration={"doubter": {"threshold": -0.5}})
+    with pytest.raises(click.ClickException, match=r"field 'calibration'.*metaloom eval"):
+        load_pipeline(RunManifest.load(fresh_run), fresh_run, None, None)
 
 
 def test_eval_options(fresh_run: Path) -> None:

@@ -18,7 +18,7 @@ from test_loom_evaluation import MAX_NEW_TOKENS, expected_oracle, pipe_with_sile
 
 from meta_spider.loom.comparison import ComparisonReport, build_report
 from meta_spider.loom.evaluation import QABenchmark, QuestionOutcome
-from meta_spider.loom.metrics import expected_calibration_error
+from meta_spider.loom.metrics import expected_calibration_error, selective_metrics
 from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
@@ -224,9 +224,10 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
 
     benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
     report = BaselineComparison(pipe_with_silent_doubter, benchmark, max_tokens=MAX_NEW_TOKENS,
-                                probe_folds=2).run()
-    # gates at 0: the system says what the base said, so it behaves like always-answer
+                                probe_folds=2, answer_gate=False).run()
+    # gates at 0 and no answer gate: the system says what the base said, so it behaves like always-answer
     assert report.behaviour.coverage == 1.0 and report.actions["confirm"] == 6
+    assert report.decisions == {"pass2": 6, "gate_refused": 0, "base_answer": 0}
     assert report.behaviour.selective_accuracy == report.behaviour.base_accuracy == 0.5
     assert report.mcnemar.discordant == 0 and report.mcnemar.p_value == 1.0
     assert [q.pass1_correct for q in report.questions] == expected_oracle("test")
@@ -235,10 +236,36 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert all(q.probe_score is not None for q in report.questions)
     assert [b.name for b in report.baselines][-1] == "linear_probe"
     calibration = report.calibration
-    assert calibration["split"] == "validation" and calibration["target_coverage"] == 0.5  # base accuracy there
+    # four validation questions cannot meet the behaviour goals: the fallback is the base's accuracy there
+    assert calibration["rule"] == "target_coverage" and any("no threshold meets the behaviour goals" in n
+                                                              for n in report.notes)
+    assert calibration["split"] == "validation" and calibration["target_coverage"] == 0.5
     assert calibration["coverage"] >= 0.5 and 0.0 < calibration["threshold"] < 1.0
-    assert calibration["evaluated"]["n"] == 6
+    assert calibration["evaluated"]["n"] == 6 and calibration["gated_generation"] is False
     assert ComparisonReport.from_json(report.to_json()).to_json() == report.to_json()
+
+
+def test_baseline_comparison_generates_under_the_calibrated_gate(tiny_run: dict[str, Any],
+                                                                  pipe_with_silent_doubter: Any) -> None:
+    from meta_spider.loom.comparison import BaselineComparison
+    from meta_spider.loom.metrics import BehaviourGoals
+
+    benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
+    lenient = BehaviourGoals(min_coverage=0.0, min_selective_gain=-1.0, min_refusal_precision=0.0, max_over_refusal=1.0)
+    report = BaselineComparison(pipe_with_silent_doubter, benchmark, max_tokens=MAX_NEW_TOKENS, probe_folds=2,
+                                goals=lenient).run()
+    calibration = report.calibration
+    # every threshold meets lenient goals: the one that answers most is the lowest validation score
+    assert calibration["rule"] == "goals" and calibration["coverage"] == 1.0 and calibration["goals"] == lenient.to_dict()
+    assert calibration["gated_generation"] is True and pipe_with_silent_doubter.answer_gate is None  # restored
+    for question in report.questions:
+        below = question.p_correct < calibration["threshold"]
+        assert question.decision == ("gate_refused" if below else "pass2")
+        assert question.action == ("refuse" if below else "confirm")
+    gate = selective_metrics([q.decision == "pass2" for q in report.questions],
+                             [q.pass1_correct for q in report.questions], [q.pass1_correct for q in report.questions])
+    assert report.behaviour == gate  # the text follows the threshold (the silent Doubter keeps the base's answers)
+    assert calibration["evaluated"] == gate.to_dict()
 
 
 def test_baseline_comparison_calibrates_for_a_target_risk(tiny_run: dict[str, Any],

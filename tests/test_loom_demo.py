@@ -29,6 +29,11 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path) -> No
     # One confident answer that is right, one honest refusal.
     assert check_answer(shown[0]["text"], [shown[0]["truth"]]) and shown[0]["p_correct"] > shown[1]["p_correct"]
     assert is_refusal(shown[1]["text"])
+    # pipe.generate from the run directory carries eval's answer gate: it says what the report says
+    reported = {q["id"]: q for q in report["questions"]}
+    assert [q["text"] for q in shown] == [reported[q["id"]]["text"] for q in shown]
+    assert [q["decision"] for q in shown] == [reported[q["id"]]["decision"] for q in shown]
+    assert report["calibration"]["gated_generation"] is True
 
     console = Console(record=True, width=1000)  # the temporary paths are long: no wrapping
     again = run_demo("tiny", 0, run, console=console)
