@@ -19,7 +19,7 @@ Two families, both numpy only:
 
 :func:`choose_threshold` picks an answer threshold on validation scores for a
 target coverage or risk; :func:`threshold_for_goals` picks the one that
-answers most while the behaviour it gives meets :class:`BehaviourGoals`;
+meets :class:`BehaviourGoals` with the widest margin;
 :func:`evaluate_at_coverage` turns any scorer into a
 system that answers exactly a given share of questions, so baselines can be
 compared with the Doubter at matched coverage.
@@ -461,35 +461,52 @@ class BehaviourGoals(_Dict):
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not -1.0 <= gain <= 1.0:
             raise ValueError(f"min_selective_gain must be a number in [-1, 1], got {gain!r}")
 
+    def margin(self, metrics: SelectiveMetrics) -> Optional[float]:
+        """The smallest distance between ``metrics`` and a goal, in the
+        metrics' own units (fractions); negative when a goal is missed, None
+        when nothing was answered (no selective accuracy). Refusal precision
+        counts only when something was refused, over-refusal only when the
+        base was ever right."""
+        if metrics.selective_accuracy is None:
+            return None
+        slacks = [metrics.coverage - self.min_coverage,
+                  metrics.selective_accuracy - metrics.base_accuracy - self.min_selective_gain]
+        if metrics.refused and metrics.refusal_precision is not None:
+            slacks.append(metrics.refusal_precision - self.min_refusal_precision)
+        if metrics.over_refusal is not None:
+            slacks.append(self.max_over_refusal - metrics.over_refusal)
+        return min(slacks)
+
     def met_by(self, metrics: SelectiveMetrics) -> bool:
-        """Whether ``metrics`` meet every goal; an undefined ratio (nothing
-        answered, nothing refused) meets none that needs it."""
-        tol = 1e-12
-        gain = None if metrics.selective_accuracy is None else metrics.selective_accuracy - metrics.base_accuracy
-        precision_ok = metrics.refused == 0 or (metrics.refusal_precision is not None
-                                                and metrics.refusal_precision >= self.min_refusal_precision - tol)
-        over_ok = metrics.over_refusal is None or metrics.over_refusal <= self.max_over_refusal + tol
-        return (metrics.coverage >= self.min_coverage - tol and gain is not None
-                and gain >= self.min_selective_gain - tol and precision_ok and over_ok)
+        """Whether ``metrics`` meet every goal."""
+        margin = self.margin(metrics)
+        return margin is not None and margin >= -1e-12
 
 
 def threshold_for_goals(scores: ArrayLike, correct: ArrayLike, goals: BehaviourGoals) -> Optional[ThresholdChoice]:
-    """The answer threshold on validation ``scores`` that answers the most
-    questions while the gate's behaviour on them (answer when ``score >=
-    threshold``, keeping the base's answers, judged by ``correct``) meets
-    ``goals``; None when no threshold does. Every distinct score is tried."""
+    """The answer threshold on validation ``scores`` that meets ``goals``
+    with the widest margin: of the thresholds whose gate (answer when
+    ``score >= threshold``, keeping the base's answers, judged by
+    ``correct``) meets every goal, the one whose smallest
+    :meth:`BehaviourGoals.margin` is largest, so it still meets them on
+    questions that differ a little from these; ties go to the one that
+    answers more. None when no threshold meets them. Every distinct score
+    is tried."""
     score = _scores(scores, "scores")
     right = _flags(correct, "correct")
     n = _same_length(scores=score, correct=right)
-    for threshold in np.unique(score):  # ascending: the first that meets the goals answers most
-        answered = score >= threshold
-        if goals.met_by(selective_metrics(answered, right, right)):
-            return ThresholdChoice(
-                threshold=float(threshold), coverage=float(answered.mean()),
-                risk=float((~right[answered]).mean()), target_coverage=None, target_risk=None, n=n,
-                goals=goals.to_dict(),
-            )
-    return None
+    best: Optional[tuple[float, float]] = None  # (margin, threshold)
+    for threshold in np.unique(score):  # ascending: coverage falls, so a tie keeps the earlier one
+        margin = goals.margin(selective_metrics(score >= threshold, right, right))
+        if margin is not None and margin >= -1e-12 and (best is None or margin > best[0] + 1e-12):
+            best = (margin, float(threshold))
+    if best is None:
+        return None
+    answered = score >= best[1]
+    return ThresholdChoice(
+        threshold=best[1], coverage=float(answered.mean()), risk=float((~right[answered]).mean()),
+        target_coverage=None, target_risk=None, n=n, goals=goals.to_dict(),
+    )
 
 
 # ------------------------------------------------------------------ matched coverage

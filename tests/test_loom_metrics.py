@@ -230,16 +230,20 @@ def test_choose_threshold_for_target_risk_takes_the_largest_coverage() -> None:
         choose_threshold(scores, target_coverage=1.5)
 
 
-def test_threshold_for_goals_answers_most_while_meeting_them() -> None:
+def test_threshold_for_goals_takes_the_widest_margin() -> None:
     scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
     correct = [True, True, True, True, False, True, False, False, False, False]  # base accuracy 0.5
-    # coverage 0.9 and 0.8 gain only 0.056 and 0.125; at 0.7 the gain is 0.214 and every refusal is right
+    # Meeting the default goals: 0.3 (coverage 0.7, gain +0.214: margin 0.014), 0.4 (coverage 0.6, gain
+    # +0.333, nothing right refused: margin 0.1) and 0.5 (coverage, precision and over-refusal exactly at
+    # their goals: margin 0). The widest margin wins.
     choice = threshold_for_goals(scores, correct, BehaviourGoals())
-    assert choice.threshold == 0.3 and choice.coverage == 0.7 and choice.risk == pytest.approx(2 / 7)
+    assert choice.threshold == 0.4 and choice.coverage == 0.6 and choice.risk == pytest.approx(1 / 6)
     assert choice.goals == BehaviourGoals().to_dict() and choice.target_coverage is None
     assert ThresholdChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice
-    strict = threshold_for_goals(scores, correct, BehaviourGoals(min_selective_gain=0.3))
-    assert strict.threshold == 0.4 and strict.coverage == 0.6  # 5/6 right: +0.333
+    at_03 = selective_metrics([s >= 0.3 for s in scores], correct, correct)
+    assert BehaviourGoals().margin(at_03) == pytest.approx(5 / 7 - 0.5 - 0.2)  # the gain's margin is the smallest
+    wide = threshold_for_goals(scores, correct, BehaviourGoals(min_coverage=0.65))
+    assert wide.threshold == 0.3 and wide.coverage == 0.7  # the only one answering 65%
     assert threshold_for_goals(scores, correct, BehaviourGoals(min_coverage=0.8)) is None
     with pytest.raises(ValueError, match="max_over_refusal"):
         BehaviourGoals(max_over_refusal=1.5)
@@ -254,15 +258,16 @@ def test_threshold_for_goals_matches_a_brute_force_search(rows: list[tuple[int, 
     correct = np.array([label for _, label in rows])
     goals = BehaviourGoals(min_coverage=coverage, min_selective_gain=gain, min_refusal_precision=precision,
                            max_over_refusal=over)
-    meeting = [t for t in sorted(set(scores.tolist()))
-               if goals.met_by(selective_metrics(scores >= t, correct, correct))]
+    margins = {t: goals.margin(selective_metrics(scores >= t, correct, correct)) for t in sorted(set(scores.tolist()))}
+    meeting = {t: m for t, m in margins.items() if m is not None and m >= -1e-12}
     choice = threshold_for_goals(scores, correct, goals)
     if not meeting:
         assert choice is None
         return
-    assert choice.threshold == min(meeting) and choice.coverage == float((scores >= min(meeting)).mean())
+    widest = max(meeting.values())
+    assert choice.threshold == min(t for t, m in meeting.items() if m >= widest - 1e-12)
     behaviour = selective_metrics(scores >= choice.threshold, correct, correct)
-    assert behaviour.coverage >= coverage - 1e-9 and behaviour.selective_accuracy - behaviour.base_accuracy >= gain - 1e-9
+    assert goals.met_by(behaviour) and behaviour.coverage == choice.coverage
 
 
 # ------------------------------------------------------------------ matched coverage
