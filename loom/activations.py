@@ -76,7 +76,7 @@ PAD_ID = -1
 """Padding of ``prompt_ids`` / ``answer_ids`` rows (left-aligned)."""
 
 SHARD_TENSORS = (
-    "states_prompt", "states_draft", "pass1_correct", "first_token_max_prob", "answer_mean_logprob",
+    "states_prompt", "states_draft", "pass1_correct", "first_token_max_prob", "answer_mean_logprob", "signals",
     "prompt_ids", "prompt_lengths", "answer_ids", "answer_lengths",
 )
 EXAMPLE_FIELDS = (
@@ -331,6 +331,19 @@ class ActivationDataset:
         if read_position not in STATE_TENSORS:
             raise ValueError(f"read_position must be one of {READ_POSITIONS}, got {read_position!r}")
         return self.tensor(STATE_TENSORS[read_position])
+
+    def signals(self, names: Sequence[str]) -> torch.Tensor:
+        """``[n, K]`` float32 pass-1 signals ``names`` (see
+        :mod:`meta_spider.wrapper.signals`), columns in that order."""
+        from meta_spider.wrapper.signals import SIGNALS, check_signal_names
+
+        names = check_signal_names(names)
+        stored = list(self.info.get("signals") or [])
+        if stored != list(SIGNALS):
+            raise ActivationFormatError(self.folder, "was collected before pass-1 signals were recorded"
+                                        if not stored else f"records the signals {stored}, not {list(SIGNALS)}",
+                                        "collect again (`metaloom collect` into a new run directory)")
+        return self.tensor("signals")[:, [stored.index(name) for name in names]]
 
     def prompt_ids(self, index: int) -> list[int]:
         """The prompt token ids of example ``index`` (unpadded)."""

@@ -63,6 +63,7 @@ from meta_spider.loom.datasets import (
     check_answer,
 )
 from meta_spider.wrapper.passes import TwoPassDecoder
+from meta_spider.wrapper.signals import SIGNALS, signal_vector, token_logprobs
 
 __all__ = ["ActivationDatasetCollector", "CollectionItem", "CollectionMismatchError", "render_qa_prompt"]
 
@@ -114,6 +115,8 @@ class ExampleReading:
     states_draft: torch.Tensor
     first_token_max_prob: float
     answer_mean_logprob: float
+    signals: list[float]
+    """Every pass-1 signal (:data:`~meta_spider.wrapper.signals.SIGNALS` order)."""
 
 
 def render_qa_prompt(pipe: Any, prompt: QAPrompt) -> str:
@@ -134,9 +137,9 @@ class _LogitWatchingDecoder(TwoPassDecoder):
         self.__dict__.update(decoder.__dict__)
         self.step_logits: list[torch.Tensor] = []
 
-    def forward(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        logits = super().forward(input_ids, cache)
-        self.step_logits.append(logits)
+    def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
+        logits = super().forward(input_ids, cache, all_logits=all_logits)
+        self.step_logits.append(logits[-1] if all_logits else logits)
         return logits
 
 
@@ -263,7 +266,8 @@ class ActivationDatasetCollector:
         """Pass 1 on one rendered prompt (what inference's pass 1 computes)."""
         prompt_ids = self.pipe.encode(prompt_text)
         decoder = _LogitWatchingDecoder(self.pipe.decoder)
-        read = decoder.read_states(prompt_ids, self.target_layers, max_draft_tokens=self.max_new_tokens)
+        read = decoder.read_states(prompt_ids, self.target_layers, max_draft_tokens=self.max_new_tokens,
+                                   logprobs=True)
         answer_ids = list(read.draft_ids)
         logits = torch.stack(decoder.step_logits[: len(answer_ids)]).float().cpu()
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -276,6 +280,7 @@ class ActivationDatasetCollector:
             states_draft=read.draft_states[0].detach().float().cpu(),
             first_token_max_prob=float(log_probs[0].exp().max()),
             answer_mean_logprob=float(token_log_probs.mean()),
+            signals=signal_vector(SIGNALS, read.prompt_logprobs, read.draft_logprobs).tolist(),
         )
 
     def read_batch(self, prompt_texts: Sequence[str]) -> list[ExampleReading]:
@@ -303,17 +308,22 @@ class ActivationDatasetCollector:
         collector = ActivationCollector(pipe.structure.layers, self.target_layers)
         cache = decoder.new_cache()
 
-        def forward(ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        def forward(ids: torch.Tensor, positions: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
             kwargs: dict[str, Any] = {"input_ids": ids.to(decoder.device), "attention_mask": mask.to(decoder.device),
                                       "position_ids": positions.to(decoder.device), decoder._cache_kwarg: cache,
                                       "use_cache": True}
-            if decoder._keeps_logits:
+            if decoder._keeps_logits and not all_logits:
                 kwargs["logits_to_keep"] = 1
             with torch.no_grad():
-                return self.pipe.model(**kwargs).logits[:, -1].float().cpu()
+                logits = self.pipe.model(**kwargs).logits.float()
+            return logits.cpu() if all_logits else logits[:, -1].cpu()
 
         with collector.recording() as record:  # left padding: the last column is every row's last token
-            logits = forward(input_ids, padded_position_ids(mask))
+            prefill = forward(input_ids, padded_position_ids(mask), all_logits=True)
+        prompt_logprobs = [token_logprobs(prefill[i, width - len(row): width - 1].numpy(), row[1:].tolist())
+                           for i, row in enumerate(rows)]
+        logits = prefill[:, -1]
+        del prefill
         prompt_states = record.states().cpu()
         answers: list[list[int]] = [[] for _ in rows]
         step_logits: list[list[torch.Tensor]] = [[] for _ in rows]
@@ -346,6 +356,7 @@ class ActivationDatasetCollector:
                 states_prompt=prompt_states[i].float(), states_draft=draft_states[i].float(),  # type: ignore[union-attr]
                 first_token_max_prob=float(log_probs[0].exp().max()),
                 answer_mean_logprob=float(token_log_probs.mean()),
+                signals=signal_vector(SIGNALS, prompt_logprobs[i], token_log_probs.double().numpy()).tolist(),
             ))
         return readings
 
@@ -357,6 +368,7 @@ class ActivationDatasetCollector:
             "model": dict(self.pipe.fingerprint()),
             "target_layers": list(self.target_layers),
             "read_positions": list(READ_POSITIONS),
+            "signals": list(SIGNALS),
             "max_new_tokens": self.max_new_tokens,
             "dataset": json.loads(json.dumps(dict(description))),
             "shard_size": self.shard_size,
@@ -405,6 +417,7 @@ class ActivationDatasetCollector:
             "pass1_correct": torch.as_tensor(correct, dtype=torch.uint8),
             "first_token_max_prob": torch.as_tensor([r.first_token_max_prob for r in readings], dtype=torch.float32),
             "answer_mean_logprob": torch.as_tensor([r.answer_mean_logprob for r in readings], dtype=torch.float32),
+            "signals": torch.as_tensor([r.signals for r in readings], dtype=torch.float32),
             "prompt_ids": prompt_ids, "prompt_lengths": prompt_lengths,
             "answer_ids": answer_ids, "answer_lengths": answer_lengths,
         }
@@ -446,7 +459,7 @@ class ActivationDatasetCollector:
             self._write_info(folder, info)
             return info
         info = read_collection_json(folder)
-        for key in ("model", "target_layers", "max_new_tokens", "dataset", "shard_size", "total_examples",
+        for key in ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",
                     "questions_sha256"):
             if info.get(key) != header[key]:
                 raise CollectionMismatchError(folder, "questions" if key == "questions_sha256" else key,
@@ -472,7 +485,7 @@ class ActivationDatasetCollector:
 def _ordered(info: Mapping[str, Any]) -> dict[str, Any]:
     """collection.json keys in one fixed order (the contract's, then ours)."""
     order = ("format_version", "model", "target_layers", "read_positions", "max_new_tokens", "dataset",
-             "num_examples", "shards", "complete", "shard_size", "total_examples", "questions_sha256")
+             "num_examples", "shards", "complete", "shard_size", "total_examples", "questions_sha256", "signals")
     return {key: info[key] for key in order}
 
 

@@ -125,7 +125,7 @@ def test_format_round_trip(reference: ActivationDataset, dataset: JsonlDataset, 
 
     shapes = {"states_prompt": (n, 3, 32), "states_draft": (n, 3, 32), "pass1_correct": (n,),
               "first_token_max_prob": (n,), "answer_mean_logprob": (n,), "prompt_lengths": (n,),
-              "answer_lengths": (n,)}
+              "answer_lengths": (n,), "signals": (n, 4)}
     for name in SHARD_TENSORS:
         tensor = reference.tensor(name)
         if name in shapes:
@@ -246,8 +246,27 @@ def test_batched_reads_equal_single_reads(pipe: MetaSpiderPipeline, dataset: Jso
     assert batched.examples == reference.examples
     for name in ("pass1_correct", "prompt_ids", "prompt_lengths", "answer_ids", "answer_lengths"):
         assert torch.equal(batched.tensor(name), reference.tensor(name)), name
-    for name in ("states_prompt", "states_draft", "first_token_max_prob", "answer_mean_logprob"):
-        torch.testing.assert_close(batched.tensor(name), reference.tensor(name), atol=1e-5, rtol=1e-5)
+    for name in ("states_prompt", "states_draft", "first_token_max_prob", "answer_mean_logprob", "signals"):
+        torch.testing.assert_close(batched.tensor(name), reference.tensor(name), atol=1e-4, rtol=1e-5)
+
+
+def test_signals_equal_the_pipelines_pass1(pipe: MetaSpiderPipeline, reference: ActivationDataset) -> None:
+    """The pass-1 signals a Doubter is trained on are the ones inference
+    computes; the draft's mean log-prob is the mean-log-prob baseline's."""
+    from meta_spider.wrapper.signals import SIGNALS
+
+    assert reference.info["signals"] == list(SIGNALS)
+    doubter = pipe.new_doubter(signals=list(SIGNALS), encoder_dim=16, encoder_num_heads=2, ca_bottleneck_dim=16,
+                               ca_num_heads=2)
+    pipe.attach(doubter, name="signals")
+    try:
+        for i, example in enumerate(reference.examples):
+            pass1 = pipe.read_ids(pipe.encode(example["prompt_text"]), max_draft_tokens=MAX_NEW_TOKENS)
+            torch.testing.assert_close(pass1.signals[0], reference.signals(SIGNALS)[i], atol=1e-5, rtol=1e-6)
+    finally:
+        pipe.detach("signals")
+    torch.testing.assert_close(reference.signals(["draft_logprob_mean"])[:, 0], reference.tensor("answer_mean_logprob"))
+    assert reference.signals(["draft_logprob_min", "prompt_logprob_sum"]).shape == (len(reference), 2)
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gpt2", "llava"])
@@ -413,6 +432,11 @@ def test_resuming_with_other_settings_names_the_mismatch(pipe: MetaSpiderPipelin
         resume(target_layers=[4, 5])
     with pytest.raises(CollectionMismatchError, match="shard_size"):
         resume(shard_size=2)
+    recorded = json.loads((folder / "collection.json").read_text())
+    (folder / "collection.json").write_text(json.dumps({k: v for k, v in recorded.items() if k != "signals"}))
+    with pytest.raises(CollectionMismatchError, match="signals"):  # collected before signals were recorded
+        resume()
+    (folder / "collection.json").write_text(json.dumps(recorded, indent=2) + "\n")
     with pytest.raises(CollectionMismatchError, match="dataset"):
         ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, shard_size=4, show_progress=False) \
             .collect_dataset(dataset, ["train", "test"], output_dir=folder)

@@ -160,8 +160,14 @@ class DoubterConfig(_JsonConfig):
     agc_floor: float = _help("AGC floor: alpha(step) = floor + (1 - floor) exp(-step / tau)", 0.3)
     agc_tau: float = _help("AGC decay constant in generated tokens", 32.0)
     refresh_threshold: float = _help("dynamic refresh re-encodes when cosine(live, pass-1 state) < this", 0.9)
+    signals: Sequence[str] = _help("pass-1 log-prob signals P(correct) also reads (meta_spider.wrapper.signals."
+                                   "SIGNALS); draft signals make pass 1 draft whatever the read position",
+                                   factory=tuple)
 
     def __post_init__(self) -> None:
+        from meta_spider.wrapper.signals import check_signal_names
+
+        self.signals = check_signal_names(self.signals)
         for name in ("hidden_size", "num_layers", "num_cognitive_tokens", "encoder_dim", "encoder_num_heads",
                      "encoder_num_layers", "ca_bottleneck_dim", "ca_num_heads"):
             value = getattr(self, name)
@@ -194,6 +200,13 @@ class DoubterConfig(_JsonConfig):
             raise ValueError(f"agc_tau must be a positive number, got {self.agc_tau!r}")
         if not -1.0 <= self.refresh_threshold <= 1.0:
             raise ValueError(f"refresh_threshold is a cosine similarity in [-1, 1], got {self.refresh_threshold!r}")
+
+    @property
+    def drafts(self) -> bool:
+        """Whether pass 1 drafts an answer: a draft read, or a draft signal."""
+        from meta_spider.wrapper.signals import DRAFT_SIGNALS
+
+        return self.read_position == "draft" or any(name in DRAFT_SIGNALS for name in self.signals)
 
     @property
     def cognitive_token_count(self) -> int:

@@ -1,7 +1,9 @@
-"""The Doubter: encoder + gated cross-attention + ReflexionBuffer.
+"""The Doubter: encoder + gated cross-attention + ReflexionBuffer (+ SignalMix).
 
 It is the whole trainable wrapper (the base is never part of it): encode
-pass-1 states into cognitive tokens and a P(correct) logit, provide the
+pass-1 states into cognitive tokens and a P(correct) logit (combined, when
+the config names pass-1 signals, with those signals by :class:`SignalMix`),
+provide the
 per-layer cross-attention the injection hooks call, report its size and its
 base fingerprint, and save/load itself (safetensors + JSON, see
 :mod:`meta_spider.wrapper.checkpoint`). It knows nothing about tokenisation
@@ -10,6 +12,7 @@ or decoding loops; hooks live in :mod:`meta_spider.wrapper.injection`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +38,34 @@ def base_fingerprint(model_id: str, hidden_size: int, num_layers: int) -> dict[s
     return {"model_id": model_id, "hidden_size": hidden_size, "num_layers": num_layers}
 
 
+class SignalMix(nn.Module):
+    """P(correct) logit = ``linear([encoder logit, z])`` with ``z = (signals -
+    mean) / scale``, the pass-1 signals standardised by statistics of the
+    training split (buffers, set by the trainer). Starts as the encoder's
+    logit unchanged (weights ``[1, 0, ...]``, bias 0). Its weights are
+    fitted, not trained: the trainer fits them once, by logistic regression
+    on out-of-fold encoder logits, and the optimizer leaves them alone
+    (``requires_grad`` is off)."""
+
+    def __init__(self, num_signals: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(num_signals))
+        self.register_buffer("scale", torch.ones(num_signals))
+        self.linear = nn.Linear(num_signals + 1, 1)
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.weight[0, 0] = 1.0
+            self.linear.bias.zero_()
+        self.linear.requires_grad_(False)
+
+    def features(self, encoder_logit: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + K]``: the encoder's logit and the standardised signals."""
+        return torch.cat([encoder_logit.unsqueeze(-1), (signals - self.mean) / self.scale], dim=-1)
+
+    def forward(self, encoder_logit: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(encoder_logit, signals)).squeeze(-1)
+
+
 class Doubter(nn.Module):
     """The trainable wrapper around a frozen base."""
 
@@ -52,11 +83,36 @@ class Doubter(nn.Module):
             }
         )
         self.buffer = ReflexionBuffer()
+        self.signal_mix = SignalMix(len(config.signals)) if config.signals else None
 
     # ------------------------------------------------------------ compute
 
-    def encode(self, layer_states: torch.Tensor) -> EncoderOutput:
-        """``[B, L, d]`` pass-1 states (target-layer order) -> tokens + logit."""
+    def encode(self, layer_states: torch.Tensor, signals: torch.Tensor | None = None) -> EncoderOutput:
+        """``[B, L, d]`` pass-1 states (target-layer order) -> tokens + logit;
+        ``signals [B, K]`` (the config's ``signals``, in that order) are
+        required when the config names any and enter the P(correct) logit."""
+        encoded = self._encoder_output(layer_states)
+        if self.signal_mix is None:
+            return encoded
+        wanted = (layer_states.shape[0], len(self.config.signals))
+        if signals is None or tuple(signals.shape) != wanted:
+            got = None if signals is None else tuple(signals.shape)
+            raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.config.signals)}: "
+                             f"pass signals of shape {list(wanted)}, got {got}")
+        device = encoded.p_correct_logit.device
+        logit = self.signal_mix(encoded.p_correct_logit, signals.to(device=device, dtype=torch.float32))
+        return dataclasses.replace(encoded, p_correct_logit=logit)
+
+    def cognitive_tokens(self, layer_states: torch.Tensor) -> torch.Tensor:
+        """Only the cognitive tokens ``[B, N, d]`` of ``layer_states`` (what
+        dynamic refresh needs; no P(correct), so no signals)."""
+        return self._encoder_output(layer_states).cognitive_tokens
+
+    def encoder_logit(self, layer_states: torch.Tensor) -> torch.Tensor:
+        """The encoder's own P(correct) logit ``[B]``, before any signals."""
+        return self._encoder_output(layer_states).p_correct_logit
+
+    def _encoder_output(self, layer_states: torch.Tensor) -> EncoderOutput:
         expected = (len(self.config.target_layers), self.config.hidden_size)
         if layer_states.dim() != 3 or tuple(layer_states.shape[1:]) != expected:
             raise ValueError(f"layer_states must be [B, {expected[0]}, {expected[1]}], got {tuple(layer_states.shape)}")

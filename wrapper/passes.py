@@ -5,7 +5,9 @@ reads and pass-2 injected decoding.
 ``DynamicCache`` (batch 1, greedy). Pass 1 prefills the prompt while an
 :class:`ActivationCollector` reads the target layers, at the last prompt
 token (``read_position="prompt"``) or at the end of a greedy draft
-(``"draft"``). Pass 2 with ``inject_positions="generation"`` crops pass 1's
+(``"draft"``), and, for a Doubter that reads pass-1 signals
+(:mod:`meta_spider.wrapper.signals`), keeps the token log-probs of the prompt
+and of the draft. Pass 2 with ``inject_positions="generation"`` crops pass 1's
 cache back to every prompt token before the last and re-decodes only that
 token with injection on; ``"all"`` re-prefills the whole prompt with
 injection. AGC and dynamic refresh act between forwards.
@@ -30,6 +32,7 @@ from meta_spider.wrapper.encoders import EncoderOutput
 from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
 from meta_spider.wrapper.injection import InjectionState, injecting
 from meta_spider.wrapper.layers import DecoderStructure
+from meta_spider.wrapper.signals import signal_vector, token_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ class Pass1:
     draft_ids: list[int] = field(default_factory=list)
     cache: Any = None
     """Pass 1's KV cache (prompt, plus draft); consumed by the first pass 2."""
+    signals: torch.Tensor | None = None
+    """``[1, K]`` the Doubter's pass-1 signals (None when it reads none)."""
 
     @property
     def p_correct(self) -> float:
@@ -62,6 +67,10 @@ class ReadStates:
     """``[1, L, d]`` at the end of the greedy draft (None without a draft)."""
     draft_ids: list[int]
     cache: Any = None
+    prompt_logprobs: Any = None
+    """``[T - 1]`` numpy log-probs of prompt tokens 1.. (when asked for)."""
+    draft_logprobs: Any = None
+    """``[len(draft_ids)]`` numpy log-probs of the draft's tokens (when asked for)."""
 
 
 @dataclass
@@ -106,14 +115,15 @@ class TwoPassDecoder:
         cache.activate_past_recording()
         return cache
 
-    def forward(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        """One cached forward; returns the next-token logits ``[V]`` (float32)."""
+    def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
+        """One cached forward; returns the next-token logits ``[V]`` (float32),
+        or with ``all_logits`` those of every input position ``[T, V]``."""
         kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device), self._cache_kwarg: cache, "use_cache": True}
-        if self._keeps_logits:
+        if self._keeps_logits and not all_logits:
             kwargs["logits_to_keep"] = 1
         with torch.no_grad():
             output = self.model(**kwargs)
-        return output.logits[0, -1].float()
+        return output.logits[0].float() if all_logits else output.logits[0, -1].float()
 
     def _continue(
         self,
@@ -123,12 +133,16 @@ class TwoPassDecoder:
         stats: DecodeStats,
         before_forward: Callable[[int], None] | None = None,
         after_forward: Callable[[], None] | None = None,
+        observe: Callable[[int, torch.Tensor], None] | None = None,
     ) -> Iterator[int]:
         """Greedy continuation from ``logits`` (the forward for step 0 is
         already done); ``before_forward(step)`` runs before the forward that
-        produces new token ``step``."""
+        produces new token ``step``; ``observe(token, logits)`` sees every
+        token with the logits it was chosen from."""
         for step in range(max_new_tokens):
             token = int(logits.argmax())
+            if observe is not None:
+                observe(token, logits)
             yield token
             if token in self.eos_token_ids:
                 stats.finish_reason = "eos"
@@ -152,38 +166,56 @@ class TwoPassDecoder:
 
     # ------------------------------------------------------------ pass 1
 
-    def read_states(self, input_ids: torch.Tensor, layers: Sequence[int], *, max_draft_tokens: int = 0) -> ReadStates:
+    def read_states(self, input_ids: torch.Tensor, layers: Sequence[int], *, max_draft_tokens: int = 0,
+                    logprobs: bool = False) -> ReadStates:
         """Prefill ``input_ids`` reading ``layers`` at the last prompt token;
         with ``max_draft_tokens > 0`` also draft greedily and read at the
-        draft's end (one cache, one pass: collection keeps both)."""
+        draft's end (one cache, one pass: collection keeps both). With
+        ``logprobs`` keep the token log-probs of the prompt and the draft."""
         collector = ActivationCollector(self.structure.layers, layers)
         cache = self.new_cache()
         with collector.recording() as record:
-            logits = self.forward(input_ids, cache)
-        prompt_states, draft_states, draft = record.states(), None, []
+            logits = self.forward(input_ids, cache, all_logits=logprobs)
+        prompt_logprobs = None
+        if logprobs:
+            prompt = input_ids[0].tolist()
+            prompt_logprobs = token_logprobs(logits[:-1].cpu().numpy(), prompt[1:])
+            logits = logits[-1]
+        prompt_states, draft_states, draft, draft_logprobs = record.states(), None, [], None
         if max_draft_tokens > 0:
-            draft = list(self._continue(logits, cache, max_draft_tokens, DecodeStats()))
+            rows: list[torch.Tensor] = []
+            observe = (lambda token, step_logits: rows.append(step_logits)) if logprobs else None
+            draft = list(self._continue(logits, cache, max_draft_tokens, DecodeStats(), observe=observe))
+            if logprobs:
+                draft_logprobs = token_logprobs(torch.stack(rows).cpu().numpy(), draft)
             # The draft's last token has not been fed yet; feeding it gives
             # the state at the end of the answer.
             with collector.recording() as record:
                 self.forward(torch.tensor([[draft[-1]]]), cache)
             draft_states = record.states()
-        return ReadStates(prompt_states, draft_states, draft, cache)
+        return ReadStates(prompt_states, draft_states, draft, cache, prompt_logprobs, draft_logprobs)
 
     def read(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
              max_draft_tokens: int = 64) -> Pass1:
-        """Pass 1: prefill (and draft), read the target layers, encode."""
+        """Pass 1: prefill (and draft), read the target layers, encode (with
+        the pass-1 signals the Doubter reads, if any)."""
         if read_position not in ("prompt", "draft"):
             raise ValueError(f"read_position must be 'prompt' or 'draft', got {read_position!r}")
-        if read_position == "draft" and max_draft_tokens < 1:
-            raise ValueError(f"a draft read needs max_draft_tokens >= 1, got {max_draft_tokens!r}")
-        read = self.read_states(input_ids, doubter.config.target_layers,
-                                max_draft_tokens=max_draft_tokens if read_position == "draft" else 0)
+        config = doubter.config
+        drafts = read_position == "draft" or config.drafts
+        if drafts and max_draft_tokens < 1:
+            raise ValueError(f"a draft read (or a draft signal) needs max_draft_tokens >= 1, got {max_draft_tokens!r}")
+        read = self.read_states(input_ids, config.target_layers, max_draft_tokens=max_draft_tokens if drafts else 0,
+                                logprobs=bool(config.signals))
         states = read.draft_states if read_position == "draft" else read.prompt_states
+        signals = None
+        if config.signals:
+            signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs,
+                                                     read.draft_logprobs)).float().unsqueeze(0)
         with torch.no_grad():
-            encoded = doubter.encode(states)
+            encoded = doubter.encode(states, signals)
         return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
-                     cache=read.cache)
+                     cache=read.cache, signals=signals)
 
     # ------------------------------------------------------------ pass 2
 
@@ -253,7 +285,7 @@ class TwoPassDecoder:
                 live = record.states()
                 if refresh.should_refresh(live, doubter.buffer.reference_states):
                     with torch.no_grad():
-                        tokens = doubter.encode(live).cognitive_tokens
+                        tokens = doubter.cognitive_tokens(live)
                     doubter.buffer.refresh(tokens, live)
                     state.cognitive_tokens = tokens
                     stats.refreshes += 1

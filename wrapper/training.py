@@ -141,6 +141,7 @@ def teacher_forced_forward(
     batch: TeacherForcedBatch,
     *,
     layer_states: torch.Tensor | None = None,
+    signals: torch.Tensor | None = None,
     gradient_checkpointing: bool = False,
     return_logits: bool = False,
     correct: torch.Tensor | None = None,
@@ -148,13 +149,14 @@ def teacher_forced_forward(
     example_weights: torch.Tensor | None = None,
 ) -> TrainingOutput:
     """One training forward; call ``.loss.backward()`` on the result.
+    ``signals`` (``[B, K]``) are the pass-1 signals of a Doubter that reads some.
     ``correct`` (``[B]``, 1 = the base's answer is right) adds the probe loss.
     ``example_weights`` (``[B]``) weighs each row's target tokens in the LM
     loss, which stays a weighted mean over target tokens."""
     device = next(model.parameters()).device
     if layer_states is None:
         layer_states = read_prompt_states(model, structure, doubter, batch)
-    encoded = doubter.encode(layer_states)
+    encoded = doubter.encode(layer_states, signals)
     state = InjectionState(
         cognitive_tokens=encoded.cognitive_tokens,
         position_mask=injection_mask(batch, doubter.config.inject_positions),
