@@ -31,7 +31,20 @@ from meta_spider.loom.trainer_config import EARLY_STOPPING_METRICS, MIXED_PRECIS
 TRAINING_FILE = "training.json"
 
 _DOUBTER_OPTIONS = ("encoder_dim", "encoder_num_heads", "encoder_num_layers", "num_cognitive_tokens",
-                    "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init")
+                    "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init", "signals")
+
+
+def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, ...]]:
+    """``--signals a,b`` (or ``all``) as a checked tuple of signal names."""
+    if value is None:
+        return None
+    from meta_spider.wrapper.signals import SIGNALS, check_signal_names
+
+    names = SIGNALS if value.strip() == "all" else tuple(part.strip() for part in value.split(",") if part.strip())
+    try:
+        return check_signal_names(names)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 _TRAINER_OPTIONS = ("epochs", "lr", "batch_size", "gradient_accumulation_steps", "gate_lr_multiplier",
                     "weight_decay", "optimizer", "probe_loss_weight", "pos_weight", "balance_classes",
                     "enable_self_correction", "answer_loss_weight", "early_stopping_metric", "seed", "mixed_precision",
@@ -84,6 +97,9 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--ca-num-heads", type=click.IntRange(min=1), default=None)
 @click.option("--ca-gate-init", type=float, default=None)
 @click.option("--encoder-gate-init", type=float, default=None)
+@click.option("--signals", callback=_signal_names, default=None, metavar="NAMES",
+              help="pass-1 log-prob signals the Doubter's P(correct) also reads: comma-separated names from "
+                   "prompt_logprob_sum, prompt_logprob_mean, draft_logprob_mean, draft_logprob_min, or 'all'")
 @click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")
 @click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
 def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:

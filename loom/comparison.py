@@ -457,8 +457,10 @@ class BaselineComparison:
             raise ValueError(f"the Doubter reads layers {missing} that the activation dataset did not collect "
                              f"(it holds {layers}); collect with the Doubter's target layers")
         picked = states[indices][:, [layers.index(layer) for layer in wanted]]
+        names = self.pipe.doubter.config.signals
+        signals = self.benchmark.activations.signals(names)[indices] if names else None
         with torch.no_grad():
-            logits = self.pipe.doubter.encode(torch.from_numpy(picked)).p_correct_logit
+            logits = self.pipe.doubter.encode(torch.from_numpy(picked), signals).p_correct_logit
         return torch.sigmoid(logits.double()).cpu().numpy()
 
     def run(self) -> ComparisonReport:

@@ -48,7 +48,7 @@ from meta_spider.loom.trainer_data import (
     prepare_rows,
 )
 from meta_spider.loom.trainer_groups import build_optimizer, build_scheduler, parameter_groups
-from meta_spider.loom.trainer_probes import fit_layer_probes
+from meta_spider.loom.trainer_probes import fit_layer_probes, fit_signal_mix, out_of_fold_encoder_logits
 from meta_spider.loom.trainer_state import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -142,12 +142,13 @@ class _Pass2(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 prompt_lengths: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                layer_states: torch.Tensor, example_weights: torch.Tensor,
+                layer_states: torch.Tensor, example_weights: torch.Tensor, signals: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         model, structure, checkpointing = self._base
         batch = TeacherForcedBatch(input_ids, attention_mask, labels, prompt_lengths, prompt_ids, prompt_mask)
         output = teacher_forced_forward(model, structure, self.doubter, batch, layer_states=layer_states,
-                                        gradient_checkpointing=checkpointing, example_weights=example_weights)
+                                        signals=signals, gradient_checkpointing=checkpointing,
+                                        example_weights=example_weights)
         return output.lm_loss, output.p_correct_logit, output.probe_logits
 
 
@@ -291,6 +292,8 @@ class Trainer:
         tensors = {name: getattr(batch, name).to(device) for name in
                    ("input_ids", "attention_mask", "labels", "prompt_lengths", "prompt_ids", "prompt_mask")}
         tensors["layer_states"] = rows.states[list(indices)].to(device)
+        if rows.signals is not None:
+            tensors["signals"] = rows.signals[list(indices)].to(device)
         tensors["example_weights"] = torch.tensor([self._lm_weight(rows, i) for i in indices], device=device)
         return tensors
 
@@ -352,11 +355,13 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def _p_correct_logits(self, states: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
-        logits = []
+    def _p_correct_logits(self, states: torch.Tensor, indices: Sequence[int],
+                          signals: torch.Tensor | None = None) -> torch.Tensor:
+        logits, device = [], self.accelerator.device
         for start in range(0, len(indices), self.config.eval_batch_size):
             chunk = list(indices[start : start + self.config.eval_batch_size])
-            logits.append(self.doubter.encode(states[chunk].to(self.accelerator.device)).p_correct_logit)
+            chunk_signals = None if signals is None else signals[chunk].to(device)
+            logits.append(self.doubter.encode(states[chunk].to(device), chunk_signals).p_correct_logit)
         return torch.cat(logits).float().cpu() if logits else torch.zeros(0)
 
     def p_correct(self, activations: "ActivationDataset | str | os.PathLike[str]",
@@ -365,12 +370,14 @@ class Trainer:
         of an activation dataset: the encoder only, no base forward."""
         dataset = load_activations(activations)
         states = dataset.states(self.doubter.config.read_position).float()
+        signals = dataset.signals(self.doubter.config.signals) if self.doubter.config.signals else None
         indices = list(range(len(dataset))) if split is None else dataset.split_indices(split)
-        return torch.sigmoid(self._p_correct_logits(states, indices))
+        return torch.sigmoid(self._p_correct_logits(states, indices, signals))
 
     def _auroc(self, indices: Sequence[int], rows: TrainingRows) -> float | None:
         try:
-            return auroc(self._p_correct_logits(rows.states, indices).numpy(), rows.correct[list(indices)].numpy())
+            return auroc(self._p_correct_logits(rows.states, indices, rows.signals).numpy(),
+                         rows.correct[list(indices)].numpy())
         except UndefinedMetricError:
             return None
 
@@ -385,10 +392,11 @@ class Trainer:
         for start in range(0, len(local), self.config.eval_batch_size):
             chunk = local[start : start + self.config.eval_batch_size]
             inputs = self._inputs(chunk, rows)
-            batch = TeacherForcedBatch(**{k: v for k, v in inputs.items() if k not in ("layer_states", "example_weights")})
+            batch = TeacherForcedBatch(**{k: v for k, v in inputs.items()
+                                          if k not in ("layer_states", "example_weights", "signals")})
             with accelerator.autocast():
                 output = teacher_forced_forward(self.pipe.model, self.pipe.structure, self.doubter, batch,
-                                                layer_states=inputs["layer_states"],
+                                                layer_states=inputs["layer_states"], signals=inputs.get("signals"),
                                                 gradient_checkpointing=gradient_checkpointing)
             tokens = sum(len(rows.targets.ids[i]) for i in chunk)
             labels = rows.correct[chunk].float().to(accelerator.device)
@@ -416,16 +424,27 @@ class Trainer:
     # ------------------------------------------------------------ setup and files
 
     def _pretrain(self, rows: TrainingRows, pos_weight: float) -> None:
+        """Fit the per-layer probes (``pretrain_projectors``, selective
+        encoder) and then the signal mix (whenever the Doubter reads signals)."""
+        device = self.accelerator.device
         if not self.config.pretrain_projectors:
-            return
-        if self.doubter.config.encoder_type != "selective":
+            pass
+        elif self.doubter.config.encoder_type != "selective":
             logger.info("pretrain_projectors: the %s encoder has no per-layer probes; nothing to fit",
                         self.doubter.config.encoder_type)
-            return
-        losses = fit_layer_probes(self.doubter.encoder, rows.states[rows.train].to(self.accelerator.device),
-                                  rows.correct[rows.train], pos_weight=pos_weight,
+        else:
+            losses = fit_layer_probes(self.doubter.encoder, rows.states[rows.train].to(device),
+                                      rows.correct[rows.train], pos_weight=pos_weight,
+                                      iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
+            logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
+        if rows.signals is not None:
+            states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
+            logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
+                                                pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
+                                                l2=self.config.pretrain_l2)
+            loss = fit_signal_mix(self.doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
                                   iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
-        logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
+            logger.info("fitted the signal mix on %s (loss %.3f)", ", ".join(self.doubter.config.signals), loss)
 
     def _resume_state(self, checkpoints: Path | None, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
         if checkpoints is None:

@@ -35,6 +35,8 @@ class TrainingRows:
     targets: TrainingTargets
     train: list[int]
     validation: list[int]
+    signals: torch.Tensor | None = None
+    """``[n, K]`` float32 pass-1 signals the Doubter reads (None when it reads none)."""
 
 
 def load_activations(activations: Any) -> Any:
@@ -70,7 +72,16 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
     if config.early_stopping_metric == "val_auroc" and len({bool(correct[i]) for i in validation}) < 2:
         raise TrainerError(f"the {len(validation)} validation examples are all of one class, so their AUROC "
                            "is undefined", "use early_stopping_metric='val_loss', or a larger dataset")
-    return TrainingRows(states, correct, prompts, targets, train, validation)
+    signals = None
+    if doubter_config.signals:
+        from meta_spider.loom.activations import ActivationFormatError
+
+        try:
+            signals = dataset.signals(doubter_config.signals).float()
+        except ActivationFormatError as error:
+            raise TrainerError(f"the Doubter reads the pass-1 signals {list(doubter_config.signals)}, but "
+                               f"{error.path} {error.problem}", f"{error.fix}; or train without --signals") from error
+    return TrainingRows(states, correct, prompts, targets, train, validation, signals)
 
 
 def split_rows(dataset: Any, config: TrainerConfig) -> tuple[list[int], list[int]]:

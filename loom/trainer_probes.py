@@ -1,5 +1,7 @@
 """Projector pretraining: fit the selective encoder's per-layer P(correct)
-probes to ``pass1_correct`` before the wrapper is trained end to end.
+probes to ``pass1_correct`` before the wrapper is trained end to end, and,
+for a Doubter that reads pass-1 signals, its :class:`SignalMix`
+(:func:`fit_signal_mix`).
 
 Each probe is a logistic regression on its layer's normalised state,
 fitted by full-batch L-BFGS with a small L2 penalty. Starting from fitted
@@ -65,3 +67,85 @@ def fit_layer_probes(
             final = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
             losses.append(float(final + l2 * coefficients.square().sum()))
     return losses
+
+
+def out_of_fold_encoder_logits(doubter: nn.Module, layer_states: torch.Tensor, correct: torch.Tensor, *,
+                               folds: int = 5, seed: int = 0, pos_weight: float = 1.0, iterations: int = 50,
+                               l2: float = 1e-3) -> torch.Tensor:
+    """The selective encoder's P(correct) logit of every row as it would be
+    on unseen rows: the per-layer probes refitted ``folds`` times, each time
+    without one seeded fold, which they then score. A logit fitted on the
+    very rows it scores is more sure of itself than it will be on new
+    questions, and a mix fitted on it would trust it too much. Other
+    encoders have no probes to refit: their in-sample logit is returned."""
+    import copy
+
+    with torch.no_grad():
+        logits = doubter.encoder_logit(layer_states).detach().clone()
+    encoder = doubter.encoder
+    if not isinstance(encoder, SelectiveEncoder) or len(correct) < 2 * folds:
+        return logits
+    order = torch.randperm(len(correct), generator=torch.Generator().manual_seed(seed))
+    for held in order.chunk(folds):
+        keep = torch.ones(len(correct), dtype=torch.bool)
+        keep[held] = False
+        if correct[keep].float().min() == correct[keep].float().max():
+            continue  # one class left: keep the in-sample logits of this fold
+        fold_encoder = copy.deepcopy(encoder)
+        fit_layer_probes(fold_encoder, layer_states[keep], correct[keep], pos_weight=pos_weight,
+                         iterations=iterations, l2=l2)
+        with torch.no_grad():
+            logits[held] = fold_encoder(layer_states[held].float()).p_correct_logit
+    return logits
+
+
+def fit_signal_mix(
+    doubter: nn.Module,
+    encoder_logits: torch.Tensor,
+    signals: torch.Tensor,
+    correct: torch.Tensor,
+    *,
+    pos_weight: float = 1.0,
+    iterations: int = 100,
+    l2: float = 1e-3,
+) -> float:
+    """Set the Doubter's signal standardisation to the statistics of
+    ``signals [n, K]`` and fit its :class:`SignalMix` (a logistic regression
+    on ``encoder_logits [n]``, preferably :func:`out_of_fold_encoder_logits`,
+    and the standardised signals, L2 on the weights) to ``correct``, in
+    place; returns the final loss."""
+    mix = getattr(doubter, "signal_mix", None)
+    if mix is None:
+        raise TrainerError("this Doubter reads no pass-1 signals", "build it with DoubterConfig(signals=[...])")
+    device = mix.mean.device
+    labels = correct.float().to(device)
+    if labels.min() == labels.max():
+        raise TrainerError("the training split holds only one class of answers, so P(correct) cannot be learned",
+                           "collect a dataset where the base is right sometimes and wrong sometimes")
+    signals = signals.float().to(device)
+    with torch.no_grad():
+        mix.mean.copy_(signals.mean(dim=0))
+        mix.scale.copy_(signals.std(dim=0).clamp_min(1e-6))
+        features = mix.features(encoder_logits.float().to(device), signals)
+    weight = torch.tensor(float(pos_weight), device=device)
+    coefficients = torch.zeros(features.shape[1], device=device)
+    coefficients[0] = 1.0
+    coefficients.requires_grad_(True)
+    bias = torch.zeros((), device=device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([coefficients, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def loss_of(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = features @ w + b
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight) + l2 * w.square().sum()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_of(coefficients, bias)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        mix.linear.weight.copy_(coefficients.view_as(mix.linear.weight))
+        mix.linear.bias.copy_(bias.view_as(mix.linear.bias))
+        return float(loss_of(coefficients, bias))

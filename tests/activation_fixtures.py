@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from wrapper_helpers import make_tiny_model, save_tiny_model, shared_tokenizer
 
@@ -67,14 +68,17 @@ def tiny_pipeline(target_layers: Sequence[int] = (2, 4), *, seed: int = 0, **tex
 
 @torch.no_grad()
 def write_activation_fixture(folder: Path, pipe: MetaSpiderPipeline, *, count: int = 40, max_new_tokens: int = 6,
-                             shard_size: int = 16) -> Path:
-    """Write an activation dataset of ``count`` rows into ``folder``."""
+                             shard_size: int = 16, signals: bool = True) -> Path:
+    """Write an activation dataset of ``count`` rows into ``folder`` (without
+    ``signals``: as collections before pass-1 signals were recorded)."""
+    from meta_spider.wrapper.signals import SIGNALS, signal_vector
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     layers = pipe.config.resolve(pipe.num_layers)[0]
     examples: list[dict[str, Any]] = []
     rows: dict[str, list[Any]] = {name: [] for name in ("states_prompt", "states_draft", "pass1_correct",
-                                                         "first_token_max_prob", "answer_mean_logprob")}
+                                                         "first_token_max_prob", "answer_mean_logprob", "signals")}
     prompts, answers = [], []
     for index, (prompt, truth, correct, split) in enumerate(fixture_questions(count)):
         text = pipe.render(prompt)
@@ -89,6 +93,8 @@ def write_activation_fixture(folder: Path, pipe: MetaSpiderPipeline, *, count: i
         rows["pass1_correct"].append(int(correct))
         rows["first_token_max_prob"].append(float(log_probs[0].exp().max()))
         rows["answer_mean_logprob"].append(float(chosen.mean()))
+        with_logprobs = pipe.decoder.read_states(ids, layers, max_draft_tokens=max_new_tokens, logprobs=True)
+        rows["signals"].append(signal_vector(SIGNALS, with_logprobs.prompt_logprobs, with_logprobs.draft_logprobs))
         prompts.append(ids[0].tolist())
         answers.append(draft)
         examples.append({"index": index, "id": f"fixture-{index}", "split": split, "question": prompt,
@@ -108,12 +114,16 @@ def write_activation_fixture(folder: Path, pipe: MetaSpiderPipeline, *, count: i
             "prompt_ids": prompt_ids, "prompt_lengths": prompt_lengths,
             "answer_ids": answer_ids, "answer_lengths": answer_lengths,
         }
+        if signals:
+            tensors["signals"] = torch.tensor(np.stack(rows["signals"][start:end]), dtype=torch.float32)
         write_shard(folder / shard_name(number), tensors, start, end)
         shards.append(shard_name(number))
     atomic_write_text(folder / EXAMPLES_FILE, "".join(json.dumps(e) + "\n" for e in examples))
     info = {"format_version": FORMAT_VERSION, "model": pipe.fingerprint(), "target_layers": list(layers),
             "read_positions": ["prompt", "draft"], "max_new_tokens": max_new_tokens,
             "dataset": {"name": "fixture", "options": {}}, "num_examples": count, "shards": shards, "complete": True}
+    if signals:
+        info["signals"] = list(SIGNALS)
     atomic_write_text(folder / COLLECTION_FILE, json.dumps(info, indent=2) + "\n")
     return folder
 

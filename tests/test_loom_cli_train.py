@@ -73,3 +73,22 @@ def test_missing_activations_and_bad_options_exit_1(run_dir: Path, tmp_path: Pat
     assert result.exit_code == 1 and "collection.json" in result.output and "metaloom collect" in result.output
     bad = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--lr", "-1"])
     assert bad.exit_code == 2 and "lr must be a positive number, got -1.0" in bad.output
+
+
+def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8",
+                                        "--signals", "prompt_logprob_sum, draft_logprob_min", *SHAPE],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = RunManifest.load(run)
+    pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**manifest.pipeline_settings(), local_files_only=True),
+                                              doubter=manifest.resolve(run, manifest.checkpoint))
+    assert pipe.doubter.config.signals == ("prompt_logprob_sum", "draft_logprob_min")
+    generated = pipe.generate("What is the capital of France? Now.", max_new_tokens=3, return_result=True)
+    assert 0.0 <= generated.p_correct <= 1.0
+    bad = CliRunner().invoke(train, ["--run-dir", str(run), "--signals", "perplexity"])
+    assert bad.exit_code == 2 and "unknown signals ['perplexity']" in bad.output

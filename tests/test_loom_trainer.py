@@ -263,6 +263,47 @@ def test_checkpoints_are_safetensors_and_json_and_run_json_records_the_best(pipe
 # ---------------------------------------------------------------- errors
 
 
+def test_the_signal_mix_is_fitted_on_out_of_fold_logits_and_kept_out_of_the_optimizer(pipe, activations) -> None:
+    from meta_spider.loom.trainer_probes import out_of_fold_encoder_logits
+    from meta_spider.wrapper.signals import SIGNALS
+
+    torch.manual_seed(0)
+    doubter = pipe.new_doubter(signals=list(SIGNALS), **SMALL)
+    trainer = Trainer(doubter, pipe, _config(epochs=1))
+    assert not any(id(p) in _ids(doubter.signal_mix.parameters())
+                   for group in trainer.parameter_groups().values() for p in group)
+    dataset = ActivationDataset.load(activations)
+    train = dataset.split_indices("train")
+    signals = dataset.signals(SIGNALS)[train]
+    result = trainer.fit(dataset)
+    mix = doubter.signal_mix
+    torch.testing.assert_close(mix.mean, signals.mean(dim=0))
+    torch.testing.assert_close(mix.scale, signals.std(dim=0))
+    assert float(mix.linear.weight[0, 1:].abs().max()) > 0.01  # the signals carry weight now
+    labels = dataset.tensor("pass1_correct")[train].numpy()
+    assert auroc(trainer.p_correct(dataset, "train").numpy(), labels) == pytest.approx(
+        result.history[result.best_epoch].train_auroc)
+    # Out-of-fold logits: the probes refitted without each fold score it, so they differ from the in-sample ones.
+    states, correct = dataset.states("prompt")[train], dataset.tensor("pass1_correct")[train].bool()
+    fresh = pipe.new_doubter(signals=list(SIGNALS), **SMALL)
+    from meta_spider.loom.trainer_probes import fit_layer_probes
+
+    fit_layer_probes(fresh.encoder, states, correct)
+    with torch.no_grad():
+        in_sample = fresh.encoder_logit(states)
+    out_of_fold = out_of_fold_encoder_logits(fresh, states, correct)
+    assert out_of_fold.shape == in_sample.shape and not torch.allclose(out_of_fold, in_sample)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert bce(out_of_fold, correct.float()) > bce(in_sample, correct.float())  # less sure of rows it never saw
+
+
+def test_signals_need_a_collection_that_recorded_them(pipe, tmp_path) -> None:
+    old = write_activation_fixture(tmp_path / "old", pipe, count=20, signals=False)
+    doubter = pipe.new_doubter(signals=["prompt_logprob_sum"], **SMALL)
+    with pytest.raises(TrainerError, match=r"before pass-1 signals were recorded.*collect again.*without --signals"):
+        Trainer(doubter, pipe, _config(epochs=1)).fit(old)
+
+
 def test_setup_errors_name_the_problem_and_the_fix(pipe, activations) -> None:
     with pytest.raises(TrainerError, match="pretrain_projectors=True"):
         Trainer(pipe.new_doubter(**SMALL), pipe, _config(pretrain_projectors=False))
