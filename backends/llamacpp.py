@@ -216,30 +216,50 @@ class LlamaCppBackend:
     def read_states(self, input_ids: Sequence[int]) -> tuple[np.ndarray, list[int]]:
         """Pass 1 on ids: ``(states [L, d] at the configured read position, draft ids)``; the KV cache keeps
         the prompt (and draft) for pass 2."""
+        states, draft, _ = self._pass1(input_ids)
+        return states, draft
+
+    def _pass1(self, input_ids: Sequence[int]) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+        """Pass 1 on ids: states at the read position, the draft (when the Doubter drafts) and the pass-1
+        signals the Doubter reads (None when it reads none), computed as the torch pipeline does."""
+        from meta_spider.wrapper.signals import PROMPT_SIGNALS, signal_vector, token_logprobs
+
         doubter = self._require_doubter("read activations (pass 1)")
         layers = doubter.target_layers
-        out = self.context.prefill(input_ids, read_layers=layers)
-        if doubter.read_position != "draft":
-            return self._states(out.hidden, layers), []
+        prompt_signals = any(name in PROMPT_SIGNALS for name in doubter.signals)
+        options: dict[str, Any] = {"output_positions": range(len(input_ids))} if prompt_signals else {}
+        out = self.context.prefill(input_ids, read_layers=layers, **options)
+        prompt_logprobs = token_logprobs(out.logits[:-1], list(input_ids)[1:]) if prompt_signals else None
+        states = self._states(out.hidden, layers)
         draft: list[int] = []
-        logits = out.logits[-1]
-        for step in range(self.max_draft_tokens):
-            token = int(np.argmax(logits))
-            draft.append(token)
-            full = self.context.n_past + 1 >= self.context.n_ctx  # leave room to feed the last draft token
-            if self._is_end(token) or step == self.max_draft_tokens - 1 or full:
-                break
-            logits = self.context.decode([token]).logits[-1]
-        # The draft's last token has not been fed yet; feeding it gives the state at the end of the answer.
-        return self._states(self.context.decode([draft[-1]], read_layers=layers).hidden, layers), draft
+        draft_logprobs: list[float] = []
+        if doubter.drafts:
+            logits = out.logits[-1]
+            for step in range(self.max_draft_tokens):
+                token = int(np.argmax(logits))
+                draft.append(token)
+                draft_logprobs.append(float(token_logprobs(logits[None, :], [token])[0]))
+                full = self.context.n_past + 1 >= self.context.n_ctx  # leave room to feed the last draft token
+                if self._is_end(token) or step == self.max_draft_tokens - 1 or full:
+                    break
+                logits = self.context.decode([token]).logits[-1]
+            if doubter.read_position == "draft":
+                # The draft's last token has not been fed yet; feeding it gives the state at the end of the answer.
+                states = self._states(self.context.decode([draft[-1]], read_layers=layers).hidden, layers)
+        signals = None
+        if doubter.signals:
+            signals = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None)
+        return states, draft, signals
 
     def read(self, prompt: str) -> Introspection:
         """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]`` (numpy)."""
         doubter = self._require_doubter("read activations (pass 1)")
-        states, draft = self.read_states(self.encode(prompt))
-        encoded = doubter.encode(states)
+        states, draft, signals = self._pass1(self.encode(prompt))
+        encoded = doubter.encode(states, signals)
         self._last_read = (prompt, states)
         extras: dict[str, Any] = {"layer_states": states}
+        if signals is not None:
+            extras["signals"] = dict(zip(doubter.signals, signals.tolist()))
         if encoded.probe_logits is not None:
             extras["probe_logits"] = encoded.probe_logits.tolist()
         if draft:
@@ -293,7 +313,7 @@ class LlamaCppBackend:
                 return
             live = self._states(hidden, doubter.target_layers)
             if doubter.should_refresh(live, state["reference"]):
-                injection.set_tokens(doubter.encode(live).cognitive_tokens)
+                injection.set_tokens(doubter.encode_tokens(live).cognitive_tokens)
                 state["reference"] = live
                 self.last_refreshes += 1
 

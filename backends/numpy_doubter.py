@@ -12,7 +12,8 @@ Two halves, both needed by the llama.cpp backend and nothing else:
   cross-attention, AGC and the dynamic-refresh trigger of
   :mod:`meta_spider.wrapper` operation for operation (LayerNorm eps 1e-5,
   exact erf GELU, ReLU feed-forward in the transformer block, scaled
-  dot-product attention). The encoder (once per read) computes in float64;
+  dot-product attention), and the signal mix that combines P(correct) with
+  pass-1 log-prob signals. The encoder (once per read) computes in float64;
   the per-token cross-attention in float32, as the torch module does.
 
 It knows nothing about llama.cpp, tokens or decoding loops; it imports only
@@ -304,6 +305,8 @@ class NumpyDoubter:
         self.agc_floor = float(self.config.get("agc_floor", 0.3))
         self.agc_tau = float(self.config.get("agc_tau", 32.0))
         self.refresh_threshold = float(self.config.get("refresh_threshold", 0.9))
+        self.signals = tuple(str(name) for name in (self.config.get("signals") or ()))
+        """Pass-1 signals P(correct) reads (:mod:`meta_spider.wrapper.signals`)."""
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
         self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
 
@@ -331,6 +334,8 @@ class NumpyDoubter:
                   for part in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate.raw",
                                "query_norm.weight", "token_norm.weight")]
         needed.append("encoder.head.weight" if config["encoder_type"] != "selective" else "encoder.probe_mix.weight")
+        if config.get("signals"):
+            needed += [f"signal_mix.{part}" for part in ("mean", "scale", "linear.weight", "linear.bias")]
         absent = [name for name in needed if name not in contents.tensors]
         if absent:
             raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
@@ -344,8 +349,29 @@ class NumpyDoubter:
     def _gate(self, name: str) -> float:
         return float(np.tanh(self._t(name).reshape(())))
 
-    def encode(self, layer_states: np.ndarray) -> NumpyEncoded:
-        """Pass-1 states ``[L, d]`` (target-layer order) -> cognitive tokens and P(correct) logit."""
+    @property
+    def drafts(self) -> bool:
+        """Whether pass 1 drafts: a draft read, or a draft signal."""
+        return self.read_position == "draft" or any(name.startswith("draft_") for name in self.signals)
+
+    def encode(self, layer_states: np.ndarray, signals: np.ndarray | None = None) -> NumpyEncoded:
+        """Pass-1 states ``[L, d]`` (target-layer order) and, when the Doubter
+        reads any, its signals ``[K]`` -> cognitive tokens and P(correct) logit."""
+        encoded = self.encode_tokens(layer_states)
+        if not self.signals:
+            return encoded
+        values = None if signals is None else np.asarray(signals, dtype=np.float64)
+        if values is None or values.shape != (len(self.signals),):
+            raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.signals)}: pass "
+                             f"signals of shape [{len(self.signals)}], got {None if values is None else list(values.shape)}")
+        standardised = (values - self._t("signal_mix.mean")) / self._t("signal_mix.scale")
+        features = np.concatenate([[encoded.p_correct_logit], standardised])
+        logit = float(_linear(features, self._t("signal_mix.linear.weight"), self._t("signal_mix.linear.bias"))[0])
+        return NumpyEncoded(encoded.cognitive_tokens, logit, encoded.probe_logits)
+
+    def encode_tokens(self, layer_states: np.ndarray) -> NumpyEncoded:
+        """The encoder alone: cognitive tokens and the encoder's own P(correct)
+        logit (no signals; what dynamic refresh needs)."""
         states = np.asarray(layer_states, dtype=np.float64)
         expected = (len(self.target_layers), self.hidden_size)
         if states.shape != expected:

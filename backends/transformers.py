@@ -105,6 +105,8 @@ class TransformersBackend:
         pass1 = self.pipeline.read_ids(self.pipeline.encode(prompt))
         self._last_read = (prompt, pass1)
         extras: dict[str, Any] = {"layer_states": pass1.layer_states[0]}
+        if pass1.signals is not None:
+            extras["signals"] = dict(zip(self.pipeline.doubter.config.signals, pass1.signals[0].tolist()))
         if pass1.encoded.probe_logits is not None:
             extras["probe_logits"] = pass1.encoded.probe_logits[0].detach().tolist()
         if pass1.draft_ids:

@@ -203,6 +203,27 @@ def test_draft_read_position_matches_transformers(tiny):
     backend.close()
 
 
+def test_pass1_signals_match_transformers(tiny):
+    from meta_spider.wrapper.signals import SIGNALS
+
+    pipeline = tiny.pipeline(signals=list(SIGNALS))
+    with torch.no_grad():
+        pipeline.doubter.signal_mix.mean.copy_(torch.tensor([-30.0, -2.0, -1.0, -3.0]))
+        pipeline.doubter.signal_mix.scale.copy_(torch.tensor([5.0, 0.5, 0.5, 1.0]))
+    backend = tiny.backend(tiny.sidecar(pipeline, "signals.gguf"))
+    reference = TransformersBackend(pipeline)
+    for prompt in tiny.prompts:
+        expected, got = reference.read(prompt), backend.read(prompt)
+        assert list(got.extras["signals"]) == list(SIGNALS)
+        np.testing.assert_allclose(list(got.extras["signals"].values()), list(expected.extras["signals"].values()),
+                                   rtol=1e-4, atol=1e-3)
+        assert got.extras["draft_text"] == expected.extras["draft_text"]  # prompt read, drafted for the signals
+        assert abs(got.p_correct - expected.p_correct) <= 1e-4
+        assert backend.generate(prompt, max_new_tokens=12, inject=got).text == reference.generate(
+            prompt, max_new_tokens=12, inject=expected).text
+    backend.close()
+
+
 def test_an_introspection_from_the_torch_backend_can_be_injected(tiny):
     pipeline = tiny.pipeline()
     backend = tiny.backend(tiny.sidecar(pipeline, "cross.gguf"))
