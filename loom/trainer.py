@@ -7,7 +7,9 @@ position) feed the encoder, and training runs only the teacher-forced pass 2
 (:mod:`meta_spider.loom.trainer_targets` picks the targets), plus an
 auxiliary BCE of the encoder's P(correct) logit (and the selective
 encoder's per-layer probes) against ``pass1_correct``: the calibrated score
-the agent acts on.
+the agent acts on. Before the first update the per-layer probes are fitted
+(``pretrain_projectors``) and, for a Doubter that reads pass-1 signals, its
+signal mix (on out-of-fold encoder logits; the optimizer never touches it).
 
 Built on HF accelerate: the same code runs in one process, under
 ``accelerate launch`` (GPUs) or ``torchrun --nproc_per_node N`` (CPU
@@ -427,12 +429,11 @@ class Trainer:
         """Fit the per-layer probes (``pretrain_projectors``, selective
         encoder) and then the signal mix (whenever the Doubter reads signals)."""
         device = self.accelerator.device
-        if not self.config.pretrain_projectors:
-            pass
-        elif self.doubter.config.encoder_type != "selective":
+        selective = self.doubter.config.encoder_type == "selective"
+        if self.config.pretrain_projectors and not selective:
             logger.info("pretrain_projectors: the %s encoder has no per-layer probes; nothing to fit",
                         self.doubter.config.encoder_type)
-        else:
+        elif self.config.pretrain_projectors:
             losses = fit_layer_probes(self.doubter.encoder, rows.states[rows.train].to(device),
                                       rows.correct[rows.train], pos_weight=pos_weight,
                                       iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
