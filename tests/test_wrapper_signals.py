@@ -15,9 +15,9 @@ SMALL = {"encoder_dim": 16, "ca_bottleneck_dim": 16, "ca_num_heads": 2}
 
 
 def test_token_logprobs_is_log_softmax_at_the_tokens() -> None:
-    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(0)) * 6
-    ids = [3, 0, 39, 7, 7]
-    expected = logits.double().log_softmax(-1)[torch.arange(5), torch.tensor(ids)].numpy()
+    logits = torch.randn(150, 40, generator=torch.Generator().manual_seed(0)) * 6  # more rows than one chunk
+    ids = [3, 0, 39, 7, 7] * 30
+    expected = logits.double().log_softmax(-1)[torch.arange(150), torch.tensor(ids)].numpy()
     np.testing.assert_allclose(token_logprobs(logits.numpy(), ids), expected, atol=1e-12)
     with pytest.raises(ValueError, match="token ids"):
         token_logprobs(logits.numpy(), ids[:3])

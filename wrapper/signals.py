@@ -44,15 +44,23 @@ def check_signal_names(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+CHUNK_ROWS = 64
+"""Rows of logits converted to float64 at a time (a long prompt times a large
+vocabulary would not fit twice)."""
+
+
 def token_logprobs(logits: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
     """``log softmax(logits[i])[token_ids[i]]`` for every row, in float64."""
-    rows = np.asarray(logits, dtype=np.float64)
     ids = np.asarray(token_ids, dtype=np.int64)
-    if rows.ndim != 2 or ids.shape != (rows.shape[0],):
-        raise ValueError(f"need logits [T, V] and T token ids, got {rows.shape} and {ids.shape}")
-    top = rows.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
-    return rows[np.arange(len(ids)), ids] - log_norm
+    if np.ndim(logits) != 2 or ids.shape != (np.shape(logits)[0],):
+        raise ValueError(f"need logits [T, V] and T token ids, got {np.shape(logits)} and {ids.shape}")
+    result = np.empty(len(ids), dtype=np.float64)
+    for start in range(0, len(ids), CHUNK_ROWS):
+        rows = np.asarray(logits[start:start + CHUNK_ROWS], dtype=np.float64)
+        top = rows.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]
+        result[start:start + len(rows)] = rows[np.arange(len(rows)), ids[start:start + len(rows)]] - log_norm
+    return result
 
 
 def signal_vector(names: Sequence[str], prompt_logprobs: np.ndarray | None,
