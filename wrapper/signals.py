@@ -13,8 +13,11 @@ Pass 1 computes the base's logits anyway; from them come, per question,
 
 A Doubter whose config names some of them (``DoubterConfig.signals``)
 combines them with its encoder's P(correct) logit
-(:class:`~meta_spider.wrapper.doubter.SignalMix`). The functions here are
-numpy only, so the llama.cpp backend computes the very same numbers.
+(:class:`~meta_spider.wrapper.doubter.SignalMix`). They are not free: prompt
+signals make the prefill compute the LM head at every prompt position (the
+logits take prompt length x vocabulary floats), draft signals make pass 1
+draft an answer. The functions here are numpy only, so the llama.cpp
+backend computes the very same numbers.
 """
 
 from __future__ import annotations
