@@ -279,7 +279,7 @@ class MetaSpiderPipeline:
         text, decision = self.decode(token_ids), "pass2"
         if gate is not None and gate.is_refusal(text):
             stats = DecodeStats()
-            if pass1.draft_ids:  # read at the end of the draft: pass 1 already wrote the base's answer
+            if pass1.draft_ids:  # pass 1 drafted (a draft read or draft signals): that is the base's answer
                 token_ids = list(pass1.draft_ids)
                 stats.finish_reason = "eos" if token_ids[-1] in self.decoder.eos_token_ids else "length"
             else:
