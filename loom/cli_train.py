@@ -35,7 +35,9 @@ _DOUBTER_OPTIONS = ("encoder_dim", "encoder_num_heads", "encoder_num_layers", "n
 
 
 def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, ...]]:
-    """``--signals a,b`` (or ``all``) as a checked tuple of signal names."""
+    """``--logprob-signals a,b`` (or ``all``) as a checked tuple of signal names.
+    (Not ``--signals``: torchrun's argument parser would take it for an
+    abbreviation of its own ``--signals-to-handle``.)"""
     if value is None:
         return None
     from meta_spider.wrapper.signals import SIGNALS, check_signal_names
@@ -97,7 +99,7 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--ca-num-heads", type=click.IntRange(min=1), default=None)
 @click.option("--ca-gate-init", type=float, default=None)
 @click.option("--encoder-gate-init", type=float, default=None)
-@click.option("--signals", callback=_signal_names, default=None, metavar="NAMES",
+@click.option("--logprob-signals", "signals", callback=_signal_names, default=None, metavar="NAMES",
               help="pass-1 log-prob signals the Doubter's P(correct) also reads: comma-separated names from "
                    "prompt_logprob_sum, prompt_logprob_mean, draft_logprob_mean, draft_logprob_min, or 'all'")
 @click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")

@@ -32,7 +32,7 @@ DEMO_EPOCHS = 4
 """Doubter training epochs of the demo run."""
 DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
 """Collection settings: the world's answers are short sentences."""
-DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25", "--signals", "all")
+DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25", "--logprob-signals", "all")
 """Extra ``metaloom train`` options of the demo run: answer targets weigh 1.25x,
 the weight that met the behaviour targets on the validation split, and
 P(correct) also reads every pass-1 log-prob signal (docs/loom.md)."""

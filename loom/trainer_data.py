@@ -80,7 +80,7 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
             signals = dataset.signals(doubter_config.signals).float()
         except ActivationFormatError as error:
             raise TrainerError(f"the Doubter reads the pass-1 signals {list(doubter_config.signals)}, but "
-                               f"{error.path} {error.problem}", f"{error.fix}; or train without --signals") from error
+                               f"{error.path} {error.problem}", f"{error.fix}; or train without --logprob-signals") from error
     return TrainingRows(states, correct, prompts, targets, train, validation, signals)
 
 

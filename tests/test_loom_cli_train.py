@@ -81,7 +81,7 @@ def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8",
-                                        "--signals", "prompt_logprob_sum, draft_logprob_min", *SHAPE],
+                                        "--logprob-signals", "prompt_logprob_sum, draft_logprob_min", *SHAPE],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = RunManifest.load(run)
@@ -90,5 +90,5 @@ def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path
     assert pipe.doubter.config.signals == ("prompt_logprob_sum", "draft_logprob_min")
     generated = pipe.generate("What is the capital of France? Now.", max_new_tokens=3, return_result=True)
     assert 0.0 <= generated.p_correct <= 1.0
-    bad = CliRunner().invoke(train, ["--run-dir", str(run), "--signals", "perplexity"])
+    bad = CliRunner().invoke(train, ["--run-dir", str(run), "--logprob-signals", "perplexity"])
     assert bad.exit_code == 2 and "unknown signals ['perplexity']" in bad.output

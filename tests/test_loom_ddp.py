@@ -29,7 +29,7 @@ from meta_spider.wrapper import Doubter
 
 ARGUMENTS = ["--epochs", "2", "--batch-size", "4", "--grad-accum", "2", "--lr", "3e-3",
              "--early-stopping-metric", "val_loss", "--encoder-dim", "16", "--ca-bottleneck-dim", "16",
-             "--ca-num-heads", "2", "--local-files-only"]
+             "--ca-num-heads", "2", "--logprob-signals", "all", "--local-files-only"]
 
 
 def _train(command: list[str], run_dir: Path) -> dict:

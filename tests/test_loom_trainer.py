@@ -300,7 +300,7 @@ def test_the_signal_mix_is_fitted_on_out_of_fold_logits_and_kept_out_of_the_opti
 def test_signals_need_a_collection_that_recorded_them(pipe, tmp_path) -> None:
     old = write_activation_fixture(tmp_path / "old", pipe, count=20, signals=False)
     doubter = pipe.new_doubter(signals=["prompt_logprob_sum"], **SMALL)
-    with pytest.raises(TrainerError, match=r"before pass-1 signals were recorded.*collect again.*without --signals"):
+    with pytest.raises(TrainerError, match=r"before pass-1 signals were recorded.*collect again.*without --logprob-signals"):
         Trainer(doubter, pipe, _config(epochs=1)).fit(old)
 
 
