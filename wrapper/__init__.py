@@ -55,22 +55,22 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-if TYPE_CHECKING:
-    from meta_spider.wrapper.buffer import ReflexionBuffer
-    from meta_spider.wrapper.collector import ActivationCollector
-    from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig, resolve_layers
-    from meta_spider.wrapper.cross_attention import BottleneckCrossAttention
-    from meta_spider.wrapper.doubter import Doubter
-    from meta_spider.wrapper.encoders import EncoderOutput, build_encoder
-    from meta_spider.wrapper.errors import (
+if TYPE_CHECKING:  # the same names for type checkers (F401: they are re-exports)
+    from meta_spider.wrapper.buffer import ReflexionBuffer  # noqa: F401
+    from meta_spider.wrapper.collector import ActivationCollector  # noqa: F401
+    from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig, resolve_layers  # noqa: F401
+    from meta_spider.wrapper.cross_attention import BottleneckCrossAttention  # noqa: F401
+    from meta_spider.wrapper.doubter import Doubter  # noqa: F401
+    from meta_spider.wrapper.encoders import EncoderOutput, build_encoder  # noqa: F401
+    from meta_spider.wrapper.errors import (  # noqa: F401
         CheckpointError,
         FingerprintMismatchError,
         LayerDiscoveryError,
         NoDoubterError,
         WrapperError,
     )
-    from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGate, TanhGate
-    from meta_spider.wrapper.layers import DecoderStructure, discover_decoder
-    from meta_spider.wrapper.passes import Pass1, ReadStates
-    from meta_spider.wrapper.pipeline import GenerationResult, MetaSpiderPipeline
-    from meta_spider.wrapper.training import TrainingOutput
+    from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGate, TanhGate  # noqa: F401
+    from meta_spider.wrapper.layers import DecoderStructure, discover_decoder  # noqa: F401
+    from meta_spider.wrapper.passes import Pass1, ReadStates  # noqa: F401
+    from meta_spider.wrapper.pipeline import GenerationResult, MetaSpiderPipeline  # noqa: F401
+    from meta_spider.wrapper.training import TrainingOutput  # noqa: F401

@@ -292,12 +292,12 @@ def biography(person: Person, rng: random.Random) -> str:
     rng.shuffle(remaining)
     sentences: list[str] = []
     while remaining:
-        joined = [(attrs, t) for attrs, t in _JOINED if list(attrs) == remaining[:2]]
+        joined = [t for attrs, t in _JOINED if list(attrs) == remaining[:2]]
         if joined and rng.random() < 0.5:
-            attrs, template = joined[0]
+            template = joined[0]
             remaining = remaining[2:]
         else:
-            attrs, template = (remaining[0],), rng.choice(_SENTENCES[remaining[0]])
+            template = rng.choice(_SENTENCES[remaining[0]])
             remaining = remaining[1:]
         use_name = not sentences or rng.random() < 0.2
         if template.startswith("Born in") and not sentences:
