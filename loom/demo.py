@@ -38,19 +38,32 @@ the weight that met the behaviour targets on the validation split, and
 P(correct) also reads every pass-1 log-prob signal (docs/loom.md)."""
 
 
+class DemoError(RuntimeError):
+    """A demo step failed; ``run_dir`` is the run directory it works in."""
+
+    def __init__(self, step: str, message: str, run_dir: Path) -> None:
+        self.step, self.message, self.run_dir = step, message, run_dir
+        super().__init__(f"{step} failed: {message}")
+
+
 def default_run_dir(world_path: Path) -> Path:
     """The demo's run directory: beside the world it was made from."""
     return world_path / "demo-run"
 
 
-def _loom_command(args: Sequence[str]) -> None:
-    """Run ``metaloom ARGS`` in this process; a failure raises instead of exiting."""
+def _loom_command(args: Sequence[str], run_dir: Path) -> None:
+    """Run ``metaloom ARGS`` in this process; a failure raises :class:`DemoError`."""
+    import click
+
     from meta_spider.agentcore.cli import CliState, build_cli
     from meta_spider.plugins import make_plugin_manager
 
     pm = make_plugin_manager()
-    build_cli(pm).commands["loom"].main(args=list(args), prog_name="metaloom", standalone_mode=False,
-                                        obj=CliState(pm))
+    try:
+        build_cli(pm).commands["loom"].main(args=list(args), prog_name="metaloom", standalone_mode=False,
+                                            obj=CliState(pm))
+    except click.ClickException as error:
+        raise DemoError(f"metaloom {args[0]}", error.format_message(), run_dir) from error
 
 
 def pick_questions(report: dict[str, Any], count: int = 3) -> list[dict[str, Any]]:
@@ -107,16 +120,16 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
 
     console.print(Rule("2/5 metaloom collect"))
     _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
-                   *DEMO_COLLECT_ARGS])
+                   *DEMO_COLLECT_ARGS], run_dir)
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
-        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *DEMO_TRAIN_ARGS])
+        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *DEMO_TRAIN_ARGS], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
     console.print(Rule("4/5 metaloom eval"))
     report_path = run_dir / REPORT_FILE
     if not report_path.is_file():
-        _loom_command(["eval", "--run-dir", str(run_dir)])
+        _loom_command(["eval", "--run-dir", str(run_dir)], run_dir)
     else:
         from meta_spider.loom.comparison import ComparisonReport
 
@@ -145,7 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
     args = parser.parse_args(argv)
-    run_demo(args.preset, args.seed, args.run_dir, epochs=args.epochs)
+    console = Console()
+    try:
+        run_demo(args.preset, args.seed, args.run_dir, console=console, epochs=args.epochs)
+    except DemoError as error:
+        console.print(f"[red]demo stopped[/]: {error}")
+        console.print(f"The demo keeps every step in {error.run_dir}; a folder left by another version of "
+                      "meta-spider or other settings cannot be resumed. Delete it to start the run over, "
+                      "or pass --run-dir NEW_FOLDER.")
+        return 1
     return 0
 
 

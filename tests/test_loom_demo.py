@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from meta_spider.loom.demo import run_demo
+from meta_spider.loom.demo import main, run_demo
 from meta_spider.loom.world import check_answer
 from meta_spider.policies.actions import is_refusal
 
 
 @pytest.mark.world
 @pytest.mark.slow
-def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path) -> None:
+def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "demo-run"
     first = run_demo("tiny", 0, run, console=Console(record=True, width=120))
     for name in ("run.json", "report.json", "activations/collection.json", "checkpoints/best"):
@@ -40,3 +40,14 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path) -> No
     text = console.export_text()
     assert "skipped" in text and "shown, not recomputed" in text
     assert again["questions"] == shown
+
+    # A run directory another version left (collected without pass-1 signals): a clear stop, not a traceback.
+    collection = run / "activations" / "collection.json"
+    info = json.loads(collection.read_text())
+    del info["signals"]
+    collection.write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["--preset", "tiny", "--run-dir", str(run)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "demo stopped: metaloom collect failed" in out and "signals" in out
+    assert "Delete it to start the run over, or pass --run-dir NEW_FOLDER" in out and str(run) in out.replace(" ", "")
