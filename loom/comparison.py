@@ -481,6 +481,7 @@ class BaselineComparison:
         states, layers, read_position = self._states()
         labels = benchmark.activations.tensor("pass1_correct").numpy().astype(bool)
         test_indices = [item.index for item in benchmark.items]
+        from_states = self._doubter_p_correct(states, layers, test_indices)
         fit_indices = benchmark.calibration_indices()
         if benchmark.calibration_split == benchmark.split:
             notes.append(f"the probe and the threshold are fitted on the evaluated split {benchmark.split!r}: "
@@ -489,7 +490,8 @@ class BaselineComparison:
             notes.append(f"no {benchmark.calibration_split!r} split collected: no linear probe, no calibration; "
                          "pass 2's own text decides")
         else:
-            calibration = self._calibrate(states, layers, labels, fit_indices, test_indices, read_position, notes)
+            calibration = self._calibrate(states, layers, labels, fit_indices, test_indices, from_states,
+                                          read_position, notes)
         outcomes = self._generate(calibration)
         if calibration is not None:
             calibration["gated_generation"] = self.answer_gate
@@ -504,7 +506,6 @@ class BaselineComparison:
                 for outcome, score in zip(outcomes, test_scores):
                     outcome.probe_score = float(score)
         # pass 1 inside generation and the encoder on collected states must agree
-        from_states = self._doubter_p_correct(states, layers, test_indices)
         generated = np.array([q.p_correct for q in outcomes], dtype=np.float64)
         drift = float(np.max(np.abs(from_states - generated))) if len(outcomes) else 0.0
         info["p_correct_max_abs_diff_vs_collected_states"] = drift
@@ -530,13 +531,13 @@ class BaselineComparison:
             pipe.answer_gate = previous
 
     def _calibrate(self, states: np.ndarray, layers: list[int], labels: np.ndarray, fit_indices: list[int],
-                   test_indices: list[int], read_position: str, notes: list[str]) -> dict[str, Any]:
+                   test_indices: list[int], test_scores: np.ndarray, read_position: str,
+                   notes: list[str]) -> dict[str, Any]:
         """The answer threshold on the Doubter's P(correct), chosen on the
         calibration split, and what it does on the evaluated questions
-        (keeping the base's answers)."""
+        (``test_scores``, keeping the base's answers)."""
         scores = self._doubter_p_correct(states, layers, fit_indices)
         fit_labels = labels[fit_indices]
-        choice = None
         if self.target_risk is not None:
             choice, rule = choose_threshold(scores, fit_labels, target_risk=self.target_risk), "target_risk"
         elif self.target_coverage is not None:
@@ -548,7 +549,6 @@ class BaselineComparison:
                 notes.append(f"no threshold meets the behaviour goals on {self.benchmark.calibration_split!r}: "
                              f"calibrated for coverage {coverage:.3f} (the base's accuracy there) instead")
                 choice, rule = choose_threshold(scores, fit_labels, target_coverage=coverage), "target_coverage"
-        test_scores = self._doubter_p_correct(states, layers, test_indices)
         entry = {**choice.to_dict(), "score": "p_correct", "split": self.benchmark.calibration_split,
                  "read_position": read_position, "rule": rule}
         if test_indices:
