@@ -10,8 +10,9 @@ baselines), and ``pass1_correct = check_correctness(answer_text, example)``.
 With ``batch_size=1`` the states come from the pipeline's own pass-1 code
 (``TwoPassDecoder.read_states``, the function behind ``pipe.read_ids`` and
 ``pipe.collect_states``), so training reads exactly what inference reads;
-log-probs come from the same forwards, through a decoder subclass that only
-watches the logits go by. Larger batches decode left-padded batches: faster,
+token log-probs come from the same read (``logprobs=True``), and the first
+answer token's probability through a decoder subclass that only watches the
+logits go by. Larger batches decode left-padded batches: faster,
 equal up to float rounding.
 
 Collection is resumable: shards are written as they fill (shard file
@@ -269,17 +270,15 @@ class ActivationDatasetCollector:
         read = decoder.read_states(prompt_ids, self.target_layers, max_draft_tokens=self.max_new_tokens,
                                    logprobs=True)
         answer_ids = list(read.draft_ids)
-        logits = torch.stack(decoder.step_logits[: len(answer_ids)]).float().cpu()
-        log_probs = torch.log_softmax(logits, dim=-1)
-        token_log_probs = log_probs.gather(1, torch.as_tensor(answer_ids).unsqueeze(1)).squeeze(1)
+        first_token_probs = torch.softmax(decoder.step_logits[0].float().cpu(), dim=-1)
         return ExampleReading(
             prompt_ids=prompt_ids[0].tolist(),
             answer_ids=answer_ids,
             answer_text=self.pipe.decode(answer_ids),
             states_prompt=read.prompt_states[0].detach().float().cpu(),
             states_draft=read.draft_states[0].detach().float().cpu(),
-            first_token_max_prob=float(log_probs[0].exp().max()),
-            answer_mean_logprob=float(token_log_probs.mean()),
+            first_token_max_prob=float(first_token_probs.max()),
+            answer_mean_logprob=float(read.draft_logprobs.mean()),
             signals=signal_vector(SIGNALS, read.prompt_logprobs, read.draft_logprobs).tolist(),
         )
 
