@@ -36,6 +36,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "BehaviourGoals",
     "MatchedCoverage",
@@ -59,7 +61,7 @@ __all__ = [
 ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
 
 
-class UndefinedMetricError(ValueError):
+class UndefinedMetricError(MetaSpiderError, ValueError):
     """A metric has no value for these inputs (for example AUROC when every
     question has the same label)."""
 
