@@ -12,7 +12,9 @@ How things are counted (also written into every report, ``definitions``):
   a refusal is the refusal sentence; anything else is an answer, right when
   ``dataset.check_fn`` accepts it. Coverage, selective accuracy,
   refusal rate, refusal precision (share of refusals where the base was
-  wrong) and over-refusal (share of base-right questions refused) come from
+  wrong), over-refusal (share of refusals where the base was right: 1 -
+  refusal precision) and knowledge loss (share of base-right questions
+  refused) come from
   :func:`~meta_spider.loom.metrics.selective_metrics`.
 * **Paired tests** (McNemar exact, paired t) compare per-question *correct
   behaviour*: the base is right when ``pass1_correct``; the Doubter system is
@@ -41,7 +43,8 @@ How things are counted (also written into every report, ``definitions``):
   stays at coverage 1.
 
 ``report.json`` (``ComparisonReport.to_json()``, keys sorted, ``schema_version``
-1): ``benchmark`` (dataset, split, n, max_tokens, ...), ``definitions``,
+2; a version 1 report, which called knowledge loss over-refusal, is read
+with its meaning kept): ``benchmark`` (dataset, split, n, max_tokens, ...), ``definitions``,
 ``doubter`` {``behaviour``: SelectiveMetrics, ``actions``: {confirm, correct,
 refuse}, ``decisions``: {pass2, gate_refused, base_answer} counts, ``scores``: ScoreMetrics or null, ``gate_at_coverage``:
 MatchedCoverage of P(correct) or null}, ``paired`` {``definition``,
@@ -93,7 +96,7 @@ if TYPE_CHECKING:
 __all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "SCHEMA_VERSION",
            "build_report"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFINITIONS = {
     "oracle": "pass1_correct: the frozen base's greedy answer was right",
     "answered": "the generated text is not the refusal sentence",
@@ -107,7 +110,7 @@ GOALS = BehaviourGoals()
 ACCEPTANCE = (  # name, target, op: the project's goals for the Doubter on the embedded world
     ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", 0.03, ">="),
     ("coverage", GOALS.min_coverage, ">="), ("selective_accuracy_gain", GOALS.min_selective_gain, ">="),
-    ("refusal_precision", GOALS.min_refusal_precision, ">="), ("over_refusal", GOALS.max_over_refusal, "<="),
+    ("refusal_precision", GOALS.min_refusal_precision, ">="), ("knowledge_loss", GOALS.max_knowledge_loss, "<="),
     ("mcnemar_p", 0.01, "<"),
 )
 DECISION_NAMES = ("pass2", "gate_refused", "base_answer")
@@ -149,7 +152,7 @@ def _matched_from_dict(data: Optional[Mapping[str, Any]]) -> Optional[MatchedCov
     if data is None:
         return None
     return MatchedCoverage(target_coverage=data["target_coverage"], threshold=data["threshold"],
-                           split_ties=data["split_ties"], metrics=SelectiveMetrics(**data["metrics"]))
+                           split_ties=data["split_ties"], metrics=SelectiveMetrics.from_dict(data["metrics"]))
 
 
 def _t_test_from_dict(data: Mapping[str, Any]) -> PairedTTestResult:
@@ -241,8 +244,11 @@ class ComparisonReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComparisonReport":
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise ValueError(f"report schema_version {version!r} is not the {SCHEMA_VERSION} this meta-spider reads")
+        if version == 1:  # its "over_refusal" check was what is now knowledge loss
+            data = {**data, "acceptance": [{**check, "name": "knowledge_loss"} if check["name"] == "over_refusal"
+                                           else check for check in data["acceptance"]]}
         paired = data["paired"]
         answered_only = None
         if paired.get("answered_only") is not None:
@@ -253,7 +259,7 @@ class ComparisonReport:
         return cls(
             benchmark=dict(data["benchmark"]),
             questions=[QuestionOutcome.from_dict(q) for q in data["questions"]],
-            behaviour=SelectiveMetrics(**doubter["behaviour"]),
+            behaviour=SelectiveMetrics.from_dict(doubter["behaviour"]),
             actions=dict(doubter["actions"]),
             decisions=dict(doubter.get("decisions", {})),
             doubter_scores=_score_from_dict(doubter["scores"]),
@@ -291,13 +297,13 @@ class ComparisonReport:
 
         def behaviour_cells(metrics: SelectiveMetrics) -> list[str]:
             return [cell(metrics.coverage), cell(metrics.selective_accuracy), cell(metrics.refusal_precision),
-                    cell(metrics.over_refusal)]
+                    cell(metrics.over_refusal), cell(metrics.knowledge_loss)]
 
         info = self.benchmark
         table = Table(title=f"Doubter vs baselines: {info.get('dataset', '?')} / {info.get('split', '?')}, "
                             f"n={self.behaviour.n}, base accuracy {self.behaviour.base_accuracy:.3f}")
-        for column in ("system", "coverage", "sel. acc", "refusal prec.", "over-refusal", "AUROC", "AURC", "ECE",
-                       "PRR"):
+        for column in ("system", "coverage", "sel. acc", "refusal prec.", "over-refusal", "knowledge loss", "AUROC",
+                       "AURC", "ECE", "PRR"):
             table.add_column(column, justify="left" if column == "system" else "right")
         table.add_row("Doubter (generated text)", *behaviour_cells(self.behaviour), *score_cells(self.doubter_scores),
                       style="bold")
@@ -410,7 +416,7 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
     mcnemar_value = mcnemar.p_value if mcnemar.modified_only > mcnemar.base_only else 1.0
     values = {"doubter_auroc": doubter_auroc, "auroc_margin_over_best_baseline": margin,
               "coverage": behaviour.coverage, "selective_accuracy_gain": gain,
-              "refusal_precision": behaviour.refusal_precision, "over_refusal": behaviour.over_refusal,
+              "refusal_precision": behaviour.refusal_precision, "knowledge_loss": behaviour.knowledge_loss,
               "mcnemar_p": mcnemar_value}
     acceptance = [_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
     return ComparisonReport(
