@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meta_spider.agentcore.cli import plugin_manager
-from meta_spider.plugins import hookimpl, plugin_distributions
+from meta_spider.plugins import MetaSpiderError, hookimpl, plugin_distributions
 from meta_spider.tools import ToolError, ToolRegistry
 
 
@@ -112,18 +112,16 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
               tool_names: str | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
-    from meta_spider.agentcore.errors import AgentError
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
     from meta_spider.agentcore.script import load_script
-    from meta_spider.tools import UnknownToolError
 
     try:
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
         names = None if tool_names is None else [name.strip() for name in tool_names.split(",") if name.strip()]
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
                              max_steps=max_steps, tool_names=names)
-    except (AgentError, UnknownToolError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -138,12 +136,9 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
-    from meta_spider.agentcore.errors import AgentError
     from meta_spider.agentcore.render import step_renderable
     from meta_spider.agentcore.steps import FinalStep
     from meta_spider.agentcore.streaming import StreamingBackend
-    from meta_spider.backends import BackendError
-    from meta_spider.plugins import PluginError
 
     launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     console = Console()
@@ -170,7 +165,7 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
                 streamed.clear()
             console.print(step_renderable(step))
             final = step if isinstance(step, FinalStep) else final
-    except (AgentError, BackendError, PluginError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps({
@@ -196,14 +191,11 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
     from meta_spider.agentcore.chat import ChatLoop
-    from meta_spider.agentcore.errors import AgentError
-    from meta_spider.backends import BackendError
-    from meta_spider.plugins import PluginError
 
     launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
-    except (AgentError, BackendError, PluginError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(loop.run())
 

@@ -13,10 +13,12 @@ exception: these classes, backend errors
 
 from __future__ import annotations
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = ["ActionTypeError", "AgentError", "SessionFormatError"]
 
 
-class AgentError(Exception):
+class AgentError(MetaSpiderError):
     """Base class for agent-loop errors."""
 
 

@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "CalculatorDomainError",
     "CalculatorError",
@@ -44,7 +46,7 @@ MAX_RESULT_DIGITS = 4000
 Number = int | float
 
 
-class CalculatorError(ValueError):
+class CalculatorError(MetaSpiderError, ValueError):
     """The expression cannot be evaluated; ``position`` is a 0-based index
     into ``expression`` when the problem has one place."""
 
