@@ -232,6 +232,8 @@ class QuestionOutcome:
     first_token_max_prob: Optional[float] = None
     answer_mean_logprob: Optional[float] = None
     probe_score: Optional[float] = None
+    signals_score: Optional[float] = None
+    probe_signals_score: Optional[float] = None
     decision: Optional[str] = None
     """Where the text came from (``GenerationResult.decision``: ``pass2``,
     ``gate_refused``, ``base_answer``); None in reports from before the gate."""

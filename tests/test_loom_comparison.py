@@ -258,7 +258,24 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert report.benchmark["p_correct_max_abs_diff_vs_collected_states"] < 1e-5
     assert report.probe["layer"] in (4, 5) and report.probe["split"] == "validation"
     assert all(q.probe_score is not None for q in report.questions)
-    assert [b.name for b in report.baselines][-1] == "linear_probe"
+    assert [b.name for b in report.baselines][-3:] == ["linear_probe", "signals_logistic", "probe_signals_logistic"]
+    # the signal baselines are fitted on the training split, never on the evaluated one
+    from meta_spider.loom.baselines import LogisticProbe
+    from meta_spider.wrapper.signals import SIGNALS
+
+    activations = tiny_run["activations"]
+    train, test = activations.split_indices("train"), activations.split_indices("test")
+    signals = activations.signals(SIGNALS).numpy()
+    expected = LogisticProbe(1.0 / len(train)).fit(signals[train], expected_oracle("train")).predict_proba(signals[test])
+    np.testing.assert_allclose([q.signals_score for q in report.questions], expected, atol=1e-9)
+    assert all(q.probe_signals_score is not None for q in report.questions)
+    assert report.benchmark["signal_baselines"]["split"] == "train"
+    assert report.benchmark["signal_baselines"]["signals"] == list(SIGNALS)
+    best = report.best_baseline
+    margin = next(c for c in report.acceptance if c.name == "auroc_margin_over_best_baseline").value
+    assert margin == pytest.approx(report.doubter_scores.auroc - best.scores.auroc)
+    assert best.scores.auroc == max(b.scores.auroc for b in report.baselines
+                                    if b.name != "always_answer" and b.scores.auroc is not None)
     calibration = report.calibration
     # four validation questions cannot meet the behaviour goals: the fallback is the base's accuracy there
     assert calibration["rule"] == "target_coverage" and any("no threshold meets the behaviour goals" in n
