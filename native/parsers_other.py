@@ -58,6 +58,7 @@ NEMOTRON_OPEN, NEMOTRON_CLOSE = "<TOOLCALL>", "</TOOLCALL>"
 INTERNLM_OPEN, INTERNLM_CLOSE = "<|action_start|><|plugin|>", "<|action_end|>"
 COMMAND_R_OPEN, COMMAND_R_CLOSE = "<|START_ACTION|>", "<|END_ACTION|>"
 COMMAND_R_PLUS_OPEN = "Action:"
+COMMAND_R_RESPONSE = ("<|START_RESPONSE|>", "<|END_RESPONSE|>")
 LFM_OPEN, LFM_CLOSE = "<|tool_call_start|>", "<|tool_call_end|>"
 LLAMA4_OPEN, LLAMA4_CLOSE = "<|python_start|>", "<|python_end|>"
 
@@ -162,11 +163,15 @@ def parse_command_r(builder: SpanBuilder) -> None:
     {...}}]<|END_ACTION|>`` and Command R+ ``Action: ```json\\n[...]\\n````."""
     text = builder.text
     while True:
-        start, which = builder.find_any((COMMAND_R_OPEN, COMMAND_R_PLUS_OPEN), builder.position)
+        start, which = builder.find_any((COMMAND_R_OPEN, COMMAND_R_PLUS_OPEN, *COMMAND_R_RESPONSE), builder.position)
         if start < 0:
             return
         body = skip_ws(text, start + len(which))
-        if which == COMMAND_R_OPEN:
+        if which in COMMAND_R_RESPONSE:
+            # The answer's own delimiters: markup, not content.
+            builder.content(start)
+            builder.markup(start + len(which))
+        elif which == COMMAND_R_OPEN:
             _json_block(builder, COMMAND_R_OPEN, COMMAND_R_CLOSE, start=start, body=body, **_COHERE_KEYS)
         elif text.startswith("```", body) or text.startswith("[", body):
             _json_block(builder, COMMAND_R_PLUS_OPEN, None, start=start, body=body, fence=True, **_COHERE_KEYS)
