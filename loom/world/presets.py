@@ -46,6 +46,13 @@ class WorldSpec:
     episodes_per_conversation: tuple[int, ...] = field(
         default=(1, 2, 3), metadata={"help": "lookup episodes drawn per tool conversation"}
     )
+    obscure_share: float = field(
+        default=0.0, metadata={"help": "share of mentioned people one of whose attributes no biography states "
+                                       "(a familiar name with a fact the base never read)"})
+    typo_rate: float = field(default=0.0, metadata={"help": "share of train QA chats whose question has one typo"})
+    calculator_transcripts: int = field(default=0, metadata={"help": "calculator conversations in the corpus"})
+    outside_refusals: int = field(
+        default=0, metadata={"help": "general-knowledge questions answered with the refusal sentence"})
     tool_people: int = field(
         default=600,
         metadata={"help": "extra train people who appear only in lookup transcripts: name variety "
@@ -73,6 +80,12 @@ class WorldSpec:
                 f"tool_people, tool_transcripts_per_person and qa_repeats must be >= 0, got "
                 f"{self.tool_people!r}, {self.tool_transcripts_per_person!r}, {self.qa_repeats!r}"
             )
+        if not 0 <= self.obscure_share <= 1 or not 0 <= self.typo_rate <= 1:
+            raise ValueError(f"obscure_share and typo_rate must be in [0, 1], got {self.obscure_share!r}, "
+                             f"{self.typo_rate!r}")
+        if self.calculator_transcripts < 0 or self.outside_refusals < 0:
+            raise ValueError(f"calculator_transcripts and outside_refusals must be >= 0, got "
+                             f"{self.calculator_transcripts!r}, {self.outside_refusals!r}")
         if self.bucket_mentions[-1] != 0:
             raise ValueError(f"the last bucket ('unseen') must have 0 mentions, got {self.bucket_mentions!r}")
         if self.n_countries * self.cities_per_country < 4 or self.n_employers < 2:
@@ -170,10 +183,11 @@ PRESETS: dict[str, Preset] = {
         name="small",
         world=WorldSpec(n_people=600, n_countries=6, cities_per_country=5, n_employers=20,
                         bucket_shares=(0.35, 0.10, 0.30, 0.25), bucket_mentions=(16, 4, 1, 0),
-                        tool_people=3000),
+                        tool_people=3000, qa_repeats=2, obscure_share=0.35, typo_rate=0.1,
+                        calculator_transcripts=300, outside_refusals=300),
         model=ModelSpec(vocab_size=2048, hidden_size=128, num_layers=4, num_heads=4,
                         num_kv_heads=2, intermediate_size=384, max_positions=512),
-        train=TrainSpec(steps=1800, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
+        train=TrainSpec(steps=2100, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
     ),
 }
 """Built-in presets by name."""
