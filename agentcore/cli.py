@@ -6,13 +6,16 @@ run the ``agent``, ``loom`` and ``deploy`` groups directly. Two plugins may
 contribute commands to one group (the group's own options come from the
 first); a command name given twice is an error naming both plugins.
 
-A plugin that fails to load or register is reported as one line naming it,
-with exit status 1, never as a traceback. This module knows nothing about
-what the commands do.
+A plugin that fails to load or register, and any project error
+(:class:`~meta_spider.plugins.MetaSpiderError`) a command lets through, is
+reported as one line with exit status 1, never as a traceback; an unexpected
+exception is one line with status 2 (``META_SPIDER_DEBUG=1`` shows its
+traceback). This module knows nothing about what the commands do.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import NoReturn, Sequence
@@ -20,6 +23,7 @@ from typing import NoReturn, Sequence
 import click
 
 from meta_spider.plugins import (
+    MetaSpiderError,
     PluginError,
     PluginManager,
     PluginRegistrationError,
@@ -40,6 +44,8 @@ __all__ = [
 ]
 
 HOST_NAME = "metaspider"
+DEBUG_ENV_VAR = "META_SPIDER_DEBUG"
+"""Set to 1 to let an unexpected exception show its traceback."""
 
 
 @dataclass
@@ -121,9 +127,10 @@ def build_cli(pm: PluginManager) -> click.Group:
     return host
 
 
-def _fail(prog_name: str, message: str) -> NoReturn:
-    click.echo(f"{prog_name}: error: {message}", err=True)
-    sys.exit(1)
+def _fail(prog_name: str, message: str, status: int = 1) -> NoReturn:
+    # One line: a message that spans lines (a quoted file's text) is folded.
+    click.echo(f"{prog_name}: error: {' '.join(message.split())}", err=True)
+    sys.exit(status)
 
 
 def run_group(group_name: str | None, argv: Sequence[str] | None, prog_name: str) -> None:
@@ -144,8 +151,24 @@ def run_group(group_name: str | None, argv: Sequence[str] | None, prog_name: str
         )
     try:
         command.main(args=list(argv) if argv is not None else None, prog_name=prog_name, obj=CliState(pm))
-    except PluginError as exc:  # a plugin failed while a command used it
-        _fail(prog_name, str(exc))
+    except MetaSpiderError as exc:  # a plugin or a component failed while a command used it
+        _fail(prog_name, _error_text(exc))
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0"):
+            raise
+        _fail(
+            prog_name,
+            f"unexpected {type(exc).__name__}: {_error_text(exc)} "
+            f"(a bug in meta-spider or a plugin; {DEBUG_ENV_VAR}=1 shows the traceback)",
+            status=2,
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    try:
+        return str(exc)[:2000]
+    except Exception:  # an exception whose str() raises still gets its one line
+        return f"{type(exc).__name__} (its message could not be shown)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,10 +1,11 @@
 """The built-in ``agent`` command group (``meta-agent``): ``tools``,
-``plugins``, ``run`` and ``chat``.
+``plugins``, ``run``, ``chat`` and ``serve``.
 
 A plugin module in :data:`~meta_spider.plugins.DEFAULT_PLUGINS`; it registers
 its group through ``register_commands`` like any third party. ``tools`` and
 ``plugins`` list what the loaded plugins registered; ``run`` answers one
-question and ``chat`` opens the REPL, both with the policy and backend named
+question, ``chat`` opens the REPL and ``serve`` answers over HTTP
+(:mod:`meta_spider.agentcore.serve`), all three with the policy and backend named
 by the options or by the run directory's ``run.json`` (see
 :mod:`meta_spider.agentcore.rundir`); without a run directory the ``fake``
 backend plays a script (``--script FILE``, see
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meta_spider.agentcore.cli import plugin_manager
-from meta_spider.plugins import hookimpl, plugin_distributions
+from meta_spider.plugins import MetaSpiderError, hookimpl, plugin_distributions
 from meta_spider.tools import ToolError, ToolRegistry
 
 
@@ -111,18 +112,16 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
               tool_names: str | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
-    from meta_spider.agentcore.errors import AgentError
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
     from meta_spider.agentcore.script import load_script
-    from meta_spider.tools import UnknownToolError
 
     try:
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
         names = None if tool_names is None else [name.strip() for name in tool_names.split(",") if name.strip()]
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
                              max_steps=max_steps, tool_names=names)
-    except (AgentError, UnknownToolError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -137,12 +136,9 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
-    from meta_spider.agentcore.errors import AgentError
     from meta_spider.agentcore.render import step_renderable
     from meta_spider.agentcore.steps import FinalStep
     from meta_spider.agentcore.streaming import StreamingBackend
-    from meta_spider.backends import BackendError
-    from meta_spider.plugins import PluginError
 
     launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     console = Console()
@@ -169,7 +165,7 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
                 streamed.clear()
             console.print(step_renderable(step))
             final = step if isinstance(step, FinalStep) else final
-    except (AgentError, BackendError, PluginError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps({
@@ -195,16 +191,68 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
     from meta_spider.agentcore.chat import ChatLoop
-    from meta_spider.agentcore.errors import AgentError
-    from meta_spider.backends import BackendError
-    from meta_spider.plugins import PluginError
 
     launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
-    except (AgentError, BackendError, PluginError) as exc:
+    except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(loop.run())
+
+
+@agent_group.command("serve")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A run directory; its run.json names the policy, the backends' settings and the calibration.")
+@click.option("--policy", default=None, help="Policy name, e.g. doubter or direct (default: run.json's, else 'direct').")
+@click.option("--backend", default=None, help="Backend name, e.g. llamacpp or transformers (default: the first in "
+              "run.json, else 'fake').")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free port; the line printed at start says which).")
+@click.option("--api-key", default=None, envvar="META_SPIDER_API_KEY",
+              help="Require 'Authorization: Bearer KEY' on every /v1 route (also $META_SPIDER_API_KEY).")
+@click.option("--parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers: requests answered at once, each worker with its own backend (its own model copy).")
+@click.option("--server-tools", is_flag=True,
+              help="When a request sends no tools, run the server's own tools (the lookup) inside the agent loop.")
+@click.option("--tools", "tool_names", default=None, metavar="NAME[,NAME...]",
+              help="With --server-tools: offer only these tools (default: every registered one).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most model steps per request with --server-tools.")
+@click.option("--model-name", default=None, help="The model id clients send (default: the run directory's name).")
+@click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="JSON script of outputs for the 'fake' backend (default: the built-in demo).")
+@click.pass_context
+def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None, host: str,
+                  port: int, api_key: str | None, parallel: int, server_tools: bool, tool_names: str | None,
+                  max_steps: int, model_name: str | None, script: Path | None) -> None:
+    """Serve the agent over the OpenAI chat API: POST /v1/chat/completions,
+    GET /v1/models, GET /health. Every reply carries a 'meta_spider' object
+    with P(correct), the decision (answer, lookup or refuse) and the threshold."""
+    try:
+        from meta_spider.agentcore.serve import AgentPool, create_app, serve
+    except ImportError as exc:
+        raise click.ClickException(f"meta-agent serve needs the 'serve' extra ({exc}): "
+                                   "pip install 'meta-spider[serve]'") from exc
+    from meta_spider.agentcore.errors import AgentError
+    from meta_spider.backends import BackendError
+    from meta_spider.plugins import PluginError
+
+    name = model_name or (run_dir.resolve().name if run_dir is not None else "meta-spider-demo")
+    try:
+        pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names), model_id=name,
+                               policy=policy, backend=backend, parallel=parallel, server_tools=server_tools)
+    except (AgentError, BackendError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def ready(url: str) -> None:
+        click.echo(f"meta-agent serve: model {name!r}, policy {pool.policy}, backend {pool.backend}, "
+                   f"{pool.size} worker(s); listening on {url}/v1", err=True)
+
+    try:
+        serve(create_app(pool, api_key=api_key), host, port, on_ready=ready)
+    except OSError as exc:  # the address is taken or not ours
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
 
 
 @hookimpl

@@ -13,10 +13,12 @@ exception: these classes, backend errors
 
 from __future__ import annotations
 
-__all__ = ["ActionTypeError", "AgentError", "SessionFormatError"]
+from meta_spider.plugins.errors import MetaSpiderError
+
+__all__ = ["ActionTypeError", "AgentError", "AgentStepError", "SessionFormatError"]
 
 
-class AgentError(Exception):
+class AgentError(MetaSpiderError):
     """Base class for agent-loop errors."""
 
 
@@ -38,4 +40,18 @@ class ActionTypeError(AgentError, TypeError):
         super().__init__(
             f"renderer {renderer} returned {returned!r}; an ActionRenderer must return "
             f"Answer, ToolCall or Refuse (meta_spider.policies.actions)"
+        )
+
+
+class AgentStepError(AgentError):
+    """A policy or renderer raised something that is not a project error
+    while deciding step ``step``: the run stops with this one line."""
+
+    def __init__(self, step: int, kind: str, reason: str) -> None:
+        self.step = step
+        self.kind = kind
+        self.reason = reason
+        super().__init__(
+            f"step {step} failed: {kind}: {reason}. The session so far is kept; "
+            "this is a bug in the policy, the renderer or the backend they use"
         )

@@ -7,7 +7,11 @@ and appends their observations, and the model decides again. The loop is a
 generator of typed steps (:mod:`meta_spider.agentcore.steps`).
 
 Error tiers (see :mod:`meta_spider.agentcore.errors`): model mistakes become
-observations; framework failures propagate. Where observations go in the
+observations; framework failures propagate as project errors, and anything
+else a policy or renderer raises is wrapped in :class:`AgentStepError`
+naming the step. Tools run under a deadline and a result cap
+(:mod:`meta_spider.tools.limits`); a call nested too deeply to render is an
+unreadable call attempt. Where observations go in the
 chat: a call that was parsed gets a ``tool`` message answering its id; a turn
 whose call attempts could *all* not be parsed has no call to answer, so the
 model's raw text is kept as its assistant turn and the error comes back as a
@@ -17,17 +21,27 @@ message after a plain assistant turn).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
-from meta_spider.agentcore.errors import ActionTypeError
+from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
 from meta_spider.agentcore.session import Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall
 from meta_spider.policies.base import ActionRenderer, Policy
+from meta_spider.plugins import MetaSpiderError
 from meta_spider.tools import ToolArgumentError, ToolRegistry
+from meta_spider.tools.limits import (
+    DEFAULT_MAX_RESULT_CHARS,
+    DEFAULT_TIME_LIMIT,
+    MAX_NESTING,
+    ToolTimeoutError,
+    call_with_limits,
+    nesting_depth,
+    safe_str,
+    valid_arguments,
+)
 
 __all__ = ["MetaAgent", "INVALID_CALL_NAME"]
 
@@ -47,12 +61,20 @@ class MetaAgent:
     """Most model steps per run; the run ends with outcome ``"max_steps"`` after them."""
     system_prompt: str | None = None
     """System message for sessions started from a question string."""
+    tool_time_limit: float = DEFAULT_TIME_LIMIT
+    """Seconds one tool call may take before it is abandoned (an observation says so)."""
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
+    """Characters of one tool result the model sees; longer ones are cut with a note."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
         if not isinstance(self.tools, ToolRegistry):
             raise ValueError(f"tools must be a ToolRegistry, got {self.tools!r}")
+        if not isinstance(self.tool_time_limit, (int, float)) or not self.tool_time_limit > 0:
+            raise ValueError(f"tool_time_limit must be a positive number of seconds, got {self.tool_time_limit!r}")
+        if not isinstance(self.max_result_chars, int) or self.max_result_chars < 1:
+            raise ValueError(f"max_result_chars must be a positive int, got {self.max_result_chars!r}")
 
     # ------------------------------------------------------------ running
 
@@ -61,10 +83,17 @@ class MetaAgent:
         :attr:`system_prompt`); a :class:`Session` is continued in place."""
         session = self._session(session_or_question)
         for index in range(1, self.max_steps + 1):
-            decision = self.policy.decide(session, self.backend, self.tools)
-            action = self.renderer.render(decision, session, self.backend, self.tools)
+            try:
+                decision = self.policy.decide(session, self.backend, self.tools)
+                action = self.renderer.render(decision, session, self.backend, self.tools)
+            except MetaSpiderError:
+                raise
+            except Exception as exc:  # foreign or unforeseen: typed, with the step it happened in
+                raise AgentStepError(index, type(exc).__name__, safe_str(exc)) from exc
             if not isinstance(action, (Answer, Refuse, ToolCall)):
                 raise ActionTypeError(type(self.renderer).__name__, action)
+            if isinstance(action, ToolCall):
+                action = _without_unrenderable_calls(action)
             yield ModelStep(index, decision, action)
             if isinstance(action, Answer):
                 session.add_assistant(action.text)
@@ -132,20 +161,43 @@ class MetaAgent:
         except ToolArgumentError as exc:
             return ToolStep(index, call, f"Error: {exc}.", ObservationKind.BAD_ARGUMENTS, str(exc))
         try:
-            result = tool.function(**arguments)
+            text = call_with_limits(
+                call.name, tool.function, arguments, time_limit=self.tool_time_limit, max_chars=self.max_result_chars
+            )
+        except ToolTimeoutError as exc:
+            return ToolStep(index, call, f"Error: {exc}.", ObservationKind.TOOL_RAISED, str(exc))
         except Exception as exc:  # the tool's own failure is the model's observation
-            note = f"Error: tool {call.name!r} raised {type(exc).__name__}: {exc}"
-            return ToolStep(index, call, note, ObservationKind.TOOL_RAISED, f"{type(exc).__name__}: {exc}")
-        return ToolStep(index, call, _observation_text(result), ObservationKind.RESULT)
+            reason = f"{type(exc).__name__}: {safe_str(exc, limit=self.max_result_chars)}"
+            note = f"Error: tool {call.name!r} raised {reason}"
+            return ToolStep(index, call, note, ObservationKind.TOOL_RAISED, reason)
+        return ToolStep(index, call, text, ObservationKind.RESULT)
 
 
-def _observation_text(result: Any) -> str:
-    if isinstance(result, str):
-        return result
-    try:
-        return json.dumps(result, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(result)
+def _without_unrenderable_calls(action: ToolCall) -> ToolCall:
+    """``action`` with every call whose arguments nest deeper than
+    :data:`MAX_NESTING` moved to the unreadable attempts (the chat template
+    would recurse once per level when the call is written back) and lone
+    surrogates in the others' arguments replaced."""
+    deep = [call for call in action.calls if nesting_depth(call.arguments) > MAX_NESTING]
+    if not deep:
+        return _with_valid_text(action)
+    failures = tuple(
+        UnparsedCall(f"the arguments of {call.name!r} nest deeper than {MAX_NESTING} levels", call.raw[:2000])
+        for call in deep
+    )
+    # By identity: comparing the calls would compare (and recurse into) their arguments.
+    deep_ids = {id(call) for call in deep}
+    kept = tuple(call for call in action.calls if id(call) not in deep_ids)
+    return _with_valid_text(ToolCall(kept, action.content, action.failures + failures))
+
+
+def _with_valid_text(action: ToolCall) -> ToolCall:
+    # A model's JSON may escape lone surrogates ("\ud800"): no terminal or
+    # UTF-8 file takes them, so they become U+FFFD before anything sees them.
+    calls = tuple(
+        ToolInvocation(call.name, valid_arguments(call.arguments), call.call_id, call.raw) for call in action.calls
+    )
+    return ToolCall(calls, action.content, action.failures)
 
 
 def _unparsed_observation(failure: UnparsedCall) -> str:

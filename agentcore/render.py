@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from meta_spider.agentcore.steps import FinalStep, ModelStep, Step, ToolStep
+from meta_spider.agentcore.steps import FinalStep, ModelStep, Step, ToolStep, json_safe
 from meta_spider.policies.actions import Answer, Refuse, ToolCall
 
 __all__ = ["GAUGE_WIDTH", "call_text", "final_panel", "p_correct_gauge", "step_renderable"]
@@ -29,7 +29,7 @@ _OBSERVATION_LIMIT = 600  # characters of a tool result shown; the model saw all
 
 def call_text(name: str, arguments: Any) -> str:
     """``name({"arg": value})`` with the arguments as compact JSON."""
-    return f"{name}({json.dumps(arguments, ensure_ascii=False)})"
+    return f"{name}({json.dumps(json_safe(arguments), ensure_ascii=False)})"
 
 
 def _gauge_style(p_correct: float) -> str:

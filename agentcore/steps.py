@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 from meta_spider.policies.actions import Action, Answer, Refuse, ToolCall, ToolInvocation
 from meta_spider.policies.base import LatentDecision
+from meta_spider.tools.limits import MAX_NESTING, safe_str
 
 if TYPE_CHECKING:
     from meta_spider.agentcore.session import Session
@@ -129,19 +130,30 @@ class FinalStep:
 Step = Union[ModelStep, ToolStep, FinalStep]
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, _depth: int = 0) -> Any:
     """``value`` with only JSON types: mappings and sequences are walked,
     non-finite floats become None, anything else (arrays, objects) becomes
-    its ``repr`` cut to 200 characters, so a trace never fails to serialise."""
+    its ``repr`` cut to 200 characters, and nesting past
+    :data:`~meta_spider.tools.limits.MAX_NESTING` levels becomes a note, so a
+    trace never fails to serialise."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, (dict, list, tuple)) and _depth >= MAX_NESTING:
+        return f"<nested deeper than {MAX_NESTING} levels>"
     if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
+        return {safe_str(key, limit=200): json_safe(item, _depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    return repr(value)[:200]
+        return [json_safe(item, _depth + 1) for item in value]
+    return safe_str(_safe_repr(value), limit=200)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a foreign object's __repr__
+        return f"<{type(value).__name__}>"
 
 
 def _call_to_dict(call: ToolInvocation) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 Message = Mapping[str, Any]
 """A chat message in the transformers format: ``{"role": ..., "content": ...}``;
 assistant tool calls as ``{"role": "assistant", "tool_calls": [{"type":
@@ -23,7 +25,7 @@ ToolSchema = Mapping[str, Any]
 ``{"type": "function", "function": {"name", "description", "parameters"}}``."""
 
 
-class BackendError(Exception):
+class BackendError(MetaSpiderError):
     """A backend could not do what was asked (framework-side failure)."""
 
 

@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
 _F32_SIZE = 4
@@ -55,7 +57,7 @@ class GGMLLibraryNotFoundError(ImportError):
         )
 
 
-class TensorLayoutError(RuntimeError):
+class TensorLayoutError(MetaSpiderError, RuntimeError):
     """A graph tensor is not the contiguous f32 ``[row_len, n_rows]`` matrix the hooks expect."""
 
     def __init__(self, name: str, detail: str) -> None:

@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 if TYPE_CHECKING:
     import torch
 
@@ -90,7 +92,7 @@ _DTYPE_CODES = {"torch.float32": "F32", "torch.uint8": "U8", "torch.int64": "I64
 """Shard dtypes (by torch's name, so importing this module needs no torch)."""
 
 
-class ActivationFormatError(Exception):
+class ActivationFormatError(MetaSpiderError):
     """A collection folder is missing, incomplete or malformed. ``path`` is
     the offending file or folder."""
 

@@ -63,6 +63,7 @@ from meta_spider.loom.datasets import (
     canonical_split,
     check_answer,
 )
+from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.wrapper.passes import TwoPassDecoder
 from meta_spider.wrapper.signals import SIGNALS, signal_vector, token_logprobs
 
@@ -73,7 +74,7 @@ CheckFn = Callable[[str, QAExample], bool]
 GroundTruth = Union[str, Sequence[str]]
 
 
-class CollectionMismatchError(Exception):
+class CollectionMismatchError(MetaSpiderError):
     """An output folder holds a collection made with other settings, so it
     cannot be resumed. ``field`` names what differs."""
 

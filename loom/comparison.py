@@ -12,30 +12,39 @@ How things are counted (also written into every report, ``definitions``):
   a refusal is the refusal sentence; anything else is an answer, right when
   ``dataset.check_fn`` accepts it. Coverage, selective accuracy,
   refusal rate, refusal precision (share of refusals where the base was
-  wrong) and over-refusal (share of base-right questions refused) come from
+  wrong), over-refusal (share of refusals where the base was right: 1 -
+  refusal precision) and knowledge loss (share of base-right questions
+  refused) come from
   :func:`~meta_spider.loom.metrics.selective_metrics`.
 * **Paired tests** (McNemar exact, paired t) compare per-question *correct
   behaviour*: the base is right when ``pass1_correct``; the Doubter system is
   right when it answered correctly **or refused a question the base gets
   wrong** (declining to state a wrong answer is the behaviour selective
   prediction asks for; refusing a question the base knows counts as wrong).
-  This is what the acceptance's "McNemar p < 0.01" next to "selective
-  accuracy >= base accuracy + 20 points" measures: whether the system
-  behaves better than the bare base on the same questions, with the
-  acceptance also requiring the improvement's direction. The same tests
+  This is what the goal "McNemar p < 0.01" next to "selective accuracy
+  >= base accuracy + 20 points" measures: whether the system behaves
+  better than the bare base on the same questions, with the goal also
+  requiring the improvement's direction. The same tests
   restricted to the answered questions (modified answer vs the base's
   answer on them, which only self-corrections change) are reported as
   ``paired.answered_only``.
 * **Scores** (Doubter P(correct) and each baseline's) are judged against the
   oracle: AUROC, AURC, ECE, PRR. ``answer_mean_logprob`` enters ECE as
   ``exp(mean log-prob)``; the ranking metrics do not change under that map.
+* **Baselines** (:data:`~meta_spider.loom.baselines.BASELINES`): the linear
+  probe is fitted on the calibration split; the two that read the pass-1
+  log-prob signals ("pass-1 signals (logistic)", "probe + signals
+  (logistic)") on the training split (what was fitted:
+  ``benchmark.signal_baselines``). The margin goal compares the Doubter with
+  the best of every baseline (:attr:`ComparisonReport.best_baseline`).
 * **Matched coverage**: every baseline answers exactly the Doubter's achieved
   coverage (its most confident questions, keeping the base's answer), via
   :func:`~meta_spider.loom.metrics.evaluate_at_coverage`; ``always_answer``
   stays at coverage 1.
 
 ``report.json`` (``ComparisonReport.to_json()``, keys sorted, ``schema_version``
-1): ``benchmark`` (dataset, split, n, max_tokens, ...), ``definitions``,
+2; a version 1 report, which called knowledge loss over-refusal, is read
+with its meaning kept): ``benchmark`` (dataset, split, n, max_tokens, ...), ``definitions``,
 ``doubter`` {``behaviour``: SelectiveMetrics, ``actions``: {confirm, correct,
 refuse}, ``decisions``: {pass2, gate_refused, base_answer} counts, ``scores``: ScoreMetrics or null, ``gate_at_coverage``:
 MatchedCoverage of P(correct) or null}, ``paired`` {``definition``,
@@ -63,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from meta_spider.loom.baselines import BASELINES, select_probe_layer
+from meta_spider.loom.baselines import BASELINES, fit_signal_baselines, select_probe_layer
 from meta_spider.loom.evaluation import ACTIONS, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.loom.metrics import (
     BehaviourGoals,
@@ -87,7 +96,7 @@ if TYPE_CHECKING:
 __all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "SCHEMA_VERSION",
            "build_report"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFINITIONS = {
     "oracle": "pass1_correct: the frozen base's greedy answer was right",
     "answered": "the generated text is not the refusal sentence",
@@ -97,11 +106,11 @@ DEFINITIONS = {
     "matched_coverage": "baselines answer exactly the Doubter's coverage, their most confident questions first",
 }
 GOALS = BehaviourGoals()
-"""The behaviour goals of the acceptance, also the default calibration rule."""
-ACCEPTANCE = (  # name, target, op: the issue's acceptance on the embedded world
+"""The project's behaviour goals, also the default calibration rule."""
+ACCEPTANCE = (  # name, target, op: the project's goals for the Doubter on the embedded world
     ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", 0.03, ">="),
     ("coverage", GOALS.min_coverage, ">="), ("selective_accuracy_gain", GOALS.min_selective_gain, ">="),
-    ("refusal_precision", GOALS.min_refusal_precision, ">="), ("over_refusal", GOALS.max_over_refusal, "<="),
+    ("refusal_precision", GOALS.min_refusal_precision, ">="), ("knowledge_loss", GOALS.max_knowledge_loss, "<="),
     ("mcnemar_p", 0.01, "<"),
 )
 DECISION_NAMES = ("pass2", "gate_refused", "base_answer")
@@ -120,7 +129,7 @@ class BaselineResult:
 
 @dataclass(frozen=True)
 class AcceptanceCheck:
-    """One acceptance criterion; ``passed`` is None when ``value`` is undefined."""
+    """One goal the report checks; ``passed`` is None when ``value`` is undefined."""
 
     name: str
     value: Optional[float]
@@ -143,7 +152,7 @@ def _matched_from_dict(data: Optional[Mapping[str, Any]]) -> Optional[MatchedCov
     if data is None:
         return None
     return MatchedCoverage(target_coverage=data["target_coverage"], threshold=data["threshold"],
-                           split_ties=data["split_ties"], metrics=SelectiveMetrics(**data["metrics"]))
+                           split_ties=data["split_ties"], metrics=SelectiveMetrics.from_dict(data["metrics"]))
 
 
 def _t_test_from_dict(data: Mapping[str, Any]) -> PairedTTestResult:
@@ -180,6 +189,15 @@ class ComparisonReport:
             if result.name == name:
                 return result
         raise KeyError(f"no baseline {name!r} in this report; it has {[b.name for b in self.baselines]}")
+
+    @property
+    def best_baseline(self) -> Optional[BaselineResult]:
+        """The baseline with the highest AUROC (``always_answer`` and
+        baselines without an AUROC excluded): the one the margin goal
+        measures against."""
+        rivals = [b for b in self.baselines
+                  if b.name != "always_answer" and b.scores is not None and b.scores.auroc is not None]
+        return max(rivals, key=lambda b: b.scores.auroc) if rivals else None  # type: ignore[union-attr]
 
     @property
     def passed(self) -> Optional[bool]:
@@ -226,8 +244,11 @@ class ComparisonReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ComparisonReport":
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise ValueError(f"report schema_version {version!r} is not the {SCHEMA_VERSION} this meta-spider reads")
+        if version == 1:  # its "over_refusal" check was what is now knowledge loss
+            data = {**data, "acceptance": [{**check, "name": "knowledge_loss"} if check["name"] == "over_refusal"
+                                           else check for check in data["acceptance"]]}
         paired = data["paired"]
         answered_only = None
         if paired.get("answered_only") is not None:
@@ -238,7 +259,7 @@ class ComparisonReport:
         return cls(
             benchmark=dict(data["benchmark"]),
             questions=[QuestionOutcome.from_dict(q) for q in data["questions"]],
-            behaviour=SelectiveMetrics(**doubter["behaviour"]),
+            behaviour=SelectiveMetrics.from_dict(doubter["behaviour"]),
             actions=dict(doubter["actions"]),
             decisions=dict(doubter.get("decisions", {})),
             doubter_scores=_score_from_dict(doubter["scores"]),
@@ -263,7 +284,7 @@ class ComparisonReport:
     def summary(self) -> "Table":
         """A rich table: the Doubter's generated behaviour, its P(correct)
         gate and every baseline at matched coverage, with their score
-        metrics; the caption gives the paired tests and the acceptance."""
+        metrics; the caption gives the paired tests, the best baseline and the goals met."""
         from rich.table import Table
 
         def cell(value: Optional[float], digits: int = 3) -> str:
@@ -276,13 +297,13 @@ class ComparisonReport:
 
         def behaviour_cells(metrics: SelectiveMetrics) -> list[str]:
             return [cell(metrics.coverage), cell(metrics.selective_accuracy), cell(metrics.refusal_precision),
-                    cell(metrics.over_refusal)]
+                    cell(metrics.over_refusal), cell(metrics.knowledge_loss)]
 
         info = self.benchmark
         table = Table(title=f"Doubter vs baselines: {info.get('dataset', '?')} / {info.get('split', '?')}, "
                             f"n={self.behaviour.n}, base accuracy {self.behaviour.base_accuracy:.3f}")
-        for column in ("system", "coverage", "sel. acc", "refusal prec.", "over-refusal", "AUROC", "AURC", "ECE",
-                       "PRR"):
+        for column in ("system", "coverage", "sel. acc", "refusal prec.", "over-refusal", "knowledge loss", "AUROC",
+                       "AURC", "ECE", "PRR"):
             table.add_column(column, justify="left" if column == "system" else "right")
         table.add_row("Doubter (generated text)", *behaviour_cells(self.behaviour), *score_cells(self.doubter_scores),
                       style="bold")
@@ -297,6 +318,9 @@ class ComparisonReport:
             gate = "answers nothing" if threshold is None else f"P(correct) >= {threshold:.3f}"
             paths = ", ".join(f"{name} {self.decisions.get(name, 0)}" for name in DECISION_NAMES)
             actions += f". Answer gate ({calibration.get('rule', '?')}, {calibration.get('split', '?')}): {gate}; {paths}"
+        best = self.best_baseline
+        if best is not None and best.scores is not None:
+            actions += f". Best baseline: {best.name} (AUROC {best.scores.auroc:.3f})"
         passed = sum(1 for check in self.acceptance if check.passed)
         t_p = "-" if self.t_test is None else f"{self.t_test.p_value:.3g}"
         table.caption = (f"actions: {actions}. McNemar p={self.mcnemar.p_value:.3g} "
@@ -387,12 +411,12 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
     rival = [b.scores.auroc for b in baselines if b.name != "always_answer" and b.scores and b.scores.auroc is not None]
     margin = None if doubter_auroc is None or not rival else doubter_auroc - max(rival)
     gain = None if behaviour.selective_accuracy is None else behaviour.selective_accuracy - behaviour.base_accuracy
-    # McNemar is two-sided; the acceptance wants an improvement, so a
+    # McNemar is two-sided; the goal is an improvement, so a
     # significant change for the worse does not pass.
     mcnemar_value = mcnemar.p_value if mcnemar.modified_only > mcnemar.base_only else 1.0
     values = {"doubter_auroc": doubter_auroc, "auroc_margin_over_best_baseline": margin,
               "coverage": behaviour.coverage, "selective_accuracy_gain": gain,
-              "refusal_precision": behaviour.refusal_precision, "over_refusal": behaviour.over_refusal,
+              "refusal_precision": behaviour.refusal_precision, "knowledge_loss": behaviour.knowledge_loss,
               "mcnemar_p": mcnemar_value}
     acceptance = [_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
     return ComparisonReport(
@@ -420,13 +444,15 @@ class BaselineComparison:
     With ``answer_gate`` (default) the questions are then generated under
     that threshold (:class:`~meta_spider.wrapper.gates.AnswerGate`);
     without it, pass 2's own text decides. ``max_tokens`` defaults to the
-    collection's ``max_new_tokens``.
+    collection's ``max_new_tokens``. The baselines that read the pass-1
+    signals are fitted on ``fit_split`` (``train``).
     """
 
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
                  console: "Optional[Console]" = None, target_coverage: Optional[float] = None,
                  target_risk: Optional[float] = None, goals: Optional[BehaviourGoals] = None,
-                 answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0) -> None:
+                 answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0,
+                 fit_split: str = "train") -> None:
         if target_coverage is not None and target_risk is not None:
             raise ValueError(f"give target_coverage or target_risk, not both; got {target_coverage!r} and {target_risk!r}")
         if goals is not None and (target_coverage is not None or target_risk is not None):
@@ -441,6 +467,7 @@ class BaselineComparison:
         self.answer_gate = answer_gate
         self.probe_folds = probe_folds
         self.probe_l2 = probe_l2
+        self.fit_split = fit_split
 
     def _states(self) -> tuple[Any, list[int], str]:
         """States at the Doubter's read position and the collected layers."""
@@ -505,6 +532,9 @@ class BaselineComparison:
                 test_scores = choice.probe.predict_proba(states[test_indices][:, choice.layer_position])
                 for outcome, score in zip(outcomes, test_scores):
                     outcome.probe_score = float(score)
+        signal_baselines = self._signal_baselines(states, layers, labels, test_indices, outcomes, notes)
+        if signal_baselines is not None:
+            info["signal_baselines"] = {**signal_baselines, "read_position": read_position}
         # pass 1 inside generation and the encoder on collected states must agree
         generated = np.array([q.p_correct for q in outcomes], dtype=np.float64)
         drift = float(np.max(np.abs(from_states - generated))) if len(outcomes) else 0.0
@@ -513,6 +543,36 @@ class BaselineComparison:
             notes.append(f"P(correct) from generation differs from P(correct) on the collected states by up to "
                          f"{drift:.3g}: the prompts or the base changed since collection")
         return build_report(outcomes, benchmark=info, calibration=calibration, probe=probe, notes=notes)
+
+    def _signal_baselines(self, states: np.ndarray, layers: list[int], labels: np.ndarray, test_indices: list[int],
+                          outcomes: Sequence[QuestionOutcome], notes: list[str]) -> Optional[dict[str, Any]]:
+        """Fit the baselines that read the pass-1 signals on the training
+        split and score the evaluated questions with them (into
+        ``outcomes``); what was fitted, or None (with a note) when they
+        cannot be."""
+        from meta_spider.loom.activations import ActivationFormatError
+        from meta_spider.wrapper.signals import SIGNALS
+
+        activations = self.benchmark.activations
+        fit_indices = activations.split_indices(self.fit_split)
+        if not fit_indices:
+            notes.append(f"no {self.fit_split!r} split collected: no pass-1 signal baselines")
+            return None
+        try:
+            signals = activations.signals(SIGNALS).numpy()
+        except ActivationFormatError as error:
+            notes.append(f"no pass-1 signal baselines: {error.problem}")
+            return None
+        try:
+            fitted = fit_signal_baselines(states[fit_indices], signals[fit_indices], labels[fit_indices], layers,
+                                          SIGNALS, folds=self.probe_folds, probe_l2=self.probe_l2)
+        except UndefinedMetricError as error:
+            notes.append(f"no pass-1 signal baselines: {error}")
+            return None
+        for column, values in fitted.scores(states[test_indices], signals[test_indices]).items():
+            for outcome, value in zip(outcomes, values):
+                setattr(outcome, column, float(value))
+        return {**fitted.to_dict(), "split": self.fit_split}
 
     def _generate(self, calibration: Optional[Mapping[str, Any]]) -> list[QuestionOutcome]:
         """The benchmark's questions through the pipeline, under the

@@ -28,6 +28,8 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 DEMO_EPOCHS = 4
 """Doubter training epochs of the demo run."""
 DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
@@ -38,7 +40,7 @@ the weight that met the behaviour targets on the validation split, and
 P(correct) also reads every pass-1 log-prob signal (docs/loom.md)."""
 
 
-class DemoError(RuntimeError):
+class DemoError(MetaSpiderError, RuntimeError):
     """A demo step failed; ``run_dir`` is the run directory it works in."""
 
     def __init__(self, step: str, message: str, run_dir: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from meta_spider.loom.manifest import RunManifest
+from meta_spider.plugins.errors import MetaSpiderError
 
 __all__ = [
     "DEFAULT_QUANTIZATIONS", "DeployError", "GGUF_FOLDER", "export_from_run_dir", "missing_base_message",
@@ -40,7 +41,7 @@ SERVE_PREFERENCE = ("base_q8", "base_f16", "base_q4", "base")
 Q8_0 keeps decisions within about a percent of f16 at half the size."""
 
 
-class DeployError(Exception):
+class DeployError(MetaSpiderError):
     """A run directory cannot be exported; names the run, the problem and the fix."""
 
     def __init__(self, run_dir: str | os.PathLike[str], problem: str, fix: str) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Seq
 from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
 from meta_spider.loom.datasets.mcq import extract_choice_letter
 from meta_spider.loom.datasets.scoring import normalize_answer
+from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.policies.actions import REFUSAL_SENTENCE, is_refusal
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def calibrated_answer_gate(calibration: Optional[Mapping[str, Any]]) -> "Optiona
     return answer_gate(resolve_threshold(None, calibration).value)
 
 
-class BenchmarkAlignmentError(ValueError):
+class BenchmarkAlignmentError(MetaSpiderError, ValueError):
     """The activation dataset and the dataset disagree about the questions
     (the dataset changed since collection, or another one was passed)."""
 
@@ -231,6 +232,8 @@ class QuestionOutcome:
     first_token_max_prob: Optional[float] = None
     answer_mean_logprob: Optional[float] = None
     probe_score: Optional[float] = None
+    signals_score: Optional[float] = None
+    probe_signals_score: Optional[float] = None
     decision: Optional[str] = None
     """Where the text came from (``GenerationResult.decision``: ``pass2``,
     ``gate_refused``, ``base_answer``); None in reports from before the gate."""

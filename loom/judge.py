@@ -28,6 +28,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import httpx
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "JUDGE_SYSTEM_PROMPT",
     "JudgeAuthError",
@@ -57,7 +59,7 @@ _RETRY_STATUSES = frozenset({408, 425, 429})
 _BODY_SNIPPET = 300
 
 
-class JudgeError(Exception):
+class JudgeError(MetaSpiderError):
     """Base class of judge errors."""
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
+
+from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.wrapper.constants import (  # torch-free: the wrapper's allowed values
     DTYPES,
     ENCODER_TYPES,
@@ -53,7 +55,7 @@ FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
 
 
-class ManifestError(Exception):
+class ManifestError(MetaSpiderError):
     """``run.json`` is missing or malformed. ``field`` is the dotted path of
     the offending field (None for the file as a whole)."""
 

@@ -13,8 +13,9 @@ Two families, both numpy only:
 * **Behaviour metrics** take what the modified system did (``answered``, and
   ``correct`` where it answered) next to the oracle: coverage, selective
   accuracy, refusal rate, refusal precision (the share of refusals where the
-  base was actually wrong) and over-refusal (the share of base-correct
-  questions that were refused). A refusal is judged against the oracle, never
+  base was actually wrong), over-refusal (of the refusals, the share the base
+  actually knew: 1 - refusal precision) and knowledge loss (the share of
+  base-correct questions that were refused). A refusal is judged against the oracle, never
   by comparing the refusal text with the reference answer.
 
 :func:`choose_threshold` picks an answer threshold on validation scores for a
@@ -34,6 +35,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from meta_spider.plugins.errors import MetaSpiderError
 
 __all__ = [
     "BehaviourGoals",
@@ -58,7 +61,7 @@ __all__ = [
 ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
 
 
-class UndefinedMetricError(ValueError):
+class UndefinedMetricError(MetaSpiderError, ValueError):
     """A metric has no value for these inputs (for example AUROC when every
     question has the same label)."""
 
@@ -117,8 +120,13 @@ class SelectiveMetrics(_Dict):
     """What an answer-or-refuse system did, judged against the oracle.
 
     Ratios whose denominator is empty (selective accuracy with nothing
-    answered, refusal precision with nothing refused, over-refusal when the
-    base was never right) are ``None``, never a made-up 0 or 1.
+    answered, refusal precision and over-refusal with nothing refused,
+    knowledge loss when the base was never right) are ``None``, never a
+    made-up 0 or 1.
+
+    ``over_refusal`` is the share of refusals the base actually knew
+    (1 - ``refusal_precision``); ``knowledge_loss`` is the share of the
+    questions the base knew that were refused (what the goals bound).
     """
 
     n: int
@@ -131,6 +139,19 @@ class SelectiveMetrics(_Dict):
     base_accuracy: float
     refusal_precision: Optional[float]
     over_refusal: Optional[float]
+    knowledge_loss: Optional[float]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SelectiveMetrics":
+        """The inverse of :meth:`to_dict`. A dictionary written before
+        ``knowledge_loss`` existed held that quantity under ``over_refusal``;
+        it is read with its meaning kept."""
+        values = dict(data)
+        if "knowledge_loss" not in values:
+            values["knowledge_loss"] = values.pop("over_refusal", None)
+            precision = values.get("refusal_precision")
+            values["over_refusal"] = None if precision is None else 1.0 - precision
+        return cls(**values)
 
 
 def selective_metrics(answered: ArrayLike, correct: ArrayLike, pass1_correct: ArrayLike) -> SelectiveMetrics:
@@ -138,7 +159,8 @@ def selective_metrics(answered: ArrayLike, correct: ArrayLike, pass1_correct: Ar
 
     ``correct[i]`` is whether its answer was right; it is ignored where the
     system refused. ``pass1_correct[i]`` is whether the frozen base was right
-    (the oracle): refusal precision and over-refusal are measured against it.
+    (the oracle): refusal precision, over-refusal and knowledge loss are
+    measured against it.
     ``overall_accuracy`` counts a refusal as not correct.
     """
     answered_a = _flags(answered, "answered")
@@ -156,7 +178,8 @@ def selective_metrics(answered: ArrayLike, correct: ArrayLike, pass1_correct: Ar
         overall_accuracy=float(correct_a.mean()),
         base_accuracy=float(oracle.mean()),
         refusal_precision=_mean_or_none(~oracle[refused_a]),
-        over_refusal=_mean_or_none(refused_a[oracle]),
+        over_refusal=_mean_or_none(oracle[refused_a]),
+        knowledge_loss=_mean_or_none(refused_a[oracle]),
     )
 
 
@@ -447,15 +470,15 @@ class BehaviourGoals(_Dict):
     The defaults are the project's goals for the Doubter: answer at least
     half the questions, at least 20 points more accurately than the base,
     refuse mostly what the base gets wrong (refusal precision >= 0.80) and
-    at most a fifth of what it gets right (over-refusal <= 0.20)."""
+    at most a fifth of what it gets right (knowledge loss <= 0.20)."""
 
     min_coverage: float = 0.50
     min_selective_gain: float = 0.20
     min_refusal_precision: float = 0.80
-    max_over_refusal: float = 0.20
+    max_knowledge_loss: float = 0.20
 
     def __post_init__(self) -> None:
-        for name in ("min_coverage", "min_refusal_precision", "max_over_refusal"):
+        for name in ("min_coverage", "min_refusal_precision", "max_knowledge_loss"):
             _check_fraction(getattr(self, name), name)
         gain = self.min_selective_gain
         if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not -1.0 <= gain <= 1.0:
@@ -465,7 +488,7 @@ class BehaviourGoals(_Dict):
         """The smallest distance between ``metrics`` and a goal, in the
         metrics' own units (fractions); negative when a goal is missed, None
         when nothing was answered (no selective accuracy). Refusal precision
-        counts only when something was refused, over-refusal only when the
+        counts only when something was refused, knowledge loss only when the
         base was ever right."""
         if metrics.selective_accuracy is None:
             return None
@@ -473,8 +496,8 @@ class BehaviourGoals(_Dict):
                   metrics.selective_accuracy - metrics.base_accuracy - self.min_selective_gain]
         if metrics.refused and metrics.refusal_precision is not None:
             slacks.append(metrics.refusal_precision - self.min_refusal_precision)
-        if metrics.over_refusal is not None:
-            slacks.append(self.max_over_refusal - metrics.over_refusal)
+        if metrics.knowledge_loss is not None:
+            slacks.append(self.max_knowledge_loss - metrics.knowledge_loss)
         return min(slacks)
 
     def met_by(self, metrics: SelectiveMetrics) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 
 from meta_spider.loom.baselines import BASELINES
 from meta_spider.loom.metrics import risk_coverage_curve
+from meta_spider.plugins.errors import MetaSpiderError
 
 if TYPE_CHECKING:
     from meta_spider.loom.comparison import ComparisonReport
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["PlotDependencyError", "plot_risk_coverage"]
 
 
-class PlotDependencyError(ImportError):
+class PlotDependencyError(MetaSpiderError, ImportError):
     """matplotlib is not installed."""
 
     def __init__(self, cause: str) -> None:

@@ -13,12 +13,14 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 OPTIMIZERS = ("adamw", "adam8bit")
 EARLY_STOPPING_METRICS = ("val_auroc", "val_loss")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
-class TrainerError(Exception):
+class TrainerError(MetaSpiderError):
     """Training cannot start or continue. ``problem`` says what is wrong,
     ``fix`` what to do about it."""
 

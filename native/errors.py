@@ -8,10 +8,12 @@ a tokenizer without a template): they propagate to the caller. Problems in
 
 from __future__ import annotations
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = ["NativeToolError", "ChatTemplateError", "MissingChatTemplateError"]
 
 
-class NativeToolError(Exception):
+class NativeToolError(MetaSpiderError):
     """Base class of the errors raised by :mod:`meta_spider.native`."""
 
 

@@ -6,6 +6,7 @@ hooks in :mod:`meta_spider.plugins.hookspecs`. The built-ins are plugins too:
 they register through the same hooks a third-party package uses.
 """
 
+from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.plugins.hookspecs import hookimpl, hookspec
 from meta_spider.plugins.manager import (
     DEFAULT_PLUGINS,
@@ -37,6 +38,7 @@ __all__ = [
     "UnknownComponentError",
     "DEFAULT_PLUGINS",
     "ENTRYPOINT_GROUP",
+    "MetaSpiderError",
     "PLUGINS_ENV_VAR",
     "PluginError",
     "PluginLoadError",

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import pluggy
 
 from meta_spider.plugins import hookspecs
+from meta_spider.plugins.errors import MetaSpiderError
 
 ENTRYPOINT_GROUP = "meta_spider"
 """Entry-point group third-party packages use to expose a plugin module."""
@@ -40,8 +41,13 @@ Each must import cheaply: heavy dependencies load inside the factories."""
 
 BUILTIN_DISTRIBUTION = "meta-spider"
 
+_PLUGIN_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+"""What foreign plugin code may raise that is reported as that plugin's
+failure: a ``sys.exit(0)`` at import or in a hook must not end the host with
+status 0 and no output."""
 
-class PluginError(Exception):
+
+class PluginError(MetaSpiderError):
     """Base class for plugin-host errors."""
 
 
@@ -110,7 +116,7 @@ def make_plugin_manager(
     for module_name in DEFAULT_PLUGINS:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
+        except _PLUGIN_FAILURES as exc:
             raise PluginLoadError(module_name, BUILTIN_DISTRIBUTION, repr(exc)) from exc
         _register(pm, module, module_name, BUILTIN_DISTRIBUTION)
 
@@ -118,7 +124,7 @@ def make_plugin_manager(
         for entry_point, dist_name in _selected_entrypoints():
             try:
                 plugin = entry_point.load()
-            except Exception as exc:  # any import-time failure of foreign code
+            except _PLUGIN_FAILURES as exc:  # any import-time failure of foreign code
                 raise PluginLoadError(entry_point.name, dist_name, repr(exc)) from exc
             _register(pm, plugin, entry_point.name, dist_name)
 
@@ -154,7 +160,7 @@ def collect(pm: pluggy.PluginManager, hook_name: str) -> list[Registration]:
 
         try:
             impl.function(register=register)
-        except Exception as exc:  # foreign code: report it under the plugin's name
+        except _PLUGIN_FAILURES as exc:  # foreign code: report it under the plugin's name
             raise PluginHookError(impl.plugin_name, hook_name, repr(exc)) from exc
     return registrations
 

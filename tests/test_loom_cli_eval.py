@@ -67,8 +67,8 @@ def test_eval_writes_report_plot_and_calibration(fresh_run: Path) -> None:
     refused = sum(q["decision"] == "gate_refused" for q in report["questions"])
     assert report["doubter"]["decisions"] == {"pass2": 6 - refused, "gate_refused": refused, "base_answer": 0}
     assert report["doubter"]["actions"] == {"confirm": 6 - refused, "correct": 0, "refuse": refused}
-    assert [b["name"] for b in report["baselines"]] == ["always_answer", "first_token_max_prob",
-                                                         "answer_mean_logprob", "linear_probe"]
+    assert [b["name"] for b in report["baselines"]] == ["always_answer", "first_token_max_prob", "answer_mean_logprob",
+                                                         "linear_probe", "signals_logistic", "probe_signals_logistic"]
     assert (fresh_run / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
     calibration = RunManifest.load(fresh_run).calibration["doubter"]
     assert calibration["threshold"] == report["calibration"]["threshold"]

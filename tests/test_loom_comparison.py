@@ -59,7 +59,8 @@ def test_behaviour_counts_by_hand(report: ComparisonReport) -> None:
     assert b.overall_accuracy == 0.4
     assert b.base_accuracy == 0.5
     assert b.refusal_precision == 0.75  # q4 q5 q6 of q3 q4 q5 q6
-    assert b.over_refusal == 0.2  # q3 of q0 q1 q2 q3 q9
+    assert b.over_refusal == 0.25  # q3 of q3 q4 q5 q6
+    assert b.knowledge_loss == 0.2  # q3 of q0 q1 q2 q3 q9
     assert report.actions == {"confirm": 4, "correct": 2, "refuse": 4}
 
 
@@ -106,7 +107,7 @@ def test_baselines_at_matched_coverage_by_hand(report: ComparisonReport) -> None
     # top 6 by first-token prob: q9 q0 q4 q2 q3 q1 -> one wrong (q4); refused q5-q8 all base-wrong
     assert first.matched.threshold == 0.5
     assert first.matched.metrics.selective_accuracy == pytest.approx(5 / 6)
-    assert first.matched.metrics.refusal_precision == 1.0 and first.matched.metrics.over_refusal == 0.0
+    assert first.matched.metrics.refusal_precision == 1.0 and first.matched.metrics.knowledge_loss == 0.0
     mean_lp = report.baseline("answer_mean_logprob")
     assert mean_lp.scores.auroc == pytest.approx(24 / 25)
     assert mean_lp.matched.metrics.selective_accuracy == pytest.approx(5 / 6)
@@ -125,7 +126,7 @@ def test_acceptance_by_hand(report: ComparisonReport) -> None:
     assert checks["selective_accuracy_gain"].value == pytest.approx(4 / 6 - 0.5)
     assert not checks["selective_accuracy_gain"].passed
     assert not checks["refusal_precision"].passed
-    assert checks["over_refusal"].passed  # 0.2 <= 0.2
+    assert checks["knowledge_loss"].passed  # 0.2 <= 0.2
     assert checks["mcnemar_p"].value == pytest.approx(0.6875) and not checks["mcnemar_p"].passed
     assert report.passed is False
 
@@ -159,7 +160,7 @@ def auroc_by_pairs(scores: list[float]) -> float:
 def test_json_round_trip(report: ComparisonReport) -> None:
     text = report.to_json()
     data = json.loads(text)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert set(data) == {"schema_version", "benchmark", "definitions", "doubter", "paired", "baselines", "calibration",
                          "probe", "acceptance", "questions", "notes"}
     assert data["doubter"]["behaviour"]["coverage"] == 0.6
@@ -177,6 +178,29 @@ def test_json_round_trip_keeps_an_infinite_t(report: ComparisonReport) -> None:
     text = build_report(outcomes).to_json()
     assert json.loads(text)["paired"]["t_test"]["t_statistic"] == "inf"
     assert ComparisonReport.from_json(text).t_test.t_statistic == math.inf
+
+
+def test_json_reads_a_version_1_report_with_its_meaning_kept(report: ComparisonReport) -> None:
+    # Version 1 called the share of base-right questions refused "over_refusal".
+    def older(metrics: dict) -> dict:
+        metrics = dict(metrics)
+        metrics["over_refusal"] = metrics.pop("knowledge_loss")
+        return metrics
+
+    data = json.loads(report.to_json())
+    data["schema_version"] = 1
+    data["doubter"]["behaviour"] = older(data["doubter"]["behaviour"])
+    for baseline in data["baselines"]:
+        baseline["matched"]["metrics"] = older(baseline["matched"]["metrics"])
+    for check in data["acceptance"]:
+        if check["name"] == "knowledge_loss":
+            check["name"] = "over_refusal"
+    again = ComparisonReport.from_dict(data)
+    assert again.behaviour.knowledge_loss == 0.2 and again.behaviour.over_refusal == 0.25
+    assert [c.name for c in again.acceptance] == [c.name for c in report.acceptance]
+    for old, new in zip(again.baselines, report.baselines):
+        assert old.matched.metrics.knowledge_loss == new.matched.metrics.knowledge_loss
+        assert old.matched.metrics.over_refusal == pytest.approx(new.matched.metrics.over_refusal)
 
 
 def test_json_refuses_another_schema_version(report: ComparisonReport) -> None:
@@ -234,7 +258,24 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert report.benchmark["p_correct_max_abs_diff_vs_collected_states"] < 1e-5
     assert report.probe["layer"] in (4, 5) and report.probe["split"] == "validation"
     assert all(q.probe_score is not None for q in report.questions)
-    assert [b.name for b in report.baselines][-1] == "linear_probe"
+    assert [b.name for b in report.baselines][-3:] == ["linear_probe", "signals_logistic", "probe_signals_logistic"]
+    # the signal baselines are fitted on the training split, never on the evaluated one
+    from meta_spider.loom.baselines import LogisticProbe
+    from meta_spider.wrapper.signals import SIGNALS
+
+    activations = tiny_run["activations"]
+    train, test = activations.split_indices("train"), activations.split_indices("test")
+    signals = activations.signals(SIGNALS).numpy()
+    expected = LogisticProbe(1.0 / len(train)).fit(signals[train], expected_oracle("train")).predict_proba(signals[test])
+    np.testing.assert_allclose([q.signals_score for q in report.questions], expected, atol=1e-9)
+    assert all(q.probe_signals_score is not None for q in report.questions)
+    assert report.benchmark["signal_baselines"]["split"] == "train"
+    assert report.benchmark["signal_baselines"]["signals"] == list(SIGNALS)
+    best = report.best_baseline
+    margin = next(c for c in report.acceptance if c.name == "auroc_margin_over_best_baseline").value
+    assert margin == pytest.approx(report.doubter_scores.auroc - best.scores.auroc)
+    assert best.scores.auroc == max(b.scores.auroc for b in report.baselines
+                                    if b.name != "always_answer" and b.scores.auroc is not None)
     calibration = report.calibration
     # four validation questions cannot meet the behaviour goals: the fallback is the base's accuracy there
     assert calibration["rule"] == "target_coverage" and any("no threshold meets the behaviour goals" in n
@@ -251,7 +292,7 @@ def test_baseline_comparison_generates_under_the_calibrated_gate(tiny_run: dict[
     from meta_spider.loom.metrics import BehaviourGoals
 
     benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
-    lenient = BehaviourGoals(min_coverage=0.0, min_selective_gain=-1.0, min_refusal_precision=0.0, max_over_refusal=1.0)
+    lenient = BehaviourGoals(min_coverage=0.0, min_selective_gain=-1.0, min_refusal_precision=0.0, max_knowledge_loss=1.0)
     report = BaselineComparison(pipe_with_silent_doubter, benchmark, max_tokens=MAX_NEW_TOKENS, probe_folds=2,
                                 goals=lenient).run()
     calibration = report.calibration

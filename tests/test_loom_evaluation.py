@@ -163,6 +163,34 @@ def test_select_probe_layer_finds_the_informative_layer() -> None:
     assert auroc(choice.probe.predict_proba(states[:, 1]), labels) > 0.9
 
 
+def test_signal_baselines_fit_signals_alone_and_with_the_best_layer() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from meta_spider.loom.baselines import fit_signal_baselines
+
+    rng = np.random.default_rng(2)
+    n, d = 120, 6
+    labels = rng.random(n) < 0.5
+    # half the answer is in the signals, the other half only in layer 11's state
+    signals = rng.normal(size=(n, 2)) + np.where(labels, 0.8, -0.8)[:, None] * np.array([1.0, 0.0])
+    states = rng.normal(size=(n, 2, d))
+    states[:, 1, 0] += np.where(labels, 1.0, -1.0)
+    fitted = fit_signal_baselines(states, signals, labels, [10, 11], ("a", "b"), folds=4)
+    assert fitted.layer == 11 and fitted.n_fit == n and fitted.signals == ("a", "b")
+    scores = fitted.scores(states, signals)
+    # signals alone: scikit-learn's default penalty (C = 1) on standardised signals
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(StandardScaler().fit_transform(signals), labels)
+    np.testing.assert_allclose(scores["signals_score"],
+                               reference.predict_proba(StandardScaler().fit(signals).transform(signals))[:, 1], atol=1e-5)
+    assert auroc(scores["probe_signals_score"], labels) > auroc(scores["signals_score"], labels) + 0.05
+    assert fitted.to_dict() == {"signals": ["a", "b"], "n_fit": n, "signals_l2": 1.0 / n, "layer": 11, "probe_l2": 1.0}
+    with pytest.raises(UndefinedMetricError, match="one class"):
+        fit_signal_baselines(states, signals, np.ones(n, dtype=bool), [10, 11], ("a", "b"))
+    with pytest.raises(ValueError, match="signals must be"):
+        fit_signal_baselines(states, signals[:, :1], labels, [10, 11], ("a", "b"))
+
+
 def test_select_probe_layer_needs_both_classes() -> None:
     with pytest.raises(UndefinedMetricError, match="linear probe"):
         select_probe_layer(np.zeros((5, 1, 2)), [True, True, True, True, False], [3])

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from meta_spider.loom.metrics import (
     BehaviourGoals,
+    SelectiveMetrics,
     ThresholdChoice,
     UndefinedMetricError,
     answer_mask_at_coverage,
@@ -175,16 +176,36 @@ def test_selective_metrics_against_the_oracle() -> None:
     assert result.base_accuracy == 0.5
     # Refused: questions 2 (base right), 4, 5, 7 (base wrong): 3 of 4 justified.
     assert result.refusal_precision == 0.75
+    # Of the 4 refusals, the base knew 1 (question 2).
+    assert result.over_refusal == 0.25 and result.over_refusal == 1 - result.refusal_precision
     # Base right on 0, 1, 2, 6; refused only 2.
-    assert result.over_refusal == 0.25
-    json.dumps(result.to_dict())
+    assert result.knowledge_loss == 0.25
+    assert SelectiveMetrics.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_over_refusal_and_knowledge_loss_differ() -> None:
+    # The base knows 4 of 8; the system refuses 2 of them and nothing else:
+    # every refusal was of a question the base knew, half of what it knew is lost.
+    result = selective_metrics([False, False, True, True, True, True, True, True],
+                               [False, False, True, True, False, False, False, False],
+                               [True, True, True, True, False, False, False, False])
+    assert result.over_refusal == 1.0 and result.refusal_precision == 0.0
+    assert result.knowledge_loss == 0.5
+
+
+def test_selective_metrics_from_a_dict_written_before_knowledge_loss() -> None:
+    result = selective_metrics([True, False, False, True], [True, False, False, False], [True, True, False, False])
+    old = result.to_dict()
+    old["over_refusal"] = old.pop("knowledge_loss")  # the earlier name of that quantity
+    assert SelectiveMetrics.from_dict(old) == result
 
 
 def test_selective_metrics_empty_denominators_are_none() -> None:
     always = selective_metrics([True, True], [True, False], [True, False])
-    assert always.refusal_precision is None and always.over_refusal == 0.0
+    assert always.refusal_precision is None and always.over_refusal is None and always.knowledge_loss == 0.0
     never = selective_metrics([False, False], [False, False], [False, False])
-    assert never.selective_accuracy is None and never.over_refusal is None and never.refusal_precision == 1.0
+    assert never.selective_accuracy is None and never.knowledge_loss is None and never.refusal_precision == 1.0
+    assert never.over_refusal == 0.0
     with pytest.raises(ValueError, match="booleans"):
         selective_metrics([2, 0], [1, 0], [1, 0])
 
@@ -234,7 +255,7 @@ def test_threshold_for_goals_takes_the_widest_margin() -> None:
     scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
     correct = [True, True, True, True, False, True, False, False, False, False]  # base accuracy 0.5
     # Meeting the default goals: 0.3 (coverage 0.7, gain +0.214: margin 0.014), 0.4 (coverage 0.6, gain
-    # +0.333, nothing right refused: margin 0.1) and 0.5 (coverage, precision and over-refusal exactly at
+    # +0.333, nothing right refused: margin 0.1) and 0.5 (coverage, precision and knowledge loss exactly at
     # their goals: margin 0). The widest margin wins.
     choice = threshold_for_goals(scores, correct, BehaviourGoals())
     assert choice.threshold == 0.4 and choice.coverage == 0.6 and choice.risk == pytest.approx(1 / 6)
@@ -245,8 +266,8 @@ def test_threshold_for_goals_takes_the_widest_margin() -> None:
     wide = threshold_for_goals(scores, correct, BehaviourGoals(min_coverage=0.65))
     assert wide.threshold == 0.3 and wide.coverage == 0.7  # the only one answering 65%
     assert threshold_for_goals(scores, correct, BehaviourGoals(min_coverage=0.8)) is None
-    with pytest.raises(ValueError, match="max_over_refusal"):
-        BehaviourGoals(max_over_refusal=1.5)
+    with pytest.raises(ValueError, match="max_knowledge_loss"):
+        BehaviourGoals(max_knowledge_loss=1.5)
 
 
 @settings(max_examples=100, deadline=None)
@@ -257,7 +278,7 @@ def test_threshold_for_goals_matches_a_brute_force_search(rows: list[tuple[int, 
     scores = np.array([score / 10 for score, _ in rows])
     correct = np.array([label for _, label in rows])
     goals = BehaviourGoals(min_coverage=coverage, min_selective_gain=gain, min_refusal_precision=precision,
-                           max_over_refusal=over)
+                           max_knowledge_loss=over)
     margins = {t: goals.margin(selective_metrics(scores >= t, correct, correct)) for t in sorted(set(scores.tolist()))}
     meeting = {t: m for t, m in margins.items() if m is not None and m >= -1e-12}
     choice = threshold_for_goals(scores, correct, goals)
@@ -306,4 +327,4 @@ def test_matched_coverage_ranks_a_good_scorer_above_a_bad_one() -> None:
     good_result = evaluate_at_coverage(good, pass1_correct, 0.5).metrics
     bad_result = evaluate_at_coverage(bad, pass1_correct, 0.5).metrics
     assert good_result.selective_accuracy == 1.0 and good_result.refusal_precision == 0.8
-    assert bad_result.selective_accuracy == 0.2 and bad_result.over_refusal == 5 / 6
+    assert bad_result.selective_accuracy == 0.2 and bad_result.knowledge_loss == 5 / 6

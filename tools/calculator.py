@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "CalculatorDomainError",
     "CalculatorError",
@@ -44,7 +46,7 @@ MAX_RESULT_DIGITS = 4000
 Number = int | float
 
 
-class CalculatorError(ValueError):
+class CalculatorError(MetaSpiderError, ValueError):
     """The expression cannot be evaluated; ``position`` is a 0-based index
     into ``expression`` when the problem has one place."""
 
@@ -252,8 +254,10 @@ class _Parser:
             raise CalculatorSyntaxError(
                 self.expression, f"{name.text}() takes {low}..{high} arguments, got {len(args)}", name.position
             )
-        if name.text == "round" and len(args) == 2 and not isinstance(args[1], int):
-            raise CalculatorDomainError(self.expression, "round()'s digits must be an integer", name.position)
+        if name.text == "round" and len(args) == 2:
+            if not isinstance(args[1], int):
+                raise CalculatorDomainError(self.expression, "round()'s digits must be an integer", name.position)
+            args[1] = _bounded_round_digits(args[1])
         try:
             result = function(*args)
         except (ValueError, ZeroDivisionError) as exc:
@@ -299,10 +303,16 @@ class _Parser:
         # Estimate the size before computing: 9 ** 9 ** 9 must never start.
         if base in (0, 1, -1) or exponent <= 0:
             return
-        digits = abs(exponent) * math.log10(abs(base))
+        try:
+            digits = abs(exponent) * math.log10(abs(base))
+        except OverflowError:  # an exponent too large for a float: the power is huge or tiny
+            digits = math.inf if abs(base) > 1 else -math.inf
         if isinstance(base, int) and isinstance(exponent, int) and digits > MAX_RESULT_DIGITS:
             raise CalculatorLimitError(
-                self.expression, f"the power would have about {digits:.0f} digits (limit {MAX_RESULT_DIGITS})", position
+                self.expression,
+                f"the power would have about {digits:.0f} digits (limit {MAX_RESULT_DIGITS})"
+                if math.isfinite(digits) else f"the power would have far more than {MAX_RESULT_DIGITS} digits",
+                position,
             )
         if (isinstance(base, float) or isinstance(exponent, float)) and digits > 308:
             raise CalculatorLimitError(self.expression, "the power overflows a float", position)
@@ -317,6 +327,19 @@ class _Parser:
         if isinstance(value, float) and math.isnan(value):
             raise CalculatorDomainError(self.expression, "a result is not a number", position)
         return value
+
+
+_ROUND_DIGITS_LOW = -(MAX_RESULT_DIGITS + 2)
+_ROUND_DIGITS_HIGH = 1100
+"""Python computes ``10 ** -digits`` to round an int to negative ``digits``
+(``round(1, -10**8)`` runs for minutes). Every value here is below
+``10 ** (MAX_RESULT_DIGITS + 1)`` and every float's last decimal place is
+above ``10 ** -1100``, so rounding to digits outside these bounds gives the
+same result as rounding to the bound."""
+
+
+def _bounded_round_digits(digits: int) -> int:
+    return min(max(digits, _ROUND_DIGITS_LOW), _ROUND_DIGITS_HIGH)
 
 
 def evaluate(expression: str) -> Number:

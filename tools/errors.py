@@ -9,6 +9,8 @@ name both plugins involved. Constructors never log or print.
 
 from __future__ import annotations
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "DuplicateToolError",
     "ToolArgumentError",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class ToolError(Exception):
+class ToolError(MetaSpiderError):
     """Base class for every tools-package error."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from meta_spider.plugins.errors import MetaSpiderError
 
-class WrapperError(Exception):
+
+class WrapperError(MetaSpiderError):
     """Base class of every error the wrapper raises on purpose."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 __all__ = [
     "DatasetDependencyError",
     "DatasetError",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class DatasetError(Exception):
+class DatasetError(MetaSpiderError):
     """Base class for dataset loading errors."""
 
 

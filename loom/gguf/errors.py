@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from meta_spider.plugins.errors import MetaSpiderError
 
-class GGUFExportError(Exception):
+
+class GGUFExportError(MetaSpiderError):
     """Base class of every error raised by `meta_spider.loom.gguf`."""
 
 

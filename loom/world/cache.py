@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from meta_spider.plugins.errors import MetaSpiderError
+
 from .generator import ALL_SPLITS, GENERATOR_VERSION, SHIFT_SPLITS, QAItem, World, generate_world
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
@@ -32,7 +34,7 @@ MANIFEST = "world.json"
 MODEL_DIR = "model"
 
 
-class WorldBuildError(RuntimeError):
+class WorldBuildError(MetaSpiderError, RuntimeError):
     """A world folder exists but is incomplete or from another build."""
 
     def __init__(self, path: Path, problem: str) -> None:
