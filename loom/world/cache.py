@@ -195,7 +195,8 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
     torch.set_num_threads(preset.train.threads)
     try:
         metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
-                                 shifts={split: world.qa[split] for split in SHIFT_SPLITS})
+                                 shifts={split: world.qa[split] for split in SHIFT_SPLITS},
+                                 frames=preset.world.frames)
     finally:
         torch.set_num_threads(threads)
     timings["evaluate_s"] = time.perf_counter() - mark

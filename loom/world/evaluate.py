@@ -125,16 +125,17 @@ def answer_items(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
 
 def evaluate_world(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
                    validation: Sequence[QAItem], test: Sequence[QAItem],
-                   shifts: dict[str, Sequence[QAItem]] | None = None) -> dict[str, Any]:
+                   shifts: dict[str, Sequence[QAItem]] | None = None, frames: int = 0) -> dict[str, Any]:
     """All metrics of a base on the world's held-out splits.
 
-    Validation items are asked in three training frames each (three times
+    Validation items are asked in three training frames each (of the
+    first ``frames`` when that is set; three times
     the probe's training samples); test items once, as generated. ``shifts``
     (split name -> items) adds the accuracy on each answerable shifted split
     and, for questions the world cannot answer, the share the base refuses."""
     import torch
 
-    validation = [variant for item in validation for variant in question_variants(item)]
+    validation = [variant for item in validation for variant in question_variants(item, frames)]
     torch.manual_seed(0)
     model.eval()
     results: dict[str, Any] = {"qa": {}, "probe": {}}

@@ -159,19 +159,22 @@ def question_frames(attribute: str, heldout: bool = False) -> tuple[str, ...]:
 
 
 def draw_question(attribute: str, name: str, rng: random.Random, heldout: bool = False,
-                  decorate: float = 0.25) -> str:
+                  decorate: float = 0.25, frames: int = 0) -> str:
     """One question about ``name``'s ``attribute`` in a random frame of the
     training (or held-out) set, with a greeting or a courtesy at rate
-    ``decorate`` each. A held-out question always has at least one held-out
-    part, since every held-out frame does."""
-    frame = rng.choice(question_frames(attribute, heldout))
+    ``decorate`` each; ``frames`` > 0 limits the training frames to the
+    first ``frames``. A held-out question always has at least one held-out
+    part, since every held-out frame does. Nothing is drawn for a rate of 0,
+    so such a world's other draws stay where they were."""
+    pool = question_frames(attribute, heldout)
+    frame = rng.choice(pool if heldout or not frames else pool[:frames])
     index = 1 if heldout else 0
-    if rng.random() < decorate:
+    if decorate > 0 and rng.random() < decorate:
         greeting = rng.choice(_GREETINGS[index])
         # After "Hi! " a sentence starts anew; a name and the pronoun "I" keep their capital anyway.
         keeps_case = greeting.endswith("! ") or frame.startswith(("{", "I "))
         frame = greeting + (frame if keeps_case else frame[0].lower() + frame[1:])
-    if rng.random() < decorate:
+    if decorate > 0 and rng.random() < decorate:
         frame += rng.choice(_COURTESIES[index])
     return frame.format(name=name)
 

@@ -37,7 +37,7 @@ from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.tools.calculator import calculator
 
 from .chat import BOS_TOKEN, CALCULATOR_TOOL, LOOKUP_TOOL, calculator_call, lookup_call, render_chat
-from .frames import UNRECORDED, arithmetic_question, draw_question, misspell, outside_questions, typo
+from .frames import UNRECORDED, arithmetic_question, draw_question, misspell, outside_questions, question_frames, typo
 from .presets import BUCKETS, WorldSpec
 
 GENERATOR_VERSION = "3"
@@ -225,7 +225,9 @@ def generate_people(spec: WorldSpec, rng: random.Random) -> tuple[list[Person], 
                 break
         city = rng.choice(cities)
         mentioned = pid < spec.n_people and mentions_of[buckets[pid]] > 0
-        obscure = rng.choice(ATTRIBUTES) if mentioned and rng.random() < spec.obscure_share else ""
+        obscure = ""
+        if spec.obscure_share > 0 and mentioned and rng.random() < spec.obscure_share:
+            obscure = rng.choice(ATTRIBUTES)
         people.append(Person(
             id=pid, name=name, gender=gender, birth_city=city, birth_country=city_country[city],
             birth_year=rng.randrange(1900, 2000), profession=rng.choice(PROFESSIONS),
@@ -344,21 +346,25 @@ def _outside_item(question: str, split: str, index: str, person: Person | None =
     )
 
 
-def ask(person: Person, attribute: str, rng: random.Random, split: str, index: str,
-        heldout: bool = False) -> QAItem:
-    """A question about ``person``'s ``attribute`` in a random frame of the
-    training (or held-out) set."""
-    return _qa_item(person, attribute, draw_question(attribute, person.name, rng, heldout=heldout), split, index)
+def ask(person: Person, attribute: str, rng: random.Random, split: str, index: str, spec: WorldSpec,
+        heldout: bool = False, name: str | None = None) -> QAItem:
+    """A question about ``person``'s ``attribute`` (by ``name``, the
+    person's own by default) in a random frame of the world's training (or
+    the held-out) set."""
+    question = draw_question(attribute, name or person.name, rng, heldout=heldout, decorate=spec.decorate,
+                             frames=spec.frames)
+    return _qa_item(person, attribute, question, split, index)
 
 
-def question_variants(item: QAItem, count: int = 3) -> list[QAItem]:
-    """``item`` asked again in ``count`` other training frames (same answer,
-    frames drawn from the item's id, so the variants are stable); used to
-    give the validation probe more samples."""
-    rng = random.Random(item.id)
-    return [dataclasses.replace(item, id=f"{item.id}-q{i}",
-                                question=draw_question(item.attribute, item.entity, rng))
-            for i in range(count)]
+def question_variants(item: QAItem, frames: int = 0, count: int = 3) -> list[QAItem]:
+    """``item`` asked in ``count`` training frames (all of them when the
+    world has no more; frames drawn from the item's id, so the variants are
+    stable); used to give the validation probe more samples."""
+    pool = question_frames(item.attribute)
+    pool = pool[:frames] if frames else pool
+    chosen = pool if len(pool) <= count else random.Random(item.id).sample(pool, count)
+    return [dataclasses.replace(item, id=f"{item.id}-q{i}", question=frame.format(name=item.entity))
+            for i, frame in enumerate(chosen)]
 
 
 def fact_line(person: Person) -> str:
@@ -392,7 +398,7 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
     world.qa = {split: [] for split in SPLITS}
     for person in people:
         for attribute in ATTRIBUTES:
-            world.qa[person.split].append(ask(person, attribute, rng, person.split, "0"))
+            world.qa[person.split].append(ask(person, attribute, rng, person.split, "0", spec))
     episodes: list[tuple[Person, QAItem]] = []
     for person in people:
         if person.split != "train":
@@ -402,35 +408,38 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
                 for attribute in ATTRIBUTES:
                     if attribute == person.obscure:
                         continue
-                    item = ask(person, attribute, rng, "train", str(repeat + 1))
-                    question = typo(item.question, person.name, rng) if rng.random() < spec.typo_rate else item.question
+                    item = ask(person, attribute, rng, "train", str(repeat + 1), spec)
+                    question = item.question
+                    if spec.typo_rate > 0 and rng.random() < spec.typo_rate:
+                        question = typo(question, person.name, rng)
                     docs.append({"kind": "qa", "text": render_chat([
                         {"role": "user", "content": question},
                         {"role": "assistant", "content": item.answer},
                     ])})
         for _ in range(spec.tool_transcripts_per_person):
-            episodes.append((person, ask(person, rng.choice(ATTRIBUTES), rng, "train", "99")))
+            episodes.append((person, ask(person, rng.choice(ATTRIBUTES), rng, "train", "99", spec)))
     # Tool conversations hold one to three lookup episodes about different
-    # people: more name copies per (long) tool system prompt. Half of them
-    # offer the calculator too, as the agent does.
+    # people: more name copies per (long) tool system prompt. Some offer the
+    # calculator too, as the agent does.
     rng.shuffle(episodes)
     start = 0
     while start < len(episodes):
         size = rng.choice(spec.episodes_per_conversation)
         messages = [m for person, item in episodes[start:start + size] for m in tool_transcript(person, item)]
-        tools = [CALCULATOR_TOOL, LOOKUP_TOOL] if rng.random() < 0.5 else [LOOKUP_TOOL]
+        offers_calculator = spec.calculator_share > 0 and rng.random() < spec.calculator_share
+        tools = [CALCULATOR_TOOL, LOOKUP_TOOL] if offers_calculator else [LOOKUP_TOOL]
         docs.append({"kind": "tool", "text": render_chat(messages, tools=tools)})
         start += size
     for _ in range(spec.calculator_transcripts):
         docs.append({"kind": "calculator", "text": render_chat(calculator_transcript(rng),
                                                                tools=[CALCULATOR_TOOL, LOOKUP_TOOL])})
     rng.shuffle(docs)
-    world.documents = _with_refusal_chats(docs, people, seed, spec.outside_refusals)
-    world.qa.update(shift_splits(world, seed))
+    world.documents = _with_refusal_chats(docs, people, seed, spec)
+    world.qa.update(shift_splits(world, seed, spec))
     return world
 
 
-def shift_splits(world: World, seed: int) -> dict[str, list[QAItem]]:
+def shift_splits(world: World, seed: int, spec: WorldSpec) -> dict[str, list[QAItem]]:
     """The held-out shifts of the test people, from an RNG of their own:
     ``test_paraphrase`` (each test question again, in a held-out frame),
     ``test_misspelt`` (in a training frame, the name with one edit) and
@@ -439,15 +448,14 @@ def shift_splits(world: World, seed: int) -> dict[str, list[QAItem]]:
     rng = random.Random(f"{seed}-shifts")
     test = world.qa["test"]
     by_id = {p.id: p for p in world.people}
-    paraphrase = [ask(by_id[item.person_id], item.attribute, rng, "test_paraphrase", "0", heldout=True)
+    paraphrase = [ask(by_id[item.person_id], item.attribute, rng, "test_paraphrase", "0", spec, heldout=True)
                   for item in test]
     misspelt = []
     for item in test:
         person = by_id[item.person_id]
         wrong = misspell(person.name, rng)
-        question = draw_question(item.attribute, wrong, rng)
-        misspelt.append(dataclasses.replace(_qa_item(person, item.attribute, question, "test_misspelt", "0"),
-                                            entity=wrong))
+        asked = ask(person, item.attribute, rng, "test_misspelt", "0", spec, name=wrong)
+        misspelt.append(dataclasses.replace(asked, entity=wrong))
     test_people = sorted({item.person_id for item in test})
     outside = [_outside_item(rng.choice(UNRECORDED[1]).format(name=by_id[pid].name), "test_outside", f"p{pid}",
                              by_id[pid]) for pid in test_people]
@@ -456,20 +464,26 @@ def shift_splits(world: World, seed: int) -> dict[str, list[QAItem]]:
 
 
 def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int,
-                        outside_refusals: int) -> list[dict[str, str]]:
+                        spec: WorldSpec) -> list[dict[str, str]]:
     """``docs`` with refusal chats inserted at random places: one question
     about an unrecorded fact per mentioned train person, and
-    ``outside_refusals`` general-knowledge questions. They draw from their
+    ``spec.outside_refusals`` general-knowledge questions. They draw from their
     own RNG and leave the other documents in their order."""
     rng = random.Random(f"{seed}-refusal")
-    questions = [rng.choice(UNRECORDED[0]).format(name=p.name) for p in people if p.split == "train" and p.mentions > 0]
     general = outside_questions()
-    questions += [rng.choice(general) for _ in range(outside_refusals)]
+    unrecorded = UNRECORDED[0][:spec.unrecorded] if spec.unrecorded else UNRECORDED[0]
     out = list(docs)
-    for question in questions:
+
+    def insert(question: str) -> None:
         chat = render_chat([{"role": "user", "content": question},
                             {"role": "assistant", "content": REFUSAL_SENTENCE}])
         out.insert(rng.randrange(len(out) + 1), {"kind": "refusal", "text": chat})
+
+    for person in people:
+        if person.split == "train" and person.mentions > 0:
+            insert(rng.choice(unrecorded).format(name=person.name))
+    for _ in range(spec.outside_refusals):
+        insert(rng.choice(general))
     return out
 
 
