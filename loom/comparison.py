@@ -550,22 +550,17 @@ class BaselineComparison:
         split and score the evaluated questions with them (into
         ``outcomes``); what was fitted, or None (with a note) when they
         cannot be."""
-        from meta_spider.loom.activations import ActivationFormatError
-        from meta_spider.wrapper.signals import SIGNALS
-
         activations = self.benchmark.activations
         fit_indices = activations.split_indices(self.fit_split)
-        if not fit_indices:
-            notes.append(f"no {self.fit_split!r} split collected: no pass-1 signal baselines")
+        names = activations.recorded_signals
+        if not fit_indices or not names:
+            notes.append(f"no pass-1 signal baselines: the collection holds no {self.fit_split!r} split"
+                         if names else "no pass-1 signal baselines: the collection recorded no signals")
             return None
-        try:
-            signals = activations.signals(SIGNALS).numpy()
-        except ActivationFormatError as error:
-            notes.append(f"no pass-1 signal baselines: {error.problem}")
-            return None
+        signals = activations.signals(names).numpy()
         try:
             fitted = fit_signal_baselines(states[fit_indices], signals[fit_indices], labels[fit_indices], layers,
-                                          SIGNALS, folds=self.probe_folds, probe_l2=self.probe_l2)
+                                          names, folds=self.probe_folds, probe_l2=self.probe_l2)
         except UndefinedMetricError as error:
             notes.append(f"no pass-1 signal baselines: {error}")
             return None
