@@ -57,6 +57,9 @@ class GenerationResult:
     refreshes: int = 0
     draft_text: str | None = None
     reused_prompt_cache: bool = False
+    prompt_cache: str | None = None
+    """How pass 2 started: ``"cropped"``, ``"snapshot"`` (recurrent state
+    restored), ``"prefilled"``, or None (see :class:`DecodeStats`)."""
     decision: str = "pass2"
     """One of :data:`DECISIONS`."""
 
@@ -289,7 +292,8 @@ class MetaSpiderPipeline:
             text, decision = self.decode(token_ids), "base_answer"
         return GenerationResult(
             text=text, token_ids=token_ids, finish_reason=stats.finish_reason, refreshes=stats.refreshes,
-            reused_prompt_cache=stats.reused_prompt_cache, decision=decision, **common,
+            reused_prompt_cache=stats.reused_prompt_cache, prompt_cache=stats.prompt_cache, decision=decision,
+            **common,
         )
 
     # ------------------------------------------------------------ batches
