@@ -10,7 +10,7 @@ models or data: it imports nothing heavy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from meta_spider.plugins.errors import MetaSpiderError
@@ -32,6 +32,15 @@ class TrainerError(MetaSpiderError):
 
 def _help(text: str, default: Any) -> Any:
     return field(default=default, metadata={"help": text})
+
+
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+"""Default of an alias keyword: tells "not given" from an explicit None."""
+
+ALIASES = {"grad_accumulation": "gradient_accumulation_steps", "learning_rate": "lr",
+           "early_stop_patience": "early_stopping_patience"}
+"""Keyword aliases :class:`TrainerConfig` accepts (the published API's names
+of these fields) -> the field they set."""
 
 
 @dataclass
@@ -75,8 +84,25 @@ class TrainerConfig:
     mixed_precision: str = _help("accelerate mixed precision: 'no', 'bf16' or 'fp16'", "no")
     keep_epoch_checkpoints: int = _help("epoch checkpoints kept on disk (the newest; best/ is kept apart)", 2)
     restore_best: bool = _help("load the best epoch's weights into the Doubter when fit ends", True)
+    grad_accumulation: InitVar[Any] = _UNSET
+    """Alias of ``gradient_accumulation_steps`` (see :data:`ALIASES`)."""
+    learning_rate: InitVar[Any] = _UNSET
+    """Alias of ``lr``."""
+    early_stop_patience: InitVar[Any] = _UNSET
+    """Alias of ``early_stopping_patience``."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, grad_accumulation: Any = _UNSET, learning_rate: Any = _UNSET,
+                      early_stop_patience: Any = _UNSET) -> None:
+        given = {"grad_accumulation": grad_accumulation, "learning_rate": learning_rate,
+                 "early_stop_patience": early_stop_patience}
+        defaults = {f.name: f.default for f in fields(self)}
+        for alias, value in given.items():
+            if value is _UNSET:
+                continue
+            name = ALIASES[alias]
+            if getattr(self, name) != defaults[name] and getattr(self, name) != value:
+                raise ValueError(f"{alias}={value!r} and {name}={getattr(self, name)!r} set the same thing; give one")
+            setattr(self, name, value)
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size",
                      "keep_epoch_checkpoints", "pretrain_iterations"):
             value = getattr(self, name)

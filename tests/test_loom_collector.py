@@ -313,8 +313,23 @@ def test_plain_question_lists_and_save(pipe: MetaSpiderPipeline, tmp_path: Path)
     gc.collect()  # the temporary folder outlives the collector while the dataset is in use
     assert torch.equal(saved.states("draft"), collected.states("draft"))
     judged = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False,
-                                        check_correctness=lambda answer, example: example.id == "q1")
+                                        check_example=lambda answer, example: example.id == "q1")
     assert [e["pass1_correct"] for e in judged.collect(questions, ["a", "b", "c"]).examples] == [False, True, False]
+    # The published form: two strings, right when one ground truth is accepted.
+    seen: list[tuple[str, str]] = []
+
+    def by_truth(prediction: str, truth: str) -> bool:
+        seen.append((prediction, truth))
+        return truth == "Rome"
+
+    strings = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False,
+                                         check_correctness=by_truth)
+    collected = strings.collect(questions, ["a", ["Paris", "Rome"], "c"])
+    assert [e["pass1_correct"] for e in collected.examples] == [False, True, False]
+    assert {truth for _, truth in seen} == {"a", "Paris", "Rome", "c"}
+    assert all(isinstance(prediction, str) for prediction, _ in seen)
+    with pytest.raises(ValueError, match="not both"):
+        ActivationDatasetCollector(pipe, check_correctness=by_truth, check_example=lambda a, e: True)
 
 
 def test_template_switches_reach_the_prompt(pipe: MetaSpiderPipeline, tmp_path: Path) -> None:
@@ -380,7 +395,7 @@ CHILD = textwrap.dedent("""
         return dataset.check_fn(answer, example)
 
     collector = ActivationDatasetCollector(pipe, max_new_tokens=%d, shard_size=4, batch_size=int(batch_size),
-                                           show_progress=False, check_correctness=slow_check)
+                                           show_progress=False, check_example=slow_check)
     print("started", flush=True)
     collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=out)
 """) % MAX_NEW_TOKENS
