@@ -46,7 +46,7 @@ def _spoil_folder(good: Path, target: Path, config: bytes | None = None, weights
         (lambda weights: {"config": b'{"format_version": 1, "config": [1]}'}, "bad config"),
         (lambda weights: {"config": b"\xff\xfe{}"}, "not UTF-8"),
         (lambda weights: {"config": b"[" * 100_000}, "nests too deeply"),
-        (lambda weights: {"config": b'{"format_version": 1, "config": {}, "fingerprint": [1]}'}, "bad config"),
+        (lambda weights: {"config": b'{"format_version": 1, "config": {}, "fingerprint": [1]}'}, "cannot read Doubter"),
     ],
     ids=["truncated", "garbage", "empty", "config-list", "config-of-list", "not-utf8", "deep", "fingerprint-list"],
 )
