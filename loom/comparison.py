@@ -93,8 +93,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "SCHEMA_VERSION",
-           "build_report"]
+__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "PrintableTable",
+           "SCHEMA_VERSION", "build_report"]
 
 SCHEMA_VERSION = 2
 DEFINITIONS = {
@@ -157,6 +157,27 @@ def _matched_from_dict(data: Optional[Mapping[str, Any]]) -> Optional[MatchedCov
 
 def _t_test_from_dict(data: Mapping[str, Any]) -> PairedTTestResult:
     return PairedTTestResult(**{**data, "t_statistic": float(data["t_statistic"])})
+
+
+class PrintableTable(str):
+    """A rich renderable as plain text (what ``print`` and ``str`` show),
+    still drawn by a rich console as the original (``__rich__``)."""
+
+    renderable: Any
+
+    def __new__(cls, renderable: Any, width: int = 160) -> "PrintableTable":
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
+        text = super().__new__(cls, buffer.getvalue().rstrip("\n"))
+        text.renderable = renderable
+        return text
+
+    def __rich__(self) -> Any:
+        return self.renderable
 
 
 @dataclass
@@ -281,7 +302,12 @@ class ComparisonReport:
 
     # ------------------------------------------------------------ display
 
-    def summary(self) -> "Table":
+    def summary(self) -> "PrintableTable":
+        """The :meth:`summary_table` as text: ``print(report.summary())``
+        shows the table; a rich console prints it as the rich table."""
+        return PrintableTable(self.summary_table())
+
+    def summary_table(self) -> "Table":
         """A rich table: the Doubter's generated behaviour, its P(correct)
         gate and every baseline at matched coverage, with their score
         metrics; the caption gives the paired tests, the best baseline and the goals met."""
@@ -550,22 +576,17 @@ class BaselineComparison:
         split and score the evaluated questions with them (into
         ``outcomes``); what was fitted, or None (with a note) when they
         cannot be."""
-        from meta_spider.loom.activations import ActivationFormatError
-        from meta_spider.wrapper.signals import SIGNALS
-
         activations = self.benchmark.activations
         fit_indices = activations.split_indices(self.fit_split)
-        if not fit_indices:
-            notes.append(f"no {self.fit_split!r} split collected: no pass-1 signal baselines")
+        names = activations.recorded_signals
+        if not fit_indices or not names:
+            notes.append(f"no pass-1 signal baselines: the collection holds no {self.fit_split!r} split"
+                         if names else "no pass-1 signal baselines: the collection recorded no signals")
             return None
-        try:
-            signals = activations.signals(SIGNALS).numpy()
-        except ActivationFormatError as error:
-            notes.append(f"no pass-1 signal baselines: {error.problem}")
-            return None
+        signals = activations.signals(names).numpy()
         try:
             fitted = fit_signal_baselines(states[fit_indices], signals[fit_indices], labels[fit_indices], layers,
-                                          SIGNALS, folds=self.probe_folds, probe_l2=self.probe_l2)
+                                          names, folds=self.probe_folds, probe_l2=self.probe_l2)
         except UndefinedMetricError as error:
             notes.append(f"no pass-1 signal baselines: {error}")
             return None
