@@ -193,6 +193,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     if shifts or split != "test":
         console.print(evaluated.table())
     if shifts:
+        console.print(evaluated.goals_table())
+    if shifts:
         atomic_write_text(run_dir / SHIFTS_FILE, json.dumps(evaluated.to_dict(), indent=2, sort_keys=True) + "\n")
         written.append(SHIFTS_FILE)
     elif evaluated.rows[0].outside is not None:

@@ -94,7 +94,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "PrintableTable",
-           "SCHEMA_VERSION", "build_report"]
+           "SCHEMA_VERSION", "build_report", "goal_check"]
 
 SCHEMA_VERSION = 2
 DEFINITIONS = {
@@ -384,7 +384,8 @@ def _probability(name: str, scores: np.ndarray) -> np.ndarray:
     return np.clip(values, 0.0, 1.0)
 
 
-def _check(name: str, value: Optional[float], target: float, op: str) -> AcceptanceCheck:
+def goal_check(name: str, value: Optional[float], target: float, op: str) -> AcceptanceCheck:
+    """The check of one goal: ``value`` ``op`` ``target`` (None when the value is undefined)."""
     passed = None
     if value is not None:
         passed = {">=": value >= target - 1e-12, "<=": value <= target + 1e-12, "<": value < target}[op]
@@ -444,7 +445,7 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
               "coverage": behaviour.coverage, "selective_accuracy_gain": gain,
               "refusal_precision": behaviour.refusal_precision, "knowledge_loss": behaviour.knowledge_loss,
               "mcnemar_p": mcnemar_value}
-    acceptance = [_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
+    acceptance = [goal_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
     return ComparisonReport(
         benchmark=dict(benchmark or {}), questions=list(outcomes), behaviour=behaviour, actions=actions,
         doubter_scores=doubter_scores, gate_at_coverage=gate, mcnemar=mcnemar, t_test=t_test,
