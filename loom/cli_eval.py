@@ -171,10 +171,12 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
 
+    fitted: dict[Any, Any] = {}  # the baselines are fitted once for every split
+
     def comparison(benchmark: Any) -> Any:
         return BaselineComparison(pipe, benchmark, max_tokens=max_tokens, console=console,
                                   target_coverage=target_coverage, target_risk=target_risk,
-                                  answer_gate=not no_answer_gate)
+                                  answer_gate=not no_answer_gate, fitted=fitted)
 
     try:
         evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
@@ -205,6 +207,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                 console.print(f"note: {note}")
     if shifts or split != "test":
         console.print(evaluated.table())
+    if shifts:
+        console.print(evaluated.goals_table())
     if shifts:
         atomic_write_text(run_dir / SHIFTS_FILE, json.dumps(evaluated.to_dict(), indent=2, sort_keys=True) + "\n")
         written.append(SHIFTS_FILE)

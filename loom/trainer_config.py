@@ -66,6 +66,9 @@ class TrainerConfig:
         "LM-loss weight of rows whose target is an answer (confirm / correct) relative to refusal rows; "
         "above 1 moves pass 2 toward answering, below 1 toward refusing", 1.0)
     enable_self_correction: bool = _help("confirm / correct / refuse targets (needs the transformer encoder)", False)
+    signals_only: bool = _help(
+        "P(correct) reads the pass-1 signals alone: the signal mix gives the encoder's logit weight 0 (the same "
+        "Doubter without its states, to measure what the states add); needs a Doubter that reads signals", False)
     pretrain_projectors: bool = _help("fit the selective encoder's per-layer probes to pass1_correct first", True)
     pretrain_iterations: int = _help("L-BFGS iterations of the per-layer probe fit", 50)
     pretrain_l2: float = _help("L2 penalty of the per-layer probe fit", 1e-3)

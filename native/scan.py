@@ -55,22 +55,42 @@ def skip_ws(text: str, pos: int) -> int:
     return pos
 
 
+_FIRST_WINDOW = 4096
+
+
 def decode_at(text: str, pos: int) -> tuple[Any, int] | JsonError:
-    """Decode one JSON value starting exactly at ``pos``."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as exc:
-        # An error at the very end means the model stopped mid-value; saying
-        # so tells the agent to raise max_new_tokens rather than blame the model.
-        # (An unterminated string means no closing quote up to the end.)
-        truncated = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-        kind = "truncated JSON" if truncated else "invalid JSON"
-        where = "offset" if exc.msg.endswith(" at") else "at offset"
-        return JsonError(f"{kind}: {exc.msg} {where} {exc.pos - pos}", truncated, exc.pos)
-    except (ValueError, RecursionError) as exc:
-        # Integers longer than Python's digit limit raise ValueError; nesting
-        # deeper than the C scanner allows raises RecursionError.
-        return JsonError(f"invalid JSON: {type(exc).__name__}: {exc}", False)
+    """Decode one JSON value starting exactly at ``pos``.
+
+    The decoder sees a window of the text that grows (x4) only while the
+    value may run past it. A whole-text decode would make every failure
+    cost O(len(text)) (``JSONDecodeError`` counts the lines before the error
+    position), and a parser that fails at many places would be quadratic.
+    """
+    window = _FIRST_WINDOW
+    while True:
+        end = min(len(text), pos + window)
+        chunk = text[pos:end]
+        more = end < len(text)
+        try:
+            value, stop = _DECODER.raw_decode(chunk, 0)
+        except json.JSONDecodeError as exc:
+            at_end = exc.pos >= len(chunk.rstrip()) or exc.msg.startswith("Unterminated string")
+            if more and at_end:
+                window *= 4
+                continue
+            # An error at the very end means the model stopped mid-value; saying
+            # so tells the agent to raise max_new_tokens rather than blame the model.
+            kind = "truncated JSON" if at_end else "invalid JSON"
+            where = "offset" if exc.msg.endswith(" at") else "at offset"
+            return JsonError(f"{kind}: {exc.msg} {where} {exc.pos}", at_end, pos + exc.pos)
+        except (ValueError, RecursionError) as exc:
+            # Integers longer than Python's digit limit raise ValueError; nesting
+            # deeper than the C scanner allows raises RecursionError.
+            return JsonError(f"invalid JSON: {type(exc).__name__}: {exc}", False)
+        if more and stop >= len(chunk.rstrip()):
+            window *= 4  # a number or literal may go on past the window
+            continue
+        return value, pos + stop
 
 
 def arguments_from(value: Any, key: str) -> dict[str, Any] | str:
