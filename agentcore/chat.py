@@ -172,8 +172,8 @@ class ChatLoop:
         # No automatic highlighting: model text and paths print as they are.
         self.console = console or Console(highlight=False)
         self.show_trace = show_trace
-        self.policy_name = policy or launcher.default_policy
         self.backend_name = backend or launcher.default_backend
+        self.policy_name = policy or launcher.policy_for(self.backend_name)
         agent = launcher.build_agent(policy=self.policy_name, backend=self.backend_name)
         # The model's text is shown parsed: answer and reasoning, no call markup.
         self.stream = ParsedStreamingBackend(

@@ -19,6 +19,9 @@ about P(correct) and the base's own answers),
 
     python benchmarks/doubter_inputs.py --run-dir RUN --output benchmarks/results/doubter_inputs.txt
 
+``--logprob-signals NAMES`` trains the signal-reading ways on those signals
+only (to compare signal sets; the baselines always read every recorded one).
+
 Training takes three times one ``metaloom train`` of the run (the demo's
 settings: 4 epochs, answer targets weighted 1.25); the scoring seconds.
 """
@@ -38,15 +41,16 @@ import numpy as np
 WAYS = ("states", "signals", "both")
 
 
-def train_way(run_dir: Path, way: str, epochs: int, extra: list[str]) -> Path:
+def train_way(run_dir: Path, way: str, epochs: int, extra: list[str], tag: str) -> Path:
     """Train the ``way`` Doubter in its own run directory beside ``run_dir``
-    (run.json copied, activations linked); returns its checkpoint."""
+    (``doubter_inputs/<way>-<tag>``: run.json copied, activations linked);
+    returns its checkpoint."""
     from meta_spider.agentcore.cli import CliState, build_cli
     from meta_spider.loom.activations import ACTIVATIONS_DIR
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
 
-    folder = run_dir / "doubter_inputs" / way
+    folder = run_dir / "doubter_inputs" / f"{way}-{tag}"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / ACTIVATIONS_DIR).exists():
         os.symlink((run_dir / ACTIVATIONS_DIR).resolve(), folder / ACTIVATIONS_DIR)
@@ -103,6 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a collected run directory")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of each way (the demo's: 4)")
+    parser.add_argument("--logprob-signals", default="all",
+                        help="the signals the 'signals' and 'both' ways read (metaloom train --logprob-signals)")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -111,6 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # the demo's options but the signal choice, which --p-correct-from makes
     extra = [arg for arg in DEMO_TRAIN_ARGS if arg not in ("--logprob-signals", "all")]
+    tag = "all" if args.logprob_signals == "all" else str(len(args.logprob_signals.split(","))) + "-signals"
     lines: list[str] = []
 
     def say(text: str = "") -> None:
@@ -128,7 +135,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     seconds: dict[str, float] = {}
     for way in WAYS:
         started = time.perf_counter()
-        scores[way] = p_correct(train_way(args.run_dir, way, args.epochs, extra), activations)
+        reads = [] if way == "states" else ["--logprob-signals", args.logprob_signals]
+        folder_tag = "no-signals" if way == "states" else tag
+        scores[way] = p_correct(train_way(args.run_dir, way, args.epochs, extra + reads, folder_tag), activations)
         seconds[way] = time.perf_counter() - started
     states = activations.states("prompt").numpy()
     names = activations.recorded_signals
@@ -140,7 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     scores["answer mean log-prob"] = activations.tensor("answer_mean_logprob").numpy().astype(np.float64)
 
     say(f"run: {args.run_dir} ({len(activations)} collected questions, layers {activations.target_layers}, "
-        f"{args.epochs} epochs each, {' '.join(extra)})")
+        f"{args.epochs} epochs each, {' '.join(extra)}; signals: {args.logprob_signals})")
     say("training seconds: " + ", ".join(f"{way} {seconds[way]:.0f}" for way in WAYS))
     say()
     say("1. AUROC of P(correct) against the base's correctness (questions with a true answer)")

@@ -111,10 +111,12 @@ def calibrated_answer_gate(calibration: Optional[Mapping[str, Any]]) -> "Optiona
     None when the run has not been calibrated. Raises ValueError quoting a
     malformed entry."""
     from meta_spider.policies.doubter import CALIBRATION_KEY, resolve_threshold
+    from meta_spider.wrapper.gates import AnswerGate
 
     if not calibration or CALIBRATION_KEY not in calibration:
         return None
-    return answer_gate(resolve_threshold(None, calibration).value)
+    resolve_threshold(None, calibration)  # a malformed entry fails here, quoting the value
+    return AnswerGate.from_calibration(calibration[CALIBRATION_KEY])
 
 
 class BenchmarkAlignmentError(MetaSpiderError, ValueError):
