@@ -34,12 +34,37 @@ logger = logging.getLogger(__name__)
 
 
 def checkpoint_document(doubter: "Doubter") -> dict[str, Any]:
-    """The JSON document saved beside the weights."""
-    return {
+    """The JSON document saved beside the weights (``calibration`` only when
+    the Doubter has one)."""
+    document = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "config": doubter.config.to_dict(),
         "fingerprint": doubter.fingerprint(),
     }
+    if doubter.calibration is not None:
+        document["calibration"] = dict(doubter.calibration)
+    return document
+
+
+def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> Path:
+    """Record ``calibration`` (an answer-threshold entry, see
+    :attr:`Doubter.calibration`; None removes it) in the checkpoint at
+    ``path``, in the JSON and in the weights file's metadata alike; the
+    weights are unchanged."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    document, tensors = read_checkpoint(path)
+    document = {k: v for k, v in document.items() if k != "calibration"}
+    if calibration is not None:
+        document["calibration"] = json.loads(json.dumps(dict(calibration)))
+    text = json.dumps(document, indent=2, sort_keys=True)
+    metadata = {METADATA_FORMAT_KEY: METADATA_FORMAT_VALUE, METADATA_CONFIG_KEY: text}
+    weights = path if path.suffix == ".safetensors" else path / CHECKPOINT_WEIGHTS_FILE
+    save_file(tensors, str(weights), metadata=metadata)
+    if path.is_dir():
+        (path / CHECKPOINT_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+    return path
 
 
 def save_doubter(doubter: "Doubter", path: str | Path) -> Path:
@@ -76,10 +101,38 @@ def _upgrade(document: dict[str, Any], where: str) -> dict[str, Any]:
     return document
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(document, tensors)`` of a checkpoint folder or file."""
-    from safetensors import safe_open
+def _parse_document(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        document = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(where, f"the config is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(where, f"invalid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(where, "the config JSON nests too deeply") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(where, f"the config must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _load_tensors(weights_file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    try:
+        return load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:  # a truncated or garbage file
+        raise CheckpointError(
+            str(weights_file), f"the weights are not a valid safetensors file ({exc}); save the Doubter again"
+        ) from None
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(document, tensors)`` of a checkpoint folder or file; every problem
+    with the files is a :class:`CheckpointError` naming the file."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if path.is_dir():
@@ -88,19 +141,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
             if not needed.is_file():
                 raise CheckpointError(str(path), f"missing {needed.name}")
         try:
-            document = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(str(config_file), f"invalid JSON ({exc})") from exc
+            raw = config_file.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(str(config_file), f"cannot be read ({exc.strerror})") from None
+        document = _parse_document(raw, str(config_file))
     elif path.is_file() and path.suffix == ".safetensors":
         weights_file = path
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(str(path), f"not a valid safetensors file ({exc}); save the Doubter again") from None
         if METADATA_CONFIG_KEY not in metadata:
             raise CheckpointError(str(path), f"no {METADATA_CONFIG_KEY!r} entry in the safetensors metadata")
-        document = json.loads(metadata[METADATA_CONFIG_KEY])
+        document = _parse_document(metadata[METADATA_CONFIG_KEY], str(path))
     else:
         raise CheckpointError(str(path), "neither a checkpoint folder nor a .safetensors file")
-    return _upgrade(document, str(path)), load_file(str(weights_file))
+    return _upgrade(document, str(path)), _load_tensors(weights_file)
 
 
 def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Doubter":
@@ -110,9 +167,11 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
     document, tensors = read_checkpoint(path)
     try:
         config = DoubterConfig.from_dict(document["config"])
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(str(path), f"bad config ({exc})") from exc
-    doubter = Doubter(config, model_id=document.get("fingerprint", {}).get("model_id", ""))
+    fingerprint = document.get("fingerprint", {})
+    model_id = fingerprint.get("model_id", "") if isinstance(fingerprint, dict) else ""
+    doubter = Doubter(config, model_id=model_id if isinstance(model_id, str) else "")
     expected = set(doubter.state_dict())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
@@ -123,4 +182,8 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
     if wrong:
         raise CheckpointError(str(path), f"tensor shapes differ from the config (saved vs expected: {wrong[:3]})")
     doubter.load_state_dict(tensors, strict=True)
+    calibration = document.get("calibration")
+    if calibration is not None and (not isinstance(calibration, dict) or "threshold" not in calibration):
+        raise CheckpointError(str(path), f"'calibration' must be an object with a 'threshold', got {calibration!r:.80}")
+    doubter.calibration = calibration
     return doubter.to(device)
