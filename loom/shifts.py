@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from meta_spider.loom.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.policies.actions import is_refusal
@@ -26,13 +26,25 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from meta_spider.loom.comparison import ComparisonReport
+    from meta_spider.loom.comparison import AcceptanceCheck, ComparisonReport
 
-__all__ = ["SHIFT_PREFIX", "OutsideMetrics", "ShiftRow", "ShiftTable", "is_answerable", "outside_metrics",
-           "run_shift_evaluation", "shift_splits"]
+__all__ = ["SHIFT_GOALS", "SHIFT_PREFIX", "OutsideMetrics", "ShiftRow", "ShiftTable", "is_answerable",
+           "outside_metrics", "run_shift_evaluation", "shift_splits"]
 
 SHIFT_PREFIX = "test_"
 """A split named ``test_<shift>`` holds held-out questions under a shift."""
+
+
+SHIFT_GOALS: dict[str, Any] = {
+    "min_auroc": 0.85, "auroc_splits": ("test",), "min_margin": 0.03, "margin_splits": ("test", "test_paraphrase"),
+    "max_knowledge_loss": 0.20, "min_refusal_precision": 0.80, "min_outside_refused": 0.95,
+    "min_paraphrase_accuracy_ratio": 0.8,
+}
+"""What the Doubter should hold under shift: P(correct) AUROC on test and
+every shift split with true answers, a margin over the best baseline and a
+bounded knowledge loss on test and in new phrasings, refusal precision on
+every split, almost every question without a true answer refused and none
+answered, and a base that answers new phrasings nearly as well as test's."""
 
 
 def shift_splits(available: Sequence[str]) -> list[str]:
@@ -60,6 +72,10 @@ class OutsideMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "OutsideMetrics":
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 def outside_metrics(outcomes: Sequence[QuestionOutcome]) -> OutsideMetrics:
@@ -97,6 +113,12 @@ class ShiftRow:
         data["outside"] = None if self.outside is None else self.outside.to_dict()
         return data
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ShiftRow":
+        values = {name: data.get(name) for name in cls.__dataclass_fields__}
+        values["outside"] = None if data.get("outside") is None else OutsideMetrics.from_dict(data["outside"])
+        return cls(**values)
+
 
 @dataclass
 class ShiftTable:
@@ -109,7 +131,66 @@ class ShiftTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "calibration_split": "validation",
-                "splits": [row.to_dict() for row in self.rows]}
+                "splits": [row.to_dict() for row in self.rows],
+                "goals": [asdict(check) for check in self.goals()]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ShiftTable":
+        """A table read back from ``shifts.json`` (without the full reports)."""
+        return cls([ShiftRow.from_dict(row) for row in data["splits"]], data.get("threshold"))
+
+    def row(self, split: str) -> Optional[ShiftRow]:
+        return next((row for row in self.rows if row.split == split), None)
+
+    def goals(self) -> "list[AcceptanceCheck]":
+        """The project's goals for the Doubter under shift, for the splits
+        this table has (:data:`SHIFT_GOALS`): AUROC on every split with
+        true answers, the margin over the best baseline, knowledge loss on
+        test and new phrasings, refusal precision everywhere, the base's
+        accuracy in new phrasings against test, and what happens to
+        questions without a true answer."""
+        from meta_spider.loom.comparison import AcceptanceCheck, goal_check
+
+        checks: list[AcceptanceCheck] = []
+        test = self.row("test")
+        for row in self.rows:
+            if row.outside is None or row.n > row.outside.n:  # it has questions with a true answer
+                if row.split in SHIFT_GOALS["auroc_splits"] or row.split.startswith(SHIFT_PREFIX):
+                    checks.append(goal_check(f"{row.split}: doubter_auroc", row.auroc, SHIFT_GOALS["min_auroc"],
+                                             ">="))
+                if row.split in SHIFT_GOALS["margin_splits"]:
+                    margin = None if row.auroc is None or row.best_baseline_auroc is None \
+                        else row.auroc - row.best_baseline_auroc
+                    checks.append(goal_check(f"{row.split}: auroc_margin_over_best_baseline", margin,
+                                         SHIFT_GOALS["min_margin"], ">="))
+                if row.split in SHIFT_GOALS["margin_splits"]:
+                    checks.append(goal_check(f"{row.split}: knowledge_loss", row.knowledge_loss,
+                                         SHIFT_GOALS["max_knowledge_loss"], "<="))
+                checks.append(goal_check(f"{row.split}: refusal_precision", row.refusal_precision,
+                                     SHIFT_GOALS["min_refusal_precision"], ">="))
+            if row.outside is not None:
+                checks.append(goal_check(f"{row.split}: refused_without_true_answer", row.outside.refused_share,
+                                     SHIFT_GOALS["min_outside_refused"], ">="))
+                checks.append(goal_check(f"{row.split}: invented_answers", float(row.outside.invented), 0.0, "<="))
+        paraphrase = self.row("test_paraphrase")
+        if test is not None and paraphrase is not None and test.base_accuracy and paraphrase.base_accuracy is not None:
+            checks.append(goal_check("test_paraphrase: base_accuracy_vs_test",
+                                     paraphrase.base_accuracy / test.base_accuracy,
+                                     SHIFT_GOALS["min_paraphrase_accuracy_ratio"], ">="))
+        return checks
+
+    def goals_table(self) -> "Table":
+        """:meth:`goals` as a rich table."""
+        from rich.table import Table
+
+        table = Table(title="Goals under shift")
+        for column in ("goal", "value", "target", "met"):
+            table.add_column(column)
+        for check in self.goals():
+            value = "-" if check.value is None else f"{check.value:.4g}"
+            verdict = {True: "[green]yes[/]", False: "[red]no[/]", None: "undefined"}[check.passed]
+            table.add_row(check.name, value, f"{check.op} {check.target:g}", verdict)
+        return table
 
     def table(self) -> "Table":
         """The side-by-side rich table: one column per split (narrow

@@ -172,6 +172,9 @@ class Trainer:
         if doubter.config.enable_self_correction and not self.config.enable_self_correction:
             # The Doubter was built for self-correction: train it that way.
             self.config = dataclasses.replace(self.config, enable_self_correction=True)
+        if self.config.signals_only and not doubter.config.signals:
+            raise TrainerError("signals_only=True, but this Doubter reads no pass-1 signals",
+                               "build it with DoubterConfig(signals=[...]) (metaloom train --logprob-signals)")
         doubter.check_fits(pipe.fingerprint())
         self.pipe = pipe
         self.accelerator = accelerator if accelerator is not None else make_accelerator(
@@ -214,6 +217,7 @@ class Trainer:
         checkpoint there. ``on_epoch_end`` sees every epoch's record (on
         every process)."""
         config, accelerator = self.config, self.accelerator
+        self.doubter.calibration = None  # a threshold calibrated for other weights no longer holds
         dataset = load_activations(activations)
         rows = prepare_rows(dataset, self.doubter.config, self.pipe.tokenizer,
                             sorted(self.pipe.decoder.eos_token_ids), config)
@@ -455,12 +459,17 @@ class Trainer:
             logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
         if rows.signals is not None:
             states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
-            logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
-                                                pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
-                                                l2=self.config.pretrain_l2)
+            if self.config.signals_only:  # the encoder's logit gets weight 0: no need to compute it
+                logits = torch.zeros(len(rows.train), device=device)
+            else:
+                logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
+                                                    pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
+                                                    l2=self.config.pretrain_l2)
             loss = fit_signal_mix(self.doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
-                                  iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
-            logger.info("fitted the signal mix on %s (loss %.3f)", ", ".join(self.doubter.config.signals), loss)
+                                  iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2,
+                                  use_encoder=not self.config.signals_only)
+            logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(self.doubter.config.signals),
+                        " alone" if self.config.signals_only else "", loss)
 
     def _resume_state(self, checkpoints: Path | None, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
         if checkpoints is None:

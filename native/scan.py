@@ -55,22 +55,48 @@ def skip_ws(text: str, pos: int) -> int:
     return pos
 
 
+_FIRST_WINDOW = 4096
+_LITERALS = ("null", "true", "false", "NaN", "Infinity", "-Infinity")
+
+
 def decode_at(text: str, pos: int) -> tuple[Any, int] | JsonError:
-    """Decode one JSON value starting exactly at ``pos``."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as exc:
-        # An error at the very end means the model stopped mid-value; saying
-        # so tells the agent to raise max_new_tokens rather than blame the model.
-        # (An unterminated string means no closing quote up to the end.)
-        truncated = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-        kind = "truncated JSON" if truncated else "invalid JSON"
-        where = "offset" if exc.msg.endswith(" at") else "at offset"
-        return JsonError(f"{kind}: {exc.msg} {where} {exc.pos - pos}", truncated, exc.pos)
-    except (ValueError, RecursionError) as exc:
-        # Integers longer than Python's digit limit raise ValueError; nesting
-        # deeper than the C scanner allows raises RecursionError.
-        return JsonError(f"invalid JSON: {type(exc).__name__}: {exc}", False)
+    """Decode one JSON value starting exactly at ``pos``.
+
+    The decoder sees a window of the text that grows (x4) only while the
+    value may run past it. A whole-text decode would make every failure
+    cost O(len(text)) (``JSONDecodeError`` counts the lines before the error
+    position), and a parser that fails at many places would be quadratic.
+    """
+    window = _FIRST_WINDOW
+    while True:
+        end = min(len(text), pos + window)
+        chunk = text[pos:end]
+        more = end < len(text)
+        try:
+            value, stop = _DECODER.raw_decode(chunk, 0)
+        except json.JSONDecodeError as exc:
+            rest = chunk[exc.pos :].rstrip()
+            at_end = (
+                not rest
+                or exc.msg.startswith("Unterminated string")
+                or any(literal.startswith(rest) for literal in _LITERALS)  # "nu" of a cut-off null
+            )
+            if more and at_end:
+                window *= 4
+                continue
+            # An error at the very end means the model stopped mid-value; saying
+            # so tells the agent to raise max_new_tokens rather than blame the model.
+            kind = "truncated JSON" if at_end else "invalid JSON"
+            where = "offset" if exc.msg.endswith(" at") else "at offset"
+            return JsonError(f"{kind}: {exc.msg} {where} {exc.pos}", at_end, pos + exc.pos)
+        except (ValueError, RecursionError) as exc:
+            # Integers longer than Python's digit limit raise ValueError; nesting
+            # deeper than the C scanner allows raises RecursionError.
+            return JsonError(f"invalid JSON: {type(exc).__name__}: {exc}", False)
+        if more and stop >= len(chunk.rstrip()):
+            window *= 4  # a number or literal may go on past the window
+            continue
+        return value, pos + stop
 
 
 def arguments_from(value: Any, key: str) -> dict[str, Any] | str:
@@ -171,7 +197,8 @@ def parse_call_list(
             return
         decoded = decode_at(text, item)
         if isinstance(decoded, JsonError):
-            end = resync(builder, item, opener, closer)
+            # Truncated JSON runs to the end of the output: nothing after it is markup.
+            end = len(text) if decoded.truncated else resync(builder, item, opener, closer)
             reason = decoded.reason if decoded.truncated else f"{decoded.reason} in {label} list"
             builder.failure(max(end, item + 1 if item < len(text) else len(text)), reason)
             return

@@ -169,3 +169,32 @@ def assert_every_character_accounted_for(result: ParseResult, text: str) -> None
     ]
     assert sum(len(piece) for piece in pieces) == len(text)
     assert sum((Counter(piece) for piece in pieces), Counter()) == Counter(text)
+
+
+def malformed_outputs(family: ToolCallFamily, size: int) -> dict[str, str]:
+    """Adversarial model output of about ``size`` characters for one family:
+    call openings that never close, truncated calls, nesting and markup
+    soup, each repeated to fill ``size`` (used by the linear-time test and
+    ``benchmarks/native_parse_scaling.py``)."""
+    from meta_spider.native import NativeToolRenderer
+
+    renderer = NativeToolRenderer(family)
+    call = renderer.format_call("get_weather", {"city": "Paris", "note": "a {b} [c]"})
+    prefix = renderer.call_prefix() or ">>>"
+    pieces = {
+        "unclosed_prefix": prefix + '{"name": "f", "arguments": {"a": "',
+        "half_call": call[: len(call) // 2],
+        "call_without_last_char": call[:-1] + "\n",
+        "open_braces": '{"name": {"arguments": [',
+        "markup_soup": "".join(SOUP_TOKENS),
+    }
+    return {name: (piece * (size // len(piece) + 1))[:size] for name, piece in pieces.items()}
+
+
+SOUP_TOKENS = (
+    "<tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "<function=", "<parameter=", "<arg_key>", "<arg_value>",
+    "<seed:tool_call>", "<minimax:tool_call>", '<invoke name="', "<|tool_calls_section_begin|>", "<|tool_call_begin|>",
+    "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<|START_ACTION|>", "<|action_start|><|plugin|>", "<TOOLCALL>",
+    "<|tool_call|>", " functools[", "<|tool_call_start|>[f(", ">>>f\n{", "<|channel|>", "<|message|>", " to=functions.f",
+    '{"name": "f", "parameters": {', "```json\n[", "\n[{", '"', "{", "[",
+)

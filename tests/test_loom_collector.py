@@ -125,7 +125,7 @@ def test_format_round_trip(reference: ActivationDataset, dataset: JsonlDataset, 
 
     shapes = {"states_prompt": (n, 3, 32), "states_draft": (n, 3, 32), "pass1_correct": (n,),
               "first_token_max_prob": (n,), "answer_mean_logprob": (n,), "prompt_lengths": (n,),
-              "answer_lengths": (n,), "signals": (n, 4)}
+              "answer_lengths": (n,), "signals": (n, 7)}
     for name in SHARD_TENSORS:
         tensor = reference.tensor(name)
         if name in shapes:
@@ -267,6 +267,23 @@ def test_signals_equal_the_pipelines_pass1(pipe: MetaSpiderPipeline, reference: 
         pipe.detach("signals")
     torch.testing.assert_close(reference.signals(["draft_logprob_mean"])[:, 0], reference.tensor("answer_mean_logprob"))
     assert reference.signals(["draft_logprob_min", "prompt_logprob_sum"]).shape == (len(reference), 2)
+
+
+def test_a_collection_serves_the_signals_it_recorded(reference: ActivationDataset, tmp_path: Path) -> None:
+    """A collection from before the rarest-token signals still serves the
+    four it recorded, and names the ones it lacks."""
+    from meta_spider.loom.activations import ActivationFormatError
+
+    older = ActivationDataset.load(reference.save(tmp_path / "older"))
+    four = ["prompt_logprob_sum", "prompt_logprob_mean", "draft_logprob_mean", "draft_logprob_min"]
+    older.info["signals"] = four  # its signals tensor keeps seven columns; the first four are those names
+    assert older.recorded_signals == tuple(four)
+    torch.testing.assert_close(older.signals(four[::-1]), reference.signals(four[::-1]))
+    with pytest.raises(ActivationFormatError, match="not \\['prompt_logprob_min'\\]"):
+        older.signals(["prompt_logprob_sum", "prompt_logprob_min"])
+    older.info["signals"] = []
+    with pytest.raises(ActivationFormatError, match="before pass-1 signals were recorded"):
+        older.signals(["prompt_logprob_sum"])
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gpt2", "llava"])

@@ -20,7 +20,7 @@ from wrapper_helpers import PROMPTS, save_tiny_model, shared_model, shared_token
 
 from meta_spider.loom.evaluation import QuestionOutcome
 from meta_spider.loom.manifest import RunManifest
-from meta_spider.loom.shifts import outside_metrics, shift_splits
+from meta_spider.loom.shifts import OutsideMetrics, ShiftRow, ShiftTable, outside_metrics, shift_splits
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
 LENIENT = ("--target-coverage", "0.5")
@@ -104,10 +104,38 @@ def test_shift_splits_and_outside_metrics_by_hand() -> None:
         outside_metrics([])
 
 
+def test_shift_goals_by_hand() -> None:
+    table = ShiftTable([
+        ShiftRow("test", 100, 1.0, base_accuracy=0.5, auroc=0.90, best_baseline="signals_logistic",
+                 best_baseline_auroc=0.86, coverage=0.5, refusal_precision=0.85, knowledge_loss=0.1),
+        ShiftRow("test_paraphrase", 100, 1.0, base_accuracy=0.35, auroc=0.84, best_baseline="signals_logistic",
+                 best_baseline_auroc=0.83, coverage=0.4, refusal_precision=0.79, knowledge_loss=0.3),
+        ShiftRow("test_outside", 20, 1.0, outside=OutsideMetrics(20, 19, 1, 0.95, 0.5)),
+    ], threshold=0.4)
+    goals = {check.name: check for check in table.goals()}
+    assert list(goals) == [
+        "test: doubter_auroc", "test: auroc_margin_over_best_baseline", "test: knowledge_loss",
+        "test: refusal_precision", "test_paraphrase: doubter_auroc", "test_paraphrase: auroc_margin_over_best_baseline",
+        "test_paraphrase: knowledge_loss", "test_paraphrase: refusal_precision",
+        "test_outside: refused_without_true_answer", "test_outside: invented_answers",
+        "test_paraphrase: base_accuracy_vs_test"]
+    assert [name for name, check in goals.items() if not check.passed] == [
+        "test_paraphrase: doubter_auroc", "test_paraphrase: auroc_margin_over_best_baseline",
+        "test_paraphrase: knowledge_loss", "test_paraphrase: refusal_precision", "test_outside: invented_answers",
+        "test_paraphrase: base_accuracy_vs_test"]
+    assert goals["test: auroc_margin_over_best_baseline"].value == pytest.approx(0.04)
+    assert goals["test_paraphrase: base_accuracy_vs_test"].value == pytest.approx(0.7)
+    assert goals["test_outside: refused_without_true_answer"].passed  # 0.95 is enough
+    # shifts.json round trip: the rows and the goals come back
+    again = ShiftTable.from_dict(json.loads(json.dumps(table.to_dict())))
+    assert again.rows == table.rows and again.threshold == 0.4 and again.goals() == table.goals()
+
+
 def test_eval_shifts_writes_the_side_by_side_table(fresh_run: Path) -> None:
     result = invoke("--run-dir", str(fresh_run), "--shifts", "--no-plot", *LENIENT)
     assert result.exit_code == 0, result.output
     assert "Doubter under shift" in result.output and "paraphrase" in result.output and "invented" in result.output
+    assert "Goals under shift" in result.output
     shifts = json.loads((fresh_run / "shifts.json").read_text())
     rows = {row["split"]: row for row in shifts["splits"]}
     assert list(rows) == ["test", "test_outside", "test_paraphrase"]
@@ -130,6 +158,9 @@ def test_eval_shifts_writes_the_side_by_side_table(fresh_run: Path) -> None:
     refused = int((p_correct(fresh_run, "test_outside") < threshold).sum())
     assert outside["outside"]["refused"] == refused and outside["outside"]["invented"] == 4 - refused
     assert outside["outside"]["refused_share"] == refused / 4
+    goals = {check["name"]: check for check in shifts["goals"]}
+    assert goals["test_outside: invented_answers"]["value"] == 4 - refused
+    assert goals["test_paraphrase: refusal_precision"]["value"] == rows["test_paraphrase"]["refusal_precision"]
 
 
 def test_eval_of_one_outside_split(fresh_run: Path) -> None:
