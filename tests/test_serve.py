@@ -149,8 +149,8 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_answering(taught_server:
          400, "max_tokens"),
         (json.dumps({"model": "taught", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
          400, "text parts"),
-        (json.dumps({"model": "taught", "messages": [{"role": "tool", "tool_call_id": "abc", "content": "x"}]}).encode(),
-         400, "no earlier assistant message"),
+        (json.dumps({"model": "taught", "messages": [{"role": "tool", "tool_call_id": "abc",
+                                                      "content": "x"}]}).encode(), 400, "no earlier assistant message"),
         (json.dumps({"model": "taught", "messages": [{"role": "user", "content": "Veloria " * 400}]}).encode(),
          400, "context"),
     ]
