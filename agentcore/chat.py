@@ -47,8 +47,8 @@ from meta_spider.agentcore.render import step_renderable
 from meta_spider.agentcore.session import Session
 from meta_spider.agentcore.steps import FinalStep, ModelStep
 from meta_spider.agentcore.streaming import GenerationInterrupted, StreamingBackend
-from meta_spider.backends.base import BackendError
-from meta_spider.plugins import PluginError
+from meta_spider.plugins import MetaSpiderError
+from meta_spider.tools.limits import safe_str
 
 __all__ = ["COMMANDS", "HISTORY_ENV_VAR", "ChatLoop", "SlashCompleter", "Turn", "default_history_path"]
 
@@ -274,8 +274,8 @@ class ChatLoop:
             self._end_stream()
             if not finished:
                 self._roll_back(snapshot)
-            kind = "" if isinstance(exc, (AgentError, BackendError, PluginError)) else f"{type(exc).__name__}: "
-            self.console.print(Text(f"error: {kind}{exc}", style="bold red"))
+            kind = "" if isinstance(exc, MetaSpiderError) else f"{type(exc).__name__}: "
+            self.console.print(Text(f"error: {kind}{safe_str(exc)}", style="bold red"))
         self.turns.append(turn)
         session.metadata[TURNS_KEY] = [asdict(entry) for entry in self.turns]
         return turn
@@ -311,7 +311,10 @@ class ChatLoop:
         if handler is None:
             self.console.print(Text(f"unknown command {name}; /help lists them", style="red"))
             return True
-        handler(arguments)
+        try:
+            handler(arguments)
+        except Exception as exc:  # noqa: BLE001 - a REPL reports a failed command and goes on
+            self.console.print(Text(f"{name} failed: {type(exc).__name__}: {safe_str(exc)}", style="bold red"))
         return True
 
     def _help(self, arguments: list[str]) -> None:
@@ -333,7 +336,7 @@ class ChatLoop:
 
     def _choose(self, kind: str, arguments: list[str], current: str, names: Iterable[str]) -> str | None:
         if len(arguments) != 1:
-            self.console.print(f"{kind}: [bold]{current}[/bold]; available: {', '.join(names)}")
+            self.console.print(Text.assemble(f"{kind}: ", (current, "bold"), f"; available: {', '.join(names)}"))
             return None
         return arguments[0]
 
@@ -347,7 +350,7 @@ class ChatLoop:
             self.console.print(Text(f"cannot switch to policy {name!r}: {exc}", style="red"))
             return
         self.policy_name = name
-        self.console.print(f"policy: [bold]{name}[/bold]")
+        self.console.print(Text.assemble("policy: ", (name, "bold")))
 
     def _backend(self, arguments: list[str]) -> None:
         name = self._choose("backend", arguments, self.backend_name, self.launcher.backend_names())
@@ -359,7 +362,7 @@ class ChatLoop:
             self.console.print(Text(f"cannot switch to backend {name!r}: {exc}", style="red"))
             return
         self.backend_name = name
-        self.console.print(f"backend: [bold]{name}[/bold]")
+        self.console.print(Text.assemble("backend: ", (name, "bold")))
 
     def _trace(self, arguments: list[str]) -> None:
         if arguments not in (["on"], ["off"]):
@@ -380,10 +383,11 @@ class ChatLoop:
         self.session.metadata.update({"policy": self.policy_name, "backend": self.backend_name})
         try:
             path = self.session.save(Path(arguments[0]).expanduser())
-        except OSError as exc:
-            self.console.print(Text(f"cannot save to {arguments[0]}: {exc}", style="red"))
+        except AgentError as exc:
+            self.console.print(Text(str(exc), style="red"))
             return
-        self.console.print(f"saved {len(self.session.messages)} messages to {path}")
+        # Text, not markup: a path may hold "[/]" or "[bold]".
+        self.console.print(Text(f"saved {len(self.session.messages)} messages to {path}"))
 
     def _load(self, arguments: list[str]) -> None:
         if len(arguments) != 1:
@@ -391,12 +395,14 @@ class ChatLoop:
             return
         try:
             session = Session.load(Path(arguments[0]).expanduser())
-        except (OSError, AgentError) as exc:
-            self.console.print(Text(f"cannot load {arguments[0]}: {exc}", style="red"))
+        except AgentError as exc:  # the file is named and checked: say what is wrong, keep this session
+            self.console.print(Text(f"{exc}; the current session is kept", style="red"))
             return
         self.session = session
         self.turns = _turns(session.metadata.get(TURNS_KEY, []))
-        self.console.print(f"loaded {len(session.messages)} messages ({len(self.turns)} turns) from {arguments[0]}")
+        self.console.print(
+            Text(f"loaded {len(session.messages)} messages ({len(self.turns)} turns) from {arguments[0]}")
+        )
         last = next((m for m in reversed(session.messages) if m.get("role") == "assistant" and m.get("content")), None)
         if last is not None:
             self.console.print(Text(f"last answer: {last['content']}", style="dim"))

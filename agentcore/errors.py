@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-__all__ = ["ActionTypeError", "AgentError", "AgentStepError", "SessionFormatError"]
+__all__ = ["ActionTypeError", "AgentError", "AgentStepError", "SessionFormatError", "SessionWriteError"]
 
 
 class AgentError(MetaSpiderError):
@@ -29,6 +29,15 @@ class SessionFormatError(AgentError, ValueError):
         self.source = source
         self.reason = reason
         super().__init__(f"cannot load session from {source}: {reason}")
+
+
+class SessionWriteError(AgentError, OSError):
+    """A session cannot be written to the file asked for."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"cannot save the session to {target}: {reason}")
 
 
 class ActionTypeError(AgentError, TypeError):

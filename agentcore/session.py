@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from meta_spider.agentcore.errors import SessionFormatError
+from meta_spider.agentcore.errors import SessionFormatError, SessionWriteError
 from meta_spider.native import ParsedToolCall, assistant_tool_calls_message, tool_result_message
 from meta_spider.policies.actions import ToolInvocation
+from meta_spider.tools.limits import MAX_NESTING, nesting_depth, safe_str
 
 __all__ = ["SESSION_FORMAT", "SESSION_VERSION", "Session", "ToolResultRecord"]
 
@@ -139,28 +140,47 @@ class Session:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "a dict") -> "Session":
-        """Rebuild a session; raises :class:`SessionFormatError` naming the problem."""
+        """Rebuild a session; raises :class:`SessionFormatError` naming the
+        problem and the field (every field is checked against the format)."""
         if not isinstance(data, dict):
             raise SessionFormatError(source, f"expected a JSON object, got {type(data).__name__}")
         if data.get("format") != SESSION_FORMAT:
-            raise SessionFormatError(source, f"format is {data.get('format')!r}, expected {SESSION_FORMAT!r}")
+            raise SessionFormatError(
+                source, f"format is {data.get('format')!r:.80}, expected {SESSION_FORMAT!r}"
+            )
         if data.get("version") != SESSION_VERSION:
             raise SessionFormatError(
-                source, f"version {data.get('version')!r} is not supported (this build reads {SESSION_VERSION})"
+                source,
+                f"version {data.get('version')!r:.80} is not supported "
+                f"(this build reads {SESSION_VERSION})",
             )
+        if nesting_depth(data, MAX_NESTING + 4) > MAX_NESTING + 4:  # a session is a few levels plus tool arguments
+            raise SessionFormatError(source, f"the JSON nests deeper than {MAX_NESTING + 4} levels")
         messages = data.get("messages")
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in _ROLES for m in messages
-        ):
-            raise SessionFormatError(source, f"'messages' must be a list of objects with a role in {sorted(_ROLES)}")
-        try:
-            records = [ToolResultRecord(**record) for record in data.get("tool_results", [])]
-        except TypeError as exc:
-            raise SessionFormatError(source, f"bad tool_results entry ({exc})") from exc
+        if not isinstance(messages, list):
+            raise SessionFormatError(source, "'messages' must be a list")
+        for index, message in enumerate(messages):
+            problem = _message_problem(message)
+            if problem:
+                raise SessionFormatError(source, f"messages[{index}]: {problem}")
+        results = data.get("tool_results", [])
+        if not isinstance(results, list):
+            raise SessionFormatError(source, "'tool_results' must be a list")
+        records = []
+        for index, record in enumerate(results):
+            problem = _record_problem(record)
+            if problem:
+                raise SessionFormatError(source, f"tool_results[{index}]: {problem}")
+            records.append(ToolResultRecord(**record))
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise SessionFormatError(source, f"'metadata' must be an object, got {type(metadata).__name__}")
         counter = data.get("call_counter", 0)
-        if not isinstance(counter, int) or counter < 0:
-            raise SessionFormatError(source, f"call_counter must be a non-negative int, got {counter!r}")
-        return cls(messages, records, dict(data.get("metadata", {})), counter)
+        if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
+            raise SessionFormatError(
+                source, f"call_counter must be a non-negative int, got {counter!r:.80}"
+            )
+        return cls(messages, records, dict(metadata), counter)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -171,15 +191,77 @@ class Session:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SessionFormatError(source, f"invalid JSON ({exc})") from exc
+        except RecursionError:
+            raise SessionFormatError(source, "the JSON nests too deeply to read") from None
         return cls.from_dict(data, source=source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the session as JSON (UTF-8) and return the path."""
+        """Write the session as JSON (UTF-8) and return the path; raises
+        :class:`SessionFormatError` when the file cannot be written."""
         target = Path(path)
-        target.write_text(self.to_json() + "\n", encoding="utf-8")
+        try:
+            target.write_text(self.to_json() + "\n", encoding="utf-8")
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, text that is not UTF-8
+            reason = getattr(exc, "strerror", None) or safe_str(exc, limit=300)
+            raise SessionWriteError(str(target), reason) from exc
         return target
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Session":
+        """Read a saved session; raises :class:`SessionFormatError` naming
+        the file and what is wrong with it."""
         target = Path(path)
-        return cls.from_json(target.read_text(encoding="utf-8"), source=str(target))
+        try:
+            raw = target.read_bytes()
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or safe_str(exc, limit=300)
+            raise SessionFormatError(str(target), f"the file cannot be read ({reason})") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SessionFormatError(
+                str(target), f"not UTF-8 text (byte {exc.start}); a session file is the JSON /save writes"
+            ) from None
+        return cls.from_json(text, source=str(target))
+
+
+def _message_problem(message: Any) -> str | None:
+    """What is wrong with one saved chat message, or None."""
+    if not isinstance(message, dict):
+        return f"expected an object, got {type(message).__name__}"
+    role = message.get("role")
+    if role not in _ROLES:
+        return f"role {role!r:.40} is not one of {sorted(_ROLES)}"
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        return f"content must be a string, got {type(content).__name__}"
+    calls = message.get("tool_calls")
+    if calls is None:
+        return None if content is not None else "a message without tool_calls needs a string content"
+    if role != "assistant" or not isinstance(calls, list) or not calls:
+        return "tool_calls must be a non-empty list on an assistant message"
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return f"tool_calls[{index}] needs a function with a string name"
+        if not isinstance(function.get("arguments"), (dict, str)):
+            return f"tool_calls[{index}].function.arguments must be an object"
+    return None
+
+
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,), "name": (str,), "arguments": (dict,), "call_id": (str, type(None)), "content": (str,),
+    "kind": (str,),
+}
+
+
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with one saved tool-result record, or None."""
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    if set(record) != set(_RECORD_TYPES):
+        return f"expected the fields {sorted(_RECORD_TYPES)}, got {sorted(map(str, record))}"
+    for name, types in _RECORD_TYPES.items():
+        if not isinstance(record[name], types) or isinstance(record[name], bool):
+            return f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(record[name]).__name__}"
+    return None

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         positions["name, mean"].append(states[:, span].mean(axis=1))
         positions["after the name"].append(states[:, span[-1] + 1])
     signals = np.array(signals)
-    prompt_signals = data.signals(PROMPT_SIGNALS).double().numpy()  # recorded by the collector
+    prompt_names = [name for name in PROMPT_SIGNALS if name in data.recorded_signals]
+    prompt_signals = data.signals(prompt_names).double().numpy()  # recorded by the collector
 
     lines = [f"# confidence signals: run {args.run_dir.name}, world {world.path.name}",
              "# command: python benchmarks/confidence_signals.py --run-dir RUN"]
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"\n1. token signals of the greedy answer, test split (n={test.sum()}, AUROC)")
     for k, name in enumerate(("mean log-prob", "min log-prob", "-max entropy", "min top-2 margin")):
         lines.append(f"   {name:<28} {roc_auc_score(y[test], signals[test, k]):.3f}")
-    for k, name in enumerate(PROMPT_SIGNALS):
+    for k, name in enumerate(prompt_names):
         lines.append(f"   {name:<28} {roc_auc_score(y[test], prompt_signals[test, k]):.3f}  (the question, not the answer)")
 
     lines.append(f"\n2. cross-validated over the held-out people (n={held.sum()} questions, 5 folds by person, AUROC)")

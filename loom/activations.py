@@ -334,16 +334,25 @@ class ActivationDataset:
             raise ValueError(f"read_position must be one of {READ_POSITIONS}, got {read_position!r}")
         return self.tensor(STATE_TENSORS[read_position])
 
+    @property
+    def recorded_signals(self) -> tuple[str, ...]:
+        """The pass-1 signals the collection recorded, in their column order
+        (empty for a collection made before signals were recorded)."""
+        return tuple(self.info.get("signals") or ())
+
     def signals(self, names: Sequence[str]) -> torch.Tensor:
         """``[n, K]`` float32 pass-1 signals ``names`` (see
-        :mod:`meta_spider.wrapper.signals`), columns in that order."""
-        from meta_spider.wrapper.signals import SIGNALS, check_signal_names
+        :mod:`meta_spider.wrapper.signals`), columns in that order. Raises
+        :class:`ActivationFormatError` naming the signals it lacks (a
+        collection from before they were recorded)."""
+        from meta_spider.wrapper.signals import check_signal_names
 
         names = check_signal_names(names)
-        stored = list(self.info.get("signals") or [])
-        if stored != list(SIGNALS):
+        stored = list(self.recorded_signals)
+        missing = [name for name in names if name not in stored]
+        if missing:
             raise ActivationFormatError(self.folder, "was collected before pass-1 signals were recorded"
-                                        if not stored else f"records the signals {stored}, not {list(SIGNALS)}",
+                                        if not stored else f"records the signals {stored}, not {missing}",
                                         "collect again (`metaloom collect` into a new run directory)")
         return self.tensor("signals")[:, [stored.index(name) for name in names]]
 

@@ -52,9 +52,14 @@ def parse_dataset_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def default_splits(available: Sequence[str]) -> list[str]:
-    """train / validation / test where the dataset has them, else all its splits."""
+    """train / validation / test where the dataset has them, then its shift
+    splits (``test_*``, what ``metaloom eval --shifts`` reads); else all its splits."""
     chosen = [split for split in DEFAULT_SPLITS if split in available]
-    return chosen or list(available)
+    if not chosen:
+        return list(available)
+    from meta_spider.loom.shifts import SHIFT_PREFIX
+
+    return chosen + [split for split in available if split.startswith(SHIFT_PREFIX)]
 
 
 def _template_kwargs(dataset: Any) -> dict[str, Any]:
@@ -112,7 +117,8 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool) -> RunManifest |
 @click.option("--dataset-option", "dataset_options", multiple=True, metavar="KEY=VALUE",
               help="dataset factory option (repeatable), e.g. preset=tiny, path=qa.jsonl")
 @click.option("--mcq-direct", is_flag=True, help="multiple choice: letter-only answers, thinking switched off")
-@click.option("--splits", default=None, help="comma-separated splits (default: train,validation,test where present)")
+@click.option("--splits", default=None,
+              help="comma-separated splits (default: train,validation,test where present, and every test_* split)")
 @click.option("--max-examples", type=click.IntRange(min=1), default=None, help="at most N examples per split")
 @click.option("--target-layers", default="late", show_default=True, help="'late', 'all' or indices like 10,12,14")
 @click.option("--cross-attn-layers", default=None, help="layers pass 2 injects after (default: the target layers)")

@@ -4,10 +4,15 @@ Reads ``<run-dir>/run.json`` (base, layers, dataset, checkpoint), loads the
 pipeline with the Doubter checkpoint attached and the activation dataset
 from ``<run-dir>/activations/``, runs
 :class:`~meta_spider.loom.comparison.BaselineComparison`, and writes
-``<run-dir>/report.json``, ``<run-dir>/risk_coverage.png`` (unless
-``--no-plot``) and the Doubter's calibrated answer threshold into run.json's
+``<run-dir>/report.json`` (``report_<split>.json`` for a split other than
+``test``), ``<run-dir>/risk_coverage.png`` (likewise; unless ``--no-plot``)
+and the Doubter's calibrated answer threshold into run.json's
 ``calibration.doubter`` (chosen on the validation split; the evaluated text
-is generated under it unless ``--no-answer-gate``). ``--agentic`` also
+is generated under it unless ``--no-answer-gate``). ``--shifts`` evaluates
+``test`` and every shift split (:mod:`meta_spider.loom.shifts`) the same
+way and writes their side-by-side table to ``shifts.json``; questions
+without a true answer are counted as refused or invented (``--split S``
+alone writes those of S to ``outside_<S>.json``). ``--agentic`` also
 runs the agent comparison (``meta_spider.loom.agentic.run_agentic_eval``) and
 writes ``<run-dir>/agentic_report.json``. This module knows only options
 and files; the measuring is the comparison's.
@@ -15,18 +20,37 @@ and files; the measuring is the comparison's.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
+from meta_spider.loom.activations import atomic_write_text
 from meta_spider.loom.manifest import ManifestError, RunManifest
 
-__all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "eval_command"]
+__all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE", "eval_command", "outside_file",
+           "plot_file", "report_file"]
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "risk_coverage.png"
 AGENTIC_REPORT_FILE = "agentic_report.json"
+SHIFTS_FILE = "shifts.json"
+
+
+def report_file(split: str) -> str:
+    """``report.json`` for ``test``, ``report_<split>.json`` for any other split."""
+    return REPORT_FILE if split == "test" else f"report_{split}.json"
+
+
+def plot_file(split: str) -> str:
+    """``risk_coverage.png`` for ``test``, ``risk_coverage_<split>.png`` otherwise."""
+    return PLOT_FILE if split == "test" else f"risk_coverage_{split}.png"
+
+
+def outside_file(split: str) -> str:
+    """Where ``--split S`` writes the figures of S's questions without a true answer."""
+    return f"outside_{split}.json"
 
 
 def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
@@ -74,6 +98,8 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="run directory written by collect and train")
 @click.option("--split", default="test", show_default=True, help="held-out split to evaluate")
+@click.option("--shifts", is_flag=True,
+              help="evaluate test and every shift split (test_*) side by side; writes shifts.json")
 @click.option("--max-examples", type=click.IntRange(min=1), default=None, help="evaluate at most N questions")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="generation limit (default: the collection's max_new_tokens)")
@@ -93,7 +119,7 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--no-plot", is_flag=True, help="do not write risk_coverage.png")
 @click.option("--quiet", is_flag=True, help="no progress bars and no summary")
 @click.pass_context
-def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Optional[int], max_tokens: Optional[int],
+def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, max_examples: Optional[int], max_tokens: Optional[int],
                  target_coverage: Optional[float], target_risk: Optional[float], no_answer_gate: bool,
                  checkpoint: Optional[Path],
                  device: Optional[str], agentic: bool, closed_book: tuple[str, ...], no_plot: bool,
@@ -104,12 +130,16 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
     from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
     from meta_spider.loom.comparison import BaselineComparison
     from meta_spider.loom.datasets import DatasetError
-    from meta_spider.loom.evaluation import BenchmarkAlignmentError, QABenchmark
+    from meta_spider.loom.evaluation import BenchmarkAlignmentError
+    from meta_spider.loom.shifts import run_shift_evaluation, shift_splits
 
     if target_coverage is not None and target_risk is not None:
         raise click.UsageError("give --target-coverage or --target-risk, not both")
     if closed_book and not agentic:
         raise click.UsageError("--closed-book applies to the agent comparison: add --agentic")
+    if shifts and (split != "test" or agentic):
+        raise click.UsageError("--shifts evaluates test and every test_* split, without the agent comparison: "
+                               "leave out --split and --agentic")
     console = Console(stderr=True, quiet=quiet)
     try:
         manifest = RunManifest.load(run_dir)
@@ -120,35 +150,60 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, max_examples: Op
     except ActivationFormatError as error:
         raise click.ClickException(f"{error} (`metaloom collect --run-dir {run_dir}` writes the activations)") from error
     dataset = _load_dataset(ctx, manifest)
-    try:
-        benchmark = QABenchmark(dataset, split=split, activations=activations, max_examples=max_examples)
-    except (BenchmarkAlignmentError, DatasetError) as error:
-        raise click.ClickException(str(error)) from error
-    if len(benchmark) == 0:
-        raise click.ClickException(f"the activations hold no {split!r} questions (they hold {activations.splits}); "
-                                   "pass --split, or collect that split")
+    splits = shift_splits(dataset.splits) if shifts else [split]
+    for name in splits:
+        if not activations.split_indices(name):
+            raise click.ClickException(f"the activations hold no {name!r} questions (they hold {activations.splits}); "
+                                       + ("collect every test_* split (`metaloom collect` into a new run directory)"
+                                          if shifts else "pass --split, or collect that split"))
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
-    comparison = BaselineComparison(pipe, benchmark, max_tokens=max_tokens,
-                                    console=console, target_coverage=target_coverage, target_risk=target_risk,
-                                    answer_gate=not no_answer_gate)
-    report = comparison.run()
-    (run_dir / REPORT_FILE).write_text(report.to_json(), encoding="utf-8")
-    if report.calibration is not None:
-        entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
-        RunManifest.update_file(run_dir, calibration={"doubter": entry})
-    if not no_plot:
-        from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
 
-        try:
-            plot_risk_coverage(report, run_dir / PLOT_FILE)
-        except PlotDependencyError as error:
-            raise click.ClickException(str(error)) from error
-    console.print(report.summary())
-    console.print(report.acceptance_table())
-    for note in report.notes:
-        console.print(f"note: {note}")
-    written = [REPORT_FILE] + ([] if no_plot else [PLOT_FILE])
+    fitted: dict[Any, Any] = {}  # the baselines are fitted once for every split
+
+    def comparison(benchmark: Any) -> Any:
+        return BaselineComparison(pipe, benchmark, max_tokens=max_tokens, console=console,
+                                  target_coverage=target_coverage, target_risk=target_risk,
+                                  answer_gate=not no_answer_gate, fitted=fitted)
+
+    try:
+        evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
+                                         max_tokens=max_tokens, max_examples=max_examples,
+                                         answer_gate_on=not no_answer_gate, console=console)
+    except (BenchmarkAlignmentError, DatasetError) as error:
+        raise click.ClickException(str(error)) from error
+    written: list[str] = []
+    for name, report in evaluated.reports.items():
+        written.append(report_file(name))
+        (run_dir / report_file(name)).write_text(report.to_json(), encoding="utf-8")
+        if report.calibration is not None and name == next(iter(evaluated.reports)):
+            entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
+            RunManifest.update_file(run_dir, calibration={"doubter": entry})
+        if not no_plot:
+            from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
+
+            try:
+                plot_risk_coverage(report, run_dir / plot_file(name))
+            except PlotDependencyError as error:
+                raise click.ClickException(str(error)) from error
+            written.append(plot_file(name))
+        if name == splits[0]:
+            console.print(report.summary())
+            console.print(report.acceptance_table())
+            for note in report.notes:
+                console.print(f"note: {note}")
+    if shifts or split != "test":
+        console.print(evaluated.table())
+    if shifts:
+        console.print(evaluated.goals_table())
+    if shifts:
+        atomic_write_text(run_dir / SHIFTS_FILE, json.dumps(evaluated.to_dict(), indent=2, sort_keys=True) + "\n")
+        written.append(SHIFTS_FILE)
+    elif evaluated.rows[0].outside is not None:
+        atomic_write_text(run_dir / outside_file(split),
+                          json.dumps({"threshold": evaluated.threshold, **evaluated.rows[0].to_dict()}, indent=2,
+                                     sort_keys=True) + "\n")
+        written.append(outside_file(split))
     if agentic:
         from meta_spider.loom.agentic import run_agentic_eval
 

@@ -50,10 +50,30 @@ def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[st
 _TRAINER_OPTIONS = ("epochs", "lr", "batch_size", "gradient_accumulation_steps", "gate_lr_multiplier",
                     "weight_decay", "optimizer", "probe_loss_weight", "pos_weight", "balance_classes",
                     "enable_self_correction", "answer_loss_weight", "early_stopping_metric", "seed", "mixed_precision",
-                    "max_grad_norm", "train_split", "validation_split")
+                    "max_grad_norm", "train_split", "validation_split", "signals_only")
+
+
+P_CORRECT_SOURCES = ("states", "signals", "both")
+"""What ``--p-correct-from`` lets P(correct) read."""
+
+
+def _p_correct_source(options: dict[str, Any]) -> None:
+    """Apply ``--p-correct-from`` to the options: ``states`` reads no signals,
+    ``signals`` and ``both`` read ``--logprob-signals`` (default: all), and
+    ``signals`` gives the encoder's own logit weight 0."""
+    from meta_spider.wrapper.signals import SIGNALS
+
+    source = options.pop("p_correct_from", None)
+    if source == "states" and options.get("signals"):
+        raise click.UsageError("--p-correct-from states reads no pass-1 signals: leave out --logprob-signals")
+    if source in ("signals", "both") and not options.get("signals"):
+        options["signals"] = SIGNALS
+    if source == "signals":
+        options["signals_only"] = True
 
 
 def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
+    _p_correct_source(options)
     values = {name: options[name] for name in _TRAINER_OPTIONS if options.get(name) is not None}
     patience = options.get("patience")
     if patience is not None:
@@ -102,6 +122,9 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--logprob-signals", "signals", callback=_signal_names, default=None, metavar="NAMES",
               help="pass-1 log-prob signals the Doubter's P(correct) also reads: comma-separated names from "
                    "prompt_logprob_sum, prompt_logprob_mean, draft_logprob_mean, draft_logprob_min, or 'all'")
+@click.option("--p-correct-from", "p_correct_from", type=click.Choice(P_CORRECT_SOURCES), default=None,
+              help="what P(correct) reads: the hidden states (no signals), the pass-1 signals alone (the encoder's "
+                   "logit gets weight 0), or both; signals and both read --logprob-signals, default all")
 @click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")
 @click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
 def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:

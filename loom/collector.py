@@ -153,9 +153,12 @@ class ActivationDatasetCollector:
     """Collect pass-1 activations of a frozen base over questions.
 
     ``pipe`` is a :class:`~meta_spider.wrapper.MetaSpiderPipeline` (its
-    Doubter, if any, is ignored); ``check_correctness(answer_text, example)``
-    scores an answer (default: the dataset's ``check_fn``, or normalised
-    exact match for plain question lists); ``target_layers`` defaults to
+    Doubter, if any, is ignored). An answer is scored by
+    ``check_correctness(prediction, truth)`` (two strings: right when it
+    accepts one of the question's ground truths), or by
+    ``check_example(prediction, example)`` (the :class:`QAExample`), or by
+    default with the dataset's ``check_fn`` (normalised exact match for
+    plain question lists); ``target_layers`` defaults to
     the pipeline config's. ``batch_size=1`` (default) reads each question
     with the pipeline's own pass 1, bit for bit what inference reads; larger
     batches decode left-padded batches (:meth:`read_batch`), faster and equal
@@ -168,7 +171,8 @@ class ActivationDatasetCollector:
         pipe: Any,
         *,
         max_new_tokens: int = 48,
-        check_correctness: CheckFn | None = None,
+        check_correctness: Callable[[str, str], bool] | None = None,
+        check_example: CheckFn | None = None,
         target_layers: Sequence[int] | None = None,
         batch_size: int = 1,
         shard_size: int = 256,
@@ -180,11 +184,19 @@ class ActivationDatasetCollector:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if shard_size % batch_size:
             raise ValueError(f"shard_size={shard_size!r} must be a multiple of batch_size={batch_size!r}")
-        if check_correctness is not None and not callable(check_correctness):
-            raise ValueError(f"check_correctness must be callable, got {check_correctness!r}")
+        for name, check in (("check_correctness", check_correctness), ("check_example", check_example)):
+            if check is not None and not callable(check):
+                raise ValueError(f"{name} must be callable, got {check!r}")
+        if check_correctness is not None and check_example is not None:
+            raise ValueError("give check_correctness (prediction, truth) or check_example (prediction, example), "
+                             "not both")
         self.pipe = pipe
         self.max_new_tokens = max_new_tokens
-        self.check_correctness = check_correctness
+        self.check_correctness = check_example
+        """The scorer as ``(prediction, example) -> bool`` (None: the dataset's)."""
+        if check_correctness is not None:
+            self.check_correctness = lambda prediction, example: any(
+                bool(check_correctness(prediction, truth)) for truth in example.ground_truths)
         if target_layers is None:
             target_layers = pipe.config.resolve(pipe.num_layers)[0]
         else:
@@ -256,8 +268,14 @@ class ActivationDatasetCollector:
         description = {**dataset.describe(), "selected_splits": splits, "max_examples": max_examples}
         return self.run(items, description, self.check_correctness or dataset.check_fn, output_dir)
 
-    def save(self, path: PathLike) -> Path:
-        """Copy the last collection to ``path`` (a no-op when it is already there)."""
+    def save(self: Any, path: PathLike) -> Path:
+        """Copy the last collection to ``path`` (a no-op when it is already
+        there). Also callable on the class with the samples,
+        ``ActivationDatasetCollector.save(samples, path)``. Either way
+        ``path`` becomes a folder of safetensors shards and JSON, whatever its
+        suffix (``samples.pt`` is a folder name; nothing is pickled)."""
+        if isinstance(self, ActivationDataset):  # called on the class: ``self`` is the samples
+            return self.save(path)
         if self._last is None:
             raise RuntimeError("nothing collected yet: call collect() or collect_dataset() first")
         return self._last.save(path)

@@ -93,8 +93,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "SCHEMA_VERSION",
-           "build_report"]
+__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "PrintableTable",
+           "SCHEMA_VERSION", "build_report", "goal_check"]
 
 SCHEMA_VERSION = 2
 DEFINITIONS = {
@@ -157,6 +157,27 @@ def _matched_from_dict(data: Optional[Mapping[str, Any]]) -> Optional[MatchedCov
 
 def _t_test_from_dict(data: Mapping[str, Any]) -> PairedTTestResult:
     return PairedTTestResult(**{**data, "t_statistic": float(data["t_statistic"])})
+
+
+class PrintableTable(str):
+    """A rich renderable as plain text (what ``print`` and ``str`` show),
+    still drawn by a rich console as the original (``__rich__``)."""
+
+    renderable: Any
+
+    def __new__(cls, renderable: Any, width: int = 160) -> "PrintableTable":
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
+        text = super().__new__(cls, buffer.getvalue().rstrip("\n"))
+        text.renderable = renderable
+        return text
+
+    def __rich__(self) -> Any:
+        return self.renderable
 
 
 @dataclass
@@ -281,7 +302,12 @@ class ComparisonReport:
 
     # ------------------------------------------------------------ display
 
-    def summary(self) -> "Table":
+    def summary(self) -> "PrintableTable":
+        """The :meth:`summary_table` as text: ``print(report.summary())``
+        shows the table; a rich console prints it as the rich table."""
+        return PrintableTable(self.summary_table())
+
+    def summary_table(self) -> "Table":
         """A rich table: the Doubter's generated behaviour, its P(correct)
         gate and every baseline at matched coverage, with their score
         metrics; the caption gives the paired tests, the best baseline and the goals met."""
@@ -358,7 +384,8 @@ def _probability(name: str, scores: np.ndarray) -> np.ndarray:
     return np.clip(values, 0.0, 1.0)
 
 
-def _check(name: str, value: Optional[float], target: float, op: str) -> AcceptanceCheck:
+def goal_check(name: str, value: Optional[float], target: float, op: str) -> AcceptanceCheck:
+    """The check of one goal: ``value`` ``op`` ``target`` (None when the value is undefined)."""
     passed = None
     if value is not None:
         passed = {">=": value >= target - 1e-12, "<=": value <= target + 1e-12, "<": value < target}[op]
@@ -418,7 +445,7 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
               "coverage": behaviour.coverage, "selective_accuracy_gain": gain,
               "refusal_precision": behaviour.refusal_precision, "knowledge_loss": behaviour.knowledge_loss,
               "mcnemar_p": mcnemar_value}
-    acceptance = [_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
+    acceptance = [goal_check(name, values[name], target, op) for name, target, op in ACCEPTANCE]
     return ComparisonReport(
         benchmark=dict(benchmark or {}), questions=list(outcomes), behaviour=behaviour, actions=actions,
         doubter_scores=doubter_scores, gate_at_coverage=gate, mcnemar=mcnemar, t_test=t_test,
@@ -445,14 +472,16 @@ class BaselineComparison:
     that threshold (:class:`~meta_spider.wrapper.gates.AnswerGate`);
     without it, pass 2's own text decides. ``max_tokens`` defaults to the
     collection's ``max_new_tokens``. The baselines that read the pass-1
-    signals are fitted on ``fit_split`` (``train``).
+    signals are fitted on ``fit_split`` (``train``). ``fitted``, a dict
+    shared by comparisons of several splits of one collection, keeps the
+    baselines fitted once for all of them.
     """
 
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
                  console: "Optional[Console]" = None, target_coverage: Optional[float] = None,
                  target_risk: Optional[float] = None, goals: Optional[BehaviourGoals] = None,
                  answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0,
-                 fit_split: str = "train") -> None:
+                 fit_split: str = "train", fitted: Optional[dict[Any, Any]] = None) -> None:
         if target_coverage is not None and target_risk is not None:
             raise ValueError(f"give target_coverage or target_risk, not both; got {target_coverage!r} and {target_risk!r}")
         if goals is not None and (target_coverage is not None or target_risk is not None):
@@ -468,6 +497,7 @@ class BaselineComparison:
         self.probe_folds = probe_folds
         self.probe_l2 = probe_l2
         self.fit_split = fit_split
+        self.fitted = {} if fitted is None else fitted
 
     def _states(self) -> tuple[Any, list[int], str]:
         """States at the Doubter's read position and the collected layers."""
@@ -522,9 +552,12 @@ class BaselineComparison:
         outcomes = self._generate(calibration)
         if calibration is not None:
             calibration["gated_generation"] = self.answer_gate
+            key = ("probe", benchmark.calibration_split, len(states), read_position, self.probe_folds, self.probe_l2)
             try:
-                choice = select_probe_layer(states[fit_indices], labels[fit_indices], layers,
-                                            folds=self.probe_folds, l2=self.probe_l2)
+                if key not in self.fitted:
+                    self.fitted[key] = select_probe_layer(states[fit_indices], labels[fit_indices], layers,
+                                                          folds=self.probe_folds, l2=self.probe_l2)
+                choice = self.fitted[key]
             except UndefinedMetricError as error:
                 notes.append(f"no linear probe: {error}")
             else:
@@ -550,22 +583,21 @@ class BaselineComparison:
         split and score the evaluated questions with them (into
         ``outcomes``); what was fitted, or None (with a note) when they
         cannot be."""
-        from meta_spider.loom.activations import ActivationFormatError
-        from meta_spider.wrapper.signals import SIGNALS
-
         activations = self.benchmark.activations
         fit_indices = activations.split_indices(self.fit_split)
-        if not fit_indices:
-            notes.append(f"no {self.fit_split!r} split collected: no pass-1 signal baselines")
+        names = activations.recorded_signals
+        if not fit_indices or not names:
+            notes.append(f"no pass-1 signal baselines: the collection holds no {self.fit_split!r} split"
+                         if names else "no pass-1 signal baselines: the collection recorded no signals")
             return None
+        signals = activations.signals(names).numpy()
+        key = ("signal_baselines", self.fit_split, len(states), tuple(names), self.probe_folds, self.probe_l2)
         try:
-            signals = activations.signals(SIGNALS).numpy()
-        except ActivationFormatError as error:
-            notes.append(f"no pass-1 signal baselines: {error.problem}")
-            return None
-        try:
-            fitted = fit_signal_baselines(states[fit_indices], signals[fit_indices], labels[fit_indices], layers,
-                                          SIGNALS, folds=self.probe_folds, probe_l2=self.probe_l2)
+            if key not in self.fitted:
+                self.fitted[key] = fit_signal_baselines(states[fit_indices], signals[fit_indices],
+                                                        labels[fit_indices], layers, names, folds=self.probe_folds,
+                                                        probe_l2=self.probe_l2)
+            fitted = self.fitted[key]
         except UndefinedMetricError as error:
             notes.append(f"no pass-1 signal baselines: {error}")
             return None

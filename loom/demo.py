@@ -4,10 +4,12 @@ own base, then three questions through ``pipe.generate``.
 1. build (or reuse) the embedded world and its trained base,
 2. ``metaloom collect``: pass-1 activations with the base's own correctness,
 3. ``metaloom train``: the Doubter through the frozen base,
-4. ``metaloom eval``: the comparison report against baselines,
+4. ``metaloom eval``: the comparison report against baselines (with
+   ``--shifts`` when the world has shift splits: the same on new phrasings,
+   misspelt names and questions outside the world, side by side),
 5. three held-out questions through ``pipe.generate`` (with the answer gate
    eval calibrated): answers where the base knows, refusals where it does
-   not.
+   not; then how many of its goals the run met, on test and under shift.
 
 Every step keeps its output in the run directory and is skipped when that
 output is already there, so a second run takes seconds plus model loading.
@@ -106,9 +108,11 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
 def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, console: Console | None = None,
              epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
     """Run (or resume) the demo; returns the report and the questions shown."""
-    from meta_spider.loom.cli_eval import REPORT_FILE
+    from meta_spider.loom.cli_eval import REPORT_FILE, SHIFTS_FILE
     from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.shifts import ShiftTable, shift_splits
     from meta_spider.loom.world import build_world
+    from meta_spider.loom.world.dataset import WorldDataset
 
     console = console or Console()
     started = time.perf_counter()
@@ -129,9 +133,11 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
     console.print(Rule("4/5 metaloom eval"))
-    report_path = run_dir / REPORT_FILE
-    if not report_path.is_file():
-        _loom_command(["eval", "--run-dir", str(run_dir)], run_dir)
+    report_path, shifts_path = run_dir / REPORT_FILE, run_dir / SHIFTS_FILE
+    dataset = WorldDataset(preset, seed, world.model_dir)
+    shifted = len(shift_splits(dataset.splits)) > 1  # test and at least one shift split
+    if not report_path.is_file() or (shifted and not shifts_path.is_file()):
+        _loom_command(["eval", "--run-dir", str(run_dir), *(["--shifts"] if shifted else [])], run_dir)
     else:
         from meta_spider.loom.comparison import ComparisonReport
 
@@ -139,18 +145,27 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
         console.print(f"report found at {report_path}: shown, not recomputed")
         console.print(report.summary())
         console.print(report.acceptance_table())
+        if shifted:
+            table = ShiftTable.from_dict(json.loads(shifts_path.read_text()))
+            console.print(table.table())
+            console.print(table.goals_table())
     report_data = json.loads(report_path.read_text())
 
     console.print(Rule("5/5 three questions"))
     from meta_spider.loom.cli_eval import load_pipeline
-    from meta_spider.loom.world.dataset import WorldDataset
 
     manifest = RunManifest.load(run_dir)
     pipe = load_pipeline(manifest, run_dir, None, None)
-    dataset = WorldDataset(preset, seed, world.model_dir)
     shown = show_questions(pipe, pick_questions(report_data), dataset, console)
+    goals = [check["passed"] for check in report_data["acceptance"]]
+    summary = f"goals met on test: {sum(1 for met in goals if met)}/{len(goals)}"
+    shift_data = json.loads(shifts_path.read_text()) if shifted else None
+    if shift_data is not None:
+        met = [check["passed"] for check in shift_data["goals"]]
+        summary += f"; under shift: {sum(1 for value in met if value)}/{len(met)}"
+    console.print(summary)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
-    return {"report": report_data, "questions": shown, "run_dir": str(run_dir)}
+    return {"report": report_data, "questions": shown, "run_dir": str(run_dir), "shifts": shift_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,9 @@ never compared with the reference answer. The result is one
 :class:`QuestionOutcome` per question, the table
 :mod:`meta_spider.loom.comparison` turns into a report.
 
-:class:`BenchmarkTask` names a benchmark; :class:`EvalHarness` runs several.
+:class:`QABenchmark` also takes a named list of :class:`BenchmarkTask`
+(question and ground truth; :mod:`meta_spider.loom.benchmark_tasks`).
+:class:`HarnessTask` names a benchmark; :class:`EvalHarness` runs several.
 :func:`answer_gate` and :func:`calibrated_answer_gate` build the pipeline's
 :class:`~meta_spider.wrapper.gates.AnswerGate` around the project's refusal
 sentence. This module knows nothing about metrics: it produces per-question
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
 
+from meta_spider.loom.benchmark_tasks import BenchmarkTask, Scoring, TaskDataset
 from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
 from meta_spider.loom.datasets.mcq import extract_choice_letter
 from meta_spider.loom.datasets.scoring import normalize_answer
@@ -55,6 +58,7 @@ __all__ = [
     "BenchmarkItem",
     "BenchmarkTask",
     "EvalHarness",
+    "HarnessTask",
     "QABenchmark",
     "QuestionOutcome",
     "answer_gate",
@@ -70,17 +74,21 @@ DEFAULT_MAX_TOKENS = 64
 """Generation limit when neither the caller nor a collection sets one."""
 
 
-def classify_action(text: str, base_answer: str, normalize: Callable[[str], Any] = normalize_answer) -> ActionKind:
+def classify_action(text: str, base_answer: Optional[str] = None,
+                    normalize: Callable[[str], Any] = normalize_answer) -> ActionKind:
     """What the Doubter system did with a question, read from its text.
 
     ``"refuse"`` when ``text`` is the refusal sentence; ``"confirm"`` when it
     says what the base said in pass 1 (``base_answer``), compared after
     ``normalize`` (default: :func:`normalize_answer`, i.e. first line, case,
     punctuation and articles ignored); ``"correct"`` when it gives another
-    answer.
+    answer. Without ``base_answer`` any answer confirms (nothing to have
+    corrected).
     """
     if is_refusal(text):
         return "refuse"
+    if base_answer is None:
+        return "confirm"
     return "confirm" if normalize(text) == normalize(base_answer) else "correct"
 
 
@@ -156,8 +164,19 @@ class QABenchmark:
     oracle is recomputed when the benchmark runs.
     """
 
-    def __init__(self, dataset: QADataset, split: str = "test", activations: Any = None,
-                 max_examples: Optional[int] = None, calibration_split: str = "validation") -> None:
+    def __init__(self, dataset: Optional[QADataset] = None, split: str = "test", activations: Any = None,
+                 max_examples: Optional[int] = None, calibration_split: str = "validation", *,
+                 name: Optional[str] = None, tasks: Optional[Sequence[BenchmarkTask]] = None,
+                 scoring: Scoring = None) -> None:
+        if tasks is not None:  # the published form: a named list of questions
+            if dataset is not None:
+                raise ValueError("give a dataset or tasks, not both")
+            dataset = TaskDataset(name or "benchmark", tasks, scoring, split=canonical_split(split))
+        elif dataset is None:
+            raise ValueError("QABenchmark needs a dataset, or name=..., tasks=[BenchmarkTask(...), ...]")
+        elif name is not None or scoring is not None:
+            raise ValueError("name and scoring go with tasks=[...]; a dataset has its own name and check_fn")
+        self.name = name or str(getattr(dataset, "name", "?"))
         if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
                                          or max_examples < 1):
             raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
@@ -363,8 +382,8 @@ class _progress:
 
 
 @dataclass
-class BenchmarkTask:
-    """A named benchmark and how to run it."""
+class HarnessTask:
+    """A named benchmark and how :class:`EvalHarness` runs it."""
 
     name: str
     benchmark: QABenchmark
@@ -383,11 +402,11 @@ class BenchmarkTask:
 
 
 class EvalHarness:
-    """Run several :class:`BenchmarkTask` on one pipeline (Doubter attached)
+    """Run several :class:`HarnessTask` on one pipeline (Doubter attached)
     and collect a :class:`~meta_spider.loom.comparison.ComparisonReport` per
     task name."""
 
-    def __init__(self, pipe: Any, tasks: Sequence[BenchmarkTask], console: "Optional[Console]" = None) -> None:
+    def __init__(self, pipe: Any, tasks: Sequence[HarnessTask], console: "Optional[Console]" = None) -> None:
         names = [task.name for task in tasks]
         if not names:
             raise ValueError("EvalHarness needs at least one task, got none")

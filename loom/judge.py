@@ -7,21 +7,27 @@ or ``INCORRECT``; anything else is a :class:`JudgeVerdictError`, never a
 guess. Called as ``judge(prediction, ground_truth)`` it is a ``check_fn``
 for the collector.
 
-Transport rules: 429, 5xx, timeouts and connection failures are retried a
-bounded number of times with exponential backoff (a ``Retry-After`` header
-sets the wait); 401/403 (key refused), 404 (base URL or model wrong) and
-other 4xx fail at once with a typed error. The API key is read from an
-environment variable and never appears in a log line, an exception or a
-repr. This module knows nothing about datasets or models beyond the question
+Transport rules: ``timeout`` is a total deadline per attempt (connect,
+write and every read together: a server dripping bytes cannot hold a
+request). 429, 5xx, timeouts, connection failures and malformed 200 replies
+(bad JSON, bad compression, wrong shapes) are retried a bounded number of
+times with exponential backoff (a ``Retry-After`` header sets the wait);
+401/403 (key refused), 404 (base URL or model wrong) and other 4xx fail at
+once with a typed error. The API key is read from an environment variable;
+it and every extra header's value are scrubbed from any text a server sent
+before that text is cut or stored, so they never appear in a log line, an
+exception, a repr or a ``raw`` field. This module knows nothing about datasets or models beyond the question
 and answer texts it is handed.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -57,6 +63,11 @@ JUDGE_SYSTEM_PROMPT = (
 
 _RETRY_STATUSES = frozenset({408, 425, 429})
 _BODY_SNIPPET = 300
+_MAX_BODY_BYTES = 4 * 1024 * 1024
+"""A chat completion of a one-word verdict is a few hundred bytes."""
+_MIN_SECRET_LENGTH = 8
+"""Extra header values at least this long are scrubbed from server text;
+shorter ones cannot be secrets and would mangle it."""
 
 
 class JudgeError(MetaSpiderError):
@@ -209,6 +220,8 @@ class OpenRouterJudge:
         self.max_tokens = max_tokens
         self._sleep = sleep
         headers = {"Content-Type": "application/json", **dict(extra_headers or {})}
+        # Names only: the values stay in the client.
+        self._secret_headers = tuple({name.lower() for name in extra_headers or {}} | {"authorization"})
         if api_key_env is not None:
             key = os.environ.get(api_key_env, "").strip()
             if not key:
@@ -248,7 +261,7 @@ class OpenRouterJudge:
             "temperature": 0,
             "max_tokens": self.max_tokens,
         }
-        raw = self._complete(payload)
+        raw = self._scrub(self._complete(payload))
         verdict = parse_verdict(raw)
         if verdict is None:
             raise JudgeVerdictError(self.model, raw)
@@ -273,21 +286,32 @@ class OpenRouterJudge:
         last_failure = ""
         for attempt in range(attempts):
             retry_after: Optional[float] = None
+            malformed: Optional[JudgeResponseError] = None
             try:
-                response = self._client.post(self.url, json=payload)
-            except httpx.TimeoutException:
+                status, reason, retry_header, body = self._post(payload)
+            except (_DeadlineExceeded, httpx.TimeoutException):
                 last_failure = f"no response within {self.timeout:g} s (timeout)"
-            except httpx.TransportError as error:
+            except httpx.DecodingError:
+                malformed = JudgeResponseError(self.url, "the body cannot be decoded (bad compression)", "")
+            except JudgeResponseError as error:
+                malformed = error
+            except httpx.HTTPError as error:
                 last_failure = f"connection failed ({type(error).__name__})"
             else:
-                status = response.status_code
                 if status == 200:
-                    return self._content(response)
-                if status in _RETRY_STATUSES or status >= 500:
+                    try:
+                        return self._content(body)
+                    except JudgeResponseError as error:
+                        malformed = error
+                elif status in _RETRY_STATUSES or status >= 500:
                     last_failure = f"HTTP {status}"
-                    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                    retry_after = _retry_after_seconds(retry_header)
                 else:
-                    raise self._http_error(response)
+                    raise self._http_error(status, reason, body)
+            if malformed is not None:
+                if attempt + 1 == attempts:  # the last word: say exactly what was wrong
+                    raise malformed
+                last_failure = f"malformed response ({malformed.problem})"
             if attempt + 1 < attempts:
                 delay = retry_after if retry_after is not None else self.backoff * 2**attempt
                 delay = min(delay, self.max_backoff)
@@ -296,9 +320,50 @@ class OpenRouterJudge:
                 self._sleep(delay)
         raise JudgeRetriesExhaustedError(self.url, attempts, last_failure)
 
-    def _http_error(self, response: httpx.Response) -> JudgeHTTPError:
-        status = response.status_code
-        detail = self._scrub(response.text[:_BODY_SNIPPET].strip()) or response.reason_phrase
+    def _post(self, payload: dict[str, Any]) -> tuple[int, str, Optional[str], bytes]:
+        """One attempt under the total deadline: (status, reason, Retry-After, body)."""
+        deadline = time.monotonic() + self.timeout
+        client = self._client
+        outcome: dict[str, Any] = {}
+
+        def exchange() -> None:
+            try:
+                outcome["reply"] = self._exchange(client, payload, deadline)
+            except BaseException as error:  # noqa: BLE001 - carried back to the caller's thread
+                outcome["error"] = error
+
+        # httpx's timeouts are per read: a server sending a byte now and then
+        # never trips them. The worker checks the deadline between chunks; a
+        # read that keeps receiving header bytes is stopped by closing its client.
+        worker = threading.Thread(target=exchange, name="judge-request", daemon=True)
+        worker.start()
+        worker.join(self.timeout + 0.1)
+        if worker.is_alive():
+            self._client = httpx.Client(headers=client.headers, timeout=self.timeout)
+            client.close()
+            raise _DeadlineExceeded()
+        error = outcome.get("error")
+        if error is not None:
+            raise error
+        return outcome["reply"]
+
+    def _exchange(self, client: httpx.Client, payload: dict[str, Any],
+                  deadline: float) -> tuple[int, str, Optional[str], bytes]:
+        with client.stream("POST", self.url, json=payload) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > _MAX_BODY_BYTES:
+                    raise JudgeResponseError(self.url, f"the body is larger than {_MAX_BODY_BYTES} bytes", "")
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _DeadlineExceeded()
+            return response.status_code, response.reason_phrase, response.headers.get("Retry-After"), b"".join(chunks)
+
+    def _http_error(self, status: int, reason: str, body: bytes) -> JudgeHTTPError:
+        # Scrub first, then cut: a cut key would no longer match.
+        detail = self._scrub(body.decode("utf-8", "replace")).strip()[:_BODY_SNIPPET] or reason
         if status in (401, 403):
             variable = self.api_key_env or "the API key variable"
             return JudgeAuthError(status, self.url, detail,
@@ -310,21 +375,41 @@ class OpenRouterJudge:
         return JudgeHTTPError(status, self.url, detail, "The request was rejected; check the model name and options")
 
     def _scrub(self, text: str) -> str:
-        # A server may echo the request's headers back; never let the key
-        # travel into an exception.
-        header = self._client.headers.get("Authorization", "")
-        key = header[len("Bearer "):] if header.startswith("Bearer ") else header
-        return text.replace(key, "[key]") if key else text
+        # A server may echo the request's headers back; never let the key or
+        # another header's secret travel into an exception, a log or a field.
+        for secret in self._secrets():
+            text = text.replace(secret, "[redacted]")
+        return text
 
-    def _content(self, response: httpx.Response) -> str:
-        body = self._scrub(response.text)
+    def _secrets(self) -> list[str]:
+        secrets = []
+        for name in self._secret_headers:
+            value = self._client.headers.get(name, "")
+            if name == "authorization" and value.startswith("Bearer "):
+                secrets.append(value[len("Bearer "):])
+            if len(value) >= _MIN_SECRET_LENGTH:
+                secrets.append(value)
+        # The longest first: a whole header value before the key inside it.
+        return sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+
+    def _content(self, body: bytes) -> str:
+        text = self._scrub(body.decode("utf-8", "replace"))
         try:
-            document = response.json()
+            document = json.loads(text)
             content = document["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise JudgeResponseError(self.url, "expected JSON with choices[0].message.content", body) from None
+            raise JudgeResponseError(self.url, "expected JSON with choices[0].message.content", text) from None
+        except RecursionError:
+            raise JudgeResponseError(self.url, "the JSON nests too deeply", text[:_BODY_SNIPPET]) from None
         if isinstance(content, list):  # some providers return content parts
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            texts = [part.get("text", "") for part in content if isinstance(part, dict)]
+            if not all(isinstance(piece, str) for piece in texts):
+                raise JudgeResponseError(self.url, "a content part's text is not a string", text)
+            content = "".join(texts)
         if not isinstance(content, str):
-            raise JudgeResponseError(self.url, f"message content is {type(content).__name__}, not text", body)
+            raise JudgeResponseError(self.url, f"message content is {type(content).__name__}, not text", text)
         return content
+
+
+class _DeadlineExceeded(Exception):
+    """An attempt ran past its total deadline (internal: becomes a retried timeout)."""

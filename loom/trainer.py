@@ -29,6 +29,7 @@ optimizer groups, targets, probe fit and file layouts live in the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from contextlib import nullcontext
@@ -43,6 +44,7 @@ from meta_spider.loom.metrics import UndefinedMetricError, auroc
 from meta_spider.loom.trainer_config import TrainerConfig, TrainerError
 from meta_spider.loom.trainer_data import (
     EPOCH_SEED_STRIDE,
+    SplitSamples,
     TrainingRows,
     class_pos_weight,
     epoch_batches,
@@ -167,6 +169,12 @@ class Trainer:
         if self.config.enable_self_correction and encoder_type != "transformer":
             raise TrainerError(f"enable_self_correction needs the transformer encoder, this Doubter has "
                                f"encoder_type={encoder_type!r}", "build the Doubter with encoder_type='transformer'")
+        if doubter.config.enable_self_correction and not self.config.enable_self_correction:
+            # The Doubter was built for self-correction: train it that way.
+            self.config = dataclasses.replace(self.config, enable_self_correction=True)
+        if self.config.signals_only and not doubter.config.signals:
+            raise TrainerError("signals_only=True, but this Doubter reads no pass-1 signals",
+                               "build it with DoubterConfig(signals=[...]) (metaloom train --logprob-signals)")
         doubter.check_fits(pipe.fingerprint())
         self.pipe = pipe
         self.accelerator = accelerator if accelerator is not None else make_accelerator(
@@ -184,6 +192,16 @@ class Trainer:
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The five groups (see :mod:`meta_spider.loom.trainer_groups`)."""
         return parameter_groups(self.doubter)
+
+    def train(self, train_samples: Any, val_samples: Any = None, **fit_options: Any) -> TrainingResult:
+        """:meth:`fit` on samples as ``ActivationDatasetCollector.collect``
+        returns them (or their folders): every example of ``train_samples``
+        trains, every one of ``val_samples`` validates (without them a
+        seeded ``validation_fraction`` of the training samples is held out),
+        whatever splits they were collected under."""
+        train, validation = load_activations(train_samples), load_activations(val_samples)
+        view = SplitSamples(train, validation, self.config.train_split, self.config.validation_split)
+        return self.fit(view, **fit_options)
 
     def fit(
         self,
@@ -440,12 +458,17 @@ class Trainer:
             logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
         if rows.signals is not None:
             states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
-            logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
-                                                pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
-                                                l2=self.config.pretrain_l2)
+            if self.config.signals_only:  # the encoder's logit gets weight 0: no need to compute it
+                logits = torch.zeros(len(rows.train), device=device)
+            else:
+                logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
+                                                    pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
+                                                    l2=self.config.pretrain_l2)
             loss = fit_signal_mix(self.doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
-                                  iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
-            logger.info("fitted the signal mix on %s (loss %.3f)", ", ".join(self.doubter.config.signals), loss)
+                                  iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2,
+                                  use_encoder=not self.config.signals_only)
+            logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(self.doubter.config.signals),
+                        " alone" if self.config.signals_only else "", loss)
 
     def _resume_state(self, checkpoints: Path | None, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
         if checkpoints is None:

@@ -10,7 +10,7 @@ models or data: it imports nothing heavy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from meta_spider.plugins.errors import MetaSpiderError
@@ -32,6 +32,15 @@ class TrainerError(MetaSpiderError):
 
 def _help(text: str, default: Any) -> Any:
     return field(default=default, metadata={"help": text})
+
+
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
+"""Default of an alias keyword: tells "not given" from an explicit None."""
+
+ALIASES = {"grad_accumulation": "gradient_accumulation_steps", "learning_rate": "lr",
+           "early_stop_patience": "early_stopping_patience"}
+"""Keyword aliases :class:`TrainerConfig` accepts (the published API's names
+of these fields) -> the field they set."""
 
 
 @dataclass
@@ -57,6 +66,9 @@ class TrainerConfig:
         "LM-loss weight of rows whose target is an answer (confirm / correct) relative to refusal rows; "
         "above 1 moves pass 2 toward answering, below 1 toward refusing", 1.0)
     enable_self_correction: bool = _help("confirm / correct / refuse targets (needs the transformer encoder)", False)
+    signals_only: bool = _help(
+        "P(correct) reads the pass-1 signals alone: the signal mix gives the encoder's logit weight 0 (the same "
+        "Doubter without its states, to measure what the states add); needs a Doubter that reads signals", False)
     pretrain_projectors: bool = _help("fit the selective encoder's per-layer probes to pass1_correct first", True)
     pretrain_iterations: int = _help("L-BFGS iterations of the per-layer probe fit", 50)
     pretrain_l2: float = _help("L2 penalty of the per-layer probe fit", 1e-3)
@@ -72,8 +84,25 @@ class TrainerConfig:
     mixed_precision: str = _help("accelerate mixed precision: 'no', 'bf16' or 'fp16'", "no")
     keep_epoch_checkpoints: int = _help("epoch checkpoints kept on disk (the newest; best/ is kept apart)", 2)
     restore_best: bool = _help("load the best epoch's weights into the Doubter when fit ends", True)
+    grad_accumulation: InitVar[Any] = _UNSET
+    """Alias of ``gradient_accumulation_steps`` (see :data:`ALIASES`)."""
+    learning_rate: InitVar[Any] = _UNSET
+    """Alias of ``lr``."""
+    early_stop_patience: InitVar[Any] = _UNSET
+    """Alias of ``early_stopping_patience``."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, grad_accumulation: Any = _UNSET, learning_rate: Any = _UNSET,
+                      early_stop_patience: Any = _UNSET) -> None:
+        given = {"grad_accumulation": grad_accumulation, "learning_rate": learning_rate,
+                 "early_stop_patience": early_stop_patience}
+        defaults = {f.name: f.default for f in fields(self)}
+        for alias, value in given.items():
+            if value is _UNSET:
+                continue
+            name = ALIASES[alias]
+            if getattr(self, name) != defaults[name] and getattr(self, name) != value:
+                raise ValueError(f"{alias}={value!r} and {name}={getattr(self, name)!r} set the same thing; give one")
+            setattr(self, name, value)
         for name in ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size",
                      "keep_epoch_checkpoints", "pretrain_iterations"):
             value = getattr(self, name)

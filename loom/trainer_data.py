@@ -84,6 +84,49 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
     return TrainingRows(states, correct, prompts, targets, train, validation, signals)
 
 
+class SplitSamples:
+    """Activation datasets seen as one with the trainer's two splits: every
+    example of ``train`` in ``train_split``, every one of ``validation`` (if
+    given) in ``validation_split``, whatever splits they were collected
+    under. Reads what :func:`prepare_rows` reads; stores nothing new."""
+
+    def __init__(self, train: Any, validation: Any, train_split: str, validation_split: str) -> None:
+        self.parts = [part for part in (train, validation) if part is not None]
+        if validation is not None:
+            for name in ("target_layers", "model"):
+                if getattr(train, name) != getattr(validation, name):
+                    raise TrainerError(f"the training and validation samples differ in {name} "
+                                       f"({getattr(train, name)!r} vs {getattr(validation, name)!r})",
+                                       "collect both with the same pipeline and layers")
+        self.target_layers = list(train.target_layers)
+        self.examples = [{**example, "split": train_split} for example in train.examples]
+        if validation is not None:
+            self.examples += [{**example, "split": validation_split} for example in validation.examples]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def split_indices(self, split: str) -> list[int]:
+        return [i for i, example in enumerate(self.examples) if example["split"] == split]
+
+    def _cat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        if tensors[0].dim() == 2 and tensors[0].dtype == torch.long and len(tensors) > 1:
+            from meta_spider.loom.activations import PAD_ID
+
+            width = max(t.shape[1] for t in tensors)
+            tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=PAD_ID) for t in tensors]
+        return torch.cat(tensors)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return self._cat([part.tensor(name) for part in self.parts])
+
+    def states(self, read_position: str) -> torch.Tensor:
+        return self._cat([part.states(read_position) for part in self.parts])
+
+    def signals(self, names: Sequence[str]) -> torch.Tensor:
+        return self._cat([part.signals(names) for part in self.parts])
+
+
 def split_rows(dataset: Any, config: TrainerConfig) -> tuple[list[int], list[int]]:
     """``(train, validation)`` row indices; without a validation split a
     seeded ``validation_fraction`` of train is held out."""

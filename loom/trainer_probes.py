@@ -108,12 +108,14 @@ def fit_signal_mix(
     pos_weight: float = 1.0,
     iterations: int = 100,
     l2: float = 1e-3,
+    use_encoder: bool = True,
 ) -> float:
     """Set the Doubter's signal standardisation to the statistics of
     ``signals [n, K]`` and fit its :class:`SignalMix` (a logistic regression
     on ``encoder_logits [n]``, preferably :func:`out_of_fold_encoder_logits`,
     and the standardised signals, L2 on the weights) to ``correct``, in
-    place; returns the final loss."""
+    place; returns the final loss. Without ``use_encoder`` the encoder's
+    logit gets weight 0 and P(correct) reads the signals alone."""
     mix = getattr(doubter, "signal_mix", None)
     if mix is None:
         raise TrainerError("this Doubter reads no pass-1 signals", "build it with DoubterConfig(signals=[...])")
@@ -127,9 +129,11 @@ def fit_signal_mix(
         mix.mean.copy_(signals.mean(dim=0))
         mix.scale.copy_(signals.std(dim=0).clamp_min(1e-6))
         features = mix.features(encoder_logits.float().to(device), signals)
+        if not use_encoder:
+            features[:, 0] = 0.0  # no gradient reaches its weight, which stays at 0
     weight = torch.tensor(float(pos_weight), device=device)
     coefficients = torch.zeros(features.shape[1], device=device)
-    coefficients[0] = 1.0
+    coefficients[0] = 1.0 if use_encoder else 0.0
     coefficients.requires_grad_(True)
     bias = torch.zeros((), device=device, requires_grad=True)
     optimizer = torch.optim.LBFGS([coefficients, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")

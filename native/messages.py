@@ -48,10 +48,9 @@ def assistant_tool_calls_message(
         )
     if not entries:
         raise ValueError("an assistant tool-call message needs at least one call, got none")
-    message: dict[str, Any] = {"role": "assistant", "tool_calls": entries}
-    if content:
-        message["content"] = content
-    return message
+    # Always a content string: several templates (Qwen3, Granite, DeepSeek
+    # R1, Phi-3.5) read message.content on a tool-call turn and fail without it.
+    return {"role": "assistant", "content": content or "", "tool_calls": entries}
 
 
 def tool_result_message(name: str, content: str, call_id: str | None = None) -> dict[str, Any]:

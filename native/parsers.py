@@ -25,7 +25,37 @@ import re
 from typing import Any, Callable
 
 from meta_spider.native.families import ToolCallFamily
+from meta_spider.native.parsers_tagged import (
+    FUNCTION_CLOSE,
+    FUNCTION_OPEN,
+    parse_deepseek,
+    parse_function_tag,
+    parse_glm45,
+    parse_kimi_k2,
+    parse_minimax_m2,
+    parse_qwen3_coder,
+    parse_seed_oss,
+)
+from meta_spider.native.parsers_other import (
+    parse_command_r,
+    parse_functionary_v32,
+    parse_functools,
+    parse_granite,
+    parse_harmony,
+    parse_internlm,
+    parse_nemotron,
+    parse_pythonic,
+    parse_xlam,
+)
 from meta_spider.native.results import SpanBuilder
+from meta_spider.native.scan import JsonError as _JsonError
+from meta_spider.native.scan import decode_at as _decode_at
+from meta_spider.native.scan import emit as _emit
+from meta_spider.native.scan import parse_call_list
+from meta_spider.native.scan import arguments_from as _arguments_from
+from meta_spider.native.scan import read_call_object as _read_call_object
+from meta_spider.native.scan import resync as _resync
+from meta_spider.native.scan import skip_ws as _skip_ws
 
 __all__ = [
     "PARSERS",
@@ -49,113 +79,6 @@ PYTHON_TAG = "<|python_tag|>"
 MISTRAL_TOOL_CALLS = "[TOOL_CALLS]"
 MISTRAL_ARGS = "[ARGS]"
 MISTRAL_CALL_ID = "[CALL_ID]"
-FUNCTION_OPEN = "<function="
-FUNCTION_CLOSE = "</function>"
-
-_DECODER = json.JSONDecoder()
-_WHITESPACE = " \t\r\n"
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-class _JsonError:
-    """Why JSON at a position could not be decoded (a value, not raised)."""
-
-    __slots__ = ("reason", "truncated")
-
-    def __init__(self, reason: str, truncated: bool) -> None:
-        self.reason = reason
-        self.truncated = truncated
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WHITESPACE:
-        pos += 1
-    return pos
-
-
-def _decode_at(text: str, pos: int) -> tuple[Any, int] | _JsonError:
-    """Decode one JSON value starting exactly at ``pos``."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as exc:
-        # An error at the very end means the model stopped mid-value; saying
-        # so tells the agent to raise max_new_tokens rather than blame the model.
-        # (An unterminated string means no closing quote up to the end.)
-        truncated = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-        kind = "truncated JSON" if truncated else "invalid JSON"
-        where = "offset" if exc.msg.endswith(" at") else "at offset"
-        return _JsonError(f"{kind}: {exc.msg} {where} {exc.pos - pos}", truncated)
-    except (ValueError, RecursionError) as exc:
-        # Integers longer than Python's digit limit raise ValueError; nesting
-        # deeper than the C scanner allows raises RecursionError.
-        return _JsonError(f"invalid JSON: {type(exc).__name__}: {exc}", False)
-
-
-def _arguments_from(value: Any, key: str) -> dict[str, Any] | str:
-    """The call's arguments as a dict, or the reason they are not one.
-
-    A string holding a JSON object is accepted: OpenAI-style APIs send
-    arguments that way and models trained on their transcripts copy it.
-    """
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        decoded = _decode_at(value.strip(), 0)
-        if not isinstance(decoded, _JsonError):
-            inner, end = decoded
-            if isinstance(inner, dict) and end == len(value.strip()):
-                return inner
-        return f"arguments not an object: '{key}' is a string that is not a JSON object"
-    return f"arguments not an object: '{key}' is {type(value).__name__}"
-
-
-def _read_call_object(
-    value: Any, argument_keys: tuple[str, ...]
-) -> tuple[str, dict[str, Any], str | None] | str:
-    """Validate a decoded call object: ``(name, arguments, call_id)`` or a reason."""
-    if not isinstance(value, dict):
-        return f"call is not a JSON object (got {type(value).__name__})"
-    if "name" not in value and isinstance(value.get("function"), dict):
-        # The OpenAI message shape {"type": "function", "function": {...}}.
-        call_id = value.get("id")
-        value = {**value["function"], **({"id": call_id} if call_id is not None else {})}
-    if "name" not in value:
-        return "missing 'name'"
-    name = value["name"]
-    if not isinstance(name, str) or not name.strip():
-        return f"'name' must be a non-empty string, got {name!r:.60}"
-    arguments: dict[str, Any] | str = {}
-    for key in argument_keys:
-        if key in value:
-            arguments = _arguments_from(value[key], key)
-            break
-    if isinstance(arguments, str):
-        return arguments
-    raw_id = value.get("id")
-    call_id = None if raw_id is None else str(raw_id)
-    return name, arguments, call_id
-
-
-def _emit(builder: SpanBuilder, end: int, checked: tuple[str, dict[str, Any], str | None] | str) -> None:
-    if isinstance(checked, str):
-        builder.failure(end, checked)
-    else:
-        name, arguments, call_id = checked
-        builder.call(end, name, arguments, call_id)
-
-
-def _resync(text: str, search_from: int, opener: str, closer: str | None) -> int:
-    """End of a broken call: through its closing tag if that comes before the
-    next opener, else at the next opener, else the end of the text."""
-    next_open = text.find(opener, search_from)
-    if closer is not None:
-        close = text.find(closer, search_from)
-        if close >= 0 and (next_open < 0 or close < next_open):
-            return close + len(closer)
-    return next_open if next_open >= 0 else len(text)
-
 
 # ---------------------------------------------------------------- hermes / qwen
 
@@ -163,7 +86,7 @@ def _resync(text: str, search_from: int, opener: str, closer: str | None) -> int
 def parse_hermes(builder: SpanBuilder) -> None:
     """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, any number."""
     text = builder.text
-    while (start := text.find(HERMES_OPEN, builder.position)) >= 0:
+    while (start := builder.find(HERMES_OPEN, builder.position)) >= 0:
         builder.content(start)
         body = _skip_ws(text, start + len(HERMES_OPEN))
         if text.startswith(HERMES_CLOSE, body):
@@ -171,7 +94,7 @@ def parse_hermes(builder: SpanBuilder) -> None:
             continue
         decoded = _decode_at(text, body)
         if isinstance(decoded, _JsonError):
-            end = _resync(text, body, HERMES_OPEN, HERMES_CLOSE)
+            end = _resync(builder, body, HERMES_OPEN, HERMES_CLOSE)
             closed = text.endswith(HERMES_CLOSE, 0, end)
             reason = decoded.reason if closed else f"unterminated <tool_call> ({decoded.reason})"
             builder.failure(end, reason)
@@ -184,53 +107,8 @@ def parse_hermes(builder: SpanBuilder) -> None:
         elif after >= len(text):
             builder.failure(len(text), "unterminated <tool_call>: no </tool_call> after the JSON")
         else:
-            end = _resync(text, after, HERMES_OPEN, HERMES_CLOSE)
+            end = _resync(builder, after, HERMES_OPEN, HERMES_CLOSE)
             builder.failure(end, "unexpected text after the JSON in <tool_call>")
-
-
-# ---------------------------------------------------------------- <function=name>
-
-
-def parse_function_tag(builder: SpanBuilder) -> None:
-    """``<function=name>{json arguments}</function>``, any number."""
-    text = builder.text
-    while (start := text.find(FUNCTION_OPEN, builder.position)) >= 0:
-        builder.content(start)
-        name_start = start + len(FUNCTION_OPEN)
-        name_end = text.find(">", name_start)
-        name = text[name_start:name_end] if name_end >= 0 else ""
-        if name_end < 0 or "\n" in name or "<" in name:
-            end = _resync(text, name_start, FUNCTION_OPEN, FUNCTION_CLOSE)
-            builder.failure(end, "unterminated <function= tag: no '>' after the name")
-            continue
-        if not name.strip():
-            end = _resync(text, name_end, FUNCTION_OPEN, FUNCTION_CLOSE)
-            builder.failure(end, "missing 'name' in <function=>")
-            continue
-        body = _skip_ws(text, name_end + 1)
-        if text.startswith(FUNCTION_CLOSE, body):
-            builder.call(body + len(FUNCTION_CLOSE), name, {})
-            continue
-        decoded = _decode_at(text, body)
-        if isinstance(decoded, _JsonError):
-            end = _resync(text, body, FUNCTION_OPEN, FUNCTION_CLOSE)
-            closed = text.endswith(FUNCTION_CLOSE, 0, end)
-            reason = decoded.reason if closed else f"unterminated <function={name}> ({decoded.reason})"
-            builder.failure(end, reason)
-            continue
-        value, json_end = decoded
-        after = _skip_ws(text, json_end)
-        if text.startswith(FUNCTION_CLOSE, after):
-            end = after + len(FUNCTION_CLOSE)
-            if isinstance(value, dict):
-                builder.call(end, name, value)
-            else:
-                builder.failure(end, f"arguments not an object (got {type(value).__name__})")
-        elif after >= len(text):
-            builder.failure(len(text), f"unterminated <function={name}>: no </function> after the JSON")
-        else:
-            end = _resync(text, after, FUNCTION_OPEN, FUNCTION_CLOSE)
-            builder.failure(end, f"unexpected text after the JSON in <function={name}>")
 
 
 # ---------------------------------------------------------------- mistral
@@ -244,7 +122,7 @@ def parse_mistral(builder: SpanBuilder) -> None:
     ``]`` to the last call, so a single call's raw is the whole block.
     """
     text = builder.text
-    while (start := text.find(MISTRAL_TOOL_CALLS, builder.position)) >= 0:
+    while (start := builder.find(MISTRAL_TOOL_CALLS, builder.position)) >= 0:
         builder.content(start)
         body = _skip_ws(text, start + len(MISTRAL_TOOL_CALLS))
         if body >= len(text):
@@ -256,36 +134,7 @@ def parse_mistral(builder: SpanBuilder) -> None:
 
 
 def _parse_mistral_list(builder: SpanBuilder, cursor: int) -> None:
-    text = builder.text
-    first = True
-    while True:
-        item = _skip_ws(text, cursor)
-        if item < len(text) and text[item] == "]":
-            builder.failure(item + 1, "empty [TOOL_CALLS] list" if first else "trailing ',' in [TOOL_CALLS] list")
-            return
-        decoded = _decode_at(text, item)
-        if isinstance(decoded, _JsonError):
-            end = _resync(text, item, MISTRAL_TOOL_CALLS, None)
-            reason = decoded.reason if decoded.truncated else f"{decoded.reason} in [TOOL_CALLS] list"
-            builder.failure(end, reason)
-            return
-        value, json_end = decoded
-        after = _skip_ws(text, json_end)
-        checked = _read_call_object(value, ("arguments", "parameters"))
-        if after < len(text) and text[after] == "]":
-            _emit(builder, after + 1, checked)
-            return
-        if after < len(text) and text[after] == ",":
-            _emit(builder, json_end, checked)
-            cursor = after + 1
-            first = False
-            continue
-        if after >= len(text):
-            builder.failure(len(text), "unterminated [TOOL_CALLS] list: no closing ']'")
-            return
-        end = _resync(text, after, MISTRAL_TOOL_CALLS, None)
-        builder.failure(end, "expected ',' or ']' after a call in [TOOL_CALLS] list")
-        return
+    parse_call_list(builder, cursor, label="[TOOL_CALLS]", opener=MISTRAL_TOOL_CALLS)
 
 
 _MISTRAL_NAME = re.compile(r"[^\s\[\]{}]+")
@@ -304,7 +153,7 @@ def _parse_mistral_named(builder: SpanBuilder, head: int) -> None:
             call_id = id_match.group()
             cursor = id_match.end()
     if name_match is None or not text.startswith(MISTRAL_ARGS, cursor):
-        end = _resync(text, head, MISTRAL_TOOL_CALLS, None)
+        end = _resync(builder, head, MISTRAL_TOOL_CALLS, None)
         if cursor >= len(text):
             reason = "truncated [TOOL_CALLS]: no [ARGS] after the name"
         else:
@@ -314,7 +163,7 @@ def _parse_mistral_named(builder: SpanBuilder, head: int) -> None:
     body = _skip_ws(text, cursor + len(MISTRAL_ARGS))
     decoded = _decode_at(text, body)
     if isinstance(decoded, _JsonError):
-        end = _resync(text, body, MISTRAL_TOOL_CALLS, None)
+        end = _resync(builder, body, MISTRAL_TOOL_CALLS, None)
         builder.failure(end, decoded.reason)
         return
     value, json_end = decoded
@@ -333,16 +182,17 @@ def _parse_mistral_named(builder: SpanBuilder, head: int) -> None:
 _LLAMA_CANDIDATE = re.compile(r"<\|python_tag\|>|\{")
 # A broken JSON call ends where the next one can begin: a '{' at column 0
 # (pretty-printed inner objects are indented) or the next <|python_tag|>.
-_LLAMA_RESYNC = re.compile(r"(?<=\n)\{|<\|python_tag\|>")
 # Only a '{' that starts like a call counts as a failed call when its JSON
 # is broken; any other broken '{' is ordinary content.
 _LLAMA_CALL_START = re.compile(r'\{\s*"(?:name|parameters|arguments|function)"')
 _LLAMA_STOPS = ("\n", "<|eom_id|>", "<|eot_id|>")
 
 
-def _llama_resync(text: str, search_from: int) -> int:
-    match = _LLAMA_RESYNC.search(text, search_from)
-    return match.start() if match else len(text)
+def _llama_resync(builder: SpanBuilder, search_from: int) -> int:
+    line_brace = builder.find("\n{", max(search_from - 1, 0))
+    tag = builder.find(PYTHON_TAG, search_from)
+    ends = [pos for pos in (line_brace + 1 if line_brace >= 0 else -1, tag) if pos >= 0]
+    return min(ends) if ends else len(builder.text)
 
 
 def parse_llama3(builder: SpanBuilder) -> None:
@@ -399,10 +249,16 @@ def _llama_attempt(builder: SpanBuilder, start: int, brace: int, forced: bool) -
     decoded = _decode_at(text, brace)
     if isinstance(decoded, _JsonError):
         if not forced and not _LLAMA_CALL_START.match(text, brace):
-            builder.content(brace + 1)
+            # Not a call: skip what the decoder read (a valid JSON prefix) in
+            # one step, so deeply nested broken JSON costs linear time, not a
+            # decode per '{'; nesting too deep to decode skips to the next line.
+            skip = decoded.position if decoded.position > brace else brace + 1
+            if decoded.position < 0 and "RecursionError" in decoded.reason:
+                skip = max(_llama_resync(builder, brace + 1), brace + 1)
+            builder.content(skip)
             return None
         builder.content(start)
-        builder.failure(max(_llama_resync(text, brace + 1), brace + 1), decoded.reason)
+        builder.failure(max(_llama_resync(builder, brace + 1), brace + 1), decoded.reason)
         return builder.position
     value, json_end = decoded
     is_attempt = forced or (
@@ -421,7 +277,7 @@ def _llama_python_call(builder: SpanBuilder, body: int) -> int:
     """``brave_search.call(query="...")`` after ``<|python_tag|>``: parsed
     with ``ast`` (never evaluated) up to the end of the line or turn."""
     text = builder.text
-    stops = [pos for stop in _LLAMA_STOPS if (pos := text.find(stop, body)) >= 0]
+    stops = [pos for stop in _LLAMA_STOPS if (pos := builder.find(stop, body)) >= 0]
     end = min(stops) if stops else len(text)
     checked = _python_call(text[body:end])
     if isinstance(checked, str):
@@ -464,7 +320,23 @@ def _python_call(source: str) -> tuple[str, dict[str, Any]] | str:
 
 PARSERS: dict[ToolCallFamily, Callable[[SpanBuilder], None]] = {
     ToolCallFamily.HERMES: parse_hermes,
+    ToolCallFamily.QWEN3_CODER: parse_qwen3_coder,
     ToolCallFamily.LLAMA3: parse_llama3,
+    ToolCallFamily.PYTHONIC: parse_pythonic,
     ToolCallFamily.MISTRAL: parse_mistral,
     ToolCallFamily.FUNCTION_TAG: parse_function_tag,
+    ToolCallFamily.FUNCTIONARY_V32: parse_functionary_v32,
+    ToolCallFamily.FUNCTOOLS: parse_functools,
+    ToolCallFamily.GRANITE: parse_granite,
+    ToolCallFamily.DEEPSEEK_R1: parse_deepseek,
+    ToolCallFamily.DEEPSEEK_V3: parse_deepseek,
+    ToolCallFamily.COMMAND_R: parse_command_r,
+    ToolCallFamily.INTERNLM: parse_internlm,
+    ToolCallFamily.XLAM: parse_xlam,
+    ToolCallFamily.HARMONY: parse_harmony,
+    ToolCallFamily.KIMI_K2: parse_kimi_k2,
+    ToolCallFamily.GLM45: parse_glm45,
+    ToolCallFamily.MINIMAX_M2: parse_minimax_m2,
+    ToolCallFamily.NEMOTRON: parse_nemotron,
+    ToolCallFamily.SEED_OSS: parse_seed_oss,
 }

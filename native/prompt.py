@@ -22,6 +22,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from meta_spider.native.adapt import (
+    TemplateCapabilities,
+    fit_messages,
+    probe_template,
+    template_tools,
+    template_variables,
+)
 from meta_spider.native.errors import ChatTemplateError, MissingChatTemplateError
 from meta_spider.native.families import ToolCallFamily, detect_family
 from meta_spider.native.renderer import NativeToolRenderer
@@ -109,7 +116,10 @@ def compile_chat_template(template: str) -> Any:
     ) -> str:
         # jinja's own tojson HTML-escapes '<', '>', '&' and "'", which would
         # change what the model sees; transformers replaces it with this.
-        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        return json.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys,
+            default=_iterable_as_list,
+        )
 
     def strftime_now(format: str) -> str:
         return datetime.now().strftime(format)
@@ -128,6 +138,14 @@ def compile_chat_template(template: str) -> Any:
         raise ChatTemplateError(
             f"template syntax error at line {exc.lineno}: {exc.message}", template_source="template text"
         ) from exc
+
+
+def _iterable_as_list(value: Any) -> list[Any]:
+    # jinja's map/select filters return generators; templates pipe them into
+    # tojson (llama.cpp's DeepSeek R1 template does), which JSON cannot write.
+    if hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict)):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _plain(value: Any) -> Any:
@@ -182,6 +200,7 @@ class NativeToolPrompt:
         self.tokenizer = tokenizer
         self.context: dict[str, Any] = dict(context or {})
         self.source = source
+        self._capabilities: TemplateCapabilities | None = None
         if tokenizer is None and template is not None:
             compile_chat_template(template)  # fail at construction, not at the first prompt
 
@@ -260,16 +279,49 @@ class NativeToolPrompt:
 
         ``enable_thinking`` sets both ``enable_thinking`` and ``thinking``
         (see :func:`thinking_switches`); explicit ``template_kwargs`` win.
+        The messages are first fitted to what the template can render
+        (:func:`~meta_spider.native.adapt.fit_messages`): calls, results,
+        tools and system text the template would drop are written where it
+        shows them.
         Raises :class:`ChatTemplateError` when the template refuses the
         messages (its ``raise_exception``) or fails while rendering.
         """
-        import jinja2
-
         kwargs = {**thinking_switches(enable_thinking), **template_kwargs}
         tool_list = None if tools is None else [_plain(tool) for tool in tools]
         # Shape errors in the caller's messages are raised as they are, before
         # any template code runs; only what the template does is wrapped.
         plain_messages = _normalise_messages(messages)
+        capabilities = self.capabilities()
+        fitted = fit_messages(
+            plain_messages, capabilities, tools=tool_list,
+            format_calls=lambda calls: self.renderer().format_calls(calls),
+        )
+        # A template that cannot show `tools` gets them in the system text
+        # instead; some (Command R+) fail on the OpenAI shape, so they get none.
+        return self._render_raw(fitted, tool_list if capabilities.tools else None, add_generation_prompt, kwargs)
+
+    def capabilities(self) -> TemplateCapabilities:
+        """What this template renders (system role, tools, calls, tool
+        results), probed once (see :func:`~meta_spider.native.adapt.probe_template`)."""
+        if self._capabilities is None:
+            self._capabilities = probe_template(
+                lambda messages, tools: self._render_raw(messages, tools, True, {})
+            )
+        return self._capabilities
+
+    def _render_raw(
+        self,
+        messages: list[dict[str, Any]],
+        tool_list: list[dict[str, Any]] | None,
+        add_generation_prompt: bool,
+        kwargs: Mapping[str, Any],
+    ) -> str:
+        """Render exactly these messages (no fitting)."""
+        import jinja2
+
+        extra = template_variables(self.template or "", tool_list, datetime.now())
+        kwargs = {**extra, **kwargs}
+        tool_list = template_tools(self.template or "", tool_list)
         try:
             if self.tokenizer is not None:
                 return self.tokenizer.apply_chat_template(
@@ -283,7 +335,7 @@ class NativeToolPrompt:
             variables = {
                 **self.context,
                 **kwargs,
-                "messages": plain_messages,
+                "messages": messages,
                 "tools": tool_list,
                 "documents": None,
                 "add_generation_prompt": add_generation_prompt,

@@ -15,48 +15,51 @@ import json
 from typing import Any, Iterable, Mapping
 
 from meta_spider.native.families import ToolCallFamily, coerce_family, detect_family
-from meta_spider.native.parsers import (
-    FUNCTION_CLOSE,
-    FUNCTION_OPEN,
-    HERMES_CLOSE,
-    HERMES_OPEN,
-    MISTRAL_TOOL_CALLS,
-    PARSERS,
-    PYTHON_TAG,
-)
+from meta_spider.native.formatting import family_call_end, family_call_prefix, format_family_calls, reasoning_tags
+from meta_spider.native.parsers import PARSERS
 from meta_spider.native.results import ParsedToolCall, ParseResult, SpanBuilder
 
-__all__ = ["NativeToolRenderer", "leading_reasoning_end"]
-
-_CALL_PREFIXES: dict[ToolCallFamily, str] = {
-    ToolCallFamily.HERMES: HERMES_OPEN + "\n",
-    ToolCallFamily.LLAMA3: PYTHON_TAG,
-    ToolCallFamily.MISTRAL: MISTRAL_TOOL_CALLS,
-    ToolCallFamily.FUNCTION_TAG: FUNCTION_OPEN,
-}
-
-
-def _tojson(value: Any) -> str:
-    # The same spelling as the templates' `tojson` filter (transformers'
-    # variant: ", "/": " separators, non-ASCII kept), so a formatted call is
-    # byte-identical to the template's own rendering of that call.
-    return json.dumps(value, ensure_ascii=False)
-
+__all__ = ["NativeToolRenderer", "leading_reasoning_end", "mark_leading_reasoning"]
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 
-def leading_reasoning_end(text: str) -> int:
+def leading_reasoning_end(text: str, tags: tuple[str, str] = (THINK_OPEN, THINK_CLOSE)) -> int:
     """End of the reasoning block the output starts with (0 when none)."""
-    close = text.find(THINK_CLOSE)
-    if text.lstrip().startswith(THINK_OPEN):
-        return close + len(THINK_CLOSE) if close >= 0 else len(text)
-    if close >= 0 and THINK_OPEN not in text[:close]:
-        # The template prefilled "<think>" into the prompt, so the output
-        # holds only the rest of the reasoning and its closing tag.
-        return close + len(THINK_CLOSE)
+    opening, closing = tags
+    close = text.find(closing)
+    if text.lstrip().startswith(opening):
+        return close + len(closing) if close >= 0 else len(text)
+    if close >= 0 and opening not in text[:close]:
+        # The template prefilled the opening tag into the prompt, so the
+        # output holds only the rest of the reasoning and its closing tag.
+        return close + len(closing)
     return 0
+
+
+def mark_leading_reasoning(builder: SpanBuilder, family: ToolCallFamily) -> None:
+    """Mark the output's leading reasoning block in ``family``'s tags: the
+    tags as markup, the text between as reasoning (harmony marks its own
+    ``analysis`` channel while parsing)."""
+    if family is ToolCallFamily.HARMONY:
+        return
+    tags = reasoning_tags(family)
+    text = builder.text
+    end = leading_reasoning_end(text, tags)
+    if end == 0:
+        return
+    opening, closing = tags
+    start = text.find(opening)
+    close = text.find(closing)
+    if 0 <= start < end and text[:start].strip() == "":
+        builder.content(start)
+        builder.markup(start + len(opening))
+    if 0 <= close < end:
+        builder.reasoning(close)
+        builder.markup(close + len(closing))
+    else:
+        builder.reasoning(end)
 
 
 class NativeToolRenderer:
@@ -86,15 +89,17 @@ class NativeToolRenderer:
 
         A leading reasoning block (``<think>...</think>`` at the start, or
         text up to a first ``</think>`` when the template prefilled
-        ``<think>``) stays content: reasoning models draft calls while
-        thinking, and a draft is not a call. An unclosed leading ``<think>``
-        means the model is still thinking, so nothing after it is a call.
+        ``<think>``; Seed-OSS and Command R use their own tags, harmony its
+        ``analysis`` channel) is ``result.reasoning``, not content, and never
+        a call: reasoning models draft calls while thinking, and a draft is
+        not a call. An unclosed leading ``<think>`` means the model is still
+        thinking, so nothing after it is a call.
         """
         if not isinstance(text, str):
             raise TypeError(f"parse() takes the model output as str, got {type(text).__name__}")
         builder = SpanBuilder(text)
         try:
-            builder.content(leading_reasoning_end(text))
+            mark_leading_reasoning(builder, self.family)
             PARSERS[self.family](builder)
         except Exception as exc:  # noqa: BLE001 - the contract is "never raises"
             # A parser bug must not take the agent loop down: whatever was not
@@ -108,7 +113,12 @@ class NativeToolRenderer:
     def call_prefix(self) -> str:
         """The text that opens one call in this family; prefilled into the
         assistant turn so the model completes a call in its own syntax."""
-        return _CALL_PREFIXES[self.family]
+        return family_call_prefix(self.family, self.template)
+
+    def call_end(self) -> str | None:
+        """The marker that closes a call in this family (a stop string for a
+        prefilled call), None when the call ends with the turn."""
+        return family_call_end(self.family, self.template)
 
     def format_call(
         self, name: str, arguments: Mapping[str, Any], *, call_id: str | None = None
@@ -139,26 +149,4 @@ class NativeToolRenderer:
         if not normalised:
             raise ValueError("format_calls() needs at least one call, got none")
 
-        family = self.family
-        if family is ToolCallFamily.HERMES:
-            return "\n".join(
-                f'{HERMES_OPEN}\n{{"name": {_tojson(name)}, "arguments": {_tojson(arguments)}}}\n{HERMES_CLOSE}'
-                for name, arguments, _ in normalised
-            )
-        if family is ToolCallFamily.LLAMA3:
-            # Llama 3.1's template writes custom-tool calls as bare JSON;
-            # several calls in one turn are separated by "; ".
-            return "; ".join(
-                f'{{"name": {_tojson(name)}, "parameters": {_tojson(arguments)}}}'
-                for name, arguments, _ in normalised
-            )
-        if family is ToolCallFamily.MISTRAL:
-            items = []
-            for name, arguments, call_id in normalised:
-                item = f'{{"name": {_tojson(name)}, "arguments": {_tojson(arguments)}'
-                item += f', "id": {_tojson(call_id)}}}' if call_id is not None else "}"
-                items.append(item)
-            return f"{MISTRAL_TOOL_CALLS}[{', '.join(items)}]"
-        return "".join(
-            f"{FUNCTION_OPEN}{name}>{_tojson(arguments)}{FUNCTION_CLOSE}" for name, arguments, _ in normalised
-        )
+        return format_family_calls(self.family, normalised, self.template)

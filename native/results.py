@@ -1,10 +1,12 @@
 """Typed results of parsing model output for tool calls.
 
-A parse splits the output into contiguous *spans*: plain content, one tool
-call, or one failed call attempt. Every character of the input lies in
-exactly one span, so nothing the model wrote is ever lost: the content is the
-concatenation of the content spans, each call's ``raw`` and each failure's
-``raw`` is the text of its span.
+A parse splits the output into contiguous *spans*: plain content, reasoning
+(``<think>`` text, harmony's ``analysis`` channel), markup that is neither
+(the ``<think>`` tags themselves, channel headers), one tool call, or one
+failed call attempt. Every character of the input lies in exactly one span,
+so nothing the model wrote is ever lost: the content is the concatenation of
+the content spans, the reasoning that of the reasoning spans, each call's
+``raw`` and each failure's ``raw`` is the text of its span.
 
 This module knows nothing about any tool-call syntax; the parsers in
 :mod:`meta_spider.native.parsers` fill a :class:`SpanBuilder`.
@@ -23,7 +25,7 @@ __all__ = [
     "SpanBuilder",
 ]
 
-SpanKind = Literal["content", "call", "failure"]
+SpanKind = Literal["content", "reasoning", "markup", "call", "failure"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class ParseResult:
     raw: str
     #: Contiguous spans covering ``raw`` from 0 to ``len(raw)``, in order.
     spans: tuple[ParseSpan, ...] = field(default=())
+    #: The model's reasoning (``<think>`` blocks, harmony ``analysis``): never
+    #: parsed for calls and not part of ``content``.
+    reasoning: str = ""
 
     @property
     def ok(self) -> bool:
@@ -118,6 +123,32 @@ class SpanBuilder:
         self._spans: list[ParseSpan] = []
         self._calls: list[ParsedToolCall] = []
         self._failures: list[ToolParseFailure] = []
+        # needle -> (searched from, found at): a parser that searches for the
+        # same marker again and again from increasing positions (a closing
+        # tag that never comes) scans the text once, not once per attempt.
+        self._finds: dict[str, tuple[int, int]] = {}
+
+    def find(self, needle: str, start: int) -> int:
+        """``text.find(needle, start)``, memoised so that repeated searches
+        from increasing positions cost linear time in total."""
+        cached = self._finds.get(needle)
+        if cached is not None:
+            searched_from, found = cached
+            if searched_from <= start and (found < 0 or found >= start):
+                return found
+        found = self.text.find(needle, start)
+        self._finds[needle] = (start, found)
+        return found
+
+    def find_any(self, needles: tuple[str, ...], start: int) -> tuple[int, str]:
+        """The earliest of several needles at or after ``start``: ``(index, needle)``,
+        ``(-1, "")`` when none occurs."""
+        best, which = -1, ""
+        for needle in needles:
+            found = self.find(needle, start)
+            if found >= 0 and (best < 0 or found < best):
+                best, which = found, needle
+        return best, which
 
     def _check(self, start: int, end: int) -> None:
         if start != self.position or end < start or end > len(self.text):
@@ -128,14 +159,25 @@ class SpanBuilder:
 
     def content(self, end: int) -> None:
         """Mark ``[position, end)`` as plain content."""
+        self._plain("content", end)
+
+    def reasoning(self, end: int) -> None:
+        """Mark ``[position, end)`` as the model's reasoning."""
+        self._plain("reasoning", end)
+
+    def markup(self, end: int) -> None:
+        """Mark ``[position, end)`` as markup that is neither content nor a
+        call (reasoning tags, channel headers)."""
+        self._plain("markup", end)
+
+    def _plain(self, kind: SpanKind, end: int) -> None:
         start = self.position
         self._check(start, end)
         if end == start:
             return
-        if self._spans and self._spans[-1].kind == "content":
-            previous = self._spans.pop()
-            start = previous.start
-        self._spans.append(ParseSpan("content", start, end))
+        if self._spans and self._spans[-1].kind == kind:
+            start = self._spans.pop().start
+        self._spans.append(ParseSpan(kind, start, end))
         self.position = end
 
     def call(
@@ -167,8 +209,12 @@ class SpanBuilder:
         content = "".join(
             self.text[span.start : span.end] for span in self._spans if span.kind == "content"
         )
+        reasoning = "".join(
+            self.text[span.start : span.end] for span in self._spans if span.kind == "reasoning"
+        )
         return ParseResult(
             content=content,
+            reasoning=reasoning,
             tool_calls=tuple(self._calls),
             failures=tuple(self._failures),
             raw=self.text,

@@ -276,10 +276,10 @@ def test_session_json_round_trip_and_continuation(tools: ToolRegistry, tmp_path)
         ("[]", "expected a JSON object"),
         ('{"format": "other"}', "format is 'other'"),
         ('{"format": "meta-spider-session", "version": 99}', "version 99 is not supported"),
-        ('{"format": "meta-spider-session", "version": 1, "messages": [{"role": "robot"}]}', "'messages' must be"),
+        ('{"format": "meta-spider-session", "version": 1, "messages": [{"role": "robot"}]}', "messages[0]: role 'robot'"),
         (
             '{"format": "meta-spider-session", "version": 1, "messages": [], "tool_results": [{"x": 1}]}',
-            "bad tool_results entry",
+            "tool_results[0]: expected the fields",
         ),
     ],
 )

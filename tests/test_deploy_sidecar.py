@@ -81,15 +81,15 @@ def test_numpy_signal_mix_matches_torch(tmp_path):
 
     doubter = random_doubter(seed=4, signals=list(SIGNALS))
     with torch.no_grad():
-        doubter.signal_mix.mean.copy_(torch.tensor([-20.0, -1.5, -0.3, -1.0]))
-        doubter.signal_mix.scale.copy_(torch.tensor([4.0, 0.5, 0.2, 0.8]))
+        doubter.signal_mix.mean.copy_(torch.tensor([-20.0, -1.5, -0.3, -1.0, -5.0, -3.0, -8.0]))
+        doubter.signal_mix.scale.copy_(torch.tensor([4.0, 0.5, 0.2, 0.8, 1.5, 1.0, 2.5]))
     assert float(doubter.signal_mix.linear.weight.abs()[0, 1:].min()) > 1e-3  # perturbed: every signal counts
     numpy_doubter = NumpyDoubter.from_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
     assert numpy_doubter.signals == SIGNALS and numpy_doubter.drafts
     generator = torch.Generator().manual_seed(12)
     for _ in range(4):
         states = torch.randn(1, 3, 32, generator=generator) * 4.0
-        signals = torch.tensor([[-25.0, -1.2, -0.1, -2.0]]) + torch.randn(1, 4, generator=generator)
+        signals = torch.tensor([[-25.0, -1.2, -0.1, -2.0, -6.0, -3.5, -9.0]]) + torch.randn(1, 7, generator=generator)
         with torch.no_grad():
             expected = doubter.encode(states, signals)
         got = numpy_doubter.encode(states[0].numpy(), signals[0].numpy())

@@ -208,8 +208,8 @@ def test_pass1_signals_match_transformers(tiny):
 
     pipeline = tiny.pipeline(signals=list(SIGNALS))
     with torch.no_grad():
-        pipeline.doubter.signal_mix.mean.copy_(torch.tensor([-30.0, -2.0, -1.0, -3.0]))
-        pipeline.doubter.signal_mix.scale.copy_(torch.tensor([5.0, 0.5, 0.5, 1.0]))
+        pipeline.doubter.signal_mix.mean.copy_(torch.tensor([-30.0, -2.0, -1.0, -3.0, -6.0, -4.0, -9.0]))
+        pipeline.doubter.signal_mix.scale.copy_(torch.tensor([5.0, 0.5, 0.5, 1.0, 2.0, 1.5, 3.0]))
     backend = tiny.backend(tiny.sidecar(pipeline, "signals.gguf"))
     reference = TransformersBackend(pipeline)
     for prompt in tiny.prompts:

@@ -169,6 +169,9 @@ def test_option_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert parse_dataset_options(["seed=3", "build=true", "preset=tiny", "path=/a=b"]) == {
         "seed": 3, "build": True, "preset": "tiny", "path": "/a=b"}
     assert default_splits(["test", "train", "extra"]) == ["train", "test"]
+    # shift splits come after the ordinary ones, for `metaloom eval --shifts`
+    assert default_splits(["test_misspelt", "test", "validation", "train", "test_outside"]) == [
+        "train", "validation", "test", "test_misspelt", "test_outside"]
     assert default_splits(["dev", "auxiliary_train"]) == ["dev", "auxiliary_train"]
 
 

@@ -92,3 +92,32 @@ def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path
     assert 0.0 <= generated.p_correct <= 1.0
     bad = CliRunner().invoke(train, ["--run-dir", str(run), "--logprob-signals", "perplexity"])
     assert bad.exit_code == 2 and "unknown signals ['perplexity']" in bad.output
+
+
+def test_p_correct_from_signals_trains_the_same_doubter_without_its_states(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    from meta_spider.loom.activations import ActivationDataset
+    from meta_spider.wrapper import Doubter
+    from meta_spider.wrapper.signals import SIGNALS
+
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8",
+                                        "--p-correct-from", "signals", *SHAPE], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = RunManifest.load(run)
+    doubter = Doubter.from_checkpoint(manifest.resolve(run, manifest.checkpoint))
+    assert doubter.config.signals == SIGNALS  # every signal by default
+    weights = doubter.signal_mix.linear.weight[0]
+    assert weights[0] == 0.0 and torch.count_nonzero(weights[1:]) > 0
+    activations = ActivationDataset.load(run / "activations")
+    states, signals = activations.states("prompt")[:6], activations.signals(SIGNALS)[:6]
+    with torch.no_grad():  # other states, the same P(correct): it reads the signals alone
+        first = doubter.encode(states, signals).p_correct_logit
+        other = doubter.encode(torch.randn_like(states) * 5, signals).p_correct_logit
+    torch.testing.assert_close(first, other)
+    bad = CliRunner().invoke(train, ["--run-dir", str(run), "--p-correct-from", "states", "--logprob-signals", "all"])
+    assert bad.exit_code == 2 and "leave out --logprob-signals" in bad.output

@@ -125,7 +125,7 @@ def test_format_round_trip(reference: ActivationDataset, dataset: JsonlDataset, 
 
     shapes = {"states_prompt": (n, 3, 32), "states_draft": (n, 3, 32), "pass1_correct": (n,),
               "first_token_max_prob": (n,), "answer_mean_logprob": (n,), "prompt_lengths": (n,),
-              "answer_lengths": (n,), "signals": (n, 4)}
+              "answer_lengths": (n,), "signals": (n, 7)}
     for name in SHARD_TENSORS:
         tensor = reference.tensor(name)
         if name in shapes:
@@ -269,6 +269,23 @@ def test_signals_equal_the_pipelines_pass1(pipe: MetaSpiderPipeline, reference: 
     assert reference.signals(["draft_logprob_min", "prompt_logprob_sum"]).shape == (len(reference), 2)
 
 
+def test_a_collection_serves_the_signals_it_recorded(reference: ActivationDataset, tmp_path: Path) -> None:
+    """A collection from before the rarest-token signals still serves the
+    four it recorded, and names the ones it lacks."""
+    from meta_spider.loom.activations import ActivationFormatError
+
+    older = ActivationDataset.load(reference.save(tmp_path / "older"))
+    four = ["prompt_logprob_sum", "prompt_logprob_mean", "draft_logprob_mean", "draft_logprob_min"]
+    older.info["signals"] = four  # its signals tensor keeps seven columns; the first four are those names
+    assert older.recorded_signals == tuple(four)
+    torch.testing.assert_close(older.signals(four[::-1]), reference.signals(four[::-1]))
+    with pytest.raises(ActivationFormatError, match="not \\['prompt_logprob_min'\\]"):
+        older.signals(["prompt_logprob_sum", "prompt_logprob_min"])
+    older.info["signals"] = []
+    with pytest.raises(ActivationFormatError, match="before pass-1 signals were recorded"):
+        older.signals(["prompt_logprob_sum"])
+
+
 @pytest.mark.parametrize("family", ["gemma2", "gpt2", "llava"])
 def test_batched_reads_across_families(family: str) -> None:
     """Sliding-window layers (Gemma 2, window shorter than the prompts),
@@ -296,8 +313,23 @@ def test_plain_question_lists_and_save(pipe: MetaSpiderPipeline, tmp_path: Path)
     gc.collect()  # the temporary folder outlives the collector while the dataset is in use
     assert torch.equal(saved.states("draft"), collected.states("draft"))
     judged = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False,
-                                        check_correctness=lambda answer, example: example.id == "q1")
+                                        check_example=lambda answer, example: example.id == "q1")
     assert [e["pass1_correct"] for e in judged.collect(questions, ["a", "b", "c"]).examples] == [False, True, False]
+    # The published form: two strings, right when one ground truth is accepted.
+    seen: list[tuple[str, str]] = []
+
+    def by_truth(prediction: str, truth: str) -> bool:
+        seen.append((prediction, truth))
+        return truth == "Rome"
+
+    strings = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False,
+                                         check_correctness=by_truth)
+    collected = strings.collect(questions, ["a", ["Paris", "Rome"], "c"])
+    assert [e["pass1_correct"] for e in collected.examples] == [False, True, False]
+    assert {truth for _, truth in seen} == {"a", "Paris", "Rome", "c"}
+    assert all(isinstance(prediction, str) for prediction, _ in seen)
+    with pytest.raises(ValueError, match="not both"):
+        ActivationDatasetCollector(pipe, check_correctness=by_truth, check_example=lambda a, e: True)
 
 
 def test_template_switches_reach_the_prompt(pipe: MetaSpiderPipeline, tmp_path: Path) -> None:
@@ -363,7 +395,7 @@ CHILD = textwrap.dedent("""
         return dataset.check_fn(answer, example)
 
     collector = ActivationDatasetCollector(pipe, max_new_tokens=%d, shard_size=4, batch_size=int(batch_size),
-                                           show_progress=False, check_correctness=slow_check)
+                                           show_progress=False, check_example=slow_check)
     print("started", flush=True)
     collector.collect_dataset(dataset, ["train", "validation", "test"], output_dir=out)
 """) % MAX_NEW_TOKENS

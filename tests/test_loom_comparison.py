@@ -221,6 +221,10 @@ def test_summary_is_a_rich_table(report: ComparisonReport) -> None:
     assert "Doubter (generated text)" in text and "first_token_max_prob" in text
     assert "0.920" in text  # the Doubter's AUROC
     assert "McNemar p=0.688" in text and "Acceptance 3/7" in text
+    # print() shows the same table as text, not an object's repr
+    summary = report.summary()
+    assert isinstance(summary, str) and "Doubter (generated text)" in summary and "0.920" in summary
+    assert "Table object" not in str(summary) and "McNemar p=0.688" in summary
 
 
 def test_risk_coverage_png(report: ComparisonReport, tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ from meta_spider.loom.baselines import LogisticProbe, select_probe_layer
 from meta_spider.loom.datasets import JsonlDataset
 from meta_spider.loom.evaluation import (
     BenchmarkAlignmentError,
-    BenchmarkTask,
     EvalHarness,
+    HarnessTask,
     QABenchmark,
     QuestionOutcome,
     classify_action,
@@ -273,8 +273,8 @@ def test_run_benchmark_needs_a_doubter(tiny_run: dict[str, Any]) -> None:
 
 def test_eval_harness_runs_each_task(tiny_run: dict[str, Any], pipe_with_silent_doubter: Any) -> None:
     dataset, activations = tiny_run["dataset"], tiny_run["activations"]
-    tasks = [BenchmarkTask("test", QABenchmark(dataset, "test", activations, max_examples=4), MAX_NEW_TOKENS),
-             BenchmarkTask("validation", QABenchmark(dataset, "validation", activations, max_examples=4,
+    tasks = [HarnessTask("test", QABenchmark(dataset, "test", activations, max_examples=4), MAX_NEW_TOKENS),
+             HarnessTask("validation", QABenchmark(dataset, "validation", activations, max_examples=4,
                                                      calibration_split="train"), MAX_NEW_TOKENS)]
     reports = EvalHarness(pipe_with_silent_doubter, tasks).run()
     assert list(reports) == ["test", "validation"]

@@ -40,9 +40,12 @@ KEY_ENV = "META_SPIDER_TEST_JUDGE_KEY"
 @dataclass
 class Reply:
     status: int = 200
-    body: Any = None  # dict -> JSON; str -> sent as is
+    body: Any = None  # dict -> JSON; str -> sent as is; bytes -> sent as they are
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0  # > 0: send the body one byte per `drip` seconds, forever
+    drip_headers: bool = False  # with drip: the header lines never end either
+    echo_headers: bool = False  # the verdict text is the request's headers
 
 
 def completion(text: str) -> dict[str, Any]:
@@ -56,6 +59,8 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.script: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.dripped = 0
+        self.hung_up = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,8 +70,16 @@ class ScriptedServer:
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
                 reply = server.script.popleft() if server.script else Reply(500, "script exhausted")
                 time.sleep(reply.delay)
-                payload = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-                data = payload.encode("utf-8")
+                if reply.drip:
+                    self.drip(reply)
+                    return
+                if reply.echo_headers:
+                    reply.body = completion(json.dumps(dict(self.headers)))
+                if isinstance(reply.body, bytes):
+                    data = reply.body
+                else:
+                    payload = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+                    data = payload.encode("utf-8")
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -77,6 +90,19 @@ class ScriptedServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and went away, as scripted
+
+            def drip(self, reply: Reply) -> None:
+                try:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    if not reply.drip_headers:
+                        self.wfile.write(b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n")
+                    while True:  # until the client goes away
+                        self.wfile.write(b"X" if reply.drip_headers else b" ")
+                        self.wfile.flush()
+                        server.dripped += 1
+                        time.sleep(reply.drip)
+                except (BrokenPipeError, ConnectionResetError):
+                    server.hung_up.set()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -117,12 +143,58 @@ def make_judge(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch):
         options.update(settings)
         judge = OpenRouterJudge(**options)
         judge.waits = waits  # type: ignore[attr-defined]
+        judge.judge = _never_leaking(judge.judge)  # type: ignore[method-assign]
         judges.append(judge)
         return judge
 
     yield build
     for judge in judges:
         judge.close()
+
+
+def _texts_of(value: Any, seen: set[int] | None = None) -> Iterator[str]:
+    """Every text an exception (or value) can show: str, repr, each
+    attribute, and the same for its cause and context."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    yield str(value)
+    yield repr(value)
+    if isinstance(value, (str, bytes, int, float, type(None))):
+        return
+    for attribute in vars(value).values() if hasattr(value, "__dict__") else ():
+        yield from _texts_of(attribute, seen)
+    for attribute in value.args if isinstance(value, BaseException) else ():
+        yield from _texts_of(attribute, seen)
+    if isinstance(value, BaseException):
+        yield from _texts_of(value.__cause__, seen)
+        yield from _texts_of(value.__context__, seen)
+
+
+def _never_leaking(judge_method):
+    """Wrap ``OpenRouterJudge.judge``: whatever it returns or raises, the key
+    appears in none of its texts, byte for byte."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            verdict = judge_method(*args, **kwargs)
+        except Exception as error:
+            leaks = [text for text in _texts_of(error) if SECRET in text or SECRET[3:20] in text]
+            assert not leaks, f"the key leaked into {type(error).__name__}: {leaks[0][:200]!r}"
+            raise
+        assert not [text for text in _texts_of(verdict) if SECRET in text]
+        return verdict
+
+    return checked
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test of the module: the key is in no log line at any level."""
+    with caplog.at_level(logging.DEBUG):
+        yield
+    assert SECRET not in caplog.text and SECRET[3:20] not in caplog.text
 
 
 def test_correct_verdict_and_what_reached_the_server(server: ScriptedServer, make_judge) -> None:
@@ -208,9 +280,11 @@ def test_other_client_errors_are_not_retried(server: ScriptedServer, make_judge)
 
 @pytest.mark.parametrize("body", ["<html>gateway</html>", {"choices": []}, {"choices": [{"message": {}}]}])
 def test_malformed_body_is_a_response_error(server: ScriptedServer, make_judge, body: Any) -> None:
-    server.play(Reply(200, body))
+    server.play(*[Reply(200, body)] * 2)  # retried: a garbled reply is often a proxy's passing fault
+    judge = make_judge(max_retries=1)
     with pytest.raises(JudgeResponseError, match="choices\\[0\\].message.content"):
-        make_judge()("a", "b")
+        judge("a", "b")
+    assert len(server.requests) == 2 and len(judge.waits) == 1
 
 
 def test_off_script_verdict_is_rejected_not_guessed(server: ScriptedServer, make_judge) -> None:
@@ -262,3 +336,65 @@ def test_retry_after_as_http_date_and_garbage(server: ScriptedServer, make_judge
     assert judge("a", "a") is True
     assert judge.waits[0] == 20.0  # the server asked for ~30 s; max_backoff caps it
     assert judge.waits[1] == 0.5  # unreadable header: plain exponential backoff (0.25 * 2)
+
+
+# ---------------------------------------------------------------- hostile servers
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("drip_headers", [False, True], ids=["body", "headers"])
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(server: ScriptedServer, make_judge,
+                                                                   drip_headers: bool) -> None:
+    # One byte every 0.2 s keeps every per-read timeout happy, forever.
+    server.play(Reply(drip=0.2, drip_headers=drip_headers))
+    judge = make_judge(timeout=1.0, max_retries=0)
+    with pytest.raises(JudgeRetriesExhaustedError, match=r"no response within 1 s \(timeout\)"):
+        judge("a", "b")
+    assert server.hung_up.wait(30), "the client never let go of the connection"
+    assert server.dripped < 20  # about 1 s of bytes, not the endless stream
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+        ('{"choices": [{"message": {"content": [{"text": 1}]}}]}', "content part's text is not a string"),
+        ('{"choices": "x"}', "choices[0].message.content"),
+        ("\x00\xff not json", "choices[0].message.content"),
+    ],
+    ids=["deep-json", "part-not-text", "choices-string", "binary"],
+)
+def test_a_malformed_reply_is_retried_then_typed(server: ScriptedServer, make_judge, body: str, problem: str) -> None:
+    server.play(Reply(200, body), Reply(200, body))
+    judge = make_judge(max_retries=1)
+    with pytest.raises(JudgeResponseError) as caught:
+        judge("a", "b")
+    assert problem in str(caught.value)
+    assert len(server.requests) == 2
+
+
+def test_bad_compression_is_retried_then_typed(server: ScriptedServer, make_judge) -> None:
+    garbage = Reply(200, b"\x1f\x8b not gzip at all", headers={"Content-Encoding": "gzip"})
+    server.play(garbage, garbage, Reply(body=completion("CORRECT")))
+    assert make_judge(max_retries=2)("a", "b") is True
+    server.play(garbage)
+    with pytest.raises(JudgeResponseError, match="bad compression"):
+        make_judge(max_retries=0)("a", "b")
+
+
+def test_the_key_is_scrubbed_before_a_401_body_is_cut(server: ScriptedServer, make_judge) -> None:
+    server.play(Reply(401, "x" * 290 + SECRET + " was refused"))
+    with pytest.raises(JudgeAuthError) as caught:
+        make_judge()("a", "b")
+    assert SECRET[:8] not in caught.value.detail  # not even the head of a cut key
+
+
+def test_a_reply_echoing_the_headers_leaks_no_header_secret(server: ScriptedServer, make_judge) -> None:
+    referer_token = "tok-extra-header-secret-42"
+    server.play(Reply(echo_headers=True))
+    judge = make_judge(extra_headers={"X-Org-Token": referer_token, "X-Title": "meta"})
+    with pytest.raises(JudgeVerdictError) as caught:
+        judge("a", "b")
+    for text in _texts_of(caught.value):
+        assert SECRET not in text and referer_token not in text
+    assert "[redacted]" in caught.value.raw and "X-Title" in caught.value.raw

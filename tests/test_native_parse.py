@@ -12,6 +12,7 @@ from native_fixtures import assert_every_character_accounted_for
 
 from meta_spider.native import NativeToolRenderer, ParsedToolCall, ToolCallFamily
 from meta_spider.native import parsers
+from meta_spider.native.formatting import reasoning_tags
 
 H, L, M, F = ToolCallFamily.HERMES, ToolCallFamily.LLAMA3, ToolCallFamily.MISTRAL, ToolCallFamily.FUNCTION_TAG
 
@@ -122,7 +123,13 @@ def test_format_calls_round_trips_two_parallel_calls(family: ToolCallFamily) -> 
     calls = [("get_weather", PARIS, "a1B2c3D4e"), ("search", NESTED_ARGS, "Zz9Yy8Xx7")]
     text = renderer.format_calls(calls)
     result = renderer.parse(text)
-    expected_ids = [c[2] if family is M else None for c in calls]
+    # Mistral writes the ids it is given; Command R numbers the calls of a
+    # turn and Kimi K2 names them functions.<name>:<index>.
+    expected_ids = {
+        M: ["a1B2c3D4e", "Zz9Yy8Xx7"],
+        ToolCallFamily.COMMAND_R: ["0", "1"],
+        ToolCallFamily.KIMI_K2: ["functions.get_weather:0", "functions.search:1"],
+    }.get(family, [None, None])
     assert result.ok
     assert [(c.name, c.arguments, c.call_id) for c in result.tool_calls] == [
         (name, arguments, call_id) for (name, arguments, _), call_id in zip(calls, expected_ids)
@@ -208,23 +215,46 @@ def test_malformed_output_gives_typed_failures_and_keeps_the_text(
     assert_every_character_accounted_for(result, text)
 
 
-@pytest.mark.parametrize("family", list(ToolCallFamily))
+@pytest.mark.parametrize("family", [f for f in ToolCallFamily if f is not ToolCallFamily.HARMONY])
 def test_calls_drafted_in_a_leading_reasoning_block_are_not_calls(family: ToolCallFamily) -> None:
     renderer = NativeToolRenderer(family)
+    opening, closing = reasoning_tags(family)
     draft = renderer.format_call("kb_lookup", {"query": "draft"})
     real = renderer.format_call("get_weather", PARIS)
-    thinking = f"<think>\nMaybe {draft} or {renderer.call_prefix()} ... no, the weather.\n</think>\n\n"
-    for text in (thinking + real, thinking.removeprefix("<think>") + real):  # second: template prefilled <think>
+    thought = f"\nMaybe {draft} or {renderer.call_prefix()} ... no, the weather.\n"
+    thinking = f"{opening}{thought}{closing}\n\n"
+    for text in (thinking + real, thinking.removeprefix(opening) + real):  # second: template prefilled the tag
         result = renderer.parse(text)
         assert result.ok
         assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", PARIS)]
-        assert result.content == text[: text.index("</think>") + len("</think>\n\n")]
+        assert result.reasoning == thought
+        assert result.content == "\n\n"
         assert_every_character_accounted_for(result, text)
-    still_thinking = renderer.parse("<think>\nI will call " + real)
+    still_thinking = renderer.parse(f"{opening}\nI will call " + real)
     assert still_thinking.tool_calls == () and still_thinking.ok
-    # A <think> that does not lead the output is ordinary text.
-    later = renderer.parse("Done. <think> " + real)
+    assert still_thinking.reasoning == "\nI will call " + real
+    # A reasoning tag that does not lead the output is ordinary text.
+    later = renderer.parse(f"Done. {opening} \n" + real)
     assert [c.name for c in later.tool_calls] == ["get_weather"]
+
+
+def test_harmony_analysis_is_reasoning_and_a_recipient_makes_a_call() -> None:
+    renderer = NativeToolRenderer(ToolCallFamily.HARMONY)
+    # Special tokens end a harmony message, so a drafted call in the analysis
+    # channel is prose: to=functions.kb_lookup {"query": "draft"}.
+    draft = 'to=functions.kb_lookup {"query": "draft"}'
+    text = (
+        f"<|channel|>analysis<|message|>Maybe {draft}.<|end|>"
+        '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
+        '{"city": "Paris", "unit": "celsius"}<|call|>'
+    )
+    result = renderer.parse(text)
+    assert result.ok and result.content == ""
+    assert result.reasoning == f"Maybe {draft}."
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", PARIS)]
+    final = renderer.parse("<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>4")
+    assert (final.reasoning, final.content, final.tool_calls) == ("Easy.", "4", ())
+    assert_every_character_accounted_for(result, text)
 
 
 def test_a_parser_bug_becomes_a_failure_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,13 @@
 """Packaging: every package folder is listed, everything installs under the
-``meta_spider`` namespace, and nothing installs a top-level ``tools``,
-``plugins`` or ``wrapper``."""
+``meta_spider`` namespace (plus the published names ``meta_core``,
+``meta_loom``, ``meta_agent``, ``meta_deploy``), nothing installs a
+top-level ``tools``, ``plugins`` or ``wrapper``, and a wheel built from the
+clone installs and runs."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +23,9 @@ else:  # pragma: no cover - Python 3.10
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ROOT_FOLDERS = ("agentcore", "plugins", "policies", "backends", "wrapper", "loom", "native", "tools")
+COMPAT = Path("loom") / "compat"
+"""The published import names live here, each installed at the top level."""
+COMPAT_PACKAGES = ("meta_spider", "meta_core", "meta_loom", "meta_agent", "meta_deploy")
 
 
 def pyproject() -> dict:
@@ -32,8 +39,11 @@ def tree_packages() -> set[str]:
         for init in (REPO_ROOT / root).rglob("__init__.py"):
             if "__pycache__" in init.parts:
                 continue
-            relative = init.parent.relative_to(REPO_ROOT).parts
-            found.add(".".join(("meta_spider", *relative)))
+            relative = init.parent.relative_to(REPO_ROOT)
+            if relative.is_relative_to(COMPAT):
+                found.add(".".join(relative.relative_to(COMPAT).parts))
+            else:
+                found.add(".".join(("meta_spider", *relative.parts)))
     return found
 
 
@@ -47,8 +57,10 @@ def test_packages_list_matches_the_tree() -> None:
 
 def test_package_dir_maps_each_root_folder_into_the_namespace() -> None:
     mapping = pyproject()["tool"]["setuptools"]["package-dir"]
-    assert mapping == {f"meta_spider.{root}": root for root in ROOT_FOLDERS}
-    assert all(name.startswith("meta_spider.") for name in pyproject()["tool"]["setuptools"]["packages"])
+    assert mapping == {f"meta_spider.{root}": root for root in ROOT_FOLDERS} | {
+        name: str(COMPAT / name) for name in COMPAT_PACKAGES}
+    listed = pyproject()["tool"]["setuptools"]["packages"]
+    assert all(name.startswith("meta_spider.") or name in COMPAT_PACKAGES for name in listed)
 
 
 def test_console_scripts_point_at_the_cli() -> None:
@@ -82,9 +94,8 @@ def test_no_top_level_names_leak_into_the_environment(tmp_path: Path) -> None:
     assert str(REPO_ROOT) not in result.stdout, result.stdout
 
 
-@pytest.mark.slow
-def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
-    """Build the real wheel from a copy of the sources and read its file list."""
+def _build_wheel(tmp_path: Path) -> Path:
+    """The real wheel, built from a copy of the sources (no network)."""
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -103,11 +114,45 @@ def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     (wheel,) = out.glob("meta_spider-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
+    """Build the real wheel and read its file list."""
+    wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
-    assert top_level == {"meta_spider", next(t for t in top_level if t.endswith(".dist-info"))}
+    assert top_level == {*COMPAT_PACKAGES, next(t for t in top_level if t.endswith(".dist-info"))}
     for package in tree_packages():
         assert package.replace(".", "/") + "/__init__.py" in names
-    assert "meta_spider/__init__.py" not in names  # a namespace: other distributions may share it
+    assert not any("/compat/" in name for name in names)  # each published name once, at the top
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "meta-agent = meta_spider.agentcore.cli:meta_agent" in entry_points
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_from_the_wheel_runs(tmp_path: Path) -> None:
+    """What the README's install from a clone gives: the wheel installed (no
+    dependencies, no index: this environment has them) into a scratch
+    folder, its own ``meta-agent`` script listing the tools and its own
+    files answering ``from meta_spider import ...``."""
+    wheel = _build_wheel(tmp_path)
+    target = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
+                             str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    env = {**os.environ, "PYTHONPATH": str(target), "META_SPIDER_PLUGINS": ""}
+    tools = subprocess.run([str(target / "bin" / "meta-agent"), "tools", "--json"], capture_output=True, text=True,
+                           timeout=120, env=env, cwd=tmp_path)
+    assert tools.returncode == 0, tools.stderr
+    assert {entry["name"] for entry in json.loads(tools.stdout)} >= {"calculator"}
+    code = ("import meta_spider, meta_core, meta_loom, meta_agent, meta_deploy, sys\n"
+            "print(meta_spider.__file__); print(meta_core.__file__); print('torch' in sys.modules)\n"
+            "from meta_spider import MetaSpiderPipeline, Doubter, Trainer, QABenchmark\n")
+    where = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    umbrella, core, torch_loaded = where.stdout.split()
+    assert Path(umbrella).is_relative_to(target) and Path(core).is_relative_to(target)
+    assert torch_loaded == "False"  # the published names stay lazy

@@ -1,13 +1,23 @@
-"""Layer discovery, activation reading and a two-pass generate on a tiny
-in-process model of every supported family."""
+"""Layer discovery, activation reading, a two-pass generate, no harm at
+gates 0 and a training step on a tiny in-process model of every supported
+family, the hybrids with recurrent state included."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
-from wrapper_helpers import PROMPTS, TINY_FAMILIES, chat_ids, forward_hook_counts, shared_model, shared_tokenizer
+from wrapper_helpers import (
+    HYBRID_FAMILIES,
+    PROMPTS,
+    TINY_FAMILIES,
+    chat_ids,
+    forward_hook_counts,
+    shared_model,
+    shared_tokenizer,
+)
 
+from meta_spider.wrapper.passes import DecodeStats
 from meta_spider.wrapper import (
     ActivationCollector,
     LayerDiscoveryError,
@@ -27,7 +37,16 @@ EXPECTED_LAYER_PATHS = {
     "gpt2": "transformer.h",
     "phi3": "model.layers",
     "llava": "model.language_model.layers",
+    "qwen3_next": "model.layers",
+    "falcon_h1": "model.layers",
+    "granitemoehybrid": "model.layers",
+    "jamba": "model.layers",  # attention and Mamba blocks of two classes in one list
+    "mamba2": "backbone.layers",
+    "gemma4": "model.layers",
+    "gpt_oss": "model.layers",
+    "olmo3": "model.layers",
 }
+SMALL = dict(encoder_dim=16, ca_bottleneck_dim=16)
 
 
 def _pipeline(family: str, **config: object) -> MetaSpiderPipeline:
@@ -52,6 +71,8 @@ def test_two_pass_generate_runs_and_injection_changes_the_residual_stream(family
     doubter = pipe.attach(pipe.new_doubter(encoder_dim=16, ca_bottleneck_dim=16, ca_gate_init=0.9))
     result = pipe.generate(PROMPTS[3], max_new_tokens=6, return_result=True)
     assert 1 <= len(result.token_ids) <= 6 and result.reused_prompt_cache
+    # Recurrent layers cannot drop a token: they restore the state kept before the last prompt token.
+    assert result.prompt_cache == ("snapshot" if family in HYBRID_FAMILIES else "cropped")
     assert 0.0 < result.p_correct < 1.0
     assert result.cognitive_tokens.shape == (2, 32)
     # Injection reaches the logits (the token choice of a random model may not move).
@@ -117,3 +138,96 @@ def test_discovery_error_names_the_model() -> None:
 def test_pipeline_rejects_layers_outside_the_base() -> None:
     with pytest.raises(ValueError, match=r"\[9\].*6 layers"):
         _pipeline("qwen2", target_layers=[9])
+
+
+def _base_greedy(family: str, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
+    model = shared_model(family)
+    return model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_gates_at_zero_give_the_base_greedy_output(family: str) -> None:
+    pipe = _pipeline(family, target_layers=[2, 4], cross_attn_layers=[3, 5])
+    doubter = pipe.attach(pipe.new_doubter(**SMALL))
+    doubter.set_injection_gates(0.0)
+    for prompt in (PROMPTS[0], PROMPTS[9]):
+        result = pipe.generate(prompt, max_new_tokens=8, return_result=True)
+        assert result.reused_prompt_cache
+        assert result.token_ids == _base_greedy(family, chat_ids(shared_tokenizer(), prompt), 8), prompt
+
+
+@pytest.mark.parametrize("family", sorted(HYBRID_FAMILIES))
+def test_hybrid_rolls_back_over_a_draft(family: str) -> None:
+    # A draft read leaves prompt + draft in the recurrent state: pass 2 must
+    # go back past every draft token to before the last prompt token.
+    pipe = _pipeline(family, target_layers=[2, 4], read_position="draft")
+    doubter = pipe.attach(pipe.new_doubter(**SMALL))
+    doubter.set_injection_gates(0.0)
+    result = pipe.generate(PROMPTS[5], max_new_tokens=6, return_result=True)
+    expected = _base_greedy(family, chat_ids(shared_tokenizer(), PROMPTS[5]), 6)
+    assert result.prompt_cache == "snapshot" and result.draft_text is not None
+    assert result.token_ids == expected
+
+
+@pytest.mark.parametrize("read_position", ["prompt", "draft"])
+@pytest.mark.parametrize("family", sorted(HYBRID_FAMILIES))
+def test_hybrid_cache_rolled_back_gives_the_base_next_token_logits(family: str, read_position: str) -> None:
+    # Greedy tokens of a random tiny model hardly depend on the context; the
+    # logits do: from a wrong recurrent state they differ at once.
+    pipe = _pipeline(family, target_layers=[2, 4], read_position=read_position)
+    pipe.attach(pipe.new_doubter(**SMALL))
+    ids = chat_ids(shared_tokenizer(), PROMPTS[7])
+    pass1 = pipe.read_ids(ids, max_draft_tokens=5)
+    stats = DecodeStats()
+    cache = pipe.decoder.prompt_cache_without_last(pass1, ids, stats)
+    assert stats.prompt_cache == "snapshot"
+    # The recurrent layers hold what a prefill of the prompt minus its last token leaves.
+    fresh = pipe.decoder.new_cache()
+    pipe.decoder.forward(ids[:, :-1], fresh)
+    recurrent = [(a, b) for a, b in zip(cache.layers, fresh.layers) if hasattr(a, "recurrent_states")]
+    assert recurrent
+    for rolled, prefilled in recurrent:
+        for index, state in rolled.recurrent_states.items():
+            if state is not None:
+                torch.testing.assert_close(state, prefilled.recurrent_states[index], atol=1e-5, rtol=1e-4)
+        for index, conv in rolled.conv_states.items():
+            if conv is not None:
+                torch.testing.assert_close(conv, prefilled.conv_states[index][..., -conv.shape[-1]:])
+    with torch.no_grad():
+        expected = pipe.model(input_ids=ids).logits[0, -1].float()
+    torch.testing.assert_close(pipe.decoder.forward(ids[:, -1:], cache), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_collected_states_are_the_hidden_states_after_each_layer(family: str) -> None:
+    pipe = _pipeline(family)
+    ids = chat_ids(shared_tokenizer(), PROMPTS[2])
+    read = pipe.collect_states(PROMPTS[2], layers=[1, 4], max_draft_tokens=4)
+    with torch.no_grad():
+        output = pipe.model(input_ids=ids, output_hidden_states=True)
+    assert read.prompt_states.shape == (1, 2, 32) and read.draft_states.shape == (1, 2, 32)
+    for column, layer in enumerate([1, 4]):
+        torch.testing.assert_close(read.prompt_states[0, column], output.hidden_states[layer + 1][0, -1].float(),
+                                   atol=1e-4, rtol=1e-4)
+    assert read.draft_ids == _base_greedy(family, ids, 4)
+
+
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_one_training_step_moves_only_the_wrapper(family: str) -> None:
+    pipe = _pipeline(family, target_layers=[2, 4], cross_attn_layers=[3, 5])
+    doubter = pipe.attach(pipe.new_doubter(**SMALL))
+    tokenizer = shared_tokenizer()
+    prompts = [chat_ids(tokenizer, PROMPTS[i])[0].tolist() for i in (0, 6)]
+    targets = [tokenizer("Paris.<|im_end|>", add_special_tokens=False)["input_ids"],
+               tokenizer("I do not know.<|im_end|>", add_special_tokens=False)["input_ids"]]
+    base_before = [p.detach().clone() for p in pipe.model.parameters()]
+    wrapper_before = [p.detach().clone() for p in doubter.parameters()]
+    optimizer = torch.optim.AdamW(pipe.trainable_parameters(), lr=1e-2)
+    output = pipe.training_forward(prompts, targets, correct=[True, False])
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    for layer, module in doubter.cross_attn.items():
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), layer
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(wrapper_before, doubter.parameters()))
+    assert all(torch.equal(a, b) and b.grad is None for a, b in zip(base_before, pipe.model.parameters()))

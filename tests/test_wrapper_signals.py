@@ -23,11 +23,25 @@ def test_token_logprobs_is_log_softmax_at_the_tokens() -> None:
         token_logprobs(logits.numpy(), ids[:3])
 
 
+def test_rarest_token_signals_by_hand() -> None:
+    # a template of likely tokens around a rare two-token name and a rare word elsewhere
+    prompt = np.array([-0.1, -0.2, -4.0, -5.0, -0.1, -0.3, -6.0, -0.2, -0.1])
+    names = ["prompt_logprob_min", "prompt_logprob_low_mean", "prompt_window_logprob_min"]
+    # lowest four: -6, -5, -4, -0.3; the least probable three in a row: -0.2 -4 -5
+    np.testing.assert_allclose(signal_vector(names, prompt, None), [-6.0, -15.3 / 4, -9.2])
+    # a rewording that only makes the template tokens less likely leaves the rarest ones where they were
+    reworded = np.where(prompt > -1.0, prompt - 0.5, prompt)
+    assert signal_vector(names[:1], reworded, None) == signal_vector(names[:1], prompt, None)
+    assert signal_vector(["prompt_logprob_mean"], reworded, None) < signal_vector(["prompt_logprob_mean"], prompt, None)
+
+
 def test_signal_vector_orders_and_checks_names() -> None:
     prompt, draft = np.array([-1.0, -3.0]), np.array([-0.5, -2.5, -0.0])
-    assert signal_vector(SIGNALS, prompt, draft).tolist() == [-4.0, -2.0, -1.0, -2.5]
+    # sum, mean, draft mean, draft min, then the rarest tokens: min, mean of the lowest 4 (all 2), window of 3 (of 2)
+    assert signal_vector(SIGNALS, prompt, draft).tolist() == [-4.0, -2.0, -1.0, -2.5, -3.0, -2.0, -4.0]
     assert signal_vector(["draft_logprob_min", "prompt_logprob_mean"], prompt, draft).tolist() == [-2.5, -2.0]
     assert signal_vector(["prompt_logprob_mean"], np.array([]), None).tolist() == [0.0]  # a one-token prompt
+    assert signal_vector([name for name in SIGNALS if name.startswith("prompt")], np.array([]), None).tolist() == [0.0] * 5
     with pytest.raises(ValueError, match="needs a draft"):
         signal_vector(["draft_logprob_mean"], prompt, None)
     with pytest.raises(ValueError, match="unknown signals"):
@@ -53,7 +67,10 @@ def test_pass1_signals_are_the_bases_own_log_probs(read_position: str) -> None:
         logits = model(torch.cat([ids, torch.tensor([draft])], dim=1)).logits[0].double()
     token_lp = logits.log_softmax(-1)[:-1].gather(1, torch.cat([ids[0, 1:], torch.tensor(draft)]).unsqueeze(1))[:, 0]
     prompt_lp, draft_lp = token_lp[: ids.shape[1] - 1], token_lp[ids.shape[1] - 1:]
-    expected = [prompt_lp.sum(), prompt_lp.mean(), draft_lp.mean(), draft_lp.min()]
+    lowest = prompt_lp.sort().values
+    windows = prompt_lp.unfold(0, 3, 1).sum(dim=1)
+    expected = [prompt_lp.sum(), prompt_lp.mean(), draft_lp.mean(), draft_lp.min(), prompt_lp.min(),
+                lowest[:4].mean(), windows.min()]
     np.testing.assert_allclose(pass1.signals[0].numpy(), [float(v) for v in expected], rtol=1e-5, atol=1e-4)
     # An untouched signal mix passes the encoder's logit through.
     torch.testing.assert_close(pass1.encoded.p_correct_logit, doubter.encoder_logit(pass1.layer_states))

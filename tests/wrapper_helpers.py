@@ -7,7 +7,10 @@ shares its vocabulary so any model can be paired with it.
 
 Families (``TINY_FAMILIES``): Llama, Mistral, Qwen2, Qwen3, Gemma 2,
 Gemma 3 (text), Gemma 3 multimodal (``Gemma3ForConditionalGeneration``),
-GPT-2, Phi-3, Llava (Llama text model inside a multimodal wrapper).
+GPT-2, Phi-3, Llava (Llama text model inside a multimodal wrapper), Gemma 4
+(text), GPT-OSS, OLMo 3, and the hybrids with recurrent state
+(``HYBRID_FAMILIES``): Qwen3-Next, Falcon-H1, Granite 4 (GraniteMoeHybrid),
+Jamba, Mamba 2.
 
 This module knows nothing about meta-spider: other areas' tests reuse it
 for any "give me a small real transformers model" need.
@@ -192,6 +195,76 @@ def _llava(v: int, tok: Any, over: dict[str, Any]) -> Any:
     return LlavaForConditionalGeneration(config)
 
 
+def _qwen3_next(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+
+    # Gated-DeltaNet linear attention with full attention every third layer, MoE MLPs.
+    return Qwen3NextForCausalLM(Qwen3NextConfig(
+        **_common_text(v, tok, over), head_dim=8, full_attention_interval=3, linear_num_value_heads=4,
+        linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8, linear_conv_kernel_dim=4,
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=16))
+
+
+def _falcon_h1(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    # Attention and a Mamba-2 mixer side by side in every layer.
+    return FalconH1ForCausalLM(FalconH1Config(
+        **_common_text(v, tok, over), head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8,
+        mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=16, mamba_d_conv=4))
+
+
+def _granitemoehybrid(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    # Granite 4: Mamba-2 layers with attention layers between them.
+    return GraniteMoeHybridForCausalLM(GraniteMoeHybridConfig(
+        **_common_text(v, tok, over), num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=32,
+        mamba_n_heads=4, mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1, mamba_chunk_size=16, mamba_expand=2,
+        layer_types=["mamba", "mamba", "attention", "mamba", "mamba", "attention"]))
+
+
+def _jamba(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import JambaConfig, JambaForCausalLM
+
+    # Mamba and attention blocks of different classes in one list; MoE every other layer.
+    return JambaForCausalLM(JambaConfig(
+        **_common_text(v, tok, over), num_experts=4, num_experts_per_tok=2, expert_layer_period=2,
+        expert_layer_offset=1, attn_layer_period=3, attn_layer_offset=2, mamba_d_state=8, mamba_d_conv=4,
+        mamba_expand=2, mamba_dt_rank=4))
+
+
+def _mamba2(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    return Mamba2ForCausalLM(Mamba2Config(
+        vocab_size=v, hidden_size=32, num_hidden_layers=6, num_heads=4, head_dim=16, state_size=8, n_groups=1,
+        chunk_size=16, expand=2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id))
+
+
+def _gemma4(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import Gemma4ForCausalLM, Gemma4TextConfig
+
+    return Gemma4ForCausalLM(Gemma4TextConfig(**_common_text(v, tok, over), head_dim=8, sliding_window=16))
+
+
+def _gpt_oss(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    return GptOssForCausalLM(GptOssConfig(**_common_text(v, tok, over), head_dim=8, sliding_window=16,
+                                          num_local_experts=4, num_experts_per_tok=2))
+
+
+def _olmo3(v: int, tok: Any, over: dict[str, Any]) -> Any:
+    from transformers import Olmo3Config, Olmo3ForCausalLM
+
+    return Olmo3ForCausalLM(Olmo3Config(**_common_text(v, tok, over), sliding_window=16))
+
+
+HYBRID_FAMILIES = ("qwen3_next", "falcon_h1", "granitemoehybrid", "jamba", "mamba2")
+"""The families whose cache holds recurrent (linear-attention or state-space) state."""
+
 TINY_FAMILIES: dict[str, Callable[[int, Any, dict[str, Any]], Any]] = {
     "llama": _llama,
     "mistral": _mistral,
@@ -203,6 +276,14 @@ TINY_FAMILIES: dict[str, Callable[[int, Any, dict[str, Any]], Any]] = {
     "gpt2": _gpt2,
     "phi3": _phi3,
     "llava": _llava,
+    "qwen3_next": _qwen3_next,
+    "falcon_h1": _falcon_h1,
+    "granitemoehybrid": _granitemoehybrid,
+    "jamba": _jamba,
+    "mamba2": _mamba2,
+    "gemma4": _gemma4,
+    "gpt_oss": _gpt_oss,
+    "olmo3": _olmo3,
 }
 """Family name -> builder ``(vocab_size, tokenizer, text_config_overrides) -> model``; 6 decoder
 layers, hidden size 32, every one of them."""
@@ -212,11 +293,11 @@ def make_tiny_model(family: str, tokenizer: Any, *, seed: int = 0, **text_config
     """A randomly initialised tiny model of ``family`` in float32, eval mode,
     with its generation config's eos/pad set to the tokenizer's.
     ``text_config`` overrides the text-config fields of the families built
-    on the shared text config (all but GPT-2), e.g. ``hidden_size=64``."""
+    on the shared text config (all but GPT-2 and Mamba 2), e.g. ``hidden_size=64``."""
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; known: {sorted(TINY_FAMILIES)}")
-    if text_config and family == "gpt2":
-        raise ValueError(f"gpt2 takes no text-config overrides, got {sorted(text_config)}")
+    if text_config and family in ("gpt2", "mamba2"):
+        raise ValueError(f"{family} takes no text-config overrides, got {sorted(text_config)}")
     torch.manual_seed(seed)
     model = TINY_FAMILIES[family](len(tokenizer), tokenizer, text_config)
     model = model.to(torch.float32).eval()

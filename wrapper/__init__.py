@@ -22,6 +22,7 @@ _EXPORTS = {
     "EncoderOutput": "encoders",
     "build_encoder": "encoders",
     "CheckpointError": "errors",
+    "DoubterNotAttachedError": "errors",
     "FingerprintMismatchError": "errors",
     "LayerDiscoveryError": "errors",
     "NoDoubterError": "errors",
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # the same names for type checkers (F401: they are re-exports
     from meta_spider.wrapper.encoders import EncoderOutput, build_encoder  # noqa: F401
     from meta_spider.wrapper.errors import (  # noqa: F401
         CheckpointError,
+        DoubterNotAttachedError,
         FingerprintMismatchError,
         LayerDiscoveryError,
         NoDoubterError,

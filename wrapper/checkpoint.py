@@ -76,10 +76,38 @@ def _upgrade(document: dict[str, Any], where: str) -> dict[str, Any]:
     return document
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(document, tensors)`` of a checkpoint folder or file."""
-    from safetensors import safe_open
+def _parse_document(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        document = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(where, f"the config is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(where, f"invalid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(where, "the config JSON nests too deeply") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(where, f"the config must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _load_tensors(weights_file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    try:
+        return load_file(str(weights_file))
+    except (SafetensorError, OSError, ValueError) as exc:  # a truncated or garbage file
+        raise CheckpointError(
+            str(weights_file), f"the weights are not a valid safetensors file ({exc}); save the Doubter again"
+        ) from None
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(document, tensors)`` of a checkpoint folder or file; every problem
+    with the files is a :class:`CheckpointError` naming the file."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if path.is_dir():
@@ -88,19 +116,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
             if not needed.is_file():
                 raise CheckpointError(str(path), f"missing {needed.name}")
         try:
-            document = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(str(config_file), f"invalid JSON ({exc})") from exc
+            raw = config_file.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(str(config_file), f"cannot be read ({exc.strerror})") from None
+        document = _parse_document(raw, str(config_file))
     elif path.is_file() and path.suffix == ".safetensors":
         weights_file = path
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(str(path), f"not a valid safetensors file ({exc}); save the Doubter again") from None
         if METADATA_CONFIG_KEY not in metadata:
             raise CheckpointError(str(path), f"no {METADATA_CONFIG_KEY!r} entry in the safetensors metadata")
-        document = json.loads(metadata[METADATA_CONFIG_KEY])
+        document = _parse_document(metadata[METADATA_CONFIG_KEY], str(path))
     else:
         raise CheckpointError(str(path), "neither a checkpoint folder nor a .safetensors file")
-    return _upgrade(document, str(path)), load_file(str(weights_file))
+    return _upgrade(document, str(path)), _load_tensors(weights_file)
 
 
 def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Doubter":
@@ -110,9 +142,11 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
     document, tensors = read_checkpoint(path)
     try:
         config = DoubterConfig.from_dict(document["config"])
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(str(path), f"bad config ({exc})") from exc
-    doubter = Doubter(config, model_id=document.get("fingerprint", {}).get("model_id", ""))
+    fingerprint = document.get("fingerprint", {})
+    model_id = fingerprint.get("model_id", "") if isinstance(fingerprint, dict) else ""
+    doubter = Doubter(config, model_id=model_id if isinstance(model_id, str) else "")
     expected = set(doubter.state_dict())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)

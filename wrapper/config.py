@@ -142,8 +142,9 @@ class MetaSpiderConfig(_JsonConfig):
 class DoubterConfig(_JsonConfig):
     """The Doubter's shape: what it reads, how it encodes, where it injects."""
 
-    hidden_size: int = _help("hidden size of the base's residual stream", 0)
-    num_layers: int = _help("decoder layer count of the base", 0)
+    hidden_size: int = _help("hidden size of the base's residual stream (0 with num_layers 0: unsized, "
+                             "sized by pipeline.attach)", 0)
+    num_layers: int = _help("decoder layer count of the base (0: unsized)", 0)
     target_layers: Sequence[int] = _help("resolved layers pass 1 reads", factory=tuple)
     cross_attn_layers: Sequence[int] | None = _help("resolved layers pass 2 injects after (None = target_layers)", None)
     encoder_type: str = _help("'selective' (one token per layer), 'multi_token' (learned queries) or 'transformer'", "selective")
@@ -163,21 +164,39 @@ class DoubterConfig(_JsonConfig):
     signals: Sequence[str] = _help("pass-1 log-prob signals P(correct) also reads (meta_spider.wrapper.signals."
                                    "SIGNALS); draft signals make pass 1 draft whatever the read position",
                                    factory=tuple)
+    enable_self_correction: bool = _help("train confirm / correct / refuse targets (needs the transformer "
+                                         "encoder; the trainer follows it)", False)
 
     def __post_init__(self) -> None:
         from meta_spider.wrapper.signals import check_signal_names
 
         self.signals = check_signal_names(self.signals)
+        sizes = (self.hidden_size, self.num_layers)
+        unsized = all(isinstance(v, int) and not isinstance(v, bool) and v == 0 for v in sizes)
         for name in ("hidden_size", "num_layers", "num_cognitive_tokens", "encoder_dim", "encoder_num_heads",
                      "encoder_num_layers", "ca_bottleneck_dim", "ca_num_heads"):
             value = getattr(self, name)
+            if unsized and name in ("hidden_size", "num_layers"):
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.target_layers = resolve_layers(list(self.target_layers) or "late", self.num_layers, "target_layers")
-        cross = self.target_layers if self.cross_attn_layers is None else self.cross_attn_layers
-        self.cross_attn_layers = resolve_layers(list(cross), self.num_layers, "cross_attn_layers")
+                raise ValueError(f"{name} must be a positive int, got {value!r}"
+                                 + (" (leave hidden_size and num_layers both 0 for a Doubter that "
+                                    "pipeline.attach sizes)" if name in ("hidden_size", "num_layers") else ""))
+        if unsized:  # the layers resolve against the base on attach
+            self.target_layers = _check_layer_spec(list(self.target_layers) or "late", "target_layers")
+            if self.cross_attn_layers is not None:
+                self.cross_attn_layers = _check_layer_spec(list(self.cross_attn_layers), "cross_attn_layers")
+        else:
+            self.target_layers = resolve_layers(list(self.target_layers) or "late", self.num_layers, "target_layers")
+            cross = self.target_layers if self.cross_attn_layers is None else self.cross_attn_layers
+            self.cross_attn_layers = resolve_layers(list(cross), self.num_layers, "cross_attn_layers")
         if self.encoder_type not in ENCODER_TYPES:
             raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        if not isinstance(self.enable_self_correction, bool):
+            raise ValueError(f"enable_self_correction must be a bool, got {self.enable_self_correction!r}")
+        if self.enable_self_correction and self.encoder_type != "transformer":
+            raise ValueError(f"enable_self_correction needs encoder_type='transformer' (its tokens see one another, "
+                             f"which is what lets pass 2 revise an answer), got {self.encoder_type!r}")
         if self.ca_bottleneck_dim % self.ca_num_heads:
             raise ValueError(
                 f"ca_bottleneck_dim={self.ca_bottleneck_dim!r} is not divisible by ca_num_heads={self.ca_num_heads!r}"
@@ -200,6 +219,24 @@ class DoubterConfig(_JsonConfig):
             raise ValueError(f"agc_tau must be a positive number, got {self.agc_tau!r}")
         if not -1.0 <= self.refresh_threshold <= 1.0:
             raise ValueError(f"refresh_threshold is a cosine similarity in [-1, 1], got {self.refresh_threshold!r}")
+
+    @property
+    def sized(self) -> bool:
+        """Whether the config knows its base's shape (an unsized one is
+        completed by :meth:`sized_for` when a pipeline attaches it)."""
+        return self.hidden_size > 0 and self.num_layers > 0
+
+    def sized_for(self, hidden_size: int, num_layers: int, config: MetaSpiderConfig | None = None) -> "DoubterConfig":
+        """This config sized for a base: what :meth:`for_base` gives with
+        every field set here that differs from the default kept, so
+        ``Doubter(DoubterConfig(encoder_type=...))`` attached to a pipeline
+        equals ``pipeline.new_doubter(encoder_type=...)``."""
+        defaults = type(self)()
+        overrides = {f.name: getattr(self, f.name) for f in fields(self)
+                     if f.name not in ("hidden_size", "num_layers") and getattr(self, f.name) != getattr(defaults, f.name)}
+        if "target_layers" in overrides and overrides["target_layers"] == "late":
+            del overrides["target_layers"]
+        return type(self).for_base(hidden_size, num_layers, config, **overrides)
 
     @property
     def drafts(self) -> bool:

@@ -73,6 +73,15 @@ class Doubter(nn.Module):
         super().__init__()
         self.config = config
         self.model_id = model_id
+        self.buffer = ReflexionBuffer()
+        self.encoder: nn.Module | None = None
+        self.cross_attn = nn.ModuleDict()
+        self.signal_mix: SignalMix | None = None
+        if config.sized:  # an unsized config gets its modules when a pipeline attaches it (size_for)
+            self._build()
+
+    def _build(self) -> None:
+        config = self.config
         self.encoder = build_encoder(config)
         self.cross_attn = nn.ModuleDict(
             {
@@ -82,8 +91,24 @@ class Doubter(nn.Module):
                 for layer in config.cross_attn_layers
             }
         )
-        self.buffer = ReflexionBuffer()
         self.signal_mix = SignalMix(len(config.signals)) if config.signals else None
+
+    @property
+    def sized(self) -> bool:
+        """Whether the Doubter has its modules (see :meth:`size_for`)."""
+        return self.encoder is not None
+
+    def size_for(self, hidden_size: int, num_layers: int, config: Any = None, *, model_id: str = "") -> "Doubter":
+        """Build the modules of a Doubter made from an unsized config, for a
+        base of this shape (``config``: the pipeline's
+        :class:`MetaSpiderConfig`, for layers and positions); returns self.
+        A sized Doubter is left as it is."""
+        if self.sized:
+            return self
+        self.config = self.config.sized_for(hidden_size, num_layers, config)
+        self.model_id = self.model_id or model_id
+        self._build()
+        return self
 
     # ------------------------------------------------------------ compute
 
@@ -113,6 +138,9 @@ class Doubter(nn.Module):
         return self._encoder_output(layer_states).p_correct_logit
 
     def _encoder_output(self, layer_states: torch.Tensor) -> EncoderOutput:
+        if self.encoder is None:
+            raise ValueError("this Doubter is unsized (its config has hidden_size 0): attach it to a pipeline first "
+                             "(pipeline.attach(doubter) sizes it from the base)")
         expected = (len(self.config.target_layers), self.config.hidden_size)
         if layer_states.dim() != 3 or tuple(layer_states.shape[1:]) != expected:
             raise ValueError(f"layer_states must be [B, {expected[0]}, {expected[1]}], got {tuple(layer_states.shape)}")

@@ -58,3 +58,14 @@ class NoDoubterError(WrapperError):
             f"{operation} needs a Doubter: call pipeline.attach(Doubter(...)) or "
             "pipeline.attach('<checkpoint folder>') first"
         )
+
+
+class DoubterNotAttachedError(WrapperError):
+    """``detach`` was asked for a Doubter the pipeline does not hold."""
+
+    def __init__(self, what: str, attached: list[str]) -> None:
+        self.what = what
+        self.attached = list(attached)
+        held = ", ".join(repr(name) for name in attached) if attached else "none"
+        super().__init__(f"cannot detach {what}: it is not attached to this pipeline (attached: {held}). "
+                         "Fix: detach the object pipeline.attach returned, or one of the attached names")

@@ -2,7 +2,8 @@
 
 No per-family name table: the text config comes from
 ``config.get_text_config(decoder=True)``; the decoder blocks are the
-``ModuleList`` of identical blocks whose length is that config's layer count;
+``ModuleList`` of identical blocks whose length is that config's layer count
+(or the only list of that length, for hybrids that mix block classes);
 when several lists qualify (a vision tower as deep as the text decoder) the
 one closest to the input embedding module wins, which is always the text
 model inside a multimodal wrapper. This module knows nothing about hooks or
@@ -77,13 +78,13 @@ def discover_decoder(model: nn.Module) -> DecoderStructure:
     count = _layer_count(text_config)
     if hidden is None or count is None:
         raise LayerDiscoveryError(model_class, f"its text config has no hidden size / layer count ({type(text_config).__name__})")
-    candidates = [
-        (path, module)
-        for path, module in model.named_modules()
-        if isinstance(module, nn.ModuleList)
-        and len(module) == count
-        and len({type(block) for block in module}) == 1
-    ]
+    lists = [(path, module) for path, module in model.named_modules()
+             if isinstance(module, nn.ModuleList) and len(module) == count]
+    candidates = [(path, module) for path, module in lists if len({type(block) for block in module}) == 1]
+    if not candidates:
+        # Hybrids (Jamba) alternate attention and state-space block classes in
+        # one list; take it when it is the only list of the right length.
+        candidates = lists if len(lists) == 1 else []
     if not candidates:
         raise LayerDiscoveryError(model_class, f"no ModuleList of {count} identical blocks")
     if len(candidates) > 1:

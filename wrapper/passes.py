@@ -8,8 +8,9 @@ token (``read_position="prompt"``) or at the end of a greedy draft
 (``"draft"``), and, for a Doubter that reads pass-1 signals
 (:mod:`meta_spider.wrapper.signals`), keeps the token log-probs of the prompt
 and of the draft. Pass 2 with ``inject_positions="generation"`` crops pass 1's
-cache back to every prompt token before the last and re-decodes only that
-token with injection on; ``"all"`` re-prefills the whole prompt with
+cache back to every prompt token before the last (recurrent layers of hybrid
+models restore the state they kept before that token) and re-decodes only
+that token with injection on; ``"all"`` re-prefills the whole prompt with
 injection. AGC and dynamic refresh act between forwards.
 
 This module knows token ids only: no chat templates, no text.
@@ -81,8 +82,21 @@ class DecodeStats:
     """``"eos"`` or ``"length"``."""
     refreshes: int = 0
     reused_prompt_cache: bool = False
+    prompt_cache: str | None = None
+    """How pass 2 (``inject_positions="generation"``) got the cache of every
+    prompt token but the last: ``"cropped"`` (pass 1's attention cache cut
+    back), ``"snapshot"`` (pass 1's cache cut back, its recurrent
+    linear-attention / state-space layers restored from the state they kept
+    before the last prompt token) or ``"prefilled"`` (the prompt run again);
+    None when pass 2 did not start that way."""
     injection_scales: list[float] = field(default_factory=list)
     """The injection scale of every pass-2 forward (the AGC trace)."""
+
+
+def _holds_recurrent_state(cache: Any) -> bool:
+    """Whether some layer of ``cache`` carries a recurrent state (linear
+    attention, state space) rather than only keys and values."""
+    return any(hasattr(layer, "recurrent_states") for layer in getattr(cache, "layers", ()))
 
 
 class TwoPassDecoder:
@@ -111,8 +125,11 @@ class TwoPassDecoder:
 
         cache = DynamicCache(config=self.model.config)
         # Sliding-window layers drop old states unless told to keep them
-        # until the next crop; pass 2 needs to roll the cache back.
-        cache.activate_past_recording()
+        # until the next crop, and recurrent layers (linear attention, state
+        # space) keep no past state unless told to: pass 2 rolls the cache
+        # back to before the last prompt token, so each keeps the state
+        # before its newest token (one snapshot per later token).
+        cache.activate_past_recording(recurrent_states_to_keep=2)
         return cache
 
     def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
@@ -219,7 +236,7 @@ class TwoPassDecoder:
 
     # ------------------------------------------------------------ pass 2
 
-    def _prompt_cache_without_last(self, pass1: Pass1 | None, input_ids: torch.Tensor, stats: DecodeStats) -> Any:
+    def prompt_cache_without_last(self, pass1: Pass1 | None, input_ids: torch.Tensor, stats: DecodeStats) -> Any:
         """A cache holding every prompt token but the last, reusing pass 1's
         when it is there (cropping it) and prefilling otherwise."""
         prompt_length = input_ids.shape[1]
@@ -227,11 +244,13 @@ class TwoPassDecoder:
         if cache is not None:
             pass1.cache = None  # a crop mutates it: one pass 2 per pass 1
             try:
-                cache.crop(-(cache.get_seq_length() - (prompt_length - 1)))
+                cache.crop(-(int(cache.get_seq_length()) - (prompt_length - 1)))
                 stats.reused_prompt_cache = True
+                stats.prompt_cache = "snapshot" if _holds_recurrent_state(cache) else "cropped"
                 return cache
-            except (RuntimeError, ValueError) as exc:  # a layer kind that cannot roll back
+            except (RuntimeError, ValueError, IndexError) as exc:  # a layer kind that cannot roll back
                 logger.debug("pass-1 cache not reusable (%s); prefilling again", exc)
+        stats.prompt_cache = "prefilled"
         cache = self.new_cache()
         if prompt_length > 1:
             self.forward(input_ids[:, :-1], cache)
@@ -262,7 +281,7 @@ class TwoPassDecoder:
         collector = ActivationCollector(self.structure.layers, doubter.config.target_layers)
 
         if inject_positions == "generation":
-            cache = self._prompt_cache_without_last(pass1, input_ids, stats)
+            cache = self.prompt_cache_without_last(pass1, input_ids, stats)
             first_input = input_ids[:, -1:]
         else:
             cache, first_input = self.new_cache(), input_ids

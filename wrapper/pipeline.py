@@ -25,7 +25,7 @@ from torch import nn
 from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
-from meta_spider.wrapper.errors import NoDoubterError
+from meta_spider.wrapper.errors import DoubterNotAttachedError, NoDoubterError
 from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGate
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
@@ -57,6 +57,9 @@ class GenerationResult:
     refreshes: int = 0
     draft_text: str | None = None
     reused_prompt_cache: bool = False
+    prompt_cache: str | None = None
+    """How pass 2 started: ``"cropped"``, ``"snapshot"`` (recurrent state
+    restored), ``"prefilled"``, or None (see :class:`DecodeStats`)."""
     decision: str = "pass2"
     """One of :data:`DECISIONS`."""
 
@@ -127,20 +130,33 @@ class MetaSpiderPipeline:
         return Doubter(config, model_id=self.model_id)
 
     def attach(self, doubter: "Doubter | str | Path", name: str = "default") -> Doubter:
-        """Attach (and activate) a Doubter or a checkpoint path. Raises
+        """Attach (and activate) a Doubter or a checkpoint path. An unsized
+        Doubter (``Doubter(DoubterConfig(encoder_type=...))``) is sized from
+        this base first, as :meth:`new_doubter` would build it. Raises
         :class:`FingerprintMismatchError` when it was built for another base."""
         if not isinstance(doubter, Doubter):
             doubter = Doubter.from_checkpoint(doubter)
+        doubter.size_for(self.hidden_size, self.num_layers, self.config, model_id=self.model_id)
         doubter.check_fits(self.fingerprint())
         self._doubters[name] = doubter.to(self.device)
         self._active = name
         return doubter
 
-    def detach(self, name: str | None = None) -> Doubter | None:
-        """Remove the named (default: active) Doubter; the base then runs as
-        if it had never been wrapped."""
-        name = self._active if name is None else name
-        removed = self._doubters.pop(name, None) if name is not None else None
+    def detach(self, doubter: "Doubter | str | None" = None) -> Doubter:
+        """Remove a Doubter (the object itself, its name, or by default the
+        active one) and return it; the base then runs as if it had never
+        been wrapped. Raises :class:`DoubterNotAttachedError` when that
+        Doubter is not attached."""
+        if isinstance(doubter, Doubter):
+            name = next((key for key, value in self._doubters.items() if value is doubter), None)
+            if name is None:
+                raise DoubterNotAttachedError(f"a {doubter.config.encoder_type} Doubter object", list(self._doubters))
+        else:
+            name = self._active if doubter is None else doubter
+            if name is None or name not in self._doubters:
+                raise DoubterNotAttachedError(repr(name) if name is not None else "the active Doubter",
+                                              list(self._doubters))
+        removed = self._doubters.pop(name)
         if name == self._active:
             self._active = next(reversed(self._doubters), None)
         return removed
@@ -289,7 +305,8 @@ class MetaSpiderPipeline:
             text, decision = self.decode(token_ids), "base_answer"
         return GenerationResult(
             text=text, token_ids=token_ids, finish_reason=stats.finish_reason, refreshes=stats.refreshes,
-            reused_prompt_cache=stats.reused_prompt_cache, decision=decision, **common,
+            reused_prompt_cache=stats.reused_prompt_cache, prompt_cache=stats.prompt_cache, decision=decision,
+            **common,
         )
 
     # ------------------------------------------------------------ batches

@@ -8,6 +8,13 @@ Pass 1 computes the base's logits anyway; from them come, per question,
   A question about an entity the base has read about many times is less
   surprising to it than one about a name it never saw, so this is a
   familiarity signal the answer's probability does not carry;
+- ``prompt_logprob_min``, ``prompt_logprob_low_mean`` (the mean of the
+  :data:`LOW_K` lowest) and ``prompt_window_logprob_min`` (the least
+  probable run of :data:`WINDOW` consecutive tokens, a rare word's
+  surprisal without knowing where words end): the prompt's rarest tokens.
+  A question asked in new words about a known name has a lower whole-prompt
+  log-prob, but its rarest tokens are still the name's; these read the
+  prompt alone, so they need no annotation of where the entity is;
 - ``draft_logprob_mean`` / ``draft_logprob_min``: the log-probabilities of
   the greedy draft's tokens (these need pass 1 to draft).
 
@@ -26,12 +33,19 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DRAFT_SIGNALS", "PROMPT_SIGNALS", "SIGNALS", "check_signal_names", "signal_vector", "token_logprobs"]
+__all__ = ["DRAFT_SIGNALS", "LOW_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names", "signal_vector",
+           "token_logprobs"]
 
-PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean")
+PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
+                  "prompt_window_logprob_min")
 DRAFT_SIGNALS = ("draft_logprob_mean", "draft_logprob_min")
-SIGNALS = PROMPT_SIGNALS + DRAFT_SIGNALS
-"""Every signal, in the order an activation dataset stores them."""
+SIGNALS = PROMPT_SIGNALS[:2] + DRAFT_SIGNALS + PROMPT_SIGNALS[2:]
+"""Every signal, in the order an activation dataset stores them (the first
+four are the ones collections recorded before the rarest-token signals)."""
+LOW_K = 4
+"""How many of the prompt's least probable tokens ``prompt_logprob_low_mean`` averages."""
+WINDOW = 3
+"""Consecutive prompt tokens per window of ``prompt_window_logprob_min``."""
 
 
 def check_signal_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -66,19 +80,34 @@ def token_logprobs(logits: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
     return result
 
 
+def _prompt_signal(name: str, prompt: np.ndarray) -> float:
+    """One prompt signal of the prompt's token log-probs; 0 for an empty
+    array (a one-token prompt), and windows or lows shrink to what there is."""
+    if prompt.size == 0:
+        return 0.0
+    if name == "prompt_logprob_sum":
+        return float(prompt.sum())
+    if name == "prompt_logprob_mean":
+        return float(prompt.sum() / prompt.size)
+    if name == "prompt_logprob_min":
+        return float(prompt.min())
+    if name == "prompt_logprob_low_mean":
+        return float(np.sort(prompt)[:LOW_K].mean())
+    width = min(WINDOW, prompt.size)
+    return float(np.convolve(prompt, np.ones(width), mode="valid").min())
+
+
 def signal_vector(names: Sequence[str], prompt_logprobs: np.ndarray | None,
                   draft_logprobs: np.ndarray | None) -> np.ndarray:
     """The signals ``names`` (float64, in that order) from the prompt's token
     log-probs (every prompt token but the first) and the draft's. A prompt
-    of one token has sum and mean 0; draft signals need a non-empty draft."""
+    of one token has every prompt signal 0; draft signals need a non-empty draft."""
     values = []
     for name in check_signal_names(names):
         if name in PROMPT_SIGNALS:
             if prompt_logprobs is None:
                 raise ValueError(f"signal {name!r} needs the prompt's token log-probs")
-            prompt = np.asarray(prompt_logprobs, dtype=np.float64)
-            total = float(prompt.sum())
-            values.append(total if name == "prompt_logprob_sum" else (total / prompt.size if prompt.size else 0.0))
+            values.append(_prompt_signal(name, np.asarray(prompt_logprobs, dtype=np.float64)))
         else:
             if draft_logprobs is None or len(draft_logprobs) == 0:
                 raise ValueError(f"signal {name!r} needs a draft: pass 1 must draft at least one token")

@@ -1,0 +1,305 @@
+"""Shift evaluation: the Doubter on ``test`` and on every shift split of a
+dataset (``test_<shift>``: new phrasings, misspelt names, questions outside
+the dataset's world), scored the same way and shown side by side.
+
+Every split is calibrated on the ordinary validation split (the answer
+threshold does not move with the split) and generated under that gate.
+Questions with a true answer go through
+:class:`~meta_spider.loom.comparison.BaselineComparison` (one full report per
+split). Questions without one (``meta["answerable"] is False``, e.g. every
+question of ``test_outside``) have no oracle: for them only what the system
+did counts, the share refused and the number of invented answers (anything
+answered that is not the refusal sentence). This module knows nothing about
+files or options: ``metaloom eval --shifts`` writes what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+
+from meta_spider.loom.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
+from meta_spider.policies.actions import is_refusal
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from meta_spider.loom.comparison import AcceptanceCheck, ComparisonReport
+
+__all__ = ["SHIFT_GOALS", "SHIFT_PREFIX", "OutsideMetrics", "ShiftRow", "ShiftTable", "is_answerable",
+           "outside_metrics", "run_shift_evaluation", "shift_splits"]
+
+SHIFT_PREFIX = "test_"
+"""A split named ``test_<shift>`` holds held-out questions under a shift."""
+
+
+SHIFT_GOALS: dict[str, Any] = {
+    "min_auroc": 0.85, "auroc_splits": ("test",), "min_margin": 0.03, "margin_splits": ("test", "test_paraphrase"),
+    "max_knowledge_loss": 0.20, "min_refusal_precision": 0.80, "min_outside_refused": 0.95,
+    "min_paraphrase_accuracy_ratio": 0.8,
+}
+"""What the Doubter should hold under shift: P(correct) AUROC on test and
+every shift split with true answers, a margin over the best baseline and a
+bounded knowledge loss on test and in new phrasings, refusal precision on
+every split, almost every question without a true answer refused and none
+answered, and a base that answers new phrasings nearly as well as test's."""
+
+
+def shift_splits(available: Sequence[str]) -> list[str]:
+    """``test`` (when there) and every ``test_<shift>`` split, in order."""
+    return [name for name in available if name == "test"] + [name for name in available
+                                                             if name.startswith(SHIFT_PREFIX)]
+
+
+def is_answerable(item: BenchmarkItem) -> bool:
+    """Whether the question has a true answer (``meta["answerable"]`` is not False)."""
+    return item.example.meta.get("answerable", True) is not False
+
+
+@dataclass(frozen=True)
+class OutsideMetrics:
+    """What the system did with questions that have no true answer: refused
+    (the refusal sentence) or invented an answer (anything else). The base's
+    own pass-1 answers are counted the same way for comparison."""
+
+    n: int
+    refused: int
+    invented: int
+    refused_share: float
+    base_refused_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "OutsideMetrics":
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+def outside_metrics(outcomes: Sequence[QuestionOutcome]) -> OutsideMetrics:
+    """:class:`OutsideMetrics` of unanswerable questions' outcomes."""
+    if not outcomes:
+        raise ValueError("outside_metrics needs at least one question outcome, got none")
+    refused = sum(1 for outcome in outcomes if not outcome.answered)
+    base_refused = sum(1 for outcome in outcomes if is_refusal(outcome.base_answer))
+    return OutsideMetrics(n=len(outcomes), refused=refused, invented=len(outcomes) - refused,
+                          refused_share=refused / len(outcomes), base_refused_share=base_refused / len(outcomes))
+
+
+@dataclass(frozen=True)
+class ShiftRow:
+    """One split of the shift table. The answerable questions' figures are
+    None when the split has none (and AUROC also when one class is missing);
+    ``outside`` is None when every question has a true answer."""
+
+    split: str
+    n: int
+    seconds: float
+    base_accuracy: Optional[float] = None
+    auroc: Optional[float] = None
+    best_baseline: Optional[str] = None
+    best_baseline_auroc: Optional[float] = None
+    coverage: Optional[float] = None
+    selective_accuracy: Optional[float] = None
+    refusal_precision: Optional[float] = None
+    over_refusal: Optional[float] = None
+    knowledge_loss: Optional[float] = None
+    outside: Optional[OutsideMetrics] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["outside"] = None if self.outside is None else self.outside.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ShiftRow":
+        values = {name: data.get(name) for name in cls.__dataclass_fields__}
+        values["outside"] = None if data.get("outside") is None else OutsideMetrics.from_dict(data["outside"])
+        return cls(**values)
+
+
+@dataclass
+class ShiftTable:
+    """The shift evaluation: one row per split, the answer threshold they
+    share, and each split's full report (answerable questions only)."""
+
+    rows: list[ShiftRow]
+    threshold: Optional[float]
+    reports: dict[str, "ComparisonReport"] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "calibration_split": "validation",
+                "splits": [row.to_dict() for row in self.rows],
+                "goals": [asdict(check) for check in self.goals()]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ShiftTable":
+        """A table read back from ``shifts.json`` (without the full reports)."""
+        return cls([ShiftRow.from_dict(row) for row in data["splits"]], data.get("threshold"))
+
+    def row(self, split: str) -> Optional[ShiftRow]:
+        return next((row for row in self.rows if row.split == split), None)
+
+    def goals(self) -> "list[AcceptanceCheck]":
+        """The project's goals for the Doubter under shift, for the splits
+        this table has (:data:`SHIFT_GOALS`): AUROC on every split with
+        true answers, the margin over the best baseline, knowledge loss on
+        test and new phrasings, refusal precision everywhere, the base's
+        accuracy in new phrasings against test, and what happens to
+        questions without a true answer."""
+        from meta_spider.loom.comparison import AcceptanceCheck, goal_check
+
+        checks: list[AcceptanceCheck] = []
+        test = self.row("test")
+        for row in self.rows:
+            if row.outside is None or row.n > row.outside.n:  # it has questions with a true answer
+                if row.split in SHIFT_GOALS["auroc_splits"] or row.split.startswith(SHIFT_PREFIX):
+                    checks.append(goal_check(f"{row.split}: doubter_auroc", row.auroc, SHIFT_GOALS["min_auroc"],
+                                             ">="))
+                if row.split in SHIFT_GOALS["margin_splits"]:
+                    margin = None if row.auroc is None or row.best_baseline_auroc is None \
+                        else row.auroc - row.best_baseline_auroc
+                    checks.append(goal_check(f"{row.split}: auroc_margin_over_best_baseline", margin,
+                                         SHIFT_GOALS["min_margin"], ">="))
+                if row.split in SHIFT_GOALS["margin_splits"]:
+                    checks.append(goal_check(f"{row.split}: knowledge_loss", row.knowledge_loss,
+                                         SHIFT_GOALS["max_knowledge_loss"], "<="))
+                checks.append(goal_check(f"{row.split}: refusal_precision", row.refusal_precision,
+                                     SHIFT_GOALS["min_refusal_precision"], ">="))
+            if row.outside is not None:
+                checks.append(goal_check(f"{row.split}: refused_without_true_answer", row.outside.refused_share,
+                                     SHIFT_GOALS["min_outside_refused"], ">="))
+                checks.append(goal_check(f"{row.split}: invented_answers", float(row.outside.invented), 0.0, "<="))
+        paraphrase = self.row("test_paraphrase")
+        if test is not None and paraphrase is not None and test.base_accuracy and paraphrase.base_accuracy is not None:
+            checks.append(goal_check("test_paraphrase: base_accuracy_vs_test",
+                                     paraphrase.base_accuracy / test.base_accuracy,
+                                     SHIFT_GOALS["min_paraphrase_accuracy_ratio"], ">="))
+        return checks
+
+    def goals_table(self) -> "Table":
+        """:meth:`goals` as a rich table."""
+        from rich.table import Table
+
+        table = Table(title="Goals under shift")
+        for column in ("goal", "value", "target", "met"):
+            table.add_column(column)
+        for check in self.goals():
+            value = "-" if check.value is None else f"{check.value:.4g}"
+            verdict = {True: "[green]yes[/]", False: "[red]no[/]", None: "undefined"}[check.passed]
+            table.add_row(check.name, value, f"{check.op} {check.target:g}", verdict)
+        return table
+
+    def table(self) -> "Table":
+        """The side-by-side rich table: one column per split (narrow
+        terminals keep every split readable), one row per figure."""
+        from rich.table import Table
+
+        def cell(value: Optional[float], digits: int = 3) -> str:
+            return "-" if value is None else f"{value:.{digits}f}"
+
+        def outside(row: ShiftRow, name: str) -> str:
+            if row.outside is None:
+                return "-"
+            return cell(row.outside.refused_share) if name == "refused" else str(row.outside.invented)
+
+        threshold = "" if self.threshold is None else f", P(correct) >= {self.threshold:.3f}"
+        table = Table(title=f"Doubter under shift (answer threshold from validation{threshold})")
+        table.add_column("", no_wrap=True)
+        for row in self.rows:  # test_paraphrase -> paraphrase: the columns stay narrow
+            shift = row.split[len(SHIFT_PREFIX):] if row.split.startswith(SHIFT_PREFIX) else row.split
+            table.add_column(shift, justify="right")
+        figures: list[tuple[str, Callable[[ShiftRow], str]]] = [
+            ("questions", lambda row: str(row.n)),
+            ("base accuracy", lambda row: cell(row.base_accuracy)),
+            ("Doubter AUROC", lambda row: cell(row.auroc)),
+            ("best baseline AUROC", lambda row: cell(row.best_baseline_auroc)),
+            ("best baseline", lambda row: row.best_baseline or "-"),
+            ("coverage", lambda row: cell(row.coverage)),
+            ("selective accuracy", lambda row: cell(row.selective_accuracy)),
+            ("refusal precision", lambda row: cell(row.refusal_precision)),
+            ("knowledge loss", lambda row: cell(row.knowledge_loss)),
+            ("no true answer, refused", lambda row: outside(row, "refused")),
+            ("no true answer, invented", lambda row: outside(row, "invented")),
+            ("seconds", lambda row: f"{row.seconds:.1f}"),
+        ]
+        for label, figure in figures:
+            table.add_row(label, *(figure(row) for row in self.rows))
+        return table
+
+
+def _row(split: str, n: int, seconds: float, report: "Optional[ComparisonReport]",
+         outside: Optional[OutsideMetrics]) -> ShiftRow:
+    if report is None:
+        return ShiftRow(split, n, seconds, outside=outside)
+    behaviour, best = report.behaviour, report.best_baseline
+    return ShiftRow(
+        split, n, seconds, base_accuracy=behaviour.base_accuracy,
+        auroc=None if report.doubter_scores is None else report.doubter_scores.auroc,
+        best_baseline=None if best is None else best.name,
+        best_baseline_auroc=None if best is None or best.scores is None else best.scores.auroc,
+        coverage=behaviour.coverage, selective_accuracy=behaviour.selective_accuracy,
+        refusal_precision=behaviour.refusal_precision, over_refusal=behaviour.over_refusal,
+        knowledge_loss=behaviour.knowledge_loss, outside=outside)
+
+
+def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequence[str], *,
+                         comparison: Callable[[QABenchmark], Any], max_tokens: Optional[int] = None,
+                         max_examples: Optional[int] = None, answer_gate_on: bool = True,
+                         console: "Optional[Console]" = None) -> ShiftTable:
+    """Evaluate ``splits`` (collected in ``activations``) one after another.
+
+    ``comparison(benchmark)`` builds the
+    :class:`~meta_spider.loom.comparison.BaselineComparison` of a split's
+    answerable questions (the caller's options: goals, gate, targets). The
+    unanswerable questions are generated under the threshold the first
+    comparison calibrated on validation (the pipeline's own gate when no
+    split had an answerable question), or, without ``answer_gate_on``,
+    judged on pass 2's own text as the comparison does then. Raises
+    ValueError naming a split the activations do not hold.
+    """
+    for split in splits:
+        if not activations.split_indices(split):
+            raise ValueError(f"the activations hold no {split!r} questions (they hold {activations.splits}); "
+                             "collect that split (`metaloom collect` collects every test_* split by default)")
+    rows: list[ShiftRow] = []
+    reports: dict[str, Any] = {}
+    threshold: Optional[float] = None
+    outside_items: dict[str, tuple[QABenchmark, float]] = {}
+    for split in splits:
+        started = time.perf_counter()
+        benchmark = QABenchmark(dataset, split=split, activations=activations, max_examples=max_examples)
+        everything = list(benchmark.items)
+        benchmark.items = [item for item in everything if is_answerable(item)]
+        report = None
+        if benchmark.items:
+            report = comparison(benchmark).run()
+            reports[split] = report
+            if threshold is None and report.calibration is not None:
+                threshold = report.calibration.get("threshold")
+                threshold = float("inf") if threshold is None else float(threshold)
+        unanswerable = QABenchmark(dataset, split=split, activations=activations, max_examples=max_examples)
+        unanswerable.items = [item for item in everything if not is_answerable(item)]
+        if unanswerable.items:
+            outside_items[split] = (unanswerable, time.perf_counter() - started)
+        rows.append(_row(split, len(everything), time.perf_counter() - started, report, None))
+    for position, row in enumerate(rows):
+        if row.split not in outside_items:
+            continue
+        benchmark, spent = outside_items[row.split]
+        started = time.perf_counter()
+        previous = getattr(pipe, "answer_gate", None)
+        if not answer_gate_on:
+            pipe.answer_gate = None
+        elif threshold is not None:
+            pipe.answer_gate = answer_gate(threshold)
+        try:
+            outcomes = run_benchmark(pipe, benchmark, max_tokens, console=console,
+                                     description=f"evaluating {row.split} (no true answer)")
+        finally:
+            pipe.answer_gate = previous
+        seconds = spent + time.perf_counter() - started
+        rows[position] = _row(row.split, row.n, seconds, reports.get(row.split), outside_metrics(outcomes))
+    return ShiftTable(rows, None if threshold is None or threshold == float("inf") else threshold, reports)

@@ -1,0 +1,35 @@
+"""Lazy re-exports for package ``__init__`` modules: a name is imported from
+its home module on first use, so importing the package stays light (no
+torch, no llama_cpp) however heavy the names it offers are.
+
+Used by the published import names (``meta_core``, ``meta_loom``,
+``meta_agent``, ``meta_deploy``, the ``meta_spider`` umbrella), which are
+thin: every name is the project's own object, found where it lives. This
+module knows nothing about which names those are.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+
+def lazy_exports(package: str, exports: Mapping[str, str],
+                 namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package`` whose ``exports`` map a
+    public name to the module that defines it (``"meta_spider.wrapper.doubter"``);
+    a loaded name is cached in the package's ``namespace``."""
+    exports = dict(exports)
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__

@@ -1,0 +1,46 @@
+"""The parsers take linear time on malformed output: 4x the input takes
+well under 8x the time (a quadratic parser takes about 16x). Relative
+timing only, the best of three runs, so a busy machine does not decide it;
+absolute numbers are in benchmarks/native_parse_scaling.py's output."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from native_fixtures import malformed_outputs
+
+from meta_spider.native import NativeToolRenderer, ToolCallFamily
+
+START_SIZE, MAX_SIZE = 20_000, 320_000
+#: Below this the timer's noise and fixed costs would decide the ratio.
+MIN_SECONDS = 0.03
+
+
+def best_time(renderer: NativeToolRenderer, texts: list[str]) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for text in texts:
+            renderer.parse(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("family", list(ToolCallFamily), ids=lambda f: f.value)
+def test_four_times_the_malformed_input_takes_less_than_eight_times_as_long(family: ToolCallFamily) -> None:
+    renderer = NativeToolRenderer(family)
+    size = START_SIZE
+    small = list(malformed_outputs(family, size).values())
+    small_time = best_time(renderer, small)
+    while small_time < MIN_SECONDS and size < MAX_SIZE:
+        size *= 2
+        small = list(malformed_outputs(family, size).values())
+        small_time = best_time(renderer, small)
+    # A parse too fast to time reliably even at MAX_SIZE is repeated.
+    repeats = min(50, max(1, round(MIN_SECONDS / max(small_time, 1e-6))))
+    large = list(malformed_outputs(family, 4 * size).values())
+    assert all(len(text) == 4 * size for text in large)
+    ratio = best_time(renderer, large * repeats) / best_time(renderer, small * repeats)
+    assert ratio < 8, f"{family.value}: 4x the input took {ratio:.1f}x as long"
