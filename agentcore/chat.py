@@ -46,7 +46,9 @@ from meta_spider.agentcore.launch import AgentLauncher
 from meta_spider.agentcore.render import step_renderable
 from meta_spider.agentcore.session import Session
 from meta_spider.agentcore.steps import FinalStep, ModelStep
-from meta_spider.agentcore.streaming import GenerationInterrupted, StreamingBackend
+from meta_spider.agentcore.stream_display import ParsedStreamingBackend
+from meta_spider.agentcore.streaming import GenerationInterrupted
+from meta_spider.native.streaming import StreamEvent
 from meta_spider.plugins import MetaSpiderError
 from meta_spider.tools.limits import safe_str
 
@@ -170,10 +172,13 @@ class ChatLoop:
         # No automatic highlighting: model text and paths print as they are.
         self.console = console or Console(highlight=False)
         self.show_trace = show_trace
-        self.policy_name = policy or launcher.default_policy
         self.backend_name = backend or launcher.default_backend
+        self.policy_name = policy or launcher.policy_for(self.backend_name)
         agent = launcher.build_agent(policy=self.policy_name, backend=self.backend_name)
-        self.stream = StreamingBackend(agent.backend, listener=self._on_text)
+        # The model's text is shown parsed: answer and reasoning, no call markup.
+        self.stream = ParsedStreamingBackend(
+            agent.backend, self._on_event, family=lambda: getattr(self.agent.renderer, "family", None)
+        )
         agent.backend = self.stream
         self.agent = agent
         self.session = Session()
@@ -229,9 +234,12 @@ class ChatLoop:
         """Stop the running generation (thread-safe); Ctrl-C does the same."""
         self.stream.interrupt()
 
-    def _on_text(self, delta: str) -> None:
+    def _on_event(self, event: StreamEvent) -> None:
+        if event.kind not in ("content", "reasoning"):
+            return  # calls and failed calls: the trace prints them parsed
         self._streamed = True
-        self.console.print(Text(delta, style="dim"), end="", soft_wrap=True)
+        style = "dim" if event.kind == "content" else "dim italic"
+        self.console.print(Text(event.text, style=style), end="", soft_wrap=True)
         self.console.file.flush()  # a terminal is line-buffered: show the text now, not at the newline
 
     def _end_stream(self) -> None:

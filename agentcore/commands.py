@@ -94,7 +94,8 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="A run directory; its run.json names the policy and the backends' settings."),
-        click.option("--policy", default=None, help="Policy name (default: run.json's, else 'direct')."),
+        click.option("--policy", default=None, help="Policy name (default: run.json's, else 'doubter' when the run "
+                     "has a trained Doubter, else 'direct')."),
         click.option("--backend", default=None,
                      help="Backend name (default: the first in run.json, else 'fake')."),
         click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -170,7 +171,7 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     if as_json:
         click.echo(json.dumps({
             "question": question,
-            "policy": policy or launcher.default_policy,
+            "policy": policy or launcher.policy_for(backend),
             "backend": backend or launcher.default_backend,
             "outcome": final.outcome if final else None,
             "text": final.text if final else None,
@@ -203,7 +204,8 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
 @agent_group.command("serve")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="A run directory; its run.json names the policy, the backends' settings and the calibration.")
-@click.option("--policy", default=None, help="Policy name, e.g. doubter or direct (default: run.json's, else 'direct').")
+@click.option("--policy", default=None, help="Policy name, e.g. doubter or direct (default: run.json's, else "
+              "'doubter' when the run has a trained Doubter, else 'direct').")
 @click.option("--backend", default=None, help="Backend name, e.g. llamacpp or transformers (default: the first in "
               "run.json, else 'fake').")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -36,6 +36,8 @@ from meta_spider.tools import DictKnowledgeBase, KnowledgeBase, ToolRegistry
 __all__ = ["AgentLauncher", "ComponentSettingsError", "DEFAULT_POLICY", "FAKE_BACKEND", "demo_script"]
 
 DEFAULT_POLICY = "direct"
+DOUBTER_POLICY = "doubter"
+"""The default policy of a run whose backend holds a trained Doubter."""
 FAKE_BACKEND = "fake"
 
 
@@ -121,8 +123,19 @@ class AgentLauncher:
 
     @property
     def default_policy(self) -> str:
-        """run.json's policy, else ``direct``."""
-        return self.run_settings.policy.name if self.run_settings.policy else DEFAULT_POLICY
+        """The default policy with the default backend (:meth:`policy_for`)."""
+        return self.policy_for(self.default_backend)
+
+    def policy_for(self, backend: str | None) -> str:
+        """run.json's policy; else ``doubter`` when ``backend`` (default: the
+        default backend) has a trained Doubter (a checkpoint or a sidecar),
+        else ``direct``."""
+        if self.run_settings.policy:
+            return self.run_settings.policy.name
+        settings = self.run_settings.backend_settings(backend or self.default_backend)
+        if settings.get("checkpoint") or settings.get("sidecar_path"):
+            return DOUBTER_POLICY
+        return DEFAULT_POLICY
 
     @property
     def default_backend(self) -> str:
@@ -167,7 +180,7 @@ class AgentLauncher:
         """A :class:`MetaAgent` with the named (or default) policy and backend."""
         return MetaAgent(
             backend=self.make_backend(backend or self.default_backend),
-            policy=self.make_policy(policy or self.default_policy),
+            policy=self.make_policy(policy or self.policy_for(backend)),
             renderer=self.make_renderer(),
             tools=self.tools,
             max_steps=self.max_steps,

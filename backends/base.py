@@ -59,6 +59,9 @@ class Introspection:
     cognitive_tokens: Any = None
     """Backend-native array ``[num_tokens, hidden]`` (torch or numpy)."""
     extras: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    """The Doubter's own answer-threshold calibration (from its checkpoint
+    or GGUF sidecar; ``metaloom eval`` writes it), None when it has none."""
 
 
 @runtime_checkable

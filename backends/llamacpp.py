@@ -280,7 +280,8 @@ class LlamaCppBackend:
         if draft:
             extras["draft_text"] = self._text([t for t in draft if not self.context.is_end_of_generation(t)],
                                               special=False)
-        return Introspection(p_correct=encoded.p_correct, cognitive_tokens=encoded.cognitive_tokens, extras=extras)
+        return Introspection(p_correct=encoded.p_correct, cognitive_tokens=encoded.cognitive_tokens, extras=extras,
+                             calibration=doubter.calibration)
 
     def generate(
         self,

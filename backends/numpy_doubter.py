@@ -40,6 +40,9 @@ KEY_CONFIG = "meta-spider.doubter_config"
 """JSON of ``DoubterConfig.to_dict()``."""
 KEY_FINGERPRINT = "meta-spider.fingerprint"
 """JSON of ``Doubter.fingerprint()`` (model id, hidden size, layer count, layer lists, version)."""
+KEY_CALIBRATION = "meta-spider.calibration"
+"""JSON of the Doubter's answer-threshold calibration (``Doubter.calibration``:
+``threshold``, ``split``, ``rule``, ``score``, ...); absent when uncalibrated."""
 KEY_SCALARS = "meta-spider.scalar_tensors"
 """Names of 0-d tensors (gates), stored with shape [1] because GGUF has no 0-d tensors."""
 READABLE_KEYS = ("hidden_size", "num_layers", "encoder_type", "read_position", "inject_positions")
@@ -98,6 +101,8 @@ class SidecarContents:
     metadata: dict[str, Any] = field(default_factory=dict)
     """Every other ``meta-spider.*`` / ``general.*`` key."""
     format_version: int = SIDECAR_FORMAT_VERSION
+    calibration: dict[str, Any] | None = None
+    """The answer-threshold calibration ``metaloom eval`` chose (None: uncalibrated)."""
 
     def num_parameters(self) -> int:
         return int(sum(array.size for array in self.tensors.values()))
@@ -136,12 +141,22 @@ def read_sidecar(path: str | os.PathLike[str]) -> SidecarContents:
         fingerprint = json.loads(_field_value(fields, KEY_FINGERPRINT))
     except (TypeError, json.JSONDecodeError) as exc:
         raise SidecarError(path, f"has no valid {KEY_CONFIG} / {KEY_FINGERPRINT} JSON ({exc})", reexport) from exc
+    calibration = None
+    if KEY_CALIBRATION in fields:
+        try:
+            calibration = json.loads(_field_value(fields, KEY_CALIBRATION))
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise SidecarError(path, f"has no valid {KEY_CALIBRATION} JSON ({exc})", reexport) from exc
+        if not isinstance(calibration, dict) or "threshold" not in calibration:
+            raise SidecarError(path, f"{KEY_CALIBRATION} must be an object with a 'threshold', got "
+                               f"{calibration!r:.80}", reexport)
     scalars = set(_field_value(fields, KEY_SCALARS) or [])
     tensors = {name: (array.reshape(()) if name in scalars else array) for name, array in raw_tensors.items()}
     metadata = {key: _field_value(fields, key) for key in fields
-                if key.startswith(("general.", "meta-spider.")) and key not in (KEY_CONFIG, KEY_FINGERPRINT)}
+                if key.startswith(("general.", "meta-spider.")) and key not in (KEY_CONFIG, KEY_FINGERPRINT,
+                                                                                 KEY_CALIBRATION)}
     contents = SidecarContents(path=path, config=config, fingerprint=fingerprint, tensors=tensors,
-                               metadata=metadata, format_version=int(version))
+                               metadata=metadata, format_version=int(version), calibration=calibration)
     NumpyDoubter.check_tensors(contents)  # a partial or mismatched file fails here, not mid-generation
     return contents
 
@@ -339,11 +354,15 @@ class NumpyDoubter:
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
         self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self._fold_cache: dict[int, tuple[np.ndarray, ...]] = {}
+        self.calibration: dict[str, Any] | None = None
+        """The sidecar's answer-threshold calibration (None: uncalibrated)."""
 
     @classmethod
     def from_sidecar(cls, path_or_contents: "str | os.PathLike[str] | SidecarContents") -> "NumpyDoubter":
         contents = path_or_contents if isinstance(path_or_contents, SidecarContents) else read_sidecar(path_or_contents)
-        return cls(contents.config, contents.tensors, fingerprint=contents.fingerprint, source=str(contents.path))
+        doubter = cls(contents.config, contents.tensors, fingerprint=contents.fingerprint, source=str(contents.path))
+        doubter.calibration = contents.calibration
+        return doubter
 
     @staticmethod
     def check_tensors(contents: SidecarContents) -> None:

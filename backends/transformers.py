@@ -112,7 +112,7 @@ class TransformersBackend:
         if pass1.draft_ids:
             extras["draft_text"] = self.pipeline.decode(pass1.draft_ids)
         return Introspection(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
-                             extras=extras)
+                             extras=extras, calibration=self.pipeline.doubter.calibration)
 
     def generate(
         self,

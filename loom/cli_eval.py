@@ -7,8 +7,9 @@ from ``<run-dir>/activations/``, runs
 ``<run-dir>/report.json`` (``report_<split>.json`` for a split other than
 ``test``), ``<run-dir>/risk_coverage.png`` (likewise; unless ``--no-plot``)
 and the Doubter's calibrated answer threshold into run.json's
-``calibration.doubter`` (chosen on the validation split; the evaluated text
-is generated under it unless ``--no-answer-gate``). ``--shifts`` evaluates
+``calibration.doubter`` and into the checkpoint's ``doubter_config.json``
+(chosen on the validation split; the evaluated text is generated under it
+unless ``--no-answer-gate``). ``--shifts`` evaluates
 ``test`` and every shift split (:mod:`meta_spider.loom.shifts`) the same
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
@@ -81,6 +82,17 @@ def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Pat
         raise click.ClickException(str(error)) from error
     pipe.answer_gate = gate
     return pipe
+
+
+def _calibrate_checkpoint(path: Optional[Path], entry: dict[str, Any]) -> None:
+    """Write the calibration into the checkpoint too, so
+    ``MetaSpiderPipeline.from_pretrained(...).attach(path)`` (and the sidecar
+    exported from it) gates as ``load_pipeline`` does, without run.json."""
+    from meta_spider.policies.actions import REFUSAL_SENTENCE
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    if path is not None:
+        write_calibration(path, {**entry, "refusal": entry.get("refusal", REFUSAL_SENTENCE)})
 
 
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
@@ -179,6 +191,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
         if report.calibration is not None and name == next(iter(evaluated.reports)):
             entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
             RunManifest.update_file(run_dir, calibration={"doubter": entry})
+            _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
         if not no_plot:
             from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
 

@@ -217,6 +217,7 @@ class Trainer:
         checkpoint there. ``on_epoch_end`` sees every epoch's record (on
         every process)."""
         config, accelerator = self.config, self.accelerator
+        self.doubter.calibration = None  # a threshold calibrated for other weights no longer holds
         dataset = load_activations(activations)
         rows = prepare_rows(dataset, self.doubter.config, self.pipe.tokenizer,
                             sorted(self.pipe.decoder.eos_token_ids), config)

@@ -95,7 +95,7 @@ def _json_block(
         return
     decoded = decode_at(text, body)
     if isinstance(decoded, JsonError):
-        end = resync(builder, body, opener, closer)
+        end = len(text) if decoded.truncated else resync(builder, body, opener, closer)
         builder.failure(max(end, start + len(opener)), decoded.reason)
         return
     value, json_end = decoded

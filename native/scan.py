@@ -56,6 +56,7 @@ def skip_ws(text: str, pos: int) -> int:
 
 
 _FIRST_WINDOW = 4096
+_LITERALS = ("null", "true", "false", "NaN", "Infinity", "-Infinity")
 
 
 def decode_at(text: str, pos: int) -> tuple[Any, int] | JsonError:
@@ -74,7 +75,12 @@ def decode_at(text: str, pos: int) -> tuple[Any, int] | JsonError:
         try:
             value, stop = _DECODER.raw_decode(chunk, 0)
         except json.JSONDecodeError as exc:
-            at_end = exc.pos >= len(chunk.rstrip()) or exc.msg.startswith("Unterminated string")
+            rest = chunk[exc.pos :].rstrip()
+            at_end = (
+                not rest
+                or exc.msg.startswith("Unterminated string")
+                or any(literal.startswith(rest) for literal in _LITERALS)  # "nu" of a cut-off null
+            )
             if more and at_end:
                 window *= 4
                 continue
@@ -191,7 +197,8 @@ def parse_call_list(
             return
         decoded = decode_at(text, item)
         if isinstance(decoded, JsonError):
-            end = resync(builder, item, opener, closer)
+            # Truncated JSON runs to the end of the output: nothing after it is markup.
+            end = len(text) if decoded.truncated else resync(builder, item, opener, closer)
             reason = decoded.reason if decoded.truncated else f"{decoded.reason} in {label} list"
             builder.failure(max(end, item + 1 if item < len(text) else len(text)), reason)
             return

@@ -7,14 +7,17 @@ reports back to the model). The actions live here, below the agent loop,
 because renderers build them and policies must not import
 :mod:`meta_spider.agentcore`; the loop re-exports them.
 
-:data:`REFUSAL_SENTENCE` is the one refusal text of the project: renderers
-recognise it, datasets train towards it.
+:data:`REFUSAL_SENTENCE` is the project's refusal text (it lives with the
+answer gate in :mod:`meta_spider.wrapper.refusal`): renderers recognise it,
+datasets train towards it; :func:`is_refusal` takes another sentence too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Union
+
+from meta_spider.wrapper.refusal import REFUSAL_SENTENCE, is_refusal  # torch-free
 
 __all__ = [
     "Action",
@@ -26,19 +29,6 @@ __all__ = [
     "UnparsedCall",
     "is_refusal",
 ]
-
-REFUSAL_SENTENCE = "I don't know."
-
-
-def _normalise(text: str) -> str:
-    # Models write typographic apostrophes and vary case; the sentence is the same.
-    return " ".join(text.replace("\u2019", "'").casefold().split())
-
-
-def is_refusal(text: str) -> bool:
-    """True when ``text`` is, or starts with, :data:`REFUSAL_SENTENCE`
-    (ignoring case, whitespace and the apostrophe's style)."""
-    return _normalise(text).startswith(_normalise(REFUSAL_SENTENCE))
 
 
 @dataclass(frozen=True)

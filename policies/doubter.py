@@ -63,6 +63,8 @@ CALIBRATION_KEY = "doubter"
 P(correct) (written by ``metaloom eval``)."""
 
 UNCALIBRATED = "default (uncalibrated)"
+DOUBTER_CALIBRATION = "calibration:checkpoint"
+"""Source of a threshold read from the Doubter's checkpoint or sidecar."""
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,10 @@ class DoubterPolicy:
         self.gate = resolve_threshold(self.threshold, self.calibration, self.calibration_key)
         if not self.gate.calibrated:
             logger.warning(
-                "%s policy: no calibrated threshold (run.json has no calibration[%r]); answering when "
-                "P(correct) >= %.2f, an uncalibrated default. Run `metaloom eval --run-dir D` to calibrate, "
-                "or pass threshold=...", self.name, self.calibration_key, self.gate.value,
+                "%s policy: run.json has no calibration[%r]; gating on the Doubter's own calibration when its "
+                "checkpoint or sidecar has one, else answering when P(correct) >= %.2f, an uncalibrated default. "
+                "Run `metaloom eval --run-dir D` to calibrate, or pass threshold=...",
+                self.name, self.calibration_key, self.gate.value,
             )
 
     # ------------------------------------------------------------ deciding
@@ -188,6 +191,7 @@ class DoubterPolicy:
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop,
                                       inject=introspection if self.inject else None)
         p_correct = min(1.0, max(0.0, float(introspection.p_correct)))  # float32 may stray past 1 by an ulp
+        self._adopt_doubter_calibration(getattr(introspection, "calibration", None))
         metadata = self._metadata(prompt, completion)
         metadata.update(gate="applied", injected=self.inject)
         return LatentDecision(
@@ -197,6 +201,16 @@ class DoubterPolicy:
             introspection=introspection,
             metadata=metadata,
         )
+
+    def _adopt_doubter_calibration(self, entry: Mapping[str, Any] | None) -> None:
+        """Without an explicit threshold or run.json's calibration, gate on
+        the one the Doubter carries (its checkpoint or GGUF sidecar): the
+        same threshold ``metaloom eval`` wrote into run.json."""
+        if self.gate.calibrated or not entry:
+            return
+        setting = resolve_threshold(None, {self.calibration_key: entry}, self.calibration_key)
+        self.gate = ThresholdSetting(setting.value, DOUBTER_CALIBRATION)
+        logger.info("%s policy: gating on the Doubter's own calibration, P(correct) >= %.4g", self.name, setting.value)
 
     def _answer_from_observation(
         self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog

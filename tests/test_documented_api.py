@@ -201,3 +201,118 @@ def test_benchmark_scoring_choices() -> None:
         QABenchmark(name="x", tasks=tasks, scoring="fuzzy")
     with pytest.raises(ValueError, match="needs a non-empty ground truth"):
         BenchmarkTask(question="Q?", ground_truth="")
+
+
+# ------------------------------------------------------------------ calibration travels with the checkpoint
+
+
+def test_the_calibration_round_trips_through_both_checkpoint_layouts(tmp_path: Path) -> None:
+    from meta_core import CheckpointError, Doubter
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    pipe = _pipe()
+    doubter = pipe.new_doubter(encoder_dim=16, ca_bottleneck_dim=16)
+    entry = {"threshold": 0.25, "split": "validation", "rule": "goals", "score": "p_correct",
+             "goals": {"min_coverage": 0.5}}
+    for path in (tmp_path / "folder", tmp_path / "single.safetensors"):
+        doubter.save_checkpoint(path)
+        assert Doubter.from_checkpoint(path).calibration is None
+        write_calibration(path, entry)
+        loaded = Doubter.from_checkpoint(path)
+        assert loaded.calibration == entry
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), doubter.state_dict().values()))
+        loaded.save_checkpoint(tmp_path / "again")  # saving keeps it
+        assert Doubter.from_checkpoint(tmp_path / "again").calibration == entry
+        write_calibration(path, None)
+        assert Doubter.from_checkpoint(path).calibration is None
+    document = json.loads((tmp_path / "folder" / "doubter_config.json").read_text())
+    document["calibration"] = {"no": "threshold"}
+    (tmp_path / "folder" / "doubter_config.json").write_text(json.dumps(document))
+    with pytest.raises(CheckpointError, match="'calibration' must be an object with a 'threshold'"):
+        Doubter.from_checkpoint(tmp_path / "folder")
+
+
+def test_attaching_a_calibrated_checkpoint_sets_the_answer_gate(tmp_path: Path) -> None:
+    from meta_core import MetaSpiderConfig, MetaSpiderPipeline
+    from meta_spider.wrapper.checkpoint import write_calibration
+    from meta_spider.wrapper.refusal import REFUSAL_SENTENCE
+    from wrapper_helpers import save_tiny_model
+
+    base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), tmp_path / "base")
+    pipe = _pipe()
+    pipe.new_doubter(encoder_dim=16, ca_bottleneck_dim=16).save_checkpoint(tmp_path / "ckpt")
+    write_calibration(tmp_path / "ckpt", {"threshold": 1.0, "split": "validation"})  # P(correct) < 1: refuse all
+    loaded = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(base), local_files_only=True))
+    doubter = loaded.attach(tmp_path / "ckpt")
+    assert loaded.answer_gate is not None and loaded.answer_gate.threshold == 1.0
+    result = loaded.generate(PROMPTS[1], max_new_tokens=4, return_result=True)
+    assert (result.decision, result.text) == ("gate_refused", REFUSAL_SENTENCE)
+    loaded.detach(doubter)  # the gate was this Doubter's: it goes with it
+    assert loaded.answer_gate is None
+    write_calibration(tmp_path / "ckpt", {"threshold": None})  # no threshold met the goals: answer nothing
+    assert loaded.attach(tmp_path / "ckpt") and loaded.answer_gate.threshold == float("inf")
+
+
+def test_a_run_with_a_trained_doubter_defaults_to_the_doubter_policy(tmp_path: Path) -> None:
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import ComponentChoice, RunSettings
+    from meta_spider.plugins import make_plugin_manager
+
+    pm = make_plugin_manager(load_entrypoints=False)
+
+    def policy(**settings: object) -> str:
+        return AgentLauncher(pm, run_settings=RunSettings(**settings)).policy_for(None)
+
+    assert policy() == "direct"
+    assert policy(backends={"transformers": {"model_name": "m", "checkpoint": str(tmp_path)}}) == "doubter"
+    assert policy(backends={"llamacpp": {"model_path": "b.gguf", "sidecar_path": "s.gguf"}}) == "doubter"
+    assert policy(backends={"llamacpp": {"model_path": "b.gguf"}}) == "direct"
+    assert policy(backends={"transformers": {"checkpoint": "c"}}, policy=ComponentChoice("probe")) == "probe"
+
+
+# ------------------------------------------------------------------ the refusal sentence
+
+
+def test_the_refusal_sentence_is_the_worlds_and_configurable_everywhere() -> None:
+    from meta_spider.backends import FakeBackend
+    from meta_spider.loom.trainer_targets import build_targets
+    from meta_spider.loom.world import generator
+    from meta_spider.policies import DefaultRenderer, Refuse
+    from meta_spider.policies.actions import REFUSAL_SENTENCE
+    from meta_spider.policies.base import LatentDecision
+    from meta_spider.wrapper.gates import AnswerGate
+    from meta_spider.wrapper.refusal import PUBLISHED_REFUSAL_SENTENCE, is_refusal
+
+    # The embedded world's base is trained on the project's sentence, and its generator still writes it.
+    assert REFUSAL_SENTENCE == "I don't know." and generator.REFUSAL_SENTENCE is REFUSAL_SENTENCE
+    other = PUBLISHED_REFUSAL_SENTENCE
+    assert is_refusal("I DON\u2019T know.") and not is_refusal(other) and is_refusal(other.upper(), other)
+
+    renderer = DefaultRenderer(refusal=other)
+    backend = FakeBackend()
+    refused = renderer.render(LatentDecision(text="Paris.", p_correct=0.1, confident=False), None, backend, None)
+    assert refused == Refuse(text=other, reason="the policy is not confident")
+    said = renderer.render(LatentDecision(text=other, confident=True), None, backend, None)
+    assert isinstance(said, Refuse) and said.reason == "model"
+    assert not isinstance(renderer.render(LatentDecision(text="I don't know.", confident=True), None, backend, None),
+                          Refuse)  # another sentence is just an answer to this renderer
+
+    gate = AnswerGate(threshold=0.5, refusal=other)
+    assert gate.is_refusal(other) and not gate.is_refusal(REFUSAL_SENTENCE)
+    tokenizer = shared_tokenizer()
+    targets = build_targets([[1, 2]], [False], [["Paris"]], tokenizer, [tokenizer.eos_token_id], refusal=other)
+    assert tokenizer.decode(targets.ids[0][:-1]) == other and targets.kinds == ["refuse"]
+
+
+def test_run_json_sets_the_agents_refusal_sentence() -> None:
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import ComponentChoice, RunSettings
+    from meta_spider.loom.trainer_config import TrainerConfig
+    from meta_spider.plugins import make_plugin_manager
+
+    settings = RunSettings(renderer=ComponentChoice("default", {"refusal": "No idea."}))
+    renderer = AgentLauncher(make_plugin_manager(load_entrypoints=False), run_settings=settings).make_renderer()
+    assert renderer.refusal == "No idea." and renderer.is_refusal("no idea. sorry")
+    assert TrainerConfig(refusal="No idea.").refusal == "No idea."
+    with pytest.raises(ValueError, match="refusal must be a non-empty sentence"):
+        TrainerConfig(refusal=" ")

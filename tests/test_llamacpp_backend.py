@@ -476,3 +476,38 @@ def test_tiny_world_pass1_injected_logits_and_decisions_match_transformers(tmp_p
     agreement = float(np.mean([(p >= threshold) == (q >= threshold) for p, q in rows]))
     print(f"\ntiny world: f16 decision agreement {agreement:.3f} over {len(rows)} questions")
     assert agreement >= 0.95
+
+
+def test_the_sidecar_carries_the_calibration_and_the_run_defaults_to_the_doubter(exported_run, tmp_path):
+    """A run whose run.json has neither a policy nor a calibration: `meta-agent run` takes the doubter policy
+    (the backend has a Doubter) and gates on the threshold the sidecar carries, as metaloom eval wrote it
+    into the checkpoint: the confident question is answered, the uncertain one refused."""
+    import shutil
+
+    from meta_spider.loom.gguf.sidecar import export_sidecar, load_sidecar
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    run = Path(shutil.copytree(exported_run, tmp_path / "run"))
+    document = json.loads((run / "run.json").read_text())
+    document.pop("policy", None)
+    document.pop("calibration", None)
+    (run / "run.json").write_text(json.dumps(document))
+    entry = {"threshold": 0.5, "split": "validation", "rule": "goals", "score": "p_correct"}
+    write_calibration(run / "checkpoints" / "best", entry)
+    sidecar = Path(document["backends"]["llamacpp"]["sidecar_path"])
+    sidecar = sidecar if sidecar.is_absolute() else run / sidecar
+    export_sidecar(run / "checkpoints" / "best", sidecar)
+    assert load_sidecar(sidecar).calibration == entry
+    command = Path(sys.executable).parent / "meta-agent"
+    outcomes = []
+    for question in QUESTIONS[:2]:
+        completed = subprocess.run([str(command), "run", question, "--run-dir", str(run), "--backend", "llamacpp",
+                                    "--json"], capture_output=True, text=True, timeout=600,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        record = json.loads(completed.stdout)
+        metadata = record["steps"][0]["decision"]["metadata"]
+        assert record["policy"] == "doubter" and metadata["threshold"] == 0.5
+        assert metadata["threshold_source"] == "calibration:checkpoint"
+        outcomes.append(record["outcome"])
+    assert outcomes == ["answer", "refuse"]

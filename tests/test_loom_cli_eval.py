@@ -73,6 +73,9 @@ def test_eval_writes_report_plot_and_calibration(fresh_run: Path) -> None:
     calibration = RunManifest.load(fresh_run).calibration["doubter"]
     assert calibration["threshold"] == report["calibration"]["threshold"]
     assert calibration["split"] == "validation" and "evaluated" not in calibration
+    # ... and into the checkpoint, so the Doubter loaded alone gates the same way
+    document = json.loads((fresh_run / "checkpoints" / "best" / "doubter_config.json").read_text())
+    assert document["calibration"] == {**calibration, "refusal": "I don't know."}
     assert "Doubter vs baselines: jsonl / test, n=6" in result.output and "Acceptance" in result.output
 
 

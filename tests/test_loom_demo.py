@@ -34,6 +34,22 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     assert [q["text"] for q in shown] == [reported[q["id"]]["text"] for q in shown]
     assert [q["decision"] for q in shown] == [reported[q["id"]]["decision"] for q in shown]
     assert report["calibration"]["gated_generation"] is True
+    # The calibration travels with the checkpoint: loaded the plain way, with nothing from run.json, the
+    # pipeline refuses and answers exactly where the run (load_pipeline, under eval's gate) does.
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.world.dataset import WorldDataset
+    from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+
+    manifest = RunManifest.load(run)
+    plain = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(tiny_world.model_dir)))
+    plain.attach(manifest.resolve(run, manifest.checkpoint))
+    assert plain.answer_gate.threshold == manifest.calibration["doubter"]["threshold"]
+    dataset = WorldDataset("tiny", 0, tiny_world.model_dir)
+    examples = {example.id: example for example in dataset.split("test")}
+    limit = report["benchmark"]["max_tokens"]
+    agree = [is_refusal(plain.generate(dataset.prompt(examples[q["id"]]).messages, max_new_tokens=limit))
+             == (q["action"] == "refuse") for q in report["questions"]]
+    assert len(agree) == report["benchmark"]["n"] and sum(agree) == len(agree)
 
     console = Console(record=True, width=1000)  # the temporary paths are long: no wrapping
     again = run_demo("tiny", 0, run, console=console)

@@ -34,12 +34,37 @@ logger = logging.getLogger(__name__)
 
 
 def checkpoint_document(doubter: "Doubter") -> dict[str, Any]:
-    """The JSON document saved beside the weights."""
-    return {
+    """The JSON document saved beside the weights (``calibration`` only when
+    the Doubter has one)."""
+    document = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "config": doubter.config.to_dict(),
         "fingerprint": doubter.fingerprint(),
     }
+    if doubter.calibration is not None:
+        document["calibration"] = dict(doubter.calibration)
+    return document
+
+
+def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> Path:
+    """Record ``calibration`` (an answer-threshold entry, see
+    :attr:`Doubter.calibration`; None removes it) in the checkpoint at
+    ``path``, in the JSON and in the weights file's metadata alike; the
+    weights are unchanged."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    document, tensors = read_checkpoint(path)
+    document = {k: v for k, v in document.items() if k != "calibration"}
+    if calibration is not None:
+        document["calibration"] = json.loads(json.dumps(dict(calibration)))
+    text = json.dumps(document, indent=2, sort_keys=True)
+    metadata = {METADATA_FORMAT_KEY: METADATA_FORMAT_VALUE, METADATA_CONFIG_KEY: text}
+    weights = path if path.suffix == ".safetensors" else path / CHECKPOINT_WEIGHTS_FILE
+    save_file(tensors, str(weights), metadata=metadata)
+    if path.is_dir():
+        (path / CHECKPOINT_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+    return path
 
 
 def save_doubter(doubter: "Doubter", path: str | Path) -> Path:
@@ -157,4 +182,8 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
     if wrong:
         raise CheckpointError(str(path), f"tensor shapes differ from the config (saved vs expected: {wrong[:3]})")
     doubter.load_state_dict(tensors, strict=True)
+    calibration = document.get("calibration")
+    if calibration is not None and (not isinstance(calibration, dict) or "threshold" not in calibration):
+        raise CheckpointError(str(path), f"'calibration' must be an object with a 'threshold', got {calibration!r:.80}")
+    doubter.calibration = calibration
     return doubter.to(device)

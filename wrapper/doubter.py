@@ -73,6 +73,11 @@ class Doubter(nn.Module):
         super().__init__()
         self.config = config
         self.model_id = model_id
+        self.calibration: dict[str, Any] | None = None
+        """The answer-threshold calibration ``metaloom eval`` chose for this
+        Doubter (``threshold``, ``split``, ``rule``, ``goals``, ``score``, ...),
+        saved with the checkpoint; :meth:`MetaSpiderPipeline.attach` turns it
+        into the pipeline's answer gate. None when uncalibrated."""
         self.buffer = ReflexionBuffer()
         self.encoder: nn.Module | None = None
         self.cross_attn = nn.ModuleDict()

@@ -15,12 +15,15 @@ the base model.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
+
+from meta_spider.wrapper.refusal import REFUSAL_SENTENCE, is_refusal
 
 
 class TanhGate(nn.Module):
@@ -107,8 +110,9 @@ class AnswerGate:
     """
 
     threshold: float
-    refusal: str
-    is_refusal: Callable[[str], bool]
+    refusal: str = REFUSAL_SENTENCE
+    is_refusal: Optional[Callable[[str], bool]] = None
+    """Default: :func:`~meta_spider.wrapper.refusal.is_refusal` of ``refusal``."""
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) \
@@ -116,8 +120,26 @@ class AnswerGate:
             raise ValueError(f"answer threshold must be a number >= 0 (inf answers nothing), got {self.threshold!r}")
         if not isinstance(self.refusal, str) or not self.refusal.strip():
             raise ValueError(f"refusal must be a non-empty sentence, got {self.refusal!r}")
+        if self.is_refusal is None:
+            object.__setattr__(self, "is_refusal", functools.partial(is_refusal, refusal=self.refusal))
         if not callable(self.is_refusal) or not self.is_refusal(self.refusal):
             raise ValueError("is_refusal must be a function that recognises the gate's own refusal sentence")
+
+    @classmethod
+    def from_calibration(cls, entry: Mapping[str, Any], refusal: Optional[str] = None) -> "AnswerGate":
+        """The gate a calibration entry asks for (``metaloom eval`` writes
+        one into run.json and into the checkpoint): ``entry["threshold"]``,
+        null meaning no threshold met the goals (answer nothing); the
+        refusal is ``refusal``, else the entry's ``refusal``, else
+        :data:`REFUSAL_SENTENCE`. Raises ValueError quoting a malformed entry."""
+        if not isinstance(entry, Mapping) or "threshold" not in entry:
+            raise ValueError(f"a calibration entry is an object with a 'threshold', got {entry!r:.80}")
+        value = entry["threshold"]
+        if value is None:
+            value = math.inf
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"calibration threshold must be a number or null, got {value!r}")
+        return cls(threshold=float(value), refusal=refusal or str(entry.get("refusal") or REFUSAL_SENTENCE))
 
     def answers(self, p_correct: float) -> bool:
         return p_correct >= self.threshold

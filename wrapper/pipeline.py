@@ -89,7 +89,9 @@ class MetaSpiderPipeline:
         self._active: str | None = None
         self.answer_gate: AnswerGate | None = None
         """When set, generation answers only at P(correct) >= its threshold
-        (see :class:`~meta_spider.wrapper.gates.AnswerGate`)."""
+        (see :class:`~meta_spider.wrapper.gates.AnswerGate`); attaching a
+        calibrated Doubter sets it from the Doubter's calibration."""
+        self._gate_of: Doubter | None = None
 
     @classmethod
     def from_pretrained(cls, config: MetaSpiderConfig, doubter: "Doubter | str | Path | None" = None) -> "MetaSpiderPipeline":
@@ -140,6 +142,10 @@ class MetaSpiderPipeline:
         doubter.check_fits(self.fingerprint())
         self._doubters[name] = doubter.to(self.device)
         self._active = name
+        if doubter.calibration is not None:
+            # The threshold `metaloom eval` calibrated travels with the checkpoint.
+            self.answer_gate = AnswerGate.from_calibration(doubter.calibration)
+            self._gate_of = doubter
         return doubter
 
     def detach(self, doubter: "Doubter | str | None" = None) -> Doubter:
@@ -159,11 +165,15 @@ class MetaSpiderPipeline:
         removed = self._doubters.pop(name)
         if name == self._active:
             self._active = next(reversed(self._doubters), None)
+        if self._gate_of is removed:  # its calibrated gate goes with it
+            self.answer_gate, self._gate_of = None, None
         return removed
 
     def detach_all(self) -> None:
         self._doubters.clear()
         self._active = None
+        if self._gate_of is not None:
+            self.answer_gate, self._gate_of = None, None
 
     @property
     def doubter(self) -> Doubter | None:

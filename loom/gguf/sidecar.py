@@ -1,8 +1,9 @@
 """Export a trained Doubter as a GGUF sidecar (architecture ``meta-spider``).
 
 The sidecar holds every wrapper tensor (encoder, cross-attention, gates) in
-float32 under its state-dict name, the DoubterConfig and the base
-fingerprint as JSON metadata, and the fields people look for
+float32 under its state-dict name, the DoubterConfig, the base
+fingerprint and (once ``metaloom eval`` calibrated it) the answer-threshold
+calibration as JSON metadata, and the fields people look for
 (``meta-spider.hidden_size``, ``.num_layers``, ``.target_layers``,
 ``.cross_attn_layers``, ``.encoder_type``, ``.base_model_id``) as plain keys,
 so ``gguf-dump`` shows what base it belongs to. Float32 because the tensors
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Union
 
 import numpy as np
 from meta_spider.backends.numpy_doubter import (
+    KEY_CALIBRATION,
     KEY_CONFIG,
     KEY_FINGERPRINT,
     KEY_FORMAT_VERSION,
@@ -46,13 +48,14 @@ SIDECAR_FILE = "doubter_sidecar.gguf"
 DoubterSource = Union["Doubter", str, os.PathLike]
 
 
-def _doubter_parts(source: DoubterSource) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    """(config dict, fingerprint, state dict as float32 numpy) of a Doubter or a checkpoint path."""
+def _doubter_parts(source: DoubterSource) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray],
+                                                  dict[str, Any] | None]:
+    """(config dict, fingerprint, state dict as float32 numpy, calibration) of a Doubter or a checkpoint path."""
     from meta_spider.wrapper import Doubter
 
     doubter = source if isinstance(source, Doubter) else Doubter.from_checkpoint(source)
     tensors = {name: tensor.detach().to("cpu").float().numpy().copy() for name, tensor in doubter.state_dict().items()}
-    return doubter.config.to_dict(), doubter.fingerprint(), tensors
+    return doubter.config.to_dict(), doubter.fingerprint(), tensors, doubter.calibration
 
 
 def sidecar_fields(config: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,7 +77,7 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
     ``out_path`` and renamed into place, so a crash never leaves a partial
     sidecar under the final name.
     """
-    config, fingerprint, tensors = _doubter_parts(doubter_or_checkpoint)
+    config, fingerprint, tensors, calibration = _doubter_parts(doubter_or_checkpoint)
     out = Path(out_path)
     model_id = fingerprint.get("model_id") or "unknown base"
     with atomic_gguf_writer(out, SIDECAR_ARCHITECTURE) as writer:
@@ -82,6 +85,8 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
         writer.add_uint32(KEY_FORMAT_VERSION, SIDECAR_FORMAT_VERSION)
         writer.add_string(KEY_CONFIG, json.dumps(config, sort_keys=True))
         writer.add_string(KEY_FINGERPRINT, json.dumps(fingerprint, sort_keys=True))
+        if calibration is not None:  # the llama.cpp backend gates as load_pipeline does, without run.json
+            writer.add_string(KEY_CALIBRATION, json.dumps(calibration, sort_keys=True))
         for key, value in {**sidecar_fields(config, fingerprint), **dict(extra_metadata or {})}.items():
             if not key.startswith("meta-spider."):
                 raise ValueError(f"extra metadata keys must start with 'meta-spider.', got {key!r}")

@@ -1,0 +1,84 @@
+"""The streaming parser: fed any split of a model's output, it emits exactly
+the content, reasoning and calls that parsing the whole output gives, in
+order, so a terminal printing its content events never shows call markup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_native_fuzz import calls_for, clean_junk, valid_output
+
+from meta_spider.native import NativeToolRenderer, ToolCallFamily
+from meta_spider.native.formatting import reasoning_tags
+from meta_spider.native.streaming import StreamEvent, StreamingToolParser
+
+FAMILIES = list(ToolCallFamily)
+STREAM = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def stream(renderer: NativeToolRenderer, text: str, cuts: list[int], prefill: str = "") -> tuple[
+    StreamingToolParser, list[StreamEvent]
+]:
+    parser = StreamingToolParser(renderer, prefill=prefill)
+    events: list[StreamEvent] = []
+    previous = 0
+    for cut in sorted(set(cuts)) + [len(text)]:
+        events += parser.feed(text[previous:cut])
+        previous = cut
+    events += parser.finish()
+    return parser, events
+
+
+def joined(events: list[StreamEvent], kind: str) -> str:
+    return "".join(event.text for event in events if event.kind == kind)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.value)
+@STREAM
+@given(data=st.data())
+def test_any_split_streams_exactly_the_final_parse(family: ToolCallFamily, data: Any) -> None:
+    call_list = data.draw(calls_for(family))
+    junk = data.draw(st.lists(clean_junk, min_size=len(call_list) + 1, max_size=len(call_list) + 1))
+    text = valid_output(family, call_list, junk)
+    if data.draw(st.booleans()) and family is not ToolCallFamily.HARMONY:
+        opening, closing = reasoning_tags(family)
+        text = f"{opening}{data.draw(clean_junk)}{closing}{text}"
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=12))
+    renderer = NativeToolRenderer(family)
+    parser, events = stream(renderer, text, cuts)
+    result = parser.result
+    assert result is not None and result == renderer.parse(text)
+    assert joined(events, "content") == result.content
+    assert joined(events, "reasoning") == result.reasoning
+    assert [event.call for event in events if event.kind == "call"] == list(result.tool_calls)
+    assert [event.failure for event in events if event.kind == "failure"] == list(result.failures)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.value)
+def test_character_by_character_shows_no_markup(family: ToolCallFamily) -> None:
+    renderer = NativeToolRenderer(family)
+    text = "Checking.\n" + renderer.format_calls([("get_weather", {"city": "Paris"}), ("kb_lookup", {"query": "x"})])
+    _, events = stream(renderer, text, list(range(len(text))))
+    assert joined(events, "content").strip() == "Checking."
+    assert [event.call.name for event in events if event.call] == ["get_weather", "kb_lookup"]
+
+
+def test_a_prefilled_call_prefix_is_parsed_but_not_shown() -> None:
+    renderer = NativeToolRenderer(ToolCallFamily.HERMES)
+    completion = '{"name": "lookup", "arguments": {"query": "capital"}}\n</tool_call>'
+    _, events = stream(renderer, completion, [5, 17, 40], prefill=renderer.call_prefix())
+    assert joined(events, "content") == ""
+    assert [event.call.name for event in events if event.call] == ["lookup"]
+
+
+def test_content_streams_before_the_output_ends() -> None:
+    parser = StreamingToolParser(NativeToolRenderer(ToolCallFamily.HERMES))
+    assert joined(parser.feed("The answer is 4"), "content") == "The answer is 4"
+    assert joined(parser.feed(" <tool_c"), "content") == " "  # "<tool_c" may open a call
+    assert joined(parser.feed("all>"), "content") == ""
+    assert joined(parser.feed('{"name": "f", "arguments": {}}</tool_call>'), "call") == ""  # the call ends the output
+    events = parser.finish()
+    assert [event.call.name for event in events if event.call] == ["f"]
