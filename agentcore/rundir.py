@@ -37,8 +37,12 @@ read (everything else in the file is ignored):
     object of query -> fact, or JSONL lines ``{"query": ..., "fact": ...}``.
 
 Setting values under the key ``checkpoint`` or a key ending in ``_path``
-that are relative paths are resolved against the run directory, as the
-manifest records them, so a run directory can be moved as a whole.
+must be strings; relative ones are resolved against the run directory, as
+the manifest records them, so a run directory can be moved as a whole. A
+path that leads outside the run directory (absolute, or through ``..``) is
+used, with a warning, unless the project's own commands recorded it in
+``external_paths`` when they wrote the file (:func:`resolve_run_path`, which
+the manifest uses too).
 
 This module knows nothing about models, checkpoints or what the settings
 mean: it hands them to the factories the plugins registered.
@@ -47,17 +51,34 @@ mean: it hands them to the factories the plugins registered.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from meta_spider.agentcore.errors import AgentError
 from meta_spider.tools import DictKnowledgeBase
 
-__all__ = ["RUN_FILE", "ComponentChoice", "RunFileError", "RunSettings", "read_facts", "read_run_settings"]
+__all__ = [
+    "EXTERNAL_PATHS_FIELD",
+    "RUN_FILE",
+    "ComponentChoice",
+    "RunFileError",
+    "RunSettings",
+    "is_path_setting",
+    "path_is_inside",
+    "read_facts",
+    "read_run_settings",
+    "resolve_run_path",
+]
 
 RUN_FILE = "run.json"
+EXTERNAL_PATHS_FIELD = "external_paths"
+"""run.json's list of the paths outside the run directory that the
+project's own commands wrote (no warning for those)."""
+
+logger = logging.getLogger(__name__)
 
 
 class RunFileError(AgentError, ValueError):
@@ -125,13 +146,50 @@ class RunSettings:
         return {}
 
 
-def _resolve_paths(settings: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def is_path_setting(key: str) -> bool:
+    """True for the setting names that hold a file path."""
+    return key == "checkpoint" or key.endswith("_path")
+
+
+def resolve_run_path(run_dir: Path, recorded: str, *, field_name: str, source: str,
+                     trusted: Collection[str] = ()) -> Path:
+    """``recorded`` (a path as run.json holds it) as a real path: relative
+    ones are relative to ``run_dir``. One that leads outside the run
+    directory is returned as well, with a warning naming the field, unless it
+    is one of ``trusted`` (the paths the project itself recorded)."""
+    path = Path(recorded).expanduser()
+    resolved = path if path.is_absolute() else run_dir / path
+    if recorded not in trusted and not path_is_inside(run_dir, recorded):
+        logger.warning(
+            "%s: %s points outside the run directory (%s); it was not written by meta-spider's own commands. "
+            "Check that the run directory is one you trust, or move the file into it.", source, field_name, resolved,
+        )
+    return resolved
+
+
+def path_is_inside(run_dir: Path, recorded: str) -> bool:
+    """True when ``recorded`` (relative to ``run_dir`` unless absolute)
+    leads to a place inside ``run_dir``, symlinks and ``..`` followed."""
+    path = Path(recorded).expanduser()
+    resolved = path if path.is_absolute() else run_dir / path
+    try:
+        resolved.resolve().relative_to(run_dir.resolve())
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
+    return True
+
+
+def _resolve_paths(settings: dict[str, Any], run_dir: Path, *, prefix: str, source: str,
+                   trusted: Collection[str]) -> dict[str, Any]:
     resolved = dict(settings)
     for key, value in settings.items():
-        if (key == "checkpoint" or key.endswith("_path")) and isinstance(value, str) and value:
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                resolved[key] = str(run_dir / path)
+        if not is_path_setting(str(key)) or value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise RunFileError(source, f"{prefix}{key}", f"expected a path string, got {value!r:.80}",
+                               "Write the path as a string, relative to the run directory.")
+        resolved[key] = str(resolve_run_path(run_dir, value, field_name=f"{prefix}{key}", source=source,
+                                             trusted=trusted))
     return resolved
 
 
@@ -182,15 +240,21 @@ def read_facts(path: str | os.PathLike[str]) -> dict[str, str]:
         text = target.read_text(encoding="utf-8")
     except OSError as exc:
         raise RunFileError(str(target), None, f"cannot read the knowledge-base facts ({exc.strerror})", fix) from exc
+    except UnicodeDecodeError as exc:
+        raise RunFileError(str(target), None, f"the facts are not UTF-8 text (byte {exc.start})", fix) from None
     try:
         data = json.loads(text)
         records = None
+    except RecursionError:
+        raise RunFileError(str(target), None, "the JSON nests too deeply", fix) from None
     except json.JSONDecodeError:
         data = None
         try:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
             raise RunFileError(str(target), None, f"neither a JSON object nor JSONL ({exc})", fix) from exc
+        except RecursionError:
+            raise RunFileError(str(target), None, "a JSONL line nests too deeply", fix) from None
     if isinstance(data, dict) and set(data) == {"query", "fact"}:  # one JSONL line is a JSON document too
         records = [data]
     elif isinstance(data, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
@@ -213,12 +277,27 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
         raise RunFileError(str(path), None, "no run.json here",
                            "Pass the run directory that `metaloom collect` wrote, or leave out --run-dir.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise RunFileError(str(path), None, f"cannot be read ({exc.strerror})", "Check the file's permissions.") from None
+    except UnicodeDecodeError as exc:
+        raise RunFileError(str(path), None, f"not UTF-8 text (byte {exc.start})",
+                           "Restore the file or regenerate it with `metaloom collect`.") from None
     except json.JSONDecodeError as exc:
         raise RunFileError(str(path), None, f"invalid JSON ({exc})", "Fix or regenerate the file.") from exc
+    except RecursionError:
+        raise RunFileError(str(path), None, "the JSON nests too deeply", "Regenerate the file.") from None
     if not isinstance(data, dict):
         raise RunFileError(str(path), None, f"expected a JSON object, got {type(data).__name__}",
                            "Regenerate the file with `metaloom collect`.")
+    trusted = data.get(EXTERNAL_PATHS_FIELD, [])
+    if not isinstance(trusted, list) or not all(isinstance(item, str) for item in trusted):
+        raise RunFileError(str(path), EXTERNAL_PATHS_FIELD, f"expected a list of path strings, got {trusted!r:.80}",
+                           "Regenerate the file with `metaloom collect`.")
+
+    def resolve(settings: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        return _resolve_paths(dict(settings), directory, prefix=prefix, source=str(path), trusted=trusted)
+
     backends_field = data.get("backends", {})
     if not isinstance(backends_field, Mapping):
         raise RunFileError(str(path), "backends", f"expected an object of backend name -> settings, "
@@ -230,12 +309,12 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
             raise RunFileError(str(path), f"backends.{name}", f"expected an object of settings, got {settings!r:.80}",
                                "Write the backend factory's keyword settings as a JSON object.")
         merged = {**pipeline, **settings} if name == "transformers" else dict(settings)
-        backends[name] = _resolve_paths(merged, directory)
+        backends[name] = resolve(merged, f"backends.{name}.")
     if pipeline and "transformers" not in backends:  # listed last: an explicit backend stays the default
-        backends["transformers"] = _resolve_paths(pipeline, directory)
+        backends["transformers"] = resolve(pipeline, "")
     policy = _choice(data.get("policy"), "policy", str(path))
     if policy is not None:
-        policy = ComponentChoice(policy.name, _resolve_paths(policy.settings, directory))
+        policy = ComponentChoice(policy.name, resolve(policy.settings, "policy.settings."))
     prompt = data.get("prompt", {})
     system_prompt = prompt.get("system_prompt") if isinstance(prompt, Mapping) else None
     if system_prompt is not None and not isinstance(system_prompt, str):
@@ -255,5 +334,5 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
                            "Regenerate it with `metaloom collect`.")
     return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", str(path)),
                        system_prompt or None, directory, dict(calibration),
-                       _resolve_paths(dict(knowledge_base), directory),
+                       resolve(knowledge_base, "knowledge_base."),
                        {"name": dataset.get("name"), "options": dict(dataset.get("options", {}))})

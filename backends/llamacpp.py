@@ -32,9 +32,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection, Message, ToolSchema
+from meta_spider.backends.eval_filter import NativeDelta
 from meta_spider.backends.llamacpp_errors import GGUFModelError
 from meta_spider.backends.llamacpp_hooks import HookedContextConfig, HookedLlamaContext
 from meta_spider.backends.numpy_doubter import (
+    LAYER_NORM_EPS,
     NumpyDoubter,
     SidecarContents,
     base_gguf_fingerprint,
@@ -61,19 +63,32 @@ class _Injection:
 
     def set_tokens(self, cognitive_tokens: np.ndarray) -> None:
         self.cognitive_tokens = np.asarray(cognitive_tokens, dtype=np.float32)
-        # K/V depend on the tokens only: once per token set, not once per generated token.
-        self.keys_values = {layer: self.doubter.project_tokens(layer, self.cognitive_tokens)
-                            for layer in self.doubter.cross_attn_layers}
+        # Everything that depends on the tokens only is folded once per token set, not once per token.
+        self.folded = {layer: self.doubter.fold_cross_attention(layer, self.cognitive_tokens)
+                       for layer in self.doubter.cross_attn_layers}
+        self._callables = {layer: self._make(layer) for layer in self.doubter.cross_attn_layers}
+
+    def _make(self, layer: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        folded = self.folded[layer]
+        native: list[NativeDelta] = []
+
+        def delta(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            change = folded(rows)
+            return change if self.scale == 1.0 else change * np.float32(self.scale)
+
+        def native_delta() -> NativeDelta:
+            # The same delta for the compiled eval filter, which adds it to a generated token's row in C.
+            if not native:
+                native.append(NativeDelta(folded.score_weight, folded.score_bias, folded.out_weight,
+                                          folded.num_heads, eps=LAYER_NORM_EPS))
+            native[0].set_scale(self.scale)
+            return native[0]
+
+        delta.native_delta = native_delta  # type: ignore[attr-defined]
+        return delta
 
     def callables(self) -> dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-        def make(layer: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-            def delta(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-                change = self.doubter.cross_attention(layer, rows, keys_values=self.keys_values[layer])
-                return change if self.scale == 1.0 else change * np.float32(self.scale)
-
-            return delta
-
-        return {layer: make(layer) for layer in self.doubter.cross_attn_layers}
+        return self._callables
 
 
 class LlamaCppBackend:
@@ -349,6 +364,7 @@ class LlamaCppBackend:
         logits of new token ``step``."""
         markers = [marker for marker in stop if marker]
         token_ids: list[int] = []
+        pieces: list[bytes] = []  # one token's bytes each: the text grows without detokenizing it all again
         text, emitted, finish = "", 0, "length"
         for step in range(max_new_tokens):
             token = int(np.argmax(logits))
@@ -357,7 +373,8 @@ class LlamaCppBackend:
                 break
             token_ids.append(token)
             # Special tokens stay in the text: native tool-call markers are special in several templates.
-            text = self._text(token_ids)
+            pieces.append(self.context.detokenize([token], special=True))
+            text = b"".join(pieces).decode("utf-8", errors="replace")
             kept, marker = cut_at_stop(text, markers)
             if marker is not None:
                 text, finish = kept, "stop"

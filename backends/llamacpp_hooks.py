@@ -35,6 +35,15 @@ run time by :class:`~meta_spider.backends.ggml_ctypes.LlamaApi`. If the
 callback returns false after a computed tensor the scheduler skips the rest of
 that graph split; a failed hook does that and the decode is rolled back.
 
+The scheduler asks the callback about every graph node (about 40 per
+layer), so the callback is the compiled filter of
+:mod:`~meta_spider.backends.eval_filter` when it can be built: it declines
+unhooked nodes in C, enters Python (:class:`~meta_spider.backends.llamacpp_eval_hook.EvalHook`)
+only for the layer outputs a decode reads or writes, and adds a one-token
+decode's injections itself when their callables offer a ``native_delta()``
+(every generated token of pass 2). Without it the Python hook is the
+callback, with the same results.
+
 This module knows nothing about encoders, cross-attention, sampling or chat
 templates; importing it imports neither torch nor llama_cpp (opening a
 context imports llama_cpp).
@@ -45,13 +54,15 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from meta_spider.backends import ggml_ctypes
+from meta_spider.backends.eval_filter import load_filter
+from meta_spider.backends.llamacpp_eval_hook import ChunkPlan, EvalHook, Injection
 from meta_spider.backends.llamacpp_errors import (
     LAYER_OUTPUT_NAME,
     LlamaHookError,
@@ -64,10 +75,6 @@ from meta_spider.backends.llamacpp_errors import (
     InjectionError,
     KVCacheEditError,
 )
-
-Injection = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""``(hidden_rows [k, n_embd] float32, positions [k] int64) -> delta``
-(``[k, n_embd]`` or ``[n_embd]``); the tensor is overwritten with ``hidden + delta``."""
 
 LLAMA_CPP_LOGGER = "llama-cpp-python"
 
@@ -129,97 +136,6 @@ class DecodeOutput:
         return self.logits[self.output_positions.index(position)]
 
 
-@dataclass
-class _ChunkPlan:
-    """What the eval callback does during one ``llama_decode`` (one micro-batch)."""
-
-    layer_by_name: dict[bytes, int]
-    positions: np.ndarray
-    output_positions: np.ndarray
-    read: dict[int, np.ndarray]
-    inject: dict[int, tuple[Injection, np.ndarray]]
-    hidden: dict[int, dict[int, np.ndarray]]
-    seen: dict[int, int] = field(default_factory=dict)
-    error: BaseException | None = None
-
-
-class _EvalHook:
-    """The ``cb_eval`` callable. Holds the plan of the decode in flight (None between decodes).
-
-    It must not reference the context object, so that the context can be
-    finalised while llama.cpp still holds this callback's function pointer.
-    """
-
-    def __init__(self, n_embd: int) -> None:
-        self.n_embd = n_embd
-        self.plan: _ChunkPlan | None = None
-
-    def __call__(self, tensor: int | None, ask: bool, user_data: int | None) -> bool:
-        plan = self.plan
-        if plan is None or not tensor:
-            return False
-        layer = plan.layer_by_name.get(ggml_ctypes.tensor_name(tensor))
-        if layer is None:
-            return False
-        if ask:
-            return True
-        if plan.error is not None:
-            return False
-        try:
-            self._apply(plan, layer, tensor)
-        except BaseException as exc:  # noqa: BLE001 - an exception must not cross the C boundary
-            plan.error = exc
-            # False makes the scheduler stop this graph split; the decode is then rolled back.
-            return False
-        return True
-
-    def _apply(self, plan: _ChunkPlan, layer: int, tensor: int) -> None:
-        plan.seen[layer] = plan.seen.get(layer, 0) + 1
-        if plan.seen[layer] > 1:
-            raise LayerTensorNotFoundError(layer, plan.seen[layer])
-        name = ggml_ctypes.tensor_name(tensor).decode("utf-8", "replace")
-        n_rows, row_len = ggml_ctypes.f32_matrix_shape(tensor)
-        if row_len != self.n_embd:
-            raise ggml_ctypes.TensorLayoutError(name, f"rows of {row_len} values, expected n_embd={self.n_embd}")
-        if n_rows == len(plan.positions):
-            row_positions = plan.positions
-        elif n_rows == len(plan.output_positions):
-            # The last layer gathers only the rows that produce logits before its FFN.
-            row_positions = plan.output_positions
-        else:
-            raise ggml_ctypes.TensorLayoutError(
-                name, f"has {n_rows} rows for a batch of {len(plan.positions)} tokens "
-                f"with {len(plan.output_positions)} outputs")
-        read_positions = plan.read.get(layer, np.empty(0, dtype=np.int64))
-        injection = plan.inject.get(layer)
-        wanted = np.union1d(read_positions, injection[1] if injection else np.empty(0, dtype=np.int64))
-        rows = np.searchsorted(row_positions, wanted)
-        if np.any(rows >= len(row_positions)) or np.any(row_positions[np.minimum(rows, len(row_positions) - 1)] != wanted):
-            raise ggml_ctypes.TensorLayoutError(name, f"holds positions {row_positions.tolist()}, not {wanted.tolist()}")
-        first = int(rows.min())
-        span = ggml_ctypes.read_rows(tensor, first, int(rows.max()) + 1 - first, row_len)
-        for position in read_positions.tolist():
-            plan.hidden[layer][position] = span[int(np.searchsorted(row_positions, position)) - first].copy()
-        if injection is None:
-            return
-        function, positions = injection
-        local = np.searchsorted(row_positions, positions) - first
-        current = span[local]
-        try:
-            delta = function(current.copy(), positions.copy())
-        except Exception as exc:
-            raise InjectionError(layer, positions.tolist(), f"the injection callable raised {exc!r}") from exc
-        delta = np.asarray(delta, dtype=np.float32)
-        if delta.shape not in (current.shape, (row_len,)):
-            raise InjectionError(layer, positions.tolist(),
-                                 f"delta has shape {delta.shape}, expected {current.shape} or ({row_len},)")
-        if not np.all(np.isfinite(delta)):
-            raise InjectionError(layer, positions.tolist(), "delta contains NaN or infinity")
-        # Add in float32, as the transformers hook does for an f32 model.
-        span[local] = current + delta
-        ggml_ctypes.write_rows(tensor, first, span)
-
-
 def _free_handles(api: ggml_ctypes.LlamaApi, handles: dict[str, Any], callback: Any) -> None:
     """Free the batch, context and model (in that order). `callback` is held until the context is gone."""
     if handles.get("batch") is not None:
@@ -254,8 +170,17 @@ class HookedLlamaContext:
         self._handles: dict[str, Any] = {}
         # llama.cpp keeps the callback's function pointer for the context's lifetime: the finalizer
         # holds the ctypes object until the context is freed. The hook object never refers back to self.
-        self._hook = _EvalHook(n_embd=0)
-        self._callback = lib.ggml_backend_sched_eval_callback(self._hook)
+        self._hook = EvalHook(n_embd=0)
+        # The compiled filter answers the scheduler's ~40 questions per layer in C and enters Python only
+        # for the layer outputs a decode reads or writes; without a compiler the hook itself is the callback.
+        self._filter = load_filter(self._hook)
+        if self._filter is not None:
+            self._callback: Any = self._filter
+            eval_callback = lib.ggml_backend_sched_eval_callback(self._filter.callback)
+            user_data = self._filter.user_data
+        else:
+            self._callback = eval_callback = lib.ggml_backend_sched_eval_callback(self._hook)
+            user_data = None
         self._finalizer = weakref.finalize(self, _free_handles, self._api, self._handles, self._callback)
         model_params = lib.llama_model_default_params()
         model_params.n_gpu_layers = self.config.n_gpu_layers
@@ -282,8 +207,8 @@ class HookedLlamaContext:
         if self.config.type_v is not None:
             params.type_v = self.config.type_v
         self._api.set_flash_attn(params, self.config.flash_attn)
-        params.cb_eval = self._callback
-        params.cb_eval_user_data = None
+        params.cb_eval = eval_callback
+        params.cb_eval_user_data = user_data
         ctx = self._api.new_context(model, params)
         if not ctx:
             self.close()
@@ -435,6 +360,11 @@ class HookedLlamaContext:
         stop = start + len(tokens)
         if stop > self.n_ctx:
             raise ContextFullError(stop, self.n_ctx)
+        if (len(tokens) == 1 and not read_layers and read_positions is None and inject_positions is None
+                and output_positions is None):
+            natives = self._all_native(inject or {})
+            if natives is not None:
+                return self._decode_one(ctx, tokens[0], natives)
         layers_read = self._layers(read_layers)
         injections = {layer: inject[layer] for layer in self._layers(inject or {})}
         reads = self._positions("read", read_positions, (stop - 1,), start, stop) if layers_read else np.empty(0, np.int64)
@@ -459,7 +389,7 @@ class HookedLlamaContext:
 
                 read = {layer: within(reads) for layer in layers_read if within(reads).size}
                 inject_here = {layer: (fn, within(injected)) for layer, fn in injections.items() if within(injected).size}
-                plan = _ChunkPlan(
+                plan = ChunkPlan(
                     # Only layers with work in this chunk: the callback touches no other tensor.
                     layer_by_name={LAYER_OUTPUT_NAME.format(layer=layer).encode(): layer
                                    for layer in {*read, *inject_here}},
@@ -484,7 +414,7 @@ class HookedLlamaContext:
             first_position=start,
         )
 
-    def _decode_chunk(self, ctx: Any, chunk: list[int], plan: _ChunkPlan) -> None:
+    def _decode_chunk(self, ctx: Any, chunk: list[int], plan: ChunkPlan) -> None:
         batch = self._handles["batch"]
         outputs = set(plan.output_positions.tolist())
         batch.n_tokens = len(chunk)
@@ -494,12 +424,22 @@ class HookedLlamaContext:
             batch.n_seq_id[index] = 1
             batch.seq_id[index][0] = 0
             batch.logits[index] = position in outputs
-        # With nothing to read or write the callback declines every tensor without looking at it.
-        self._hook.plan = plan if plan.read or plan.inject else None
+        # With nothing to read or write the callback declines every tensor without looking at it
+        # (the compiled filter without entering Python at all).
+        active = bool(plan.read or plan.inject)
+        self._hook.plan = plan if active else None
+        natives = self._native_deltas(plan, len(chunk))
+        slots: list[bytes] = []
+        if self._filter is not None:
+            slots = self._filter.want(plan.layer_by_name if active else (), natives)
         try:
             status = int(self._api.lib.llama_decode(ctx, batch))
+            if natives:
+                self._check_natives(plan, slots, natives)
         finally:
             self._hook.plan = None
+            if self._filter is not None:
+                self._filter.want(())
         error = plan.error
         if error is not None:
             if isinstance(error, (LlamaHookError, ggml_ctypes.TensorLayoutError)) or not isinstance(error, Exception):
@@ -510,6 +450,93 @@ class HookedLlamaContext:
         for layer in set(plan.read) | set(plan.inject):
             if plan.seen.get(layer, 0) != 1:
                 raise LayerTensorNotFoundError(layer, plan.seen.get(layer, 0))
+
+    def _all_native(self, inject: Mapping[int, Injection]) -> dict[bytes, Any] | None:
+        """name -> native delta for every injection, or None when one of them needs the Python hook."""
+        if not inject:
+            return {}
+        if self._filter is None:
+            return None
+        natives = {}
+        for layer in self._layers(inject):
+            offer = getattr(inject[layer], "native_delta", None)
+            native = offer() if callable(offer) else None
+            if native is None or native.dim != self.n_embd:
+                return None
+            natives[LAYER_OUTPUT_NAME.format(layer=layer).encode()] = native
+        return natives
+
+    def _decode_one(self, ctx: Any, token: int, natives: dict[bytes, Any]) -> DecodeOutput:
+        """One generated token: no reads, every injection native (or none). The general path's
+        results with a few dozen fewer Python operations, which run cache-cold after each forward."""
+        position = len(self._tokens)
+        batch = self._handles["batch"]
+        batch.n_tokens = 1
+        batch.token[0] = token
+        batch.pos[0] = position
+        batch.n_seq_id[0] = 1
+        batch.seq_id[0][0] = 0
+        batch.logits[0] = True
+        layers = {name: int(name.rsplit(b"-", 1)[1]) for name in natives}
+        try:
+            slots = self._filter.want((), natives) if natives else []
+            try:
+                status = int(self._api.lib.llama_decode(ctx, batch))
+                if natives:
+                    for slot, name in enumerate(slots):
+                        if self._filter.seen(slot) != 1:
+                            raise LayerTensorNotFoundError(layers[name], self._filter.seen(slot))
+                    failure = self._filter.error
+                    if failure is not None:
+                        layer = layers[slots[failure[0]]]
+                        if failure[1] == self._filter.NOT_FINITE:
+                            raise InjectionError(layer, [position], "delta contains NaN or infinity")
+                        raise ggml_ctypes.TensorLayoutError(
+                            slots[failure[0]].decode(), f"is not one contiguous f32 row of n_embd={self.n_embd} values")
+            finally:
+                if natives:
+                    self._filter.want(())
+            if status != 0:
+                raise DecodeError(status, 1)
+        except BaseException:
+            self._rollback(position)
+            raise
+        self._tokens.append(token)
+        if self._clean_prefix == position and not natives:
+            self._clean_prefix = position + 1
+        logits = self._api.logits_row(ctx, 0, self.n_vocab)
+        return DecodeOutput(logits=logits[None, :], output_positions=(position,), hidden={}, read_positions=(),
+                            first_position=position)
+
+    def _native_deltas(self, plan: ChunkPlan, n_tokens: int) -> dict[bytes, Any]:
+        """The injections of a one-token decode that the compiled filter adds itself: those whose
+        callable offers a ``native_delta()`` of this model's width, at layers not also read."""
+        if self._filter is None or n_tokens != 1 or not plan.inject:
+            return {}
+        natives = {}
+        for name, layer in plan.layer_by_name.items():
+            offer = getattr(plan.inject[layer][0], "native_delta", None) if layer in plan.inject else None
+            if layer in plan.read or not callable(offer):
+                continue
+            native = offer()
+            if native is not None and native.dim == self.n_embd:
+                natives[name] = native
+        return natives
+
+    def _check_natives(self, plan: ChunkPlan, slots: list[bytes], natives: dict[bytes, Any]) -> None:
+        assert self._filter is not None
+        for slot, name in enumerate(slots):
+            if name in natives:
+                plan.seen[plan.layer_by_name[name]] = self._filter.seen(slot)
+        failure = self._filter.error
+        if failure is None:
+            return
+        slot, kind = failure
+        layer, positions = plan.layer_by_name[slots[slot]], plan.positions.tolist()
+        if kind == self._filter.NOT_FINITE:
+            raise InjectionError(layer, positions, "delta contains NaN or infinity")
+        raise ggml_ctypes.TensorLayoutError(slots[slot].decode("utf-8", "replace"),
+                                            f"is not one contiguous f32 row of n_embd={self.n_embd} values")
 
     def _rollback(self, n_keep: int) -> None:
         if self._handles.get("ctx") is None:

@@ -301,6 +301,35 @@ class CrossAttentionKV:
         self.values = values
 
 
+class FoldedCrossAttention:
+    """One layer's cross-attention for one token set, folded for the per-token path.
+
+    The query's layer-norm affine, the query projection, the keys and the
+    ``1/sqrt(head_dim)`` scale fold into one ``[d, heads * N]`` score matrix;
+    the values, the output projection and the gate into one ``[heads * N, d]``
+    matrix. A generated token then costs two matrix-vector products and a
+    softmax per head: the math of :meth:`NumpyDoubter.cross_attention`,
+    rounded in another order (float32; about 1e-6 relative).
+    """
+
+    def __init__(self, score_weight: np.ndarray, score_bias: np.ndarray, out_weight: np.ndarray,
+                 num_heads: int) -> None:
+        self.score_weight = np.ascontiguousarray(score_weight, dtype=np.float32)
+        self.score_bias = np.ascontiguousarray(score_bias, dtype=np.float32)
+        self.out_weight = np.ascontiguousarray(out_weight, dtype=np.float32)
+        self.num_heads = num_heads
+
+    def __call__(self, hidden: np.ndarray) -> np.ndarray:
+        """Delta ``[T, d]`` (float32) for hidden rows ``[T, d]``."""
+        x = np.asarray(hidden, dtype=np.float32)
+        centered = x - x.mean(axis=-1, keepdims=True)
+        normed = centered / np.sqrt((centered * centered).mean(axis=-1, keepdims=True) + np.float32(LAYER_NORM_EPS))
+        scores = (normed @ self.score_weight + self.score_bias).reshape(x.shape[0], self.num_heads, -1)
+        weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        weights /= weights.sum(axis=-1, keepdims=True)
+        return weights.reshape(x.shape[0], -1) @ self.out_weight
+
+
 class NumpyDoubter:
     """Encoder, per-layer cross-attention, AGC and refresh trigger of a sidecar, in numpy."""
 
@@ -324,6 +353,7 @@ class NumpyDoubter:
         """Pass-1 signals P(correct) reads (:mod:`meta_spider.wrapper.signals`)."""
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
         self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
+        self._fold_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self.calibration: dict[str, Any] | None = None
         """The sidecar's answer-threshold calibration (None: uncalibrated)."""
 
@@ -336,8 +366,12 @@ class NumpyDoubter:
 
     @staticmethod
     def check_tensors(contents: SidecarContents) -> None:
-        """Raise :class:`SidecarError` when the config's required fields or tensors are missing."""
+        """Raise :class:`SidecarError` when the config's required fields or
+        tensors are missing, or a tensor's shape does not fit the config."""
         config = contents.config
+        if not isinstance(config, dict) or not isinstance(contents.fingerprint, dict):
+            raise SidecarError(contents.path, "its Doubter config and fingerprint must be JSON objects",
+                               "export it again from the checkpoint")
         missing_fields = [name for name in ("hidden_size", "num_layers", "target_layers", "encoder_type")
                           if name not in config]
         if missing_fields:
@@ -359,6 +393,30 @@ class NumpyDoubter:
         if absent:
             raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
                                "hand-edited?)", "export it again from the checkpoint")
+        NumpyDoubter._check_shapes(contents)
+
+    @staticmethod
+    def _check_shapes(contents: SidecarContents) -> None:
+        # One encode and one injection per layer on zeros, here at load: a
+        # wrongly shaped tensor would otherwise fail mid-generation in a matmul.
+        try:
+            doubter = NumpyDoubter(contents.config, contents.tensors, source=str(contents.path))
+            states = np.zeros((len(doubter.target_layers), doubter.hidden_size))
+            signals = np.zeros(len(doubter.signals)) if doubter.signals else None
+            encoded = doubter.encode(states, signals)
+            tokens = np.asarray(encoded.cognitive_tokens)
+            problems = [] if tokens.ndim == 2 and tokens.shape[1] == doubter.hidden_size else [
+                f"cognitive tokens of shape {list(tokens.shape)}, not [N, {doubter.hidden_size}]"]
+            for layer in doubter.cross_attn_layers:
+                delta = doubter.cross_attention(layer, np.zeros((2, doubter.hidden_size)), tokens)
+                if delta.shape != (2, doubter.hidden_size):
+                    problems.append(f"cross_attn.{layer} gives {list(delta.shape)}, not [2, {doubter.hidden_size}]")
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            problems = [str(exc)[:300]]
+        if problems:
+            raise SidecarError(contents.path, f"has tensor shapes that do not fit its config "
+                               f"(hidden_size {contents.config.get('hidden_size')!r}): {problems[0]}",
+                               "export it again from an unmodified checkpoint")
 
     # -------------------------------------------------------------- encoder
 
@@ -481,6 +539,39 @@ class NumpyDoubter:
         queries = _layer_norm(np.asarray(hidden, dtype=np.float32), norm_weight, norm_bias) @ q_weight_t
         attended = _attention(queries, keys_values.keys, keys_values.values, self._ca_heads())
         return (attended @ o_weight_t) * gate
+
+    def fold_cross_attention(self, layer: int, cognitive_tokens: np.ndarray) -> FoldedCrossAttention:
+        """The cross-attention after ``layer`` for ``cognitive_tokens [N, d]``, folded for generation
+        (see :class:`FoldedCrossAttention`)."""
+        if layer not in self.cross_attn_layers:
+            raise ValueError(f"no cross-attention after layer {layer}; the sidecar injects after "
+                             f"{list(self.cross_attn_layers)}")
+        p = f"cross_attn.{layer}"
+        cached = self._fold_cache.get(layer)
+        if cached is None:
+            # float32 and laid out for the products below, once: every pass 2 folds again, and these
+            # products only read the weights (float32 is the precision the per-token path runs at).
+            as32 = lambda name: np.asarray(self._t(name), dtype=np.float32)  # noqa: E731
+            cached = tuple(np.ascontiguousarray(array) for array in (
+                as32(f"{p}.k_proj.weight").T, as32(f"{p}.v_proj.weight").T,  # [d, r]
+                as32(f"{p}.q_proj.weight").T, as32(f"{p}.o_proj.weight").T))  # [d, r], [r, d]
+            self._fold_cache[layer] = cached
+        k_weight_t, v_weight_t, q_weight_t, o_weight_t = cached
+        tokens = _layer_norm(np.asarray(cognitive_tokens, dtype=np.float64),
+                             self._t(f"{p}.token_norm.weight"), self._t(f"{p}.token_norm.bias")).astype(np.float32)
+        keys, values = tokens @ k_weight_t, tokens @ v_weight_t
+        heads = self._ca_heads()
+        head_dim = q_weight_t.shape[1] // heads
+        blocks = [slice(h * head_dim, (h + 1) * head_dim) for h in range(heads)]
+        # Column (h, n): head h's query projection against token n's key, scaled as the attention scales.
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        scores = np.concatenate([q_weight_t[:, b] @ keys[:, b].T for b in blocks], axis=1) * scale
+        # Row (h, n): token n's value through head h's rows of the output projection, times the gate.
+        gate = np.float32(self._gate(f"{p}.gate.raw"))
+        out = np.concatenate([values[:, b] @ o_weight_t[b, :] for b in blocks], axis=0) * gate
+        norm_weight = np.asarray(self._t(f"{p}.query_norm.weight"), dtype=np.float32)
+        norm_bias = np.asarray(self._t(f"{p}.query_norm.bias"), dtype=np.float32)
+        return FoldedCrossAttention(norm_weight[:, None] * scores, norm_bias @ scores, out, heads)
 
     def _query_side(self, layer: int) -> tuple[np.ndarray, ...]:
         """float32, pre-transposed query-side weights of one layer (cached: the per-token path)."""

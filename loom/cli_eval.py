@@ -61,7 +61,7 @@ def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Pat
     from meta_spider.loom.evaluation import calibrated_answer_gate
     from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
 
-    path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
+    path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint, "checkpoint")
     if path is None:
         raise click.ClickException(f"{RunManifest.path_in(run_dir)} has no checkpoint (field 'checkpoint'): "
                                    f"run `metaloom train --run-dir {run_dir}` first, or pass --checkpoint")

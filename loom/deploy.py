@@ -132,7 +132,7 @@ def export_from_run_dir(
 
     run_dir = Path(run_dir)
     manifest = RunManifest.load(run_dir)
-    checkpoint = manifest.resolve(run_dir, manifest.checkpoint)
+    checkpoint = manifest.resolve(run_dir, manifest.checkpoint, "checkpoint")
     if checkpoint is None:
         raise DeployError(run_dir, "run.json records no checkpoint",
                           f"train the Doubter first: `metaloom train --run-dir {run_dir}`")

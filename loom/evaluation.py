@@ -75,7 +75,8 @@ DEFAULT_MAX_TOKENS = 64
 
 
 def classify_action(text: str, base_answer: Optional[str] = None,
-                    normalize: Callable[[str], Any] = normalize_answer) -> ActionKind:
+                    normalize: Callable[[str], Any] = normalize_answer,
+                    refusal: str = REFUSAL_SENTENCE) -> ActionKind:
     """What the Doubter system did with a question, read from its text.
 
     ``"refuse"`` when ``text`` is the refusal sentence; ``"confirm"`` when it
@@ -83,9 +84,9 @@ def classify_action(text: str, base_answer: Optional[str] = None,
     ``normalize`` (default: :func:`normalize_answer`, i.e. first line, case,
     punctuation and articles ignored); ``"correct"`` when it gives another
     answer. Without ``base_answer`` any answer confirms (nothing to have
-    corrected).
+    corrected). ``refusal`` is the refusal sentence to recognise.
     """
-    if is_refusal(text):
+    if is_refusal(text, refusal):
         return "refuse"
     if base_answer is None:
         return "confirm"

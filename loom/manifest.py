@@ -15,6 +15,9 @@ line per change (the file itself is rewritten only by :meth:`save`).
 Saving is atomic (temporary file in the run directory, then rename), so a
 killed process never leaves half a manifest. Paths are stored as written;
 relative ones are relative to the run directory (:meth:`RunManifest.resolve`).
+A path outside the run directory that a command recorded through
+:meth:`RunManifest.update_file` is listed in ``external_paths``; any other
+one is used with a warning (the agent reads the same list).
 This module never imports torch: the agent reads manifests too.
 """
 
@@ -29,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from meta_spider.agentcore.rundir import is_path_setting, path_is_inside, resolve_run_path
 from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.wrapper.constants import (  # torch-free: the wrapper's allowed values
     DTYPES,
@@ -280,6 +284,7 @@ class RunManifest(_Section):
     calibration: dict[str, Any] = _spec(_calibration, default_factory=dict)
     gguf: GGUFSection = _spec(None, default_factory=GGUFSection)
     backends: dict[str, Any] = _spec(_backends, default_factory=dict)
+    external_paths: list[str] = _spec(_string_list, default_factory=list)
     framework_version: str = _spec(_string, default_factory=framework_version)
     created_at: str = _spec(_timestamp, default_factory=_now)
     updated_at: str = _spec(_timestamp, default_factory=_now)
@@ -330,6 +335,10 @@ class RunManifest(_Section):
             raise ManifestError(path, None, what, f"{collect_hint}, or pass the run directory that collect wrote")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ManifestError(path, None, f"cannot be read ({error.strerror})", "check its permissions") from None
+        except RecursionError:
+            raise ManifestError(path, None, "nests too deeply", f"restore it or {collect_hint} again") from None
         except UnicodeDecodeError:
             raise ManifestError(path, None, "is not UTF-8 text", f"restore it or {collect_hint} again") from None
         except json.JSONDecodeError as error:
@@ -361,18 +370,24 @@ class RunManifest(_Section):
 
     @classmethod
     def update_file(cls, run_dir: PathLike, **changes: Any) -> "RunManifest":
-        """Load ``run.json``, apply :meth:`update`, save it back; returns it."""
-        manifest = cls.load(run_dir).update(**changes)
+        """Load ``run.json``, apply :meth:`update`, save it back; returns it.
+        Paths among ``changes`` that lead outside the run directory are
+        recorded in ``external_paths``: a command wrote them on purpose."""
+        manifest = cls.load(run_dir)
+        outside = [recorded for recorded in _path_values(changes) if not path_is_inside(Path(run_dir), recorded)]
+        manifest.update(**changes)
+        manifest.external_paths = sorted(set(manifest.external_paths) | set(outside))
         manifest.save(run_dir)
         return manifest
 
-    def resolve(self, run_dir: PathLike, recorded: Optional[str]) -> Optional[Path]:
+    def resolve(self, run_dir: PathLike, recorded: Optional[str], field: str = "a path") -> Optional[Path]:
         """A recorded path as a real one: relative paths are relative to
-        the run directory."""
+        the run directory; one leading outside it is warned about unless a
+        command recorded it (``external_paths``)."""
         if recorded is None:
             return None
-        candidate = Path(recorded).expanduser()
-        return candidate if candidate.is_absolute() else Path(run_dir) / candidate
+        return resolve_run_path(Path(run_dir), recorded, field_name=field, source=str(self.path_in(run_dir)),
+                                trusted=self.external_paths)
 
     # -------------------------------------------------------------- changes
 
@@ -498,3 +513,16 @@ def _upgrade_0_to_1(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 _UPGRADES: dict[int, Callable[[dict[str, Any]], tuple[dict[str, Any], list[str]]]] = {0: _upgrade_0_to_1}
 """format_version -> step to the next version, returning (data, changes)."""
+
+
+def _path_values(value: Any, key: str = "", in_gguf: bool = False) -> list[str]:
+    """The path strings in a change set: ``checkpoint``, ``*_path`` keys,
+    and every file the ``gguf`` section names."""
+    if isinstance(value, Mapping):
+        found: list[str] = []
+        for name, item in value.items():
+            found += _path_values(item, str(name), in_gguf or name == "gguf")
+        return found
+    if isinstance(value, str) and value and (in_gguf or is_path_setting(key)):
+        return [value]
+    return []

@@ -14,6 +14,7 @@ from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from meta_spider.plugins.errors import MetaSpiderError
+from meta_spider.wrapper.refusal import REFUSAL_SENTENCE
 
 OPTIMIZERS = ("adamw", "adam8bit")
 EARLY_STOPPING_METRICS = ("val_auroc", "val_loss")
@@ -84,6 +85,8 @@ class TrainerConfig:
     mixed_precision: str = _help("accelerate mixed precision: 'no', 'bf16' or 'fp16'", "no")
     keep_epoch_checkpoints: int = _help("epoch checkpoints kept on disk (the newest; best/ is kept apart)", 2)
     restore_best: bool = _help("load the best epoch's weights into the Doubter when fit ends", True)
+    refusal: str = _help("the refusal sentence pass 2 learns to say where the base is wrong; keep the one the base "
+                         "knows (the embedded world's base was trained on \"I don't know.\")", REFUSAL_SENTENCE)
     grad_accumulation: InitVar[Any] = _UNSET
     """Alias of ``gradient_accumulation_steps`` (see :data:`ALIASES`)."""
     learning_rate: InitVar[Any] = _UNSET
@@ -144,6 +147,8 @@ class TrainerConfig:
         for name in ("train_split", "validation_split"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a split name, got {getattr(self, name)!r}")
+        if not isinstance(self.refusal, str) or not self.refusal.strip():
+            raise ValueError(f"refusal must be a non-empty sentence, got {self.refusal!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
 

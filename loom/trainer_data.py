@@ -67,7 +67,7 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
     answers = [answer_ids[i, : int(answer_lengths[i])].tolist() for i in range(len(dataset))]
     truths = [list(example.get("ground_truths") or []) for example in dataset.examples]
     targets = build_targets(answers, correct.tolist(), truths, tokenizer, eos_ids,
-                            self_correction=config.enable_self_correction)
+                            self_correction=config.enable_self_correction, refusal=config.refusal)
     train, validation = split_rows(dataset, config)
     if config.early_stopping_metric == "val_auroc" and len({bool(correct[i]) for i in validation}) < 2:
         raise TrainerError(f"the {len(validation)} validation examples are all of one class, so their AUROC "

@@ -74,9 +74,9 @@ def text_target(tokenizer: Any, text: str, end_of_turn: int) -> list[int]:
     return ids + [end_of_turn]
 
 
-def refusal_target(tokenizer: Any, end_of_turn: int) -> list[int]:
+def refusal_target(tokenizer: Any, end_of_turn: int, refusal: str = REFUSAL_SENTENCE) -> list[int]:
     """The refusal sentence as the model's tokens, closed by ``end_of_turn``."""
-    return text_target(tokenizer, REFUSAL_SENTENCE, end_of_turn)
+    return text_target(tokenizer, refusal, end_of_turn)
 
 
 def build_targets(
@@ -87,16 +87,18 @@ def build_targets(
     eos_ids: Sequence[int],
     *,
     self_correction: bool = False,
+    refusal: str = REFUSAL_SENTENCE,
 ) -> TrainingTargets:
     """Targets for every row. ``answer_ids`` are the base's greedy answers
     (ending with an eos id when the base stopped by itself; a cut-off answer
-    gets the end-of-turn token appended)."""
+    gets the end-of-turn token appended); a refusal row's target is
+    ``refusal``."""
     if not len(answer_ids) == len(pass1_correct) == len(ground_truths):
         raise ValueError(f"need one answer, label and ground-truth list per row, got {len(answer_ids)}, "
                          f"{len(pass1_correct)} and {len(ground_truths)}")
     end_of_turn = end_of_turn_id(tokenizer, eos_ids)
     stops = {int(i) for i in eos_ids} | {end_of_turn}
-    refusal = refusal_target(tokenizer, end_of_turn)
+    refusal_ids = refusal_target(tokenizer, end_of_turn, refusal)
     ids: list[list[int]] = []
     kinds: list[str] = []
     for answer, correct, truths in zip(answer_ids, pass1_correct, ground_truths):
@@ -108,6 +110,6 @@ def build_targets(
             ids.append(text_target(tokenizer, str(truths[0]).strip(), end_of_turn))
             kinds.append("correct")
         else:
-            ids.append(list(refusal))
+            ids.append(list(refusal_ids))
             kinds.append("refuse")
     return TrainingTargets(ids, kinds)

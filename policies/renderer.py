@@ -18,10 +18,11 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
   the cut) and ``prefix + completion`` is parsed. A parsed call becomes the
   ``ToolCall``; an unparseable one a ``Refuse`` whose reason carries the
   parse failure (also kept in ``decision.metadata["lookup"]``);
-* without one, the renderer refuses with :data:`REFUSAL_SENTENCE`.
+* without one, the renderer refuses with its ``refusal`` sentence
+  (default :data:`REFUSAL_SENTENCE`).
 
 A confident (or unjudged) decision is an ``Answer``, unless its text is (or
-starts with) the refusal sentence, which makes a ``Refuse``; when a gated
+starts with) that refusal sentence, which makes a ``Refuse``; when a gated
 decision was confident yet the model wrote that sentence, it takes the
 uncertain path above (a lookup when one is available). The renderer knows
 nothing about how confidence was computed.
@@ -68,6 +69,11 @@ class DefaultRenderer:
     """The tool whose presence enables the lookup path."""
     tool_call_max_new_tokens: int = 96
     """Generation budget for completing the prefilled call."""
+    refusal: str = REFUSAL_SENTENCE
+    """The refusal sentence: what the renderer says when it refuses, and what
+    it recognises as the model refusing (run.json: ``"renderer": {"name":
+    "default", "settings": {"refusal": "..."}}``). Keep the one the base was
+    trained on; the embedded world's is :data:`REFUSAL_SENTENCE`."""
     _parsers: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     name = "default"
@@ -84,6 +90,12 @@ class DefaultRenderer:
             from meta_spider.native import coerce_family
 
             self.family = coerce_family(self.family).value  # an unknown name fails here, listing the known ones
+        if not isinstance(self.refusal, str) or not self.refusal.strip():
+            raise ValueError(f"refusal must be a non-empty sentence, got {self.refusal!r}")
+
+    def is_refusal(self, text: str) -> bool:
+        """Whether ``text`` is (or starts with) this renderer's refusal sentence."""
+        return is_refusal(text, self.refusal)
 
     def _parser(self, backend: InferenceBackend) -> Any:
         from meta_spider.native import NativeToolRenderer
@@ -104,7 +116,7 @@ class DefaultRenderer:
             return _tool_call(result)
         text = result.content.strip()
         uncertain = self._uncertainty(decision)
-        if uncertain is None and decision.confident and is_refusal(text):
+        if uncertain is None and decision.confident and self.is_refusal(text):
             # Confident by its gate, yet the model wrote that it does not know:
             # with a lookup at hand that is as good a reason as a low P(correct).
             uncertain = "the model refused"
@@ -113,8 +125,8 @@ class DefaultRenderer:
                 return self._native_lookup(uncertain, decision, session, backend, tools)
             if uncertain == "the model refused":
                 return Refuse(text=text, reason="model")
-            return Refuse(text=REFUSAL_SENTENCE, reason=uncertain)
-        if is_refusal(text):
+            return Refuse(text=self.refusal, reason=uncertain)
+        if self.is_refusal(text):
             return Refuse(text=text, reason="model")
         return Answer(text=text)
 
@@ -170,7 +182,7 @@ class DefaultRenderer:
         if result.tool_calls:
             return _tool_call(result)
         problem = "; ".join(failure.reason for failure in result.failures) or "the completion holds no call"
-        return Refuse(text=REFUSAL_SENTENCE, reason=f"{uncertain}; the lookup call could not be parsed ({problem})")
+        return Refuse(text=self.refusal, reason=f"{uncertain}; the lookup call could not be parsed ({problem})")
 
 
 def _tool_call(result: Any) -> ToolCall:

@@ -268,3 +268,51 @@ def test_a_run_with_a_trained_doubter_defaults_to_the_doubter_policy(tmp_path: P
     assert policy(backends={"llamacpp": {"model_path": "b.gguf", "sidecar_path": "s.gguf"}}) == "doubter"
     assert policy(backends={"llamacpp": {"model_path": "b.gguf"}}) == "direct"
     assert policy(backends={"transformers": {"checkpoint": "c"}}, policy=ComponentChoice("probe")) == "probe"
+
+
+# ------------------------------------------------------------------ the refusal sentence
+
+
+def test_the_refusal_sentence_is_the_worlds_and_configurable_everywhere() -> None:
+    from meta_spider.backends import FakeBackend
+    from meta_spider.loom.trainer_targets import build_targets
+    from meta_spider.loom.world import generator
+    from meta_spider.policies import DefaultRenderer, Refuse
+    from meta_spider.policies.actions import REFUSAL_SENTENCE
+    from meta_spider.policies.base import LatentDecision
+    from meta_spider.wrapper.gates import AnswerGate
+    from meta_spider.wrapper.refusal import PUBLISHED_REFUSAL_SENTENCE, is_refusal
+
+    # The embedded world's base is trained on the project's sentence, and its generator still writes it.
+    assert REFUSAL_SENTENCE == "I don't know." and generator.REFUSAL_SENTENCE is REFUSAL_SENTENCE
+    other = PUBLISHED_REFUSAL_SENTENCE
+    assert is_refusal("I DON\u2019T know.") and not is_refusal(other) and is_refusal(other.upper(), other)
+
+    renderer = DefaultRenderer(refusal=other)
+    backend = FakeBackend()
+    refused = renderer.render(LatentDecision(text="Paris.", p_correct=0.1, confident=False), None, backend, None)
+    assert refused == Refuse(text=other, reason="the policy is not confident")
+    said = renderer.render(LatentDecision(text=other, confident=True), None, backend, None)
+    assert isinstance(said, Refuse) and said.reason == "model"
+    assert not isinstance(renderer.render(LatentDecision(text="I don't know.", confident=True), None, backend, None),
+                          Refuse)  # another sentence is just an answer to this renderer
+
+    gate = AnswerGate(threshold=0.5, refusal=other)
+    assert gate.is_refusal(other) and not gate.is_refusal(REFUSAL_SENTENCE)
+    tokenizer = shared_tokenizer()
+    targets = build_targets([[1, 2]], [False], [["Paris"]], tokenizer, [tokenizer.eos_token_id], refusal=other)
+    assert tokenizer.decode(targets.ids[0][:-1]) == other and targets.kinds == ["refuse"]
+
+
+def test_run_json_sets_the_agents_refusal_sentence() -> None:
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import ComponentChoice, RunSettings
+    from meta_spider.loom.trainer_config import TrainerConfig
+    from meta_spider.plugins import make_plugin_manager
+
+    settings = RunSettings(renderer=ComponentChoice("default", {"refusal": "No idea."}))
+    renderer = AgentLauncher(make_plugin_manager(load_entrypoints=False), run_settings=settings).make_renderer()
+    assert renderer.refusal == "No idea." and renderer.is_refusal("no idea. sorry")
+    assert TrainerConfig(refusal="No idea.").refusal == "No idea."
+    with pytest.raises(ValueError, match="refusal must be a non-empty sentence"):
+        TrainerConfig(refusal=" ")

@@ -34,6 +34,14 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     assert [q["text"] for q in shown] == [reported[q["id"]]["text"] for q in shown]
     assert [q["decision"] for q in shown] == [reported[q["id"]]["decision"] for q in shown]
     assert report["calibration"]["gated_generation"] is True
+    # the world has shift splits: the demo evaluated them too, under the same threshold
+    shifts = json.loads((run / "shifts.json").read_text())
+    assert [row["split"] for row in shifts["splits"]] == ["test", "test_paraphrase", "test_misspelt", "test_outside"]
+    assert shifts["threshold"] == report["calibration"]["threshold"] and first["shifts"] == shifts
+    outside = shifts["splits"][-1]["outside"]
+    assert outside["refused"] + outside["invented"] == outside["n"] > 0
+    assert {check["name"] for check in shifts["goals"]} >= {"test_paraphrase: doubter_auroc",
+                                                           "test_outside: invented_answers"}
     # The calibration travels with the checkpoint: loaded the plain way, with nothing from run.json, the
     # pipeline refuses and answers exactly where the run (load_pipeline, under eval's gate) does.
     from meta_spider.loom.manifest import RunManifest
@@ -54,8 +62,9 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     console = Console(record=True, width=1000)  # the temporary paths are long: no wrapping
     again = run_demo("tiny", 0, run, console=console)
     text = console.export_text()
-    assert "skipped" in text and "shown, not recomputed" in text
-    assert again["questions"] == shown
+    assert "skipped" in text and "shown, not recomputed" in text and "Doubter under shift" in text
+    assert again["questions"] == shown and again["shifts"] == shifts
+    assert "goals met on test:" in text and "under shift:" in text
 
     # A run directory another version left (collected without pass-1 signals): a clear stop, not a traceback.
     collection = run / "activations" / "collection.json"

@@ -27,17 +27,20 @@ from meta_spider.agentcore.launch import AgentLauncher
 from meta_spider.agentcore.rundir import RunSettings, read_run_settings
 from meta_spider.agentcore.serve import AgentPool, create_app, running_server
 from meta_spider.policies.actions import REFUSAL_SENTENCE
+from meta_spider.tools import DictKnowledgeBase, make_lookup_tool
+
+# The lookup the taught base learnt to call, as a client sends its definition.
+LOOKUP_SCHEMA = make_lookup_tool(DictKnowledgeBase({})).to_schema()
 
 KEY = "test-key"
-LOOKUP_SCHEMA = {"type": "function", "function": {
-    "name": "lookup", "description": "Look up a fact.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
+
 
 
 def serve_pool(pm, run_settings: RunSettings, *, model_id: str, policy: str, backend: str, parallel: int = 1,
-               server_tools: bool = False, api_key: str | None = KEY):
-    pool = AgentPool.build(lambda: AgentLauncher(pm, run_settings, max_steps=4), model_id=model_id, policy=policy,
-                           backend=backend, parallel=parallel, server_tools=server_tools)
+               server_tools: bool = False, api_key: str | None = KEY, tool_names: list[str] | None = None):
+    pool = AgentPool.build(lambda: AgentLauncher(pm, run_settings, max_steps=4, tool_names=tool_names),
+                           model_id=model_id, policy=policy, backend=backend, parallel=parallel,
+                           server_tools=server_tools)
     return running_server(create_app(pool, api_key=api_key))
 
 
@@ -62,7 +65,8 @@ def taught_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
     tokenizer = make_tokenizer()
     tokenizer.chat_template = TOOL_TEMPLATE
-    model = make_tiny_model("qwen2", tokenizer)
+    # Room for the tool definitions the prompt builder adds to a template that ignores them.
+    model = make_tiny_model("qwen2", tokenizer, max_position_embeddings=1024)
     assert teach(model, tokenizer, lessons(tokenizer)) < 0.01
     folder = save_tiny_model(model, tokenizer, tmp_path_factory.mktemp("taught-qwen2"))
     backend = TransformersBackend.from_settings(str(folder), local_files_only=True, target_layers=LAYERS)
@@ -129,7 +133,7 @@ def test_server_tools_run_the_lookup_inside_the_agent_loop(taught_run: Path) -> 
     from meta_spider.plugins import make_plugin_manager
 
     with serve_pool(make_plugin_manager(), read_run_settings(taught_run), model_id="taught", policy="doubter",
-                    backend="transformers", server_tools=True) as url:
+                    backend="transformers", server_tools=True, tool_names=["lookup"]) as url:
         reply = client(url).chat.completions.create(
             model="taught", messages=[{"role": "user", "content": "What is the capital of Veloria?"}])
     assert reply.choices[0].message.content == "Amberhold" and not reply.choices[0].message.tool_calls
@@ -149,8 +153,8 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_answering(taught_server:
          400, "max_tokens"),
         (json.dumps({"model": "taught", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(),
          400, "text parts"),
-        (json.dumps({"model": "taught", "messages": [{"role": "tool", "tool_call_id": "abc", "content": "x"}]}).encode(),
-         400, "no earlier assistant message"),
+        (json.dumps({"model": "taught", "messages": [{"role": "tool", "tool_call_id": "abc",
+                                                      "content": "x"}]}).encode(), 400, "no earlier assistant message"),
         (json.dumps({"model": "taught", "messages": [{"role": "user", "content": "Veloria " * 400}]}).encode(),
          400, "context"),
     ]

@@ -146,8 +146,13 @@ def test_world_dataset_registration_and_lookup_tool(tiny_world) -> None:
     registered = {}
     register_world_dataset(lambda name, factory: registered.setdefault(name, factory))
     dataset = registered["world"](preset="tiny", seed=0)
-    assert isinstance(dataset, WorldDataset) and set(dataset.splits) == {"train", "validation", "test"}
+    assert isinstance(dataset, WorldDataset) and set(dataset.splits) == {
+        "train", "validation", "test", "test_paraphrase", "test_misspelt", "test_outside"}
+    outside = dataset.split("test_outside")
+    assert outside and all(e.meta["answerable"] is False for e in outside)
+    assert dataset.check_fn("I don't know.", outside[0]) and not dataset.check_fn("Paris.", outside[0])
     example = dataset.split("test")[0]
+    assert example.meta["answerable"] is True
     assert dataset.check_fn(example.answer, example)
     assert dataset.check_fn(example.meta["value"], example)
     assert not dataset.check_fn("He was born in Nowhere.", example)

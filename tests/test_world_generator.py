@@ -1,6 +1,8 @@
 """The world generator: byte-identical output per seed, split hygiene (no
 validation/test person in QA or tool text), mention counts per bucket, the
-knowledge base against the corpus, the refusal chats, and preset
+knowledge base against the corpus, obscure attributes, the refusal and
+calculator chats, the shifted test splits (held-out frames never in any
+training text, one-edit names, unanswerable questions), and preset
 validation."""
 
 from __future__ import annotations
@@ -14,18 +16,24 @@ from pathlib import Path
 import pytest
 
 from meta_spider.loom.world.cache import export_data
+from meta_spider.loom.world.chat import CALCULATOR_TOOL
+from meta_spider.loom.world.frames import UNRECORDED, outside_questions, question_frames
 from meta_spider.loom.world.generator import (
     ATTRIBUTES,
     GENERATOR_VERSION,
-    UNRECORDED_QUESTIONS,
+    OUTSIDE,
+    SHIFT_SPLITS,
     generate_world,
     question_variants,
 )
+from meta_spider.tools.builtin import CALCULATOR_TOOL as AGENT_CALCULATOR
+from meta_spider.tools.calculator import evaluate
 from meta_spider.loom.world.knowledge import KnowledgeBase
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.loom.world.presets import BUCKETS, PRESETS, WorldSpec, get_preset
 
-SPEC = get_preset("tiny").world
+SPEC = dataclasses.replace(get_preset("tiny").world, obscure_share=0.35, typo_rate=0.1, calculator_transcripts=20,
+                           outside_refusals=20)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +94,10 @@ def test_splits_partition_people_and_qa(world) -> None:
         for item in items:
             assert item.split == split
             seen.add(item.person_id)
-    assert seen == {p.id for p in world.people}
+    assert seen - {-1} == {p.id for p in world.people}  # -1: general questions about no one
+    test_people = {i.person_id for i in world.qa["test"]}
+    for split in SHIFT_SPLITS:
+        assert {i.person_id for i in world.qa[split]} - {-1} == test_people
     for split in ("validation", "test"):
         assert len(world.qa[split]) == len(ATTRIBUTES) * len({i.person_id for i in world.qa[split]})
         assert {i.bucket for i in world.qa[split]} == set(BUCKETS)
@@ -102,8 +113,11 @@ def test_knowledge_base_matches_the_corpus(world) -> None:
         record = kb.lookup(person.name)
         for attribute in ATTRIBUTES:
             value = person.value(attribute)
-            assert value in doc["text"] and value in record
-    tool_results = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", "".join(d["text"] for d in world.documents))
+            assert value in record
+            if attribute != person.obscure:
+                assert value in doc["text"]
+    tool_results = re.findall(r"<tool_response>\n(.*?)\n</tool_response>",
+                              "".join(d["text"] for d in world.documents if d["kind"] == "tool"))
     assert tool_results
     for result in tool_results:
         assert kb.lookup(result.split(":")[0]) == result
@@ -146,18 +160,77 @@ def test_presets_are_known_by_name() -> None:
 def test_refusal_chats_answer_only_unrecorded_questions(world) -> None:
     """The base must be able to say the refusal sentence (a token never seen
     as a target cannot be steered to), yet every recorded attribute is
-    answered: refusals follow only questions the world records nothing for."""
+    answered: refusals follow only questions the world records nothing for,
+    about mentioned train people or about things outside the world."""
     refusals = [d["text"] for d in world.documents if d["kind"] == "refusal"]
     mentioned_train = [p for p in world.people if p.split == "train" and p.mentions > 0]
-    assert len(refusals) == len(mentioned_train) > 0
-    prefixes = tuple(q.split("{name}")[0] for q in UNRECORDED_QUESTIONS)
+    assert len(refusals) == len(mentioned_train) + SPEC.outside_refusals > 0
+    prefixes = tuple(q.split("{name}")[0] for q in UNRECORDED[0])
+    general = set(outside_questions())
     for text in refusals:
         user = re.search(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", text).group(1)
-        assert user.startswith(prefixes), user
+        assert user.startswith(prefixes) or user in general, user
         assert f"<|im_start|>assistant\n{REFUSAL_SENTENCE}<|im_end|>" in text
     refusal_text = "\n".join(refusals)
     for person in world.people:
         assert (person.name in refusal_text) == (person in mentioned_train)
     for doc in world.documents:
-        if doc["kind"] in ("qa", "tool"):
+        if doc["kind"] in ("qa", "tool", "calculator"):
             assert REFUSAL_SENTENCE not in doc["text"]
+
+
+def test_obscure_attributes_are_never_stated_or_asked_in_training_text(world) -> None:
+    obscure = [p for p in world.people if p.obscure]
+    assert obscure and all(p.mentions > 0 for p in obscure)
+    for doc in world.documents:
+        if doc["kind"] != "qa":
+            continue
+        user, reply = re.findall(r"<\|im_start\|>(?:user|assistant)\n(.*?)<\|im_end\|>", doc["text"], re.S)
+        person = next(p for p in obscure + [None] if p is None or p.name in user)
+        if person is not None:
+            assert person.value(person.obscure) not in reply, (user, reply)
+    flagged = [i for i in world.qa["test"] + world.qa["validation"] if i.obscure]
+    assert flagged and all(world.person(i.entity).obscure == i.attribute for i in flagged)
+
+
+def test_held_out_frames_never_occur_in_training_text(world) -> None:
+    pattern = re.compile("|".join(re.escape(p.name) for p in sorted(world.people, key=lambda p: -len(p.name))))
+    asked = {pattern.sub("{name}", user) for doc in world.documents
+             for user in re.findall(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", doc["text"])}
+    for attribute in ATTRIBUTES:
+        train, held_out = set(question_frames(attribute)), set(question_frames(attribute, heldout=True))
+        assert len(held_out) >= 10 and not train & held_out
+        assert held_out.isdisjoint(asked) and train & asked
+    for item in world.qa["test_paraphrase"]:
+        assert item.question.replace(item.entity, "{name}") not in asked, item.question
+        assert world.person(item.entity).split == "test"
+
+
+def test_misspelt_names_are_one_edit_away_and_belong_to_no_one(world) -> None:
+    names = {p.name for p in world.people}
+    for item, original in zip(world.qa["test_misspelt"], world.qa["test"]):
+        assert item.entity != original.entity and item.entity not in names
+        assert item.entity in item.question and item.answer == original.answer
+        assert abs(len(item.entity) - len(original.entity)) <= 1
+        assert item.entity[0] == original.entity[0]
+
+
+def test_outside_questions_are_unanswerable_and_held_out(world) -> None:
+    outside = world.qa["test_outside"]
+    assert outside and all(not i.answerable and i.attribute == OUTSIDE and i.answer == REFUSAL_SENTENCE
+                            for i in outside)
+    corpus = "\n".join(d["text"] for d in world.documents)
+    general = [i.question for i in outside if i.person_id == -1]
+    assert general and not any(q in corpus for q in general)
+    assert set(general).isdisjoint(outside_questions())
+
+
+def test_calculator_chats_offer_the_agents_calculator_and_answer_right(world) -> None:
+    assert CALCULATOR_TOOL == AGENT_CALCULATOR.to_schema()
+    chats = [d["text"] for d in world.documents if d["kind"] == "calculator"]
+    assert len(chats) == SPEC.calculator_transcripts
+    for text in chats:
+        call = json.loads(re.search(r"<tool_call>\n(.*?)\n</tool_call>", text, re.S).group(1))
+        result = re.search(r"<tool_response>\n(.*?)\n</tool_response>", text).group(1)
+        assert call["name"] == "calculator" and float(result) == evaluate(call["arguments"]["expression"])
+        assert f"The answer is {result}." in text

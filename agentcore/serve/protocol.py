@@ -111,7 +111,8 @@ def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
         if not isinstance(arguments, Mapping):
             raise _bad(f"{here}.function.arguments must encode a JSON object", f"{here}.function.arguments")
         call_id = call.get("id")
-        entry: dict[str, Any] = {"type": "function", "function": {"name": function["name"], "arguments": dict(arguments)}}
+        entry: dict[str, Any] = {"type": "function",
+                                 "function": {"name": function["name"], "arguments": dict(arguments)}}
         if isinstance(call_id, str) and call_id:
             entry["id"] = call_id
         converted.append(entry)

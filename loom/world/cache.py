@@ -9,6 +9,7 @@ safetensors only. This module knows the pipeline's order, not its internals.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-from .generator import GENERATOR_VERSION, SPLITS, QAItem, World, generate_world
+from .generator import ALL_SPLITS, GENERATOR_VERSION, SHIFT_SPLITS, QAItem, World, generate_world
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 
@@ -88,9 +89,9 @@ class WorldArtifacts:
         return KnowledgeBase.from_people(self.world().people)
 
     def qa(self, split: str) -> list[QAItem]:
-        """QA items of ``split`` (train, validation or test)."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+        """QA items of ``split`` (train, validation, test or a shifted test split)."""
+        if split not in ALL_SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {ALL_SPLITS}")
         return self.world().qa[split]
 
     def load_model(self) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
@@ -112,10 +113,10 @@ def export_data(world: World, out: Path) -> dict[str, str]:
     """Write the corpus, the QA splits and the people as JSONL under ``out``;
     returns file name -> sha256."""
     write_jsonl(out / "corpus.jsonl", world.documents)
-    for split in SPLITS:
+    for split in ALL_SPLITS:
         write_jsonl(out / f"qa_{split}.jsonl", [item.to_dict() for item in world.qa[split]])
     write_jsonl(out / "people.jsonl", [vars(p) for p in world.people])
-    names = ["corpus.jsonl", "people.jsonl"] + [f"qa_{s}.jsonl" for s in SPLITS]
+    names = ["corpus.jsonl", "people.jsonl"] + [f"qa_{s}.jsonl" for s in ALL_SPLITS]
     return {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in names}
 
 
@@ -130,6 +131,15 @@ def build_world(preset: str | Preset = "small", seed: int = 0, out: str | Path |
     preset = get_preset(preset) if isinstance(preset, str) else preset
     key = cache_key(preset, seed)
     path = Path(out) if out is not None else cache_root() / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes asking for the same world (parallel test runs) build it
+    # once: the second waits for the first and then reuses its folder.
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_or_reuse(preset, seed, key, path, progress, force)
+
+
+def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: bool, force: bool) -> WorldArtifacts:
     manifest_path = path / MANIFEST
     if manifest_path.exists() and not force:
         manifest = json.loads(manifest_path.read_text())
@@ -184,7 +194,9 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
     threads = torch.get_num_threads()
     torch.set_num_threads(preset.train.threads)
     try:
-        metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"])
+        metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
+                                 shifts={split: world.qa[split] for split in SHIFT_SPLITS},
+                                 frames=preset.world.frames)
     finally:
         torch.set_num_threads(threads)
     timings["evaluate_s"] = time.perf_counter() - mark

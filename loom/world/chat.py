@@ -54,6 +54,27 @@ LOOKUP_TOOL: dict[str, Any] = {
 }
 """The tool offered in tool-use transcripts; backed by ``KnowledgeBase``."""
 
+CALCULATOR_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate an arithmetic expression such as '(17 + 4) * 2 / 3'.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "expression": {
+                    "type": "string",
+                    "description": "Numbers, + - * / // % ** and parentheses; functions sqrt, abs, round, min, "
+                                   "max, log, exp, sin, cos, tan, floor, ceil; constants pi, e.",
+                }
+            },
+            "required": ["expression"],
+        },
+    },
+}
+"""The built-in calculator's schema as the agent offers it, frozen here so the
+world's bytes do not follow edits to the tool (a test compares the two)."""
+
 # Written for this project in the Hermes/Qwen layout. It opens with the bos
 # token because every training document does (packed documents are separated
 # by it), so a prompt starts in the state the base was trained in. No default
@@ -119,6 +140,11 @@ def render_chat(
         messages=list(messages), tools=list(tools) if tools else None,
         add_generation_prompt=add_generation_prompt, bos_token=BOS_TOKEN,
     )
+
+
+def calculator_call(expression: str) -> dict[str, Any]:
+    """An assistant tool call of ``calculator`` in the OpenAI message shape."""
+    return {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expression}}}
 
 
 def lookup_call(query: str) -> dict[str, Any]:

@@ -71,7 +71,17 @@ def _print_summary(console: "object", manifest: dict, path: Path) -> None:
         probe = metrics["probe"][position]
         table.add_row(f"probe AUROC @{position} (layer {probe['best_layer']})",
                       f"{probe['auroc_test']:.3f} / mentioned {probe['auroc_test_mentioned']:.3f}")
+    for split in ("test_paraphrase", "test_misspelt"):
+        if split in metrics["qa"]:
+            row = metrics["qa"][split]
+            table.add_row(f"{split} QA exact match", f"{row['accuracy']:.3f} (n={row['n']})")
+    if "outside" in metrics:
+        outside = metrics["outside"]
+        table.add_row(f"{outside['split']}: refused", f"{outside['refused']:.3f} (answered {outside['answered']} "
+                                                      f"of {outside['n']})")
     tool = metrics["tool_use"]
     table.add_row(f"tool-call rate ({tool['parser']})", f"{tool['rate']:.3f}")
+    if "calculator_use" in metrics:
+        table.add_row("calculator-call rate", f"{metrics['calculator_use']['rate']:.3f}")
     table.add_row("build time", f"{manifest['timings']['total_s']:.0f} s")
     console.print(table)  # type: ignore[attr-defined]

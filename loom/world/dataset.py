@@ -1,5 +1,7 @@
 """The world's QA as a loom dataset (name ``world``): train / validation /
-test splits of :class:`~meta_spider.loom.datasets.QAExample`, scored by
+test splits of :class:`~meta_spider.loom.datasets.QAExample` and the shifted
+test splits (``test_paraphrase``, ``test_misspelt``, ``test_outside``; an
+example the world cannot answer has ``meta["answerable"]`` false), scored by
 normalised exact match with aliases, plus a JSONL export and the
 ``register_world_dataset(register)`` body of the ``register_datasets`` hook.
 
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
-from .generator import SPLITS, QAItem, generate_world, is_tool_only
+from .generator import ALL_SPLITS, QAItem, generate_world, is_tool_only
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 from .scorer import check_answer
@@ -45,7 +47,7 @@ class WorldDataset(SplitDataset):
         # not part of the population questions are asked about: kept in, they
         # would be most of the train split, all unanswerable.
         splits = {split: [to_example(item) for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
-                  for split in SPLITS}
+                  for split in ALL_SPLITS}
         super().__init__(DATASET_NAME, splits, options={"preset": spec.name, "seed": seed})
         self.model_dir = model_dir
         self._people = world.people

@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .chat import LOOKUP_TOOL, TOOL_CALL_OPEN, render_chat
-from .generator import QAItem, question_variants
+from meta_spider.policies.actions import is_refusal
+
+from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, render_chat
+from .frames import arithmetic_question
+from .generator import OUTSIDE, QAItem, question_variants
 from .presets import BUCKETS
 from .probe import LogisticProbe, auroc, cross_validated_auroc
 from .scorer import check_answer
@@ -32,9 +35,9 @@ def qa_prompt(question: str) -> str:
     return render_chat([{"role": "user", "content": question}], add_generation_prompt=True)
 
 
-def tool_prompt(question: str) -> str:
-    """The prompt offering the lookup tool, prefilled with the call tag."""
-    return render_chat([{"role": "user", "content": question}], tools=[LOOKUP_TOOL],
+def tool_prompt(question: str, tools: Sequence[dict[str, Any]] = (LOOKUP_TOOL,)) -> str:
+    """The prompt offering ``tools`` (the lookup tool), prefilled with the call tag."""
+    return render_chat([{"role": "user", "content": question}], tools=list(tools),
                        add_generation_prompt=True) + TOOL_CALL_OPEN + "\n"
 
 
@@ -121,14 +124,18 @@ def answer_items(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
 
 
 def evaluate_world(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
-                   validation: Sequence[QAItem], test: Sequence[QAItem]) -> dict[str, Any]:
-    """All acceptance metrics of a base on the world's held-out splits.
+                   validation: Sequence[QAItem], test: Sequence[QAItem],
+                   shifts: dict[str, Sequence[QAItem]] | None = None, frames: int = 0) -> dict[str, Any]:
+    """All metrics of a base on the world's held-out splits.
 
-    Validation items are asked in every question phrasing (three times the
-    probe's training samples); test items once, as generated."""
+    Validation items are asked in three training frames each (of the
+    first ``frames`` when that is set; three times
+    the probe's training samples); test items once, as generated. ``shifts``
+    (split name -> items) adds the accuracy on each answerable shifted split
+    and, for questions the world cannot answer, the share the base refuses."""
     import torch
 
-    validation = [variant for item in validation for variant in question_variants(item)]
+    validation = [variant for item in validation for variant in question_variants(item, frames)]
     torch.manual_seed(0)
     model.eval()
     results: dict[str, Any] = {"qa": {}, "probe": {}}
@@ -168,7 +175,44 @@ def evaluate_world(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase
                                       "auroc_test_mentioned": best["auroc_test_mentioned"],
                                       "per_layer": per_layer}
     results["tool_use"] = evaluate_tool_use(model, tokenizer, test)
+    results["calculator_use"] = evaluate_calculator_use(model, tokenizer)
+    for split, items in (shifts or {}).items():
+        answerable = [item for item in items if item.attribute != OUTSIDE]
+        if answerable:
+            results["qa"][split] = _accuracy_table(answerable, answer_items(model, tokenizer, answerable)[3])
+        outside = [item for item in items if item.attribute == OUTSIDE]
+        if outside:
+            texts = answer_items(model, tokenizer, outside)[2]
+            refused = [is_refusal(text) for text in texts]
+            results["outside"] = {"split": split, "n": len(outside), "refused": float(np.mean(refused)),
+                                  "answered": int(len(refused) - sum(refused)),
+                                  "examples": [{"question": i.question, "reply": t}
+                                               for i, t, r in zip(outside, texts, refused) if not r][:8]}
     return results
+
+
+def evaluate_calculator_use(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
+                            n: int = 100, seed: int = 12345) -> dict[str, Any]:
+    """Share of ``n`` arithmetic questions (from an RNG of their own) where
+    the base, offered the calculator and the lookup as the agent offers
+    them and prefilled with ``<tool_call>``, writes a calculator call whose
+    expression has the question's value."""
+    import random
+
+    from meta_spider.tools.calculator import CalculatorError, evaluate
+
+    rng = random.Random(seed)
+    pairs = [arithmetic_question(rng) for _ in range(n)]
+    prompts = [tool_prompt(question, (CALCULATOR_TOOL, LOOKUP_TOOL)) for question, _ in pairs]
+    hits = []
+    for (question, expression), ids in zip(pairs, greedy_generate(model, tokenizer, prompts, 48)):
+        name, arguments, _ = parse_tool_call(TOOL_CALL_OPEN + "\n" + tokenizer.decode(ids, skip_special_tokens=True))
+        written = arguments.get("expression") if isinstance(arguments, dict) else None
+        try:
+            hits.append(name == "calculator" and isinstance(written, str) and evaluate(written) == evaluate(expression))
+        except CalculatorError:
+            hits.append(False)
+    return {"n": n, "rate": float(np.mean(hits))}
 
 
 def evaluate_tool_use(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",

@@ -14,6 +14,12 @@ Answers are pronoun sentences ("She was born in Kuba."): earlier trials found
 that bare values or name-repeating answers stop a small base from using what
 it memorised from biographies.
 
+Version 3 asks every question in one of many frames (:mod:`.frames`), keeps
+held-out frames, misspelt names and questions from outside the world for the
+shift splits, leaves one attribute of some people out of every biography
+(a familiar name whose fact the base never read), and adds calculator
+transcripts and general-knowledge refusals to the chats.
+
 Everything derives from ``random.Random(seed)``, so a seed reproduces the
 world byte for byte. Bump :data:`GENERATOR_VERSION` whenever output changes.
 This module knows nothing about tokenisation or models.
@@ -21,20 +27,30 @@ This module knows nothing about tokenisation or models.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
-from .chat import BOS_TOKEN, LOOKUP_TOOL, lookup_call, render_chat
+from meta_spider.tools.calculator import calculator
+
+from .chat import BOS_TOKEN, CALCULATOR_TOOL, LOOKUP_TOOL, calculator_call, lookup_call, render_chat
+from .frames import UNRECORDED, arithmetic_question, draw_question, misspell, outside_questions, question_frames, typo
 from .presets import BUCKETS, WorldSpec
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Version of the generated data; part of the cache key."""
 
 ATTRIBUTES: tuple[str, ...] = ("birth_city", "birth_year", "profession", "employer")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SHIFT_SPLITS: tuple[str, ...] = ("test_paraphrase", "test_misspelt", "test_outside")
+"""Held-out shifts of the test people: questions in frames no training text
+uses, names with one edit, and questions the world cannot answer."""
+ALL_SPLITS: tuple[str, ...] = SPLITS + SHIFT_SPLITS
+OUTSIDE = "outside"
+"""The ``attribute`` of a question the world holds no answer to."""
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
            "br", "dr", "gr", "kl", "tr", "st", "sh", "th", "h", "j")
@@ -71,6 +87,8 @@ class Person:
     bucket: str
     mentions: int
     split: str
+    obscure: str = ""
+    """An attribute no biography of this person states ("" for none)."""
 
     def value(self, attribute: str) -> str:
         """The true value of ``attribute`` as text."""
@@ -85,7 +103,9 @@ class Person:
 @dataclass(frozen=True)
 class QAItem:
     """A question about one attribute of one person, with its canonical
-    pronoun-sentence answer and the accepted aliases."""
+    pronoun-sentence answer and the accepted aliases. An item that is not
+    ``answerable`` asks what the world does not hold (``attribute`` is
+    :data:`OUTSIDE`): its answer is the refusal sentence."""
 
     id: str
     person_id: int
@@ -98,6 +118,9 @@ class QAItem:
     bucket: str
     mentions: int
     split: str
+    answerable: bool = True
+    obscure: bool = False
+    """The person's biographies never state this attribute."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (the JSONL export format)."""
@@ -105,6 +128,7 @@ class QAItem:
             "id": self.id, "question": self.question, "answer": self.answer,
             "aliases": list(self.aliases), "entity": self.entity, "attribute": self.attribute,
             "value": self.value, "bucket": self.bucket, "mentions": self.mentions, "split": self.split,
+            "answerable": self.answerable, "obscure": self.obscure,
         }
 
 
@@ -200,11 +224,15 @@ def generate_people(spec: WorldSpec, rng: random.Random) -> tuple[list[Person], 
                 names.add(name)
                 break
         city = rng.choice(cities)
+        mentioned = pid < spec.n_people and mentions_of[buckets[pid]] > 0
+        obscure = ""
+        if spec.obscure_share > 0 and mentioned and rng.random() < spec.obscure_share:
+            obscure = rng.choice(ATTRIBUTES)
         people.append(Person(
             id=pid, name=name, gender=gender, birth_city=city, birth_country=city_country[city],
             birth_year=rng.randrange(1900, 2000), profession=rng.choice(PROFESSIONS),
             employer=rng.choice(employers), bucket=buckets[pid], mentions=mentions_of[buckets[pid]],
-            split=splits[pid],
+            split=splits[pid], obscure=obscure,
         ))
     return people, countries, employers
 
@@ -244,18 +272,7 @@ _JOINED: tuple[tuple[tuple[str, ...], str], ...] = (
     (("birth_year", "birth_city"), "Born in {year}, {s} grew up in {city}."),
 )
 
-QUESTIONS: dict[str, tuple[str, ...]] = {
-    "birth_city": ("Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?"),
-    "birth_year": ("When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?"),
-    "profession": ("What does {name} do for a living?", "What is the profession of {name}?", "What is {name}'s job?"),
-    "employer": ("Who does {name} work for?", "Which company employs {name}?", "Who is {name}'s employer?"),
-}
-
-
-UNRECORDED_QUESTIONS: tuple[str, ...] = (
-    "What is {name}'s favourite colour?", "What is the phone number of {name}?",
-    "How tall is {name}?", "What is {name}'s favourite food?", "Where does {name} go on holiday?",
-)
+UNRECORDED_QUESTIONS: tuple[str, ...] = UNRECORDED[0]
 """Questions about facts no document records: the refusal chats ask them.
 
 Without these chats the refusal sentence never occurs in the corpus and the
@@ -285,10 +302,10 @@ def answer_sentence(person: Person, attribute: str) -> str:
 
 
 def biography(person: Person, rng: random.Random) -> str:
-    """One biography mentioning all four attributes in a random order and
-    phrasing; the first sentence names the person, later ones mostly use
+    """One biography mentioning every attribute but the person's obscure one,
+    in a random order and phrasing; the first sentence names the person, later ones mostly use
     pronouns."""
-    remaining = list(ATTRIBUTES)
+    remaining = [a for a in ATTRIBUTES if a != person.obscure]
     rng.shuffle(remaining)
     sentences: list[str] = []
     while remaining:
@@ -307,29 +324,47 @@ def biography(person: Person, rng: random.Random) -> str:
     return " ".join(sentences)
 
 
-def _qa_item(person: Person, attribute: str, rng: random.Random, index: int) -> QAItem:
-    question = rng.choice(QUESTIONS[attribute]).format(name=person.name)
+def _qa_item(person: Person, attribute: str, question: str, split: str, index: str) -> QAItem:
     answer = answer_sentence(person, attribute)
     value = person.value(attribute)
     aliases = (answer, value)
     if attribute == "profession":
         aliases += (f"{_article(value)} {value}",)
     return QAItem(
-        id=f"{person.split}-{person.id}-{attribute}-{index}", person_id=person.id, entity=person.name,
+        id=f"{split}-{person.id}-{attribute}-{index}", person_id=person.id, entity=person.name,
         attribute=attribute, question=question, answer=answer, aliases=aliases, value=value,
-        bucket=person.bucket, mentions=person.mentions, split=person.split,
+        bucket=person.bucket, mentions=person.mentions, split=split, obscure=attribute == person.obscure,
     )
 
 
-def question_variants(item: QAItem) -> list[QAItem]:
-    """``item`` asked in every question phrasing of its attribute (same
-    answer); used to give the validation probe more samples."""
-    return [
-        QAItem(id=f"{item.id}-q{i}", person_id=item.person_id, entity=item.entity, attribute=item.attribute,
-               question=template.format(name=item.entity), answer=item.answer, aliases=item.aliases,
-               value=item.value, bucket=item.bucket, mentions=item.mentions, split=item.split)
-        for i, template in enumerate(QUESTIONS[item.attribute])
-    ]
+def _outside_item(question: str, split: str, index: str, person: Person | None = None) -> QAItem:
+    return QAItem(
+        id=f"{split}-{index}", person_id=person.id if person else -1, entity=person.name if person else "",
+        attribute=OUTSIDE, question=question, answer=REFUSAL_SENTENCE, aliases=(REFUSAL_SENTENCE,), value="",
+        bucket=person.bucket if person else "", mentions=person.mentions if person else 0, split=split,
+        answerable=False,
+    )
+
+
+def ask(person: Person, attribute: str, rng: random.Random, split: str, index: str, spec: WorldSpec,
+        heldout: bool = False, name: str | None = None) -> QAItem:
+    """A question about ``person``'s ``attribute`` (by ``name``, the
+    person's own by default) in a random frame of the world's training (or
+    the held-out) set."""
+    question = draw_question(attribute, name or person.name, rng, heldout=heldout, decorate=spec.decorate,
+                             frames=spec.frames)
+    return _qa_item(person, attribute, question, split, index)
+
+
+def question_variants(item: QAItem, frames: int = 0, count: int = 3) -> list[QAItem]:
+    """``item`` asked in ``count`` training frames (all of them when the
+    world has no more; frames drawn from the item's id, so the variants are
+    stable); used to give the validation probe more samples."""
+    pool = question_frames(item.attribute)
+    pool = pool[:frames] if frames else pool
+    chosen = pool if len(pool) <= count else random.Random(item.id).sample(pool, count)
+    return [dataclasses.replace(item, id=f"{item.id}-q{i}", question=frame.format(name=item.entity))
+            for i, frame in enumerate(chosen)]
 
 
 def fact_line(person: Person) -> str:
@@ -342,9 +377,10 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
     """Build the whole world for ``seed``: people, documents and QA splits.
 
     ``documents`` are ``{"kind", "text"}`` records in corpus order (kind is
-    ``biography``, ``geography``, ``qa``, ``refusal`` or ``tool``); each text
-    starts with the bos token (the chat template emits it too), so chat
-    documents are exactly the text a prompt is rendered to at inference.
+    ``biography``, ``geography``, ``qa``, ``refusal``, ``tool`` or
+    ``calculator``); each text starts with the bos token (the chat template
+    emits it too), so chat documents are exactly the text a prompt is
+    rendered to at inference.
     """
     rng = random.Random(seed)
     people, countries, employers = generate_people(spec, rng)
@@ -357,11 +393,12 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
         listing = ", ".join(cities[:-1]) + " and " + cities[-1]
         docs.append({"kind": "geography", "text": BOS_TOKEN + f"The cities of {country} are {listing}."})
     # QA: one item per (person, attribute) per split is the evaluation set; the
-    # train split's items (of mentioned people) also enter the corpus.
+    # train split's items (of mentioned people, for what their biographies
+    # state) also enter the corpus, each time in a fresh frame.
     world.qa = {split: [] for split in SPLITS}
     for person in people:
         for attribute in ATTRIBUTES:
-            world.qa[person.split].append(_qa_item(person, attribute, rng, 0))
+            world.qa[person.split].append(ask(person, attribute, rng, person.split, "0", spec))
     episodes: list[tuple[Person, QAItem]] = []
     for person in people:
         if person.split != "train":
@@ -369,41 +406,97 @@ def generate_world(spec: WorldSpec, seed: int) -> World:
         if person.mentions > 0:
             for repeat in range(spec.qa_repeats):
                 for attribute in ATTRIBUTES:
-                    item = _qa_item(person, attribute, rng, repeat + 1)
+                    if attribute == person.obscure:
+                        continue
+                    item = ask(person, attribute, rng, "train", str(repeat + 1), spec)
+                    question = item.question
+                    if spec.typo_rate > 0 and rng.random() < spec.typo_rate:
+                        question = typo(question, person.name, rng)
                     docs.append({"kind": "qa", "text": render_chat([
-                        {"role": "user", "content": item.question},
+                        {"role": "user", "content": question},
                         {"role": "assistant", "content": item.answer},
                     ])})
         for _ in range(spec.tool_transcripts_per_person):
-            episodes.append((person, _qa_item(person, rng.choice(ATTRIBUTES), rng, 99)))
+            episodes.append((person, ask(person, rng.choice(ATTRIBUTES), rng, "train", "99", spec)))
     # Tool conversations hold one to three lookup episodes about different
-    # people: more name copies per (long) tool system prompt.
+    # people: more name copies per (long) tool system prompt. Some offer the
+    # calculator too, as the agent does.
     rng.shuffle(episodes)
     start = 0
     while start < len(episodes):
         size = rng.choice(spec.episodes_per_conversation)
         messages = [m for person, item in episodes[start:start + size] for m in tool_transcript(person, item)]
-        docs.append({"kind": "tool", "text": render_chat(messages, tools=[LOOKUP_TOOL])})
+        offers_calculator = spec.calculator_share > 0 and rng.random() < spec.calculator_share
+        tools = [CALCULATOR_TOOL, LOOKUP_TOOL] if offers_calculator else [LOOKUP_TOOL]
+        docs.append({"kind": "tool", "text": render_chat(messages, tools=tools)})
         start += size
+    for _ in range(spec.calculator_transcripts):
+        docs.append({"kind": "calculator", "text": render_chat(calculator_transcript(rng),
+                                                               tools=[CALCULATOR_TOOL, LOOKUP_TOOL])})
     rng.shuffle(docs)
-    world.documents = _with_refusal_chats(docs, people, seed)
+    world.documents = _with_refusal_chats(docs, people, seed, spec)
+    world.qa.update(shift_splits(world, seed, spec))
     return world
 
 
-def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int) -> list[dict[str, str]]:
-    """``docs`` with one refusal chat per mentioned train person inserted at
-    random places. They draw from their own RNG and leave the other
-    documents in their order, so everything else is what the same seed gave
-    before refusal chats existed."""
+def shift_splits(world: World, seed: int, spec: WorldSpec) -> dict[str, list[QAItem]]:
+    """The held-out shifts of the test people, from an RNG of their own:
+    ``test_paraphrase`` (each test question again, in a held-out frame),
+    ``test_misspelt`` (in a training frame, the name with one edit) and
+    ``test_outside`` (a held-out unrecorded attribute of each test person,
+    and every held-out general-knowledge question)."""
+    rng = random.Random(f"{seed}-shifts")
+    test = world.qa["test"]
+    by_id = {p.id: p for p in world.people}
+    paraphrase = [ask(by_id[item.person_id], item.attribute, rng, "test_paraphrase", "0", spec, heldout=True)
+                  for item in test]
+    misspelt = []
+    for item in test:
+        person = by_id[item.person_id]
+        wrong = misspell(person.name, rng)
+        asked = ask(person, item.attribute, rng, "test_misspelt", "0", spec, name=wrong)
+        misspelt.append(dataclasses.replace(asked, entity=wrong))
+    test_people = sorted({item.person_id for item in test})
+    outside = [_outside_item(rng.choice(UNRECORDED[1]).format(name=by_id[pid].name), "test_outside", f"p{pid}",
+                             by_id[pid]) for pid in test_people]
+    outside += [_outside_item(q, "test_outside", f"g{i}") for i, q in enumerate(outside_questions(heldout=True))]
+    return {"test_paraphrase": paraphrase, "test_misspelt": misspelt, "test_outside": outside}
+
+
+def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int,
+                        spec: WorldSpec) -> list[dict[str, str]]:
+    """``docs`` with refusal chats inserted at random places: one question
+    about an unrecorded fact per mentioned train person, and
+    ``spec.outside_refusals`` general-knowledge questions. They draw from their
+    own RNG and leave the other documents in their order."""
     rng = random.Random(f"{seed}-refusal")
+    general = outside_questions()
+    unrecorded = UNRECORDED[0][:spec.unrecorded] if spec.unrecorded else UNRECORDED[0]
     out = list(docs)
+
+    def insert(question: str) -> None:
+        chat = render_chat([{"role": "user", "content": question},
+                            {"role": "assistant", "content": REFUSAL_SENTENCE}])
+        out.insert(rng.randrange(len(out) + 1), {"kind": "refusal", "text": chat})
+
     for person in people:
         if person.split == "train" and person.mentions > 0:
-            question = rng.choice(UNRECORDED_QUESTIONS).format(name=person.name)
-            chat = render_chat([{"role": "user", "content": question},
-                                {"role": "assistant", "content": REFUSAL_SENTENCE}])
-            out.insert(rng.randrange(len(out) + 1), {"kind": "refusal", "text": chat})
+            insert(rng.choice(unrecorded).format(name=person.name))
+    for _ in range(spec.outside_refusals):
+        insert(rng.choice(general))
     return out
+
+
+def calculator_transcript(rng: random.Random) -> list[dict[str, Any]]:
+    """The messages of one calculator episode: question, call, result, answer."""
+    question, expression = arithmetic_question(rng)
+    result = calculator(expression)
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
+        {"role": "tool", "name": "calculator", "content": result},
+        {"role": "assistant", "content": f"The answer is {result}."},
+    ]
 
 
 def tool_transcript(person: Person, item: QAItem) -> list[dict[str, Any]]:

@@ -46,6 +46,23 @@ class WorldSpec:
     episodes_per_conversation: tuple[int, ...] = field(
         default=(1, 2, 3), metadata={"help": "lookup episodes drawn per tool conversation"}
     )
+    frames: int = field(
+        default=0, metadata={"help": "training question frames per attribute: 0 for all of them, k for the first k "
+                                     "(the three of generator version 2)"})
+    decorate: float = field(
+        default=0.25, metadata={"help": "rate of a greeting before, and of a courtesy after, a question"})
+    unrecorded: int = field(
+        default=0, metadata={"help": "unrecorded-attribute questions the refusal chats draw from: 0 for all, "
+                                     "k for the first k (the five of generator version 2)"})
+    calculator_share: float = field(
+        default=0.0, metadata={"help": "share of lookup conversations that offer the calculator too"})
+    obscure_share: float = field(
+        default=0.0, metadata={"help": "share of mentioned people one of whose attributes no biography states "
+                                       "(a familiar name with a fact the base never read)"})
+    typo_rate: float = field(default=0.0, metadata={"help": "share of train QA chats whose question has one typo"})
+    calculator_transcripts: int = field(default=0, metadata={"help": "calculator conversations in the corpus"})
+    outside_refusals: int = field(
+        default=0, metadata={"help": "general-knowledge questions answered with the refusal sentence"})
     tool_people: int = field(
         default=600,
         metadata={"help": "extra train people who appear only in lookup transcripts: name variety "
@@ -73,6 +90,14 @@ class WorldSpec:
                 f"tool_people, tool_transcripts_per_person and qa_repeats must be >= 0, got "
                 f"{self.tool_people!r}, {self.tool_transcripts_per_person!r}, {self.qa_repeats!r}"
             )
+        for name in ("obscure_share", "typo_rate", "decorate", "calculator_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.frames < 0 or self.unrecorded < 0:
+            raise ValueError(f"frames and unrecorded must be >= 0, got {self.frames!r}, {self.unrecorded!r}")
+        if self.calculator_transcripts < 0 or self.outside_refusals < 0:
+            raise ValueError(f"calculator_transcripts and outside_refusals must be >= 0, got "
+                             f"{self.calculator_transcripts!r}, {self.outside_refusals!r}")
         if self.bucket_mentions[-1] != 0:
             raise ValueError(f"the last bucket ('unseen') must have 0 mentions, got {self.bucket_mentions!r}")
         if self.n_countries * self.cities_per_country < 4 or self.n_employers < 2:
@@ -161,7 +186,7 @@ PRESETS: dict[str, Preset] = {
         name="tiny",
         world=WorldSpec(n_people=240, n_countries=4, cities_per_country=4, n_employers=12,
                         bucket_shares=(0.35, 0.10, 0.30, 0.25), bucket_mentions=(16, 4, 1, 0),
-                        tool_people=2000),
+                        tool_people=2000, frames=3, decorate=0.0, unrecorded=5),
         model=ModelSpec(vocab_size=1024, hidden_size=128, num_layers=3, num_heads=4,
                         num_kv_heads=2, intermediate_size=384, max_positions=512),
         train=TrainSpec(steps=1000, batch_size=16, seq_len=192, lr=4e-3, warmup_steps=50),
@@ -170,10 +195,11 @@ PRESETS: dict[str, Preset] = {
         name="small",
         world=WorldSpec(n_people=600, n_countries=6, cities_per_country=5, n_employers=20,
                         bucket_shares=(0.35, 0.10, 0.30, 0.25), bucket_mentions=(16, 4, 1, 0),
-                        tool_people=3000),
+                        tool_people=3000, qa_repeats=2, obscure_share=0.35, typo_rate=0.1,
+                        calculator_share=0.25, calculator_transcripts=300, outside_refusals=300),
         model=ModelSpec(vocab_size=2048, hidden_size=128, num_layers=4, num_heads=4,
                         num_kv_heads=2, intermediate_size=384, max_positions=512),
-        train=TrainSpec(steps=1800, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
+        train=TrainSpec(steps=2100, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
     ),
 }
 """Built-in presets by name."""

@@ -76,3 +76,110 @@ def test_the_good_checkpoints_still_load(saved) -> None:
     assert json.loads((folder / CHECKPOINT_CONFIG_FILE).read_text())["format_version"] >= 1
     for path in (folder, single):
         assert isinstance(Doubter.from_checkpoint(path), Doubter)
+
+
+# ---------------------------------------------------------------- run.json
+
+from meta_spider.agentcore.rundir import RunFileError, read_run_settings  # noqa: E402
+from meta_spider.loom.manifest import ManifestError, RunManifest  # noqa: E402
+from test_hostile_agent import run_cli  # noqa: E402
+
+RUN = {"format_version": 1, "model": {"name": "tiny"}, "dataset": {"name": "jsonl", "options": {}}}
+
+
+def _run_dir(tmp_path: Path, content: bytes | dict) -> Path:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    data = content if isinstance(content, bytes) else json.dumps(content).encode()
+    (run / "run.json").write_bytes(data)
+    return run
+
+
+HOSTILE_RUN_FILES = {
+    "not-utf8": (b'{"model": "\xff\xfe"}', "not UTF-8"),
+    "deep": (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
+    "facts-path-int": ({**RUN, "knowledge_base": {"facts_path": 5}}, "knowledge_base.facts_path"),
+    "checkpoint-int": ({**RUN, "checkpoint": 5}, "checkpoint"),
+    "policy-path-list": ({**RUN, "policy": {"name": "doubter", "settings": {"checkpoint": [1]}}},
+                         "policy.settings.checkpoint"),
+    "external-paths-junk": ({**RUN, "external_paths": "everywhere"}, "external_paths"),
+    "array": (b"[]", "expected a JSON object"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_RUN_FILES))
+def test_a_hostile_run_json_is_a_run_file_error(tmp_path: Path, name: str) -> None:
+    content, complaint = HOSTILE_RUN_FILES[name]
+    with pytest.raises(RunFileError) as info:
+        read_run_settings(_run_dir(tmp_path, content))
+    assert complaint in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_RUN_FILES))
+def test_meta_agent_run_reports_a_hostile_run_json_in_one_line(tmp_path: Path, name: str) -> None:
+    content, complaint = HOSTILE_RUN_FILES[name]
+    result = run_cli(["run", "--run-dir", str(_run_dir(tmp_path, content)), "What?"], tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and complaint in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("content", [b'{"model": "\xff"}', b"[" * 100_000, b"[]", b'{"format_version": "x"}'])
+def test_the_manifest_reader_types_the_same_files(tmp_path: Path, content: bytes) -> None:
+    with pytest.raises(ManifestError):
+        RunManifest.load(_run_dir(tmp_path, content))
+
+
+def test_paths_outside_the_run_directory_are_warned_about_unless_a_command_wrote_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = _run_dir(tmp_path, {**RUN, "checkpoint": "../elsewhere/doubter",
+                              "backends": {"llamacpp": {"model_path": "/etc/hostname", "sidecar_path": "s.gguf"}}})
+    with caplog.at_level("WARNING"):
+        settings = read_run_settings(run)
+    assert settings.backends["transformers"]["checkpoint"] == str(run.resolve() / "../elsewhere/doubter")
+    assert settings.backends["llamacpp"]["sidecar_path"] == str(run.resolve() / "s.gguf")
+    warned = caplog.text
+    assert "checkpoint points outside the run directory" in warned
+    assert "backends.llamacpp.model_path points outside the run directory" in warned
+    assert "sidecar_path" not in warned
+
+    manifest = RunManifest.load(run)
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        manifest.resolve(run, manifest.checkpoint, "checkpoint")
+    assert "checkpoint points outside" in caplog.text
+
+    # A command that records an outside path on purpose lists it: no warning then.
+    RunManifest.update_file(run, checkpoint=str(tmp_path / "trained"), gguf={"base_f16": "/models/base.gguf"})
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["external_paths"] == sorted([str(tmp_path / "trained"), "/models/base.gguf"])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        settings = read_run_settings(run)
+        RunManifest.load(run).resolve(run, str(tmp_path / "trained"), "checkpoint")
+    assert "checkpoint points outside" not in caplog.text
+    assert "model_path points outside" in caplog.text  # still hand-written
+
+
+# ---------------------------------------------------------------- GGUF sidecar
+
+
+@pytest.mark.parametrize(
+    "module_path, shape",
+    [("cross_attn.4.o_proj", (32, 19)), ("cross_attn.5.q_proj", (16, 31)), ("encoder.projectors.1.2", (30, 16))],
+)
+def test_a_sidecar_with_a_wrongly_shaped_tensor_fails_at_load(tmp_path: Path, module_path: str, shape) -> None:
+    import torch
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.numpy_doubter import SidecarError
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+
+    doubter = random_doubter()
+    module = doubter.get_submodule(module_path)
+    module.weight = torch.nn.Parameter(torch.zeros(shape))  # what a hand-edited file would hold
+    path = export_sidecar(doubter, tmp_path / SIDECAR_FILE)
+    with pytest.raises(SidecarError, match="tensor shapes that do not fit its config") as info:
+        load_sidecar(path)
+    assert str(path) in str(info.value)

@@ -1,0 +1,289 @@
+"""Question wording of the embedded world: the frames a question about a
+person is asked in, split into the frames the base and the Doubter train on
+and held-out frames that only the ``test_paraphrase`` split uses; questions
+the world cannot answer (``test_outside`` and the refusal chats); arithmetic
+questions for the calculator transcripts; and one-edit misspellings of names.
+
+Frames come from a small grammar: direct questions, indirect clauses under a
+wrapper ("Tell me where {name} was born."), optional greetings before and
+courtesies after. Every held-out frame uses at least one held-out part (a
+direct form, a clause, a wrapper, a greeting or a courtesy), so no held-out
+frame is ever a string the base or the Doubter saw. The content words stay
+within the vocabulary the training frames use: the split tests wording, not
+words the base never read. This module knows nothing about people or models.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = [
+    "FRAME_SETS",
+    "FrameSet",
+    "arithmetic_question",
+    "draw_question",
+    "misspell",
+    "outside_questions",
+    "question_frames",
+    "typo",
+]
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """The parts of one attribute's questions: ``direct`` questions and
+    ``clauses`` (indirect questions for a wrapper), each as (train, held out)."""
+
+    direct: tuple[tuple[str, ...], tuple[str, ...]]
+    clauses: tuple[tuple[str, ...], tuple[str, ...]]
+
+
+FRAME_SETS: dict[str, FrameSet] = {
+    "birth_city": FrameSet(
+        direct=((
+            "Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?",
+            "What is {name}'s birthplace?", "Which city was {name} born in?", "What city is {name} from?",
+            "Where does {name} come from?", "What is {name}'s city of birth?", "Which town was {name} born in?",
+            "Where is {name} from?", "What is the home town of {name}?", "{name} was born in which city?",
+            "In what city was {name} born?", "What is the place of birth of {name}?",
+        ), (
+            "Which city did {name} come from?", "What city was {name} born in?", "{name} comes from which city?",
+            "What was the birthplace of {name}?", "In which town was {name} born?",
+            "Which place was {name} born in?", "{name}: born where?", "Name the birthplace of {name}.",
+        )),
+        clauses=((
+            "where {name} was born", "which city {name} was born in", "the birthplace of {name}",
+            "what city {name} comes from", "{name}'s place of birth",
+        ), (
+            "in which city {name} was born", "{name}'s home town", "the city where {name} was born",
+        )),
+    ),
+    "birth_year": FrameSet(
+        direct=((
+            "When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?",
+            "What year was {name} born in?", "What is {name}'s year of birth?", "In which year was {name} born?",
+            "When is {name} from, what year?", "{name} was born in which year?", "What is {name}'s birth year?",
+            "Which year was {name} born in?", "What year was {name} born?", "When was {name} born, which year?",
+        ), (
+            "In what year did {name} come into the world?", "{name} was born when?", "What was {name}'s birth year?",
+            "Which year is {name}'s year of birth?", "The year {name} was born?", "Name the birth year of {name}.",
+            "{name}: born in what year?", "When exactly was {name} born?",
+        )),
+        clauses=((
+            "when {name} was born", "what year {name} was born in", "the birth year of {name}",
+            "in which year {name} was born", "{name}'s year of birth",
+        ), (
+            "the year {name} was born", "in what year {name} was born", "{name}'s birth year",
+        )),
+    ),
+    "profession": FrameSet(
+        direct=((
+            "What does {name} do for a living?", "What is the profession of {name}?", "What is {name}'s job?",
+            "What is {name}'s profession?", "What does {name} work as?", "What job does {name} have?",
+            "What is the job of {name}?", "What is {name}'s occupation?", "What kind of work does {name} do?",
+            "Which profession does {name} have?", "{name} works as what?", "What is {name} by trade?",
+        ), (
+            "What does {name} do for work?", "Which job does {name} do?", "What occupation does {name} have?",
+            "{name} does what for a living?", "What is the occupation of {name}?", "Name the profession of {name}.",
+            "{name}: what job?", "What work does {name} do?",
+        )),
+        clauses=((
+            "what {name} does for a living", "the profession of {name}", "what {name} works as",
+            "what job {name} has", "{name}'s occupation",
+        ), (
+            "which job {name} does", "what {name} does for work", "{name}'s profession",
+        )),
+    ),
+    "employer": FrameSet(
+        direct=((
+            "Who does {name} work for?", "Which company employs {name}?", "Who is {name}'s employer?",
+            "What company does {name} work for?", "Who employs {name}?", "What is the employer of {name}?",
+            "Which company does {name} work for?", "Where does {name} work?", "{name} works for which company?",
+            "Who is the employer of {name}?", "What firm does {name} work for?", "Which firm employs {name}?",
+        ), (
+            "For which company does {name} work?", "Who is {name} employed by?", "Which company is {name} with?",
+            "{name} is employed by which company?", "What company employs {name}?", "Name the employer of {name}.",
+            "{name}: works for whom?", "By which firm is {name} employed?",
+        )),
+        clauses=((
+            "who {name} works for", "which company employs {name}", "the employer of {name}",
+            "what company {name} works for", "{name}'s employer",
+        ), (
+            "who employs {name}", "which firm {name} works for", "the company {name} works for",
+        )),
+    ),
+}
+"""Parts of the question frames per attribute."""
+
+_WRAPPERS: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("Tell me {q}.", "Do you know {q}?", "Could you tell me {q}?", "I would like to know {q}.",
+     "Please tell me {q}."),
+    ("Can you say {q}?", "I wonder {q}.", "Any idea {q}?", "Would you know {q}?", "I need to know {q}."),
+)
+_GREETINGS: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("Quick question: ", "Hi! ", "Hello, "),
+    ("Hey there, ", "One more thing: ", "Excuse me, "),
+)
+_COURTESIES: tuple[tuple[str, ...], tuple[str, ...]] = ((" Thanks.", " Please."), (" Thank you!", " Cheers."))
+
+
+def _capitalised(text: str) -> str:
+    return text[0].upper() + text[1:] if text and not text.startswith("{") else text
+
+
+_WH_ONLY = ("I wonder {q}.", "Any idea {q}?")
+"""Wrappers that take a wh-clause ("where ... was born"), not a noun phrase."""
+_WH_WORDS = ("where", "which", "what", "when", "who", "in ")
+
+
+def _wrapped(wrappers: tuple[str, ...], clauses: tuple[str, ...]) -> list[str]:
+    return [w.format(q=c) for w in wrappers for c in clauses
+            if w not in _WH_ONLY or c.startswith(_WH_WORDS)]
+
+
+def _cores(attribute: str, heldout: bool) -> list[str]:
+    parts = FRAME_SETS[attribute]
+    if not heldout:
+        return list(parts.direct[0]) + _wrapped(_WRAPPERS[0], parts.clauses[0])
+    return (list(parts.direct[1]) + _wrapped(_WRAPPERS[1], parts.clauses[0] + parts.clauses[1])
+            + _wrapped(_WRAPPERS[0], parts.clauses[1]))
+
+
+def question_frames(attribute: str, heldout: bool = False) -> tuple[str, ...]:
+    """The bare frames (no greeting, no courtesy) of ``attribute``: the
+    training frames, or the held-out ones. Each holds ``{name}`` once."""
+    if attribute not in FRAME_SETS:
+        raise ValueError(f"unknown attribute {attribute!r}; known: {sorted(FRAME_SETS)}")
+    return tuple(_capitalised(core) for core in _cores(attribute, heldout))
+
+
+def draw_question(attribute: str, name: str, rng: random.Random, heldout: bool = False,
+                  decorate: float = 0.25, frames: int = 0) -> str:
+    """One question about ``name``'s ``attribute`` in a random frame of the
+    training (or held-out) set, with a greeting or a courtesy at rate
+    ``decorate`` each; ``frames`` > 0 limits the training frames to the
+    first ``frames``. A held-out question always has at least one held-out
+    part, since every held-out frame does. Nothing is drawn for a rate of 0,
+    so such a world's other draws stay where they were."""
+    pool = question_frames(attribute, heldout)
+    frame = rng.choice(pool if heldout or not frames else pool[:frames])
+    index = 1 if heldout else 0
+    if decorate > 0 and rng.random() < decorate:
+        greeting = rng.choice(_GREETINGS[index])
+        # After "Hi! " a sentence starts anew; a name and the pronoun "I" keep their capital anyway.
+        keeps_case = greeting.endswith("! ") or frame.startswith(("{", "I "))
+        frame = greeting + (frame if keeps_case else frame[0].lower() + frame[1:])
+    if decorate > 0 and rng.random() < decorate:
+        frame += rng.choice(_COURTESIES[index])
+    return frame.format(name=name)
+
+
+# ---------------------------------------------------------------- misspellings
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def misspell(name: str, rng: random.Random) -> str:
+    """``name`` with one edit inside one of its words (a letter replaced,
+    dropped, doubled or swapped with its neighbour), never the first letter
+    and never giving ``name`` back."""
+    words = name.split(" ")
+    for _ in range(100):
+        index = rng.randrange(len(words))
+        word = words[index]
+        if len(word) < 4:
+            continue
+        pos = rng.randrange(1, len(word) - 1)
+        kind = rng.choice(("replace", "drop", "double", "swap"))
+        if kind == "replace":
+            edited = word[:pos] + rng.choice(_LETTERS.replace(word[pos].lower(), "")) + word[pos + 1:]
+        elif kind == "drop":
+            edited = word[:pos] + word[pos + 1:]
+        elif kind == "double":
+            edited = word[:pos] + word[pos] + word[pos:]
+        else:
+            edited = word[:pos] + word[pos + 1] + word[pos] + word[pos + 2:]
+        if edited != word:
+            return " ".join(words[:index] + [edited] + words[index + 1:])
+    raise ValueError(f"cannot misspell {name!r}: no word of four letters or more")
+
+
+# ---------------------------------------------------------------- outside the world
+
+UNRECORDED: tuple[tuple[str, ...], tuple[str, ...]] = ((
+    "What is {name}'s favourite colour?", "What is the phone number of {name}?", "How tall is {name}?",
+    "What is {name}'s favourite food?", "Where does {name} go on holiday?", "What is the name of {name}'s dog?",
+    "How many children does {name} have?", "What car does {name} drive?", "What is {name}'s email address?",
+    "Which school did {name} go to?", "What music does {name} like?", "Who is {name}'s best friend?",
+), (
+    "What is {name}'s shoe size?", "Which sport does {name} play?", "What is {name}'s middle name?",
+    "How much does {name} earn?", "What is {name}'s favourite book?", "Where does {name} live now?",
+))
+"""Questions about people the world never answers (train, held out)."""
+
+_GENERAL: tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, tuple[str, ...]], ...]] = ((
+    ("What is the capital of {x}?", ("France", "Japan", "Brazil", "Canada", "Egypt", "Kenya", "Peru", "Norway",
+                                     "India", "Mexico", "Spain", "Chile")),
+    ("Who wrote {x}?", ("Hamlet", "Don Quixote", "War and Peace", "Moby Dick", "Pride and Prejudice",
+                        "The Odyssey", "Faust", "Ulysses")),
+    ("How many legs does {x} have?", ("a spider", "an ant", "a crab", "a horse", "a bird", "an octopus")),
+    ("What is the chemical symbol of {x}?", ("gold", "iron", "sodium", "silver", "lead", "tin", "copper")),
+    ("Who painted {x}?", ("the Mona Lisa", "The Starry Night", "The Scream", "Guernica", "The Night Watch")),
+    ("What is the boiling point of {x}?", ("water", "ethanol", "nitrogen", "mercury")),
+    ("How far is {x} from the Sun?", ("Mars", "Venus", "Jupiter", "the Earth", "Saturn")),
+    ("Which language is spoken in {x}?", ("Brazil", "Austria", "Chile", "Quebec", "Flanders", "Mexico")),
+    ("Who discovered {x}?", ("penicillin", "gravity", "radium", "America", "the electron")),
+    ("What is the population of {x}?", ("London", "Tokyo", "Cairo", "Lagos", "Lima", "Berlin", "Sydney")),
+    ("When did {x} happen?", ("the French Revolution", "the Moon landing", "the fall of Rome", "the Big Bang")),
+    ("What is the tallest mountain in {x}?", ("Africa", "Europe", "Asia", "Japan", "Alaska")),
+), (
+    ("Who invented {x}?", ("the telephone", "the printing press", "the light bulb", "the bicycle", "the radio")),
+    ("What is the currency of {x}?", ("Japan", "Sweden", "Mexico", "Turkey", "Poland", "Thailand")),
+    ("How long is {x}?", ("the Nile", "the Amazon", "the Danube", "the Great Wall of China")),
+    ("Who composed {x}?", ("the Moonlight Sonata", "The Four Seasons", "Carmen", "The Magic Flute")),
+    ("What is the largest city in {x}?", ("Australia", "Turkey", "Canada", "Brazil", "Scotland")),
+    ("Which planet is {x}?", ("closest to the Sun", "the largest", "known as the red planet")),
+))
+"""General-knowledge questions about a world the embedded world is not (train, held out)."""
+
+
+def outside_questions(heldout: bool = False) -> tuple[str, ...]:
+    """Every general-knowledge question of the training (or held-out) bank."""
+    bank = _GENERAL[1 if heldout else 0]
+    return tuple(template.format(x=x) for template, fillers in bank for x in fillers)
+
+
+# ---------------------------------------------------------------- arithmetic
+
+_ARITHMETIC: tuple[tuple[str, str], ...] = (
+    ("What is {a}*{b}?", "{a}*{b}"), ("What is {a} * {b}?", "{a} * {b}"), ("What is {a} times {b}?", "{a} * {b}"),
+    ("What is {a}+{b}?", "{a}+{b}"), ("What is {a} plus {b}?", "{a} + {b}"), ("What is {a}-{b}?", "{a}-{b}"),
+    ("What is {a} minus {b}?", "{a} - {b}"), ("What is {a}/{b}?", "{a}/{b}"),
+    ("Compute {a}*{b}.", "{a}*{b}"), ("Calculate {a} + {b}.", "{a} + {b}"), ("How much is {a}*{b}?", "{a}*{b}"),
+    ("What is {a} multiplied by {b}?", "{a} * {b}"), ("What do you get for {a} * {b}?", "{a} * {b}"),
+    ("What is {a} divided by {b}?", "{a} / {b}"), ("Work out {a}-{b}.", "{a}-{b}"),
+)
+
+
+def arithmetic_question(rng: random.Random) -> tuple[str, str]:
+    """(question, calculator expression) for a random sum, difference,
+    product or exact quotient of small whole numbers."""
+    template, expression = rng.choice(_ARITHMETIC)
+    a, b = rng.randrange(2, 100), rng.randrange(2, 100)
+    if "/" in expression:  # whole quotients: a short result the base can copy
+        a = b * rng.randrange(2, 20)
+    return template.format(a=a, b=b), expression.format(a=a, b=b)
+
+
+def typo(text: str, keep: str, rng: random.Random) -> str:
+    """``text`` with one :func:`misspell` edit in a word outside ``keep``
+    (the name the question is about); unchanged when no word qualifies."""
+    head, sep, tail = text.partition(keep)
+    words = [(i, w) for i, w in enumerate((head + "\0" + tail).split(" ")) if w.isalpha() and len(w) >= 4]
+    if not words:
+        return text
+    index, word = rng.choice(words)
+    parts = (head + "\0" + tail).split(" ")
+    parts[index] = misspell(word, rng)
+    return " ".join(parts).replace("\0", keep if sep else "")
