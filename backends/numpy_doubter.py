@@ -366,8 +366,12 @@ class NumpyDoubter:
 
     @staticmethod
     def check_tensors(contents: SidecarContents) -> None:
-        """Raise :class:`SidecarError` when the config's required fields or tensors are missing."""
+        """Raise :class:`SidecarError` when the config's required fields or
+        tensors are missing, or a tensor's shape does not fit the config."""
         config = contents.config
+        if not isinstance(config, dict) or not isinstance(contents.fingerprint, dict):
+            raise SidecarError(contents.path, "its Doubter config and fingerprint must be JSON objects",
+                               "export it again from the checkpoint")
         missing_fields = [name for name in ("hidden_size", "num_layers", "target_layers", "encoder_type")
                           if name not in config]
         if missing_fields:
@@ -389,6 +393,30 @@ class NumpyDoubter:
         if absent:
             raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
                                "hand-edited?)", "export it again from the checkpoint")
+        NumpyDoubter._check_shapes(contents)
+
+    @staticmethod
+    def _check_shapes(contents: SidecarContents) -> None:
+        # One encode and one injection per layer on zeros, here at load: a
+        # wrongly shaped tensor would otherwise fail mid-generation in a matmul.
+        try:
+            doubter = NumpyDoubter(contents.config, contents.tensors, source=str(contents.path))
+            states = np.zeros((len(doubter.target_layers), doubter.hidden_size))
+            signals = np.zeros(len(doubter.signals)) if doubter.signals else None
+            encoded = doubter.encode(states, signals)
+            tokens = np.asarray(encoded.cognitive_tokens)
+            problems = [] if tokens.ndim == 2 and tokens.shape[1] == doubter.hidden_size else [
+                f"cognitive tokens of shape {list(tokens.shape)}, not [N, {doubter.hidden_size}]"]
+            for layer in doubter.cross_attn_layers:
+                delta = doubter.cross_attention(layer, np.zeros((2, doubter.hidden_size)), tokens)
+                if delta.shape != (2, doubter.hidden_size):
+                    problems.append(f"cross_attn.{layer} gives {list(delta.shape)}, not [2, {doubter.hidden_size}]")
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            problems = [str(exc)[:300]]
+        if problems:
+            raise SidecarError(contents.path, f"has tensor shapes that do not fit its config "
+                               f"(hidden_size {contents.config.get('hidden_size')!r}): {problems[0]}",
+                               "export it again from an unmodified checkpoint")
 
     # -------------------------------------------------------------- encoder
 

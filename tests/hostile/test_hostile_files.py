@@ -160,3 +160,26 @@ def test_paths_outside_the_run_directory_are_warned_about_unless_a_command_wrote
         RunManifest.load(run).resolve(run, str(tmp_path / "trained"), "checkpoint")
     assert "checkpoint points outside" not in caplog.text
     assert "model_path points outside" in caplog.text  # still hand-written
+
+
+# ---------------------------------------------------------------- GGUF sidecar
+
+
+@pytest.mark.parametrize(
+    "module_path, shape",
+    [("cross_attn.4.o_proj", (32, 19)), ("cross_attn.5.q_proj", (16, 31)), ("encoder.projectors.1.2", (30, 16))],
+)
+def test_a_sidecar_with_a_wrongly_shaped_tensor_fails_at_load(tmp_path: Path, module_path: str, shape) -> None:
+    import torch
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.numpy_doubter import SidecarError
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+
+    doubter = random_doubter()
+    module = doubter.get_submodule(module_path)
+    module.weight = torch.nn.Parameter(torch.zeros(shape))  # what a hand-edited file would hold
+    path = export_sidecar(doubter, tmp_path / SIDECAR_FILE)
+    with pytest.raises(SidecarError, match="tensor shapes that do not fit its config") as info:
+        load_sidecar(path)
+    assert str(path) in str(info.value)
