@@ -115,8 +115,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from meta_spider.loom.demo import DEMO_TRAIN_ARGS
 
-    # the demo's options but the signal choice, which --p-correct-from makes
-    extra = [arg for arg in DEMO_TRAIN_ARGS if arg not in ("--logprob-signals", "all")]
+    # the demo's options but the signal choice (option and value), which --p-correct-from makes
+    signal_option = DEMO_TRAIN_ARGS.index("--logprob-signals")
+    extra = list(DEMO_TRAIN_ARGS[:signal_option] + DEMO_TRAIN_ARGS[signal_option + 2:])
     tag = "all" if args.logprob_signals == "all" else str(len(args.logprob_signals.split(","))) + "-signals"
     lines: list[str] = []
 

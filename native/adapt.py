@@ -21,6 +21,7 @@ It knows nothing about jinja: it calls the ``render`` function it is given.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -54,7 +55,8 @@ class TemplateCapabilities:
     system: bool
     """A system message reaches the prompt."""
     tools: bool
-    """Tool definitions passed as ``tools`` reach the prompt."""
+    """Tool definitions passed as ``tools`` reach the prompt, or the template
+    reads ``tools`` and shows them its own way (then nothing is added)."""
     tool_calls: bool
     """An assistant turn's ``tool_calls`` reach the prompt."""
     string_arguments: bool
@@ -80,15 +82,19 @@ def _call_message(arguments: Any) -> dict[str, Any]:
     }
 
 
-def probe_template(render: RenderFunction) -> TemplateCapabilities:
-    """Render probe conversations through ``render`` and report what shows."""
+def probe_template(render: RenderFunction, template: str = "") -> TemplateCapabilities:
+    """Render probe conversations through ``render`` and report what shows.
+    ``template`` is the template's text: one that reads ``tools`` without
+    printing their names decides itself what the model sees of them."""
     user = {"role": "user", "content": "hi"}
     with_system = [{"role": "system", "content": _PROBE_SYSTEM}, user]
     # Some tool-use templates (Hermes 3) fail without tools: try with them too.
     system = _renders(render, with_system, None, _PROBE_SYSTEM) or _renders(
         render, with_system, [_PROBE_TOOL], _PROBE_SYSTEM
     )
-    tools = _renders(render, [user], [_PROBE_TOOL], _PROBE_TOOL_NAME)
+    tools = _renders(render, [user], [_PROBE_TOOL], _PROBE_TOOL_NAME) or (
+        re.search(r"\btools\b", template) is not None and _renders(render, [user], [_PROBE_TOOL], "")
+    )
     tool_calls, string_arguments = False, False
     for as_string in (False, True):
         arguments: Any = '{"x": "1"}' if as_string else {"x": "1"}
