@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meta_spider.agentcore.cli import plugin_manager
+from meta_spider.native import ToolCallFamily
 from meta_spider.plugins import MetaSpiderError, hookimpl, plugin_distributions
 from meta_spider.tools import ToolError, ToolRegistry
 
@@ -89,6 +90,12 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     Console().print(table)
 
 
+_TOOL_FAMILY_OPTION = click.option(
+    "--tool-family", default=None, type=click.Choice([family.value for family in ToolCallFamily], case_sensitive=False),
+    help="The tool-call syntax the model writes (default: run.json's renderer setting, else detected from the "
+         "chat template).")
+
+
 def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options ``run`` and ``chat`` share."""
     options = [
@@ -104,6 +111,7 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Most model steps per question."),
         click.option("--tools", "tool_names", default=None, metavar="NAME[,NAME...]",
                      help="Offer only these tools (default: every registered one), e.g. --tools lookup."),
+        _TOOL_FAMILY_OPTION,
     ]
     for option in reversed(options):
         command = option(command)
@@ -111,7 +119,7 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
-              tool_names: str | None = None) -> Any:
+              tool_names: str | None = None, tool_family: str | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
@@ -121,7 +129,7 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
         names = None if tool_names is None else [name.strip() for name in tool_names.split(",") if name.strip()]
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
-                             max_steps=max_steps, tool_names=names)
+                             max_steps=max_steps, tool_names=names, tool_family=tool_family)
     except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -133,27 +141,30 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
 @click.pass_context
 def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy: str | None,
                 backend: str | None, script: Path | None, max_steps: int, tool_names: str | None,
-                as_json: bool) -> None:
+                tool_family: str | None, as_json: bool) -> None:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
     from meta_spider.agentcore.render import step_renderable
     from meta_spider.agentcore.steps import FinalStep
-    from meta_spider.agentcore.streaming import StreamingBackend
+    from meta_spider.agentcore.stream_display import ParsedStreamingBackend
 
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family)
     console = Console()
     try:
         agent = launcher.build_agent(policy=policy, backend=backend)
         streamed: list[str] = []
 
-        def show(delta: str) -> None:
-            streamed.append(delta)
-            console.print(delta, style="dim", end="", soft_wrap=True, markup=False, highlight=False)
+        def show(event: Any) -> None:
+            if event.kind not in ("content", "reasoning"):
+                return  # calls: the trace prints them parsed
+            streamed.append(event.text)
+            console.print(event.text, style="dim", end="", soft_wrap=True, markup=False, highlight=False)
             console.file.flush()
 
-        if not as_json:  # stream the model's text as it comes, then the trace
-            agent.backend = StreamingBackend(agent.backend, listener=show)
+        if not as_json:  # stream the model's answer as it comes (no call markup), then the trace
+            agent.backend = ParsedStreamingBackend(
+                agent.backend, show, family=lambda: getattr(agent.renderer, "family", None))
         records = []
         final: FinalStep | None = None
         for step in agent.run(question):
@@ -186,14 +197,14 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
 @click.option("--no-trace", is_flag=True, help="Start with the trace hidden (/trace on shows it).")
 @click.pass_context
 def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None,
-                 script: Path | None, max_steps: int, tool_names: str | None, history: Path | None,
-                 no_trace: bool) -> None:
+                 script: Path | None, max_steps: int, tool_names: str | None, tool_family: str | None,
+                 history: Path | None, no_trace: bool) -> None:
     """Chat with the agent in the terminal. Enter sends; end a line with a
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
     from meta_spider.agentcore.chat import ChatLoop
 
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
     except MetaSpiderError as exc:
@@ -221,13 +232,14 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
               help="With --server-tools: offer only these tools (default: every registered one).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most model steps per request with --server-tools.")
+@_TOOL_FAMILY_OPTION
 @click.option("--model-name", default=None, help="The model id clients send (default: the run directory's name).")
 @click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="JSON script of outputs for the 'fake' backend (default: the built-in demo).")
 @click.pass_context
 def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None, host: str,
                   port: int, api_key: str | None, parallel: int, server_tools: bool, tool_names: str | None,
-                  max_steps: int, model_name: str | None, script: Path | None) -> None:
+                  max_steps: int, tool_family: str | None, model_name: str | None, script: Path | None) -> None:
     """Serve the agent over the OpenAI chat API: POST /v1/chat/completions,
     GET /v1/models, GET /health. Every reply carries a 'meta_spider' object
     with P(correct), the decision (answer, lookup or refuse) and the threshold."""
@@ -242,7 +254,8 @@ def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, 
 
     name = model_name or (run_dir.resolve().name if run_dir is not None else "meta-spider-demo")
     try:
-        pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names), model_id=name,
+        pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family),
+                               model_id=name,
                                policy=policy, backend=backend, parallel=parallel, server_tools=server_tools)
     except (AgentError, BackendError, PluginError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -87,6 +87,9 @@ class AgentLauncher:
     system_prompt: str | None = None
     tool_names: Sequence[str] | None = None
     """Offer only these tools (None: every registered one)."""
+    tool_family: str | None = None
+    """The tool-call family the renderer parses (``--tool-family``); None
+    keeps run.json's renderer setting, else detection from the template."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -154,9 +157,10 @@ class AgentLauncher:
 
     def make_renderer(self) -> ActionRenderer:
         choice = self.run_settings.renderer
-        if choice is None:
-            return _create(self._renderers, "default", {})
-        return _create(self._renderers, choice.name, dict(choice.settings))
+        name, settings = ("default", {}) if choice is None else (choice.name, dict(choice.settings))
+        if self.tool_family is not None:
+            settings["family"] = self.tool_family
+        return _create(self._renderers, name, settings)
 
     def make_backend(self, name: str) -> InferenceBackend:
         """Build (once) backend ``name``, wrapped in a StopBackend. ``fake``

@@ -15,7 +15,10 @@ about P(correct) and the base's own answers),
 2. the answer gate of each way, its threshold chosen on validation by the
    behaviour goals (as ``metaloom eval`` does), applied to every split:
    coverage, refusal precision and knowledge loss on the answerable
-   questions, and the share refused of the questions without a true answer.
+   questions, and the share refused of the questions without a true answer;
+3. each recorded signal alone and logistic regressions on signal sets (the
+   draft's, plus the prompt's rarest tokens, plus the whole prompt's),
+   fitted on the training split: which signals survive the shifts.
 
     python benchmarks/doubter_inputs.py --run-dir RUN --output benchmarks/results/doubter_inputs.txt
 
@@ -54,7 +57,9 @@ def train_way(run_dir: Path, way: str, epochs: int, extra: list[str], tag: str) 
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / ACTIVATIONS_DIR).exists():
         os.symlink((run_dir / ACTIVATIONS_DIR).resolve(), folder / ACTIVATIONS_DIR)
-    if not (folder / "run.json").exists() or RunManifest.load(folder).checkpoint is None:
+    if (folder / "run.json").exists() and RunManifest.load(folder).checkpoint is not None:
+        print(f"{way}: trained before, reusing {folder}", flush=True)
+    else:
         manifest = RunManifest.load(run_dir)
         manifest.checkpoint = None
         manifest.save(folder)
@@ -99,7 +104,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.baselines import fit_signal_baselines
+    from meta_spider.loom.baselines import LogisticProbe, fit_signal_baselines
     from meta_spider.loom.metrics import UndefinedMetricError, auroc, selective_metrics
     from meta_spider.loom.shifts import shift_splits
     from meta_spider.policies.actions import is_refusal
@@ -115,8 +120,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from meta_spider.loom.demo import DEMO_TRAIN_ARGS
 
-    # the demo's options but the signal choice, which --p-correct-from makes
-    extra = [arg for arg in DEMO_TRAIN_ARGS if arg not in ("--logprob-signals", "all")]
+    # the demo's options but the signal choice (option and value), which --p-correct-from makes
+    signal_option = DEMO_TRAIN_ARGS.index("--logprob-signals")
+    extra = list(DEMO_TRAIN_ARGS[:signal_option] + DEMO_TRAIN_ARGS[signal_option + 2:])
     tag = "all" if args.logprob_signals == "all" else str(len(args.logprob_signals.split(","))) + "-signals"
     lines: list[str] = []
 
@@ -134,11 +140,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     scores: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     for way in WAYS:
-        started = time.perf_counter()
         reads = [] if way == "states" else ["--logprob-signals", args.logprob_signals]
         folder_tag = "no-signals" if way == "states" else tag
+        reused = (args.run_dir / "doubter_inputs" / f"{way}-{folder_tag}" / "checkpoints" / "best").exists()
+        started = time.perf_counter()
         scores[way] = p_correct(train_way(args.run_dir, way, args.epochs, extra + reads, folder_tag), activations)
-        seconds[way] = time.perf_counter() - started
+        seconds[way] = -1.0 if reused else time.perf_counter() - started
     states = activations.states("prompt").numpy()
     names = activations.recorded_signals
     signals = activations.signals(names).numpy()
@@ -150,7 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     say(f"run: {args.run_dir} ({len(activations)} collected questions, layers {activations.target_layers}, "
         f"{args.epochs} epochs each, {' '.join(extra)}; signals: {args.logprob_signals})")
-    say("training seconds: " + ", ".join(f"{way} {seconds[way]:.0f}" for way in WAYS))
+    say("training seconds: " + ", ".join(f"{way} " + ("(trained before)" if seconds[way] < 0 else f"{seconds[way]:.0f}")
+                                         for way in WAYS))
     say()
     say("1. AUROC of P(correct) against the base's correctness (questions with a true answer)")
     width = max(len(name) for name in scores) + 2
@@ -185,6 +193,35 @@ def main(argv: Optional[list[str]] = None) -> int:
                 parts.append(f"no true answer: refused {fmt(float((scores[way][outside] < threshold).mean()))} "
                              f"of {outside.size}")
             say(f"  {split:<17}" + "; ".join(parts))
+    say()
+    say("3. each recorded pass-1 signal alone, and logistic regressions on signal sets fitted on the training split")
+    say("   (AUROC, questions with a true answer): which signals survive new phrasings and misspelt names")
+    answerable = {split: index[split][~unanswerable[index[split]]] for split in splits}
+    scored = [split for split in splits if answerable[split].size]
+    say("".ljust(40) + "".join(split.rjust(17) for split in scored))
+
+    def auroc_cells(values: np.ndarray) -> str:
+        cells = []
+        for split in scored:
+            try:
+                cells.append(fmt(auroc(values[answerable[split]], labels[answerable[split]])))
+            except UndefinedMetricError:
+                cells.append("-")
+        return "".join(cell.rjust(17) for cell in cells)
+
+    for column, name in enumerate(names):
+        say(name.ljust(40) + auroc_cells(signals[:, column]))
+    draft = [name for name in names if name.startswith("draft_")]
+    rarest = [name for name in names if name in ("prompt_logprob_min", "prompt_logprob_low_mean",
+                                                  "prompt_window_logprob_min")]
+    whole = [name for name in names if name in ("prompt_logprob_sum", "prompt_logprob_mean")]
+    for label, chosen in (("draft", draft), ("draft + rarest prompt tokens", draft + rarest),
+                          ("draft + whole prompt", draft + whole), ("every signal", list(names))):
+        if not chosen or (label != "draft" and chosen == draft):
+            continue
+        columns = [names.index(name) for name in chosen]
+        probe = LogisticProbe(1.0 / train.size).fit(signals[train][:, columns], labels[train])
+        say(f"logistic: {label}".ljust(40) + auroc_cells(probe.decision_function(signals[:, columns])))
     if args.output is not None:
         args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(json.dumps({"written": str(args.output)}))

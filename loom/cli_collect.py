@@ -4,13 +4,18 @@ write ``<run-dir>/run.json``.
 
 Running the same command again resumes a killed collection. A run directory
 whose ``run.json`` names another base is refused unless ``--force`` (which
-discards that run's activations). This module knows only options and
+discards that run's activations). Launched by ``torchrun --nproc_per_node N
+-m meta_spider.loom.cli_collect ...`` (or ``accelerate launch``), each
+process collects its own shards and rank 0 merges them and writes run.json
+(:mod:`meta_spider.loom.collect_ranks`); ``--device cuda`` then means each
+process's own GPU (``LOCAL_RANK``). This module knows only options and
 files; the work is :class:`~meta_spider.loom.collector.ActivationDatasetCollector`'s.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,12 +91,18 @@ def _default_model(run_dir: Path, dataset: Any, dataset_name: str) -> str:
                            f"does with --dataset-option build=true) and {run_dir} has no run.json naming one")
 
 
-def _check_run_dir(run_dir: Path, model_name: str, force: bool) -> RunManifest | None:
+def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> RunManifest | None:
     """The existing manifest to update (None: write a new one). Without
     --force a run.json naming another base is refused; with --force the old
-    activations are discarded and the manifest starts over."""
+    activations are discarded (each rank its own folder, rank 0 the merged
+    one) and the manifest starts over."""
     if force:
-        shutil.rmtree(run_dir / ACTIVATIONS_DIR, ignore_errors=True)
+        from meta_spider.loom.collect_ranks import rank_folder
+
+        if ranks.parallel:
+            shutil.rmtree(rank_folder(run_dir / ACTIVATIONS_DIR, ranks), ignore_errors=True)
+        if ranks.rank == 0:
+            shutil.rmtree(run_dir / ACTIVATIONS_DIR, ignore_errors=True)
         return None
     if not RunManifest.path_in(run_dir).is_file():
         return None
@@ -145,11 +156,19 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
             quiet: bool) -> None:
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
+    from meta_spider.loom.collect_ranks import Ranks
     from meta_spider.loom.datasets import DatasetError, create_dataset
     from meta_spider.plugins import PluginError
     from rich.console import Console
 
-    console = Console(stderr=True, quiet=quiet)  # progress and notes; the summary goes to stdout
+    try:
+        ranks = Ranks.from_environment()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    if ranks.parallel and device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"  # one GPU per process
+    # Progress and notes (rank 0's only); the summary goes to stdout.
+    console = Console(stderr=True, quiet=quiet or ranks.rank != 0)
     options = parse_dataset_options(dataset_options)
     if mcq_direct:
         options["mcq_direct"] = True
@@ -162,7 +181,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     if model_name is None:
         model_name = _default_model(run_dir, dataset, dataset_name)
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else default_splits(dataset.splits)
-    existing = _check_run_dir(run_dir, model_name, force)
+    existing = _check_run_dir(run_dir, model_name, force, ranks)
 
     from meta_spider.loom.activations import ActivationFormatError
     from meta_spider.loom.collector import (
@@ -185,14 +204,16 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         raise click.ClickException(str(error)) from error
     collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                            shard_size=max(shard_size - shard_size % batch_size, batch_size),
-                                           show_progress=not quiet, console=console)
+                                           show_progress=not quiet and ranks.rank == 0, console=console)
     try:
         activations = collector.collect_dataset(dataset, chosen, max_examples=max_examples,
-                                                output_dir=run_dir / ACTIVATIONS_DIR)
+                                                output_dir=run_dir / ACTIVATIONS_DIR, ranks=ranks)
     except (CollectionMismatchError, ActivationFormatError, DatasetError) as error:
         raise click.ClickException(f"{error} (pass --force to discard the old activations)" if isinstance(
             error, CollectionMismatchError) else str(error)) from error
 
+    if ranks.rank != 0:  # rank 0 merged every rank's shards and writes run.json
+        return
     prompt = PromptSection(use_chat_template=bool(getattr(pipe.tokenizer, "chat_template", None)),
                            mcq_direct=mcq_direct, system_prompt=getattr(dataset, "system_prompt", None) or None,
                            template_kwargs=_template_kwargs(dataset))
@@ -221,3 +242,7 @@ def _summary(console: Any, activations: Any, run_dir: Path) -> None:
         table.add_row(split, str(len(rows)), f"{accuracy:.3f}")
     console.print(table)
     console.print(f"layers {activations.target_layers}, run.json written to {run_dir / MANIFEST_FILE}")
+
+
+if __name__ == "__main__":  # torchrun / accelerate launch: python -m meta_spider.loom.cli_collect ...
+    collect()

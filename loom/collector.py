@@ -56,6 +56,7 @@ from meta_spider.loom.activations import (
     shard_name,
     write_shard,
 )
+from meta_spider.loom.collect_ranks import Ranks, collect_on_ranks, rank_items
 from meta_spider.loom.datasets import (
     QADataset,
     QAExample,
@@ -248,11 +249,13 @@ class ActivationDatasetCollector:
         *,
         max_examples: int | None = None,
         output_dir: PathLike | None = None,
+        ranks: Ranks | None = None,
     ) -> ActivationDataset:
         """Collect the given ``splits`` (default: all) of a dataset, at most
         ``max_examples`` per split, prompts from ``dataset.prompt`` rendered
         with the chat template; scored with ``check_correctness`` or the
-        dataset's ``check_fn``."""
+        dataset's ``check_fn``. ``ranks``: this process's share of a
+        data-parallel collection (see :meth:`run`)."""
         if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
             raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
         splits = list(dataset.splits if splits is None else splits)
@@ -266,7 +269,7 @@ class ActivationDatasetCollector:
                 text = render_qa_prompt(self.pipe, dataset.prompt(example))
                 items.append(CollectionItem(len(items), split, example, text))
         description = {**dataset.describe(), "selected_splits": splits, "max_examples": max_examples}
-        return self.run(items, description, self.check_correctness or dataset.check_fn, output_dir)
+        return self.run(items, description, self.check_correctness or dataset.check_fn, output_dir, ranks=ranks)
 
     def save(self: Any, path: PathLike) -> Path:
         """Copy the last collection to ``path`` (a no-op when it is already
@@ -395,8 +398,11 @@ class ActivationDatasetCollector:
         }
 
     def run(self, items: Sequence[CollectionItem], description: Mapping[str, Any], check: CheckFn,
-            output_dir: PathLike | None) -> ActivationDataset:
-        """Collect ``items`` into ``output_dir``, resuming what is there."""
+            output_dir: PathLike | None, *, ranks: Ranks | None = None) -> ActivationDataset:
+        """Collect ``items`` into ``output_dir``, resuming what is there. With
+        ``ranks`` of several processes this one collects its shards into its
+        rank folder, and rank 0 merges them once all are complete
+        (:mod:`meta_spider.loom.collect_ranks`); other ranks return their part."""
         if output_dir is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="meta-spider-activations-")
             output_dir = self._scratch.name
@@ -405,7 +411,16 @@ class ActivationDatasetCollector:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         header = self._header(items, description)
-        info = self._open(folder, header)
+        if ranks is not None and ranks.parallel:
+            return self._run_rank(items, header, check, folder, ranks)
+        self._collect(items, self._open(folder, header), folder, check)
+        self._last = ActivationDataset.load(folder)
+        if self._scratch is not None and Path(self._scratch.name) == folder:
+            self._last.scratch = self._scratch  # the temporary folder lives as long as the dataset
+        return self._last
+
+    def _collect(self, items: Sequence[CollectionItem], info: dict[str, Any], folder: Path, check: CheckFn) -> None:
+        """Read and commit ``items`` shard by shard from the first one ``info`` does not commit yet."""
         start = int(info["num_examples"])
         with _Progress(self.show_progress and start < len(items), len(items), start, self.console) as progress:
             for shard_start in range(start, len(items), self.shard_size):
@@ -419,9 +434,15 @@ class ActivationDatasetCollector:
         if not info["complete"]:
             info["complete"] = True
             self._write_info(folder, info)
-        self._last = ActivationDataset.load(folder)
-        if self._scratch is not None and Path(self._scratch.name) == folder:
-            self._last.scratch = self._scratch  # the temporary folder lives as long as the dataset
+
+    def _run_rank(self, items: Sequence[CollectionItem], header: dict[str, Any], check: CheckFn, folder: Path,
+                  ranks: Ranks) -> ActivationDataset:
+        mine = rank_items(items, ranks, self.shard_size, lambda item: item.index)
+        # The rank folder records the whole collection's header: its shards are a part of that one.
+        done = collect_on_ranks(folder, header, ranks, lambda own: self._collect(mine, self._open(own, header), own,
+                                                                                 check),
+                                ordered=_ordered, is_collection_file=_is_collection_file, console=self.console)
+        self._last = ActivationDataset.load(done)
         return self._last
 
     def _commit_shard(self, folder: Path, info: dict[str, Any], items: Sequence[CollectionItem],
@@ -453,8 +474,9 @@ class ActivationDatasetCollector:
             stream.flush()
             os.fsync(stream.fileno())
         info["shards"].append(name)
-        info["num_examples"] = end
-        info["complete"] = end == info["total_examples"]
+        # A count, not the end index: a rank's folder holds every W-th shard only.
+        info["num_examples"] = int(info["num_examples"]) + len(items)
+        info["complete"] = info["num_examples"] == info["total_examples"]
         self._write_info(folder, info)
 
     @staticmethod

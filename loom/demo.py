@@ -36,10 +36,13 @@ DEMO_EPOCHS = 4
 """Doubter training epochs of the demo run."""
 DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
 """Collection settings: the world's answers are short sentences."""
-DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25", "--logprob-signals", "all")
+DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25",
+                                     "--logprob-signals", "draft_logprob_mean,draft_logprob_min")
 """Extra ``metaloom train`` options of the demo run: answer targets weigh 1.25x,
 the weight that met the behaviour targets on the validation split, and
-P(correct) also reads every pass-1 log-prob signal (docs/loom.md)."""
+P(correct) also reads the log-probs of the base's own draft answer. Not the
+prompt's: those fall for any wording the base has not read, and the demo is
+judged in new wordings too (docs/loom.md)."""
 
 
 class DemoError(MetaSpiderError, RuntimeError):

@@ -305,7 +305,7 @@ class NativeToolPrompt:
         results), probed once (see :func:`~meta_spider.native.adapt.probe_template`)."""
         if self._capabilities is None:
             self._capabilities = probe_template(
-                lambda messages, tools: self._render_raw(messages, tools, True, {})
+                lambda messages, tools: self._render_raw(messages, tools, True, {}), self.template or ""
             )
         return self._capabilities
 

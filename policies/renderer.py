@@ -13,7 +13,8 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
   model for the call in its own format: the conversation is rendered again
   with the tools offered, the assistant turn is opened with the family's
   :meth:`~meta_spider.native.NativeToolRenderer.call_prefix` (prefill), the
-  model completes it (stopping at the family's close marker, restored after
+  model completes it (stopping at the family's close marker,
+  :meth:`~meta_spider.native.NativeToolRenderer.call_end`, restored after
   the cut) and ``prefix + completion`` is parsed. A parsed call becomes the
   ``ToolCall``; an unparseable one a ``Refuse`` whose reason carries the
   parse failure (also kept in ``decision.metadata["lookup"]``);
@@ -52,15 +53,6 @@ EMPTY_KNOWLEDGE_BASE = "none"
 installed (``meta_spider.tools.EmptyKnowledgeBase.name``)."""
 
 
-def _call_end_markers() -> dict[Any, str]:
-    # Families whose call has its own close marker; the others (Llama 3,
-    # Mistral) end the call with the turn, so the turn's stop strings do.
-    from meta_spider.native import ToolCallFamily
-    from meta_spider.native.parsers import FUNCTION_CLOSE, HERMES_CLOSE
-
-    return {ToolCallFamily.HERMES: HERMES_CLOSE, ToolCallFamily.FUNCTION_TAG: FUNCTION_CLOSE}
-
-
 @dataclass
 class DefaultRenderer:
     """Parse native tool calls; look up or refuse when uncertain; answer otherwise."""
@@ -94,6 +86,10 @@ class DefaultRenderer:
             raise ValueError(f"tool_call_max_new_tokens must be a positive int, got {self.tool_call_max_new_tokens!r}")
         if not isinstance(self.lookup_tool, str) or not self.lookup_tool:
             raise ValueError(f"lookup_tool must be a tool name, got {self.lookup_tool!r}")
+        if self.family is not None:
+            from meta_spider.native import coerce_family
+
+            self.family = coerce_family(self.family).value  # an unknown name fails here, listing the known ones
         if not isinstance(self.refusal, str) or not self.refusal.strip():
             raise ValueError(f"refusal must be a non-empty sentence, got {self.refusal!r}")
 
@@ -163,7 +159,7 @@ class DefaultRenderer:
     ) -> Action:
         parser = self._parser(backend)
         prefix = parser.call_prefix()
-        end = _call_end_markers().get(parser.family)
+        end = parser.call_end()
         prompt = backend.render_prompt(
             list(session.messages), tools=tools.schemas() or None, add_generation_prompt=True,
             enable_thinking=decision.metadata.get("enable_thinking"),
