@@ -51,3 +51,28 @@ def test_every_area_error_shares_the_project_root() -> None:
 
     for area in (AgentError, BackendError, NativeToolError, ToolError, WrapperError, PluginError, CalculatorError):
         assert issubclass(area, MetaSpiderError), area
+
+
+BUGGY_COMMAND = (
+    "import click\n"
+    "from meta_spider.plugins import hookimpl\n"
+    "@click.group('agent')\n"
+    "def group():\n"
+    "    pass\n"
+    "@group.command('boom')\n"
+    "def boom():\n"
+    "    raise ValueError('a bug\\nover two lines')\n"
+    "@hookimpl\n"
+    "def register_commands(register):\n"
+    "    register(group)\n"
+)
+
+
+def test_an_unexpected_exception_in_a_command_is_one_line_with_status_2(tmp_path: Path) -> None:
+    site = fake_distribution(tmp_path / "site", "meta-spider-buggy", "buggy", "meta_spider_buggy", BUGGY_COMMAND)
+    result = run_script("meta-agent", ["boom"], site)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "meta-agent: error: unexpected ValueError: a bug over two lines (a bug in meta-spider or a plugin; "
+        "META_SPIDER_DEBUG=1 shows the traceback)\n"
+    )
