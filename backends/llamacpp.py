@@ -33,7 +33,7 @@ import numpy as np
 
 from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection, Message, ToolSchema
 from meta_spider.backends.eval_filter import NativeDelta
-from meta_spider.backends.llamacpp_errors import GGUFModelError
+from meta_spider.backends.llamacpp_errors import ContextFullError, GGUFModelError
 from meta_spider.backends.llamacpp_hooks import HookedContextConfig, HookedLlamaContext
 from meta_spider.backends.numpy_doubter import (
     LAYER_NORM_EPS,
@@ -43,6 +43,7 @@ from meta_spider.backends.numpy_doubter import (
     check_sidecar_fits,
     read_sidecar,
 )
+from meta_spider.backends.prompt_guard import SpecialTextGuard, gguf_control_tokens, prompt_limit
 from meta_spider.backends.stop import cut_at_stop, held_back
 
 __all__ = ["KV_CACHE_TYPES", "LlamaCppBackend"]
@@ -112,6 +113,7 @@ class LlamaCppBackend:
 
         self._chat_template = read_gguf_chat_template(self.model_path)[0]
         self._prompt_renderer: Any = None
+        self._guard: SpecialTextGuard | None = None
         self._last_read: tuple[str, np.ndarray] | None = None
         self.last_refreshes = 0
         """Dynamic refreshes during the latest pass 2."""
@@ -198,16 +200,41 @@ class LlamaCppBackend:
             from meta_spider.native import NativeToolPrompt
 
             self._prompt_renderer = NativeToolPrompt.from_gguf(self.model_path)
-        return self._prompt_renderer.render(
-            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        renderer = self._prompt_renderer
+
+        def render(guarded: list[dict[str, Any]]) -> str:
+            return renderer.render(
+                guarded, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+            )
+
+        # As on transformers: content never spells a control token, and the
+        # oldest tool results are cut before the prompt outgrows the context.
+        return self.guard.fit(self.guard.guard_messages(messages), render, lambda text: len(self._encode_ids(text)),
+                              prompt_limit(self.context.n_ctx))
+
+    @property
+    def guard(self) -> SpecialTextGuard:
+        """The GGUF's control-token texts, kept out of message content."""
+        if self._guard is None:
+            self._guard = SpecialTextGuard(gguf_control_tokens(self.model_path))
+        return self._guard
+
+    def _encode_ids(self, text: str) -> list[int]:
+        return self.guard.encode(
+            text,
+            lambda piece: self.context.tokenize(piece, add_special=False, parse_special=True),
+            lambda piece: self.context.tokenize(piece, add_special=False, parse_special=False),
         )
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of already rendered text: special-token markup is parsed, no bos is added
-        (the template carries its own special tokens, as in the transformers backend)."""
-        ids = self.context.tokenize(text, add_special=False, parse_special=True)
+        """Token ids of already rendered text: the template's special-token markup is parsed,
+        content pieces are not, no bos is added (the template carries its own special tokens,
+        as in the transformers backend). Raises ``ContextFullError`` when no position is left."""
+        ids = self._encode_ids(text)
         if not ids:
-            raise ValueError(f"prompt {text!r} encodes to no tokens")
+            raise ValueError(f"prompt {text[:80]!r} encodes to no tokens")
+        if len(ids) >= self.context.n_ctx:
+            raise ContextFullError(len(ids) + 1, self.context.n_ctx)
         return ids
 
     def _text(self, token_ids: Sequence[int], *, special: bool = True) -> str:

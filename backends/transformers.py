@@ -3,7 +3,10 @@
 fp4 or int8 through bitsandbytes).
 
 Prompts are rendered with the model's own chat template through
-:class:`~meta_spider.native.NativeToolPrompt`; ``generate`` is greedy and
+:class:`~meta_spider.native.NativeToolPrompt`, guarded and budgeted by
+:class:`~meta_spider.backends.prompt_guard.SpecialTextGuard` (content never
+becomes a control token; the oldest tool results are cut to fit the model's
+positions, else ``ContextFullError``); ``generate`` is greedy and
 cached, stops at the end-of-turn token, at a stop string (cut off, never
 streamed) or at ``max_new_tokens``; ``read`` is pass 1 and keeps its KV cache
 so that the following ``generate(prompt, inject=...)`` for the same prompt
@@ -26,6 +29,8 @@ from meta_spider.backends.base import (
     Message,
     ToolSchema,
 )
+from meta_spider.backends.llamacpp_errors import ContextFullError
+from meta_spider.backends.prompt_guard import SpecialTextGuard, prompt_limit
 from meta_spider.backends.stop import cut_at_stop, held_back
 from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline, Pass1
 from meta_spider.wrapper.passes import DecodeStats
@@ -44,6 +49,7 @@ class TransformersBackend:
         self.agc = agc
         self._prompt_renderer: Any = None
         self._last_read: tuple[str, Pass1] | None = None
+        self._guard: SpecialTextGuard | None = None
 
     @classmethod
     def from_settings(
@@ -87,9 +93,55 @@ class TransformersBackend:
             from meta_spider.native import NativeToolPrompt
 
             self._prompt_renderer = NativeToolPrompt.from_tokenizer(self.tokenizer)
-        return self._prompt_renderer.render(
-            messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+        renderer = self._prompt_renderer
+
+        def render(guarded: list[dict[str, Any]]) -> str:
+            return renderer.render(
+                guarded, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+            )
+
+        guard = self.guard
+        guarded = guard.guard_messages(messages)
+        length = self.context_length
+        if length is None:
+            return render(guarded)
+        return guard.fit(guarded, render, lambda text: len(self._encode_ids(text)), prompt_limit(length))
+
+    @property
+    def guard(self) -> SpecialTextGuard:
+        """The tokenizer's special-token texts, kept out of message content."""
+        if self._guard is None:
+            decoder = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+            specials = [token.content for token in decoder.values() if getattr(token, "special", False)]
+            self._guard = SpecialTextGuard(specials or list(getattr(self.tokenizer, "all_special_tokens", [])))
+        return self._guard
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the base was trained on (None when its config does not say)."""
+        config = self.pipeline.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        length = getattr(text_config, "max_position_embeddings", None)
+        return int(length) if isinstance(length, int) and length > 0 else None
+
+    def _encode_ids(self, prompt: str) -> list[int]:
+        tokenizer = self.tokenizer
+        return self.guard.encode(
+            prompt,
+            lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"],
         )
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        """``[1, T]`` ids of a rendered prompt (content pieces with special-token
+        parsing off); raises ``ContextFullError`` when it leaves no position free."""
+        ids = self._encode_ids(prompt)
+        if not ids:
+            raise ValueError(f"prompt {prompt[:80]!r} encodes to no tokens")
+        length = self.context_length
+        if length is not None and len(ids) >= length:
+            raise ContextFullError(len(ids) + 1, length)
+        return torch.tensor([ids], dtype=torch.long)
 
     # ------------------------------------------------------------ passes
 
@@ -102,7 +154,7 @@ class TransformersBackend:
     def read(self, prompt: str) -> Introspection:
         """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]``."""
         self._require_doubter("read activations (pass 1)")
-        pass1 = self.pipeline.read_ids(self.pipeline.encode(prompt))
+        pass1 = self.pipeline.read_ids(self.encode(prompt))
         self._last_read = (prompt, pass1)
         extras: dict[str, Any] = {"layer_states": pass1.layer_states[0]}
         if pass1.signals is not None:
@@ -125,7 +177,10 @@ class TransformersBackend:
     ) -> Completion:
         """Greedy completion of the rendered ``prompt``; with ``inject`` the
         cognitive tokens are injected (pass 2)."""
-        input_ids = self.pipeline.encode(prompt)
+        input_ids = self.encode(prompt)
+        length = self.context_length
+        if length is not None:  # past the trained positions a model only produces noise
+            max_new_tokens = min(max_new_tokens, length - input_ids.shape[1])
         pass1, tokens = None, None
         if inject is not None:
             self._require_doubter("inject cognitive tokens (pass 2)")

@@ -65,11 +65,16 @@ class TemplateCapabilities:
     """The role whose message content reaches the prompt as a tool result (None: none does)."""
 
 
-def _renders(render: RenderFunction, messages: list[dict[str, Any]], tools: Any, needle: str) -> bool:
+def _rendered(render: RenderFunction, messages: list[dict[str, Any]], tools: Any) -> str | None:
     try:
-        return needle in render(messages, tools)
+        return render(messages, tools)
     except Exception:  # noqa: BLE001 - a refusal is the answer to the probe
-        return False
+        return None
+
+
+def _renders(render: RenderFunction, messages: list[dict[str, Any]], tools: Any, needle: str) -> bool:
+    text = _rendered(render, messages, tools)
+    return text is not None and needle in text
 
 
 def _call_message(arguments: Any) -> dict[str, Any]:
@@ -95,13 +100,21 @@ def probe_template(render: RenderFunction, template: str = "") -> TemplateCapabi
     tools = _renders(render, [user], [_PROBE_TOOL], _PROBE_TOOL_NAME) or (
         re.search(r"\btools\b", template) is not None and _renders(render, [user], [_PROBE_TOOL], "")
     )
-    tool_calls, string_arguments = False, False
+    # Arguments as a dict, else as a JSON string (templates that concatenate
+    # them, or print them with `|string`, which would write a Python repr):
+    # the first form whose arguments show as JSON wins, else the first that
+    # shows the call at all.
+    shown: list[bool] = []
     for as_string in (False, True):
         arguments: Any = '{"x": "1"}' if as_string else {"x": "1"}
         result = {"role": "tool", "name": _PROBE_CALL_NAME, "tool_call_id": "pr0beCall", "content": _PROBE_RESULT}
-        if _renders(render, [user, _call_message(arguments), result], [_PROBE_TOOL], _PROBE_CALL_NAME):
-            tool_calls, string_arguments = True, as_string
+        text = _rendered(render, [user, _call_message(arguments), result], [_PROBE_TOOL])
+        if text is not None and _PROBE_CALL_NAME in text and '"x": "1"' in text:
+            shown = [as_string]
             break
+        if text is not None and _PROBE_CALL_NAME in text and not shown:
+            shown.append(as_string)
+    tool_calls, string_arguments = bool(shown), bool(shown and shown[0])
     turn = _call_message('{"x": "1"}' if string_arguments else {"x": "1"}) if tool_calls else {
         "role": "assistant", "content": "calling"}
     tool_role = None

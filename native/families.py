@@ -96,6 +96,10 @@ _MARKERS: tuple[tuple[str, ToolCallFamily], ...] = (
     ("<|tool_list_start|>", ToolCallFamily.PYTHONIC),
     ("<|python_start|>", ToolCallFamily.PYTHONIC),
     ("[TOOL_CALLS]", ToolCallFamily.MISTRAL),
+    # Llama 3.2 / Llama 4 / Gemma 3 pythonic templates describe the call
+    # list in prose (they also have an ipython role, so before Llama 3).
+    ("[func_name1(", ToolCallFamily.PYTHONIC),
+    ("xLAM", ToolCallFamily.XLAM),
     ("<parameter=", ToolCallFamily.QWEN3_CODER),
     ("<tool_call>", ToolCallFamily.HERMES),
     ("<function=", ToolCallFamily.FUNCTION_TAG),

@@ -19,9 +19,7 @@ def test_the_vendored_templates_cover_every_family_with_a_public_template() -> N
     # family comes from the template, not the base model's name.
     assert detect_family(template_text("hermes3")) is ToolCallFamily.HERMES
     covered = {detect_family(template_text(t)) for t in VENDORED_IDS}
-    # InternLM2 and xLAM have no template in the set; their parsers are
-    # tested on their documented output.
-    assert set(ToolCallFamily) - covered == {ToolCallFamily.INTERNLM, ToolCallFamily.XLAM}
+    assert covered == set(ToolCallFamily)
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ def test_at_least_25_real_templates_are_vendored_with_sources_and_licence() -> N
     assert len(files) >= 25
     assert files == sorted(VENDORED_IDS)  # each has a row (source, licence, family) in SOURCES.md
     assert (VENDORED_DIR / "LICENSE-llama.cpp").read_text(encoding="utf-8").startswith("MIT License")
+    assert "Apache License" in (VENDORED_DIR / "LICENSE-Apache-2.0").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("template_id", VENDORED_IDS)

@@ -92,7 +92,7 @@ def _common_text(vocab_size: int, tokenizer: Any, overrides: dict[str, Any]) -> 
         num_hidden_layers=6,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
+        max_position_embeddings=2048,  # the agent tests render tool schemas: prompts pass 256
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

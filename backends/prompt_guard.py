@@ -1,0 +1,158 @@
+"""Text that came from a user or a tool can never become a control token.
+
+A chat template writes its own turn markup (``<|im_start|>``, ``<|im_end|>``)
+as special tokens; a tool result or a user message that *contains* that text
+must reach the model as plain characters, or it forges a turn. Both backends
+therefore render with :meth:`SpecialTextGuard.guard_messages` (every special
+token's text inside message content is swapped for a private-use marker)
+and tokenize with :meth:`SpecialTextGuard.encode`: the template's markup with
+special-token parsing on, each marked piece with it off. A prompt without
+markers tokenizes exactly as before, in one piece.
+
+The same module budgets a prompt against the model's context
+(:meth:`SpecialTextGuard.fit`): the oldest tool results are cut first, and a
+prompt that still does not fit is a
+:class:`~meta_spider.backends.llamacpp_errors.ContextFullError` on both
+backends. This module knows nothing about torch or llama.cpp: each backend
+hands it its tokenizer's two modes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping, Sequence
+
+from meta_spider.backends.llamacpp_errors import ContextFullError
+
+__all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard", "TRUNCATION_NOTE", "prompt_limit"]
+
+MARK_OPEN = "\ue000"
+MARK_CLOSE = "\ue001"
+"""Private-use characters around the index of a special token's text found
+in content; no tokenizer gives them a meaning."""
+TRUNCATION_NOTE = "\n[... cut to fit the model's context]"
+GENERATION_RESERVE = 64
+"""Context positions a rendered prompt leaves free for the reply (a
+sixteenth of a smaller context). Small on purpose: a prompt that fitted
+before budgeting must still fit, and generation stops at the context's end."""
+
+
+def prompt_limit(context_length: int) -> int:
+    """The most tokens a rendered prompt may take in a context of ``context_length``."""
+    return context_length - max(1, min(GENERATION_RESERVE, context_length // 16))
+
+Encoder = Callable[[str], list[int]]
+_MARKED = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
+_MAX_DEPTH = 40  # tool-call arguments are bounded far below this by the agent loop
+
+
+class SpecialTextGuard:
+    """The special-token texts of one tokenizer and how to keep content
+    from producing them."""
+
+    def __init__(self, special_tokens: Sequence[str]) -> None:
+        # Longest first, so "<|im_start|>" wins over a shorter prefix token.
+        self.special_tokens = sorted({token for token in special_tokens if token}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, self.special_tokens))) if self.special_tokens else None
+        self._index = {token: number for number, token in enumerate(self.special_tokens)}
+
+    # ------------------------------------------------------------ rendering
+
+    def guard_text(self, text: str) -> str:
+        """``text`` with every special token's text replaced by its marker."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda match: f"{MARK_OPEN}{self._index[match.group(0)]}{MARK_CLOSE}", text)
+
+    def guard_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of ``messages`` whose content (and tool-call arguments) can
+        no longer spell a special token; roles and structure are kept."""
+        return [self._guard_value(dict(message), 0) for message in messages]
+
+    def _guard_value(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return self.guard_text(value)
+        if depth > _MAX_DEPTH:
+            return value
+        if isinstance(value, Mapping):
+            return {key: (item if key in ("role", "tool_call_id", "id", "type") else self._guard_value(item, depth + 1))
+                    for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._guard_value(item, depth + 1) for item in value]
+        return value
+
+    # ------------------------------------------------------------ tokenizing
+
+    def encode(self, text: str, markup: Encoder, plain: Encoder) -> list[int]:
+        """Token ids of a rendered prompt: ``markup`` (special tokens parsed)
+        for the template's text, ``plain`` (parsing off) for each marked
+        piece of content."""
+        if MARK_OPEN not in text:
+            return markup(text)
+        ids: list[int] = []
+        position = 0
+        for match in _MARKED.finditer(text):
+            number = int(match.group(1))
+            if number >= len(self.special_tokens):
+                continue  # a marker the guard did not write: leave it as text
+            if match.start() > position:
+                ids += markup(text[position:match.start()])
+            ids += plain(self.special_tokens[number])
+            position = match.end()
+        if position < len(text):
+            ids += markup(text[position:])
+        return ids
+
+    def restore(self, text: str) -> str:
+        """The rendered text as the model reads it (markers back to the
+        characters they stand for): for display and logs."""
+        return _MARKED.sub(
+            lambda match: self.special_tokens[int(match.group(1))]
+            if int(match.group(1)) < len(self.special_tokens) else match.group(0),
+            text,
+        )
+
+    # ------------------------------------------------------------ budget
+
+    def fit(self, messages: Sequence[Mapping[str, Any]], render: Callable[[list[dict[str, Any]]], str],
+            count: Callable[[str], int], limit: int) -> str:
+        """Render ``messages`` within ``limit`` tokens: when the prompt is too
+        long, tool results are cut, the oldest first, each down to a short
+        head with :data:`TRUNCATION_NOTE`; raises
+        :class:`~meta_spider.backends.llamacpp_errors.ContextFullError` when
+        even that does not fit."""
+        current = [dict(message) for message in messages]
+        text = render(current)
+        needed = count(text)
+        if needed <= limit:
+            return text
+        tool_turns = [index for index, message in enumerate(current)
+                      if message.get("role") == "tool" and isinstance(message.get("content"), str)]
+        for index in tool_turns:
+            content = current[index]["content"]
+            for keep in (len(content) // 4, 200, 0):
+                if keep >= len(content):
+                    continue
+                current[index] = {**current[index], "content": content[:keep] + TRUNCATION_NOTE}
+                text = render(current)
+                needed = count(text)
+                if needed <= limit:
+                    return text
+        raise ContextFullError(needed, limit)
+
+
+_GGUF_CONTROL = 3
+"""``tokenizer.ggml.token_type`` of a control token (llama.cpp's LLAMA_TOKEN_TYPE_CONTROL)."""
+
+
+def gguf_control_tokens(path: Any) -> list[str]:
+    """The texts of a GGUF's control tokens (the ones llama.cpp parses as
+    special), read from its tokenizer metadata; empty when it has none."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path), "r").fields
+    tokens, types = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.token_type")
+    if tokens is None or types is None:
+        return []
+    kinds = types.contents()
+    return [str(tokens.contents(index)) for index, kind in enumerate(kinds) if int(kind) == _GGUF_CONTROL]
