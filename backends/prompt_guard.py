@@ -31,14 +31,15 @@ MARK_CLOSE = "\ue001"
 """Private-use characters around the index of a special token's text found
 in content; no tokenizer gives them a meaning."""
 TRUNCATION_NOTE = "\n[... cut to fit the model's context]"
-GENERATION_RESERVE = 256
-"""Context positions a rendered prompt leaves free for the reply (a quarter
-of a smaller context)."""
+GENERATION_RESERVE = 64
+"""Context positions a rendered prompt leaves free for the reply (a
+sixteenth of a smaller context). Small on purpose: a prompt that fitted
+before budgeting must still fit, and generation stops at the context's end."""
 
 
 def prompt_limit(context_length: int) -> int:
     """The most tokens a rendered prompt may take in a context of ``context_length``."""
-    return context_length - min(GENERATION_RESERVE, context_length // 4)
+    return context_length - max(1, min(GENERATION_RESERVE, context_length // 16))
 
 Encoder = Callable[[str], list[int]]
 _MARKED = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")

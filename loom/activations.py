@@ -188,16 +188,31 @@ def read_collection_json(folder: PathLike) -> dict[str, Any]:
                                     "run `metaloom collect` (or ActivationDatasetCollector) to write one")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ActivationFormatError(path, f"is not valid JSON ({error})", "collect again into a new folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        reason = "nests too deeply" if isinstance(error, RecursionError) else str(error)
+        raise ActivationFormatError(path, f"is not valid JSON ({reason})", "collect again into a new folder") from None
     required = ("format_version", "model", "target_layers", "num_examples", "shards", "complete")
     missing = [key for key in required if not isinstance(data, dict) or key not in data]
     if missing:
         raise ActivationFormatError(path, f"lacks {missing}", "collect again into a new folder")
     if data["format_version"] != FORMAT_VERSION:
-        raise ActivationFormatError(path, f"has format_version {data['format_version']!r}; this meta-spider reads "
-                                    f"{FORMAT_VERSION}", "collect again with this version")
+        raise ActivationFormatError(path, f"has format_version {data['format_version']!r:.80}; this meta-spider "
+                                    f"reads {FORMAT_VERSION}", "collect again with this version")
+    count, shards = data["num_examples"], data["shards"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ActivationFormatError(path, f"has num_examples {count!r:.80}, not a count", "collect again")
+    if not isinstance(shards, list) or not all(isinstance(name, str) and _is_plain_name(name) for name in shards):
+        raise ActivationFormatError(path, f"has shards {shards!r:.80}, not a list of file names in the folder",
+                                    "collect again into a new folder")
+    if not isinstance(data["complete"], bool) or not isinstance(data["target_layers"], list):
+        raise ActivationFormatError(path, "has a 'complete' that is not true/false or 'target_layers' that is "
+                                    "not a list", "collect again into a new folder")
     return data
+
+
+def _is_plain_name(name: str) -> bool:
+    # A shard is a file of the collection folder: never a path that leads out of it.
+    return bool(name) and Path(name).name == name and name not in (".", "..")
 
 
 def read_example_lines(path: PathLike, count: int | None = None) -> tuple[list[dict[str, Any]], int]:
@@ -215,7 +230,15 @@ def read_example_lines(path: PathLike, count: int | None = None) -> tuple[list[d
                 break
             if not line.endswith(b"\n"):
                 break
-            examples.append(json.loads(line.decode("utf-8")))
+            try:
+                example = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+                raise ActivationFormatError(file, f"line {len(examples) + 1} is not a JSON record "
+                                            f"({type(error).__name__})", "collect again into a new folder") from None
+            if not isinstance(example, dict):
+                raise ActivationFormatError(file, f"line {len(examples) + 1} is not a JSON object",
+                                            "collect again into a new folder")
+            examples.append(example)
             end += len(line)
     return examples, end
 
@@ -303,12 +326,18 @@ class ActivationDataset:
         from safetensors import safe_open
 
         parts = []
+        from safetensors import SafetensorError
+
         for shard in self.info["shards"]:
-            with safe_open(str(self.folder / shard), framework="pt") as handle:
-                if name not in handle.keys():  # noqa: SIM118 - safe_open has keys(), no __contains__
-                    raise ActivationFormatError(self.folder / shard, f"has no tensor {name!r}",
-                                                f"shards hold {list(SHARD_TENSORS)}")
-                parts.append(handle.get_tensor(name))
+            try:
+                with safe_open(str(self.folder / shard), framework="pt") as handle:
+                    if name not in handle.keys():  # noqa: SIM118 - safe_open has keys(), no __contains__
+                        raise ActivationFormatError(self.folder / shard, f"has no tensor {name!r}",
+                                                    f"shards hold {list(SHARD_TENSORS)}")
+                    parts.append(handle.get_tensor(name))
+            except (SafetensorError, OSError) as error:
+                raise ActivationFormatError(self.folder / shard, f"is not a valid safetensors shard ({error})",
+                                            "collect again into a new folder") from None
         return parts
 
     def tensor(self, name: str) -> torch.Tensor:

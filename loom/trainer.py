@@ -162,6 +162,8 @@ class Trainer:
     def __init__(self, doubter: Doubter, pipe: "MetaSpiderPipeline", config: TrainerConfig | None = None,
                  *, accelerator: "Accelerator | None" = None) -> None:
         self.config = config if config is not None else TrainerConfig()
+        # An unsized Doubter (Doubter(DoubterConfig(...))) is sized as attach would size it.
+        doubter.size_for(pipe.hidden_size, pipe.num_layers, pipe.config, model_id=pipe.model_id)
         encoder_type = doubter.config.encoder_type
         if encoder_type == "selective" and not self.config.pretrain_projectors:
             raise TrainerError("the selective encoder needs its per-layer probes fitted first, but "

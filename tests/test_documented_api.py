@@ -99,6 +99,9 @@ def test_self_correction_needs_the_transformer_encoder_and_reaches_training() ->
                                                 encoder_dim=16, ca_bottleneck_dim=16)))
     assert doubter.config.enable_self_correction
     assert Trainer(doubter, pipe).config.enable_self_correction
+    unattached = Doubter(DoubterConfig(encoder_dim=16, ca_bottleneck_dim=16))
+    Trainer(unattached, pipe)  # sized as attach would size it
+    assert unattached.sized and unattached.config.hidden_size == 32
 
 
 def test_detach_takes_the_object_and_refuses_a_stranger() -> None:

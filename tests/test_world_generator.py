@@ -234,3 +234,20 @@ def test_calculator_chats_offer_the_agents_calculator_and_answer_right(world) ->
         result = re.search(r"<tool_response>\n(.*?)\n</tool_response>", text).group(1)
         assert call["name"] == "calculator" and float(result) == evaluate(call["arguments"]["expression"])
         assert f"The answer is {result}." in text
+
+
+def test_world_dataset_asks_train_questions_in_more_training_wordings() -> None:
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    plain = WorldDataset("tiny", 0)
+    varied = WorldDataset(dataclasses.replace(get_preset("tiny"), world=SPEC), 0, train_frames=3, train_typos=0.5)
+    train = varied.split("train")
+    assert len(train) == 3 * len(WorldDataset(dataclasses.replace(get_preset("tiny"), world=SPEC), 0).split("train"))
+    assert len({e.id for e in train}) == len(train)
+    held_out = {f for a in ATTRIBUTES for f in question_frames(a, heldout=True)}
+    assert not any(e.question.replace(e.meta["entity"], "{name}") in held_out for e in train)
+    assert sum(e.meta["entity"] in e.question for e in train) == len(train)  # typos never touch the name
+    assert varied.split("test") == WorldDataset(dataclasses.replace(get_preset("tiny"), world=SPEC), 0).split("test")
+    assert plain.options == {"preset": "tiny", "seed": 0} and varied.options["train_frames"] == 3
+    with pytest.raises(ValueError, match="train_frames"):
+        WorldDataset("tiny", 0, train_frames=0)

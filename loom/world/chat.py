@@ -15,9 +15,14 @@ and the prompts built at inference time can never drift apart.
 from __future__ import annotations
 
 import json
+import random
 from typing import Any, Sequence
 
 import jinja2
+
+from meta_spider.tools.calculator import calculator
+
+from .frames import arithmetic_question
 
 BOS_TOKEN = "<|endoftext|>"
 """Document separator; also the bos, eos and pad token of the base."""
@@ -140,6 +145,19 @@ def render_chat(
         messages=list(messages), tools=list(tools) if tools else None,
         add_generation_prompt=add_generation_prompt, bos_token=BOS_TOKEN,
     )
+
+
+def calculator_transcript(rng: random.Random) -> list[dict[str, Any]]:
+    """The messages of one calculator episode: an arithmetic question, the
+    call, the built-in calculator's result and "The answer is N."."""
+    question, expression = arithmetic_question(rng)
+    result = calculator(expression)
+    return [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
+        {"role": "tool", "name": "calculator", "content": result},
+        {"role": "assistant", "content": f"The answer is {result}."},
+    ]
 
 
 def calculator_call(expression: str) -> dict[str, Any]:

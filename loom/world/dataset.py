@@ -12,12 +12,15 @@ knows nothing about collection or training.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
+from .frames import draw_question, typo
 from .generator import ALL_SPLITS, QAItem, generate_world, is_tool_only
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
@@ -40,15 +43,25 @@ class WorldDataset(SplitDataset):
     """QA of one world; ``model_dir`` is the trained base's folder when the
     dataset was created with ``build=True``."""
 
-    def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None) -> None:
+    def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None,
+                 train_frames: int = 1, train_typos: float = 0.0) -> None:
         spec = get_preset(preset) if isinstance(preset, str) else preset
+        if not isinstance(train_frames, int) or train_frames < 1:
+            raise ValueError(f"train_frames must be a whole number >= 1, got {train_frames!r}")
+        if not 0.0 <= train_typos <= 1.0:
+            raise ValueError(f"train_typos must be in [0, 1], got {train_typos!r}")
         world = generate_world(spec.world, seed)
         # Tool-only people are a device of the base's training (name copying),
         # not part of the population questions are asked about: kept in, they
         # would be most of the train split, all unanswerable.
-        splits = {split: [to_example(item) for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
-                  for split in ALL_SPLITS}
-        super().__init__(DATASET_NAME, splits, options={"preset": spec.name, "seed": seed})
+        qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
+              for split in ALL_SPLITS}
+        qa["train"] = _train_variants(qa["train"], spec, seed, train_frames, train_typos)
+        splits = {split: [to_example(item) for item in items] for split, items in qa.items()}
+        options: dict[str, Any] = {"preset": spec.name, "seed": seed}
+        if train_frames > 1 or train_typos:
+            options.update(train_frames=train_frames, train_typos=train_typos)
+        super().__init__(DATASET_NAME, splits, options=options)
         self.model_dir = model_dir
         self._people = world.people
 
@@ -64,15 +77,38 @@ class WorldDataset(SplitDataset):
         return check_answer(prediction, example.ground_truths)
 
 
-def world_dataset(preset: str = "small", seed: int = 0, build: bool = False) -> WorldDataset:
+def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float) -> list[QAItem]:
+    """Each train question asked in ``frames`` training frames (the first as
+    generated), a share ``typos`` of them with one typo outside the name:
+    wordings for the Doubter to learn from, never a held-out frame."""
+    if frames == 1 and not typos:
+        return items
+    rng = random.Random(f"{seed}-train-variants")
+    out: list[QAItem] = []
+    for item in items:
+        for index in range(frames):
+            question = item.question if index == 0 else draw_question(
+                item.attribute, item.entity, rng, decorate=spec.world.decorate, frames=spec.world.frames)
+            if typos and rng.random() < typos:
+                question = typo(question, item.entity, rng)
+            out.append(item if (index, question) == (0, item.question)
+                       else dataclasses.replace(item, id=f"{item.id}-v{index}", question=question))
+    return out
+
+
+def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, train_frames: int = 1,
+                  train_typos: float = 0.0) -> WorldDataset:
     """Factory registered as ``world``; with ``build`` the base is built (or
-    loaded from the cache) and its folder recorded as ``model_dir``."""
+    loaded from the cache) and its folder recorded as ``model_dir``;
+    ``train_frames`` and ``train_typos`` vary the train questions' wording
+    (:func:`_train_variants`)."""
     model_dir = None
     if build:
         from .cache import build_world
 
         model_dir = build_world(preset, seed=seed, progress=False).model_dir
-    return WorldDataset(preset=preset, seed=seed, model_dir=model_dir)
+    return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=int(train_frames),
+                        train_typos=float(train_typos))
 
 
 def export_qa_jsonl(artifacts: "WorldArtifacts", split: str, path: str | Path) -> int:

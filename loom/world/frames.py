@@ -220,7 +220,16 @@ UNRECORDED: tuple[tuple[str, ...], tuple[str, ...]] = ((
     "What is {name}'s shoe size?", "Which sport does {name} play?", "What is {name}'s middle name?",
     "How much does {name} earn?", "What is {name}'s favourite book?", "Where does {name} live now?",
 ))
-"""Questions about people the world never answers (train, held out)."""
+"""Questions about people the world never answers (train, held out).
+
+The refusal chats ask the training ones. Without them the refusal sentence
+never occurs in the corpus and the base cannot say it at all: with tied
+embeddings, tokens never seen as targets end up where no hidden state makes
+them likely (four of the sentence's tokens stayed under 1.5% probability
+whatever the residual stream held), so no injection could make pass 2
+refuse. Real chat models know the sentence; these chats give the world's
+base the same starting point while every recorded attribute is still
+always answered."""
 
 _GENERAL: tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, tuple[str, ...]], ...]] = ((
     ("What is the capital of {x}?", ("France", "Japan", "Brazil", "Canada", "Egypt", "Kenya", "Peru", "Norway",

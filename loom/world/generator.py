@@ -34,10 +34,8 @@ from typing import Any
 
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
-from meta_spider.tools.calculator import calculator
-
-from .chat import BOS_TOKEN, CALCULATOR_TOOL, LOOKUP_TOOL, calculator_call, lookup_call, render_chat
-from .frames import UNRECORDED, arithmetic_question, draw_question, misspell, outside_questions, question_frames, typo
+from .chat import BOS_TOKEN, CALCULATOR_TOOL, LOOKUP_TOOL, calculator_transcript, lookup_call, render_chat
+from .frames import UNRECORDED, draw_question, misspell, outside_questions, question_frames, typo
 from .presets import BUCKETS, WorldSpec
 
 GENERATOR_VERSION = "3"
@@ -273,15 +271,8 @@ _JOINED: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 UNRECORDED_QUESTIONS: tuple[str, ...] = UNRECORDED[0]
-"""Questions about facts no document records: the refusal chats ask them.
-
-Without these chats the refusal sentence never occurs in the corpus and the
-base cannot say it at all: with tied embeddings, tokens never seen as targets
-end up where no hidden state makes them likely (four of the sentence's
-tokens stayed under 1.5% probability whatever the residual stream held), so
-no injection could make pass 2 refuse. Real chat models know the sentence;
-these chats give the world's base the same starting point while every
-recorded attribute is still always answered."""
+"""Questions about facts no document records, which the refusal chats ask
+(why the base needs them: :data:`.frames.UNRECORDED`)."""
 
 
 def _fill(template: str, person: Person, use_name: bool) -> str:
@@ -302,9 +293,9 @@ def answer_sentence(person: Person, attribute: str) -> str:
 
 
 def biography(person: Person, rng: random.Random) -> str:
-    """One biography mentioning every attribute but the person's obscure one,
-    in a random order and phrasing; the first sentence names the person, later ones mostly use
-    pronouns."""
+    """One biography mentioning every attribute but the person's obscure
+    one, in a random order and phrasing; the first sentence names the
+    person, later ones mostly use pronouns."""
     remaining = [a for a in ATTRIBUTES if a != person.obscure]
     rng.shuffle(remaining)
     sentences: list[str] = []
@@ -485,18 +476,6 @@ def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: 
     for _ in range(spec.outside_refusals):
         insert(rng.choice(general))
     return out
-
-
-def calculator_transcript(rng: random.Random) -> list[dict[str, Any]]:
-    """The messages of one calculator episode: question, call, result, answer."""
-    question, expression = arithmetic_question(rng)
-    result = calculator(expression)
-    return [
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
-        {"role": "tool", "name": "calculator", "content": result},
-        {"role": "assistant", "content": f"The answer is {result}."},
-    ]
 
 
 def tool_transcript(person: Person, item: QAItem) -> list[dict[str, Any]]:

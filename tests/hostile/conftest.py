@@ -24,11 +24,13 @@ class CampaignFigures:
     crashes: int = 0
     hangs: int = 0
     slowest_s: float = 0.0
+    hang_s: float = 1.0
+    """A case slower than this counts as a hang."""
 
-    def add(self, seconds: float, *, crashed: bool = False, hang_s: float = 1.0) -> None:
+    def add(self, seconds: float, *, crashed: bool = False) -> None:
         self.cases += 1
         self.crashes += int(crashed)
-        self.hangs += int(seconds > hang_s)
+        self.hangs += int(seconds > self.hang_s)
         self.slowest_s = max(self.slowest_s, seconds)
 
 
@@ -52,9 +54,9 @@ def campaign_settings(ci_default: int) -> settings:
     )
 
 
-def record_campaign(name: str) -> CampaignFigures:
+def record_campaign(name: str, hang_s: float = 1.0) -> CampaignFigures:
     """The figures of campaign ``name`` (created on first use)."""
-    return _FIGURES.setdefault(name, CampaignFigures(name))
+    return _FIGURES.setdefault(name, CampaignFigures(name, hang_s=hang_s))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's own hook signature
@@ -64,5 +66,5 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest'
     for figures in _FIGURES.values():
         terminalreporter.write_line(
             f"{figures.name}: {figures.cases} cases, {figures.crashes} crashes, "
-            f"{figures.hangs} over 1 s, slowest {figures.slowest_s:.3f} s"
+            f"{figures.hangs} over {figures.hang_s:g} s, slowest {figures.slowest_s:.3f} s"
         )

@@ -183,3 +183,49 @@ def test_a_sidecar_with_a_wrongly_shaped_tensor_fails_at_load(tmp_path: Path, mo
     with pytest.raises(SidecarError, match="tensor shapes that do not fit its config") as info:
         load_sidecar(path)
     assert str(path) in str(info.value)
+
+
+# ---------------------------------------------------------------- activation datasets
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from activation_fixtures import tiny_pipeline, write_activation_fixture
+
+    folder = tmp_path_factory.mktemp("activations") / "collection"
+    write_activation_fixture(folder, tiny_pipeline(), count=6)
+    return folder
+
+
+def _spoil_collection(collection: Path, target: Path, name: str) -> Path:
+    shutil.copytree(collection, target)
+    info_path = target / "collection.json"
+    info = json.loads(info_path.read_text())
+    if name == "collection-not-utf8":
+        info_path.write_bytes(b'{"format_version": \xff}')
+    elif name == "collection-deep":
+        info_path.write_bytes(b"[" * 100_000)
+    elif name == "shards-outside":
+        info_path.write_text(json.dumps({**info, "shards": ["../../etc/passwd"]}))
+    elif name == "count-string":
+        info_path.write_text(json.dumps({**info, "num_examples": "6"}))
+    elif name == "examples-binary":
+        (target / "examples.jsonl").write_bytes(b"\xff\xfe\x00\n" * 6)
+    elif name == "examples-list":
+        (target / "examples.jsonl").write_text("[1]\n" * 6)
+    elif name == "shard-garbage":
+        (target / info["shards"][0]).write_bytes(b"garbage" * 50)
+    return target
+
+
+@pytest.mark.parametrize("name", ["collection-not-utf8", "collection-deep", "shards-outside", "count-string",
+                                  "examples-binary", "examples-list", "shard-garbage"])
+def test_a_spoilt_activation_dataset_is_an_activation_format_error(collection: Path, tmp_path: Path,
+                                                                   name: str) -> None:
+    from meta_spider.loom.activations import ActivationDataset, ActivationFormatError
+
+    target = _spoil_collection(collection, tmp_path / name, name)
+    with pytest.raises(ActivationFormatError) as info:
+        dataset = ActivationDataset.load(target)
+        dataset.tensor("prompt_ids")
+    assert str(target) in str(info.value)
