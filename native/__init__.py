@@ -2,9 +2,10 @@
 
 Prompts come from the model's own chat template (:class:`NativeToolPrompt`,
 through a transformers tokenizer or the raw template text of a GGUF);
-model output is parsed back per tool-call family (:class:`NativeToolRenderer`)
-into content plus tool calls, with malformed calls reported as typed
-failures that keep the raw text.
+model output is parsed back per tool-call family (:class:`NativeToolRenderer`,
+twenty families) into content, reasoning and tool calls, with malformed
+calls reported as typed failures that keep the raw text, whole or as it
+streams (:class:`StreamingToolParser`).
 
 This package is pure Python plus jinja2: it never imports torch or
 transformers at import time, and it knows nothing about which tools exist.
@@ -16,6 +17,7 @@ from meta_spider.native.messages import assistant_tool_calls_message, make_call_
 from meta_spider.native.prompt import NativeToolPrompt, compile_chat_template, thinking_switches
 from meta_spider.native.renderer import NativeToolRenderer
 from meta_spider.native.results import ParsedToolCall, ParseResult, ParseSpan, ToolParseFailure
+from meta_spider.native.streaming import StreamEvent, StreamingToolParser
 
 __all__ = [
     "ChatTemplateError",
@@ -26,6 +28,8 @@ __all__ = [
     "ParseResult",
     "ParseSpan",
     "ParsedToolCall",
+    "StreamEvent",
+    "StreamingToolParser",
     "ToolCallFamily",
     "ToolParseFailure",
     "assistant_tool_calls_message",

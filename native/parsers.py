@@ -1,5 +1,11 @@
 """Parsers that read tool calls out of model output, one per family.
 
+This module holds the Hermes, Mistral and Llama 3 parsers and
+:data:`PARSERS`, the table of every family's parser; the tag-delimited
+families live in :mod:`meta_spider.native.parsers_tagged`, the JSON-block,
+pythonic, recipient and channel families in
+:mod:`meta_spider.native.parsers_other`.
+
 Each parser walks the text left to right and hands every character to a
 :class:`~meta_spider.native.results.SpanBuilder` as content, a call, or a
 failed call attempt. JSON is only ever decoded with
@@ -10,8 +16,8 @@ call's shape); nothing searches for "the first ``{`` and the last ``}``".
 
 When a call attempt breaks, the parser resynchronises at the family's
 closing tag when there is one before the next opening marker, otherwise at
-the next opening marker, otherwise at the end of the text; everything in
-between is the failure's raw text.
+the next opening marker, otherwise at the end of the text (truncated JSON:
+the end of the text); everything in between is the failure's raw text.
 
 These functions know the surface syntax only: nothing about which tools
 exist or what their schemas say (the agent checks names and arguments).

@@ -36,7 +36,7 @@ from meta_spider.agentcore.serve.protocol import (
     parse_chat_request,
 )
 from meta_spider.agentcore.serve.workers import AgentPool
-from meta_spider.backends.base import BackendError
+from meta_spider.backends.llamacpp_errors import ContextFullError
 from meta_spider.native.errors import ChatTemplateError
 
 __all__ = ["create_app", "running_server", "serve"]
@@ -49,11 +49,6 @@ _STATUS_KIND = {401: "authentication_error", 404: "not_found_error", 405: "inval
 def _error(status: int, message: str, **fields: Any) -> JSONResponse:
     fields.setdefault("kind", _STATUS_KIND.get(status, "invalid_request_error" if status < 500 else "server_error"))
     return JSONResponse(error_body(message, **fields), status_code=status)
-
-
-def _context_full(exc: BaseException) -> bool:
-    # llama.cpp's typed error, matched by name: importing it here would tie the app to one backend.
-    return type(exc).__name__ == "ContextFullError"
 
 
 def create_app(pool: AgentPool, *, api_key: str | None = None) -> FastAPI:
@@ -112,11 +107,9 @@ def create_app(pool: AgentPool, *, api_key: str | None = None) -> FastAPI:
             return JSONResponse(exc.body(), status_code=exc.status)
         except ChatTemplateError as exc:
             return _error(400, f"the model's chat template refuses these messages: {exc}", param="messages")
-        except BackendError as exc:
-            if _context_full(exc):
-                return _error(400, f"the prompt does not fit in the model's context: {exc}", param="messages",
-                              code="context_length_exceeded")
-            raise
+        except ContextFullError as exc:  # llama.cpp's own check (its module imports no llama_cpp)
+            return _error(400, f"the prompt does not fit in the model's context: {exc}", param="messages",
+                          code="context_length_exceeded")
         if not chat.stream:
             return completion_body(chat.model, reply)
 

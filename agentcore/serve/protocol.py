@@ -231,7 +231,7 @@ class ServedReply:
     completion_tokens: int = 0
 
 
-def _ids(model: str) -> tuple[str, int]:
+def _ids() -> tuple[str, int]:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
 
@@ -242,7 +242,7 @@ def _usage(reply: ServedReply) -> dict[str, int]:
 
 def completion_body(model: str, reply: ServedReply) -> dict[str, Any]:
     """The ``chat.completion`` object, with the ``meta_spider`` extension."""
-    completion_id, created = _ids(model)
+    completion_id, created = _ids()
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.tool_calls:
         message["tool_calls"] = reply.tool_calls
@@ -257,7 +257,7 @@ def completion_body(model: str, reply: ServedReply) -> dict[str, Any]:
 def completion_chunks(model: str, reply: ServedReply, piece_chars: int = 16) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` objects of a streamed reply: the role, the content in pieces
     (or the tool calls), then a last chunk with the finish reason, the usage and ``meta_spider``."""
-    completion_id, created = _ids(model)
+    completion_id, created = _ids()
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
