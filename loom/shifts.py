@@ -149,7 +149,7 @@ class ShiftTable:
         test and new phrasings, refusal precision everywhere, the base's
         accuracy in new phrasings against test, and what happens to
         questions without a true answer."""
-        from meta_spider.loom.comparison import AcceptanceCheck, goal_check
+        from meta_spider.loom.comparison import goal_check
 
         checks: list[AcceptanceCheck] = []
         test = self.row("test")

@@ -11,7 +11,6 @@ not know which tools exist.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Mapping
 
 from meta_spider.native.families import ToolCallFamily, coerce_family, detect_family

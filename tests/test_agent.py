@@ -9,7 +9,6 @@ import pytest
 
 from meta_spider.agentcore import (
     ActionTypeError,
-    Answer,
     MetaAgent,
     ModelStep,
     Refuse,

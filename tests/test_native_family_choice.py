@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from meta_spider.agentcore.cli import build_cli
 from meta_spider.agentcore.launch import AgentLauncher
 from meta_spider.agentcore.rundir import read_run_settings
-from meta_spider.native import ToolCallFamily
 from meta_spider.policies import DefaultRenderer
 
 GLM_CALL = "<tool_call>calculator\n<arg_key>expression</arg_key>\n<arg_value>17 * 23</arg_value>\n</tool_call>"
