@@ -197,7 +197,6 @@ def test_messages_the_template_refuses_are_a_400(plugin_manager, shared_dir: Pat
 @pytest.fixture(scope="module")
 def llamacpp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run exported for llama.cpp (base GGUFs + Doubter sidecar) from a tiny base and a perturbed Doubter."""
-    pytest.importorskip("llama_cpp")
     from test_deploy_sidecar import make_run_dir
     from test_llamacpp_backend import Tiny
 
