@@ -13,8 +13,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
-from test_loom_evaluation import MAX_NEW_TOKENS, expected_oracle, tiny_pipe, write_qa_folder
-from wrapper_helpers import save_tiny_model, shared_model, shared_tokenizer
+from test_loom_evaluation import MAX_NEW_TOKENS, collected_run, expected_oracle
 
 from meta_spider.loom.cli_eval import eval_command
 from meta_spider.loom.manifest import RunManifest
@@ -22,22 +21,7 @@ from meta_spider.loom.manifest import RunManifest
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from meta_spider.loom.cli_collect import collect
-
-    root = tmp_path_factory.mktemp("cli-eval")
-    base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), root / "base")
-    qa = write_qa_folder(root / "qa", tiny_pipe())
-    run = root / "run"
-    result = CliRunner().invoke(collect, [
-        "--run-dir", str(run), "--model-name", str(base), "--dataset", "jsonl", "--dataset-option", f"path={qa}",
-        "--max-new-tokens", str(MAX_NEW_TOKENS), "--quiet",
-    ], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    doubter = tiny_pipe(str(base)).new_doubter(encoder_dim=16, ca_bottleneck_dim=16)
-    doubter.set_injection_gates(0.0)
-    doubter.save_checkpoint(run / "checkpoints" / "best")
-    RunManifest.update_file(run, checkpoint="checkpoints/best")
-    return run
+    return collected_run(tmp_path_factory.mktemp("cli-eval"))
 
 
 @pytest.fixture

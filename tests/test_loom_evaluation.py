@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -59,6 +59,34 @@ def write_qa_folder(folder: Path, pipe: Any) -> Path:
             lines.append(json.dumps({"id": f"q{i}", "question": PROMPTS[i], "answer": answer}) + "\n")
         (folder / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
     return folder
+
+
+def collected_run(root: Path, add_splits: Callable[[Path, Any], None] | None = None) -> Path:
+    """A run directory made by the real ``metaloom collect`` over a saved
+    tiny Qwen2 and :func:`write_qa_folder`'s dataset (``add_splits(folder,
+    pipe)`` may write more splits first), with a Doubter checkpoint whose
+    injection gates are 0 (so it says what the base said)."""
+    from click.testing import CliRunner
+    from wrapper_helpers import save_tiny_model
+
+    from meta_spider.loom.cli_collect import collect as collect_command
+    from meta_spider.loom.manifest import RunManifest
+
+    base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), root / "base")
+    qa = write_qa_folder(root / "qa", tiny_pipe())
+    if add_splits is not None:
+        add_splits(qa, tiny_pipe())
+    run = root / "run"
+    result = CliRunner().invoke(collect_command, [
+        "--run-dir", str(run), "--model-name", str(base), "--dataset", "jsonl", "--dataset-option", f"path={qa}",
+        "--max-new-tokens", str(MAX_NEW_TOKENS), "--quiet",
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doubter = tiny_pipe(str(base)).new_doubter(encoder_dim=16, ca_bottleneck_dim=16)
+    doubter.set_injection_gates(0.0)
+    doubter.save_checkpoint(run / "checkpoints" / "best")
+    RunManifest.update_file(run, checkpoint="checkpoints/best")
+    return run
 
 
 def expected_oracle(split: str) -> list[bool]:
