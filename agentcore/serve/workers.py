@@ -157,8 +157,8 @@ class AgentPool:
         workers = []
         for _ in range(parallel):
             launcher = make_launcher()
-            policy_name = policy or launcher.default_policy
             backend_name = backend or launcher.default_backend
+            policy_name = policy or launcher.policy_for(backend_name)
             workers.append(_Worker(launcher.build_agent(policy=policy_name, backend=backend_name),
                                    policy_name, backend_name))
         return cls(workers, model_id=model_id, server_tools=server_tools)
