@@ -15,6 +15,7 @@ words the base never read. This module knows nothing about people or models.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -150,6 +151,7 @@ def _cores(attribute: str, heldout: bool) -> list[str]:
             + _wrapped(_WRAPPERS[0], parts.clauses[1]))
 
 
+@functools.lru_cache(maxsize=None)
 def question_frames(attribute: str, heldout: bool = False) -> tuple[str, ...]:
     """The bare frames (no greeting, no courtesy) of ``attribute``: the
     training frames, or the held-out ones. Each holds ``{name}`` once."""
