@@ -12,7 +12,7 @@ markers tokenizes exactly as before, in one piece.
 The same module budgets a prompt against the model's context
 (:meth:`SpecialTextGuard.fit`): the oldest tool results are cut first, and a
 prompt that still does not fit is a
-:class:`~meta_spider.backends.llamacpp_errors.ContextFullError` on both
+:class:`~meta_spider.backends.llamacpp.errors.ContextFullError` on both
 backends. This module knows nothing about torch or llama.cpp: each backend
 hands it its tokenizer's two modes.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping, Sequence
 
-from meta_spider.backends.llamacpp_errors import ContextFullError
+from meta_spider.backends.llamacpp.errors import ContextFullError
 
 __all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard", "TRUNCATION_NOTE", "prompt_limit"]
 
@@ -119,7 +119,7 @@ class SpecialTextGuard:
         """Render ``messages`` within ``limit`` tokens: when the prompt is too
         long, tool results are cut, the oldest first, each down to a short
         head with :data:`TRUNCATION_NOTE`; raises
-        :class:`~meta_spider.backends.llamacpp_errors.ContextFullError` when
+        :class:`~meta_spider.backends.llamacpp.errors.ContextFullError` when
         even that does not fit."""
         current = [dict(message) for message in messages]
         text = render(current)

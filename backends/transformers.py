@@ -29,7 +29,7 @@ from meta_spider.backends.base import (
     Message,
     ToolSchema,
 )
-from meta_spider.backends.llamacpp_errors import ContextFullError
+from meta_spider.backends.llamacpp.errors import ContextFullError
 from meta_spider.backends.prompt_guard import SpecialTextGuard, prompt_limit
 from meta_spider.backends.stop import cut_at_stop, held_back
 from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline, Pass1

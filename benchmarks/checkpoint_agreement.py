@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from meta_spider.loom.cli_eval import load_pipeline
-    from meta_spider.loom.evaluation import DEFAULT_MAX_TOKENS
+    from meta_spider.loom.cli.eval import load_pipeline
+    from meta_spider.loom.evaluate.evaluation import DEFAULT_MAX_TOKENS
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.wrapper import AnswerGate, MetaSpiderConfig, MetaSpiderPipeline
     from meta_spider.wrapper.refusal import is_refusal
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from meta_spider.agentcore.run_dataset import load_run_dataset
     from meta_spider.agentcore.rundir import read_run_settings
-    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.plugins import make_plugin_manager
 
     dataset = load_run_dataset(make_plugin_manager(), read_run_settings(run_dir))

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world import build_world
     from meta_spider.wrapper.signals import PROMPT_SIGNALS

@@ -25,7 +25,7 @@ DECISIONS = {"answer": "answer", "tool_call": "lookup", "refuse": "refuse"}
 
 def first_decisions(run_dir: Path, backend: Any, max_tasks: int | None) -> list[dict[str, Any]]:
     """Per task: the first decision and, for answers, whether it was right."""
-    from meta_spider.loom.agentic import run_agentic_eval
+    from meta_spider.loom.evaluate.agentic import run_agentic_eval
 
     report = run_agentic_eval(run_dir, policies=("doubter",), backend=backend, max_tasks=max_tasks, max_steps=1)
     rows = []

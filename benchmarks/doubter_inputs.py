@@ -49,7 +49,7 @@ def train_way(run_dir: Path, way: str, epochs: int, extra: list[str], tag: str) 
     (``doubter_inputs/<way>-<tag>``: run.json copied, activations linked);
     returns its checkpoint."""
     from meta_spider.agentcore.cli import CliState, build_cli
-    from meta_spider.loom.activations import ACTIVATIONS_DIR
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
 
@@ -87,8 +87,8 @@ def p_correct(checkpoint: Path, activations: Any) -> np.ndarray:
 
 def gate_threshold(scores: np.ndarray, correct: np.ndarray) -> tuple[float, str]:
     """The validation threshold ``metaloom eval`` would choose (goals, else the base's accuracy as coverage)."""
-    from meta_spider.loom.comparison import GOALS
-    from meta_spider.loom.metrics import choose_threshold, threshold_for_goals
+    from meta_spider.loom.evaluate.comparison import GOALS
+    from meta_spider.loom.evaluate.metrics import choose_threshold, threshold_for_goals
 
     choice = threshold_for_goals(scores, correct, GOALS)
     if choice is not None:
@@ -103,10 +103,10 @@ def fmt(value: Optional[float]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
-    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.baselines import LogisticProbe, fit_signal_baselines
-    from meta_spider.loom.metrics import UndefinedMetricError, auroc, selective_metrics
-    from meta_spider.loom.shifts import shift_splits
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.evaluate.baselines import LogisticProbe, fit_signal_baselines
+    from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc, selective_metrics
+    from meta_spider.loom.evaluate.shifts import shift_splits
     from meta_spider.policies.actions import is_refusal
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -14,9 +14,9 @@ from meta_spider.loom.datasets import (
     check_answer,
     export_jsonl,
 )
-from meta_spider.loom.judge import JudgeError, JudgeVerdict, OpenRouterJudge
+from meta_spider.loom.collect.judge import JudgeError, JudgeVerdict, OpenRouterJudge
 from meta_spider.loom.manifest import MANIFEST_FILE, ManifestError, RunManifest
-from meta_spider.loom.metrics import (
+from meta_spider.loom.evaluate.metrics import (
     auroc,
     choose_threshold,
     evaluate_at_coverage,
@@ -26,7 +26,7 @@ from meta_spider.loom.metrics import (
     score_metrics,
     selective_metrics,
 )
-from meta_spider.loom.stats import mcnemar_exact, paired_t_test
+from meta_spider.loom.evaluate.stats import mcnemar_exact, paired_t_test
 
 __all__ = [
     "MANIFEST_FILE",

@@ -111,9 +111,9 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
 def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, console: Console | None = None,
              epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
     """Run (or resume) the demo; returns the report and the questions shown."""
-    from meta_spider.loom.cli_eval import REPORT_FILE, SHIFTS_FILE
+    from meta_spider.loom.cli.eval import REPORT_FILE, SHIFTS_FILE
     from meta_spider.loom.manifest import RunManifest
-    from meta_spider.loom.shifts import ShiftTable, shift_splits
+    from meta_spider.loom.evaluate.shifts import ShiftTable, shift_splits
     from meta_spider.loom.world import build_world
     from meta_spider.loom.world.dataset import WorldDataset
 
@@ -142,7 +142,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     if not report_path.is_file() or (shifted and not shifts_path.is_file()):
         _loom_command(["eval", "--run-dir", str(run_dir), *(["--shifts"] if shifted else [])], run_dir)
     else:
-        from meta_spider.loom.comparison import ComparisonReport
+        from meta_spider.loom.evaluate.comparison import ComparisonReport
 
         report = ComparisonReport.from_json(report_path.read_text())
         console.print(f"report found at {report_path}: shown, not recomputed")
@@ -155,7 +155,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     report_data = json.loads(report_path.read_text())
 
     console.print(Rule("5/5 three questions"))
-    from meta_spider.loom.cli_eval import load_pipeline
+    from meta_spider.loom.cli.eval import load_pipeline
 
     manifest = RunManifest.load(run_dir)
     pipe = load_pipeline(manifest, run_dir, None, None)

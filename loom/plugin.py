@@ -15,10 +15,10 @@ from meta_spider.plugins import hookimpl
 
 
 def _loom_group() -> click.Group:
-    from meta_spider.loom.cli_collect import collect
-    from meta_spider.loom.cli_eval import eval_command
-    from meta_spider.loom.cli_train import train
-    from meta_spider.loom.world.cli import world
+    from meta_spider.loom.cli.collect import collect
+    from meta_spider.loom.cli.eval import eval_command
+    from meta_spider.loom.cli.train import train
+    from meta_spider.loom.cli.world import world
 
     @click.group("loom")
     def loom() -> None:
@@ -30,7 +30,7 @@ def _loom_group() -> click.Group:
 
 
 def _deploy_group() -> click.Group:
-    from meta_spider.loom.cli_deploy import export
+    from meta_spider.loom.cli.deploy import export
 
     @click.group("deploy")
     def deploy() -> None:
@@ -57,6 +57,6 @@ def register_datasets(register: Callable[[str, Callable[..., Any]], None]) -> No
 
 @hookimpl
 def register_exporters(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    from meta_spider.loom.deploy import register_deploy_exporters
+    from meta_spider.loom.gguf.deploy import register_deploy_exporters
 
     register_deploy_exporters(register)

@@ -1,7 +1,7 @@
 """Tiny activation datasets and run directories for the trainer's tests.
 
 :func:`write_activation_fixture` writes the collector's on-disk format
-(:mod:`meta_spider.loom.activations`: ``collection.json``,
+(:mod:`meta_spider.loom.collect.activations`: ``collection.json``,
 ``examples.jsonl``, ``shard-NNNNN.safetensors``) from a tiny in-process
 model: real pass-1 states at both read positions from the pipeline's own
 pass-1 code, the greedy draft as the answer, real first-token and mean
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from wrapper_helpers import make_tiny_model, save_tiny_model, shared_tokenizer
 
-from meta_spider.loom.activations import (
+from meta_spider.loom.collect.activations import (
     ACTIVATIONS_DIR,
     COLLECTION_FILE,
     EXAMPLES_FILE,

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from meta_spider.backends import FakeBackend
 from meta_spider.backends.base import Introspection
-from meta_spider.loom.agentic import AgentComparison, AgentTask, run_agentic_eval
+from meta_spider.loom.evaluate.agentic import AgentComparison, AgentTask, run_agentic_eval
 from meta_spider.loom.datasets import QAExample, SplitDataset
 from meta_spider.tools import DictKnowledgeBase, make_lookup_tool
 

@@ -216,7 +216,7 @@ def test_meta_agent_run_takes_both_paths_from_the_calibration(plugin_manager, tm
 
 def test_agentic_eval_runs_the_real_backend_from_the_run_dir(plugin_manager, tmp_path: Path,
                                                             tiny_base: tuple[Path, Path]) -> None:
-    from meta_spider.loom.agentic import run_agentic_eval
+    from meta_spider.loom.evaluate.agentic import run_agentic_eval
 
     run = write_run_dir(tmp_path, tiny_base, threshold=1.0)
     (tmp_path / "test.jsonl").write_text(json.dumps({"id": "v1", "question": QUESTION, "answer": "Amberhold"}) + "\n")

@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 import torch
 
-from meta_spider.backends.numpy_doubter import (
+from meta_spider.backends.llamacpp.numpy_doubter import (
     NumpyDoubter,
     SidecarBaseMismatchError,
     SidecarError,
     SidecarLayerRangeError,
     check_sidecar_fits,
 )
-from meta_spider.backends.llamacpp_errors import GGUFModelError
+from meta_spider.backends.llamacpp.errors import GGUFModelError
 from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
 from meta_spider.wrapper import AdaptiveGateControl, Doubter, DoubterConfig, RefreshGate
 
@@ -196,7 +196,7 @@ _TORCHLESS = textwrap.dedent('''
     sys.meta_path.insert(0, BlockTorch())
     import numpy as np
     from meta_spider.loom.gguf.sidecar import load_sidecar
-    from meta_spider.backends.numpy_doubter import NumpyDoubter
+    from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
 
     contents = load_sidecar(sys.argv[1])
     encoded = NumpyDoubter.from_sidecar(contents).encode(np.ones((3, 32), dtype=np.float32))
@@ -292,7 +292,7 @@ def test_the_fingerprint_check_names_both_files(tmp_path, base_folder):
 def test_export_from_a_local_base_writes_and_records_every_file(tmp_path, base_folder):
     from gguf import GGUFReader
 
-    from meta_spider.loom.deploy import export_from_run_dir
+    from meta_spider.loom.gguf.deploy import export_from_run_dir
     from meta_spider.loom.gguf import tensor_type_counts
     from meta_spider.loom.manifest import RunManifest
 
@@ -319,8 +319,8 @@ def test_export_from_a_local_base_writes_and_records_every_file(tmp_path, base_f
 def test_export_of_a_hub_base_writes_the_sidecar_and_checks_a_given_gguf(tmp_path, base_folder, caplog):
     from click.testing import CliRunner
 
-    from meta_spider.loom.cli_deploy import export
-    from meta_spider.loom.deploy import export_from_run_dir
+    from meta_spider.loom.cli.deploy import export
+    from meta_spider.loom.gguf.deploy import export_from_run_dir
     from meta_spider.loom.gguf import export_base_gguf
     from meta_spider.loom.manifest import RunManifest
 
@@ -352,7 +352,7 @@ def test_export_of_a_hub_base_writes_the_sidecar_and_checks_a_given_gguf(tmp_pat
 
 
 def test_export_without_a_checkpoint_says_to_train(tmp_path):
-    from meta_spider.loom.deploy import DeployError, export_from_run_dir
+    from meta_spider.loom.gguf.deploy import DeployError, export_from_run_dir
     from meta_spider.loom.manifest import RunManifest
 
     run_dir = make_run_dir(tmp_path / "run", "org/model", random_doubter())
@@ -365,7 +365,7 @@ def test_export_without_a_checkpoint_says_to_train(tmp_path):
 
 
 def test_register_deploy_exporters_registers_the_gguf_exporter():
-    from meta_spider.loom.deploy import export_from_run_dir, register_deploy_exporters
+    from meta_spider.loom.gguf.deploy import export_from_run_dir, register_deploy_exporters
 
     registered = {}
     register_deploy_exporters(lambda name, export: registered.__setitem__(name, export))

@@ -278,7 +278,7 @@ def test_a_run_with_a_trained_doubter_defaults_to_the_doubter_policy(tmp_path: P
 
 def test_the_refusal_sentence_is_the_worlds_and_configurable_everywhere() -> None:
     from meta_spider.backends import FakeBackend
-    from meta_spider.loom.trainer_targets import build_targets
+    from meta_spider.loom.train.targets import build_targets
     from meta_spider.loom.world import generator
     from meta_spider.policies import DefaultRenderer, Refuse
     from meta_spider.policies.actions import REFUSAL_SENTENCE
@@ -310,7 +310,7 @@ def test_the_refusal_sentence_is_the_worlds_and_configurable_everywhere() -> Non
 def test_run_json_sets_the_agents_refusal_sentence() -> None:
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import ComponentChoice, RunSettings
-    from meta_spider.loom.trainer_config import TrainerConfig
+    from meta_spider.loom.train.config import TrainerConfig
     from meta_spider.plugins import make_plugin_manager
 
     settings = RunSettings(renderer=ComponentChoice("default", {"refusal": "No idea."}))

@@ -38,8 +38,8 @@ from gguf_helpers import build_model, build_tokenizer, train_briefly
 from meta_spider.backends import BackendCapabilityError
 from meta_spider.backends.base import Introspection
 from meta_spider.backends.llamacpp import LlamaCppBackend
-from meta_spider.backends.llamacpp_errors import GGUFModelError
-from meta_spider.backends.numpy_doubter import SidecarBaseMismatchError, SidecarError, SidecarLayerRangeError
+from meta_spider.backends.llamacpp.errors import GGUFModelError
+from meta_spider.backends.llamacpp.numpy_doubter import SidecarBaseMismatchError, SidecarError, SidecarLayerRangeError
 from meta_spider.backends.transformers import TransformersBackend
 from meta_spider.loom.gguf import export_base_gguf
 from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar
@@ -347,7 +347,7 @@ def exported_run(tiny, tmp_path_factory):
     """A run directory as `metadeploy export` leaves it: local base folder, checkpoint, GGUFs, run.json."""
     from test_deploy_sidecar import make_run_dir
 
-    from meta_spider.loom.deploy import export_from_run_dir
+    from meta_spider.loom.gguf.deploy import export_from_run_dir
 
     root = tmp_path_factory.mktemp("run")
     base_folder = root / "tiny-qwen2"
@@ -417,7 +417,7 @@ def test_meta_agent_run_switches_to_llamacpp_by_name(exported_run):
 
 
 def test_importing_the_backend_imports_neither_torch_nor_llama_cpp():
-    code = ("import sys, meta_spider.backends.llamacpp, meta_spider.backends.numpy_doubter; "
+    code = ("import sys, meta_spider.backends.llamacpp, meta_spider.backends.llamacpp.numpy_doubter; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'llama_cpp')))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

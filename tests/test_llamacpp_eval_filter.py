@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from llamacpp_helpers import GGML_TYPE_F32, build_tiny_base
 
-from meta_spider.backends import eval_filter, llamacpp_eval_hook
-from meta_spider.backends.eval_filter import NativeDelta
-from meta_spider.backends.llamacpp_hooks import HookedContextConfig, HookedLlamaContext, InjectionError
+from meta_spider.backends.llamacpp import eval_filter
+from meta_spider.backends.llamacpp import eval_hook as llamacpp_eval_hook
+from meta_spider.backends.llamacpp.eval_filter import NativeDelta
+from meta_spider.backends.llamacpp.hooks import HookedContextConfig, HookedLlamaContext, InjectionError
 
 pytestmark = pytest.mark.llamacpp
 SAME_ENGINE_ATOL = 2e-5
@@ -140,7 +141,7 @@ def test_the_pure_python_callback_gives_identical_logits(base, monkeypatch) -> N
 def test_the_folded_cross_attention_is_the_numpy_doubter_s(tmp_path) -> None:
     from test_deploy_sidecar import random_doubter
 
-    from meta_spider.backends.numpy_doubter import NumpyDoubter
+    from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
     from meta_spider.loom.gguf.sidecar import export_sidecar
 
     doubter = NumpyDoubter.from_sidecar(export_sidecar(random_doubter(seed=6), tmp_path / "sidecar.gguf"))

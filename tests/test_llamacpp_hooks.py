@@ -34,7 +34,7 @@ from llamacpp_helpers import (
     reference_layer_outputs,
     reference_logits,
 )
-from meta_spider.backends.llamacpp_hooks import (
+from meta_spider.backends.llamacpp.hooks import (
     ContextFullError,
     DecodeOutput,
     GGUFModelError,
@@ -375,7 +375,7 @@ _TORCHLESS_SCRIPT = textwrap.dedent('''
         blocked = False
 
     import numpy as np
-    from meta_spider.backends.llamacpp_hooks import HookedContextConfig, HookedLlamaContext
+    from meta_spider.backends.llamacpp.hooks import HookedContextConfig, HookedLlamaContext
 
     llama_cpp_at_import = "llama_cpp" in sys.modules
     args = json.loads(sys.argv[1])

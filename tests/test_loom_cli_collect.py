@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
-from meta_spider.loom.cli_collect import collect, default_splits, parse_dataset_options
+from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+from meta_spider.loom.cli.collect import collect, default_splits, parse_dataset_options
 from meta_spider.loom.manifest import RunManifest
 from meta_spider.plugins import PLUGINS_ENV_VAR
 from wrapper_helpers import PROMPTS, make_tiny_model, save_tiny_model, shared_tokenizer
@@ -177,7 +177,7 @@ def test_option_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_importing_the_command_stays_light() -> None:
     """The loom plugin registers this command at start-up: no torch then."""
-    code = ("import sys, meta_spider.loom.cli_collect, meta_spider.loom.activations; "
+    code = ("import sys, meta_spider.loom.cli.collect, meta_spider.loom.collect.activations; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

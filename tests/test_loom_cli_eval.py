@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from test_loom_evaluation import MAX_NEW_TOKENS, collected_run, expected_oracle
 
-from meta_spider.loom.cli_eval import eval_command
+from meta_spider.loom.cli.eval import eval_command
 from meta_spider.loom.manifest import RunManifest
 
 
@@ -75,7 +75,7 @@ def test_eval_without_the_answer_gate_judges_pass2_text(fresh_run: Path) -> None
 
 
 def test_load_pipeline_takes_the_calibrated_answer_gate(fresh_run: Path) -> None:
-    from meta_spider.loom.cli_eval import load_pipeline
+    from meta_spider.loom.cli.eval import load_pipeline
 
     assert load_pipeline(RunManifest.load(fresh_run), fresh_run, None, None).answer_gate is None  # not calibrated
     assert invoke("--run-dir", str(fresh_run), "--no-plot", "--quiet", "--target-coverage", "0.5").exit_code == 0

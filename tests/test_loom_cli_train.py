@@ -12,7 +12,7 @@ import pytest
 from activation_fixtures import write_run_dir
 from click.testing import CliRunner
 
-from meta_spider.loom.cli_train import train
+from meta_spider.loom.cli.train import train
 from meta_spider.loom.manifest import RunManifest
 from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
 
@@ -99,7 +99,7 @@ def test_p_correct_from_signals_trains_the_same_doubter_without_its_states(run_d
 
     import torch
 
-    from meta_spider.loom.activations import ActivationDataset
+    from meta_spider.loom.collect.activations import ActivationDataset
     from meta_spider.wrapper import Doubter
     from meta_spider.wrapper.signals import SIGNALS
 

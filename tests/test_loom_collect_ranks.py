@@ -2,7 +2,7 @@
 
 ``torchrun --standalone --nproc_per_node 2`` (as ``python -m
 torch.distributed.run`` from the test's interpreter) launches ``python -m
-meta_spider.loom.cli_collect`` twice on a tiny Qwen2 base and 20 questions in
+meta_spider.loom.cli.collect`` twice on a tiny Qwen2 base and 20 questions in
 shards of 3: rank 0 reads shards 0, 2, 4, 6, rank 1 shards 1, 3, 5, and rank
 0 merges them. The merged folder must hold the single-process examples
 (``examples.jsonl`` byte for byte, so answers and correctness too), the same
@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 from wrapper_helpers import PROMPTS, make_tiny_model, save_tiny_model, shared_tokenizer
 
-from meta_spider.loom.activations import ACTIVATIONS_DIR, COLLECTION_FILE, EXAMPLES_FILE
+from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, COLLECTION_FILE, EXAMPLES_FILE
 
 STATES_ATOL = 1e-5
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -67,13 +67,13 @@ def _collect(launcher: list[str], run_dir: Path, sources: tuple[Path, Path], **e
     arguments = ["--run-dir", str(run_dir), "--model-name", str(model), "--dataset", "jsonl",
                  "--dataset-option", f"path={qa}", "--target-layers", "3,5", "--max-new-tokens", "3",
                  "--shard-size", "3", "--quiet"]
-    completed = subprocess.run([*launcher, "-m", "meta_spider.loom.cli_collect", *arguments], env=_env(**env),
+    completed = subprocess.run([*launcher, "-m", "meta_spider.loom.cli.collect", *arguments], env=_env(**env),
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
 def _train(run_dir: Path) -> list[float]:
-    completed = subprocess.run([sys.executable, "-m", "meta_spider.loom.cli_train", "--run-dir", str(run_dir),
+    completed = subprocess.run([sys.executable, "-m", "meta_spider.loom.cli.train", "--run-dir", str(run_dir),
                                 *TRAIN_ARGUMENTS], env=_env(), capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return [entry["val_loss"] for entry in json.loads((run_dir / "training.json").read_text())["history"]]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from meta_spider.loom.activations import (
+from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
     EXAMPLE_FIELDS,
     EXAMPLES_FILE,
@@ -36,7 +36,7 @@ from meta_spider.loom.activations import (
     ActivationFormatError,
     shard_bytes,
 )
-from meta_spider.loom.collector import (
+from meta_spider.loom.collect.collector import (
     ActivationDatasetCollector,
     CollectionMismatchError,
     render_qa_prompt,
@@ -272,7 +272,7 @@ def test_signals_equal_the_pipelines_pass1(pipe: MetaSpiderPipeline, reference: 
 def test_a_collection_serves_the_signals_it_recorded(reference: ActivationDataset, tmp_path: Path) -> None:
     """A collection from before the rarest-token signals still serves the
     four it recorded, and names the ones it lacks."""
-    from meta_spider.loom.activations import ActivationFormatError
+    from meta_spider.loom.collect.activations import ActivationFormatError
 
     older = ActivationDataset.load(reference.save(tmp_path / "older"))
     four = ["prompt_logprob_sum", "prompt_logprob_mean", "draft_logprob_mean", "draft_logprob_min"]
@@ -382,7 +382,7 @@ def test_uncommitted_work_is_dropped_on_resume(pipe: MetaSpiderPipeline, dataset
 
 CHILD = textwrap.dedent("""
     import sys, time
-    from meta_spider.loom.collector import ActivationDatasetCollector
+    from meta_spider.loom.collect.collector import ActivationDatasetCollector
     from meta_spider.loom.datasets import JsonlDataset
     from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
 

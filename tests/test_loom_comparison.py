@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from test_loom_evaluation import MAX_NEW_TOKENS, expected_oracle, pipe_with_silent_doubter, tiny_run  # noqa: F401
 
-from meta_spider.loom.comparison import ComparisonReport, build_report
-from meta_spider.loom.evaluation import QABenchmark, QuestionOutcome
-from meta_spider.loom.metrics import expected_calibration_error, selective_metrics
-from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
+from meta_spider.loom.evaluate.comparison import ComparisonReport, build_report
+from meta_spider.loom.evaluate.evaluation import QABenchmark, QuestionOutcome
+from meta_spider.loom.evaluate.metrics import expected_calibration_error, selective_metrics
+from meta_spider.loom.evaluate.plots import PlotDependencyError, plot_risk_coverage
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
 # id, pass1_correct, action, correct, p_correct, first_token_max_prob, answer_mean_logprob
@@ -248,7 +248,7 @@ def test_plot_without_matplotlib_says_how_to_fix(report: ComparisonReport, tmp_p
 
 
 def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with_silent_doubter: Any) -> None:
-    from meta_spider.loom.comparison import BaselineComparison
+    from meta_spider.loom.evaluate.comparison import BaselineComparison
 
     benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
     report = BaselineComparison(pipe_with_silent_doubter, benchmark, max_tokens=MAX_NEW_TOKENS,
@@ -264,7 +264,7 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert all(q.probe_score is not None for q in report.questions)
     assert [b.name for b in report.baselines][-3:] == ["linear_probe", "signals_logistic", "probe_signals_logistic"]
     # the signal baselines are fitted on the training split, never on the evaluated one
-    from meta_spider.loom.baselines import LogisticProbe
+    from meta_spider.loom.evaluate.baselines import LogisticProbe
     from meta_spider.wrapper.signals import SIGNALS
 
     activations = tiny_run["activations"]
@@ -292,8 +292,8 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
 
 def test_baseline_comparison_generates_under_the_calibrated_gate(tiny_run: dict[str, Any],
                                                                   pipe_with_silent_doubter: Any) -> None:
-    from meta_spider.loom.comparison import BaselineComparison
-    from meta_spider.loom.metrics import BehaviourGoals
+    from meta_spider.loom.evaluate.comparison import BaselineComparison
+    from meta_spider.loom.evaluate.metrics import BehaviourGoals
 
     benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
     lenient = BehaviourGoals(min_coverage=0.0, min_selective_gain=-1.0, min_refusal_precision=0.0, max_knowledge_loss=1.0)
@@ -315,8 +315,8 @@ def test_baseline_comparison_generates_under_the_calibrated_gate(tiny_run: dict[
 
 def test_baseline_comparison_calibrates_for_a_target_risk(tiny_run: dict[str, Any],
                                                           pipe_with_silent_doubter: Any) -> None:
-    from meta_spider.loom.comparison import BaselineComparison
-    from meta_spider.loom.metrics import choose_threshold
+    from meta_spider.loom.evaluate.comparison import BaselineComparison
+    from meta_spider.loom.evaluate.metrics import choose_threshold
 
     benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"], max_examples=2)
     comparison = BaselineComparison(pipe_with_silent_doubter, benchmark, max_tokens=MAX_NEW_TOKENS, target_risk=0.25)

@@ -2,7 +2,7 @@
 
 ``torchrun --standalone --nproc_per_node 2`` (run as ``python -m
 torch.distributed.run`` from the test's interpreter) launches ``python -m
-meta_spider.loom.cli_train`` twice; the trainer's Accelerator joins them
+meta_spider.loom.cli.train`` twice; the trainer's Accelerator joins them
 over gloo and each process computes half of every global batch. The loss is
 normalised by the global token and example counts, so the two processes
 together compute the single-process gradient: the runs differ only by float
@@ -34,7 +34,7 @@ ARGUMENTS = ["--epochs", "2", "--batch-size", "4", "--grad-accum", "2", "--lr", 
 
 def _train(command: list[str], run_dir: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    completed = subprocess.run([*command, "-m", "meta_spider.loom.cli_train", "--run-dir", str(run_dir), *ARGUMENTS],
+    completed = subprocess.run([*command, "-m", "meta_spider.loom.cli.train", "--run-dir", str(run_dir), *ARGUMENTS],
                                env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return json.loads((run_dir / "training.json").read_text())

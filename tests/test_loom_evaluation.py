@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from wrapper_helpers import PROMPTS, shared_model, shared_tokenizer
 
-from meta_spider.loom.baselines import LogisticProbe, select_probe_layer
+from meta_spider.loom.evaluate.baselines import LogisticProbe, select_probe_layer
 from meta_spider.loom.datasets import JsonlDataset
-from meta_spider.loom.evaluation import (
+from meta_spider.loom.evaluate.evaluation import (
     BenchmarkAlignmentError,
     EvalHarness,
     HarnessTask,
@@ -29,7 +29,7 @@ from meta_spider.loom.evaluation import (
     classify_action,
     run_benchmark,
 )
-from meta_spider.loom.metrics import UndefinedMetricError, auroc
+from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
 MAX_NEW_TOKENS = 6
@@ -69,7 +69,7 @@ def collected_run(root: Path, add_splits: Callable[[Path, Any], None] | None = N
     from click.testing import CliRunner
     from wrapper_helpers import save_tiny_model
 
-    from meta_spider.loom.cli_collect import collect as collect_command
+    from meta_spider.loom.cli.collect import collect as collect_command
     from meta_spider.loom.manifest import RunManifest
 
     base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), root / "base")
@@ -94,7 +94,7 @@ def expected_oracle(split: str) -> list[bool]:
 
 
 def collect(pipe: Any, dataset: Any, folder: Path) -> Any:
-    from meta_spider.loom.collector import ActivationDatasetCollector
+    from meta_spider.loom.collect.collector import ActivationDatasetCollector
 
     collector = ActivationDatasetCollector(pipe, max_new_tokens=MAX_NEW_TOKENS, show_progress=False)
     return collector.collect_dataset(dataset, list(SPLITS), output_dir=folder)
@@ -195,7 +195,7 @@ def test_signal_baselines_fit_signals_alone_and_with_the_best_layer() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from meta_spider.loom.baselines import fit_signal_baselines
+    from meta_spider.loom.evaluate.baselines import fit_signal_baselines
 
     rng = np.random.default_rng(2)
     n, d = 120, 6

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 from meta_spider.loom.datasets import QAExample
-from meta_spider.loom.judge import (
+from meta_spider.loom.collect.judge import (
     JUDGE_SYSTEM_PROMPT,
     JudgeAuthError,
     JudgeConfigError,

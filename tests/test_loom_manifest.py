@@ -24,7 +24,7 @@ from meta_spider.loom.manifest import (
     PromptSection,
     RunManifest,
 )
-from meta_spider.loom.metrics import choose_threshold
+from meta_spider.loom.evaluate.metrics import choose_threshold
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mmlu"
 

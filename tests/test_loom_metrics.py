@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from meta_spider.loom.metrics import (
+from meta_spider.loom.evaluate.metrics import (
     BehaviourGoals,
     SelectiveMetrics,
     ThresholdChoice,

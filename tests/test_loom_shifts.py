@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from test_loom_evaluation import MAX_NEW_TOKENS, SPLITS, collected_run
 from wrapper_helpers import PROMPTS
 
-from meta_spider.loom.evaluation import QuestionOutcome
+from meta_spider.loom.evaluate.evaluation import QuestionOutcome
 from meta_spider.loom.manifest import RunManifest
-from meta_spider.loom.shifts import OutsideMetrics, ShiftRow, ShiftTable, outside_metrics, shift_splits
+from meta_spider.loom.evaluate.shifts import OutsideMetrics, ShiftRow, ShiftTable, outside_metrics, shift_splits
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
 LENIENT = ("--target-coverage", "0.5")
@@ -53,7 +53,7 @@ def fresh_run(shift_run: Path, tmp_path: Path) -> Path:
 
 
 def invoke(*args: str) -> Any:
-    from meta_spider.loom.cli_eval import eval_command
+    from meta_spider.loom.cli.eval import eval_command
 
     return CliRunner().invoke(eval_command, list(args))
 
@@ -62,7 +62,7 @@ def p_correct(run: Path, split: str) -> np.ndarray:
     """The Doubter's P(correct) on the collected states of ``split``."""
     import torch
 
-    from meta_spider.loom.activations import ActivationDataset
+    from meta_spider.loom.collect.activations import ActivationDataset
     from meta_spider.wrapper import Doubter
 
     activations = ActivationDataset.load(run / "activations")

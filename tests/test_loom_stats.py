@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from meta_spider.loom.stats import (
+from meta_spider.loom.evaluate.stats import (
     binomial_cdf,
     mcnemar_exact,
     paired_t_test,

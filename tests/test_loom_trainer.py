@@ -16,12 +16,12 @@ import torch
 from activation_fixtures import tiny_pipeline, write_activation_fixture
 from wrapper_helpers import make_tokenizer, shared_tokenizer
 
-from meta_spider.loom.activations import ActivationDataset
+from meta_spider.loom.collect.activations import ActivationDataset
 from meta_spider.loom.manifest import DatasetSection, RunManifest
-from meta_spider.loom.metrics import auroc
-from meta_spider.loom.trainer import Trainer, TrainerConfig, TrainerError
-from meta_spider.loom.trainer_groups import GROUP_NAMES, WEIGHT_GROUPS, build_optimizer, cosine_factor
-from meta_spider.loom.trainer_targets import build_targets, end_of_turn_id
+from meta_spider.loom.evaluate.metrics import auroc
+from meta_spider.loom.train.trainer import Trainer, TrainerConfig, TrainerError
+from meta_spider.loom.train.groups import GROUP_NAMES, WEIGHT_GROUPS, build_optimizer, cosine_factor
+from meta_spider.loom.train.targets import build_targets, end_of_turn_id
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.wrapper import Doubter
 
@@ -264,7 +264,7 @@ def test_checkpoints_are_safetensors_and_json_and_run_json_records_the_best(pipe
 
 
 def test_the_signal_mix_is_fitted_on_out_of_fold_logits_and_kept_out_of_the_optimizer(pipe, activations) -> None:
-    from meta_spider.loom.trainer_probes import out_of_fold_encoder_logits
+    from meta_spider.loom.train.probes import out_of_fold_encoder_logits
     from meta_spider.wrapper.signals import SIGNALS
 
     torch.manual_seed(0)
@@ -286,7 +286,7 @@ def test_the_signal_mix_is_fitted_on_out_of_fold_logits_and_kept_out_of_the_opti
     # Out-of-fold logits: the probes refitted without each fold score it, so they differ from the in-sample ones.
     states, correct = dataset.states("prompt")[train], dataset.tensor("pass1_correct")[train].bool()
     fresh = pipe.new_doubter(signals=list(SIGNALS), **SMALL)
-    from meta_spider.loom.trainer_probes import fit_layer_probes
+    from meta_spider.loom.train.probes import fit_layer_probes
 
     fit_layer_probes(fresh.encoder, states, correct)
     with torch.no_grad():
@@ -331,7 +331,7 @@ def test_config_rejects_bad_values_quoting_them(field: str, value: object) -> No
 
 def _lm_loss_of(trainer: Trainer, pipe, activations, kind: str) -> float:
     """The trained pass 2's LM loss on the training rows whose target is ``kind``."""
-    from meta_spider.loom.trainer_data import load_activations, prepare_rows
+    from meta_spider.loom.train.data import load_activations, prepare_rows
     from meta_spider.wrapper.training import TeacherForcedBatch, teacher_forced_forward
 
     rows = prepare_rows(load_activations(activations), trainer.doubter.config, pipe.tokenizer,

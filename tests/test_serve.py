@@ -200,7 +200,7 @@ def llamacpp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_deploy_sidecar import make_run_dir
     from test_llamacpp_backend import Tiny
 
-    from meta_spider.loom.deploy import export_from_run_dir
+    from meta_spider.loom.gguf.deploy import export_from_run_dir
 
     root = tmp_path_factory.mktemp("served-llamacpp")
     tiny = Tiny(root)

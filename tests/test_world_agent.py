@@ -38,9 +38,9 @@ def test_tiny_world_answers_what_the_base_knows_and_looks_up_what_it_does_not(ti
     """Acceptance: on the tiny world with a trained and calibrated Doubter,
     ``meta-agent run`` answers a question the base knows without a tool
     call, and one it does not know through a lookup."""
-    from meta_spider.loom.cli_collect import collect
-    from meta_spider.loom.cli_eval import eval_command
-    from meta_spider.loom.cli_train import train
+    from meta_spider.loom.cli.collect import collect
+    from meta_spider.loom.cli.eval import eval_command
+    from meta_spider.loom.cli.train import train
     from meta_spider.loom.datasets import dataset_registry
     from meta_spider.loom.world import check_answer
     from meta_spider.plugins import make_plugin_manager

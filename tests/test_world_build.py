@@ -123,7 +123,7 @@ def test_cache_is_reused_and_cli_reports(tiny_world, tmp_path) -> None:
     from click.testing import CliRunner
 
     from meta_spider.loom.world.cache import build_world
-    from meta_spider.loom.world.cli import world
+    from meta_spider.loom.cli.world import world
 
     stamp = (tiny_world.path / "world.json").stat().st_mtime_ns
     again = build_world("tiny", seed=0, out=tiny_world.path, progress=False)

@@ -36,7 +36,7 @@ from meta_spider.agentcore.serve.protocol import (
     parse_chat_request,
 )
 from meta_spider.agentcore.serve.workers import AgentPool
-from meta_spider.backends.llamacpp_errors import ContextFullError
+from meta_spider.backends.llamacpp.errors import ContextFullError
 from meta_spider.native.errors import ChatTemplateError
 
 __all__ = ["create_app", "running_server", "serve"]

@@ -10,7 +10,7 @@ so ``gguf-dump`` shows what base it belongs to. Float32 because the tensors
 are about 2% of the base and the numpy port must match torch to 1e-5.
 
 The key names and the reader (:func:`load_sidecar`, torch-free) live in
-:mod:`meta_spider.backends.numpy_doubter`, the code that consumes the file;
+:mod:`meta_spider.backends.llamacpp.numpy_doubter`, the code that consumes the file;
 this module writes them and knows nothing about llama.cpp. torch loads only
 when a checkpoint path (not a Doubter object) is exported.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 import numpy as np
-from meta_spider.backends.numpy_doubter import (
+from meta_spider.backends.llamacpp.numpy_doubter import (
     KEY_CALIBRATION,
     KEY_CONFIG,
     KEY_FINGERPRINT,
@@ -112,7 +112,7 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
 def load_sidecar(path: str | os.PathLike) -> SidecarContents:
     """Read a sidecar without torch (the ``gguf`` package and numpy only).
 
-    Raises :class:`~meta_spider.backends.numpy_doubter.SidecarError` naming
+    Raises :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarError` naming
     the file and the fix for a missing, corrupt, truncated or foreign file.
     """
     return read_sidecar(path)

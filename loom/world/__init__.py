@@ -7,7 +7,7 @@ Entry points: :func:`~.cache.build_world` (build or reuse a cached world),
 :class:`~.knowledge.KnowledgeBase` (the ``lookup`` tool's truth),
 :func:`~.scorer.check_answer` (the ``check_fn``),
 :func:`~.dataset.register_world_dataset` and the ``world`` click group in
-:mod:`.cli`. Importing this package is light: torch and transformers load
+:mod:`meta_spider.loom.cli.world`. Importing this package is light: torch and transformers load
 inside the functions that train, evaluate or load models.
 """
 

@@ -9,7 +9,7 @@ import pytest
 from test_llamacpp_backend import tiny  # noqa: F401 - the shared tiny base and its GGUFs
 
 from meta_spider.backends.llamacpp import LlamaCppBackend
-from meta_spider.backends.llamacpp_errors import ContextFullError
+from meta_spider.backends.llamacpp.errors import ContextFullError
 from meta_spider.backends.prompt_guard import TRUNCATION_NOTE, prompt_limit
 from meta_spider.backends.transformers import TransformersBackend
 

@@ -173,7 +173,7 @@ def test_a_sidecar_with_a_wrongly_shaped_tensor_fails_at_load(tmp_path: Path, mo
     import torch
     from test_deploy_sidecar import random_doubter
 
-    from meta_spider.backends.numpy_doubter import SidecarError
+    from meta_spider.backends.llamacpp.numpy_doubter import SidecarError
     from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
 
     doubter = random_doubter()
@@ -222,7 +222,7 @@ def _spoil_collection(collection: Path, target: Path, name: str) -> Path:
                                   "examples-binary", "examples-list", "shard-garbage"])
 def test_a_spoilt_activation_dataset_is_an_activation_format_error(collection: Path, tmp_path: Path,
                                                                    name: str) -> None:
-    from meta_spider.loom.activations import ActivationDataset, ActivationFormatError
+    from meta_spider.loom.collect.activations import ActivationDataset, ActivationFormatError
 
     target = _spoil_collection(collection, tmp_path / name, name)
     with pytest.raises(ActivationFormatError) as info:

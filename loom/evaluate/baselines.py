@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from meta_spider.loom.metrics import UndefinedMetricError, auroc
+from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc
 
 __all__ = [
     "BASELINES",
@@ -73,7 +73,7 @@ BASELINES: tuple[BaselineSpec, ...] = (
                  "log-prob signals, fitted on train"),
 )
 """The baselines in report order; ``column`` names the
-:class:`~meta_spider.loom.evaluation.QuestionOutcome` field holding the score."""
+:class:`~meta_spider.loom.evaluate.evaluation.QuestionOutcome` field holding the score."""
 
 
 class LogisticProbe:

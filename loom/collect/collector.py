@@ -1,5 +1,5 @@
 """ActivationDatasetCollector: pass 1 over a question set, written to disk
-as an activation dataset (:mod:`meta_spider.loom.activations`).
+as an activation dataset (:mod:`meta_spider.loom.collect.activations`).
 
 For every question the plain base (no Doubter, no injection) answers
 greedily; the collector keeps the states at the target layers at the last
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-from meta_spider.loom.activations import (
+from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
     EXAMPLE_FIELDS,
     EXAMPLES_FILE,
@@ -56,7 +56,7 @@ from meta_spider.loom.activations import (
     shard_name,
     write_shard,
 )
-from meta_spider.loom.collect_ranks import Ranks, collect_on_ranks, rank_items
+from meta_spider.loom.collect.ranks import Ranks, collect_on_ranks, rank_items
 from meta_spider.loom.datasets import (
     QADataset,
     QAExample,
@@ -402,7 +402,7 @@ class ActivationDatasetCollector:
         """Collect ``items`` into ``output_dir``, resuming what is there. With
         ``ranks`` of several processes this one collects its shards into its
         rank folder, and rank 0 merges them once all are complete
-        (:mod:`meta_spider.loom.collect_ranks`); other ranks return their part."""
+        (:mod:`meta_spider.loom.collect.ranks`); other ranks return their part."""
         if output_dir is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="meta-spider-activations-")
             output_dir = self._scratch.name

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meta_spider.loom.activations import (
+from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
     EXAMPLES_FILE,
     ActivationFormatError,

@@ -3,18 +3,18 @@
 Reads ``<run-dir>/run.json`` (base, layers, dataset, checkpoint), loads the
 pipeline with the Doubter checkpoint attached and the activation dataset
 from ``<run-dir>/activations/``, runs
-:class:`~meta_spider.loom.comparison.BaselineComparison`, and writes
+:class:`~meta_spider.loom.evaluate.comparison.BaselineComparison`, and writes
 ``<run-dir>/report.json`` (``report_<split>.json`` for a split other than
 ``test``), ``<run-dir>/risk_coverage.png`` (likewise; unless ``--no-plot``)
 and the Doubter's calibrated answer threshold into run.json's
 ``calibration.doubter`` and into the checkpoint's ``doubter_config.json``
 (chosen on the validation split; the evaluated text is generated under it
 unless ``--no-answer-gate``). ``--shifts`` evaluates
-``test`` and every shift split (:mod:`meta_spider.loom.shifts`) the same
+``test`` and every shift split (:mod:`meta_spider.loom.evaluate.shifts`) the same
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
 alone writes those of S to ``outside_<S>.json``). ``--agentic`` also
-runs the agent comparison (``meta_spider.loom.agentic.run_agentic_eval``) and
+runs the agent comparison (``meta_spider.loom.evaluate.agentic.run_agentic_eval``) and
 writes ``<run-dir>/agentic_report.json``. This module knows only options
 and files; the measuring is the comparison's.
 """
@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import click
 
-from meta_spider.loom.activations import atomic_write_text
+from meta_spider.loom.collect.activations import atomic_write_text
 from meta_spider.loom.manifest import ManifestError, RunManifest
 
 __all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE", "eval_command", "outside_file",
@@ -58,7 +58,7 @@ def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Pat
     """The run's base with its trained Doubter (``checkpoint``, else run.json's)
     and, once ``metaloom eval`` has calibrated the run, its answer gate; a
     missing or mismatched checkpoint is a ``ClickException`` saying what to do."""
-    from meta_spider.loom.evaluation import calibrated_answer_gate
+    from meta_spider.loom.evaluate.evaluation import calibrated_answer_gate
     from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
 
     path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint, "checkpoint")
@@ -139,11 +139,11 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     """Compare the Doubter with the base and with baselines on held-out questions."""
     from rich.console import Console
 
-    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
-    from meta_spider.loom.comparison import BaselineComparison
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
+    from meta_spider.loom.evaluate.comparison import BaselineComparison
     from meta_spider.loom.datasets import DatasetError
-    from meta_spider.loom.evaluation import BenchmarkAlignmentError
-    from meta_spider.loom.shifts import run_shift_evaluation, shift_splits
+    from meta_spider.loom.evaluate.evaluation import BenchmarkAlignmentError
+    from meta_spider.loom.evaluate.shifts import run_shift_evaluation, shift_splits
 
     if target_coverage is not None and target_risk is not None:
         raise click.UsageError("give --target-coverage or --target-risk, not both")
@@ -193,7 +193,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
             RunManifest.update_file(run_dir, calibration={"doubter": entry})
             _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
         if not no_plot:
-            from meta_spider.loom.plots import PlotDependencyError, plot_risk_coverage
+            from meta_spider.loom.evaluate.plots import PlotDependencyError, plot_risk_coverage
 
             try:
                 plot_risk_coverage(report, run_dir / plot_file(name))
@@ -218,7 +218,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                      sort_keys=True) + "\n")
         written.append(outside_file(split))
     if agentic:
-        from meta_spider.loom.agentic import run_agentic_eval
+        from meta_spider.loom.evaluate.agentic import run_agentic_eval
 
         # it prints its own summary to the console
         try:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from meta_spider.loom.baselines import BASELINES
-from meta_spider.loom.metrics import risk_coverage_curve
+from meta_spider.loom.evaluate.baselines import BASELINES
+from meta_spider.loom.evaluate.metrics import risk_coverage_curve
 from meta_spider.plugins.errors import MetaSpiderError
 
 if TYPE_CHECKING:
-    from meta_spider.loom.comparison import ComparisonReport
+    from meta_spider.loom.evaluate.comparison import ComparisonReport
 
 __all__ = ["PlotDependencyError", "plot_risk_coverage"]
 

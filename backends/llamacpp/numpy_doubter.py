@@ -164,10 +164,10 @@ def read_sidecar(path: str | os.PathLike[str]) -> SidecarContents:
 def base_gguf_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``model_id``, ``hidden_size``, ``num_layers``, ``architecture``, ``vocab_size`` of a base GGUF's metadata.
 
-    Raises :class:`~meta_spider.backends.llamacpp_errors.GGUFModelError` for a
+    Raises :class:`~meta_spider.backends.llamacpp.errors.GGUFModelError` for a
     missing or unreadable file (tensors are not loaded).
     """
-    from meta_spider.backends.llamacpp_errors import GGUFModelError
+    from meta_spider.backends.llamacpp.errors import GGUFModelError
 
     path = Path(path)
     if not path.is_file():

@@ -26,7 +26,7 @@ uninterrupted one. Files are read with the ``safetensors`` package.
 
 Importing this module does not import torch (command modules read its
 constants). It knows nothing about models or questions: the collector
-(:mod:`meta_spider.loom.collector`) decides what goes into the rows.
+(:mod:`meta_spider.loom.collect.collector`) decides what goes into the rows.
 """
 
 from __future__ import annotations

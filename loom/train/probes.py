@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from meta_spider.loom.trainer_config import TrainerError
+from meta_spider.loom.train.config import TrainerError
 from meta_spider.wrapper.encoders import SelectiveEncoder
 
 

@@ -5,7 +5,7 @@ the dataset's world), scored the same way and shown side by side.
 Every split is calibrated on the ordinary validation split (the answer
 threshold does not move with the split) and generated under that gate.
 Questions with a true answer go through
-:class:`~meta_spider.loom.comparison.BaselineComparison` (one full report per
+:class:`~meta_spider.loom.evaluate.comparison.BaselineComparison` (one full report per
 split). Questions without one (``meta["answerable"] is False``, e.g. every
 question of ``test_outside``) have no oracle: for them only what the system
 did counts, the share refused and the number of invented answers (anything
@@ -19,14 +19,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
-from meta_spider.loom.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
+from meta_spider.loom.evaluate.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.policies.actions import is_refusal
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from meta_spider.loom.comparison import AcceptanceCheck, ComparisonReport
+    from meta_spider.loom.evaluate.comparison import AcceptanceCheck, ComparisonReport
 
 __all__ = ["SHIFT_GOALS", "SHIFT_PREFIX", "OutsideMetrics", "ShiftRow", "ShiftTable", "is_answerable",
            "outside_metrics", "run_shift_evaluation", "shift_splits"]
@@ -149,7 +149,7 @@ class ShiftTable:
         test and new phrasings, refusal precision everywhere, the base's
         accuracy in new phrasings against test, and what happens to
         questions without a true answer."""
-        from meta_spider.loom.comparison import goal_check
+        from meta_spider.loom.evaluate.comparison import goal_check
 
         checks: list[AcceptanceCheck] = []
         test = self.row("test")
@@ -252,7 +252,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
     """Evaluate ``splits`` (collected in ``activations``) one after another.
 
     ``comparison(benchmark)`` builds the
-    :class:`~meta_spider.loom.comparison.BaselineComparison` of a split's
+    :class:`~meta_spider.loom.evaluate.comparison.BaselineComparison` of a split's
     answerable questions (the caller's options: goals, gate, targets). The
     unanswerable questions are generated under the threshold the first
     comparison calibrated on validation (the pipeline's own gate when no

@@ -4,7 +4,7 @@ batches of an epoch.
 
 The data order is a function of ``(seed, epoch)`` only, so a resumed run
 and every data-parallel process see the same batches. This module knows
-the activation dataset's layout (:mod:`meta_spider.loom.activations`) and
+the activation dataset's layout (:mod:`meta_spider.loom.collect.activations`) and
 nothing about models or losses.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
-from meta_spider.loom.trainer_config import TrainerConfig, TrainerError
-from meta_spider.loom.trainer_targets import TrainingTargets, build_targets
+from meta_spider.loom.train.config import TrainerConfig, TrainerError
+from meta_spider.loom.train.targets import TrainingTargets, build_targets
 
 EPOCH_SEED_STRIDE = 1_000_003
 """Data-order seed of epoch ``e``: ``seed * EPOCH_SEED_STRIDE + e``."""
@@ -42,7 +42,7 @@ class TrainingRows:
 def load_activations(activations: Any) -> Any:
     """An :class:`ActivationDataset` from a folder path, or ``activations`` as given."""
     if isinstance(activations, (str, os.PathLike)):
-        from meta_spider.loom.activations import ActivationDataset
+        from meta_spider.loom.collect.activations import ActivationDataset
 
         return ActivationDataset.load(activations)
     return activations
@@ -74,7 +74,7 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
                            "is undefined", "use early_stopping_metric='val_loss', or a larger dataset")
     signals = None
     if doubter_config.signals:
-        from meta_spider.loom.activations import ActivationFormatError
+        from meta_spider.loom.collect.activations import ActivationFormatError
 
         try:
             signals = dataset.signals(doubter_config.signals).float()
@@ -111,7 +111,7 @@ class SplitSamples:
 
     def _cat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         if tensors[0].dim() == 2 and tensors[0].dtype == torch.long and len(tensors) > 1:
-            from meta_spider.loom.activations import PAD_ID
+            from meta_spider.loom.collect.activations import PAD_ID
 
             width = max(t.shape[1] for t in tensors)
             tensors = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=PAD_ID) for t in tensors]

@@ -3,16 +3,16 @@
 Reads ``run.json`` (model, layers, positions, encoder type), loads the
 frozen base, builds a new Doubter from the manifest (or, with ``--resume``,
 from the newest epoch checkpoint), trains it on ``<run-dir>/activations``
-with :class:`meta_spider.loom.trainer.Trainer`, writes
+with :class:`meta_spider.loom.train.trainer.Trainer`, writes
 ``<run-dir>/checkpoints/`` and ``<run-dir>/training.json``, and records the
 best checkpoint in ``run.json`` (``checkpoint``).
 
 Data parallel without code change::
 
-    torchrun --standalone --nproc_per_node 2 -m meta_spider.loom.cli_train --run-dir D --epochs 3
-    accelerate launch -m meta_spider.loom.cli_train --run-dir D --epochs 3      # GPUs
+    torchrun --standalone --nproc_per_node 2 -m meta_spider.loom.cli.train --run-dir D --epochs 3
+    accelerate launch -m meta_spider.loom.cli.train --run-dir D --epochs 3      # GPUs
 
-(``python -m meta_spider.loom.cli_train`` is the same command as
+(``python -m meta_spider.loom.cli.train`` is the same command as
 ``metaloom train``.) Importing this module is light: torch, transformers
 and accelerate load when the command runs. It knows command-line plumbing
 only; the training itself lives in the trainer.
@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import click
 
-from meta_spider.loom.trainer_config import EARLY_STOPPING_METRICS, MIXED_PRECISION, OPTIMIZERS, TrainerConfig
+from meta_spider.loom.train.config import EARLY_STOPPING_METRICS, MIXED_PRECISION, OPTIMIZERS, TrainerConfig
 
 TRAINING_FILE = "training.json"
 
@@ -150,9 +150,9 @@ def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -
 
 
 def _is_user_error(error: Exception) -> bool:
-    from meta_spider.loom.activations import ActivationFormatError
+    from meta_spider.loom.collect.activations import ActivationFormatError
     from meta_spider.loom.manifest import ManifestError
-    from meta_spider.loom.trainer_config import TrainerError
+    from meta_spider.loom.train.config import TrainerError
     from meta_spider.wrapper.errors import WrapperError
 
     return isinstance(error, (ActivationFormatError, ManifestError, TrainerError, WrapperError))
@@ -160,10 +160,10 @@ def _is_user_error(error: Exception) -> bool:
 
 def _run(run_dir: Path, manifest: Any, config: TrainerConfig, resume: bool, local_files_only: bool,
          doubter_options: dict[str, Any]) -> Optional[str]:
-    from meta_spider.loom.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.loom.manifest import RunManifest
-    from meta_spider.loom.trainer import Trainer, make_accelerator
-    from meta_spider.loom.trainer_state import CHECKPOINTS_DIR, latest_epoch_checkpoint
+    from meta_spider.loom.train.trainer import Trainer, make_accelerator
+    from meta_spider.loom.train.state import CHECKPOINTS_DIR, latest_epoch_checkpoint
     from meta_spider.wrapper import Doubter, MetaSpiderConfig, MetaSpiderPipeline
 
     dataset = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)

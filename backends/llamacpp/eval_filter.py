@@ -217,6 +217,6 @@ def load_filter(hook: Callable[[int | None, bool, int | None], bool]) -> EvalFil
     library = _library()
     if library is None:
         return None
-    from meta_spider.backends.ggml_ctypes import ggml_library
+    from meta_spider.backends.llamacpp.ggml_ctypes import ggml_library
 
     return EvalFilter(library, hook, ggml_library())

@@ -5,11 +5,11 @@ write ``<run-dir>/run.json``.
 Running the same command again resumes a killed collection. A run directory
 whose ``run.json`` names another base is refused unless ``--force`` (which
 discards that run's activations). Launched by ``torchrun --nproc_per_node N
--m meta_spider.loom.cli_collect ...`` (or ``accelerate launch``), each
+-m meta_spider.loom.cli.collect ...`` (or ``accelerate launch``), each
 process collects its own shards and rank 0 merges them and writes run.json
-(:mod:`meta_spider.loom.collect_ranks`); ``--device cuda`` then means each
+(:mod:`meta_spider.loom.collect.ranks`); ``--device cuda`` then means each
 process's own GPU (``LOCAL_RANK``). This module knows only options and
-files; the work is :class:`~meta_spider.loom.collector.ActivationDatasetCollector`'s.
+files; the work is :class:`~meta_spider.loom.collect.collector.ActivationDatasetCollector`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from meta_spider.loom.activations import ACTIVATIONS_DIR
+from meta_spider.loom.collect.activations import ACTIVATIONS_DIR
 from meta_spider.loom.manifest import (
     MANIFEST_FILE,
     DatasetSection,
@@ -62,7 +62,7 @@ def default_splits(available: Sequence[str]) -> list[str]:
     chosen = [split for split in DEFAULT_SPLITS if split in available]
     if not chosen:
         return list(available)
-    from meta_spider.loom.shifts import SHIFT_PREFIX
+    from meta_spider.loom.evaluate.shifts import SHIFT_PREFIX
 
     return chosen + [split for split in available if split.startswith(SHIFT_PREFIX)]
 
@@ -97,7 +97,7 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
     activations are discarded (each rank its own folder, rank 0 the merged
     one) and the manifest starts over."""
     if force:
-        from meta_spider.loom.collect_ranks import rank_folder
+        from meta_spider.loom.collect.ranks import rank_folder
 
         if ranks.parallel:
             shutil.rmtree(rank_folder(run_dir / ACTIVATIONS_DIR, ranks), ignore_errors=True)
@@ -156,7 +156,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
             quiet: bool) -> None:
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
-    from meta_spider.loom.collect_ranks import Ranks
+    from meta_spider.loom.collect.ranks import Ranks
     from meta_spider.loom.datasets import DatasetError, create_dataset
     from meta_spider.plugins import PluginError
     from rich.console import Console
@@ -183,8 +183,8 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else default_splits(dataset.splits)
     existing = _check_run_dir(run_dir, model_name, force, ranks)
 
-    from meta_spider.loom.activations import ActivationFormatError
-    from meta_spider.loom.collector import (
+    from meta_spider.loom.collect.activations import ActivationFormatError
+    from meta_spider.loom.collect.collector import (
         ActivationDatasetCollector,
         CollectionMismatchError,
     )
@@ -244,5 +244,5 @@ def _summary(console: Any, activations: Any, run_dir: Path) -> None:
     console.print(f"layers {activations.target_layers}, run.json written to {run_dir / MANIFEST_FILE}")
 
 
-if __name__ == "__main__":  # torchrun / accelerate launch: python -m meta_spider.loom.cli_collect ...
+if __name__ == "__main__":  # torchrun / accelerate launch: python -m meta_spider.loom.cli.collect ...
     collect()

@@ -46,7 +46,7 @@ of these fields) -> the field they set."""
 
 @dataclass
 class TrainerConfig:
-    """How the Doubter is trained (see :class:`meta_spider.loom.trainer.Trainer`)."""
+    """How the Doubter is trained (see :class:`meta_spider.loom.train.trainer.Trainer`)."""
 
     epochs: int = _help("passes over the training split (early stopping may end sooner)", 3)
     batch_size: int = _help("examples per micro-step over all processes together (split between them)", 8)

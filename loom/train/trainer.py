@@ -4,7 +4,7 @@ activation dataset.
 Pass 1 is never re-run: the collected states (at the Doubter's read
 position) feed the encoder, and training runs only the teacher-forced pass 2
 (``prompt + target`` with injection) with LM cross-entropy on the target
-(:mod:`meta_spider.loom.trainer_targets` picks the targets), plus an
+(:mod:`meta_spider.loom.train.targets` picks the targets), plus an
 auxiliary BCE of the encoder's P(correct) logit (and the selective
 encoder's per-layer probes) against ``pass1_correct``: the calibrated score
 the agent acts on. Before the first update the per-layer probes are fitted
@@ -18,7 +18,7 @@ takes its share of every batch, and the losses are normalised by the global
 token and example counts, so N processes compute the gradient one process
 would (up to float reduction order). The data order is a function of
 ``(seed, epoch)``; each epoch ends with a validation, a checkpoint
-(:mod:`meta_spider.loom.trainer_state`) and early stopping. A resumed run
+(:mod:`meta_spider.loom.train.state`) and early stopping. A resumed run
 continues from the last epoch checkpoint and ends where an uninterrupted
 run ends.
 
@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import nn
 
-from meta_spider.loom.metrics import UndefinedMetricError, auroc
-from meta_spider.loom.trainer_config import TrainerConfig, TrainerError
-from meta_spider.loom.trainer_data import (
+from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc
+from meta_spider.loom.train.config import TrainerConfig, TrainerError
+from meta_spider.loom.train.data import (
     EPOCH_SEED_STRIDE,
     SplitSamples,
     TrainingRows,
@@ -51,9 +51,9 @@ from meta_spider.loom.trainer_data import (
     load_activations,
     prepare_rows,
 )
-from meta_spider.loom.trainer_groups import build_optimizer, build_scheduler, parameter_groups
-from meta_spider.loom.trainer_probes import fit_layer_probes, fit_signal_mix, out_of_fold_encoder_logits
-from meta_spider.loom.trainer_state import (
+from meta_spider.loom.train.groups import build_optimizer, build_scheduler, parameter_groups
+from meta_spider.loom.train.probes import fit_layer_probes, fit_signal_mix, out_of_fold_encoder_logits
+from meta_spider.loom.train.state import (
     BEST_DIR,
     CHECKPOINTS_DIR,
     latest_epoch_checkpoint,
@@ -68,7 +68,7 @@ from meta_spider.wrapper.training import TeacherForcedBatch, make_batch, teacher
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from meta_spider.loom.activations import ActivationDataset
+    from meta_spider.loom.collect.activations import ActivationDataset
     from meta_spider.wrapper.pipeline import MetaSpiderPipeline
 
 __all__ = ["EpochRecord", "Trainer", "TrainerConfig", "TrainerError", "TrainingResult", "make_accelerator"]
@@ -192,7 +192,7 @@ class Trainer:
     # ------------------------------------------------------------ public
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The five groups (see :mod:`meta_spider.loom.trainer_groups`)."""
+        """The five groups (see :mod:`meta_spider.loom.train.groups`)."""
         return parameter_groups(self.doubter)
 
     def train(self, train_samples: Any, val_samples: Any = None, **fit_options: Any) -> TrainingResult:

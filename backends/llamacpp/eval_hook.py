@@ -7,7 +7,7 @@ hook maps tensor rows to absolute positions (the last layer's output holds
 only the rows that produce logits), copies the wanted rows out and writes
 ``h + delta`` back, and records any failure in the plan instead of letting
 an exception cross the C boundary. It knows nothing about contexts, batches
-or the compiled filter in front of it (:mod:`meta_spider.backends.eval_filter`).
+or the compiled filter in front of it (:mod:`meta_spider.backends.llamacpp.eval_filter`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from meta_spider.backends import ggml_ctypes
-from meta_spider.backends.llamacpp_errors import InjectionError, LayerTensorNotFoundError
+from meta_spider.backends.llamacpp import ggml_ctypes
+from meta_spider.backends.llamacpp.errors import InjectionError, LayerTensorNotFoundError
 
 __all__ = ["ChunkPlan", "EvalHook", "Injection"]
 

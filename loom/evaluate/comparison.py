@@ -1,5 +1,5 @@
 """The Doubter against the base and against baselines, on held-out questions:
-:class:`BaselineComparison` runs a :class:`~meta_spider.loom.evaluation.QABenchmark`
+:class:`BaselineComparison` runs a :class:`~meta_spider.loom.evaluate.evaluation.QABenchmark`
 and returns a :class:`ComparisonReport`.
 
 How things are counted (also written into every report, ``definitions``):
@@ -15,7 +15,7 @@ How things are counted (also written into every report, ``definitions``):
   wrong), over-refusal (share of refusals where the base was right: 1 -
   refusal precision) and knowledge loss (share of base-right questions
   refused) come from
-  :func:`~meta_spider.loom.metrics.selective_metrics`.
+  :func:`~meta_spider.loom.evaluate.metrics.selective_metrics`.
 * **Paired tests** (McNemar exact, paired t) compare per-question *correct
   behaviour*: the base is right when ``pass1_correct``; the Doubter system is
   right when it answered correctly **or refused a question the base gets
@@ -31,7 +31,7 @@ How things are counted (also written into every report, ``definitions``):
 * **Scores** (Doubter P(correct) and each baseline's) are judged against the
   oracle: AUROC, AURC, ECE, PRR. ``answer_mean_logprob`` enters ECE as
   ``exp(mean log-prob)``; the ranking metrics do not change under that map.
-* **Baselines** (:data:`~meta_spider.loom.baselines.BASELINES`): the linear
+* **Baselines** (:data:`~meta_spider.loom.evaluate.baselines.BASELINES`): the linear
   probe is fitted on the calibration split; the two that read the pass-1
   log-prob signals ("pass-1 signals (logistic)", "probe + signals
   (logistic)") on the training split (what was fitted:
@@ -39,7 +39,7 @@ How things are counted (also written into every report, ``definitions``):
   the best of every baseline (:attr:`ComparisonReport.best_baseline`).
 * **Matched coverage**: every baseline answers exactly the Doubter's achieved
   coverage (its most confident questions, keeping the base's answer), via
-  :func:`~meta_spider.loom.metrics.evaluate_at_coverage`; ``always_answer``
+  :func:`~meta_spider.loom.evaluate.metrics.evaluate_at_coverage`; ``always_answer``
   stays at coverage 1.
 
 ``report.json`` (``ComparisonReport.to_json()``, keys sorted, ``schema_version``
@@ -56,8 +56,8 @@ null}, ``baselines`` [{``name``, ``description``, ``scores``, ``matched``}],
 ``evaluated``: that gate's SelectiveMetrics on the evaluated questions, with
 the base's answers; or null), ``probe`` (layer choice, or null), ``acceptance`` [{``name``, ``value``, ``target``, ``op``,
 ``passed``}], ``questions`` [QuestionOutcome], ``notes`` [str]. Metric
-dictionaries are the ``to_dict()`` of :mod:`meta_spider.loom.metrics` and
-:mod:`meta_spider.loom.stats`; undefined values are null.
+dictionaries are the ``to_dict()`` of :mod:`meta_spider.loom.evaluate.metrics` and
+:mod:`meta_spider.loom.evaluate.stats`; undefined values are null.
 
 :func:`build_report` is the pure part (a behaviour table in, a report out);
 this module knows nothing about how the table was generated.
@@ -72,9 +72,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from meta_spider.loom.baselines import BASELINES, fit_signal_baselines, select_probe_layer
-from meta_spider.loom.evaluation import ACTIONS, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
-from meta_spider.loom.metrics import (
+from meta_spider.loom.evaluate.baselines import BASELINES, fit_signal_baselines, select_probe_layer
+from meta_spider.loom.evaluate.evaluation import ACTIONS, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
+from meta_spider.loom.evaluate.metrics import (
     BehaviourGoals,
     MatchedCoverage,
     RiskCoverageCurve,
@@ -87,7 +87,7 @@ from meta_spider.loom.metrics import (
     selective_metrics,
     threshold_for_goals,
 )
-from meta_spider.loom.stats import McNemarResult, PairedTTestResult, mcnemar_exact, paired_t_test
+from meta_spider.loom.evaluate.stats import McNemarResult, PairedTTestResult, mcnemar_exact, paired_t_test
 
 if TYPE_CHECKING:
     from rich.console import Console

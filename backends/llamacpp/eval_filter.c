@@ -1,4 +1,4 @@
-/* meta-spider: the llama.cpp eval-callback filter (see backends/eval_filter.py).
+/* meta-spider: the llama.cpp eval-callback filter (see backends/llamacpp/eval_filter.py).
  *
  * The graph scheduler asks the eval callback about every node of every graph
  * (about 40 per layer). Entering Python for each costs more than the hooks'

@@ -1,5 +1,5 @@
 """``metadeploy export``: write a run's Doubter sidecar and base GGUFs and
-record them in ``run.json`` (see :func:`meta_spider.loom.deploy.export_from_run_dir`).
+record them in ``run.json`` (see :func:`meta_spider.loom.gguf.deploy.export_from_run_dir`).
 
 This module knows only options and messages; the work is the deploy module's.
 """
@@ -27,7 +27,7 @@ def export(run_dir: Path, base_gguf: Optional[Path], quantize: tuple[str, ...], 
     Qwen2/Llama base, the base GGUF in f16, Q8_0 and 4-bit; record the paths
     and the llamacpp backend's settings in run.json."""
     from meta_spider.backends import BackendError
-    from meta_spider.loom.deploy import DEFAULT_QUANTIZATIONS, DeployError, export_from_run_dir, missing_base_message
+    from meta_spider.loom.gguf.deploy import DEFAULT_QUANTIZATIONS, DeployError, export_from_run_dir, missing_base_message
     from meta_spider.loom.gguf import GGUFExportError
     from meta_spider.loom.manifest import ManifestError, RunManifest
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from meta_spider.loom.trainer_config import TrainerConfig, TrainerError
+from meta_spider.loom.train.config import TrainerConfig, TrainerError
 from meta_spider.wrapper.gates import TanhGate
 
 GROUP_NAMES = ("encoder_weights", "cross_attention_weights", "encoder_gates", "injection_gates", "token_preferences")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .presets import PRESETS
+from meta_spider.loom.world.presets import PRESETS
 
 
 @click.group("world")
@@ -32,8 +32,8 @@ def build(preset: str, seed: int, out: Path | None, force: bool, export_jsonl: P
     """Generate the world, train tokenizer and base, evaluate, cache."""
     from rich.console import Console
 
-    from .cache import build_world
-    from .dataset import export_qa_jsonl
+    from meta_spider.loom.world.cache import build_world
+    from meta_spider.loom.world.dataset import export_qa_jsonl
 
     console = Console()
     artifacts = build_world(preset, seed=seed, out=out, progress=True, force=force)
@@ -48,8 +48,8 @@ def build(preset: str, seed: int, out: Path | None, force: bool, export_jsonl: P
 @click.option("--seed", type=int, default=0, show_default=True)
 def info(preset: str, seed: int) -> None:
     """Show where the world of PRESET and SEED is cached and whether it is built."""
-    from .cache import MANIFEST, cache_key, cache_root
-    from .presets import get_preset
+    from meta_spider.loom.world.cache import MANIFEST, cache_key, cache_root
+    from meta_spider.loom.world.presets import get_preset
 
     path = cache_root() / cache_key(get_preset(preset), seed)
     state = "built" if (path / MANIFEST).exists() else "not built"

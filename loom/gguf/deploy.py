@@ -123,10 +123,10 @@ def export_from_run_dir(
     architecture, no ``base_gguf``) only the sidecar is written and
     :func:`missing_base_message` is logged. Raises :class:`DeployError`,
     :class:`~meta_spider.loom.manifest.ManifestError`, or a
-    :class:`~meta_spider.backends.numpy_doubter.SidecarBaseMismatchError`
+    :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarBaseMismatchError`
     when ``base_gguf`` belongs to another base.
     """
-    from meta_spider.backends.numpy_doubter import check_sidecar_fits
+    from meta_spider.backends.llamacpp.numpy_doubter import check_sidecar_fits
     from meta_spider.loom.gguf import GGUFExportError, export_base_gguf, quantize_gguf
     from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
 

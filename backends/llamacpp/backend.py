@@ -2,11 +2,11 @@
 llama-cpp-python with the Doubter evaluated in numpy from its GGUF sidecar.
 
 Pass 1 (``read``) prefills the prompt through
-:class:`~meta_spider.backends.llamacpp_hooks.HookedLlamaContext`, reading the
+:class:`~meta_spider.backends.llamacpp.hooks.HookedLlamaContext`, reading the
 sidecar's target layers at the last prompt token (or, when the sidecar's
 config says ``read_position="draft"``, drafting greedily and reading at the
 draft's end), and encodes the states with
-:class:`~meta_spider.backends.numpy_doubter.NumpyDoubter`. Pass 2
+:class:`~meta_spider.backends.llamacpp.numpy_doubter.NumpyDoubter`. Pass 2
 (``generate(..., inject=...)``) keeps every prompt token's KV entries but the
 last, re-decodes that token with the cross-attention delta added after each
 cross-attention layer, and keeps injecting while it decodes greedily (with
@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection, Message, ToolSchema
-from meta_spider.backends.eval_filter import NativeDelta
-from meta_spider.backends.llamacpp_errors import ContextFullError, GGUFModelError
-from meta_spider.backends.llamacpp_hooks import HookedContextConfig, HookedLlamaContext
-from meta_spider.backends.numpy_doubter import (
+from meta_spider.backends.llamacpp.eval_filter import NativeDelta
+from meta_spider.backends.llamacpp.errors import ContextFullError, GGUFModelError
+from meta_spider.backends.llamacpp.hooks import HookedContextConfig, HookedLlamaContext
+from meta_spider.backends.llamacpp.numpy_doubter import (
     LAYER_NORM_EPS,
     NumpyDoubter,
     SidecarContents,
@@ -141,9 +141,9 @@ class LlamaCppBackend:
         """Open the base GGUF ``model_path`` and, if given, the Doubter sidecar ``sidecar_path``.
 
         The sidecar is checked against the base before llama.cpp loads it:
-        :class:`~meta_spider.backends.numpy_doubter.SidecarBaseMismatchError`
+        :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarBaseMismatchError`
         (or ``SidecarLayerRangeError``) names both files. A missing or
-        unreadable base raises :class:`~meta_spider.backends.llamacpp_errors.GGUFModelError`.
+        unreadable base raises :class:`~meta_spider.backends.llamacpp.errors.GGUFModelError`.
         """
         if kv_cache_type not in KV_CACHE_TYPES:
             raise ValueError(f"kv_cache_type must be one of {sorted(KV_CACHE_TYPES)}, got {kv_cache_type!r}")

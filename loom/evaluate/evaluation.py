@@ -19,10 +19,10 @@ pass-1 answer after normalisation) or ``"correct"`` (another answer).
 An answer's correctness is ``dataset.check_fn(text, example)``; a refusal is
 never compared with the reference answer. The result is one
 :class:`QuestionOutcome` per question, the table
-:mod:`meta_spider.loom.comparison` turns into a report.
+:mod:`meta_spider.loom.evaluate.comparison` turns into a report.
 
 :class:`QABenchmark` also takes a named list of :class:`BenchmarkTask`
-(question and ground truth; :mod:`meta_spider.loom.benchmark_tasks`).
+(question and ground truth; :mod:`meta_spider.loom.evaluate.benchmark_tasks`).
 :class:`HarnessTask` names a benchmark; :class:`EvalHarness` runs several.
 :func:`answer_gate` and :func:`calibrated_answer_gate` build the pipeline's
 :class:`~meta_spider.wrapper.gates.AnswerGate` around the project's refusal
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Sequence
 
-from meta_spider.loom.benchmark_tasks import BenchmarkTask, Scoring, TaskDataset
+from meta_spider.loom.evaluate.benchmark_tasks import BenchmarkTask, Scoring, TaskDataset
 from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
 from meta_spider.loom.datasets.mcq import extract_choice_letter
 from meta_spider.loom.datasets.scoring import normalize_answer
@@ -47,7 +47,7 @@ from meta_spider.policies.actions import REFUSAL_SENTENCE, is_refusal
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from meta_spider.loom.comparison import ComparisonReport
+    from meta_spider.loom.evaluate.comparison import ComparisonReport
     from meta_spider.wrapper.gates import AnswerGate
 
 __all__ = [
@@ -141,7 +141,7 @@ def load_activations(source: Any) -> Any:
     already loaded one (returned as is); None stays None."""
     if source is None or not isinstance(source, (str, os.PathLike)):
         return source
-    from meta_spider.loom.activations import ActivationDataset
+    from meta_spider.loom.collect.activations import ActivationDataset
 
     return ActivationDataset.load(Path(source))
 
@@ -287,7 +287,7 @@ def _prompt_ids(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem, tensors:
     if item.index is not None and "prompt_ids" in tensors:
         length = int(tensors["prompt_lengths"][item.index])
         return tensors["prompt_ids"][item.index, :length].to(torch.long).unsqueeze(0)
-    from meta_spider.loom.collector import render_qa_prompt
+    from meta_spider.loom.collect.collector import render_qa_prompt
 
     return pipe.encode(render_qa_prompt(pipe, benchmark.dataset.prompt(item.example)))
 
@@ -406,7 +406,7 @@ class HarnessTask:
 
 class EvalHarness:
     """Run several :class:`HarnessTask` on one pipeline (Doubter attached)
-    and collect a :class:`~meta_spider.loom.comparison.ComparisonReport` per
+    and collect a :class:`~meta_spider.loom.evaluate.comparison.ComparisonReport` per
     task name."""
 
     def __init__(self, pipe: Any, tasks: Sequence[HarnessTask], console: "Optional[Console]" = None) -> None:
@@ -421,7 +421,7 @@ class EvalHarness:
         self.console = console
 
     def run(self) -> "dict[str, ComparisonReport]":
-        from meta_spider.loom.comparison import BaselineComparison
+        from meta_spider.loom.evaluate.comparison import BaselineComparison
 
         return {
             task.name: BaselineComparison(self.pipe, task.benchmark, max_tokens=task.max_tokens,

@@ -31,14 +31,14 @@ llama-cpp-python specifics (tested on 0.3.36 only, libggml-base 0.25.3):
 vocab); KV edits via ``llama_get_memory`` + ``llama_memory_seq_rm`` /
 ``llama_memory_clear`` (older: ``llama_kv_self_*``, then ``llama_kv_cache_*``);
 ``flash_attn_type`` (older: bool ``flash_attn``). Older names are resolved at
-run time by :class:`~meta_spider.backends.ggml_ctypes.LlamaApi`. If the
+run time by :class:`~meta_spider.backends.llamacpp.ggml_ctypes.LlamaApi`. If the
 callback returns false after a computed tensor the scheduler skips the rest of
 that graph split; a failed hook does that and the decode is rolled back.
 
 The scheduler asks the callback about every graph node (about 40 per
 layer), so the callback is the compiled filter of
-:mod:`~meta_spider.backends.eval_filter` when it can be built: it declines
-unhooked nodes in C, enters Python (:class:`~meta_spider.backends.llamacpp_eval_hook.EvalHook`)
+:mod:`~meta_spider.backends.llamacpp.eval_filter` when it can be built: it declines
+unhooked nodes in C, enters Python (:class:`~meta_spider.backends.llamacpp.eval_hook.EvalHook`)
 only for the layer outputs a decode reads or writes, and adds a one-token
 decode's injections itself when their callables offer a ``native_delta()``
 (every generated token of pass 2). Without it the Python hook is the
@@ -60,10 +60,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from meta_spider.backends import ggml_ctypes
-from meta_spider.backends.eval_filter import load_filter
-from meta_spider.backends.llamacpp_eval_hook import ChunkPlan, EvalHook, Injection
-from meta_spider.backends.llamacpp_errors import (
+from meta_spider.backends.llamacpp import ggml_ctypes
+from meta_spider.backends.llamacpp.eval_filter import load_filter
+from meta_spider.backends.llamacpp.eval_hook import ChunkPlan, EvalHook, Injection
+from meta_spider.backends.llamacpp.errors import (
     LAYER_OUTPUT_NAME,
     LlamaHookError,
     GGUFModelError,
