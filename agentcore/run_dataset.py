@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
+from meta_spider.plugins.datasets import create_dataset
 from meta_spider.tools import KnowledgeBase
 
 if TYPE_CHECKING:
@@ -51,8 +52,6 @@ def load_run_dataset(pm: "pluggy.PluginManager", settings: "RunSettings") -> Any
     name = settings.dataset.get("name")
     if not name:
         return None
-    from meta_spider.loom.datasets import create_dataset
-
     try:
         return create_dataset(pm, name, **dict(settings.dataset.get("options") or {}))
     except Exception as error:  # noqa: BLE001 - any failure of a plugin's factory means "no facts from it"

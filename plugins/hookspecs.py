@@ -22,8 +22,6 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from meta_spider.tools import Tool
-
 PROJECT_NAME = "meta_spider"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -34,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_tools(register: Callable[["Tool"], None]) -> None:
+def register_tools(register: Callable[[Any], None]) -> None:
     """Contribute tools the agent may call.
 
     Called when a :class:`~meta_spider.tools.ToolRegistry` is built from the

@@ -6,8 +6,10 @@ clone installs and runs."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -156,3 +158,95 @@ def test_a_non_editable_install_from_the_wheel_runs(tmp_path: Path) -> None:
     umbrella, core, torch_loaded = where.stdout.split()
     assert Path(umbrella).is_relative_to(target) and Path(core).is_relative_to(target)
     assert torch_loaded == "False"  # the published names stay lazy
+
+
+# ------------------------------------------------------------ import arrows
+
+
+def readme_arrows() -> dict[str, set[str]]:
+    """The folders each root folder may import directly, read from the
+    README's "Arrows of import" sentence (``X`` <- everything; ``X`` -> ``Y``,
+    ``Z``; ``X`` -> all), closed under following the arrows: what a folder
+    may import, it may also import what that imports."""
+    text = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    sentence = re.search(r"Arrows of import: (.*?)\. ", text)
+    assert sentence, "the README lost its 'Arrows of import:' sentence"
+    direct: dict[str, set[str]] = {root: set() for root in ROOT_FOLDERS}
+    for clause in sentence.group(1).split(";"):
+        names = re.findall(r"`(\w+)`", clause)
+        assert names and set(names) <= set(ROOT_FOLDERS), f"unreadable arrow clause: {clause!r}"
+        if "<- everything" in clause:
+            for root in ROOT_FOLDERS:
+                direct[root].add(names[0])
+        elif "-> all" in clause:
+            direct[names[0]] |= set(ROOT_FOLDERS)
+        else:
+            assert "->" in clause, f"unreadable arrow clause: {clause!r}"
+            direct[names[0]] |= set(names[1:])
+    allowed = {}
+    for root in ROOT_FOLDERS:
+        seen, todo = set(), [root]
+        while todo:
+            for target in direct[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        allowed[root] = seen - {root}
+    return allowed
+
+
+def project_imports() -> list[tuple[str, str, Path, int]]:
+    """(importing folder, imported folder, file, line) for every import of
+    another root folder anywhere in a module: top level, inside functions,
+    under ``if TYPE_CHECKING``. The compat packages re-export everything by
+    design and are left out."""
+    found = []
+    for root in ROOT_FOLDERS:
+        for path in (REPO_ROOT / root).rglob("*.py"):
+            if path.relative_to(REPO_ROOT).is_relative_to(COMPAT):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                else:
+                    continue
+                for module in modules:
+                    parts = module.split(".")
+                    if parts[0] == "meta_spider" and len(parts) > 1 and parts[1] in ROOT_FOLDERS and parts[1] != root:
+                        found.append((root, parts[1], path, node.lineno))
+    return found
+
+
+def test_the_readme_arrows_read_as_the_layers() -> None:
+    allowed = readme_arrows()
+    assert allowed["plugins"] == set()
+    assert allowed["wrapper"] == {"plugins"}
+    assert allowed["loom"] == set(ROOT_FOLDERS) - {"loom"}
+    assert "loom" not in set().union(*(allowed[root] for root in ROOT_FOLDERS if root != "loom"))
+
+
+def test_no_import_runs_against_the_readme_arrows() -> None:
+    allowed = readme_arrows()
+    against = [f"{path.relative_to(REPO_ROOT)}:{line}: {source} imports {target}"
+               for source, target, path, line in project_imports() if target not in allowed[source]]
+    assert not against, "\n".join(against)
+
+
+def test_no_import_cycle_between_folders() -> None:
+    graph: dict[str, set[str]] = {root: set() for root in ROOT_FOLDERS}
+    for source, target, _, _ in project_imports():
+        graph[source].add(target)
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            assert state.get(target) != "open", "folder import cycle: " + " -> ".join([*path, node, target])
+            if target not in state:
+                visit(target, [*path, node])
+        state[node] = "done"
+
+    for root in ROOT_FOLDERS:
+        if root not in state:
+            visit(root, [])

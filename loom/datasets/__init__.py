@@ -23,7 +23,7 @@ from meta_spider.loom.datasets.jsonl import JsonlDataset, export_jsonl, read_jso
 from meta_spider.loom.datasets.mcq import extract_choice_letter, format_mcq
 from meta_spider.loom.datasets.scoring import check_answer, normalize_answer
 from meta_spider.loom.datasets.mmlu import MMLUDataset
-from meta_spider.loom.datasets.registry import create_dataset, dataset_registry
+from meta_spider.plugins.datasets import create_dataset, dataset_registry
 
 __all__ = [
     "DatasetDependencyError",

@@ -1,8 +1,8 @@
 """The common question-answer types: :class:`QAExample` (one question with
 its reference answer), :class:`QAPrompt` (the chat messages and template
-switches to ask it with) and the :class:`QADataset` protocol every dataset
-plugin satisfies, plus :class:`SplitDataset`, a base class that holds splits
-in memory.
+switches to ask it with) and :class:`SplitDataset`, a base class that holds
+splits in memory. The :class:`QADataset` protocol every dataset plugin
+satisfies is defined below the agent, in :mod:`meta_spider.plugins.datasets`.
 
 A dataset is what ``register_datasets`` factories return: the collector asks
 it for a split, builds each prompt with :meth:`QADataset.prompt`, and scores
@@ -13,11 +13,12 @@ replace). This module knows nothing about file formats or models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Optional, Sequence
 
 from meta_spider.loom.datasets.errors import UnknownSplitError
 from meta_spider.loom.datasets.mcq import extract_choice_letter, format_mcq, mcq_template_kwargs
 from meta_spider.loom.datasets.scoring import check_answer
+from meta_spider.plugins.datasets import QADataset
 
 __all__ = ["QADataset", "QAExample", "QAPrompt", "SplitDataset", "SPLIT_ALIASES", "as_bool", "canonical_split"]
 
@@ -125,34 +126,6 @@ class QAPrompt:
         """The messages' contents joined by blank lines, for a base used
         without a chat template."""
         return "\n\n".join(m["content"] for m in self.messages)
-
-
-@runtime_checkable
-class QADataset(Protocol):
-    """What a ``register_datasets`` factory returns."""
-
-    name: str
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """Names of the available splits."""
-        ...
-
-    def split(self, name: str) -> list[QAExample]:
-        """The examples of split ``name``; raises :class:`UnknownSplitError`."""
-        ...
-
-    def prompt(self, example: QAExample) -> QAPrompt:
-        """The messages and template switches to ask ``example`` with."""
-        ...
-
-    def check_fn(self, prediction: str, example: QAExample) -> bool:
-        """Whether ``prediction`` answers ``example`` correctly."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """``name``, ``options``, ``splits`` and ``sizes`` for ``run.json``."""
-        ...
 
 
 class SplitDataset:
