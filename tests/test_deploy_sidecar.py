@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from meta_spider.backends.llamacpp.numpy_doubter import (
-    NumpyDoubter,
+from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
+from meta_spider.backends.llamacpp.sidecar_format import (
     SidecarBaseMismatchError,
     SidecarError,
     SidecarLayerRangeError,
