@@ -66,13 +66,10 @@ class PolicyContractError(AgentError, TypeError):
     """A policy factory's ``host_keywords`` is not a tuple of keywords the host passes."""
 
     def __init__(self, name: str, declared: object) -> None:
-        self.name = name
-        self.declared = declared
-        super().__init__(
-            f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names from "
-            f"{POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). "
-            "Fix the plugin that registers it, or leave it out with META_SPIDER_PLUGINS."
-        )
+        self.name, self.declared = name, declared
+        super().__init__(f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names "
+                         f"from {POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). Fix the "
+                         "plugin that registers it, or leave it out with META_SPIDER_PLUGINS.")
 
 
 def _factory(pm: pluggy.PluginManager, kind: str, name: str) -> Any:
