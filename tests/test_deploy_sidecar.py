@@ -25,8 +25,8 @@ import torch
 
 from torchless import run_without_torch
 
-from meta_spider.backends.llamacpp.numpy_doubter import (
-    NumpyDoubter,
+from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
+from meta_spider.backends.llamacpp.sidecar_format import (
     SidecarBaseMismatchError,
     SidecarError,
     SidecarLayerRangeError,

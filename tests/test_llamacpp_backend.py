@@ -39,7 +39,7 @@ from meta_spider.backends import BackendCapabilityError
 from meta_spider.backends.base import Introspection
 from meta_spider.backends.llamacpp import LlamaCppBackend
 from meta_spider.backends.llamacpp.errors import GGUFModelError
-from meta_spider.backends.llamacpp.numpy_doubter import SidecarBaseMismatchError, SidecarError, SidecarLayerRangeError
+from meta_spider.backends.llamacpp.sidecar_format import SidecarBaseMismatchError, SidecarError, SidecarLayerRangeError
 from meta_spider.backends.transformers import TransformersBackend
 from meta_spider.loom.gguf import export_base_gguf
 from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar

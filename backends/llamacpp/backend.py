@@ -35,9 +35,8 @@ from meta_spider.backends.base import BackendCapabilityError, Completion, Intros
 from meta_spider.backends.llamacpp.eval_filter import NativeDelta
 from meta_spider.backends.llamacpp.errors import ContextFullError, GGUFModelError
 from meta_spider.backends.llamacpp.hooks import HookedContextConfig, HookedLlamaContext
-from meta_spider.backends.llamacpp.numpy_doubter import (
-    LAYER_NORM_EPS,
-    NumpyDoubter,
+from meta_spider.backends.llamacpp.numpy_doubter import LAYER_NORM_EPS, NumpyDoubter
+from meta_spider.backends.llamacpp.sidecar_format import (
     SidecarContents,
     base_gguf_fingerprint,
     check_sidecar_fits,
@@ -141,7 +140,7 @@ class LlamaCppBackend(GuardedPrompts):
         """Open the base GGUF ``model_path`` and, if given, the Doubter sidecar ``sidecar_path``.
 
         The sidecar is checked against the base before llama.cpp loads it:
-        :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarBaseMismatchError`
+        :class:`~meta_spider.backends.llamacpp.sidecar_format.SidecarBaseMismatchError`
         (or ``SidecarLayerRangeError``) names both files. A missing or
         unreadable base raises :class:`~meta_spider.backends.llamacpp.errors.GGUFModelError`.
         """
