@@ -412,16 +412,18 @@ def run_agentic_eval(
     writes the report to ``output`` when given.
     """
     from meta_spider.agentcore.launch import AgentLauncher
-    from meta_spider.agentcore.rundir import read_run_settings
+    from meta_spider.agentcore.rundir import run_settings
+    from meta_spider.agentcore.runfile import read_run_file
     from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
 
-    manifest = RunManifest.load(run_dir)
+    run_file = read_run_file(run_dir)  # read once: the manifest and the agent's settings are two views of it
+    manifest = RunManifest.from_run_file(run_file)
     pm = plugin_manager or make_plugin_manager()
     if dataset is None:
         dataset = create_dataset(pm, manifest.dataset.name, **manifest.dataset.options)
-    settings = read_run_settings(run_dir)
+    settings = run_settings(run_file)
     if knowledge_base is None:
         knowledge_base = dataset_knowledge_base(dataset) or settings.make_knowledge_base()
     tools = (make_lookup_tool(knowledge_base, dataset_lookup_schema(dataset)),) if knowledge_base is not None else ()
