@@ -30,8 +30,9 @@ read (everything else in the file is ignored):
     threshold, for instance); defaults to ``"default"``.
 ``calibration``
     Scorer name -> ``{"threshold": number or null, ...}`` as ``metaloom
-    eval`` writes it; handed whole to every policy factory that takes a
-    ``calibration`` keyword (``doubter``, ``probe``), which picks its entry.
+    eval`` writes it; handed whole to every policy factory that names
+    ``calibration`` in its ``host_keywords`` (``doubter``, ``probe``; see
+    ``register_policies``), which picks its entry.
 ``knowledge_base`` (agent extension, optional)
     ``{"facts_path": FILE}``: the facts behind the ``lookup`` tool, a JSON
     object of query -> fact, or JSONL lines ``{"query": ..., "fact": ...}``.

@@ -64,6 +64,7 @@ from meta_spider.loom.datasets import (
     canonical_split,
     check_answer,
 )
+from meta_spider.loom.progress import progress_bar
 from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.wrapper.signals import SIGNALS, signal_vector
 
@@ -334,7 +335,8 @@ class ActivationDatasetCollector:
     def _collect(self, items: Sequence[CollectionItem], info: dict[str, Any], folder: Path, check: CheckFn) -> None:
         """Read and commit ``items`` shard by shard from the first one ``info`` does not commit yet."""
         start = int(info["num_examples"])
-        with _Progress(self.show_progress and start < len(items), len(items), start, self.console) as progress:
+        with progress_bar("collecting", len(items), enabled=self.show_progress and start < len(items),
+                          console=self.console, completed=start) as progress:
             for shard_start in range(start, len(items), self.shard_size):
                 shard_items = items[shard_start: shard_start + self.shard_size]
                 readings: list[ExampleReading] = []
@@ -437,42 +439,3 @@ def _is_collection_file(name: str) -> bool:
     if name.startswith(".") and name.endswith(".tmp"):
         return True
     return name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX)
-
-
-class _Progress:
-    """A rich bar with rate and ETA (nothing at all when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int, console: Any) -> None:
-        self.enabled, self.total, self.done, self.console = enabled, total, done, console
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("[progress.data.speed]{task.fields[rate]}"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("collect", total=self.total, completed=self.done, rate="")
-        return self
-
-    def advance(self, count: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, count)
-            speed = self._progress.tasks[0].speed
-            self._progress.update(self._task, rate=f"{speed:.2f} q/s" if speed else "")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
