@@ -17,13 +17,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.rule import Rule
 
-from meta_spider.agentcore.loop import MetaAgent
+from meta_spider.agentcore.factory import build_agent
 from meta_spider.agentcore.steps import FinalStep
 from meta_spider.agentcore.trace import step_text
-from meta_spider.backends import FakeBackend, StopBackend
+from meta_spider.backends import FakeBackend
 from meta_spider.plugins import make_plugin_manager
-from meta_spider.policies import DefaultRenderer, DirectPolicy
-from meta_spider.tools import DictKnowledgeBase, ToolRegistry
+from meta_spider.tools import DictKnowledgeBase
 
 DEMO_FACTS = {
     "capital of Veloria": "The capital of Veloria is Amberhold.",
@@ -62,10 +61,9 @@ def run_demo(console: Console | None = None) -> list[FinalStep]:
     fake = FakeBackend()
     for _question, replies in DEMO_SCRIPT:
         fake.enqueue(*replies)
-    tools = ToolRegistry.from_plugins(
-        make_plugin_manager(), knowledge_base=DictKnowledgeBase(DEMO_FACTS, name="demo-facts")
-    )
-    agent = MetaAgent(StopBackend(fake), DirectPolicy(max_new_tokens=64), DefaultRenderer(), tools, max_steps=4)
+    agent = build_agent(make_plugin_manager(), backend=fake, policy="direct", policy_settings={"max_new_tokens": 64},
+                        knowledge_base=DictKnowledgeBase(DEMO_FACTS, name="demo-facts"), max_steps=4)
+    tools = agent.tools
     console.print(Rule("meta-spider demo: scripted backend (no model yet), real loop and tools"))
     console.print(f"tools: {', '.join(tools.names())}")
     finals: list[FinalStep] = []

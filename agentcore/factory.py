@@ -1,10 +1,18 @@
-"""Builds a :class:`MetaAgent` from plugin-registered names.
+"""The one way to build a :class:`MetaAgent`: :func:`build_agent`.
 
-``backend``, ``policy`` and ``renderer`` are looked up in what the plugins
-registered (``register_backends`` / ``register_policies`` /
-``register_renderers``) and built with their settings; the tools come from
-``register_tools``. This is how the CLI and run manifests turn names into an
-agent; Python callers may just construct :class:`MetaAgent` directly.
+The quickstart, ``meta-agent run``, ``chat`` and ``serve`` (through
+:class:`~meta_spider.agentcore.launch.AgentLauncher`, which only turns
+run.json and the command's options into these arguments) and the loom's
+:class:`~meta_spider.loom.evaluate.agentic.AgentComparison` all build their
+agents here, so every agent gets the same three things: components named
+through the plugins (``register_backends``, ``register_policies``,
+``register_renderers``, ``register_tools``); a policy built under the
+policy-factory contract of ``register_policies`` (:func:`build_policy`: the
+run's calibration goes to the factories that declare it); and a backend
+wrapped in :class:`~meta_spider.backends.StopBackend`, so every reply ends
+at its turn's end. A component given as an object is used as it is.
+
+This module knows nothing about run directories, scripts or terminals.
 """
 
 from __future__ import annotations
@@ -13,45 +21,159 @@ from typing import Any, Mapping
 
 import pluggy
 
+from meta_spider.agentcore.errors import AgentError
 from meta_spider.agentcore.loop import MetaAgent
-from meta_spider.backends.base import InferenceBackend
-from meta_spider.plugins import ComponentRegistry
+from meta_spider.backends import StopBackend
+from meta_spider.backends.base import InferenceBackend, WrappedBackend
+from meta_spider.plugins import ComponentRegistry, make_plugin_manager
+from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.tools import KnowledgeBase, ToolRegistry
 
-__all__ = ["build_agent"]
+__all__ = [
+    "ComponentSettingsError",
+    "POLICY_KEYWORDS",
+    "PolicyContractError",
+    "build_agent",
+    "build_backend",
+    "build_policy",
+    "build_renderer",
+    "stop_at_turn_end",
+]
+
+POLICY_KEYWORDS = ("calibration",)
+"""The keywords the host hands a policy factory besides its settings, to the
+factories that name them in ``host_keywords`` (see ``register_policies``)."""
+
+_HOOKS = {"backend": "register_backends", "policy": "register_policies", "renderer": "register_renderers"}
+
+
+class ComponentSettingsError(AgentError, TypeError):
+    """A policy, backend or renderer factory refused its settings (missing or unknown keywords)."""
+
+    def __init__(self, kind: str, name: str, settings: dict[str, Any], reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.settings = settings
+        self.reason = reason
+        given = ", ".join(sorted(settings)) or "none"
+        super().__init__(
+            f"cannot build {kind} {name!r} from the settings given (keys: {given}): {reason}. "
+            f"Pass a --run-dir whose run.json has the {kind}'s settings, or choose another {kind}."
+        )
+
+
+class PolicyContractError(AgentError, TypeError):
+    """A policy factory's ``host_keywords`` is not a tuple of keywords the host passes."""
+
+    def __init__(self, name: str, declared: object) -> None:
+        self.name, self.declared = name, declared
+        super().__init__(f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names "
+                         f"from {POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). Fix the "
+                         "plugin that registers it, or leave it out with META_SPIDER_PLUGINS.")
+
+
+def _factory(pm: pluggy.PluginManager, kind: str, name: str) -> Any:
+    return ComponentRegistry.from_plugins(pm, _HOOKS[kind], kind).entry(name).factory  # unknown: names the choices
+
+
+def _call(kind: str, name: str, factory: Any, settings: Mapping[str, Any],
+          host: Mapping[str, Any] | None = None) -> Any:
+    arguments = {**(host or {}), **settings}  # a setting given explicitly wins over the host's value
+    try:
+        return factory(**arguments)
+    except TypeError as exc:  # a missing or unexpected keyword: say which settings were given
+        raise ComponentSettingsError(kind, name, arguments, str(exc)) from exc
+
+
+def _host_keywords(name: str, factory: Any) -> tuple[str, ...]:
+    declared = getattr(factory, "host_keywords", ())
+    if not isinstance(declared, tuple) or not set(declared) <= set(POLICY_KEYWORDS):
+        raise PolicyContractError(name, declared)
+    return declared
+
+
+def build_policy(pm: pluggy.PluginManager, name: str, settings: Mapping[str, Any] | None = None, *,
+                 calibration: Mapping[str, Any] | None = None) -> Policy:
+    """Policy ``name`` built as ``register_policies`` documents:
+    ``factory(**settings)``, plus ``calibration`` (run.json's calibration
+    object, or None) when the factory lists it in ``host_keywords``.
+
+    Raises :class:`~meta_spider.plugins.UnknownComponentError` for an
+    unknown name, :class:`ComponentSettingsError` when the factory refuses
+    its keywords and :class:`PolicyContractError` for a malformed
+    ``host_keywords``.
+    """
+    factory = _factory(pm, "policy", name)
+    offered = {"calibration": dict(calibration) if calibration else None}  # an empty one calibrates nothing
+    host = {keyword: offered[keyword] for keyword in _host_keywords(name, factory)}
+    return _call("policy", name, factory, dict(settings or {}), host)
+
+
+def build_backend(pm: pluggy.PluginManager, name: str, settings: Mapping[str, Any] | None = None) -> InferenceBackend:
+    """Backend ``name`` from ``register_backends``, with ``factory(**settings)``
+    (not yet wrapped: :func:`build_agent` does that)."""
+    return _call("backend", name, _factory(pm, "backend", name), dict(settings or {}))
+
+
+def build_renderer(pm: pluggy.PluginManager, name: str = "default",
+                   settings: Mapping[str, Any] | None = None) -> ActionRenderer:
+    """Renderer ``name`` from ``register_renderers``, with ``factory(**settings)``."""
+    return _call("renderer", name, _factory(pm, "renderer", name), dict(settings or {}))
+
+
+def stop_at_turn_end(backend: InferenceBackend) -> InferenceBackend:
+    """``backend`` in a :class:`StopBackend`, unless one already wraps it
+    (anywhere in its chain of wrappers: a second one would cut nothing more)."""
+    layer: Any = backend
+    while isinstance(layer, WrappedBackend):
+        if isinstance(layer, StopBackend):
+            return backend
+        layer = layer.inner
+    return StopBackend(backend)
 
 
 def build_agent(
-    pm: pluggy.PluginManager,
+    pm: pluggy.PluginManager | None,
     *,
     backend: str | InferenceBackend,
     backend_settings: Mapping[str, Any] | None = None,
-    policy: str = "direct",
+    policy: str | Policy = "direct",
     policy_settings: Mapping[str, Any] | None = None,
-    renderer: str = "default",
+    calibration: Mapping[str, Any] | None = None,
+    renderer: str | ActionRenderer = "default",
     renderer_settings: Mapping[str, Any] | None = None,
+    tools: ToolRegistry | None = None,
     knowledge_base: KnowledgeBase | None = None,
     max_steps: int = 8,
     system_prompt: str | None = None,
 ) -> MetaAgent:
-    """Resolve the named components through ``pm`` and return the agent.
+    """The agent: ``backend``, ``policy`` and ``renderer`` by registered name
+    (built with their settings; the policy with ``calibration`` through
+    :func:`build_policy`) or as objects; the backend wrapped by
+    :func:`stop_at_turn_end`; ``tools`` as given, else every registered tool
+    (``lookup`` answering from ``knowledge_base``). ``pm`` may be None when
+    nothing is looked up by name (a default plugin manager is made otherwise).
 
     Raises :class:`~meta_spider.plugins.UnknownComponentError` naming the
     missing component and the registered choices.
     """
+    if tools is not None and knowledge_base is not None:
+        raise ValueError("give tools or a knowledge_base for the registered tools' lookup, not both")
+    manager = pm
+
+    def plugins() -> pluggy.PluginManager:  # made only when a name is looked up
+        nonlocal manager
+        if manager is None:
+            manager = make_plugin_manager()
+        return manager
+
     if isinstance(backend, str):
-        backend = ComponentRegistry.from_plugins(pm, "register_backends", "backend").create(
-            backend, **dict(backend_settings or {})
-        )
-    return MetaAgent(
-        backend=backend,
-        policy=ComponentRegistry.from_plugins(pm, "register_policies", "policy").create(
-            policy, **dict(policy_settings or {})
-        ),
-        renderer=ComponentRegistry.from_plugins(pm, "register_renderers", "renderer").create(
-            renderer, **dict(renderer_settings or {})
-        ),
-        tools=ToolRegistry.from_plugins(pm, knowledge_base=knowledge_base),
-        max_steps=max_steps,
-        system_prompt=system_prompt,
-    )
+        backend = build_backend(plugins(), backend, backend_settings)
+    if isinstance(policy, str):
+        policy = build_policy(plugins(), policy, policy_settings, calibration=calibration)
+    if isinstance(renderer, str):
+        renderer = build_renderer(plugins(), renderer, renderer_settings)
+    if tools is None:
+        tools = ToolRegistry.from_plugins(plugins(), knowledge_base=knowledge_base)
+    return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
+                     max_steps=max_steps, system_prompt=system_prompt)

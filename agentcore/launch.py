@@ -1,4 +1,4 @@
-"""Builds agents, policies and backends by name for ``meta-agent chat`` / ``run``.
+"""Turns run.json and the command's options into agents for ``meta-agent``.
 
 :class:`AgentLauncher` joins three sources: what the plugins registered
 (``register_policies``, ``register_backends``, ``register_renderers``,
@@ -8,10 +8,10 @@
 ``doubter`` policy and the ``transformers`` / ``llamacpp`` backends are
 chosen by name like any other, with the settings run.json gives for them.
 
-Built backends are cached by name (switching back to a loaded model costs
-nothing) and wrapped in :class:`~meta_spider.backends.StopBackend`, so every
-reply ends at its turn's end whichever backend produced it. This module knows
-nothing about terminals.
+The agent itself is built by :func:`~meta_spider.agentcore.factory.build_agent`,
+as every agent is; the launcher only resolves what to pass it. Built backends
+are cached by name (switching back to a loaded model costs nothing). This
+module knows nothing about terminals.
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ from typing import Any, Sequence
 
 import pluggy
 
-from meta_spider.agentcore.errors import AgentError
+from meta_spider.agentcore.factory import (
+    ComponentSettingsError,
+    build_agent,
+    build_backend,
+    build_policy,
+    build_renderer,
+    stop_at_turn_end,
+)
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
 from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema, load_run_dataset
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
-from meta_spider.backends import StopBackend
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.plugins import ComponentRegistry
 from meta_spider.policies.base import ActionRenderer, Policy
-from meta_spider.policies.doubter import calibrated_settings
 from meta_spider.tools import DictKnowledgeBase, KnowledgeBase, ToolRegistry
 
 __all__ = ["AgentLauncher", "ComponentSettingsError", "DEFAULT_POLICY", "FAKE_BACKEND", "demo_script"]
@@ -39,29 +44,6 @@ DEFAULT_POLICY = "direct"
 DOUBTER_POLICY = "doubter"
 """The default policy of a run whose backend holds a trained Doubter."""
 FAKE_BACKEND = "fake"
-
-
-class ComponentSettingsError(AgentError, TypeError):
-    """A policy or backend factory refused its settings (missing or unknown keywords)."""
-
-    def __init__(self, kind: str, name: str, settings: dict[str, Any], reason: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.settings = settings
-        self.reason = reason
-        given = ", ".join(sorted(settings)) or "none"
-        super().__init__(
-            f"cannot build {kind} {name!r} from the settings given (keys: {given}): {reason}. "
-            f"Pass a --run-dir whose run.json has the {kind}'s settings, or choose another {kind}."
-        )
-
-
-def _create(registry: ComponentRegistry, name: str, settings: dict[str, Any]) -> Any:
-    factory = registry.entry(name).factory  # an unknown name fails here, naming the choices
-    try:
-        return factory(**settings)
-    except TypeError as exc:  # a missing or unexpected keyword: say which settings were given
-        raise ComponentSettingsError(registry.kind, name, settings, str(exc)) from exc
 
 
 def demo_script() -> BackendScript:
@@ -98,7 +80,6 @@ class AgentLauncher:
             raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
         self._policies = ComponentRegistry.from_plugins(self.pm, "register_policies", "policy")
         self._backends = ComponentRegistry.from_plugins(self.pm, "register_backends", "backend")
-        self._renderers = ComponentRegistry.from_plugins(self.pm, "register_renderers", "renderer")
         self._built_backends: dict[str, InferenceBackend] = {}
         knowledge_base, schema = self.knowledge_base, None
         if knowledge_base is None:  # run.json's facts, when it names some
@@ -148,23 +129,26 @@ class AgentLauncher:
     # ------------------------------------------------------------ building
 
     def make_policy(self, name: str) -> Policy:
-        """Build policy ``name`` with run.json's settings for it. Raises
-        :class:`~meta_spider.plugins.UnknownComponentError` for an unknown name."""
-        # Policies that take `calibration` (doubter, probe) get run.json's.
-        settings = calibrated_settings(self._policies.entry(name).factory, self.run_settings.policy_settings(name),
-                                       self.run_settings.calibration)
-        return _create(self._policies, name, settings)
+        """Build policy ``name`` with run.json's settings for it and its
+        calibration (:func:`~meta_spider.agentcore.factory.build_policy`).
+        Raises :class:`~meta_spider.plugins.UnknownComponentError` for an unknown name."""
+        return build_policy(self.pm, name, self.run_settings.policy_settings(name),
+                            calibration=self.run_settings.calibration)
 
-    def make_renderer(self) -> ActionRenderer:
+    def renderer_choice(self) -> tuple[str, dict[str, Any]]:
+        """The renderer's name and settings: run.json's, with ``--tool-family`` over its ``family``."""
         choice = self.run_settings.renderer
         name, settings = ("default", {}) if choice is None else (choice.name, dict(choice.settings))
         if self.tool_family is not None:
             settings["family"] = self.tool_family
-        return _create(self._renderers, name, settings)
+        return name, settings
+
+    def make_renderer(self) -> ActionRenderer:
+        return build_renderer(self.pm, *self.renderer_choice())
 
     def make_backend(self, name: str) -> InferenceBackend:
-        """Build (once) backend ``name``, wrapped in a StopBackend. ``fake``
-        plays the script (its facts were installed in :attr:`tools`)."""
+        """Build (once) backend ``name``, wrapped to stop at its turn's end.
+        ``fake`` plays the script (its facts were installed in :attr:`tools`)."""
         if name not in self._built_backends:
             self._backends.entry(name)  # an unknown name fails here, naming the choices
             if name == FAKE_BACKEND:
@@ -176,16 +160,24 @@ class AgentLauncher:
                     self.tools.install_knowledge_base(self._knowledge_base)
                 backend: Any = ScriptedBackend(script, **self.run_settings.backend_settings(name))
             else:
-                backend = _create(self._backends, name, self.run_settings.backend_settings(name))
-            self._built_backends[name] = StopBackend(backend)
+                backend = build_backend(self.pm, name, self.run_settings.backend_settings(name))
+            self._built_backends[name] = stop_at_turn_end(backend)
         return self._built_backends[name]
 
     def build_agent(self, *, policy: str | None = None, backend: str | None = None) -> MetaAgent:
-        """A :class:`MetaAgent` with the named (or default) policy and backend."""
-        return MetaAgent(
+        """A :class:`MetaAgent` with the named (or default) policy and backend,
+        built by :func:`~meta_spider.agentcore.factory.build_agent` with
+        run.json's settings and calibration."""
+        policy = policy or self.policy_for(backend)
+        renderer, renderer_settings = self.renderer_choice()
+        return build_agent(
+            self.pm,
             backend=self.make_backend(backend or self.default_backend),
-            policy=self.make_policy(policy or self.policy_for(backend)),
-            renderer=self.make_renderer(),
+            policy=policy,
+            policy_settings=self.run_settings.policy_settings(policy),
+            calibration=self.run_settings.calibration,
+            renderer=renderer,
+            renderer_settings=renderer_settings,
             tools=self.tools,
             max_steps=self.max_steps,
             system_prompt=self.system_prompt,

@@ -1,8 +1,8 @@
 """What ``meta-agent`` reads from a run directory's ``run.json``.
 
-The manifest itself belongs to the loom (``meta_spider.loom.manifest``,
-``RunManifest``), which sits above the agent in the dependency order, so the
-agent reads the few fields it needs as plain JSON here, in one place. Fields
+The file is read by :mod:`meta_spider.agentcore.runfile`; this module is its
+agent level: every field optional, only the fields the agent uses checked
+(the loom's ``RunManifest`` is the stricter level of the same file). Fields
 read (everything else in the file is ignored):
 
 ``backends``
@@ -30,8 +30,9 @@ read (everything else in the file is ignored):
     threshold, for instance); defaults to ``"default"``.
 ``calibration``
     Scorer name -> ``{"threshold": number or null, ...}`` as ``metaloom
-    eval`` writes it; handed whole to every policy factory that takes a
-    ``calibration`` keyword (``doubter``, ``probe``), which picks its entry.
+    eval`` writes it; handed whole to every policy factory that names
+    ``calibration`` in its ``host_keywords`` (``doubter``, ``probe``; see
+    ``register_policies``), which picks its entry.
 ``knowledge_base`` (agent extension, optional)
     ``{"facts_path": FILE}``: the facts behind the ``lookup`` tool, a JSON
     object of query -> fact, or JSONL lines ``{"query": ..., "fact": ...}``.
@@ -41,8 +42,8 @@ must be strings; relative ones are resolved against the run directory, as
 the manifest records them, so a run directory can be moved as a whole. A
 path that leads outside the run directory (absolute, or through ``..``) is
 used, with a warning, unless the project's own commands recorded it in
-``external_paths`` when they wrote the file (:func:`resolve_run_path`, which
-the manifest uses too).
+``external_paths`` when they wrote the file
+(:func:`~meta_spider.agentcore.runfile.resolve_run_path`).
 
 This module knows nothing about models, checkpoints or what the settings
 mean: it hands them to the factories the plugins registered.
@@ -51,47 +52,15 @@ mean: it hands them to the factories the plugins registered.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from meta_spider.agentcore.errors import AgentError
+from meta_spider.agentcore.runfile import RunFile, RunFileError, is_path_setting, read_run_file, resolve_run_path
 from meta_spider.tools import DictKnowledgeBase
 
-__all__ = [
-    "EXTERNAL_PATHS_FIELD",
-    "RUN_FILE",
-    "ComponentChoice",
-    "RunFileError",
-    "RunSettings",
-    "is_path_setting",
-    "path_is_inside",
-    "read_facts",
-    "read_run_settings",
-    "resolve_run_path",
-]
-
-RUN_FILE = "run.json"
-EXTERNAL_PATHS_FIELD = "external_paths"
-"""run.json's list of the paths outside the run directory that the
-project's own commands wrote (no warning for those)."""
-
-logger = logging.getLogger(__name__)
-
-
-class RunFileError(AgentError, ValueError):
-    """``run.json`` is missing or one of the fields the agent reads is malformed."""
-
-    def __init__(self, path: str, field_name: str | None, reason: str, fix: str) -> None:
-        self.path = path
-        self.field_name = field_name
-        self.reason = reason
-        self.fix = fix
-        where = f"field {field_name!r} of {path}" if field_name else path
-        super().__init__(f"{where}: {reason}. {fix}")
-
+__all__ = ["ComponentChoice", "RunFileError", "RunSettings", "read_facts", "read_run_settings", "run_settings"]
 
 @dataclass(frozen=True)
 class ComponentChoice:
@@ -146,39 +115,6 @@ class RunSettings:
         return {}
 
 
-def is_path_setting(key: str) -> bool:
-    """True for the setting names that hold a file path."""
-    return key == "checkpoint" or key.endswith("_path")
-
-
-def resolve_run_path(run_dir: Path, recorded: str, *, field_name: str, source: str,
-                     trusted: Collection[str] = ()) -> Path:
-    """``recorded`` (a path as run.json holds it) as a real path: relative
-    ones are relative to ``run_dir``. One that leads outside the run
-    directory is returned as well, with a warning naming the field, unless it
-    is one of ``trusted`` (the paths the project itself recorded)."""
-    path = Path(recorded).expanduser()
-    resolved = path if path.is_absolute() else run_dir / path
-    if recorded not in trusted and not path_is_inside(run_dir, recorded):
-        logger.warning(
-            "%s: %s points outside the run directory (%s); it was not written by meta-spider's own commands. "
-            "Check that the run directory is one you trust, or move the file into it.", source, field_name, resolved,
-        )
-    return resolved
-
-
-def path_is_inside(run_dir: Path, recorded: str) -> bool:
-    """True when ``recorded`` (relative to ``run_dir`` unless absolute)
-    leads to a place inside ``run_dir``, symlinks and ``..`` followed."""
-    path = Path(recorded).expanduser()
-    resolved = path if path.is_absolute() else run_dir / path
-    try:
-        resolved.resolve().relative_to(run_dir.resolve())
-    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
-        return False
-    return True
-
-
 def _resolve_paths(settings: dict[str, Any], run_dir: Path, *, prefix: str, source: str,
                    trusted: Collection[str]) -> dict[str, Any]:
     resolved = dict(settings)
@@ -193,7 +129,7 @@ def _resolve_paths(settings: dict[str, Any], run_dir: Path, *, prefix: str, sour
     return resolved
 
 
-def _choice(value: Any, field_name: str, path: str) -> ComponentChoice | None:
+def _choice(value: Any, field_name: str, path: Path) -> ComponentChoice | None:
     if value is None:
         return None
     if isinstance(value, str) and value:
@@ -208,7 +144,7 @@ def _choice(value: Any, field_name: str, path: str) -> ComponentChoice | None:
                        f"got {value!r:.80}", f'Write e.g. "{field_name}": "direct".')
 
 
-def _pipeline_settings(data: Mapping[str, Any], path: str) -> dict[str, Any]:
+def _pipeline_settings(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """The ``transformers`` backend's settings implied by the run's pipeline
     fields (empty when run.json names no model)."""
     model = data.get("model")
@@ -271,68 +207,53 @@ def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
 
     Raises :class:`RunFileError` naming the file, the field and the fix.
     """
-    directory = Path(run_dir).expanduser().resolve()
-    path = directory / RUN_FILE
-    if not path.is_file():
-        raise RunFileError(str(path), None, "no run.json here",
-                           "Pass the run directory that `metaloom collect` wrote, or leave out --run-dir.")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise RunFileError(str(path), None, f"cannot be read ({exc.strerror})", "Check the file's permissions.") from None
-    except UnicodeDecodeError as exc:
-        raise RunFileError(str(path), None, f"not UTF-8 text (byte {exc.start})",
-                           "Restore the file or regenerate it with `metaloom collect`.") from None
-    except json.JSONDecodeError as exc:
-        raise RunFileError(str(path), None, f"invalid JSON ({exc})", "Fix or regenerate the file.") from exc
-    except RecursionError:
-        raise RunFileError(str(path), None, "the JSON nests too deeply", "Regenerate the file.") from None
-    if not isinstance(data, dict):
-        raise RunFileError(str(path), None, f"expected a JSON object, got {type(data).__name__}",
-                           "Regenerate the file with `metaloom collect`.")
-    trusted = data.get(EXTERNAL_PATHS_FIELD, [])
-    if not isinstance(trusted, list) or not all(isinstance(item, str) for item in trusted):
-        raise RunFileError(str(path), EXTERNAL_PATHS_FIELD, f"expected a list of path strings, got {trusted!r:.80}",
-                           "Regenerate the file with `metaloom collect`.")
+    return run_settings(read_run_file(run_dir))
+
+
+def run_settings(run_file: RunFile) -> RunSettings:
+    """The agent's view of a run.json already read (the agent level of
+    :mod:`~meta_spider.agentcore.runfile`): only the fields it uses are checked."""
+    directory = run_file.path.parent.resolve()
+    data, path, trusted = run_file.data, run_file.path, run_file.external_paths
 
     def resolve(settings: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         return _resolve_paths(dict(settings), directory, prefix=prefix, source=str(path), trusted=trusted)
 
     backends_field = data.get("backends", {})
     if not isinstance(backends_field, Mapping):
-        raise RunFileError(str(path), "backends", f"expected an object of backend name -> settings, "
+        raise RunFileError(path, "backends", f"expected an object of backend name -> settings, "
                            f"got {backends_field!r:.80}", 'Write e.g. "backends": {"transformers": {...}}.')
     backends: dict[str, dict[str, Any]] = {}
-    pipeline = _pipeline_settings(data, str(path))
+    pipeline = _pipeline_settings(data, path)
     for name, settings in backends_field.items():
         if not isinstance(settings, Mapping):
-            raise RunFileError(str(path), f"backends.{name}", f"expected an object of settings, got {settings!r:.80}",
+            raise RunFileError(path, f"backends.{name}", f"expected an object of settings, got {settings!r:.80}",
                                "Write the backend factory's keyword settings as a JSON object.")
         merged = {**pipeline, **settings} if name == "transformers" else dict(settings)
         backends[name] = resolve(merged, f"backends.{name}.")
     if pipeline and "transformers" not in backends:  # listed last: an explicit backend stays the default
         backends["transformers"] = resolve(pipeline, "")
-    policy = _choice(data.get("policy"), "policy", str(path))
+    policy = _choice(data.get("policy"), "policy", path)
     if policy is not None:
         policy = ComponentChoice(policy.name, resolve(policy.settings, "policy.settings."))
     prompt = data.get("prompt", {})
     system_prompt = prompt.get("system_prompt") if isinstance(prompt, Mapping) else None
     if system_prompt is not None and not isinstance(system_prompt, str):
-        raise RunFileError(str(path), "prompt.system_prompt", f"expected a string or null, got {system_prompt!r:.80}",
+        raise RunFileError(path, "prompt.system_prompt", f"expected a string or null, got {system_prompt!r:.80}",
                            "Write the system prompt as a string.")
     calibration = data.get("calibration", {})
     if not isinstance(calibration, Mapping):
-        raise RunFileError(str(path), "calibration", f"expected an object of scorer -> {{\"threshold\": ...}}, "
+        raise RunFileError(path, "calibration", f"expected an object of scorer -> {{\"threshold\": ...}}, "
                            f"got {calibration!r:.80}", "Regenerate it with `metaloom eval --run-dir D`.")
     knowledge_base = data.get("knowledge_base") or {}
     if not isinstance(knowledge_base, Mapping):
-        raise RunFileError(str(path), "knowledge_base", f"expected an object, got {knowledge_base!r:.80}",
+        raise RunFileError(path, "knowledge_base", f"expected an object, got {knowledge_base!r:.80}",
                            'Write e.g. "knowledge_base": {"facts_path": "facts.json"}.')
     dataset = data.get("dataset") or {}
     if not isinstance(dataset, Mapping) or not isinstance(dataset.get("options", {}), Mapping):
-        raise RunFileError(str(path), "dataset", f"expected an object with 'name' and 'options', got {dataset!r:.80}",
+        raise RunFileError(path, "dataset", f"expected an object with 'name' and 'options', got {dataset!r:.80}",
                            "Regenerate it with `metaloom collect`.")
-    return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", str(path)),
+    return RunSettings(backends, policy, _choice(data.get("renderer"), "renderer", path),
                        system_prompt or None, directory, dict(calibration),
                        resolve(knowledge_base, "knowledge_base."),
                        {"name": dataset.get("name"), "options": dict(dataset.get("options", {}))})

@@ -104,7 +104,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.evaluate.baselines import LogisticProbe, fit_signal_baselines
+    from meta_spider.loom.evaluate.baselines import fit_signal_baselines
+    from meta_spider.loom.evaluate.probe import LogisticProbe
     from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc, selective_metrics
     from meta_spider.loom.evaluate.shifts import shift_splits
     from meta_spider.policies.actions import is_refusal

@@ -12,28 +12,35 @@ by a newer one) are kept, saved back and warned about. ``format_version``
 marks the layout; older layouts are upgraded explicitly on load with a log
 line per change (the file itself is rewritten only by :meth:`save`).
 
-Saving is atomic (temporary file in the run directory, then rename), so a
-killed process never leaves half a manifest. Paths are stored as written;
-relative ones are relative to the run directory (:meth:`RunManifest.resolve`).
-A path outside the run directory that a command recorded through
-:meth:`RunManifest.update_file` is listed in ``external_paths``; any other
-one is used with a warning (the agent reads the same list).
-This module never imports torch: the agent reads manifests too.
+This is the manifest level of the file; reading and (atomic) writing it is
+:mod:`meta_spider.agentcore.runfile`'s, which every reader shares. Paths are
+stored as written; relative ones are relative to the run directory
+(:meth:`RunManifest.resolve`). A path outside the run directory that a
+command recorded through :meth:`RunManifest.update_file` is listed in
+``external_paths``; any other one is used with a warning (the agent reads the
+same list). This module never imports torch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from meta_spider.agentcore.rundir import is_path_setting, path_is_inside, resolve_run_path
-from meta_spider.plugins.errors import MetaSpiderError
+from meta_spider.agentcore.runfile import (
+    RUN_FILE,
+    RunFile,
+    RunFileError,
+    is_path_setting,
+    path_is_inside,
+    read_run_file,
+    resolve_run_path,
+    write_run_file,
+)
+from meta_spider.wrapper.config import framework_version  # torch-free, as the constants
 from meta_spider.wrapper.constants import (  # torch-free: the wrapper's allowed values
     DTYPES,
     ENCODER_TYPES,
@@ -50,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "run.json"
+MANIFEST_FILE = RUN_FILE
 FORMAT_VERSION = 1
 """Layout version written by this code; bump it and add an upgrade step to
 :data:`_UPGRADES` when the layout changes."""
@@ -59,31 +66,14 @@ FORMAT_VERSION = 1
 PathLike = Union[str, os.PathLike]
 
 
-class ManifestError(MetaSpiderError):
-    """``run.json`` is missing or malformed. ``field`` is the dotted path of
-    the offending field (None for the file as a whole)."""
-
-    def __init__(self, path: PathLike, field: Optional[str], problem: str, fix: str) -> None:
-        self.path = Path(path)
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        where = f"{self.path}: field {field!r}" if field else str(self.path)
-        super().__init__(f"{where}: {problem}. {fix}")
+ManifestError = RunFileError
+"""The loom's name for a :class:`~meta_spider.agentcore.runfile.RunFileError`:
+one error for every problem with run.json, at any level. ``field`` is the
+dotted path of the offending field (None for the file as a whole)."""
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def framework_version() -> str:
-    """The installed meta-spider version (``"0+unknown"`` from a bare tree)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("meta-spider")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 # ------------------------------------------------------------------ validators
@@ -328,45 +318,19 @@ class RunManifest(_Section):
     @classmethod
     def load(cls, run_dir: PathLike) -> "RunManifest":
         """Read and validate ``<run_dir>/run.json``; raises :class:`ManifestError`."""
-        path = cls.path_in(run_dir)
-        collect_hint = f"run `metaloom collect --run-dir {run_dir} --model-name MODEL --dataset NAME` first"
-        if not path.is_file():
-            what = "run directory does not exist" if not Path(run_dir).is_dir() else "run.json is missing"
-            raise ManifestError(path, None, what, f"{collect_hint}, or pass the run directory that collect wrote")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ManifestError(path, None, f"cannot be read ({error.strerror})", "check its permissions") from None
-        except RecursionError:
-            raise ManifestError(path, None, "nests too deeply", f"restore it or {collect_hint} again") from None
-        except UnicodeDecodeError:
-            raise ManifestError(path, None, "is not UTF-8 text", f"restore it or {collect_hint} again") from None
-        except json.JSONDecodeError as error:
-            raise ManifestError(
-                path, None, f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})",
-                f"fix the JSON syntax there, or {collect_hint} again",
-            ) from None
-        return cls.from_dict(data, source=path)
+        return cls.from_run_file(read_run_file(run_dir))
+
+    @classmethod
+    def from_run_file(cls, run_file: RunFile) -> "RunManifest":
+        """Validate a run.json already read (its manifest level)."""
+        return cls.from_dict(run_file.data, source=run_file.path)
 
     def save(self, run_dir: PathLike) -> Path:
         """Write ``<run_dir>/run.json`` atomically (creating the folder),
         stamping ``updated_at`` and this framework's version."""
-        path = self.path_in(run_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.updated_at = _now()
         self.framework_version = framework_version()
-        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{MANIFEST_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        return write_run_file(run_dir, self.to_dict())
 
     @classmethod
     def update_file(cls, run_dir: PathLike, **changes: Any) -> "RunManifest":
@@ -424,7 +388,7 @@ class RunManifest(_Section):
         """Validate a decoded manifest, upgrading older layouts; raises
         :class:`ManifestError` naming ``source`` and the field."""
         if not isinstance(data, dict):
-            raise ManifestError(source, None, f"must hold a JSON object, got {type(data).__name__}",
+            raise ManifestError(source, None, f"expected a JSON object, got {type(data).__name__}",
                                 "restore the file or re-run `metaloom collect`")
         version = data.get("format_version", 0)
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:

@@ -64,9 +64,25 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
 def register_policies(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Contribute decision policies (``direct``, ``doubter``, ...).
 
-    Called when the agent resolves ``--policy NAME``.
-    ``register(name, factory)``: ``factory(**settings)`` returns an object
-    satisfying :class:`~meta_spider.policies.Policy`. Returns nothing.
+    Called when an agent is built with a policy named ``NAME``
+    (``--policy NAME``, run.json's ``policy``, ``AgentComparison``'s
+    names). ``register(name, factory)``: ``factory(**keywords)`` returns an
+    object satisfying :class:`~meta_spider.policies.Policy`. Returns nothing.
+
+    The keywords are the policy's settings (run.json's ``policy.settings``
+    when that policy is chosen, or the caller's) plus the host keywords the
+    factory names in a ``host_keywords`` attribute, a tuple (absent: none);
+    a setting of the same name wins. The host keywords:
+
+    * ``calibration``: run.json's ``calibration`` object as ``metaloom
+      eval`` writes it (scorer name -> ``{"threshold": float or null,
+      ...}``), or None for a run without one. ``doubter`` and ``probe``
+      take their threshold from its ``"doubter"`` entry.
+
+    A factory that names anything else is a
+    :class:`~meta_spider.agentcore.factory.PolicyContractError`; one that
+    refuses its keywords, a
+    :class:`~meta_spider.agentcore.factory.ComponentSettingsError`.
     """
 
 

@@ -32,11 +32,10 @@ and injects; it never imports torch.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from meta_spider.backends.base import Completion, InferenceBackend
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
@@ -46,7 +45,6 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DoubterPolicy",
     "ThresholdSetting",
-    "calibrated_settings",
     "resolve_threshold",
     "tool_result_pending",
 ]
@@ -106,24 +104,6 @@ def resolve_threshold(
     return ThresholdSetting(float(value), f"calibration:{key}")
 
 
-def calibrated_settings(
-    factory: Callable[..., Any], settings: Mapping[str, Any], calibration: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """``settings`` plus ``calibration=calibration`` when ``factory`` takes a
-    ``calibration`` keyword and the settings do not set it already; any other
-    factory (``direct``, third-party policies) gets ``settings`` unchanged."""
-    merged = dict(settings)
-    if not calibration or "calibration" in merged:
-        return merged
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no introspection, pass nothing extra
-        return merged
-    if "calibration" in parameters:
-        merged["calibration"] = dict(calibration)
-    return merged
-
-
 def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:
     """True when a ``tool`` message follows the last ``user`` message: the
     model is to answer from an observation it asked for."""
@@ -143,7 +123,8 @@ class DoubterPolicy:
     threshold: float | None = None
     """Answer threshold on P(correct); None takes the run's calibration."""
     calibration: Mapping[str, Any] | None = None
-    """run.json's ``calibration`` object (the agent launcher passes it)."""
+    """run.json's ``calibration`` object; the host passes it because
+    :attr:`host_keywords` names it (see ``register_policies``)."""
     calibration_key: str = CALIBRATION_KEY
     """Which calibration entry holds this policy's threshold."""
     max_new_tokens: int = 256
@@ -159,6 +140,8 @@ class DoubterPolicy:
     """The resolved threshold and its source."""
 
     name: ClassVar[str] = "doubter"
+    host_keywords: ClassVar[tuple[str, ...]] = ("calibration",)
+    """The policy-factory keywords this policy takes from the host."""
     inject: ClassVar[bool] = True
     """Pass 2 injects the cognitive tokens (the ``probe`` baseline does not)."""
 

@@ -21,7 +21,7 @@ from meta_spider.loom.world.evaluate import evaluate_world, answer_items
 from meta_spider.loom.world.generator import generate_world
 from meta_spider.loom.world.model import build_model
 from meta_spider.loom.world.presets import get_preset
-from meta_spider.loom.world.probe import auroc
+from meta_spider.loom.world.probe import auroc_or_nan as auroc
 from meta_spider.loom.world.tokenizer import train_tokenizer
 from meta_spider.loom.world.train import train_model
 

@@ -100,12 +100,12 @@ def test_bad_run_json_names_the_field(plugin_manager, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "field 'backends'" in result.output and "run.json" in result.output and "Traceback" not in result.output
     missing = invoke(plugin_manager, "--run-dir", str(tmp_path / "nowhere"), "question")
-    assert missing.exit_code == 1 and "no run.json here" in missing.output
+    assert missing.exit_code == 1 and "run directory does not exist" in missing.output
     (tmp_path / "run.json").write_text(json.dumps({"policy": {"settings": {}}}))
     try:
         read_run_settings(tmp_path)
     except RunFileError as exc:
-        assert exc.field_name == "policy"
+        assert exc.field == "policy"
     else:
         raise AssertionError("a policy without a name was accepted")
 

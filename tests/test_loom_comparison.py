@@ -264,7 +264,7 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert all(q.probe_score is not None for q in report.questions)
     assert [b.name for b in report.baselines][-3:] == ["linear_probe", "signals_logistic", "probe_signals_logistic"]
     # the signal baselines are fitted on the training split, never on the evaluated one
-    from meta_spider.loom.evaluate.baselines import LogisticProbe
+    from meta_spider.loom.evaluate.probe import LogisticProbe
     from meta_spider.wrapper.signals import SIGNALS
 
     activations = tiny_run["activations"]

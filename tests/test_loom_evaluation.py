@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from wrapper_helpers import PROMPTS, shared_model, shared_tokenizer
 
-from meta_spider.loom.evaluate.baselines import LogisticProbe, select_probe_layer
+from meta_spider.loom.evaluate.baselines import select_probe_layer
+from meta_spider.loom.evaluate.probe import LogisticProbe
 from meta_spider.loom.datasets import JsonlDataset
 from meta_spider.loom.evaluate.evaluation import (
     BenchmarkAlignmentError,

@@ -184,7 +184,7 @@ def test_each_malformation_names_its_field(tmp_path: Path, change, field: str, p
 
 def test_top_level_must_be_an_object(tmp_path: Path) -> None:
     write(tmp_path, "[1, 2]")
-    with pytest.raises(ManifestError, match="must hold a JSON object, got list"):
+    with pytest.raises(ManifestError, match="expected a JSON object, got list"):
         RunManifest.load(tmp_path)
 
 

@@ -250,3 +250,97 @@ def test_no_import_cycle_between_folders() -> None:
     for root in ROOT_FOLDERS:
         if root not in state:
             visit(root, [])
+
+
+# ------------------------------------------------------------ the wrapper's private state
+
+
+def private_names_by_class(path: Path) -> dict[str, tuple[set[str], list[str]]]:
+    """class name -> (the private names it owns, its base classes' names) for
+    every class in ``path``: methods and class attributes named ``_x``, and
+    ``self._x`` it assigns anywhere in its body (dunders are not private)."""
+    classes = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        owned = set()
+        for item in node.body:
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                owned.add(item.name)
+            targets = item.targets if isinstance(item, ast.Assign) else [getattr(item, "target", None)]
+            owned |= {target.id for target in targets if isinstance(target, ast.Name)}
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Attribute) and isinstance(inner.ctx, ast.Store) and \
+                    isinstance(inner.value, ast.Name) and inner.value.id == "self":
+                owned.add(inner.attr)
+        bases = [base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "") for base in node.bases]
+        classes[node.name] = ({name for name in owned if _is_private(name)}, bases)
+    return classes
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def project_modules(root: str) -> list[Path]:
+    return [path for path in (REPO_ROOT / root).rglob("*.py") if "__pycache__" not in path.parts]
+
+
+def wrapper_private_uses() -> list[str]:
+    """Every ``x._name`` (or ``getattr(x, "_name")``) outside ``wrapper/`` whose
+    name is a private attribute of a wrapper class: ``self._name`` counts too,
+    unless the class using it (or a non-wrapper class it derives from) owns
+    that name itself."""
+    wrapper_private = set()
+    for path in project_modules("wrapper"):
+        for owned, _ in private_names_by_class(path).values():
+            wrapper_private |= owned
+    outside = {path: private_names_by_class(path) for root in ROOT_FOLDERS if root != "wrapper"
+               for path in project_modules(root)}
+    project_classes: dict[str, tuple[set[str], list[str]]] = {}
+    for classes in outside.values():
+        for name, (owned, bases) in classes.items():
+            known = project_classes.setdefault(name, (set(), []))
+            known[0].update(owned)
+            known[1].extend(bases)
+
+    def owned_with_bases(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        owned, bases = project_classes.get(name, (set(), []))
+        return owned.union(*(owned_with_bases(base, seen | {name}) for base in bases if base not in seen))
+
+    uses = []
+    for path, classes in outside.items():
+
+        def visit(node: ast.AST, owner: set[str]) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.ClassDef):
+                    visit(child, owned_with_bases(child.name))
+                    continue
+                if isinstance(child, ast.Attribute) and child.attr in wrapper_private:
+                    own = isinstance(child.value, ast.Name) and child.value.id in ("self", "cls")
+                    if not (own and child.attr in owner):
+                        uses.append(f"{path.relative_to(REPO_ROOT)}:{child.lineno}: .{child.attr}")
+                named = child.args[1] if isinstance(child, ast.Call) and len(child.args) > 1 and \
+                    getattr(child.func, "id", None) in ("getattr", "setattr", "hasattr", "delattr") else None
+                if isinstance(named, ast.Constant) and named.value in wrapper_private:
+                    uses.append(f"{path.relative_to(REPO_ROOT)}:{child.lineno}: {child.func.id}(..., {named.value!r})")
+                visit(child, owner)
+
+        visit(ast.parse(path.read_text(encoding="utf-8")), set())
+    return uses
+
+
+def test_wrapper_private_names_are_found() -> None:
+    """The rule below knows the wrapper's private state: the decoder's and the
+    pipeline's attributes, and private methods."""
+    classes = private_names_by_class(REPO_ROOT / "wrapper" / "passes.py")
+    assert {"_cache_kwarg", "_keeps_logits", "_continue"} <= classes["TwoPassDecoder"][0]
+    assert {"_doubters", "_require_doubter"} <= private_names_by_class(REPO_ROOT / "wrapper" / "pipeline.py")[
+        "MetaSpiderPipeline"][0]
+
+
+def test_nothing_outside_the_wrapper_names_its_private_state() -> None:
+    """Other folders use the wrapper's public API only, so a change inside a
+    wrapper class cannot silently break them."""
+    uses = wrapper_private_uses()
+    assert not uses, "private attributes of wrapper classes used outside wrapper/:\n" + "\n".join(uses)

@@ -1,4 +1,4 @@
-"""Issue 6's acceptance on the tiny world: build (cached), collect, train and
+"""The whole pipeline on the tiny world: build (cached), collect, train and
 evaluate through the real commands, then ``meta-agent run`` with the
 ``doubter`` policy answers a question the base knows without a tool call and
 one it does not know through a lookup in the world's knowledge base."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from meta_spider.loom.world.probe import LogisticProbe, auroc, cross_validated_auroc
+from meta_spider.loom.world.probe import auroc_or_nan, cross_validated_auroc, world_probe
 from meta_spider.loom.world.scorer import check_answer, normalize_answer
 
 TRUTH = ("She was born in Kuba.", "Kuba")
@@ -46,9 +46,9 @@ def test_auroc_matches_sklearn_with_ties() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)
     scores = np.round(labels * 0.7 + rng.normal(size=300), 1)  # rounding makes ties
-    assert auroc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert auroc([0.1, 0.9], [0, 1]) == 1.0
-    assert np.isnan(auroc([0.1, 0.2], [1, 1]))
+    assert auroc_or_nan(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert auroc_or_nan([0.1, 0.9], [0, 1]) == 1.0
+    assert np.isnan(auroc_or_nan([0.1, 0.2], [1, 1]))
 
 
 def test_logistic_probe_matches_sklearn() -> None:
@@ -58,7 +58,7 @@ def test_logistic_probe_matches_sklearn() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(400, 6)) * np.array([1, 5, 0.2, 1, 1, 3])
     y = (x @ np.array([1.0, -0.3, 4.0, 0.0, 0.5, 0.2]) + rng.normal(size=400) > 0).astype(int)
-    probe = LogisticProbe(l2=0.5).fit(x, y)
+    probe = world_probe(l2=0.5).fit(x, y)
     scaled = StandardScaler().fit_transform(x)
     # sklearn minimises C * sum(loss) + 0.5 |w|^2; ours mean(loss) + 0.5 l2 |w|^2.
     reference = LogisticRegression(C=1 / (0.5 * len(y)), tol=1e-10, max_iter=1000).fit(scaled, y)
@@ -70,8 +70,8 @@ def test_logistic_probe_matches_sklearn() -> None:
 
 def test_probe_validates_and_refuses_use_before_fit() -> None:
     with pytest.raises(ValueError, match="l2"):
-        LogisticProbe(l2=-1.0)
+        world_probe(l2=-1.0)
     with pytest.raises(RuntimeError, match="before fit"):
-        LogisticProbe().decision(np.zeros((1, 2)))
+        world_probe().decision_function(np.zeros((1, 2)))
     with pytest.raises(ValueError, match="shape"):
-        LogisticProbe().fit(np.zeros(3), [0, 1, 0])
+        world_probe().fit(np.zeros(3), [0, 1, 0])

@@ -72,6 +72,11 @@ class ReadStates:
     """``[T - 1]`` numpy log-probs of prompt tokens 1.. (when asked for)."""
     draft_logprobs: Any = None
     """``[len(draft_ids)]`` numpy log-probs of the draft's tokens (when asked for)."""
+    first_token_max_prob: float | None = None
+    """The highest probability of the distribution the draft's first token
+    was chosen from, i.e. at the last prompt token (when log-probs are asked for)."""
+    draft_logprob_mean: float | None = None
+    """The mean of ``draft_logprobs`` (when asked for, with a draft)."""
 
 
 @dataclass
@@ -132,15 +137,31 @@ class TwoPassDecoder:
         cache.activate_past_recording(recurrent_states_to_keep=2)
         return cache
 
-    def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
-        """One cached forward; returns the next-token logits ``[V]`` (float32),
-        or with ``all_logits`` those of every input position ``[T, V]``."""
-        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device), self._cache_kwarg: cache, "use_cache": True}
+    def _logits(self, input_ids: torch.Tensor, cache: Any, all_logits: bool, **inputs: torch.Tensor) -> torch.Tensor:
+        """The base's raw logits ``[B, T or 1, V]`` of one cached forward."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device),
+                                  **{name: value.to(self.device) for name, value in inputs.items()},
+                                  self._cache_kwarg: cache, "use_cache": True}
         if self._keeps_logits and not all_logits:
             kwargs["logits_to_keep"] = 1
         with torch.no_grad():
-            output = self.model(**kwargs)
-        return output.logits[0].float() if all_logits else output.logits[0, -1].float()
+            return self.model(**kwargs).logits
+
+    def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
+        """One cached forward; returns the next-token logits ``[V]`` (float32),
+        or with ``all_logits`` those of every input position ``[T, V]``."""
+        logits = self._logits(input_ids, cache, all_logits)
+        return logits[0].float() if all_logits else logits[0, -1].float()
+
+    def forward_rows(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor,
+                     position_ids: torch.Tensor, *, all_logits: bool = False) -> torch.Tensor:
+        """One cached forward of a padded batch ``[B, T]``; returns each row's
+        next-token logits ``[B, V]`` (float32, on the CPU), or with
+        ``all_logits`` those of every position ``[B, T, V]``.
+        ``attention_mask`` covers the cache and the input."""
+        logits = self._logits(input_ids, cache, all_logits, attention_mask=attention_mask,
+                              position_ids=position_ids).float()
+        return logits.cpu() if all_logits else logits[:, -1].cpu()
 
     def _continue(
         self,
@@ -193,11 +214,12 @@ class TwoPassDecoder:
         cache = self.new_cache()
         with collector.recording() as record:
             logits = self.forward(input_ids, cache, all_logits=logprobs)
-        prompt_logprobs = None
+        prompt_logprobs = first_token_max_prob = draft_logprob_mean = None
         if logprobs:
             prompt = input_ids[0].tolist()
             prompt_logprobs = token_logprobs(logits[:-1].cpu().numpy(), prompt[1:])
             logits = logits[-1]
+            first_token_max_prob = float(torch.softmax(logits.cpu(), dim=-1).max())
         prompt_states, draft_states, draft, draft_logprobs = record.states(), None, [], None
         if max_draft_tokens > 0:
             rows: list[torch.Tensor] = []
@@ -205,12 +227,14 @@ class TwoPassDecoder:
             draft = list(self._continue(logits, cache, max_draft_tokens, DecodeStats(), observe=observe))
             if logprobs:
                 draft_logprobs = token_logprobs(torch.stack(rows).cpu().numpy(), draft)
+                draft_logprob_mean = float(draft_logprobs.mean())
             # The draft's last token has not been fed yet; feeding it gives
             # the state at the end of the answer.
             with collector.recording() as record:
                 self.forward(torch.tensor([[draft[-1]]]), cache)
             draft_states = record.states()
-        return ReadStates(prompt_states, draft_states, draft, cache, prompt_logprobs, draft_logprobs)
+        return ReadStates(prompt_states, draft_states, draft, cache, prompt_logprobs, draft_logprobs,
+                          first_token_max_prob, draft_logprob_mean)
 
     def read(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
              max_draft_tokens: int = 64) -> Pass1:

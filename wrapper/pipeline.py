@@ -7,7 +7,9 @@ detaching restores the base exactly); ``generate`` renders a prompt with the
 tokenizer's chat template and runs the two passes (``answer_ids`` on ids),
 under the optional :class:`~meta_spider.wrapper.gates.AnswerGate` set as
 ``pipe.answer_gate``; ``read_states`` collects
-pass-1 states for batches; ``training_forward`` is the teacher-forced
+last-token states for batches, ``collect_states_ids`` both read positions,
+the draft and its log-probs for activation datasets (batched pass 1,
+:mod:`batched`); ``training_forward`` is the teacher-forced
 forward the trainer backpropagates through. The token-level work lives in
 :mod:`passes` and :mod:`training`; this module owns text and bookkeeping.
 """
@@ -22,6 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
+from meta_spider.wrapper.batched import left_pad, read_drafts
 from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
@@ -208,6 +211,11 @@ class MetaSpiderPipeline:
             raise ValueError(f"prompt {text!r} encodes to no tokens")
         return ids
 
+    @property
+    def pad_token_id(self) -> int:
+        """The id batches are padded with (the tokenizer's, else 0)."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
@@ -325,14 +333,7 @@ class MetaSpiderPipeline:
         """Last-prompt-token states ``[B, L, d]`` at ``layers`` (default: the
         config's target layers) for a left-padded batch of prompts."""
         layers = tuple(layers) if layers is not None else self.config.resolve(self.num_layers)[0]
-        rows = [self.encode(self.render(p))[0] for p in prompts]
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row):] = row
-            mask[i, width - len(row):] = 1
+        input_ids, mask = left_pad([self.encode(self.render(p))[0] for p in prompts], self.pad_token_id)
         return self.read_states_ids(input_ids, mask, layers=layers)
 
     def collect_states(self, prompt: PromptLike, *, layers: Sequence[int] | None = None,
@@ -344,6 +345,31 @@ class MetaSpiderPipeline:
         read = self.decoder.read_states(self.encode(self.render(prompt)), layers, max_draft_tokens=max_draft_tokens)
         read.cache = None  # not needed by a collector; free the memory now
         return read
+
+    def collect_states_ids(self, prompt_ids: Sequence[torch.Tensor], *, layers: Sequence[int] | None = None,
+                           max_draft_tokens: int = 64) -> list[ReadStates]:
+        """Pass 1 for activation datasets on several prompts (``[T]`` ids
+        each, rendered and encoded): per prompt a :class:`ReadStates` with the
+        states ``[1, L, d]`` at ``layers`` (default: the config's target
+        layers) at the last prompt token and at the end of the greedy draft
+        (at most ``max_draft_tokens``), the draft's ids, the token log-probs
+        of prompt and draft, the first draft token's highest probability and
+        the draft's mean log-prob; no cache. One prompt is read by the very
+        code of inference's pass 1 (bit for bit); several are decoded as one
+        left-padded batch (:func:`~meta_spider.wrapper.batched.read_drafts`),
+        faster and equal up to float rounding."""
+        layers = tuple(layers) if layers is not None else self.config.resolve(self.num_layers)[0]
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty: give at least one prompt")
+        if len(prompt_ids) > 1:
+            return read_drafts(self.decoder, prompt_ids, layers, max_draft_tokens=max_draft_tokens,
+                               pad_token_id=self.pad_token_id)
+        if max_draft_tokens < 1:
+            raise ValueError(f"collecting states drafts: max_draft_tokens must be >= 1, got {max_draft_tokens!r}")
+        read = self.decoder.read_states(prompt_ids[0].unsqueeze(0), layers, max_draft_tokens=max_draft_tokens,
+                                        logprobs=True)
+        read.cache = None  # not needed by a collector; free the memory now
+        return [read]
 
     def read_states_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                         layers: Sequence[int]) -> torch.Tensor:
@@ -373,8 +399,7 @@ class MetaSpiderPipeline:
         e.g. from a collected dataset) replaces pass 1; ``correct`` labels add
         the P(correct) probe loss."""
         doubter = self._require_doubter("training_forward")
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batch = make_batch(prompt_ids, target_ids, pad)
+        batch = make_batch(prompt_ids, target_ids, self.pad_token_id)
         return teacher_forced_forward(
             self.model, self.structure, doubter, batch, layer_states=layer_states,
             gradient_checkpointing=self.config.gradient_checkpointing, return_logits=return_logits,

@@ -1,7 +1,8 @@
 """The agents behind the server: a pool of workers, each with its own backend.
 
-Every worker is an agent built by :class:`~meta_spider.agentcore.launch.AgentLauncher`,
-the same way ``meta-agent run`` and ``chat`` build theirs, with its own
+Every worker is an agent built by :class:`~meta_spider.agentcore.launch.AgentLauncher`
+(through :func:`~meta_spider.agentcore.factory.build_agent`), the same way
+``meta-agent run`` and ``chat`` build theirs, with its own
 backend (a llama.cpp context or a transformers pipeline holds per-request
 state: the pass-1 KV cache, the last read). A request borrows one idle worker
 for its whole run, so requests never share a backend's state; ``parallel``
@@ -19,9 +20,10 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from meta_spider.agentcore.factory import build_agent
 from meta_spider.agentcore.launch import AgentLauncher
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.serve.protocol import ChatRequest, ServedReply, ServeRequestError
@@ -187,7 +189,9 @@ class AgentPool:
             # The run's Doubter was trained and calibrated on prompts with the run's system prompt.
             messages.insert(0, {"role": "system", "content": system_prompt})
         session = Session(messages=messages)
-        agent = replace(worker.agent, backend=backend)
+        # The worker's agent with this request's view of its backend.
+        agent = build_agent(None, backend=backend, policy=worker.agent.policy, renderer=worker.agent.renderer,
+                            tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt)
         if self.server_tools and not request.tools:
             first, action, outcome = self._run_loop(agent, session)
         else:

@@ -1,227 +1,32 @@
-"""The Doubter in numpy, loaded from its GGUF sidecar: no torch at inference.
+"""The Doubter's math in numpy, from its GGUF sidecar: no torch at inference.
 
-Two halves, both needed by the llama.cpp backend and nothing else:
+:class:`NumpyDoubter` ports the three encoders (``selective``,
+``multi_token``, ``transformer``), the gated bottleneck cross-attention, AGC
+and the dynamic-refresh trigger of :mod:`meta_spider.wrapper` operation for
+operation (LayerNorm eps 1e-5, exact erf GELU, ReLU feed-forward in the
+transformer block, scaled dot-product attention), and the signal mix that
+combines P(correct) with pass-1 log-prob signals. The encoder (once per read)
+computes in float64; the per-token cross-attention in float32, as the torch
+module does.
 
-- the sidecar *format* (architecture ``meta-spider``; the metadata keys and
-  :func:`read_sidecar`, which checks a file and returns
-  :class:`SidecarContents`). :mod:`meta_spider.loom.gguf.sidecar` writes the
-  same keys; the reader lives here because the backend may not import the
-  loom (dependency direction) and the wrapper package imports torch.
-- the *math*: :class:`NumpyDoubter` ports the three encoders
-  (``selective``, ``multi_token``, ``transformer``), the gated bottleneck
-  cross-attention, AGC and the dynamic-refresh trigger of
-  :mod:`meta_spider.wrapper` operation for operation (LayerNorm eps 1e-5,
-  exact erf GELU, ReLU feed-forward in the transformer block, scaled
-  dot-product attention), and the signal mix that combines P(correct) with
-  pass-1 log-prob signals. The encoder (once per read) computes in float64;
-  the per-token cross-attention in float32, as the torch module does.
-
-It knows nothing about llama.cpp, tokens or decoding loops; it imports only
-numpy (and ``gguf`` when a file is read).
+It knows nothing about llama.cpp, tokens, decoding loops or the file's
+layout (:mod:`~meta_spider.backends.llamacpp.sidecar_format` reads it); it
+imports only numpy.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
-from meta_spider.backends.base import BackendError
-
-SIDECAR_ARCHITECTURE = "meta-spider"
-SIDECAR_FORMAT_VERSION = 1
-KEY_FORMAT_VERSION = "meta-spider.format_version"
-KEY_CONFIG = "meta-spider.doubter_config"
-"""JSON of ``DoubterConfig.to_dict()``."""
-KEY_FINGERPRINT = "meta-spider.fingerprint"
-"""JSON of ``Doubter.fingerprint()`` (model id, hidden size, layer count, layer lists, version)."""
-KEY_CALIBRATION = "meta-spider.calibration"
-"""JSON of the Doubter's answer-threshold calibration (``Doubter.calibration``:
-``threshold``, ``split``, ``rule``, ``score``, ...); absent when uncalibrated."""
-KEY_SCALARS = "meta-spider.scalar_tensors"
-"""Names of 0-d tensors (gates), stored with shape [1] because GGUF has no 0-d tensors."""
-READABLE_KEYS = ("hidden_size", "num_layers", "encoder_type", "read_position", "inject_positions")
-"""Config fields also written as plain ``meta-spider.<name>`` keys, so ``gguf-dump`` shows them."""
+from meta_spider.backends.llamacpp.sidecar_format import SidecarContents, SidecarError, read_sidecar
 
 LAYER_NORM_EPS = 1e-5
 """torch.nn.LayerNorm's default, used by every norm inside the Doubter."""
-
-
-class SidecarError(BackendError):
-    """A Doubter sidecar is missing, unreadable, or does not fit the base."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, fix: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        self.fix = fix
-        super().__init__(f"Doubter sidecar {str(self.path)!r}: {reason}. Fix: {fix}")
-
-
-class SidecarBaseMismatchError(SidecarError):
-    """The sidecar was exported for another base than the GGUF it is paired with."""
-
-    def __init__(self, path: str | os.PathLike[str], base_path: str | os.PathLike[str],
-                 sidecar_fingerprint: Mapping[str, Any], base_fingerprint: Mapping[str, Any],
-                 fields: Sequence[str], detail: str = "") -> None:
-        self.base_path = Path(base_path)
-        self.sidecar_fingerprint = dict(sidecar_fingerprint)
-        self.base_fingerprint = dict(base_fingerprint)
-        self.fields = tuple(fields)
-        diffs = ", ".join(f"{name}: sidecar {self.sidecar_fingerprint.get(name)!r} vs base "
-                          f"{self.base_fingerprint.get(name)!r}" for name in self.fields)
-        super().__init__(
-            path,
-            f"was exported for base {self.sidecar_fingerprint.get('model_id')!r} and does not fit the base GGUF "
-            f"{str(self.base_path)!r} ({self.base_fingerprint.get('model_id')!r}): {detail}{diffs}",
-            "pair the sidecar with the GGUF of the base its Doubter was trained on "
-            "(`metadeploy export --run-dir RUN` writes both), or train a Doubter for this base",
-        )
-
-
-class SidecarLayerRangeError(SidecarBaseMismatchError):
-    """The sidecar reads or injects at layers the base GGUF does not have."""
-
-
-@dataclass
-class SidecarContents:
-    """What a sidecar file holds."""
-
-    path: Path
-    config: dict[str, Any]
-    """The DoubterConfig as a plain dict (``DoubterConfig.from_dict`` rebuilds it)."""
-    fingerprint: dict[str, Any]
-    """The base fingerprint: ``model_id``, ``hidden_size``, ``num_layers``, layer lists, version."""
-    tensors: dict[str, np.ndarray]
-    """The Doubter's state dict (float32, original shapes)."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Every other ``meta-spider.*`` / ``general.*`` key."""
-    format_version: int = SIDECAR_FORMAT_VERSION
-    calibration: dict[str, Any] | None = None
-    """The answer-threshold calibration ``metaloom eval`` chose (None: uncalibrated)."""
-
-    def num_parameters(self) -> int:
-        return int(sum(array.size for array in self.tensors.values()))
-
-
-def _field_value(fields: Mapping[str, Any], key: str) -> Any:
-    item = fields.get(key)
-    return None if item is None else item.contents()
-
-
-def read_sidecar(path: str | os.PathLike[str]) -> SidecarContents:
-    """Read and check a sidecar written by ``export_sidecar``. Raises :class:`SidecarError`."""
-    path = Path(path)
-    reexport = f"export it again (`metadeploy export --run-dir RUN`, or export_sidecar(checkpoint, {str(path)!r}))"
-    if not path.is_file():
-        raise SidecarError(path, "no such file", "pass the doubter_sidecar.gguf that `metadeploy export` wrote")
-    from gguf import GGUFReader
-
-    try:
-        reader = GGUFReader(str(path), "r")
-        fields = reader.fields
-        architecture = _field_value(fields, "general.architecture")
-        raw_tensors = {tensor.name: np.array(tensor.data, dtype=np.float32) for tensor in reader.tensors}
-    except Exception as exc:  # noqa: BLE001 - the gguf reader raises many kinds on a damaged file
-        raise SidecarError(path, f"is not a readable GGUF file (corrupt or truncated: {type(exc).__name__}: {exc})",
-                           reexport) from exc
-    if architecture != SIDECAR_ARCHITECTURE:
-        raise SidecarError(path, f"has architecture {architecture!r}, not {SIDECAR_ARCHITECTURE!r} (is it a base "
-                           "model GGUF?)", "pass the Doubter sidecar as sidecar_path and the base GGUF as model_path")
-    version = _field_value(fields, KEY_FORMAT_VERSION)
-    if not isinstance(version, (int, np.integer)) or not 1 <= int(version) <= SIDECAR_FORMAT_VERSION:
-        raise SidecarError(path, f"has sidecar format version {version!r}; this meta-spider reads 1.."
-                           f"{SIDECAR_FORMAT_VERSION}", "upgrade meta-spider, or " + reexport)
-    try:
-        config = json.loads(_field_value(fields, KEY_CONFIG))
-        fingerprint = json.loads(_field_value(fields, KEY_FINGERPRINT))
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise SidecarError(path, f"has no valid {KEY_CONFIG} / {KEY_FINGERPRINT} JSON ({exc})", reexport) from exc
-    calibration = None
-    if KEY_CALIBRATION in fields:
-        try:
-            calibration = json.loads(_field_value(fields, KEY_CALIBRATION))
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise SidecarError(path, f"has no valid {KEY_CALIBRATION} JSON ({exc})", reexport) from exc
-        if not isinstance(calibration, dict) or "threshold" not in calibration:
-            raise SidecarError(path, f"{KEY_CALIBRATION} must be an object with a 'threshold', got "
-                               f"{calibration!r:.80}", reexport)
-    scalars = set(_field_value(fields, KEY_SCALARS) or [])
-    tensors = {name: (array.reshape(()) if name in scalars else array) for name, array in raw_tensors.items()}
-    metadata = {key: _field_value(fields, key) for key in fields
-                if key.startswith(("general.", "meta-spider.")) and key not in (KEY_CONFIG, KEY_FINGERPRINT,
-                                                                                 KEY_CALIBRATION)}
-    contents = SidecarContents(path=path, config=config, fingerprint=fingerprint, tensors=tensors,
-                               metadata=metadata, format_version=int(version), calibration=calibration)
-    NumpyDoubter.check_tensors(contents)  # a partial or mismatched file fails here, not mid-generation
-    return contents
-
-
-def base_gguf_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``model_id``, ``hidden_size``, ``num_layers``, ``architecture``, ``vocab_size`` of a base GGUF's metadata.
-
-    Raises :class:`~meta_spider.backends.llamacpp.errors.GGUFModelError` for a
-    missing or unreadable file (tensors are not loaded).
-    """
-    from meta_spider.backends.llamacpp.errors import GGUFModelError
-
-    path = Path(path)
-    if not path.is_file():
-        raise GGUFModelError(path, "no such file", "pass the path of the base model's GGUF "
-                             "(`metadeploy export --run-dir RUN` writes one for a local transformers base)")
-    from gguf import GGUFReader
-
-    try:
-        fields = GGUFReader(str(path), "r").fields
-    except Exception as exc:  # noqa: BLE001 - the gguf reader raises many kinds on a damaged file
-        raise GGUFModelError(path, f"is not a readable GGUF file (corrupt or truncated: {type(exc).__name__}: {exc})",
-                             "export or download it again") from exc
-    architecture = _field_value(fields, "general.architecture")
-    if architecture == SIDECAR_ARCHITECTURE:
-        raise GGUFModelError(path, "is a Doubter sidecar, not a base model",
-                             "pass the base GGUF as model_path and the sidecar as sidecar_path")
-    hidden = _field_value(fields, f"{architecture}.embedding_length")
-    layers = _field_value(fields, f"{architecture}.block_count")
-    if hidden is None or layers is None:
-        raise GGUFModelError(path, f"has no {architecture}.embedding_length / .block_count metadata",
-                             "use a GGUF written by llama.cpp's converter or `metadeploy export`")
-    tokens = fields.get("tokenizer.ggml.tokens")
-    return {"model_id": str(_field_value(fields, "general.name") or path.stem), "hidden_size": int(hidden),
-            "num_layers": int(layers), "architecture": str(architecture),
-            "vocab_size": len(tokens.data) if tokens is not None else None}
-
-
-def check_sidecar_fits(contents: SidecarContents, base_path: str | os.PathLike[str],
-                       base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Raise a :class:`SidecarBaseMismatchError` (or :class:`SidecarLayerRangeError`) when the sidecar's
-    Doubter does not fit the base GGUF at ``base_path``; return the base fingerprint.
-
-    Shape fields must match; a differing model id alone is accepted (the
-    same weights travel under a hub id, a folder name or a GGUF name).
-    ``base`` (a fingerprint already read, e.g. from llama.cpp) skips the file read.
-    """
-    base = dict(base) if base is not None else base_gguf_fingerprint(base_path)
-    sidecar = {**contents.fingerprint, "hidden_size": int(contents.config["hidden_size"]),
-               "num_layers": int(contents.config["num_layers"])}
-    layers = sorted({*map(int, contents.config["target_layers"]),
-                     *map(int, contents.config.get("cross_attn_layers") or [])})
-    beyond = [layer for layer in layers if layer >= int(base["num_layers"])]
-    if beyond:
-        raise SidecarLayerRangeError(contents.path, base_path, sidecar, base, ["num_layers"],
-                                     detail=f"it reads/injects at layers {beyond}, beyond the base's "
-                                     f"{base['num_layers']} decoder layers (0..{int(base['num_layers']) - 1}); ")
-    wrong = [name for name in ("hidden_size", "num_layers") if sidecar.get(name) != base.get(name)]
-    expected_vocab = contents.metadata.get("meta-spider.base_vocab_size")
-    if expected_vocab is not None and base.get("vocab_size") is not None and int(expected_vocab) != base["vocab_size"]:
-        sidecar["vocab_size"] = int(expected_vocab)
-        wrong.append("vocab_size")
-    if wrong:
-        raise SidecarBaseMismatchError(contents.path, base_path, sidecar, base, wrong)
-    return base
 
 
 # ------------------------------------------------------------------ math
@@ -365,38 +170,9 @@ class NumpyDoubter:
         return doubter
 
     @staticmethod
-    def check_tensors(contents: SidecarContents) -> None:
-        """Raise :class:`SidecarError` when the config's required fields or
-        tensors are missing, or a tensor's shape does not fit the config."""
-        config = contents.config
-        if not isinstance(config, dict) or not isinstance(contents.fingerprint, dict):
-            raise SidecarError(contents.path, "its Doubter config and fingerprint must be JSON objects",
-                               "export it again from the checkpoint")
-        missing_fields = [name for name in ("hidden_size", "num_layers", "target_layers", "encoder_type")
-                          if name not in config]
-        if missing_fields:
-            raise SidecarError(contents.path, f"its Doubter config lacks {missing_fields}",
-                               "export it again from the checkpoint")
-        layers = [*config["target_layers"], *(config.get("cross_attn_layers") or [])]
-        bad = [layer for layer in layers if not 0 <= int(layer) < int(config["num_layers"])]
-        if bad:
-            raise SidecarError(contents.path, f"names layers {bad} outside its base's {config['num_layers']} layers",
-                               "export it again from an unmodified checkpoint")
-        cross = config.get("cross_attn_layers") or config["target_layers"]
-        needed = [f"cross_attn.{layer}.{part}" for layer in cross
-                  for part in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate.raw",
-                               "query_norm.weight", "token_norm.weight")]
-        needed.append("encoder.head.weight" if config["encoder_type"] != "selective" else "encoder.probe_mix.weight")
-        if config.get("signals"):
-            needed += [f"signal_mix.{part}" for part in ("mean", "scale", "linear.weight", "linear.bias")]
-        absent = [name for name in needed if name not in contents.tensors]
-        if absent:
-            raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
-                               "hand-edited?)", "export it again from the checkpoint")
-        NumpyDoubter._check_shapes(contents)
-
-    @staticmethod
-    def _check_shapes(contents: SidecarContents) -> None:
+    def check_shapes(contents: SidecarContents) -> None:
+        """Raise :class:`SidecarError` when a tensor's shape does not fit the
+        sidecar's config (after :func:`check_sidecar_structure`)."""
         # One encode and one injection per layer on zeros, here at load: a
         # wrongly shaped tensor would otherwise fail mid-generation in a matmul.
         try:

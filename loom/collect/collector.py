@@ -7,13 +7,13 @@ prompt token and at the end of the greedy draft, the answer's ids, its mean
 token log-prob and the first token's max softmax probability (the two
 baselines), and ``pass1_correct = check_correctness(answer_text, example)``.
 
-With ``batch_size=1`` the states come from the pipeline's own pass-1 code
-(``TwoPassDecoder.read_states``, the function behind ``pipe.read_ids`` and
-``pipe.collect_states``), so training reads exactly what inference reads;
-token log-probs come from the same read (``logprobs=True``), and the first
-answer token's probability through a decoder subclass that only watches the
-logits go by. Larger batches decode left-padded batches: faster,
-equal up to float rounding.
+Every read is the pipeline's public pass 1 for activation datasets,
+``pipe.collect_states_ids``: with ``batch_size=1`` that is the very code of
+inference's pass 1 (``TwoPassDecoder.read_states``, behind ``pipe.read_ids``),
+so training reads exactly what inference reads, token log-probs and the first
+answer token's probability included; larger batches decode left-padded
+batches (:mod:`meta_spider.wrapper.batched`): faster, equal up to float
+rounding.
 
 Collection is resumable: shards are written as they fill (shard file
 atomically, then the ``examples.jsonl`` lines, fsynced, then
@@ -41,7 +41,6 @@ from typing import Any, Union
 import torch
 from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
-    EXAMPLE_FIELDS,
     EXAMPLES_FILE,
     FORMAT_VERSION,
     READ_POSITIONS,
@@ -49,11 +48,12 @@ from meta_spider.loom.collect.activations import (
     SHARD_SUFFIX,
     ActivationDataset,
     ActivationFormatError,
-    atomic_write_text,
+    append_example_records,
     pad_rows,
     read_collection_json,
     read_example_lines,
     shard_name,
+    write_collection_json,
     write_shard,
 )
 from meta_spider.loom.collect.ranks import Ranks, collect_on_ranks, rank_items
@@ -64,9 +64,9 @@ from meta_spider.loom.datasets import (
     canonical_split,
     check_answer,
 )
+from meta_spider.loom.progress import progress_bar
 from meta_spider.plugins.errors import MetaSpiderError
-from meta_spider.wrapper.passes import TwoPassDecoder
-from meta_spider.wrapper.signals import SIGNALS, signal_vector, token_logprobs
+from meta_spider.wrapper.signals import SIGNALS, signal_vector
 
 __all__ = ["ActivationDatasetCollector", "CollectionItem", "CollectionMismatchError", "render_qa_prompt"]
 
@@ -130,20 +130,6 @@ def render_qa_prompt(pipe: Any, prompt: QAPrompt) -> str:
         return prompt.as_text()
     return tokenizer.apply_chat_template([dict(m) for m in prompt.messages], tokenize=False,
                                          add_generation_prompt=True, **dict(prompt.template_kwargs))
-
-
-class _LogitWatchingDecoder(TwoPassDecoder):
-    """The pipeline's decoder, unchanged, except that it keeps the logits of
-    every forward (pass 1 picks each draft token from the previous one's)."""
-
-    def __init__(self, decoder: TwoPassDecoder) -> None:
-        self.__dict__.update(decoder.__dict__)
-        self.step_logits: list[torch.Tensor] = []
-
-    def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
-        logits = super().forward(input_ids, cache, all_logits=all_logits)
-        self.step_logits.append(logits[-1] if all_logits else logits)
-        return logits
 
 
 def _sha256_json(value: Any) -> str:
@@ -287,99 +273,26 @@ class ActivationDatasetCollector:
 
     def read_example(self, prompt_text: str) -> ExampleReading:
         """Pass 1 on one rendered prompt (what inference's pass 1 computes)."""
-        prompt_ids = self.pipe.encode(prompt_text)
-        decoder = _LogitWatchingDecoder(self.pipe.decoder)
-        read = decoder.read_states(prompt_ids, self.target_layers, max_draft_tokens=self.max_new_tokens,
-                                   logprobs=True)
-        answer_ids = list(read.draft_ids)
-        first_token_probs = torch.softmax(decoder.step_logits[0].float().cpu(), dim=-1)
-        return ExampleReading(
-            prompt_ids=prompt_ids[0].tolist(),
-            answer_ids=answer_ids,
-            answer_text=self.pipe.decode(answer_ids),
-            states_prompt=read.prompt_states[0].detach().float().cpu(),
-            states_draft=read.draft_states[0].detach().float().cpu(),
-            first_token_max_prob=float(first_token_probs.max()),
-            answer_mean_logprob=float(read.draft_logprobs.mean()),
-            signals=signal_vector(SIGNALS, read.prompt_logprobs, read.draft_logprobs).tolist(),
-        )
+        return self.read_batch([prompt_text])[0]
 
     def read_batch(self, prompt_texts: Sequence[str]) -> list[ExampleReading]:
-        """Pass 1 on several prompts at once: left-padded, one shared cache,
-        greedy per row, each row's draft state read on the forward that feeds
-        its last token (as :meth:`read_example` does). Faster, above all on a
-        GPU; states equal the batch-1 read up to float rounding (padding
-        changes the order of some sums), so one token may flip at a near tie."""
-        if len(prompt_texts) == 1:
-            return [self.read_example(prompt_texts[0])]
-        from meta_spider.wrapper.collector import (
-            ActivationCollector,
-            padded_position_ids,
-        )
-
-        pipe, decoder = self.pipe, self.pipe.decoder
-        rows = [pipe.encode(text)[0] for text in prompt_texts]
-        size, width = len(rows), max(len(row) for row in rows)
-        pad = pipe.tokenizer.pad_token_id if pipe.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.full((size, width), pad, dtype=torch.long)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row):] = row
-            mask[i, width - len(row):] = 1
-        collector = ActivationCollector(pipe.structure.layers, self.target_layers)
-        cache = decoder.new_cache()
-
-        def forward(ids: torch.Tensor, positions: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
-            kwargs: dict[str, Any] = {"input_ids": ids.to(decoder.device), "attention_mask": mask.to(decoder.device),
-                                      "position_ids": positions.to(decoder.device), decoder._cache_kwarg: cache,
-                                      "use_cache": True}
-            if decoder._keeps_logits and not all_logits:
-                kwargs["logits_to_keep"] = 1
-            with torch.no_grad():
-                logits = self.pipe.model(**kwargs).logits.float()
-            return logits.cpu() if all_logits else logits[:, -1].cpu()
-
-        with collector.recording() as record:  # left padding: the last column is every row's last token
-            prefill = forward(input_ids, padded_position_ids(mask), all_logits=True)
-        prompt_logprobs = [token_logprobs(prefill[i, width - len(row): width - 1].numpy(), row[1:].tolist())
-                           for i, row in enumerate(rows)]
-        logits = prefill[:, -1]
-        del prefill
-        prompt_states = record.states().cpu()
-        answers: list[list[int]] = [[] for _ in rows]
-        step_logits: list[list[torch.Tensor]] = [[] for _ in rows]
-        draft_states: list[torch.Tensor | None] = [None] * size
-        next_position = mask.sum(dim=1)
-        for _ in range(self.max_new_tokens):
-            active = torch.tensor([state is None for state in draft_states])
-            tokens = logits.argmax(dim=-1)
-            for i in torch.nonzero(active).flatten().tolist():
-                answers[i].append(int(tokens[i]))
-                step_logits[i].append(logits[i])
-            # Finished rows feed padding that nothing attends to.
-            feed = torch.where(active, tokens, torch.full_like(tokens, pad))
-            mask = torch.cat([mask, active.long().unsqueeze(1)], dim=1)
-            with collector.recording() as record:
-                logits = forward(feed.unsqueeze(1), next_position.unsqueeze(1))
-            states = record.states().cpu()
-            next_position = next_position + active.long()
-            for i in torch.nonzero(active).flatten().tolist():
-                if answers[i][-1] in decoder.eos_token_ids or len(answers[i]) == self.max_new_tokens:
-                    draft_states[i] = states[i]
-            if all(state is not None for state in draft_states):
-                break
-        readings = []
-        for i, row in enumerate(rows):
-            log_probs = torch.log_softmax(torch.stack(step_logits[i]), dim=-1)
-            token_log_probs = log_probs.gather(1, torch.as_tensor(answers[i]).unsqueeze(1)).squeeze(1)
-            readings.append(ExampleReading(
-                prompt_ids=row.tolist(), answer_ids=answers[i], answer_text=pipe.decode(answers[i]),
-                states_prompt=prompt_states[i].float(), states_draft=draft_states[i].float(),  # type: ignore[union-attr]
-                first_token_max_prob=float(log_probs[0].exp().max()),
-                answer_mean_logprob=float(token_log_probs.mean()),
-                signals=signal_vector(SIGNALS, prompt_logprobs[i], token_log_probs.double().numpy()).tolist(),
-            ))
-        return readings
+        """Pass 1 on rendered prompts through the pipeline's
+        :meth:`~meta_spider.wrapper.MetaSpiderPipeline.collect_states_ids`:
+        one prompt bit for bit as inference reads it, several as one
+        left-padded batch (faster, equal up to float rounding, so one token
+        may flip at a near tie)."""
+        rows = [self.pipe.encode(text)[0] for text in prompt_texts]
+        reads = self.pipe.collect_states_ids(rows, layers=self.target_layers, max_draft_tokens=self.max_new_tokens)
+        return [ExampleReading(
+            prompt_ids=row.tolist(),
+            answer_ids=list(read.draft_ids),
+            answer_text=self.pipe.decode(read.draft_ids),
+            states_prompt=read.prompt_states[0].detach().float().cpu(),
+            states_draft=read.draft_states[0].detach().float().cpu(),
+            first_token_max_prob=read.first_token_max_prob,
+            answer_mean_logprob=read.draft_logprob_mean,
+            signals=signal_vector(SIGNALS, read.prompt_logprobs, read.draft_logprobs).tolist(),
+        ) for row, read in zip(rows, reads)]
 
     # ------------------------------------------------------------ the run
 
@@ -422,7 +335,8 @@ class ActivationDatasetCollector:
     def _collect(self, items: Sequence[CollectionItem], info: dict[str, Any], folder: Path, check: CheckFn) -> None:
         """Read and commit ``items`` shard by shard from the first one ``info`` does not commit yet."""
         start = int(info["num_examples"])
-        with _Progress(self.show_progress and start < len(items), len(items), start, self.console) as progress:
+        with progress_bar("collecting", len(items), enabled=self.show_progress and start < len(items),
+                          console=self.console, completed=start) as progress:
             for shard_start in range(start, len(items), self.shard_size):
                 shard_items = items[shard_start: shard_start + self.shard_size]
                 readings: list[ExampleReading] = []
@@ -433,7 +347,7 @@ class ActivationDatasetCollector:
                 self._commit_shard(folder, info, shard_items, readings, check)
         if not info["complete"]:
             info["complete"] = True
-            self._write_info(folder, info)
+            write_collection_json(folder, info)
 
     def _run_rank(self, items: Sequence[CollectionItem], header: dict[str, Any], check: CheckFn, folder: Path,
                   ranks: Ranks) -> ActivationDataset:
@@ -463,25 +377,15 @@ class ActivationDatasetCollector:
         start, end = items[0].index, items[-1].index + 1
         name = shard_name(start // self.shard_size)
         write_shard(folder / name, tensors, start, end)
-        lines = []
-        for item, reading, ok in zip(items, readings, correct):
-            record = item.record()
-            record.update(answer_text=reading.answer_text, pass1_correct=ok, answer_token_count=len(reading.answer_ids))
-            record = {key: record[key] for key in EXAMPLE_FIELDS}
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        with open(folder / EXAMPLES_FILE, "a", encoding="utf-8") as stream:
-            stream.write("".join(lines))
-            stream.flush()
-            os.fsync(stream.fileno())
+        records = [{**item.record(), "answer_text": reading.answer_text, "pass1_correct": ok,
+                    "answer_token_count": len(reading.answer_ids)}
+                   for item, reading, ok in zip(items, readings, correct)]
+        append_example_records(folder, records)
         info["shards"].append(name)
         # A count, not the end index: a rank's folder holds every W-th shard only.
         info["num_examples"] = int(info["num_examples"]) + len(items)
         info["complete"] = info["num_examples"] == info["total_examples"]
-        self._write_info(folder, info)
-
-    @staticmethod
-    def _write_info(folder: Path, info: Mapping[str, Any]) -> None:
-        atomic_write_text(folder / COLLECTION_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        write_collection_json(folder, info)
 
     def _open(self, folder: Path, header: dict[str, Any]) -> dict[str, Any]:
         """Start a collection in ``folder`` or recover the committed part of
@@ -496,7 +400,7 @@ class ActivationDatasetCollector:
                 path.unlink()
             (folder / EXAMPLES_FILE).touch()  # before the commit point, so a committed folder always has it
             info = _ordered({**header, "num_examples": 0, "shards": [], "complete": False})
-            self._write_info(folder, info)
+            write_collection_json(folder, info)
             return info
         info = read_collection_json(folder)
         for key in ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",
@@ -535,42 +439,3 @@ def _is_collection_file(name: str) -> bool:
     if name.startswith(".") and name.endswith(".tmp"):
         return True
     return name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX)
-
-
-class _Progress:
-    """A rich bar with rate and ETA (nothing at all when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, done: int, console: Any) -> None:
-        self.enabled, self.total, self.done, self.console = enabled, total, done, console
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("collecting"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("[progress.data.speed]{task.fields[rate]}"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("collect", total=self.total, completed=self.done, rate="")
-        return self
-
-    def advance(self, count: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, count)
-            speed = self._progress.tasks[0].speed
-            self._progress.update(self._task, rate=f"{speed:.2f} q/s" if speed else "")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

@@ -16,6 +16,8 @@ dataset named in ``run.json`` (its test split), a knowledge base for the
 ``lookup`` tool (the dataset's own when it provides one, e.g. a
 ``knowledge_base()`` method; else ``run.json``'s ``knowledge_base`` facts),
 the backend and the calibrated policies as ``meta-agent run`` builds them.
+Every agent here is built by :func:`~meta_spider.agentcore.factory.build_agent`,
+every named policy by :func:`~meta_spider.agentcore.factory.build_policy`.
 
 A task counts as passed only when the run ends with an answer that the
 check function accepts; a refusal or running out of steps is a miss. This
@@ -31,13 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from meta_spider.agentcore.loop import MetaAgent
+from meta_spider.agentcore.factory import build_agent, build_policy
 from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ToolStep
-from meta_spider.backends import StopBackend
 from meta_spider.loom.datasets import check_answer
 from meta_spider.policies.base import ActionRenderer, Policy
-from meta_spider.policies.doubter import calibrated_settings
 from meta_spider.policies.renderer import DefaultRenderer
 from meta_spider.tools import KnowledgeBase, Tool, ToolRegistry, make_lookup_tool
 
@@ -232,8 +232,7 @@ def _as_backend(pipe_or_backend: Any, doubter: Any) -> Any:
                              f"backend {getattr(backend, 'name', backend)!r} has none; attach it to the backend "
                              "yourself")
         pipeline.attach(doubter)
-    # Every reply ends at its turn's end, as in `meta-agent run`.
-    return backend if isinstance(backend, StopBackend) else StopBackend(backend)
+    return backend
 
 
 class AgentComparison:
@@ -258,8 +257,8 @@ class AgentComparison:
         """``pipe_or_backend``: an InferenceBackend, or a MetaSpiderPipeline
         (run through the transformers backend); ``doubter``: a Doubter or a
         checkpoint path attached to that pipeline first. ``policies``:
-        registered names (built with ``policy_settings[name]`` and, for
-        policies that take it, ``calibration`` = run.json's calibration),
+        registered names (built by ``build_policy`` with
+        ``policy_settings[name]`` and ``calibration``, run.json's calibration),
         Policy objects or ``(name, policy)`` pairs; the first is the
         baseline. ``check_fn(answer_text, task)`` defaults to normalised
         exact match against the expected answer and aliases. Policies named
@@ -284,17 +283,14 @@ class AgentComparison:
 
     def _build_policies(self, specs: Sequence[PolicySpec], settings: dict[str, Mapping[str, Any]],
                         pm: "pluggy.PluginManager | None") -> dict[str, Policy]:
-        registry = None
         built: dict[str, Policy] = {}
         for spec in specs:
             if isinstance(spec, str):
-                if registry is None:
-                    from meta_spider.plugins import ComponentRegistry, make_plugin_manager
+                if pm is None:
+                    from meta_spider.plugins import make_plugin_manager
 
-                    registry = ComponentRegistry.from_plugins(pm or make_plugin_manager(), "register_policies",
-                                                              "policy")
-                factory = registry.entry(spec).factory  # an unknown name fails here, naming the choices
-                name, policy = spec, factory(**calibrated_settings(factory, settings.get(spec, {}), self.calibration))
+                    pm = make_plugin_manager()
+                name, policy = spec, build_policy(pm, spec, settings.get(spec, {}), calibration=self.calibration)
             elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
                 name, policy = spec
             else:
@@ -309,9 +305,10 @@ class AgentComparison:
     def run_task(self, policy_name: str, task: AgentTask) -> TaskResult:
         """Run one task through one policy and score it."""
         tools = () if policy_name in self.closed_book else task.tools
-        agent = MetaAgent(self.backend, self.policies[policy_name], self.renderer,
-                          ToolRegistry(tools, source="task"), max_steps=self.max_steps,
-                          system_prompt=task.system_prompt or self.system_prompt)
+        # Every reply ends at its turn's end, as in `meta-agent run`: build_agent wraps the backend.
+        agent = build_agent(None, backend=self.backend, policy=self.policies[policy_name], renderer=self.renderer,
+                            tools=ToolRegistry(tools, source="task"), max_steps=self.max_steps,
+                            system_prompt=task.system_prompt or self.system_prompt)
         records: list[dict[str, Any]] = []
         final: FinalStep | None = None
         tool_calls = 0
@@ -412,16 +409,18 @@ def run_agentic_eval(
     writes the report to ``output`` when given.
     """
     from meta_spider.agentcore.launch import AgentLauncher
-    from meta_spider.agentcore.rundir import read_run_settings
+    from meta_spider.agentcore.rundir import run_settings
+    from meta_spider.agentcore.runfile import read_run_file
     from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
 
-    manifest = RunManifest.load(run_dir)
+    run_file = read_run_file(run_dir)  # read once: the manifest and the agent's settings are two views of it
+    manifest = RunManifest.from_run_file(run_file)
     pm = plugin_manager or make_plugin_manager()
     if dataset is None:
         dataset = create_dataset(pm, manifest.dataset.name, **manifest.dataset.options)
-    settings = read_run_settings(run_dir)
+    settings = run_settings(run_file)
     if knowledge_base is None:
         knowledge_base = dataset_knowledge_base(dataset) or settings.make_knowledge_base()
     tools = (make_lookup_tool(knowledge_base, dataset_lookup_schema(dataset)),) if knowledge_base is not None else ()

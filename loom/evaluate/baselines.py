@@ -27,25 +27,25 @@ to give it, by ranking questions with a score (higher = more confident):
     signals, fitted on the training split.
 
 The first two come from the activation dataset; the others are fitted here
-(:func:`fit_signal_baselines`; float64 torch, L-BFGS; no scikit-learn). This
+(:func:`fit_signal_baselines`) with :class:`~meta_spider.loom.evaluate.probe.LogisticProbe`
+at its default settings. This
 module knows nothing about generation or reports: it sees arrays.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc
+from meta_spider.loom.evaluate.probe import LogisticProbe
 
 __all__ = [
     "BASELINES",
     "BaselineSpec",
     "LayerProbeChoice",
-    "LogisticProbe",
     "SignalBaselines",
     "fit_signal_baselines",
     "select_probe_layer",
@@ -74,71 +74,6 @@ BASELINES: tuple[BaselineSpec, ...] = (
 )
 """The baselines in report order; ``column`` names the
 :class:`~meta_spider.loom.evaluate.evaluation.QuestionOutcome` field holding the score."""
-
-
-class LogisticProbe:
-    """L2-regularised logistic regression on standardised features.
-
-    ``fit(features [n, d], labels [n])`` minimises the mean log-loss plus
-    ``l2 / 2 * |w|^2`` (the bias is not penalised) with L-BFGS in float64;
-    ``predict_proba(features)`` returns P(label = 1).
-    """
-
-    def __init__(self, l2: float = 1.0, max_iter: int = 200) -> None:
-        if not (isinstance(l2, (int, float)) and l2 >= 0 and math.isfinite(l2)):
-            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-        self.l2 = float(l2)
-        self.max_iter = max_iter
-        self.mean: Optional[np.ndarray] = None
-        self.scale: Optional[np.ndarray] = None
-        self.weight: Optional[np.ndarray] = None
-        self.bias: float = 0.0
-
-    def fit(self, features: Any, labels: Any) -> "LogisticProbe":
-        import torch
-
-        x = np.asarray(features, dtype=np.float64)
-        y = np.asarray(labels, dtype=np.float64)
-        if x.ndim != 2 or y.shape != (x.shape[0],) or x.shape[0] == 0:
-            raise ValueError(f"need features [n, d] and labels [n] with n > 0, got {x.shape} and {y.shape}")
-        if not np.all(np.isin(y, (0.0, 1.0))):
-            raise ValueError(f"labels must be 0/1, got {np.unique(y)[:5].tolist()!r}")
-        self.mean = x.mean(axis=0)
-        std = x.std(axis=0)
-        self.scale = np.where(std > 1e-12, std, 1.0)  # constant features stay 0 after standardising
-        xs = torch.from_numpy((x - self.mean) / self.scale)
-        ys = torch.from_numpy(y)
-        weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-        prior = min(max(y.mean(), 1e-6), 1 - 1e-6)
-        bias = torch.tensor(math.log(prior / (1 - prior)), dtype=torch.float64, requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=self.max_iter,
-                                      tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-        def closure() -> Any:
-            optimizer.zero_grad()
-            logits = xs @ weight + bias
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, ys) + 0.5 * self.l2 * weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        self.weight = weight.detach().numpy().copy()
-        self.bias = float(bias.detach())
-        return self
-
-    def decision_function(self, features: Any) -> np.ndarray:
-        if self.weight is None:
-            raise RuntimeError("LogisticProbe.fit() must run before predicting")
-        x = np.asarray(features, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.weight.size:
-            raise ValueError(f"features must be [n, {self.weight.size}], got {x.shape}")
-        return ((x - self.mean) / self.scale) @ self.weight + self.bias
-
-    def predict_proba(self, features: Any) -> np.ndarray:
-        logits = self.decision_function(features)
-        return 1.0 / (1.0 + np.exp(-logits))
 
 
 @dataclass

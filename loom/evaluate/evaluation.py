@@ -41,6 +41,7 @@ from meta_spider.loom.evaluate.benchmark_tasks import BenchmarkTask, Scoring, Ta
 from meta_spider.loom.datasets.base import QADataset, QAExample, canonical_split
 from meta_spider.loom.datasets.mcq import extract_choice_letter
 from meta_spider.loom.datasets.scoring import normalize_answer
+from meta_spider.loom.progress import progress_bar
 from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.policies.actions import REFUSAL_SENTENCE, is_refusal
 
@@ -329,7 +330,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     tensors = _activation_tensors(benchmark.activations) if benchmark.activations is not None else {}
     outcomes: list[QuestionOutcome] = []
-    with _progress(console, description, len(benchmark.items)) as advance:
+    with progress_bar(description, len(benchmark.items), enabled=console is not None, console=console,
+                      transient=True) as bar:
         for item in benchmark.items:
             example, record = item.example, item.record or {}
             input_ids = _prompt_ids(pipe, benchmark, item, tensors)
@@ -351,37 +353,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
                 text=text, action=action, correct=correct, p_correct=result.p_correct, decision=result.decision,
                 **scores,
             ))
-            advance()
+            bar.advance()
     return outcomes
-
-
-class _progress:
-    """A rich progress bar with rate and ETA on ``console``; silent without one."""
-
-    def __init__(self, console: "Optional[Console]", description: str, total: int) -> None:
-        self.console, self.description, self.total = console, description, total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if self.console is None:
-            return lambda: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-        from rich.text import Text
-
-        class RateColumn(ProgressColumn):
-            def render(self, task: Any) -> Text:
-                return Text(f"{task.speed:.2f} q/s" if task.speed else "-- q/s")
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
-        self._bar.start()
-        task = self._bar.add_task(self.description, total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 @dataclass

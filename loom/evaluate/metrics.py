@@ -1,15 +1,13 @@
-"""Selective-prediction metrics: how well a score ranks the base's right and
-wrong answers, and how a system that answers or refuses actually behaves.
+"""Selective-prediction metrics: how a system that answers or refuses
+actually behaves, the answer thresholds that steer it, and (re-exported from
+:mod:`~meta_spider.loom.evaluate.ranking`, where they live) the score metrics
+of how well a score ranks the base's right and wrong answers.
 
-Two families, both numpy only:
+Numpy only:
 
-* **Score metrics** take per-question scores (``p_correct``, higher = more
-  confident) and the oracle ``pass1_correct`` (was the frozen base right):
-  AUROC, the risk-coverage curve and its area (AURC), expected calibration
-  error (ECE) and the prediction-rejection ratio (PRR). Tied scores are
-  handled without an arbitrary order: AUROC counts a tie as half a win (as
-  scikit-learn does) and the risk-coverage metrics use the expected value
-  over every order of the tied questions.
+* **Score metrics** (:mod:`~meta_spider.loom.evaluate.ranking`): AUROC,
+  AURC, ECE and PRR of per-question scores against the oracle
+  ``pass1_correct`` (was the frozen base right).
 * **Behaviour metrics** take what the modified system did (``answered``, and
   ``correct`` where it answered) next to the oracle: coverage, selective
   accuracy, refusal rate, refusal precision (the share of refusals where the
@@ -31,12 +29,26 @@ This module knows nothing about models, prompts or datasets: it sees arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 
-from meta_spider.plugins.errors import MetaSpiderError
+from meta_spider.loom.evaluate.ranking import (
+    ArrayLike,
+    JsonReady,
+    RiskCoverageCurve,
+    ScoreMetrics,
+    UndefinedMetricError,
+    auroc,
+    check_flags,
+    check_same_length,
+    check_scores,
+    expected_calibration_error,
+    prediction_rejection_ratio,
+    risk_coverage_curve,
+    score_metrics,
+)
 
 __all__ = [
     "BehaviourGoals",
@@ -58,65 +70,16 @@ __all__ = [
     "threshold_for_goals",
 ]
 
-ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
-
-
-class UndefinedMetricError(MetaSpiderError, ValueError):
-    """A metric has no value for these inputs (for example AUROC when every
-    question has the same label)."""
-
-    def __init__(self, metric: str, reason: str) -> None:
-        self.metric = metric
-        self.reason = reason
-        super().__init__(f"{metric} is undefined: {reason}")
-
-
-def _scores(values: ArrayLike, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        bad = array[~np.isfinite(array)][:3].tolist()
-        raise ValueError(f"{name} must be finite, got {bad!r}")
-    return array
-
-
-def _flags(values: ArrayLike, name: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-    if array.dtype != np.bool_:
-        if array.size and not np.all(np.isin(array, (0, 1))):
-            raise ValueError(f"{name} must hold booleans (or 0/1), got {array[:5].tolist()!r}")
-        array = array.astype(bool)
-    return array
-
-
-def _same_length(**arrays: np.ndarray) -> int:
-    lengths = {name: len(array) for name, array in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"inputs must have one length per question, got {lengths}")
-    n = next(iter(lengths.values()))
-    if n == 0:
-        raise ValueError(f"inputs are empty: {sorted(lengths)} need at least one question")
-    return n
-
 
 def _mean_or_none(values: np.ndarray) -> Optional[float]:
     return float(values.mean()) if values.size else None
-
-
-class _Dict:
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready view (numpy values become floats and lists)."""
-        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items()}  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------ behaviour
 
 
 @dataclass(frozen=True)
-class SelectiveMetrics(_Dict):
+class SelectiveMetrics(JsonReady):
     """What an answer-or-refuse system did, judged against the oracle.
 
     Ratios whose denominator is empty (selective accuracy with nothing
@@ -163,10 +126,10 @@ def selective_metrics(answered: ArrayLike, correct: ArrayLike, pass1_correct: Ar
     measured against it.
     ``overall_accuracy`` counts a refusal as not correct.
     """
-    answered_a = _flags(answered, "answered")
-    correct_a = _flags(correct, "correct") & answered_a
-    oracle = _flags(pass1_correct, "pass1_correct")
-    n = _same_length(answered=answered_a, correct=correct_a, pass1_correct=oracle)
+    answered_a = check_flags(answered, "answered")
+    correct_a = check_flags(correct, "correct") & answered_a
+    oracle = check_flags(pass1_correct, "pass1_correct")
+    n = check_same_length(answered=answered_a, correct=correct_a, pass1_correct=oracle)
     refused_a = ~answered_a
     return SelectiveMetrics(
         n=n,
@@ -183,204 +146,11 @@ def selective_metrics(answered: ArrayLike, correct: ArrayLike, pass1_correct: Ar
     )
 
 
-# ------------------------------------------------------------------ ranking
-
-
-def _tie_groups(sorted_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of equal values in sorted scores: start and end (exclusive)
-    index of each run, and the run index of every position."""
-    is_start = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
-    starts = np.flatnonzero(is_start)
-    ends = np.r_[starts[1:], sorted_scores.size]
-    return starts, ends, np.cumsum(is_start) - 1
-
-
-def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
-    """Area under the ROC curve of ``scores`` for the positive ``labels``.
-
-    Equals the probability that a random positive outscores a random
-    negative, a tie counting one half (the Mann-Whitney statistic), which is
-    what scikit-learn's ``roc_auc_score`` computes. Raises
-    :class:`UndefinedMetricError` when only one class is present.
-    """
-    score = _scores(scores, "scores")
-    label = _flags(labels, "labels")
-    _same_length(scores=score, labels=label)
-    n_pos = int(label.sum())
-    n_neg = label.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise UndefinedMetricError("AUROC", f"needs both classes, got {n_pos} positive and {n_neg} negative")
-    # Average ranks give tied scores the mean of the ranks they span.
-    order = np.argsort(score, kind="mergesort")
-    starts, ends, group = _tie_groups(score[order])
-    ranks = np.empty(score.size, dtype=np.float64)
-    ranks[order] = ((starts + ends + 1) / 2.0)[group]
-    u_statistic = ranks[label].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u_statistic / (n_pos * n_neg))
-
-
-@dataclass(frozen=True)
-class RiskCoverageCurve(_Dict):
-    """Risk (error rate among answered) against coverage, answering the most
-    confident questions first; one point per distinct score, from the highest
-    (smallest coverage) down. ``thresholds[i]`` answers ``score >= thresholds[i]``."""
-
-    coverage: np.ndarray
-    risk: np.ndarray
-    thresholds: np.ndarray
-    aurc: float
-
-
-def _expected_errors_by_rank(score: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Expected number of errors among the top-k questions for k = 1..n, with
-    tied scores in a uniformly random order (so ties are never broken by the
-    arbitrary question order)."""
-    order = np.argsort(-score, kind="mergesort")
-    errors = (~correct[order]).astype(np.float64)
-    starts, ends, group = _tie_groups(score[order])
-    group_errors = np.add.reduceat(errors, starts)
-    errors_before = np.cumsum(group_errors) - group_errors
-    taken = np.arange(score.size) - starts[group] + 1.0
-    return errors_before[group] + taken * (group_errors / (ends - starts))[group]
-
-
-def risk_coverage_curve(scores: ArrayLike, correct: ArrayLike) -> RiskCoverageCurve:
-    """The risk-coverage curve of ``scores`` for answers that are ``correct``
-    and its area (AURC, lower is better).
-
-    AURC is the mean over k = 1..n of the risk when the k most confident
-    questions are answered (expected over orders of tied scores). A constant
-    score gives the overall error rate; a perfect ranking gives the smallest
-    area the labels allow.
-    """
-    score = _scores(scores, "scores")
-    right = _flags(correct, "correct")
-    n = _same_length(scores=score, correct=right)
-    expected = _expected_errors_by_rank(score, right)
-    ranks = np.arange(1, n + 1, dtype=np.float64)
-    risk_by_rank = expected / ranks
-    sorted_scores = np.sort(score)[::-1]
-    group_ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
-    return RiskCoverageCurve(
-        coverage=(group_ends + 1) / n,
-        risk=risk_by_rank[group_ends],
-        thresholds=sorted_scores[group_ends],
-        aurc=float(risk_by_rank.mean()),
-    )
-
-
-def prediction_rejection_ratio(scores: ArrayLike, correct: ArrayLike) -> float:
-    """Prediction-rejection ratio: how much of the oracle's gain over random
-    rejection the scorer achieves (1 = oracle ranking, 0 = random, < 0 =
-    worse than random).
-
-    Rejection curves follow Malinin's definition: rejecting the least
-    confident questions and counting a rejected question as handled, the
-    curve is the error count among the retained questions divided by n, for
-    each number retained. PRR = (A_random - A_scorer) / (A_random - A_oracle)
-    with A the area under each curve. Raises :class:`UndefinedMetricError`
-    when every answer is right or every answer is wrong (the oracle cannot
-    beat random then).
-    """
-    score = _scores(scores, "scores")
-    right = _flags(correct, "correct")
-    n = _same_length(scores=score, correct=right)
-    total_errors = float((~right).sum())
-    if total_errors == 0 or total_errors == n:
-        raise UndefinedMetricError("PRR", f"needs both right and wrong answers, got {int(total_errors)} wrong of {n}")
-    retained = np.arange(1, n + 1, dtype=np.float64)
-    area_scorer = _expected_errors_by_rank(score, right).sum() / n
-    area_random = (total_errors * retained / n).sum() / n
-    area_oracle = np.maximum(0.0, total_errors - (n - retained)).sum() / n
-    return float((area_random - area_scorer) / (area_random - area_oracle))
-
-
-def expected_calibration_error(
-    p_correct: ArrayLike, correct: ArrayLike, n_bins: int = 10
-) -> tuple[float, dict[str, list[float]]]:
-    """Expected calibration error with ``n_bins`` equal-width bins on [0, 1].
-
-    Bin ``i`` holds scores in ``(i/n_bins, (i+1)/n_bins]`` (0 goes to the
-    first bin), as scikit-learn's ``calibration_curve(strategy="uniform")``
-    bins them. ECE = sum over bins of (bin size / n) * |accuracy - mean score|.
-    Returns the ECE and the reliability table of the non-empty bins
-    (``confidence``, ``accuracy``, ``count``, ``lower``, ``upper``).
-    """
-    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
-    probability = _scores(p_correct, "p_correct")
-    right = _flags(correct, "correct")
-    n = _same_length(p_correct=probability, correct=right)
-    if probability.min() < 0.0 or probability.max() > 1.0:
-        raise ValueError(
-            f"p_correct must lie in [0, 1] for ECE, got range [{probability.min()!r}, {probability.max()!r}]"
-        )
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bin_ids = np.searchsorted(edges[1:-1], probability, side="left")
-    counts = np.bincount(bin_ids, minlength=n_bins)
-    confidence_sums = np.bincount(bin_ids, weights=probability, minlength=n_bins)
-    correct_sums = np.bincount(bin_ids, weights=right.astype(np.float64), minlength=n_bins)
-    filled = counts > 0
-    confidence = confidence_sums[filled] / counts[filled]
-    accuracy = correct_sums[filled] / counts[filled]
-    ece = float((counts[filled] / n * np.abs(accuracy - confidence)).sum())
-    table = {
-        "confidence": confidence.tolist(),
-        "accuracy": accuracy.tolist(),
-        "count": counts[filled].astype(float).tolist(),
-        "lower": edges[:-1][filled].tolist(),
-        "upper": edges[1:][filled].tolist(),
-    }
-    return ece, table
-
-
-@dataclass(frozen=True)
-class ScoreMetrics(_Dict):
-    """How well ``p_correct`` predicts the oracle. A metric that the labels
-    leave undefined (one class only) is ``None``."""
-
-    n: int
-    base_accuracy: float
-    auroc: Optional[float]
-    aurc: float
-    ece: float
-    prr: Optional[float]
-    n_bins: int
-    reliability: dict[str, list[float]]
-    curve: RiskCoverageCurve
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        data["curve"] = self.curve.to_dict()
-        return data
-
-
-def score_metrics(p_correct: ArrayLike, pass1_correct: ArrayLike, n_bins: int = 10) -> ScoreMetrics:
-    """AUROC, AURC, ECE and PRR of ``p_correct`` against the oracle."""
-    probability = _scores(p_correct, "p_correct")
-    oracle = _flags(pass1_correct, "pass1_correct")
-    n = _same_length(p_correct=probability, pass1_correct=oracle)
-    ece, table = expected_calibration_error(probability, oracle, n_bins)
-    curve = risk_coverage_curve(probability, oracle)
-    try:
-        area = auroc(probability, oracle)
-    except UndefinedMetricError:
-        area = None
-    try:
-        prr = prediction_rejection_ratio(probability, oracle)
-    except UndefinedMetricError:
-        prr = None
-    return ScoreMetrics(
-        n=n, base_accuracy=float(oracle.mean()), auroc=area, aurc=curve.aurc, ece=ece, prr=prr,
-        n_bins=n_bins, reliability=table, curve=curve,
-    )
-
-
 # ------------------------------------------------------------------ thresholds
 
 
 @dataclass(frozen=True)
-class ThresholdChoice(_Dict):
+class ThresholdChoice(JsonReady):
     """An answer threshold chosen on validation scores: answer when
     ``score >= threshold``. ``coverage`` and ``risk`` are what it achieved on
     the scores it was chosen on (``risk`` is None when it answers nothing).
@@ -439,9 +209,9 @@ def choose_threshold(
         raise ValueError(
             f"give exactly one of target_coverage and target_risk, got {target_coverage!r} and {target_risk!r}"
         )
-    score = _scores(scores, "scores")
-    right = None if correct is None else _flags(correct, "correct")
-    n = _same_length(scores=score) if right is None else _same_length(scores=score, correct=right)
+    score = check_scores(scores, "scores")
+    right = None if correct is None else check_flags(correct, "correct")
+    n = check_same_length(scores=score) if right is None else check_same_length(scores=score, correct=right)
     descending = np.sort(score)[::-1]
     if target_coverage is not None:
         wanted = _check_fraction(target_coverage, "target_coverage")
@@ -465,7 +235,7 @@ def choose_threshold(
 
 
 @dataclass(frozen=True)
-class BehaviourGoals(_Dict):
+class BehaviourGoals(JsonReady):
     """What an answer-or-refuse system should achieve against the oracle.
     The defaults are the project's goals for the Doubter: answer at least
     half the questions, at least 20 points more accurately than the base,
@@ -515,9 +285,9 @@ def threshold_for_goals(scores: ArrayLike, correct: ArrayLike, goals: BehaviourG
     questions that differ a little from these; ties go to the one that
     answers more. None when no threshold meets them. Every distinct score
     is tried."""
-    score = _scores(scores, "scores")
-    right = _flags(correct, "correct")
-    n = _same_length(scores=score, correct=right)
+    score = check_scores(scores, "scores")
+    right = check_flags(correct, "correct")
+    n = check_same_length(scores=score, correct=right)
     best: Optional[tuple[float, float]] = None  # (margin, threshold)
     for threshold in np.unique(score):  # ascending: coverage falls, so a tie keeps the earlier one
         margin = goals.margin(selective_metrics(score >= threshold, right, right))
@@ -540,8 +310,8 @@ def answer_mask_at_coverage(scores: ArrayLike, coverage: float) -> np.ndarray:
     ``round(coverage * n)`` highest scores (halves round up), ties broken by
     question order (the earlier question first), so the result is
     deterministic and the coverage exact."""
-    score = _scores(scores, "scores")
-    n = _same_length(scores=score)
+    score = check_scores(scores, "scores")
+    n = check_same_length(scores=score)
     k = int(math.floor(_check_fraction(coverage, "coverage") * n + 0.5))
     order = np.argsort(-score, kind="mergesort")  # stable: equal scores keep question order
     mask = np.zeros(n, dtype=bool)
@@ -550,7 +320,7 @@ def answer_mask_at_coverage(scores: ArrayLike, coverage: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MatchedCoverage(_Dict):
+class MatchedCoverage(JsonReady):
     """A scorer evaluated at a fixed coverage. ``threshold`` is the lowest
     score answered (None when nothing is); ``split_ties`` says the cut fell
     inside a group of tied scores, so question order decided part of it."""
@@ -580,10 +350,10 @@ def evaluate_at_coverage(
     default oracle when ``pass1_correct`` is omitted). See
     :func:`answer_mask_at_coverage` for the tie rule.
     """
-    score = _scores(scores, "scores")
-    right = _flags(answer_correct, "answer_correct")
-    oracle = right if pass1_correct is None else _flags(pass1_correct, "pass1_correct")
-    _same_length(scores=score, answer_correct=right, pass1_correct=oracle)
+    score = check_scores(scores, "scores")
+    right = check_flags(answer_correct, "answer_correct")
+    oracle = right if pass1_correct is None else check_flags(pass1_correct, "pass1_correct")
+    check_same_length(scores=score, answer_correct=right, pass1_correct=oracle)
     answered = answer_mask_at_coverage(score, coverage)
     threshold = float(score[answered].min()) if answered.any() else None
     split_ties = bool(threshold is not None and np.any(score[~answered] == threshold))

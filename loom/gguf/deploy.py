@@ -123,10 +123,10 @@ def export_from_run_dir(
     architecture, no ``base_gguf``) only the sidecar is written and
     :func:`missing_base_message` is logged. Raises :class:`DeployError`,
     :class:`~meta_spider.loom.manifest.ManifestError`, or a
-    :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarBaseMismatchError`
+    :class:`~meta_spider.backends.llamacpp.sidecar_format.SidecarBaseMismatchError`
     when ``base_gguf`` belongs to another base.
     """
-    from meta_spider.backends.llamacpp.numpy_doubter import check_sidecar_fits
+    from meta_spider.backends.llamacpp.sidecar_format import KEY_BASE_VOCAB_SIZE, check_sidecar_fits
     from meta_spider.loom.gguf import GGUFExportError, export_base_gguf, quantize_gguf
     from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
 
@@ -146,7 +146,7 @@ def export_from_run_dir(
     if folder is not None:
         vocab = _base_vocab_size(folder)
         if vocab is not None:
-            extra["meta-spider.base_vocab_size"] = vocab
+            extra[KEY_BASE_VOCAB_SIZE] = vocab
     paths: dict[str, Path] = {"sidecar": export_sidecar(checkpoint, out_dir / SIDECAR_FILE, extra_metadata=extra)}
     sidecar = load_sidecar(paths["sidecar"])
 

@@ -9,9 +9,10 @@ calibration as JSON metadata, and the fields people look for
 so ``gguf-dump`` shows what base it belongs to. Float32 because the tensors
 are about 2% of the base and the numpy port must match torch to 1e-5.
 
-The key names and the reader (:func:`load_sidecar`, torch-free) live in
-:mod:`meta_spider.backends.llamacpp.numpy_doubter`, the code that consumes the file;
-this module writes them and knows nothing about llama.cpp. torch loads only
+The format (key names, the plain keys, the reader behind :func:`load_sidecar`,
+torch-free) is owned by :mod:`meta_spider.backends.llamacpp.sidecar_format`,
+below the llama.cpp backend that consumes the file; this module writes it and
+knows nothing about llama.cpp. torch loads only
 when a checkpoint path (not a Doubter object) is exported.
 """
 
@@ -23,17 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 import numpy as np
-from meta_spider.backends.llamacpp.numpy_doubter import (
+from meta_spider.backends.llamacpp.sidecar_format import (
     KEY_CALIBRATION,
     KEY_CONFIG,
     KEY_FINGERPRINT,
     KEY_FORMAT_VERSION,
     KEY_SCALARS,
-    READABLE_KEYS,
     SIDECAR_ARCHITECTURE,
     SIDECAR_FORMAT_VERSION,
     SidecarContents,
     read_sidecar,
+    sidecar_fields,
 )
 from meta_spider.loom.gguf.writer import atomic_gguf_writer
 
@@ -56,16 +57,6 @@ def _doubter_parts(source: DoubterSource) -> tuple[dict[str, Any], dict[str, Any
     doubter = source if isinstance(source, Doubter) else Doubter.from_checkpoint(source)
     tensors = {name: tensor.detach().to("cpu").float().numpy().copy() for name, tensor in doubter.state_dict().items()}
     return doubter.config.to_dict(), doubter.fingerprint(), tensors, doubter.calibration
-
-
-def sidecar_fields(config: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> dict[str, Any]:
-    """The plain (non-JSON) ``meta-spider.*`` keys written for people and tools."""
-    cross = config.get("cross_attn_layers") or config["target_layers"]
-    values: dict[str, Any] = {f"meta-spider.{name}": config[name] for name in READABLE_KEYS if name in config}
-    values["meta-spider.target_layers"] = [int(i) for i in config["target_layers"]]
-    values["meta-spider.cross_attn_layers"] = [int(i) for i in cross]
-    values["meta-spider.base_model_id"] = str(fingerprint.get("model_id") or "")
-    return values
 
 
 def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.PathLike,
@@ -112,7 +103,7 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
 def load_sidecar(path: str | os.PathLike) -> SidecarContents:
     """Read a sidecar without torch (the ``gguf`` package and numpy only).
 
-    Raises :class:`~meta_spider.backends.llamacpp.numpy_doubter.SidecarError` naming
+    Raises :class:`~meta_spider.backends.llamacpp.sidecar_format.SidecarError` naming
     the file and the fix for a missing, corrupt, truncated or foreign file.
     """
     return read_sidecar(path)

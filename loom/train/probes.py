@@ -11,16 +11,25 @@ early updates on the cross-attention instead of on the probes. Full batch
 and deterministic, so every data-parallel process fits the same probes.
 
 This module knows the selective encoder's probe layout and nothing about
-the base model or the LM loss.
+the base model or the LM loss; :func:`pretrain_doubter` runs both fits
+as the trainer does before its first update.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from meta_spider.loom.train.config import TrainerError
+from meta_spider.loom.train.config import TrainerConfig, TrainerError
 from meta_spider.wrapper.encoders import SelectiveEncoder
+
+if TYPE_CHECKING:
+    from meta_spider.loom.train.data import TrainingRows
+
+logger = logging.getLogger(__name__)
 
 
 def fit_layer_probes(
@@ -153,3 +162,30 @@ def fit_signal_mix(
         mix.linear.weight.copy_(coefficients.view_as(mix.linear.weight))
         mix.linear.bias.copy_(bias.view_as(mix.linear.bias))
         return float(loss_of(coefficients, bias))
+
+
+def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerConfig, pos_weight: float,
+                     device: torch.device) -> None:
+    """Fit the per-layer probes (``pretrain_projectors``, selective
+    encoder) and then the signal mix (whenever the Doubter reads signals)
+    on the training rows, in place."""
+    selective = doubter.config.encoder_type == "selective"
+    if config.pretrain_projectors and not selective:
+        logger.info("pretrain_projectors: the %s encoder has no per-layer probes; nothing to fit",
+                    doubter.config.encoder_type)
+    elif config.pretrain_projectors:
+        losses = fit_layer_probes(doubter.encoder, rows.states[rows.train].to(device), rows.correct[rows.train],
+                                  pos_weight=pos_weight, iterations=config.pretrain_iterations, l2=config.pretrain_l2)
+        logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
+    if rows.signals is not None:
+        states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
+        if config.signals_only:  # the encoder's logit gets weight 0: no need to compute it
+            logits = torch.zeros(len(rows.train), device=device)
+        else:
+            logits = out_of_fold_encoder_logits(doubter, states, correct, seed=config.seed, pos_weight=pos_weight,
+                                                iterations=config.pretrain_iterations, l2=config.pretrain_l2)
+        loss = fit_signal_mix(doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
+                              iterations=config.pretrain_iterations, l2=config.pretrain_l2,
+                              use_encoder=not config.signals_only)
+        logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(doubter.config.signals),
+                    " alone" if config.signals_only else "", loss)

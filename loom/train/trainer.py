@@ -23,8 +23,9 @@ continues from the last epoch checkpoint and ends where an uninterrupted
 run ends.
 
 This module knows the dataset's rows, the Doubter and the loop; the
-optimizer groups, targets, probe fit and file layouts live in the
-``trainer_*`` modules beside it.
+optimizer groups (``groups``), targets (``targets``), probe fit
+(``probes``), rows (``data``), checkpoint layout (``state``) and the
+records of a run (``history``) live in the modules beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import dataclasses
 import logging
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -52,7 +53,8 @@ from meta_spider.loom.train.data import (
     prepare_rows,
 )
 from meta_spider.loom.train.groups import build_optimizer, build_scheduler, parameter_groups
-from meta_spider.loom.train.probes import fit_layer_probes, fit_signal_mix, out_of_fold_encoder_logits
+from meta_spider.loom.train.history import EpochRecord, TrainingResult
+from meta_spider.loom.train.probes import pretrain_doubter
 from meta_spider.loom.train.state import (
     BEST_DIR,
     CHECKPOINTS_DIR,
@@ -76,45 +78,6 @@ __all__ = ["EpochRecord", "Trainer", "TrainerConfig", "TrainerError", "TrainingR
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
-
-
-@dataclass
-class EpochRecord:
-    """What one epoch measured (``epoch`` 0 is the validation before training)."""
-
-    epoch: int
-    global_step: int
-    lr: float
-    train_lm_loss: float | None
-    train_aux_loss: float | None
-    train_auroc: float | None
-    val_auroc: float | None
-    val_loss: float
-    val_lm_loss: float
-    val_aux_loss: float
-    improved: bool = False
-
-
-@dataclass
-class TrainingResult:
-    """What :meth:`Trainer.fit` did."""
-
-    history: list[EpochRecord]
-    best_epoch: int | None
-    best_metric: float | None
-    metric: str
-    stopped_early: bool
-    global_step: int
-    best_checkpoint: Path | None
-    pos_weight: float
-    target_counts: dict[str, int]
-    resumed_from: int | None = None
-    num_processes: int = 1
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["best_checkpoint"] = None if self.best_checkpoint is None else str(self.best_checkpoint)
-        return data
 
 
 def make_accelerator(config: TrainerConfig | None = None, *, cpu: bool = True) -> "Accelerator":
@@ -237,7 +200,7 @@ class Trainer:
         scheduler = build_scheduler(optimizer, config, total_steps)
         state = self._resume_state(checkpoints, optimizer, scheduler) if resume else None
         if state is None:
-            self._pretrain(rows, pos_weight)
+            pretrain_doubter(self.doubter, rows, config, pos_weight, accelerator.device)
         history = [EpochRecord(**record) for record in state["history"]] if state else []
         start_epoch = state["epoch"] if state else 0
         global_step = state["global_step"] if state else 0
@@ -445,33 +408,6 @@ class Trainer:
             self.doubter.train()
 
     # ------------------------------------------------------------ setup and files
-
-    def _pretrain(self, rows: TrainingRows, pos_weight: float) -> None:
-        """Fit the per-layer probes (``pretrain_projectors``, selective
-        encoder) and then the signal mix (whenever the Doubter reads signals)."""
-        device = self.accelerator.device
-        selective = self.doubter.config.encoder_type == "selective"
-        if self.config.pretrain_projectors and not selective:
-            logger.info("pretrain_projectors: the %s encoder has no per-layer probes; nothing to fit",
-                        self.doubter.config.encoder_type)
-        elif self.config.pretrain_projectors:
-            losses = fit_layer_probes(self.doubter.encoder, rows.states[rows.train].to(device),
-                                      rows.correct[rows.train], pos_weight=pos_weight,
-                                      iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2)
-            logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
-        if rows.signals is not None:
-            states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
-            if self.config.signals_only:  # the encoder's logit gets weight 0: no need to compute it
-                logits = torch.zeros(len(rows.train), device=device)
-            else:
-                logits = out_of_fold_encoder_logits(self.doubter, states, correct, seed=self.config.seed,
-                                                    pos_weight=pos_weight, iterations=self.config.pretrain_iterations,
-                                                    l2=self.config.pretrain_l2)
-            loss = fit_signal_mix(self.doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
-                                  iterations=self.config.pretrain_iterations, l2=self.config.pretrain_l2,
-                                  use_encoder=not self.config.signals_only)
-            logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(self.doubter.config.signals),
-                        " alone" if self.config.signals_only else "", loss)
 
     def _resume_state(self, checkpoints: Path | None, optimizer: Any, scheduler: Any) -> dict[str, Any] | None:
         if checkpoints is None:

@@ -19,7 +19,7 @@ from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, render_chat
 from .frames import arithmetic_question
 from .generator import OUTSIDE, QAItem, question_variants
 from .presets import BUCKETS
-from .probe import LogisticProbe, auroc, cross_validated_auroc
+from .probe import auroc_or_nan, cross_validated_auroc, world_probe
 from .scorer import check_answer
 
 if TYPE_CHECKING:
@@ -163,12 +163,12 @@ def evaluate_world(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase
             # validation people only.
             cv, l2 = max((cross_validated_auroc(val_x[:, layer], labels["validation"], l2=l2, groups=groups), l2)
                          for l2 in PROBE_L2_GRID)
-            probe = LogisticProbe(l2=l2).fit(val_x[:, layer], labels["validation"])
-            scores = probe.decision(test_x[:, layer])
+            probe = world_probe(l2).fit(val_x[:, layer], labels["validation"])
+            scores = probe.decision_function(test_x[:, layer])
             per_layer.append({
                 "layer": layer, "l2": l2, "cv_auroc_validation": cv,
-                "auroc_test": auroc(scores, labels["test"]),
-                "auroc_test_mentioned": auroc(scores[mentioned], labels["test"][mentioned]),
+                "auroc_test": auroc_or_nan(scores, labels["test"]),
+                "auroc_test_mentioned": auroc_or_nan(scores[mentioned], labels["test"][mentioned]),
             })
         best = max(per_layer, key=lambda row: (np.nan_to_num(row["cv_auroc_validation"]), -row["layer"]))
         results["probe"][position] = {"best_layer": best["layer"], "auroc_test": best["auroc_test"],

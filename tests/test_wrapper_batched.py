@@ -1,0 +1,81 @@
+"""Pass 1 for activation datasets (``pipe.collect_states_ids``): one prompt is
+inference's own pass 1, several are one left-padded batch that agrees with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from wrapper_helpers import PROMPTS, chat_ids, shared_model, shared_tokenizer
+
+from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+from meta_spider.wrapper.batched import left_pad
+from meta_spider.wrapper.signals import SIGNALS, token_logprobs
+
+DRAFT = 12
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MetaSpiderPipeline:
+    """The tiny Qwen2 with a second stop token that some of its greedy
+    answers reach early, so a batch's rows stop at different steps."""
+    pipe = MetaSpiderPipeline(shared_model("qwen2"), shared_tokenizer(), MetaSpiderConfig(model_name="qwen2"))
+    answers = [list(pipe.stream_ids(chat_ids(pipe.tokenizer, p), max_new_tokens=DRAFT)) for p in PROMPTS[:5]]
+    inside = {t for answer in answers for t in answer[1:-1]}
+    stop = min(t for t in inside if 1 <= sum(t in answer[:-1] for answer in answers) <= 3)
+    pipe.decoder.eos_token_ids = pipe.decoder.eos_token_ids | {stop}
+    return pipe
+
+
+def test_left_pad_puts_every_prompt_at_the_right_edge() -> None:
+    input_ids, mask = left_pad([torch.tensor([5, 6, 7]), torch.tensor([9])], pad_token_id=0)
+    assert input_ids.tolist() == [[5, 6, 7], [0, 0, 9]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_one_prompt_is_inference_pass1(pipe: MetaSpiderPipeline) -> None:
+    """The read a Doubter with every signal sees at inference, bit for bit,
+    plus the two baselines computed from the same logits."""
+    ids = chat_ids(pipe.tokenizer, PROMPTS[0])
+    layers = pipe.config.resolve(pipe.num_layers)[0]
+    (read,) = pipe.collect_states_ids([ids[0]], max_draft_tokens=DRAFT)
+    doubter = pipe.attach(pipe.new_doubter(signals=list(SIGNALS), read_position="draft", encoder_dim=16,
+                                           ca_bottleneck_dim=16, ca_num_heads=2))
+    try:
+        pass1 = pipe.read_ids(ids, max_draft_tokens=DRAFT)
+    finally:
+        pipe.detach(doubter)
+    assert read.cache is None and read.draft_ids == pass1.draft_ids and 0 < len(read.draft_ids) <= DRAFT
+    assert read.prompt_states.shape == (1, len(layers), pipe.hidden_size)
+    assert torch.equal(read.draft_states, pass1.layer_states)
+    # The baselines: the first draft token's distribution and the draft's own log-probs.
+    logits = pipe.model(ids).logits[0, -1].float()
+    assert read.first_token_max_prob == pytest.approx(float(torch.softmax(logits, -1).max()), abs=1e-6)
+    assert read.draft_logprob_mean == float(read.draft_logprobs.mean())
+    prompt = token_logprobs(pipe.model(ids).logits[0, :-1].float().detach().numpy(), ids[0, 1:].tolist())
+    np.testing.assert_allclose(read.prompt_logprobs, prompt, atol=1e-5)
+
+
+def test_a_batch_agrees_with_one_prompt_at_a_time(pipe: MetaSpiderPipeline) -> None:
+    rows = [chat_ids(pipe.tokenizer, prompt)[0] for prompt in PROMPTS[:5]]
+    assert len({len(row) for row in rows}) > 1  # real left padding
+    batched = pipe.collect_states_ids(rows, max_draft_tokens=DRAFT)
+    singles = [pipe.collect_states_ids([row], max_draft_tokens=DRAFT)[0] for row in rows]
+    assert len({len(single.draft_ids) for single in singles}) > 1  # rows stop at different steps
+    for one, many in zip(singles, batched):
+        assert many.draft_ids == one.draft_ids and many.cache is None
+        for name in ("prompt_states", "draft_states"):
+            torch.testing.assert_close(getattr(many, name), getattr(one, name), atol=1e-5, rtol=1e-5)
+        for name in ("prompt_logprobs", "draft_logprobs"):
+            np.testing.assert_allclose(getattr(many, name), getattr(one, name), atol=1e-5)
+        assert many.first_token_max_prob == pytest.approx(one.first_token_max_prob, abs=1e-5)
+        assert many.draft_logprob_mean == pytest.approx(one.draft_logprob_mean, abs=1e-5)
+
+
+def test_a_read_without_prompts_or_draft_is_refused(pipe: MetaSpiderPipeline) -> None:
+    row = chat_ids(pipe.tokenizer, PROMPTS[0])[0]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        pipe.collect_states_ids([])
+    for rows in ([row], [row, row]):
+        with pytest.raises(ValueError, match="max_draft_tokens must be >= 1"):
+            pipe.collect_states_ids(rows, max_draft_tokens=0)
