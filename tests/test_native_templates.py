@@ -19,22 +19,15 @@ from meta_spider.native import (
     tool_result_message,
 )
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "kb_lookup",
-        "description": "Look a fact up.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
+
+def one_string_tool(name: str, description: str, parameter: str) -> dict[str, Any]:
+    """A tool definition taking one required string ``parameter``."""
+    parameters = {"type": "object", "properties": {parameter: {"type": "string"}}, "required": [parameter]}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+WEATHER = one_string_tool("get_weather", "Current weather for a city.", "city")
+LOOKUP = one_string_tool("kb_lookup", "Look a fact up.", "query")
 SYSTEM = {"role": "system", "content": "Answer briefly."}
 USER = {"role": "user", "content": "What is the weather in Paris?"}
 
