@@ -11,13 +11,7 @@ from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.session import Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Outcome, Step, ToolStep
 from meta_spider.policies.actions import (
-    REFUSAL_SENTENCE,
-    Action,
-    Answer,
-    Refuse,
-    ToolCall,
-    ToolInvocation,
-    UnparsedCall,
+    REFUSAL_SENTENCE, Action, Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall,
 )
 
 __all__ = [

@@ -66,13 +66,10 @@ class PolicyContractError(AgentError, TypeError):
     """A policy factory's ``host_keywords`` is not a tuple of keywords the host passes."""
 
     def __init__(self, name: str, declared: object) -> None:
-        self.name = name
-        self.declared = declared
-        super().__init__(
-            f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names from "
-            f"{POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). "
-            "Fix the plugin that registers it, or leave it out with META_SPIDER_PLUGINS."
-        )
+        self.name, self.declared = name, declared
+        super().__init__(f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names "
+                         f"from {POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). Fix the "
+                         "plugin that registers it, or leave it out with META_SPIDER_PLUGINS.")
 
 
 def _factory(pm: pluggy.PluginManager, kind: str, name: str) -> Any:
@@ -160,16 +157,23 @@ def build_agent(
     Raises :class:`~meta_spider.plugins.UnknownComponentError` naming the
     missing component and the registered choices.
     """
-    needs_plugins = tools is None or any(isinstance(part, str) for part in (backend, policy, renderer))
-    if pm is None and needs_plugins:
-        pm = make_plugin_manager()
+    if tools is not None and knowledge_base is not None:
+        raise ValueError("give tools or a knowledge_base for the registered tools' lookup, not both")
+    manager = pm
+
+    def plugins() -> pluggy.PluginManager:  # made only when a name is looked up
+        nonlocal manager
+        if manager is None:
+            manager = make_plugin_manager()
+        return manager
+
     if isinstance(backend, str):
-        backend = build_backend(pm, backend, backend_settings)  # type: ignore[arg-type]
+        backend = build_backend(plugins(), backend, backend_settings)
     if isinstance(policy, str):
-        policy = build_policy(pm, policy, policy_settings, calibration=calibration)  # type: ignore[arg-type]
+        policy = build_policy(plugins(), policy, policy_settings, calibration=calibration)
     if isinstance(renderer, str):
-        renderer = build_renderer(pm, renderer, renderer_settings)  # type: ignore[arg-type]
+        renderer = build_renderer(plugins(), renderer, renderer_settings)
     if tools is None:
-        tools = ToolRegistry.from_plugins(pm, knowledge_base=knowledge_base)  # type: ignore[arg-type]
+        tools = ToolRegistry.from_plugins(plugins(), knowledge_base=knowledge_base)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
                      max_steps=max_steps, system_prompt=system_prompt)

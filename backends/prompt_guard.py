@@ -13,8 +13,9 @@ The same module budgets a prompt against the model's context
 (:meth:`SpecialTextGuard.fit`): the oldest tool results are cut first, and a
 prompt that still does not fit is a
 :class:`~meta_spider.backends.llamacpp.errors.ContextFullError` on both
-backends. This module knows nothing about torch or llama.cpp: each backend
-hands it its tokenizer's two modes.
+backends, whose ``render_prompt`` is :class:`GuardedPrompts`'. This module
+knows nothing about torch or llama.cpp: each backend hands it its
+tokenizer's two modes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping, Sequence
 
+from meta_spider.backends.base import Message, ToolSchema
 from meta_spider.backends.llamacpp.errors import ContextFullError
 
-__all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard", "TRUNCATION_NOTE", "prompt_limit"]
+__all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "GuardedPrompts", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard",
+           "TRUNCATION_NOTE", "prompt_limit"]
 
 MARK_OPEN = "\ue000"
 MARK_CLOSE = "\ue001"
@@ -139,6 +142,53 @@ class SpecialTextGuard:
                 if needed <= limit:
                     return text
         raise ContextFullError(needed, limit)
+
+
+class GuardedPrompts:
+    """``render_prompt`` for a backend that renders with its model's own
+    template: content is guarded, and the prompt is fitted to the context
+    when its length is known. The backend supplies the guard, the renderer
+    (built on first use), its token count and the context length."""
+
+    _prompt_renderer: Any = None
+
+    @property
+    def guard(self) -> SpecialTextGuard:
+        raise NotImplementedError
+
+    def _new_prompt_renderer(self) -> Any:
+        """The model's :class:`~meta_spider.native.NativeToolPrompt`."""
+        raise NotImplementedError
+
+    def _encode_ids(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def _prompt_context_length(self) -> int | None:
+        raise NotImplementedError
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        add_generation_prompt: bool = True,
+        enable_thinking: bool | None = None,
+    ) -> str:
+        if self._prompt_renderer is None:
+            self._prompt_renderer = self._new_prompt_renderer()
+        renderer = self._prompt_renderer
+
+        def render(guarded: list[dict[str, Any]]) -> str:
+            return renderer.render(
+                guarded, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
+            )
+
+        guard = self.guard
+        guarded = guard.guard_messages(messages)
+        length = self._prompt_context_length()
+        if length is None:
+            return render(guarded)
+        return guard.fit(guarded, render, lambda text: len(self._encode_ids(text)), prompt_limit(length))
 
 
 _GGUF_CONTROL = 3

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 from meta_spider.backends.base import Completion, InferenceBackend, Introspection, WrappedBackend
 
-__all__ = ["DEFAULT_TURN_STOPS", "StopBackend", "cut_at_stop"]
+__all__ = ["DEFAULT_TURN_STOPS", "DecodedText", "StopBackend", "cut_at_stop"]
 
 DEFAULT_TURN_STOPS: tuple[str, ...] = (
     "<|im_end|>",  # ChatML (Qwen, Hermes)
@@ -59,6 +59,39 @@ def held_back(text: str, stop: Sequence[str]) -> int:
                 longest = size
                 break
     return longest
+
+
+class DecodedText:
+    """What a backend's decode loop has produced so far, cut at the first
+    stop string; ``on_text`` receives each part that can no longer begin a
+    stop string, once it holds no half-decoded character."""
+
+    def __init__(self, stop: Sequence[str], on_text: Callable[[str], None] | None) -> None:
+        self.markers = [marker for marker in stop if marker]
+        self.on_text = on_text
+        self.text = ""
+        self.emitted = 0
+
+    def update(self, text: str) -> bool:
+        """Take the whole text decoded so far; True when it reached a stop
+        string (:attr:`text` then ends before it)."""
+        kept, marker = cut_at_stop(text, self.markers)
+        if marker is not None:
+            self.text = kept
+            return True
+        self.text = text
+        if self.on_text is not None and not text.endswith("\ufffd"):
+            ready = len(text) - held_back(text, self.markers)
+            if ready > self.emitted:
+                self.on_text(text[self.emitted : ready])
+                self.emitted = ready
+        return False
+
+    def finish(self) -> str:
+        """Stream what is still held back and return the final text."""
+        if self.on_text is not None and len(self.text) > self.emitted:
+            self.on_text(self.text[self.emitted :])
+        return self.text
 
 
 class _StopStream:

@@ -22,23 +22,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from meta_spider.backends.base import (
-    BackendCapabilityError,
-    Completion,
-    Introspection,
-    Message,
-    ToolSchema,
-)
+from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection
 from meta_spider.backends.llamacpp.errors import ContextFullError
-from meta_spider.backends.prompt_guard import SpecialTextGuard, prompt_limit
-from meta_spider.backends.stop import cut_at_stop, held_back
+from meta_spider.backends.prompt_guard import GuardedPrompts, SpecialTextGuard
+from meta_spider.backends.stop import DecodedText
 from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline, Pass1
 from meta_spider.wrapper.passes import DecodeStats
 
 __all__ = ["TransformersBackend"]
 
 
-class TransformersBackend:
+class TransformersBackend(GuardedPrompts):
     """Greedy generation, pass-1 reads and pass-2 injection on transformers."""
 
     name = "transformers"
@@ -81,31 +75,13 @@ class TransformersBackend:
             return template.get("tool_use") or template.get("default")
         return template or None
 
-    def render_prompt(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSchema] | None = None,
-        add_generation_prompt: bool = True,
-        enable_thinking: bool | None = None,
-    ) -> str:
-        if self._prompt_renderer is None:
-            from meta_spider.native import NativeToolPrompt
+    def _new_prompt_renderer(self) -> Any:
+        from meta_spider.native import NativeToolPrompt
 
-            self._prompt_renderer = NativeToolPrompt.from_tokenizer(self.tokenizer)
-        renderer = self._prompt_renderer
+        return NativeToolPrompt.from_tokenizer(self.tokenizer)
 
-        def render(guarded: list[dict[str, Any]]) -> str:
-            return renderer.render(
-                guarded, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-            )
-
-        guard = self.guard
-        guarded = guard.guard_messages(messages)
-        length = self.context_length
-        if length is None:
-            return render(guarded)
-        return guard.fit(guarded, render, lambda text: len(self._encode_ids(text)), prompt_limit(length))
+    def _prompt_context_length(self) -> int | None:
+        return self.context_length
 
     @property
     def guard(self) -> SpecialTextGuard:
@@ -194,10 +170,10 @@ class TransformersBackend:
             inject=inject is not None, dynamic_refresh=self.dynamic_refresh and inject is not None,
             agc=self.agc, stats=stats,
         )
-        markers = [marker for marker in stop if marker]
+        decoded = DecodedText(stop, on_text)
         eos = self.pipeline.decoder.eos_token_ids
         token_ids: list[int] = []
-        text, emitted, finish = "", 0, "length"
+        finish = "length"
         with closing(stream):
             for token in stream:
                 if token in eos:
@@ -206,16 +182,7 @@ class TransformersBackend:
                 token_ids.append(token)
                 # Special tokens stay in the text: native tool-call markers
                 # are special in several templates.
-                text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
-                kept, marker = cut_at_stop(text, markers)
-                if marker is not None:
-                    text, finish = kept, "stop"
+                if decoded.update(self.tokenizer.decode(token_ids, skip_special_tokens=False)):
+                    finish = "stop"
                     break
-                if on_text is not None and not text.endswith("\ufffd"):
-                    ready = len(text) - held_back(text, markers)
-                    if ready > emitted:
-                        on_text(text[emitted:ready])
-                        emitted = ready
-        if on_text is not None and len(text) > emitted:
-            on_text(text[emitted:])
-        return Completion(text=text, finish_reason=finish, num_tokens=len(token_ids) + (finish == "eos"))
+        return Completion(text=decoded.finish(), finish_reason=finish, num_tokens=len(token_ids) + (finish == "eos"))

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_report import emit
+
 DECISIONS = {"answer": "answer", "tool_call": "lookup", "refuse": "refuse"}
 
 
@@ -84,12 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = "/".join(str(sum(d["decision"] == kind for d in decisions)) for kind in ("answer", "lookup", "refuse"))
         lines.append(f"{label:<40} {agree:>9.3f} {len(answered) / len(decisions):>8.3f} {selective:>8.3f} "
                      f"{counts:>22} {seconds:>6.0f}")
-    text = "\n".join(lines) + "\n"
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    print(text, end="")
-    return 0
+    return emit(lines, args.output)
 
 
 if __name__ == "__main__":

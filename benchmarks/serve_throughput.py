@@ -21,7 +21,6 @@ with the load from round to round, the CPU ones much less. Goals: direct >= 0.9x
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from meta_spider.agentcore.runfile import write_run_file
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = ["Where was Ada born?", "What does Lev do?", "Who is Hugo?", "When was Greta born?",
@@ -70,11 +71,11 @@ def write_run_dir(folder: Path, base: Path, sidecar: Path, threads: int) -> Path
     """A run directory whose run.json gives the llama.cpp backend and a doubter answering everything."""
     run = folder / "bench-run"
     run.mkdir()
-    (run / "run.json").write_text(json.dumps({
+    write_run_file(run, {
         "backends": {"llamacpp": {"model_path": str(base), "sidecar_path": str(sidecar), "n_ctx": 1024,
                                   "n_threads": threads, "ignore_eos": True}},
         "policy": {"name": "doubter", "settings": {"threshold": 0.0}},
-    }, indent=2))
+    })
     return run
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_report import emit
 
 
 def parity_prompts(world, tokenizer, count: int, seed: int) -> list[list[int]]:
@@ -95,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             types = ", ".join(f"{t} x{n}" for t, n in sorted(tensor_type_counts(path).items()))
             lines.append(f"{kind:<8} {path.stat().st_size / 2**20:>7.2f} {agreement:>16.3f}  {types}")
             print(lines[-1], f"({time.perf_counter() - started:.1f} s)", flush=True)
-    text = "\n".join(lines) + "\n"
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    print(text, end="")
-    return 0
+    return emit(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -6,25 +6,13 @@ Importing this package stays light (no torch): the torch-side pieces
 """
 
 from meta_spider.loom.datasets import (
-    JsonlDataset,
-    MMLUDataset,
-    QADataset,
-    QAExample,
-    QAPrompt,
-    check_answer,
-    export_jsonl,
+    JsonlDataset, MMLUDataset, QADataset, QAExample, QAPrompt, check_answer, export_jsonl,
 )
 from meta_spider.loom.collect.judge import JudgeError, JudgeVerdict, OpenRouterJudge
 from meta_spider.loom.manifest import MANIFEST_FILE, ManifestError, RunManifest
 from meta_spider.loom.evaluate.metrics import (
-    auroc,
-    choose_threshold,
-    evaluate_at_coverage,
-    expected_calibration_error,
-    prediction_rejection_ratio,
-    risk_coverage_curve,
-    score_metrics,
-    selective_metrics,
+    auroc, choose_threshold, evaluate_at_coverage, expected_calibration_error, prediction_rejection_ratio,
+    risk_coverage_curve, score_metrics, selective_metrics,
 )
 from meta_spider.loom.evaluate.stats import mcnemar_exact, paired_t_test
 

@@ -23,11 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from meta_spider.native.adapt import (
-    TemplateCapabilities,
-    fit_messages,
-    probe_template,
-    template_tools,
-    template_variables,
+    TemplateCapabilities, fit_messages, probe_template, template_tools, template_variables,
 )
 from meta_spider.native.errors import ChatTemplateError, MissingChatTemplateError
 from meta_spider.native.families import ToolCallFamily, detect_family

@@ -11,7 +11,7 @@ module knows nothing about which names those are.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 
 def lazy_exports(package: str, exports: Mapping[str, str],
@@ -33,3 +33,14 @@ def lazy_exports(package: str, exports: Mapping[str, str],
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def publish(namespace: dict[str, Any], homes: Mapping[str, Sequence[str]]) -> None:
+    """Make the package whose globals are ``namespace`` offer, lazily, the
+    names listed under each home module (``{"meta_spider.wrapper.config":
+    ("MetaSpiderConfig", ...)}``): sets its ``EXPORTS`` (name to module),
+    ``__all__``, ``__getattr__`` and ``__dir__``."""
+    exports = {name: module for module, names in homes.items() for name in names}
+    namespace["EXPORTS"] = exports
+    namespace["__all__"] = sorted(exports)
+    namespace["__getattr__"], namespace["__dir__"] = lazy_exports(namespace["__name__"], exports, namespace)

@@ -7,14 +7,7 @@ torch: backends do the heavy work.
 """
 
 from meta_spider.policies.actions import (
-    REFUSAL_SENTENCE,
-    Action,
-    Answer,
-    Refuse,
-    ToolCall,
-    ToolInvocation,
-    UnparsedCall,
-    is_refusal,
+    REFUSAL_SENTENCE, Action, Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall, is_refusal,
 )
 from meta_spider.policies.base import ActionRenderer, LatentDecision, Policy, SessionView, ToolCatalog
 from meta_spider.policies.direct import DirectPolicy

@@ -35,14 +35,7 @@ from typing import Any
 
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import (
-    REFUSAL_SENTENCE,
-    Action,
-    Answer,
-    Refuse,
-    ToolCall,
-    ToolInvocation,
-    UnparsedCall,
-    is_refusal,
+    REFUSAL_SENTENCE, Action, Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall, is_refusal,
 )
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
 

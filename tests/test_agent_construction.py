@@ -231,3 +231,17 @@ def test_calibration_goes_only_to_factories_that_declare_it(plugin_manager) -> N
         factory.build_policy(plugin_manager, "unknown", calibration=calibration)
     with pytest.raises(factory.ComponentSettingsError, match="cannot build policy 'refuses'.*keys: note"):
         factory.build_policy(plugin_manager, "refuses", {"note": "x"})
+
+
+def test_objects_are_used_as_given_and_the_backend_is_wrapped_once(plugin_manager) -> None:
+    from meta_spider.policies import DefaultRenderer, DirectPolicy
+    from meta_spider.tools import DictKnowledgeBase, ToolRegistry
+
+    policy, renderer, tools = DirectPolicy(), DefaultRenderer(), ToolRegistry()
+    agent = build_agent(None, backend=FakeBackend(["4."]), policy=policy, renderer=renderer, tools=tools)
+    assert (agent.policy, agent.renderer, agent.tools) == (policy, renderer, tools)
+    again = build_agent(None, backend=agent.backend, policy=policy, renderer=renderer, tools=tools)
+    assert again.backend is agent.backend  # already stops at the turn's end: not wrapped twice
+    assert again.ask("2+2?").text == "4."
+    with pytest.raises(ValueError, match="give tools or a knowledge_base"):
+        build_agent(plugin_manager, backend=FakeBackend(), tools=tools, knowledge_base=DictKnowledgeBase({}))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from torchless import run_without_torch
 
 from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
 from meta_spider.backends.llamacpp.sidecar_format import (
@@ -184,16 +185,7 @@ def test_gguf_dump_reads_the_sidecar(tmp_path):
     assert "cross_attn.4.q_proj.weight" in document["tensors"]
 
 
-_TORCHLESS = textwrap.dedent('''
-    import importlib.abc, json, sys
-
-    class BlockTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is blocked here ({name})")
-            return None
-
-    sys.meta_path.insert(0, BlockTorch())
+_TORCHLESS = '''
     import numpy as np
     from meta_spider.loom.gguf.sidecar import load_sidecar
     from meta_spider.backends.llamacpp.numpy_doubter import NumpyDoubter
@@ -202,17 +194,13 @@ _TORCHLESS = textwrap.dedent('''
     encoded = NumpyDoubter.from_sidecar(contents).encode(np.ones((3, 32), dtype=np.float32))
     print(json.dumps({"torch": any(m == "torch" or m.startswith("torch.") for m in sys.modules),
                       "tensors": len(contents.tensors), "logit": encoded.p_correct_logit}))
-''')
+'''
 
 
 def test_sidecar_loads_and_encodes_where_importing_torch_fails(tmp_path):
     doubter = random_doubter()
     path = export_sidecar(doubter, tmp_path / SIDECAR_FILE)
-    script = tmp_path / "torchless.py"
-    script.write_text(_TORCHLESS)
-    completed = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_without_torch(_TORCHLESS, tmp_path, str(path))
     assert result["torch"] is False and result["tensors"] == len(doubter.state_dict())
     with torch.no_grad():
         expected = float(doubter.encode(torch.ones(1, 3, 32)).p_correct_logit[0])

@@ -80,6 +80,22 @@ def _last_logits(llm, prompts: list[list[int]]) -> np.ndarray:
     return np.stack(rows)
 
 
+def _worst_f32_logit_diff(path: Path, model: Any, prompts: list[list[int]]) -> float:
+    """Largest |logit difference| between an f32 GGUF (f32 KV cache) and the
+    transformers ``model``, over every position of every prompt."""
+    llm = _load(path, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
+    worst = 0.0
+    for prompt in prompts:
+        llm.reset()
+        llm.eval(prompt)
+        ours = np.array(llm.scores[: llm.n_tokens], dtype=np.float32)
+        with torch.no_grad():
+            theirs = model(torch.tensor([prompt])).logits[0].numpy()
+        worst = max(worst, float(np.abs(ours - theirs).max()))
+    llm.close()
+    return worst
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def exported(request, tmp_path_factory) -> ExportedBase:
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,16 +121,7 @@ def test_f32_export_reproduces_transformers_logits_at_every_position(exported):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(exported.folder), dtype=torch.float32).eval()
-    llm = _load(exported.f32, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
-    worst = 0.0
-    for prompt in exported.prompts[:40]:
-        llm.reset()
-        llm.eval(prompt)
-        ours = np.array(llm.scores[: llm.n_tokens], dtype=np.float32)
-        with torch.no_grad():
-            theirs = model(torch.tensor([prompt])).logits[0].numpy()
-        worst = max(worst, float(np.abs(ours - theirs).max()))
-    llm.close()
+    worst = _worst_f32_logit_diff(exported.f32, model, exported.prompts[:40])
     print(f"\n[{exported.name}] f32 GGUF, f32 KV cache: max |logit diff| over all positions = {worst:.2e}")
     assert worst <= F32_MAX_ABS_LOGIT_DIFF
 
@@ -206,14 +213,5 @@ def test_config_variants_reproduce_transformers_logits(arch, overrides, tmp_path
     tokenizer = build_tokenizer(split="gpt2")
     model = build_model(arch, vocab_size=len(tokenizer), **overrides)
     path = export_base_gguf((model, tokenizer), tmp_path / "variant.gguf", dtype="f32")
-    llm = _load(path, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
-    worst = 0.0
-    for prompt in parity_prompts(tokenizer, n=10):
-        llm.reset()
-        llm.eval(prompt)
-        ours = np.array(llm.scores[: llm.n_tokens], dtype=np.float32)
-        with torch.no_grad():
-            theirs = model(torch.tensor([prompt])).logits[0].numpy()
-        worst = max(worst, float(np.abs(ours - theirs).max()))
-    llm.close()
+    worst = _worst_f32_logit_diff(path, model, parity_prompts(tokenizer, n=10))
     assert worst <= F32_MAX_ABS_LOGIT_DIFF

@@ -27,7 +27,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ import pytest
 import torch
 
 from gguf_helpers import build_model, build_tokenizer, train_briefly
+from torchless import run_without_torch
 from meta_spider.backends import BackendCapabilityError
 from meta_spider.backends.base import Introspection
 from meta_spider.backends.llamacpp import LlamaCppBackend
@@ -363,16 +363,7 @@ def exported_run(tiny, tmp_path_factory):
     return run_dir
 
 
-_TORCHLESS_AGENT = textwrap.dedent('''
-    import importlib.abc, json, sys
-
-    class BlockTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is blocked here ({name})")
-            return None
-
-    sys.meta_path.insert(0, BlockTorch())
+_TORCHLESS_AGENT = '''
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import read_run_settings
     from meta_spider.agentcore.steps import FinalStep
@@ -389,16 +380,11 @@ _TORCHLESS_AGENT = textwrap.dedent('''
         results.append({"outcome": final.outcome, "text": final.text, "first_step": decision})
     print(json.dumps({"torch": any(m == "torch" or m.startswith("torch.") for m in sys.modules),
                       "llama_cpp": "llama_cpp" in sys.modules, "results": results}))
-''')
+'''
 
 
 def test_the_doubter_agent_runs_on_llamacpp_where_importing_torch_fails(exported_run, tmp_path):
-    script = tmp_path / "torchless_agent.py"
-    script.write_text(_TORCHLESS_AGENT)
-    completed = subprocess.run([sys.executable, str(script), str(exported_run), json.dumps(QUESTIONS[:2])],
-                               capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_without_torch(_TORCHLESS_AGENT, tmp_path, str(exported_run), json.dumps(QUESTIONS[:2]), timeout=600)
     assert result["torch"] is False and result["llama_cpp"] is True
     confident, uncertain = result["results"]
     assert confident["outcome"] == "answer", confident

@@ -16,10 +16,7 @@ importing torch fails.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import textwrap
-import os
 
 import numpy as np
 import pytest
@@ -34,6 +31,8 @@ from llamacpp_helpers import (
     reference_layer_outputs,
     reference_logits,
 )
+from torchless import run_without_torch
+
 from meta_spider.backends.llamacpp.hooks import (
     ContextFullError,
     DecodeOutput,
@@ -357,16 +356,7 @@ def test_config_rejects_bad_values(field, value):
 
 # ---- no torch -----------------------------------------------------------------
 
-_TORCHLESS_SCRIPT = textwrap.dedent('''
-    import importlib.abc, json, sys
-
-    class BlockTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is blocked in this test (importing {name})")
-            return None
-
-    sys.meta_path.insert(0, BlockTorch())
+_TORCHLESS_SCRIPT = '''
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -393,19 +383,14 @@ _TORCHLESS_SCRIPT = textwrap.dedent('''
         "state": states[1][0].tolist(),
         "logits": pass2.logits[0].tolist(),
     }))
-''')
+'''
 
 
 def test_hooks_run_where_importing_torch_fails(base, hooked, tmp_path):
     ids = base.prompts[0]
     delta = random_fixed_delta(base.hidden_size, seed=9).vector
-    script = tmp_path / "torchless.py"
-    script.write_text(_TORCHLESS_SCRIPT)
     arguments = json.dumps({"path": str(base.gguf_path), "ids": ids, "delta": delta.tolist()})
-    completed = subprocess.run([sys.executable, str(script), arguments], capture_output=True, text=True,
-                               timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert completed.returncode == 0, completed.stderr
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = run_without_torch(_TORCHLESS_SCRIPT, tmp_path, arguments, timeout=300)
     assert result["blocked"] is True and result["torch_loaded"] is False
     assert result["llama_cpp_at_import"] is False
     if sys.platform.startswith("linux"):

@@ -6,6 +6,7 @@ text for a missing or malformed run.json."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,16 +77,18 @@ def test_missing_activations_and_bad_options_exit_1(run_dir: Path, tmp_path: Pat
     assert bad.exit_code == 2 and "lr must be a positive number, got -1.0" in bad.output
 
 
-def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
+def train_a_copy(run_dir: Path, tmp_path: Path, *options: str) -> tuple[Path, RunManifest]:
+    """Train one epoch with ``options`` on a copy of ``run_dir`` without its checkpoints."""
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8",
-                                        "--logprob-signals", "prompt_logprob_sum, draft_logprob_min", *SHAPE],
+    result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8", *options, *SHAPE],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    manifest = RunManifest.load(run)
+    return run, RunManifest.load(run)
+
+
+def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path: Path) -> None:
+    run, manifest = train_a_copy(run_dir, tmp_path, "--logprob-signals", "prompt_logprob_sum, draft_logprob_min")
     pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**manifest.pipeline_settings(), local_files_only=True),
                                               doubter=manifest.resolve(run, manifest.checkpoint))
     assert pipe.doubter.config.signals == ("prompt_logprob_sum", "draft_logprob_min")
@@ -96,20 +99,13 @@ def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path
 
 
 def test_p_correct_from_signals_trains_the_same_doubter_without_its_states(run_dir: Path, tmp_path: Path) -> None:
-    import shutil
-
     import torch
 
     from meta_spider.loom.collect.activations import ActivationDataset
     from meta_spider.wrapper import Doubter
     from meta_spider.wrapper.signals import SIGNALS
 
-    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
-    shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    result = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--batch-size", "8",
-                                        "--p-correct-from", "signals", *SHAPE], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    manifest = RunManifest.load(run)
+    run, manifest = train_a_copy(run_dir, tmp_path, "--p-correct-from", "signals")
     doubter = Doubter.from_checkpoint(manifest.resolve(run, manifest.checkpoint))
     assert doubter.config.signals == SIGNALS  # every signal by default
     weights = doubter.signal_mix.linear.weight[0]

@@ -126,6 +126,13 @@ def valid_output(family: ToolCallFamily, call_list: list[tuple[str, dict[str, An
     return "".join(pieces)
 
 
+def draw_valid_output(data: Any, family: ToolCallFamily) -> tuple[list[tuple[str, dict[str, Any]]], list[str], str]:
+    """Draw calls for ``family`` and clean junk around them: ``(calls, junk, valid_output(...))``."""
+    call_list = data.draw(calls_for(family))
+    junk = data.draw(st.lists(clean_junk, min_size=len(call_list) + 1, max_size=len(call_list) + 1))
+    return call_list, junk, valid_output(family, call_list, junk)
+
+
 # ---------------------------------------------------------------- properties
 
 
@@ -147,9 +154,7 @@ def test_markup_soup_never_raises_and_loses_nothing(family: ToolCallFamily, text
 @FUZZ
 @given(data=st.data())
 def test_valid_calls_among_clean_junk_parse_exactly(family: ToolCallFamily, data: Any) -> None:
-    call_list = data.draw(calls_for(family))
-    junk = data.draw(st.lists(clean_junk, min_size=len(call_list) + 1, max_size=len(call_list) + 1))
-    text = valid_output(family, call_list, junk)
+    call_list, junk, text = draw_valid_output(data, family)
     result = parse_strictly(family, text)
     assert result.ok, result.failures
     assert [(c.name, c.arguments) for c in result.tool_calls] == [(n, json.loads(json.dumps(a))) for n, a in call_list]
@@ -161,9 +166,7 @@ def test_valid_calls_among_clean_junk_parse_exactly(family: ToolCallFamily, data
 @FUZZ
 @given(data=st.data())
 def test_truncated_valid_output_never_raises_and_keeps_a_prefix_of_the_calls(family: ToolCallFamily, data: Any) -> None:
-    call_list = data.draw(calls_for(family))
-    junk = data.draw(st.lists(clean_junk, min_size=len(call_list) + 1, max_size=len(call_list) + 1))
-    full = valid_output(family, call_list, junk)
+    call_list, junk, full = draw_valid_output(data, family)
     cut = data.draw(st.integers(min_value=0, max_value=len(full)))
     result = parse_strictly(family, full[:cut])
     # A cut never invents a call: what parses is the first k calls, intact.

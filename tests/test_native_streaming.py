@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_native_fuzz import calls_for, clean_junk, valid_output
+from test_native_fuzz import clean_junk, draw_valid_output
 
 from meta_spider.native import NativeToolRenderer, ToolCallFamily
 from meta_spider.native.formatting import reasoning_tags
@@ -40,9 +40,7 @@ def joined(events: list[StreamEvent], kind: str) -> str:
 @STREAM
 @given(data=st.data())
 def test_any_split_streams_exactly_the_final_parse(family: ToolCallFamily, data: Any) -> None:
-    call_list = data.draw(calls_for(family))
-    junk = data.draw(st.lists(clean_junk, min_size=len(call_list) + 1, max_size=len(call_list) + 1))
-    text = valid_output(family, call_list, junk)
+    _, _, text = draw_valid_output(data, family)
     if data.draw(st.booleans()) and family is not ToolCallFamily.HARMONY:
         opening, closing = reasoning_tags(family)
         text = f"{opening}{data.draw(clean_junk)}{closing}{text}"

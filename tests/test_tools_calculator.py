@@ -7,12 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meta_spider.tools import (
-    CalculatorDomainError,
-    CalculatorError,
-    CalculatorLimitError,
-    CalculatorSyntaxError,
-    calculator,
-    evaluate,
+    CalculatorDomainError, CalculatorError, CalculatorLimitError, CalculatorSyntaxError, calculator, evaluate,
 )
 from meta_spider.tools.calculator import MAX_DEPTH, MAX_EXPRESSION_LENGTH
 

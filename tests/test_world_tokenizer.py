@@ -11,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_spider.loom.world.chat import (
-    CONTROL_TOKENS,
-    LOOKUP_TOOL,
-    MARKUP_TOKENS,
-    lookup_call,
-    render_chat,
-)
+from meta_spider.loom.world.chat import CONTROL_TOKENS, LOOKUP_TOOL, MARKUP_TOKENS, lookup_call, render_chat
 from meta_spider.loom.world.generator import generate_world
 from meta_spider.loom.world.presets import get_preset
 from meta_spider.loom.world.tokenizer import train_tokenizer

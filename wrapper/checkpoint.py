@@ -3,8 +3,11 @@
 A checkpoint is a folder with ``doubter_config.json`` (DoubterConfig, the
 base fingerprint, the format version) and ``doubter.safetensors`` (wrapper
 tensors only), or a single ``.safetensors`` file carrying the same JSON in
-its metadata. Never pickle, never ``torch.load``. This module knows the file
-layout and nothing about how the tensors are used.
+its metadata. Never pickle, never ``torch.load``. This module is the one
+reader and writer of that layout and knows nothing about how the tensors are
+used. Importing it does not import torch (the document alone,
+:func:`read_checkpoint_document`, is read without it); the tensors load as
+torch tensors when asked for.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from meta_spider.wrapper.config import DoubterConfig
 from meta_spider.wrapper.constants import (
@@ -28,6 +29,8 @@ from meta_spider.wrapper.constants import (
 from meta_spider.wrapper.errors import CheckpointError
 
 if TYPE_CHECKING:
+    import torch
+
     from meta_spider.wrapper.doubter import Doubter
 
 logger = logging.getLogger(__name__)
@@ -129,9 +132,10 @@ def _load_tensors(weights_file: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(document, tensors)`` of a checkpoint folder or file; every problem
-    with the files is a :class:`CheckpointError` naming the file."""
+def read_checkpoint_document(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """``(document, weights file)`` of a checkpoint folder or file, the
+    document upgraded to the current format, without loading a tensor or
+    torch; every problem with the files is a :class:`CheckpointError`."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -147,8 +151,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         document = _parse_document(raw, str(config_file))
     elif path.is_file() and path.suffix == ".safetensors":
         weights_file = path
-        try:
-            with safe_open(str(path), framework="pt") as handle:
+        try:  # numpy: the metadata is the same for every framework, and numpy needs no torch
+            with safe_open(str(path), framework="numpy") as handle:
                 metadata = handle.metadata() or {}
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(str(path), f"not a valid safetensors file ({exc}); save the Doubter again") from None
@@ -157,7 +161,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         document = _parse_document(metadata[METADATA_CONFIG_KEY], str(path))
     else:
         raise CheckpointError(str(path), "neither a checkpoint folder nor a .safetensors file")
-    return _upgrade(document, str(path)), _load_tensors(weights_file)
+    return _upgrade(document, str(path)), weights_file
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(document, tensors)`` of a checkpoint folder or file; every problem
+    with the files is a :class:`CheckpointError` naming the file."""
+    document, weights_file = read_checkpoint_document(path)
+    return document, _load_tensors(weights_file)
 
 
 def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Doubter":

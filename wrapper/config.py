@@ -15,12 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence, Union
 
 from meta_spider.wrapper.constants import (
-    DTYPES,
-    ENCODER_TYPES,
-    INJECT_POSITIONS,
-    LAYER_PRESETS,
-    QUANTIZATIONS,
-    READ_POSITIONS,
+    DTYPES, ENCODER_TYPES, INJECT_POSITIONS, LAYER_PRESETS, QUANTIZATIONS, READ_POSITIONS,
 )
 
 LayerSpec = Union[str, Sequence[int]]

@@ -11,9 +11,6 @@ loads when a backend is built.
 
 from __future__ import annotations
 
-from meta_spider.plugins.lazy import lazy_exports
+from meta_spider.plugins.lazy import publish
 
-EXPORTS = {"LlamaCppBackend": "meta_spider.backends.llamacpp.backend"}
-
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
-__all__ = sorted(EXPORTS)
+publish(globals(), {"meta_spider.backends.llamacpp.backend": ("LlamaCppBackend",)})

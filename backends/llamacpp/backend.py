@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection, Message, ToolSchema
+from meta_spider.backends.base import BackendCapabilityError, Completion, Introspection
 from meta_spider.backends.llamacpp.eval_filter import NativeDelta
 from meta_spider.backends.llamacpp.errors import ContextFullError, GGUFModelError
 from meta_spider.backends.llamacpp.hooks import HookedContextConfig, HookedLlamaContext
@@ -42,8 +42,8 @@ from meta_spider.backends.llamacpp.sidecar_format import (
     check_sidecar_fits,
     read_sidecar,
 )
-from meta_spider.backends.prompt_guard import SpecialTextGuard, gguf_control_tokens, prompt_limit
-from meta_spider.backends.stop import cut_at_stop, held_back
+from meta_spider.backends.prompt_guard import GuardedPrompts, SpecialTextGuard, gguf_control_tokens
+from meta_spider.backends.stop import DecodedText
 
 __all__ = ["KV_CACHE_TYPES", "LlamaCppBackend"]
 
@@ -91,7 +91,7 @@ class _Injection:
         return self._callables
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(GuardedPrompts):
     """Greedy generation, pass-1 reads and pass-2 injection on a GGUF base with llama.cpp."""
 
     name = "llamacpp"
@@ -187,29 +187,14 @@ class LlamaCppBackend:
     def chat_template(self) -> str | None:
         return self._chat_template or None
 
-    def render_prompt(
-        self,
-        messages: Sequence[Message],
-        *,
-        tools: Sequence[ToolSchema] | None = None,
-        add_generation_prompt: bool = True,
-        enable_thinking: bool | None = None,
-    ) -> str:
-        if self._prompt_renderer is None:
-            from meta_spider.native import NativeToolPrompt
+    def _new_prompt_renderer(self) -> Any:
+        from meta_spider.native import NativeToolPrompt
 
-            self._prompt_renderer = NativeToolPrompt.from_gguf(self.model_path)
-        renderer = self._prompt_renderer
+        return NativeToolPrompt.from_gguf(self.model_path)
 
-        def render(guarded: list[dict[str, Any]]) -> str:
-            return renderer.render(
-                guarded, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
-            )
-
-        # As on transformers: content never spells a control token, and the
-        # oldest tool results are cut before the prompt outgrows the context.
-        return self.guard.fit(self.guard.guard_messages(messages), render, lambda text: len(self._encode_ids(text)),
-                              prompt_limit(self.context.n_ctx))
+    def _prompt_context_length(self) -> int:
+        # As on transformers: the oldest tool results are cut before the prompt outgrows the context.
+        return self.context.n_ctx
 
     @property
     def guard(self) -> SpecialTextGuard:
@@ -388,10 +373,10 @@ class LlamaCppBackend:
                      stop: Sequence[str], on_text: Callable[[str], None] | None) -> Completion:
         """Greedy tokens from ``logits``; ``step_forward(token, step)`` feeds ``token`` and returns the
         logits of new token ``step``."""
-        markers = [marker for marker in stop if marker]
+        decoded = DecodedText(stop, on_text)
         token_ids: list[int] = []
         pieces: list[bytes] = []  # one token's bytes each: the text grows without detokenizing it all again
-        text, emitted, finish = "", 0, "length"
+        finish = "length"
         for step in range(max_new_tokens):
             token = int(np.argmax(logits))
             if self._is_end(token):
@@ -400,22 +385,13 @@ class LlamaCppBackend:
             token_ids.append(token)
             # Special tokens stay in the text: native tool-call markers are special in several templates.
             pieces.append(self.context.detokenize([token], special=True))
-            text = b"".join(pieces).decode("utf-8", errors="replace")
-            kept, marker = cut_at_stop(text, markers)
-            if marker is not None:
-                text, finish = kept, "stop"
+            if decoded.update(b"".join(pieces).decode("utf-8", errors="replace")):
+                finish = "stop"
                 break
-            if on_text is not None and not text.endswith("\ufffd"):
-                ready = len(text) - held_back(text, markers)
-                if ready > emitted:
-                    on_text(text[emitted:ready])
-                    emitted = ready
             if step == max_new_tokens - 1:
                 break
             if self.context.n_past >= self.context.n_ctx:
                 logger.warning("context of %d tokens is full; stopping generation", self.context.n_ctx)
                 break
             logits = step_forward(token, step + 1)
-        if on_text is not None and len(text) > emitted:
-            on_text(text[emitted:])
-        return Completion(text=text, finish_reason=finish, num_tokens=len(token_ids) + (finish == "eos"))
+        return Completion(text=decoded.finish(), finish_reason=finish, num_tokens=len(token_ids) + (finish == "eos"))

@@ -44,8 +44,9 @@ decode's injections itself when their callables offer a ``native_delta()``
 (every generated token of pass 2). Without it the Python hook is the
 callback, with the same results.
 
-This module knows nothing about encoders, cross-attention, sampling or chat
-templates; importing it imports neither torch nor llama_cpp (opening a
+Loading the model and opening or freeing the context is
+:mod:`~meta_spider.backends.llamacpp.context`'s. This module knows nothing
+about encoders, cross-attention, sampling or chat templates; importing it imports neither torch nor llama_cpp (opening a
 context imports llama_cpp).
 """
 
@@ -53,7 +54,6 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -61,12 +61,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from meta_spider.backends.llamacpp import ggml_ctypes
+from meta_spider.backends.llamacpp.context import HookedContextConfig, LlamaHandles
 from meta_spider.backends.llamacpp.eval_filter import load_filter
 from meta_spider.backends.llamacpp.eval_hook import ChunkPlan, EvalHook, Injection
 from meta_spider.backends.llamacpp.errors import (
+    GGUFModelError,
     LAYER_OUTPUT_NAME,
     LlamaHookError,
-    GGUFModelError,
     LayerOutOfRangeError,
     PositionError,
     ContextFullError,
@@ -77,43 +78,6 @@ from meta_spider.backends.llamacpp.errors import (
 )
 
 LLAMA_CPP_LOGGER = "llama-cpp-python"
-
-
-@dataclass(frozen=True)
-class HookedContextConfig:
-    """How the llama.cpp context is opened."""
-
-    n_ctx: int = 2048
-    """Context window in tokens (the KV cache size)."""
-    n_batch: int = 512
-    """Tokens per ``llama_decode`` call; longer inputs are decoded in chunks."""
-    n_threads: int | None = None
-    """CPU threads; None = half the cores (at least 1)."""
-    n_gpu_layers: int = 0
-    """Layers offloaded to a GPU build of llama.cpp (-1 = all)."""
-    type_k: int | None = None
-    """ggml type of the K cache (0 = f32 for tight numerical tests); None = llama.cpp's default (f16)."""
-    type_v: int | None = None
-    """ggml type of the V cache; None = llama.cpp's default (f16)."""
-    flash_attn: bool = False
-    """Use flash attention. Off by default, as in ``llama_cpp.Llama``; llama.cpp's own
-    default (auto) turns it on, and its CPU kernel rounds through f16 (about 1e-3 relative)."""
-    verbose: bool = False
-    """Let llama.cpp's log through (otherwise only errors)."""
-
-    def __post_init__(self) -> None:
-        if self.n_ctx <= 0:
-            raise ValueError(f"n_ctx must be positive, got {self.n_ctx!r}")
-        if self.n_batch <= 0:
-            raise ValueError(f"n_batch must be positive, got {self.n_batch!r}")
-        if self.n_threads is not None and self.n_threads <= 0:
-            raise ValueError(f"n_threads must be positive or None, got {self.n_threads!r}")
-        if self.n_gpu_layers < -1:
-            raise ValueError(f"n_gpu_layers must be -1 (all) or >= 0, got {self.n_gpu_layers!r}")
-        for name in ("type_k", "type_v"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be a ggml type id >= 0 or None, got {value!r}")
 
 
 @dataclass
@@ -136,17 +100,6 @@ class DecodeOutput:
         return self.logits[self.output_positions.index(position)]
 
 
-def _free_handles(api: ggml_ctypes.LlamaApi, handles: dict[str, Any], callback: Any) -> None:
-    """Free the batch, context and model (in that order). `callback` is held until the context is gone."""
-    if handles.get("batch") is not None:
-        api.lib.llama_batch_free(handles.pop("batch"))
-    if handles.get("ctx") is not None:
-        api.lib.llama_free(handles.pop("ctx"))
-    if handles.get("model") is not None:
-        api.free_model(handles.pop("model"))
-    del callback
-
-
 class HookedLlamaContext:
     """A llama.cpp model + context (one sequence) whose layer outputs can be read and written.
 
@@ -164,61 +117,25 @@ class HookedLlamaContext:
         if not self.path.is_file():
             raise GGUFModelError(self.path, "no such file", "pass the path of a GGUF base model")
         self._api = ggml_ctypes.LlamaApi.load()
-        lib = self._api.lib
         logging.getLogger(LLAMA_CPP_LOGGER).setLevel(logging.DEBUG if self.config.verbose else logging.ERROR)
         self._api.init_backend()
-        self._handles: dict[str, Any] = {}
-        # llama.cpp keeps the callback's function pointer for the context's lifetime: the finalizer
-        # holds the ctypes object until the context is freed. The hook object never refers back to self.
+        # llama.cpp keeps the callback's function pointer for the context's lifetime: the handles
+        # hold the ctypes object until the context is freed. The hook object never refers back to self.
         self._hook = EvalHook(n_embd=0)
         # The compiled filter answers the scheduler's ~40 questions per layer in C and enters Python only
         # for the layer outputs a decode reads or writes; without a compiler the hook itself is the callback.
         self._filter = load_filter(self._hook)
+        make_callback = self._api.lib.ggml_backend_sched_eval_callback
         if self._filter is not None:
-            self._callback: Any = self._filter
-            eval_callback = lib.ggml_backend_sched_eval_callback(self._filter.callback)
-            user_data = self._filter.user_data
+            callback: Any = self._filter
+            eval_callback, user_data = make_callback(self._filter.callback), self._filter.user_data
         else:
-            self._callback = eval_callback = lib.ggml_backend_sched_eval_callback(self._hook)
+            callback = eval_callback = make_callback(self._hook)
             user_data = None
-        self._finalizer = weakref.finalize(self, _free_handles, self._api, self._handles, self._callback)
-        model_params = lib.llama_model_default_params()
-        model_params.n_gpu_layers = self.config.n_gpu_layers
-        model = self._api.load_model(str(self.path).encode("utf-8"), model_params)
-        if not model:
-            raise GGUFModelError(self.path, "llama.cpp could not load it (not a GGUF, truncated, or an "
-                                 "unsupported architecture)", "check the file with `gguf-dump` or export it again")
-        self._handles["model"] = model
-        self.n_layer = int(self._api.n_layer(model))
-        self.n_embd = int(self._api.n_embd(model))
-        self._vocab = lib.llama_model_get_vocab(model)
-        self.n_vocab = int(self._api.n_vocab(self._vocab))
+        self._llama = LlamaHandles(self._api, self.path, self.config, eval_callback, user_data, keep_alive=callback)
+        self.n_layer, self.n_embd, self.n_vocab = self._llama.n_layer, self._llama.n_embd, self._llama.n_vocab
+        self.n_ctx, self.n_batch = self._llama.n_ctx, self._llama.n_batch
         self._hook.n_embd = self.n_embd
-        threads = self.config.n_threads or max(1, (os.cpu_count() or 2) // 2)
-        params = lib.llama_context_default_params()
-        params.n_ctx = self.config.n_ctx
-        params.n_batch = self.config.n_batch
-        params.n_ubatch = self.config.n_batch  # one llama_decode = one micro-batch: rows map to positions
-        params.n_seq_max = 1
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        if self.config.type_k is not None:
-            params.type_k = self.config.type_k
-        if self.config.type_v is not None:
-            params.type_v = self.config.type_v
-        self._api.set_flash_attn(params, self.config.flash_attn)
-        params.cb_eval = eval_callback
-        params.cb_eval_user_data = user_data
-        ctx = self._api.new_context(model, params)
-        if not ctx:
-            self.close()
-            raise GGUFModelError(self.path, "llama.cpp could not create a context for it",
-                                 f"lower n_ctx ({self.config.n_ctx}) or n_batch ({self.config.n_batch})")
-        self._handles["ctx"] = ctx
-        self.n_ctx = int(lib.llama_n_ctx(ctx))
-        # llama.cpp may pad n_ctx and clamp the batch sizes; chunking must use what it actually chose.
-        self.n_batch = int(min(lib.llama_n_batch(ctx), lib.llama_n_ubatch(ctx)))
-        self._handles["batch"] = lib.llama_batch_init(self.n_batch, 0, 1)
         self._tokens: list[int] = []
         self._clean_prefix = 0
 
@@ -226,7 +143,7 @@ class HookedLlamaContext:
 
     def close(self) -> None:
         """Free the llama.cpp context and model; further calls raise."""
-        self._finalizer()
+        self._llama.close()
 
     def __enter__(self) -> "HookedLlamaContext":
         return self
@@ -235,24 +152,23 @@ class HookedLlamaContext:
         self.close()
 
     def _ctx(self) -> Any:
-        ctx = self._handles.get("ctx")
-        if ctx is None:
+        if not self._llama.is_open:
             raise LlamaHookError(f"the llama.cpp context for {self.path} is closed; open a new HookedLlamaContext")
-        return ctx
+        return self._llama.ctx
 
     # ---- tokens ----------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of `text` with the GGUF's own tokenizer (bos added when the model asks for it)."""
-        return self._api.tokenize(self._vocab, text.encode("utf-8"), add_special, parse_special)
+        return self._api.tokenize(self._llama.vocab, text.encode("utf-8"), add_special, parse_special)
 
     def detokenize(self, tokens: Iterable[int], *, special: bool = False) -> bytes:
         """The bytes of `tokens` (concatenated pieces; may end inside a UTF-8 character)."""
-        return b"".join(self._api.token_piece(self._vocab, int(token), special) for token in tokens)
+        return b"".join(self._api.token_piece(self._llama.vocab, int(token), special) for token in tokens)
 
     def is_end_of_generation(self, token: int) -> bool:
         """Whether `token` ends a turn (eos, eot, <|im_end|> ...) according to the GGUF vocab."""
-        return bool(self._api.lib.llama_vocab_is_eog(self._vocab, int(token)))
+        return bool(self._api.lib.llama_vocab_is_eog(self._llama.vocab, int(token)))
 
     # ---- KV cache ----------------------------------------------------------
 
@@ -415,7 +331,7 @@ class HookedLlamaContext:
         )
 
     def _decode_chunk(self, ctx: Any, chunk: list[int], plan: ChunkPlan) -> None:
-        batch = self._handles["batch"]
+        batch = self._llama.batch
         outputs = set(plan.output_positions.tolist())
         batch.n_tokens = len(chunk)
         for index, (token, position) in enumerate(zip(chunk, plan.positions.tolist())):
@@ -470,7 +386,7 @@ class HookedLlamaContext:
         """One generated token: no reads, every injection native (or none). The general path's
         results with a few dozen fewer Python operations, which run cache-cold after each forward."""
         position = len(self._tokens)
-        batch = self._handles["batch"]
+        batch = self._llama.batch
         batch.n_tokens = 1
         batch.token[0] = token
         batch.pos[0] = position
@@ -539,10 +455,10 @@ class HookedLlamaContext:
                                             f"is not one contiguous f32 row of n_embd={self.n_embd} values")
 
     def _rollback(self, n_keep: int) -> None:
-        if self._handles.get("ctx") is None:
+        if not self._llama.is_open:
             return
         # The failed chunk may have written KV entries even though its tokens were never recorded.
-        self._api.memory_seq_rm(self._handles["ctx"], 0, n_keep, -1)
+        self._api.memory_seq_rm(self._llama.ctx, 0, n_keep, -1)
         del self._tokens[n_keep:]
         self._clean_prefix = min(self._clean_prefix, n_keep)
 

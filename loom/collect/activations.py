@@ -1,5 +1,5 @@
-"""The activation dataset on disk: format constants, shard writing and
-:class:`ActivationDataset` (reading).
+"""The activation dataset on disk, its one reader and writer: format
+constants, the writers of each file and :class:`ActivationDataset` (reading).
 
 A collection is a folder:
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -55,12 +55,17 @@ __all__ = [
     "STATE_TENSORS",
     "ActivationDataset",
     "ActivationFormatError",
+    "append_example_records",
     "atomic_write_text",
+    "collection_is_complete",
+    "example_lines_by_index",
     "pad_rows",
     "read_collection_json",
     "read_example_lines",
     "shard_bytes",
     "shard_name",
+    "write_collection_json",
+    "write_example_lines",
     "write_shard",
 ]
 
@@ -215,32 +220,92 @@ def _is_plain_name(name: str) -> bool:
     return bool(name) and Path(name).name == name and name not in (".", "..")
 
 
-def read_example_lines(path: PathLike, count: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """The first ``count`` (default: all) complete lines of an
-    ``examples.jsonl`` as dicts, and the byte offset where they end. A last
-    line without its newline (a write cut short) is not complete."""
-    examples: list[dict[str, Any]] = []
-    end = 0
-    file = Path(path)
-    if not file.is_file():
-        return examples, 0
+def collection_is_complete(folder: PathLike) -> bool:
+    """True once ``folder`` holds a committed, complete collection; False
+    while its ``collection.json`` is missing or cannot be read yet."""
+    try:
+        return read_collection_json(folder)["complete"] is True
+    except (ActivationFormatError, OSError):
+        return False
+
+
+def write_collection_json(folder: PathLike, info: Mapping[str, Any]) -> None:
+    """Write ``info`` as ``folder``'s ``collection.json``, atomically: this
+    is the commit point of everything written before it."""
+    atomic_write_text(Path(folder) / COLLECTION_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+
+
+def append_example_records(folder: PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append one ``examples.jsonl`` line per record (its
+    :data:`EXAMPLE_FIELDS`, in that order), fsynced before the commit."""
+    lines = [json.dumps({key: record[key] for key in EXAMPLE_FIELDS}, ensure_ascii=False) + "\n"
+             for record in records]
+    _write_lines(Path(folder) / EXAMPLES_FILE, "".join(lines).encode("utf-8"), "ab")
+
+
+def write_example_lines(folder: PathLike, lines: Iterable[bytes]) -> None:
+    """Write ``examples.jsonl`` from lines already encoded (a merge keeps
+    each rank's bytes), fsynced."""
+    _write_lines(Path(folder) / EXAMPLES_FILE, b"".join(lines), "wb")
+
+
+def _write_lines(path: Path, data: bytes, mode: str) -> None:
+    with open(path, mode) as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def _example_lines(file: Path, count: int | None) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """``(record, line)`` for the first ``count`` (default: all) complete
+    lines of an ``examples.jsonl``; a last line without its newline (a write
+    cut short) is not complete."""
+    done = 0
     with file.open("rb") as stream:
         for line in stream:
-            if count is not None and len(examples) >= count:
+            if count is not None and done >= count:
                 break
             if not line.endswith(b"\n"):
                 break
             try:
                 example = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-                raise ActivationFormatError(file, f"line {len(examples) + 1} is not a JSON record "
+                raise ActivationFormatError(file, f"line {done + 1} is not a JSON record "
                                             f"({type(error).__name__})", "collect again into a new folder") from None
             if not isinstance(example, dict):
-                raise ActivationFormatError(file, f"line {len(examples) + 1} is not a JSON object",
+                raise ActivationFormatError(file, f"line {done + 1} is not a JSON object",
                                             "collect again into a new folder")
-            examples.append(example)
-            end += len(line)
+            done += 1
+            yield example, line
+
+
+def read_example_lines(path: PathLike, count: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The first ``count`` (default: all) complete lines of an
+    ``examples.jsonl`` as dicts, and the byte offset where they end. A last
+    line without its newline (a write cut short) is not complete."""
+    file = Path(path)
+    if not file.is_file():
+        return [], 0
+    examples: list[dict[str, Any]] = []
+    end = 0
+    for example, line in _example_lines(file, count):
+        examples.append(example)
+        end += len(line)
     return examples, end
+
+
+def example_lines_by_index(path: PathLike) -> dict[int, bytes]:
+    """Each complete line of an ``examples.jsonl``, as written, keyed by
+    its record's ``index``."""
+    file = Path(path)
+    lines: dict[int, bytes] = {}
+    for number, (example, line) in enumerate(_example_lines(file, None), 1):
+        index = example.get("index")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ActivationFormatError(file, f"line {number} has index {index!r:.80}, not an int",
+                                        "collect again into a new folder")
+        lines[index] = line
+    return lines
 
 
 class ActivationDataset:

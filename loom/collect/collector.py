@@ -41,7 +41,6 @@ from typing import Any, Union
 import torch
 from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
-    EXAMPLE_FIELDS,
     EXAMPLES_FILE,
     FORMAT_VERSION,
     READ_POSITIONS,
@@ -49,11 +48,12 @@ from meta_spider.loom.collect.activations import (
     SHARD_SUFFIX,
     ActivationDataset,
     ActivationFormatError,
-    atomic_write_text,
+    append_example_records,
     pad_rows,
     read_collection_json,
     read_example_lines,
     shard_name,
+    write_collection_json,
     write_shard,
 )
 from meta_spider.loom.collect.ranks import Ranks, collect_on_ranks, rank_items
@@ -347,7 +347,7 @@ class ActivationDatasetCollector:
                 self._commit_shard(folder, info, shard_items, readings, check)
         if not info["complete"]:
             info["complete"] = True
-            self._write_info(folder, info)
+            write_collection_json(folder, info)
 
     def _run_rank(self, items: Sequence[CollectionItem], header: dict[str, Any], check: CheckFn, folder: Path,
                   ranks: Ranks) -> ActivationDataset:
@@ -377,25 +377,15 @@ class ActivationDatasetCollector:
         start, end = items[0].index, items[-1].index + 1
         name = shard_name(start // self.shard_size)
         write_shard(folder / name, tensors, start, end)
-        lines = []
-        for item, reading, ok in zip(items, readings, correct):
-            record = item.record()
-            record.update(answer_text=reading.answer_text, pass1_correct=ok, answer_token_count=len(reading.answer_ids))
-            record = {key: record[key] for key in EXAMPLE_FIELDS}
-            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-        with open(folder / EXAMPLES_FILE, "a", encoding="utf-8") as stream:
-            stream.write("".join(lines))
-            stream.flush()
-            os.fsync(stream.fileno())
+        records = [{**item.record(), "answer_text": reading.answer_text, "pass1_correct": ok,
+                    "answer_token_count": len(reading.answer_ids)}
+                   for item, reading, ok in zip(items, readings, correct)]
+        append_example_records(folder, records)
         info["shards"].append(name)
         # A count, not the end index: a rank's folder holds every W-th shard only.
         info["num_examples"] = int(info["num_examples"]) + len(items)
         info["complete"] = info["num_examples"] == info["total_examples"]
-        self._write_info(folder, info)
-
-    @staticmethod
-    def _write_info(folder: Path, info: Mapping[str, Any]) -> None:
-        atomic_write_text(folder / COLLECTION_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        write_collection_json(folder, info)
 
     def _open(self, folder: Path, header: dict[str, Any]) -> dict[str, Any]:
         """Start a collection in ``folder`` or recover the committed part of
@@ -410,7 +400,7 @@ class ActivationDatasetCollector:
                 path.unlink()
             (folder / EXAMPLES_FILE).touch()  # before the commit point, so a committed folder always has it
             info = _ordered({**header, "num_examples": 0, "shards": [], "complete": False})
-            self._write_info(folder, info)
+            write_collection_json(folder, info)
             return info
         info = read_collection_json(folder)
         for key in ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",

@@ -14,7 +14,6 @@ This module knows nothing about models; the collector reads the questions.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -27,9 +26,12 @@ from meta_spider.loom.collect.activations import (
     COLLECTION_FILE,
     EXAMPLES_FILE,
     ActivationFormatError,
-    atomic_write_text,
+    collection_is_complete,
+    example_lines_by_index,
     read_collection_json,
     shard_name,
+    write_collection_json,
+    write_example_lines,
 )
 
 __all__ = ["HEADER_KEYS", "Ranks", "collect_on_ranks", "merge_rank_folders", "rank_folder", "rank_items",
@@ -82,12 +84,7 @@ def wait_for_ranks(output_dir: Path, ranks: Ranks, *, poll_seconds: float = 0.5,
     while True:
         waiting = []
         for rank in range(ranks.world_size):
-            path = rank_folder(output_dir, ranks, rank) / COLLECTION_FILE
-            try:
-                complete = json.loads(path.read_text(encoding="utf-8")).get("complete") is True
-            except (OSError, ValueError):  # not written yet, or being replaced
-                complete = False
-            if not complete:
+            if not collection_is_complete(rank_folder(output_dir, ranks, rank)):
                 waiting.append(rank)
         if not waiting:
             return
@@ -130,9 +127,7 @@ def merge_rank_folders(output_dir: Path, ranks: Ranks, header: Mapping[str, Any]
                                     "delete the rank folders and collect again")
     lines: dict[int, bytes] = {}
     for folder in folders:
-        with open(folder / EXAMPLES_FILE, "rb") as stream:
-            for line in stream:
-                lines[int(json.loads(line)["index"])] = line
+        lines.update(example_lines_by_index(folder / EXAMPLES_FILE))
     if sorted(lines) != list(range(total)):
         raise ActivationFormatError(output_dir, f"the rank folders hold {len(lines)} examples, not indices "
                                     f"0..{total - 1}", "delete the rank folders and collect again")
@@ -145,12 +140,9 @@ def merge_rank_folders(output_dir: Path, ranks: Ranks, header: Mapping[str, Any]
         stale.unlink()
     for name in expected:
         _link_or_copy(owner[name] / name, output_dir / name)
-    with open(output_dir / EXAMPLES_FILE, "wb") as stream:
-        stream.write(b"".join(lines[index] for index in range(total)))
-        stream.flush()
-        os.fsync(stream.fileno())
-    info = ordered({**infos[0], **dict(header), "num_examples": total, "shards": expected, "complete": True})
-    atomic_write_text(output_dir / COLLECTION_FILE, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    write_example_lines(output_dir, (lines[index] for index in range(total)))
+    write_collection_json(output_dir, ordered({**infos[0], **dict(header), "num_examples": total, "shards": expected,
+                                               "complete": True}))
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -257,8 +257,8 @@ class AgentComparison:
         """``pipe_or_backend``: an InferenceBackend, or a MetaSpiderPipeline
         (run through the transformers backend); ``doubter``: a Doubter or a
         checkpoint path attached to that pipeline first. ``policies``:
-        registered names (built with ``policy_settings[name]`` and, for
-        policies that take it, ``calibration`` = run.json's calibration),
+        registered names (built by ``build_policy`` with
+        ``policy_settings[name]`` and ``calibration``, run.json's calibration),
         Policy objects or ``(name, policy)`` pairs; the first is the
         baseline. ``check_fn(answer_text, task)`` defaults to normalised
         exact match against the expected answer and aliases. Policies named

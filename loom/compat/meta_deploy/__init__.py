@@ -2,13 +2,11 @@
 the project's own object (``meta_spider.loom.gguf.deploy``, ``loom.gguf``);
 importing this module imports nothing heavy."""
 
-from meta_spider.plugins.lazy import lazy_exports
+from meta_spider.plugins.lazy import publish
 
-EXPORTS = {
-    "export_from_run_dir": "meta_spider.loom.gguf.deploy",
-    "export_sidecar": "meta_spider.loom.gguf.sidecar",
-    "export_base_gguf": "meta_spider.loom.gguf.writer",
-    "LlamaCppBackend": "meta_spider.backends.llamacpp",
-}
-__all__ = sorted(EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, EXPORTS, globals())
+publish(globals(), {
+    "meta_spider.loom.gguf.deploy": ("export_from_run_dir",),
+    "meta_spider.loom.gguf.sidecar": ("export_sidecar",),
+    "meta_spider.loom.gguf.writer": ("export_base_gguf",),
+    "meta_spider.backends.llamacpp": ("LlamaCppBackend",),
+})
