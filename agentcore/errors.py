@@ -25,29 +25,32 @@ class AgentError(MetaSpiderError):
 class SessionFormatError(AgentError, ValueError):
     """A saved session cannot be read back."""
 
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(f"cannot load session from {source}: {reason}")
+    source: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"cannot load session from {self.source}: {self.reason}"
 
 
 class SessionWriteError(AgentError, OSError):
     """A session cannot be written to the file asked for."""
 
-    def __init__(self, target: str, reason: str) -> None:
-        self.target = target
-        self.reason = reason
-        super().__init__(f"cannot save the session to {target}: {reason}")
+    target: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"cannot save the session to {self.target}: {self.reason}"
 
 
 class ActionTypeError(AgentError, TypeError):
     """A renderer returned something that is not an Answer, ToolCall or Refuse."""
 
-    def __init__(self, renderer: str, returned: object) -> None:
-        self.renderer = renderer
-        self.returned = returned
-        super().__init__(
-            f"renderer {renderer} returned {returned!r}; an ActionRenderer must return "
+    renderer: str
+    returned: object
+
+    def describe(self) -> str:
+        return (
+            f"renderer {self.renderer} returned {self.returned!r}; an ActionRenderer must return "
             f"Answer, ToolCall or Refuse (meta_spider.policies.actions)"
         )
 
@@ -56,11 +59,12 @@ class AgentStepError(AgentError):
     """A policy or renderer raised something that is not a project error
     while deciding step ``step``: the run stops with this one line."""
 
-    def __init__(self, step: int, kind: str, reason: str) -> None:
-        self.step = step
-        self.kind = kind
-        self.reason = reason
-        super().__init__(
-            f"step {step} failed: {kind}: {reason}. The session so far is kept; "
+    step: int
+    kind: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"step {self.step} failed: {self.kind}: {self.reason}. The session so far is kept; "
             "this is a bug in the policy, the renderer or the backend they use"
         )

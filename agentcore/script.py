@@ -34,11 +34,12 @@ __all__ = ["BackendScript", "ScriptFormatError", "ScriptedBackend", "load_script
 class ScriptFormatError(AgentError, ValueError):
     """A fake-backend script cannot be read."""
 
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(
-            f"cannot read the fake-backend script {source}: {reason}. A script is a JSON list of outputs "
+    source: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"cannot read the fake-backend script {self.source}: {self.reason}. A script is a JSON list of outputs "
             f'(strings, {{"text": ..., "delay_per_chunk": ...}} or {{"p_correct": ...}}), or '
             f'{{"outputs": [...], "facts": {{...}}}}'
         )

@@ -27,13 +27,14 @@ class ChatTemplateError(NativeToolError):
     one tool call per assistant turn, strict user/assistant alternation).
     """
 
-    def __init__(self, message: str, *, template_source: str, cause: str = "") -> None:
-        self.message = message
-        self.template_source = template_source
-        self.cause = cause
-        detail = f" ({cause})" if cause else ""
-        super().__init__(
-            f"chat template from {template_source} could not render the messages: {message}{detail}; "
+    message: str
+    template_source: str
+    cause: str = ""
+
+    def describe(self) -> str:
+        detail = f" ({self.cause})" if self.cause else ""
+        return (
+            f"chat template from {self.template_source} could not render the messages: {self.message}{detail}; "
             "reshape the messages the way this template demands or pass a different template"
         )
 
@@ -41,9 +42,10 @@ class ChatTemplateError(NativeToolError):
 class MissingChatTemplateError(NativeToolError):
     """A tokenizer has no chat template, so there is no native prompt to build."""
 
-    def __init__(self, tokenizer_name: str) -> None:
-        self.tokenizer_name = tokenizer_name
-        super().__init__(
-            f"tokenizer {tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
+    tokenizer_name: str
+
+    def describe(self) -> str:
+        return (
+            f"tokenizer {self.tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
             "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
         )

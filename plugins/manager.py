@@ -58,12 +58,13 @@ class PluginHookError(PluginError):
     the CLI can print one clean line instead of a traceback.
     """
 
-    def __init__(self, plugin: str, hook: str, reason: str) -> None:
-        self.plugin = plugin
-        self.hook = hook
-        self.reason = reason
-        super().__init__(
-            f"plugin {plugin!r} failed in hook {hook!r}: {reason}. "
+    plugin: str
+    hook: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"plugin {self.plugin!r} failed in hook {self.hook!r}: {self.reason}. "
             f"Fix or uninstall the plugin, or leave it out with {PLUGINS_ENV_VAR}."
         )
 
@@ -71,13 +72,14 @@ class PluginHookError(PluginError):
 class PluginLoadError(PluginError):
     """A plugin failed to import or does not satisfy the hook contract."""
 
-    def __init__(self, plugin: str, distribution: str | None, reason: str) -> None:
-        self.plugin = plugin
-        self.distribution = distribution
-        self.reason = reason
-        where = f" (distribution {distribution!r})" if distribution else ""
-        super().__init__(
-            f"plugin {plugin!r}{where} could not be loaded: {reason}. "
+    plugin: str
+    distribution: str | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f" (distribution {self.distribution!r})" if self.distribution else ""
+        return (
+            f"plugin {self.plugin!r}{where} could not be loaded: {self.reason}. "
             f"Fix or uninstall it, or pin the plugins to load with "
             f"{PLUGINS_ENV_VAR}=name1,name2 (empty loads no third-party plugin)."
         )

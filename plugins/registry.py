@@ -31,37 +31,40 @@ __all__ = [
 class PluginRegistrationError(PluginError):
     """A plugin called ``register`` with arguments the hook does not accept."""
 
-    def __init__(self, plugin: str, hook: str, reason: str) -> None:
-        self.plugin = plugin
-        self.hook = hook
-        self.reason = reason
-        super().__init__(f"plugin {plugin!r} registered something invalid in {hook!r}: {reason}")
+    plugin: str
+    hook: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"plugin {self.plugin!r} registered something invalid in {self.hook!r}: {self.reason}"
 
 
 class DuplicateComponentError(PluginError):
     """Two plugins registered one name for the same kind of component."""
 
-    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.first = first
-        self.second = second
-        super().__init__(
-            f"{kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
-            f"{second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
+    kind: str
+    name: str
+    first: str
+    second: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is registered twice: by plugin {self.first!r} and by plugin "
+            f"{self.second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
         )
 
 
 class UnknownComponentError(PluginError, LookupError):
     """A name was asked for that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, available: tuple[str, ...]) -> None:
-        self.kind = kind
-        self.name = name
-        self.available = available
-        choices = ", ".join(available) or "(none)"
-        super().__init__(
-            f"no {kind} named {name!r} is registered; available: {choices}. "
+    kind: str
+    name: str
+    available: tuple[str, ...]
+
+    def describe(self) -> str:
+        choices = ", ".join(self.available) or "(none)"
+        return (
+            f"no {self.kind} named {self.name!r} is registered; available: {choices}. "
             f"Install or enable the plugin that provides it."
         )
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import metaloom
 from click.testing import CliRunner
 from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
 from meta_spider.loom.cli.collect import collect, default_splits, parse_dataset_options
@@ -108,9 +109,9 @@ def test_collect_keeps_what_later_commands_wrote(run, model_dir: Path, qa_dir: P
     assert RunManifest.load(tmp_path).checkpoint == "checkpoints/best"
 
 
-def test_unknown_dataset_lists_the_choices(run, model_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, ["--run-dir", str(tmp_path), "--model-name", str(model_dir),
-                                          "--dataset", "nope", "--quiet"])
+def test_unknown_dataset_lists_the_choices(run, model_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", "--run-dir", tmp_path, "--model-name", model_dir, "--dataset", "nope",
+                      "--quiet")
     assert result.exit_code != 0
     assert "nope" in result.output and "jsonl" in result.output and "mmlu" in result.output
     assert not (tmp_path / "run.json").exists()

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pytest
+from cli_helpers import metaloom
 from click.testing import CliRunner
 from test_loom_evaluation import MAX_NEW_TOKENS, collected_run, expected_oracle
 
@@ -126,8 +127,8 @@ def test_eval_without_checkpoint_says_to_train(fresh_run: Path) -> None:
     assert not (fresh_run / "report.json").exists()
 
 
-def test_eval_without_run_json_names_the_file(tmp_path: Path) -> None:
-    result = invoke("--run-dir", str(tmp_path / "nowhere"))
+def test_eval_without_run_json_names_the_file(tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "eval", "--run-dir", tmp_path / "nowhere")
     assert result.exit_code == 1 and "run.json" in result.output and "metaloom collect" in result.output
 
 

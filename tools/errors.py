@@ -27,11 +27,12 @@ class ToolError(MetaSpiderError):
 class ToolDefinitionError(ToolError, TypeError):
     """A function or schema cannot be turned into a tool."""
 
-    def __init__(self, tool: str, problem: str, fix: str) -> None:
-        self.tool = tool
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"cannot define tool {tool!r}: {problem}. {fix}")
+    tool: str
+    problem: str
+    fix: str
+
+    def describe(self) -> str:
+        return f"cannot define tool {self.tool!r}: {self.problem}. {self.fix}"
 
 
 class ToolArgumentError(ToolError, ValueError):
@@ -41,24 +42,26 @@ class ToolArgumentError(ToolError, ValueError):
     ``"numbers[2]"``) or ``None`` for a problem with the arguments as a whole.
     """
 
-    def __init__(self, tool: str, field: str | None, reason: str) -> None:
-        self.tool = tool
-        self.field = field
-        self.reason = reason
-        where = f"argument {field!r}" if field else "arguments"
-        super().__init__(f"tool {tool!r}: {where}: {reason}")
+    tool: str
+    field: str | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f"argument {self.field!r}" if self.field else "arguments"
+        return f"tool {self.tool!r}: {where}: {self.reason}"
 
 
 class DuplicateToolError(ToolError):
     """Two sources registered tools with one name."""
 
-    def __init__(self, name: str, first_source: str, second_source: str) -> None:
-        self.name = name
-        self.first_source = first_source
-        self.second_source = second_source
-        super().__init__(
-            f"tool {name!r} is registered twice: by {first_source!r} and by "
-            f"{second_source!r}. Rename one of them or leave one plugin out "
+    name: str
+    first_source: str
+    second_source: str
+
+    def describe(self) -> str:
+        return (
+            f"tool {self.name!r} is registered twice: by {self.first_source!r} and by "
+            f"{self.second_source!r}. Rename one of them or leave one plugin out "
             f"(META_SPIDER_PLUGINS)."
         )
 
@@ -66,8 +69,9 @@ class DuplicateToolError(ToolError):
 class UnknownToolError(ToolError, LookupError):
     """A tool name that is not in the registry."""
 
-    def __init__(self, name: str, available: tuple[str, ...]) -> None:
-        self.name = name
-        self.available = available
-        choices = ", ".join(available) or "(none)"
-        super().__init__(f"unknown tool {name!r}; available tools: {choices}")
+    name: str
+    available: tuple[str, ...]
+
+    def describe(self) -> str:
+        choices = ", ".join(self.available) or "(none)"
+        return f"unknown tool {self.name!r}; available tools: {choices}"

@@ -45,11 +45,12 @@ that is rendered as JSON; chat templates and ``json`` recurse per level."""
 class ToolTimeoutError(ToolError, TimeoutError):
     """A tool call did not finish within its time limit."""
 
-    def __init__(self, tool: str, seconds: float) -> None:
-        self.tool = tool
-        self.seconds = seconds
-        super().__init__(
-            f"tool {tool!r} did not finish within {seconds:g} s and was abandoned; "
+    tool: str
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"tool {self.tool!r} did not finish within {self.seconds:g} s and was abandoned; "
             "call it with a smaller input"
         )
 

@@ -83,10 +83,7 @@ def _default_model(run_dir: Path, dataset: Any, dataset_name: str) -> str:
     if model_dir is not None:
         return str(model_dir)
     if RunManifest.path_in(run_dir).is_file():
-        try:
-            return RunManifest.load(run_dir).model.name
-        except ManifestError as error:
-            raise click.ClickException(str(error)) from error
+        return RunManifest.load(run_dir).model.name
     raise click.UsageError(f"--model-name is required: dataset {dataset_name!r} brings no base of its own (the world "
                            f"does with --dataset-option build=true) and {run_dir} has no run.json naming one")
 
@@ -157,8 +154,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.collect.ranks import Ranks
-    from meta_spider.loom.datasets import DatasetError, create_dataset
-    from meta_spider.plugins import PluginError
+    from meta_spider.loom.datasets import create_dataset
     from rich.console import Console
 
     try:
@@ -174,7 +170,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         options["mcq_direct"] = True
     try:
         dataset = create_dataset(plugin_manager(ctx), dataset_name, **options)
-    except (PluginError, DatasetError, ValueError) as error:
+    except ValueError as error:  # an option value the factory refused
         raise click.ClickException(str(error)) from error
     except TypeError as error:  # the factory does not take an option
         raise click.ClickException(f"dataset {dataset_name!r} rejected its options {sorted(options)}: {error}") from error
@@ -183,7 +179,6 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else default_splits(dataset.splits)
     existing = _check_run_dir(run_dir, model_name, force, ranks)
 
-    from meta_spider.loom.collect.activations import ActivationFormatError
     from meta_spider.loom.collect.collector import (
         ActivationDatasetCollector,
         CollectionMismatchError,
@@ -208,9 +203,8 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     try:
         activations = collector.collect_dataset(dataset, chosen, max_examples=max_examples,
                                                 output_dir=run_dir / ACTIVATIONS_DIR, ranks=ranks)
-    except (CollectionMismatchError, ActivationFormatError, DatasetError) as error:
-        raise click.ClickException(f"{error} (pass --force to discard the old activations)" if isinstance(
-            error, CollectionMismatchError) else str(error)) from error
+    except CollectionMismatchError as error:
+        raise click.ClickException(f"{error} (pass --force to discard the old activations)") from error
 
     if ranks.rank != 0:  # rank 0 merged every rank's shards and writes run.json
         return

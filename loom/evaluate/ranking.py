@@ -44,10 +44,11 @@ class UndefinedMetricError(MetaSpiderError, ValueError):
     """A metric has no value for these inputs (for example AUROC when every
     question has the same label)."""
 
-    def __init__(self, metric: str, reason: str) -> None:
-        self.metric = metric
-        self.reason = reason
-        super().__init__(f"{metric} is undefined: {reason}")
+    metric: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.metric} is undefined: {self.reason}"
 
 
 def check_scores(values: ArrayLike, name: str) -> np.ndarray:

@@ -21,11 +21,15 @@ class GGUFExportError(MetaSpiderError):
 class UnsupportedArchitectureError(GGUFExportError):
     """The transformers architecture has no GGUF mapping here."""
 
-    def __init__(self, architecture: str, supported: Sequence[str]) -> None:
-        self.architecture = architecture
-        self.supported = tuple(supported)
-        super().__init__(
-            f"cannot export architecture {architecture!r} to GGUF: supported are "
+    architecture: str
+    supported: Sequence[str]
+
+    def __post_init__(self) -> None:
+        self.supported = tuple(self.supported)
+
+    def describe(self) -> str:
+        return (
+            f"cannot export architecture {self.architecture!r} to GGUF: supported are "
             f"{', '.join(self.supported)}; convert other architectures with "
             "llama.cpp's convert_hf_to_gguf.py and pass the GGUF path instead"
         )
@@ -34,24 +38,26 @@ class UnsupportedArchitectureError(GGUFExportError):
 class UnsupportedConfigError(GGUFExportError):
     """A config field has a value the exporter cannot represent faithfully."""
 
-    def __init__(self, architecture: str, field: str, value: object, reason: str) -> None:
-        self.architecture = architecture
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(
-            f"cannot export {architecture!r}: config field {field}={value!r} is not "
-            f"supported ({reason})"
+    architecture: str
+    field: str
+    value: object
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"cannot export {self.architecture!r}: config field {self.field}={self.value!r} is not "
+            f"supported ({self.reason})"
         )
 
 
 class UnsupportedTokenizerError(GGUFExportError):
     """The tokenizer cannot be written as a llama.cpp BPE vocabulary."""
 
-    def __init__(self, reason: str, detail: object = None) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(reason if detail is None else f"{reason}: {detail!r}")
+    reason: str
+    detail: object = None
+
+    def describe(self) -> str:
+        return self.reason if self.detail is None else f"{self.reason}: {self.detail!r}"
 
 
 class NonBPETokenizerError(UnsupportedTokenizerError):
@@ -84,11 +90,15 @@ class UnknownPreTokenizerError(UnsupportedTokenizerError):
 class MissingModelFileError(GGUFExportError):
     """A transformers model folder lacks a file the export needs."""
 
-    def __init__(self, folder: Path, missing: str) -> None:
-        self.folder = Path(folder)
-        self.missing = missing
-        super().__init__(
-            f"model folder {str(self.folder)!r} has no {missing}; save the model and its "
+    folder: Path
+    missing: str
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    def describe(self) -> str:
+        return (
+            f"model folder {str(self.folder)!r} has no {self.missing}; save the model and its "
             "tokenizer there with save_pretrained(...) (safetensors) first"
         )
 
@@ -96,22 +106,30 @@ class MissingModelFileError(GGUFExportError):
 class UnknownQuantizationError(GGUFExportError):
     """The requested quantisation kind is not a llama.cpp file type."""
 
-    def __init__(self, kind: str, known: Sequence[str]) -> None:
-        self.kind = kind
-        self.known = tuple(known)
-        super().__init__(f"unknown quantisation kind {kind!r}; choose one of {', '.join(self.known)}")
+    kind: str
+    known: Sequence[str]
+
+    def __post_init__(self) -> None:
+        self.known = tuple(self.known)
+
+    def describe(self) -> str:
+        return f"unknown quantisation kind {self.kind!r}; choose one of {', '.join(self.known)}"
 
 
 class QuantizationFailedError(GGUFExportError):
     """llama.cpp's quantiser returned a non-zero status."""
 
-    def __init__(self, source: Path, destination: Path, kind: str, status: int) -> None:
-        self.source = Path(source)
-        self.destination = Path(destination)
-        self.kind = kind
-        self.status = status
-        super().__init__(
-            f"llama_model_quantize({str(self.source)!r} -> {str(self.destination)!r}, {kind}) "
-            f"returned {status}; check that the source is a readable f16/f32 GGUF and "
+    source: Path
+    destination: Path
+    kind: str
+    status: int
+
+    def __post_init__(self) -> None:
+        self.source, self.destination = Path(self.source), Path(self.destination)
+
+    def describe(self) -> str:
+        return (
+            f"llama_model_quantize({str(self.source)!r} -> {str(self.destination)!r}, {self.kind}) "
+            f"returned {self.status}; check that the source is a readable f16/f32 GGUF and "
             "the destination folder is writable (llama.cpp's log above says which tensor failed)"
         )

@@ -25,10 +25,11 @@ class TrainerError(MetaSpiderError):
     """Training cannot start or continue. ``problem`` says what is wrong,
     ``fix`` what to do about it."""
 
-    def __init__(self, problem: str, fix: str) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}. {fix}")
+    problem: str
+    fix: str
+
+    def describe(self) -> str:
+        return f"{self.problem}. {self.fix}"
 
 
 def _help(text: str, default: Any) -> Any:
