@@ -63,11 +63,8 @@ FAKE_CHAT_TEMPLATE = (
 this backend (tool results in a ``tool`` turn inside ``<tool_response>``)."""
 
 
-class FakeBackendExhausted(BackendError):
+class FakeBackendExhausted(BackendError, fields=("calls_made", "prompt")):
     """``generate`` was called with no scripted output left."""
-
-    calls_made: int
-    prompt: str
 
     def describe(self) -> str:
         return (

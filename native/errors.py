@@ -17,7 +17,7 @@ class NativeToolError(MetaSpiderError):
     """Base class of the errors raised by :mod:`meta_spider.native`."""
 
 
-class ChatTemplateError(NativeToolError):
+class ChatTemplateError(NativeToolError, fields=("message", "template_source", "cause")):
     """The chat template refused or failed to render the given messages.
 
     ``message`` is the template's own complaint (from ``raise_exception`` or a
@@ -27,9 +27,7 @@ class ChatTemplateError(NativeToolError):
     one tool call per assistant turn, strict user/assistant alternation).
     """
 
-    message: str
-    template_source: str
-    cause: str = ""
+    cause = ""
 
     def describe(self) -> str:
         detail = f" ({self.cause})" if self.cause else ""
@@ -39,13 +37,10 @@ class ChatTemplateError(NativeToolError):
         )
 
 
-class MissingChatTemplateError(NativeToolError):
+class MissingChatTemplateError(NativeToolError, fields=("tokenizer_name",)):
     """A tokenizer has no chat template, so there is no native prompt to build."""
 
-    tokenizer_name: str
-
-    def describe(self) -> str:
-        return (
-            f"tokenizer {self.tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
-            "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
-        )
+    template = (
+        "tokenizer {tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
+        "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
+    )

@@ -51,16 +51,12 @@ class PluginError(MetaSpiderError):
     """Base class for plugin-host errors."""
 
 
-class PluginHookError(PluginError):
+class PluginHookError(PluginError, fields=("plugin", "hook", "reason")):
     """A loaded plugin's hook implementation raised while it was called.
 
     Carries the plugin's name, the hook and the original exception's text so
     the CLI can print one clean line instead of a traceback.
     """
-
-    plugin: str
-    hook: str
-    reason: str
 
     def describe(self) -> str:
         return (
@@ -69,12 +65,8 @@ class PluginHookError(PluginError):
         )
 
 
-class PluginLoadError(PluginError):
+class PluginLoadError(PluginError, fields=("plugin", "distribution", "reason")):
     """A plugin failed to import or does not satisfy the hook contract."""
-
-    plugin: str
-    distribution: str | None
-    reason: str
 
     def describe(self) -> str:
         where = f" (distribution {self.distribution!r})" if self.distribution else ""

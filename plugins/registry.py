@@ -28,38 +28,23 @@ __all__ = [
 ]
 
 
-class PluginRegistrationError(PluginError):
+class PluginRegistrationError(PluginError, fields=("plugin", "hook", "reason")):
     """A plugin called ``register`` with arguments the hook does not accept."""
 
-    plugin: str
-    hook: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"plugin {self.plugin!r} registered something invalid in {self.hook!r}: {self.reason}"
+    template = "plugin {plugin!r} registered something invalid in {hook!r}: {reason}"
 
 
-class DuplicateComponentError(PluginError):
+class DuplicateComponentError(PluginError, fields=("kind", "name", "first", "second")):
     """Two plugins registered one name for the same kind of component."""
 
-    kind: str
-    name: str
-    first: str
-    second: str
-
-    def describe(self) -> str:
-        return (
-            f"{self.kind} {self.name!r} is registered twice: by plugin {self.first!r} and by plugin "
-            f"{self.second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
-        )
+    template = (
+        "{kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
+        "{second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
+    )
 
 
-class UnknownComponentError(PluginError, LookupError):
+class UnknownComponentError(PluginError, LookupError, fields=("kind", "name", "available")):
     """A name was asked for that no plugin registered."""
-
-    kind: str
-    name: str
-    available: tuple[str, ...]
 
     def describe(self) -> str:
         choices = ", ".join(self.available) or "(none)"

@@ -46,13 +46,11 @@ MAX_RESULT_DIGITS = 4000
 Number = int | float
 
 
-class CalculatorError(MetaSpiderError, ValueError):
+class CalculatorError(MetaSpiderError, ValueError, fields=("expression", "reason", "position")):
     """The expression cannot be evaluated; ``position`` is a 0-based index
     into ``expression`` when the problem has one place."""
 
-    expression: str
-    reason: str
-    position: int | None = None
+    position = None
 
     def describe(self) -> str:
         where = f" at position {self.position}" if self.position is not None else ""

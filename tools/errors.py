@@ -24,53 +24,36 @@ class ToolError(MetaSpiderError):
     """Base class for every tools-package error."""
 
 
-class ToolDefinitionError(ToolError, TypeError):
+class ToolDefinitionError(ToolError, TypeError, fields=("tool", "problem", "fix")):
     """A function or schema cannot be turned into a tool."""
 
-    tool: str
-    problem: str
-    fix: str
-
-    def describe(self) -> str:
-        return f"cannot define tool {self.tool!r}: {self.problem}. {self.fix}"
+    template = "cannot define tool {tool!r}: {problem}. {fix}"
 
 
-class ToolArgumentError(ToolError, ValueError):
+class ToolArgumentError(ToolError, ValueError, fields=("tool", "field", "reason")):
     """A call's arguments do not satisfy the tool's JSON schema.
 
     ``field`` is the path of the offending value (``"query"``,
     ``"numbers[2]"``) or ``None`` for a problem with the arguments as a whole.
     """
 
-    tool: str
-    field: str | None
-    reason: str
-
     def describe(self) -> str:
         where = f"argument {self.field!r}" if self.field else "arguments"
         return f"tool {self.tool!r}: {where}: {self.reason}"
 
 
-class DuplicateToolError(ToolError):
+class DuplicateToolError(ToolError, fields=("name", "first_source", "second_source")):
     """Two sources registered tools with one name."""
 
-    name: str
-    first_source: str
-    second_source: str
-
-    def describe(self) -> str:
-        return (
-            f"tool {self.name!r} is registered twice: by {self.first_source!r} and by "
-            f"{self.second_source!r}. Rename one of them or leave one plugin out "
-            f"(META_SPIDER_PLUGINS)."
-        )
+    template = (
+        "tool {name!r} is registered twice: by {first_source!r} and by "
+        "{second_source!r}. Rename one of them or leave one plugin out "
+        "(META_SPIDER_PLUGINS)."
+    )
 
 
-class UnknownToolError(ToolError, LookupError):
+class UnknownToolError(ToolError, LookupError, fields=("name", "available")):
     """A tool name that is not in the registry."""
-
-    name: str
-    available: tuple[str, ...]
 
     def describe(self) -> str:
         choices = ", ".join(self.available) or "(none)"

@@ -42,17 +42,13 @@ MAX_NESTING = 32
 that is rendered as JSON; chat templates and ``json`` recurse per level."""
 
 
-class ToolTimeoutError(ToolError, TimeoutError):
+class ToolTimeoutError(ToolError, TimeoutError, fields=("tool", "seconds")):
     """A tool call did not finish within its time limit."""
 
-    tool: str
-    seconds: float
-
-    def describe(self) -> str:
-        return (
-            f"tool {self.tool!r} did not finish within {self.seconds:g} s and was abandoned; "
-            "call it with a smaller input"
-        )
+    template = (
+        "tool {tool!r} did not finish within {seconds:g} s and was abandoned; "
+        "call it with a smaller input"
+    )
 
 
 def safe_str(value: Any, *, limit: int = 2000) -> str:

@@ -3,8 +3,6 @@ and a message naming the problem and the fix; none logs or prints."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from meta_spider.plugins.errors import MetaSpiderError
 
 
@@ -12,26 +10,18 @@ class WrapperError(MetaSpiderError):
     """Base class of every error the wrapper raises on purpose."""
 
 
-class LayerDiscoveryError(WrapperError):
+class LayerDiscoveryError(WrapperError, fields=("model_class", "reason")):
     """The decoder blocks of a model could not be found structurally."""
 
-    model_class: str
-    reason: str
-
-    def describe(self) -> str:
-        return (
-            f"cannot find the decoder layers of {self.model_class}: {self.reason}. "
-            "Fix: the model must hold its decoder blocks in one torch ModuleList "
-            "whose length is the text config's num_hidden_layers."
-        )
+    template = (
+        "cannot find the decoder layers of {model_class}: {reason}. "
+        "Fix: the model must hold its decoder blocks in one torch ModuleList "
+        "whose length is the text config's num_hidden_layers."
+    )
 
 
-class FingerprintMismatchError(WrapperError):
+class FingerprintMismatchError(WrapperError, fields=("checkpoint", "base", "fields")):
     """A Doubter checkpoint was trained on a base with another shape."""
-
-    checkpoint: Mapping[str, Any]
-    base: Mapping[str, Any]
-    fields: list[str]
 
     def __post_init__(self) -> None:
         self.checkpoint, self.base, self.fields = dict(self.checkpoint), dict(self.base), list(self.fields)
@@ -46,33 +36,23 @@ class FingerprintMismatchError(WrapperError):
         )
 
 
-class CheckpointError(WrapperError):
+class CheckpointError(WrapperError, fields=("path", "reason")):
     """A checkpoint file is missing, malformed or of an unknown format."""
 
-    path: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"cannot read Doubter checkpoint {self.path!r}: {self.reason}"
+    template = "cannot read Doubter checkpoint {path!r}: {reason}"
 
 
-class NoDoubterError(WrapperError):
+class NoDoubterError(WrapperError, fields=("operation",)):
     """An operation needs an attached Doubter and none is attached."""
 
-    operation: str
-
-    def describe(self) -> str:
-        return (
-            f"{self.operation} needs a Doubter: call pipeline.attach(Doubter(...)) or "
-            "pipeline.attach('<checkpoint folder>') first"
-        )
+    template = (
+        "{operation} needs a Doubter: call pipeline.attach(Doubter(...)) or "
+        "pipeline.attach('<checkpoint folder>') first"
+    )
 
 
-class DoubterNotAttachedError(WrapperError):
+class DoubterNotAttachedError(WrapperError, fields=("what", "attached")):
     """``detach`` was asked for a Doubter the pipeline does not hold."""
-
-    what: str
-    attached: list[str]
 
     def __post_init__(self) -> None:
         self.attached = list(self.attached)

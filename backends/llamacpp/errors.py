@@ -6,9 +6,6 @@ and says how to fix it. Knows nothing about llama.cpp itself.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 from meta_spider.backends.base import BackendError
 
 LAYER_OUTPUT_NAME = "l_out-{layer}"
@@ -19,34 +16,21 @@ class LlamaHookError(BackendError):
     """Base class of this module's errors."""
 
 
-class GGUFModelError(LlamaHookError):
+class GGUFModelError(LlamaHookError, fields=("path", "reason", "fix")):
     """The GGUF file is missing or llama.cpp could not load it."""
 
-    path: Path
-    reason: str
-    fix: str
-
-    def describe(self) -> str:
-        return f"{self.path}: {self.reason}; {self.fix}"
+    template = "{path}: {reason}; {fix}"
 
 
-class LayerOutOfRangeError(LlamaHookError, ValueError):
+class LayerOutOfRangeError(LlamaHookError, ValueError, fields=("layer", "n_layer")):
     """A requested layer does not exist in the model."""
-
-    layer: int
-    n_layer: int
 
     def describe(self) -> str:
         return f"layer {self.layer} is out of range: the model has decoder layers 0..{self.n_layer - 1}"
 
 
-class PositionError(LlamaHookError, ValueError):
+class PositionError(LlamaHookError, ValueError, fields=("role", "positions", "first", "stop")):
     """A read/inject/output position is not among the positions this decode computes."""
-
-    role: str
-    positions: Sequence[int]
-    first: int
-    stop: int
 
     def __post_init__(self) -> None:
         self.positions = tuple(self.positions)
@@ -59,32 +43,21 @@ class PositionError(LlamaHookError, ValueError):
         )
 
 
-class ContextFullError(LlamaHookError):
+class ContextFullError(LlamaHookError, fields=("needed", "n_ctx")):
     """The tokens do not fit in the context window."""
 
-    needed: int
-    n_ctx: int
-
-    def describe(self) -> str:
-        return f"{self.needed} tokens do not fit in the context of {self.n_ctx}; open the context with a larger n_ctx"
+    template = "{needed} tokens do not fit in the context of {n_ctx}; open the context with a larger n_ctx"
 
 
-class DecodeError(LlamaHookError):
+class DecodeError(LlamaHookError, fields=("status", "n_tokens")):
     """``llama_decode`` returned a non-zero status."""
 
-    status: int
-    n_tokens: int
-
-    def describe(self) -> str:
-        return (f"llama_decode failed with status {self.status} on a batch of {self.n_tokens} tokens "
+    template = ("llama_decode failed with status {status} on a batch of {n_tokens} tokens "
                 "(1: no KV-cache slot, 2: aborted, negative: invalid batch)")
 
 
-class LayerTensorNotFoundError(LlamaHookError):
+class LayerTensorNotFoundError(LlamaHookError, fields=("layer", "times_seen")):
     """The graph has no (or more than one) tensor named ``l_out-<L>`` for a hooked layer."""
-
-    layer: int
-    times_seen: int
 
     def describe(self) -> str:
         return (
@@ -94,12 +67,8 @@ class LayerTensorNotFoundError(LlamaHookError):
         )
 
 
-class InjectionError(LlamaHookError):
+class InjectionError(LlamaHookError, fields=("layer", "positions", "reason")):
     """An injection callable raised or returned an unusable delta."""
-
-    layer: int
-    positions: Sequence[int]
-    reason: str
 
     def __post_init__(self) -> None:
         self.positions = tuple(self.positions)
@@ -108,11 +77,8 @@ class InjectionError(LlamaHookError):
         return f"injection at layer {self.layer}, positions {list(self.positions)}: {self.reason}"
 
 
-class KVCacheEditError(LlamaHookError):
+class KVCacheEditError(LlamaHookError, fields=("n_keep", "n_past")):
     """llama.cpp refused to remove part of the sequence from its memory."""
-
-    n_keep: int
-    n_past: int
 
     def describe(self) -> str:
         return (

@@ -44,10 +44,8 @@ GGML_TYPE_F16 = 1
 _F32_SIZE = 4
 
 
-class GGMLLibraryNotFoundError(BackendError, ImportError):
+class GGMLLibraryNotFoundError(BackendError, ImportError, fields=("searched",)):
     """The ggml base library could not be found next to the installed llama_cpp package."""
-
-    searched: list[Path]
 
     def describe(self) -> str:
         return (
@@ -58,14 +56,10 @@ class GGMLLibraryNotFoundError(BackendError, ImportError):
         )
 
 
-class TensorLayoutError(BackendError, RuntimeError):
+class TensorLayoutError(BackendError, RuntimeError, fields=("name", "detail")):
     """A graph tensor is not the contiguous f32 ``[row_len, n_rows]`` matrix the hooks expect."""
 
-    name: str
-    detail: str
-
-    def describe(self) -> str:
-        return f"graph tensor {self.name!r}: {self.detail}"
+    template = "graph tensor {name!r}: {detail}"
 
 
 def _library_candidates() -> list[Path]:
@@ -164,10 +158,8 @@ def _check_bounds(tensor: int, offset: int, size: int) -> None:
         raise TensorLayoutError(name, f"copy of {size} bytes at offset {offset} exceeds its {n_bytes} bytes")
 
 
-class LlamaApiMissingError(BackendError, ImportError):
+class LlamaApiMissingError(BackendError, ImportError, fields=("names",)):
     """The installed llama-cpp-python lacks a function the hooks need under every known name."""
-
-    names: tuple[str, ...]
 
     def describe(self) -> str:
         return (

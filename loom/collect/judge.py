@@ -78,16 +78,10 @@ class JudgeConfigError(JudgeError, ValueError):
     """The judge cannot be built as configured (e.g. the key variable is unset)."""
 
 
-class JudgeHTTPError(JudgeError):
+class JudgeHTTPError(JudgeError, fields=("status", "url", "detail", "fix")):
     """The endpoint answered with an HTTP error that retrying will not fix."""
 
-    status: int
-    url: str
-    detail: str
-    fix: str
-
-    def describe(self) -> str:
-        return f"judge request to {self.url} failed with HTTP {self.status}: {self.detail}. {self.fix}"
+    template = "judge request to {url} failed with HTTP {status}: {detail}. {fix}"
 
 
 class JudgeAuthError(JudgeHTTPError):
@@ -98,37 +92,25 @@ class JudgeNotFoundError(JudgeHTTPError):
     """404: the base URL or the model name is wrong."""
 
 
-class JudgeRetriesExhaustedError(JudgeError):
+class JudgeRetriesExhaustedError(JudgeError, fields=("url", "attempts", "last_failure")):
     """Every attempt hit a retryable failure (429, 5xx, timeout, connection)."""
 
-    url: str
-    attempts: int
-    last_failure: str
-
-    def describe(self) -> str:
-        return (
-            f"judge request to {self.url} failed {self.attempts} times; last failure: {self.last_failure}. "
-            f"The endpoint is overloaded or unreachable: retry later, raise max_retries/timeout, or check base_url."
-        )
+    template = (
+        "judge request to {url} failed {attempts} times; last failure: {last_failure}. "
+        "The endpoint is overloaded or unreachable: retry later, raise max_retries/timeout, or check base_url."
+    )
 
 
-class JudgeResponseError(JudgeError):
+class JudgeResponseError(JudgeError, fields=("url", "problem", "body")):
     """The endpoint answered 200 with a body that is not a chat completion."""
-
-    url: str
-    problem: str
-    body: str
 
     def describe(self) -> str:
         return (f"judge response from {self.url} is malformed: {self.problem}; "
                 f"body starts {self.body[:_BODY_SNIPPET]!r}")
 
 
-class JudgeVerdictError(JudgeError):
+class JudgeVerdictError(JudgeError, fields=("model", "raw")):
     """The judge model replied with something other than CORRECT / INCORRECT."""
-
-    model: str
-    raw: str
 
     def describe(self) -> str:
         return (

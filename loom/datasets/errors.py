@@ -7,7 +7,6 @@ a message that says how to fix it. Constructors never log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
 
 from meta_spider.plugins.errors import MetaSpiderError
 
@@ -24,21 +23,16 @@ class DatasetError(MetaSpiderError):
     """Base class for dataset loading errors."""
 
 
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
+class DatasetNotFoundError(DatasetError, FileNotFoundError, fields=("path", "what", "fix")):
     """A dataset file or folder is not where the options say."""
 
-    path: Path
-    what: str
-    fix: str
+    template = "{what} not found: {path}. {fix}"
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
 
-    def describe(self) -> str:
-        return f"{self.what} not found: {self.path}. {self.fix}"
 
-
-class DatasetFormatError(DatasetError, ValueError):
+class DatasetFormatError(DatasetError, ValueError, fields=("path", "problem", "line", "field", "fix", "unit")):
     """A dataset file exists but a record in it is malformed.
 
     ``line`` is the 1-based line (JSONL, CSV) or record number (JSON,
@@ -46,12 +40,10 @@ class DatasetFormatError(DatasetError, ValueError):
     is to blame.
     """
 
-    path: Path
-    problem: str
-    line: Optional[int] = None
-    field: Optional[str] = None
-    fix: str = ""
-    unit: str = "line"
+    line = None
+    field = None
+    fix = ""
+    unit = "line"
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -62,12 +54,8 @@ class DatasetFormatError(DatasetError, ValueError):
         return f"{where}: {what}{self.problem}" + (f". {self.fix}" if self.fix else "")
 
 
-class UnknownSplitError(DatasetError, LookupError):
+class UnknownSplitError(DatasetError, LookupError, fields=("dataset", "split", "available")):
     """A split was asked for that the dataset does not have."""
-
-    dataset: str
-    split: str
-    available: Sequence[str]
 
     def __post_init__(self) -> None:
         self.available = tuple(self.available)
@@ -77,12 +65,10 @@ class UnknownSplitError(DatasetError, LookupError):
                 f"available: {', '.join(self.available) or '(none)'}")
 
 
-class DatasetDependencyError(DatasetError, ImportError):
+class DatasetDependencyError(DatasetError, ImportError, fields=("package", "purpose", "alternative")):
     """An optional package a dataset source needs is not installed."""
 
-    package: str
-    purpose: str
-    alternative: str = ""
+    alternative = ""
 
     def describe(self) -> str:
         return (f"{self.purpose} needs the {self.package!r} package, which is not installed: pip install {self.package}"

@@ -40,15 +40,11 @@ __all__ = [
 ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
 
 
-class UndefinedMetricError(MetaSpiderError, ValueError):
+class UndefinedMetricError(MetaSpiderError, ValueError, fields=("metric", "reason")):
     """A metric has no value for these inputs (for example AUROC when every
     question has the same label)."""
 
-    metric: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.metric} is undefined: {self.reason}"
+    template = "{metric} is undefined: {reason}"
 
 
 def check_scores(values: ArrayLike, name: str) -> np.ndarray:

@@ -18,11 +18,8 @@ class GGUFExportError(MetaSpiderError):
     """Base class of every error raised by `meta_spider.loom.gguf`."""
 
 
-class UnsupportedArchitectureError(GGUFExportError):
+class UnsupportedArchitectureError(GGUFExportError, fields=("architecture", "supported")):
     """The transformers architecture has no GGUF mapping here."""
-
-    architecture: str
-    supported: Sequence[str]
 
     def __post_init__(self) -> None:
         self.supported = tuple(self.supported)
@@ -35,26 +32,19 @@ class UnsupportedArchitectureError(GGUFExportError):
         )
 
 
-class UnsupportedConfigError(GGUFExportError):
+class UnsupportedConfigError(GGUFExportError, fields=("architecture", "field", "value", "reason")):
     """A config field has a value the exporter cannot represent faithfully."""
 
-    architecture: str
-    field: str
-    value: object
-    reason: str
-
-    def describe(self) -> str:
-        return (
-            f"cannot export {self.architecture!r}: config field {self.field}={self.value!r} is not "
-            f"supported ({self.reason})"
-        )
+    template = (
+        "cannot export {architecture!r}: config field {field}={value!r} is not "
+        "supported ({reason})"
+    )
 
 
-class UnsupportedTokenizerError(GGUFExportError):
+class UnsupportedTokenizerError(GGUFExportError, fields=("reason", "detail")):
     """The tokenizer cannot be written as a llama.cpp BPE vocabulary."""
 
-    reason: str
-    detail: object = None
+    detail = None
 
     def describe(self) -> str:
         return self.reason if self.detail is None else f"{self.reason}: {self.detail!r}"
@@ -87,11 +77,8 @@ class UnknownPreTokenizerError(UnsupportedTokenizerError):
         )
 
 
-class MissingModelFileError(GGUFExportError):
+class MissingModelFileError(GGUFExportError, fields=("folder", "missing")):
     """A transformers model folder lacks a file the export needs."""
-
-    folder: Path
-    missing: str
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -103,11 +90,8 @@ class MissingModelFileError(GGUFExportError):
         )
 
 
-class UnknownQuantizationError(GGUFExportError):
+class UnknownQuantizationError(GGUFExportError, fields=("kind", "known")):
     """The requested quantisation kind is not a llama.cpp file type."""
-
-    kind: str
-    known: Sequence[str]
 
     def __post_init__(self) -> None:
         self.known = tuple(self.known)
@@ -116,13 +100,8 @@ class UnknownQuantizationError(GGUFExportError):
         return f"unknown quantisation kind {self.kind!r}; choose one of {', '.join(self.known)}"
 
 
-class QuantizationFailedError(GGUFExportError):
+class QuantizationFailedError(GGUFExportError, fields=("source", "destination", "kind", "status")):
     """llama.cpp's quantiser returned a non-zero status."""
-
-    source: Path
-    destination: Path
-    kind: str
-    status: int
 
     def __post_init__(self) -> None:
         self.source, self.destination = Path(self.source), Path(self.destination)

@@ -2,7 +2,7 @@
 derives from :class:`~meta_spider.plugins.MetaSpiderError` (read with
 ``ast``), and the host CLI turns an error of any area into one line and
 status 1. Also the root's own contract: fields bound from the constructor,
-the message from ``describe``."""
+the message from a template or ``describe``."""
 
 from __future__ import annotations
 
@@ -130,24 +130,29 @@ def test_the_host_cli_turns_any_area_error_into_one_line(area: str, failing_site
     assert captured.out == "" and captured.err == f"meta-agent: error: {error}\n"
 
 
-class Mismatch(MetaSpiderError):
+class Mismatch(MetaSpiderError, fields=("expected", "got")):
     """A test error with two fields, one defaulted, and a normalising hook."""
 
-    expected: tuple[str, ...]
-    got: str = "nothing"
+    template = "expected one of {expected}, got {got}; pick one of those"
+    got = "nothing"
 
     def __post_init__(self) -> None:
-        self.expected = tuple(self.expected)
+        self.expected = ", ".join(self.expected)
+
+
+class Described(Mismatch):
+    """Fields inherited, the message written by code."""
 
     def describe(self) -> str:
-        return f"expected one of {', '.join(self.expected)}, got {self.got}; pick one of those"
+        return f"{self.got!r} is not {self.expected}"
 
 
-def test_fields_bind_in_order_or_by_name_and_the_message_comes_from_describe() -> None:
+def test_fields_bind_in_order_or_by_name_and_the_message_comes_from_the_template() -> None:
     error = Mismatch(["a", "b"], got="c")
-    assert error.expected == ("a", "b") and error.got == "c"
+    assert error.expected == "a, b" and error.got == "c"
     assert str(error) == error.args[0] == "expected one of a, b, got c; pick one of those"
     assert Mismatch(expected=["a"]).got == "nothing"
+    assert str(Described(["a"], "b")) == "'b' is not a"
     assert str(MetaSpiderError("a plain message")) == "a plain message"
 
 
