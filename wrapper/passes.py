@@ -11,7 +11,9 @@ and of the draft. Pass 2 with ``inject_positions="generation"`` crops pass 1's
 cache back to every prompt token before the last (recurrent layers of hybrid
 models restore the state they kept before that token) and re-decodes only
 that token with injection on; ``"all"`` re-prefills the whole prompt with
-injection. AGC and dynamic refresh act between forwards.
+injection. AGC and dynamic refresh act between forwards. :meth:`forward_rows`
+is the same cached forward for a padded batch, which batched pass 1
+(:mod:`meta_spider.wrapper.batched`) decodes with.
 
 This module knows token ids only: no chat templates, no text.
 """
