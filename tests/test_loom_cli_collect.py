@@ -117,9 +117,9 @@ def test_unknown_dataset_lists_the_choices(run, model_dir: Path, tmp_path: Path,
     assert not (tmp_path / "run.json").exists()
 
 
-def test_bad_dataset_option_is_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "colour=red"])
-    assert result.exit_code != 0 and "colour" in result.output
+def test_bad_dataset_option_is_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", *base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "colour=red")
+    assert result.exit_code != 0 and "colour" in result.output and "pass only the options" in result.output
     result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "novalue"])
     assert result.exit_code != 0 and "key=value" in result.output
 
@@ -151,9 +151,9 @@ def test_changed_settings_on_resume_are_refused(run, model_dir: Path, qa_dir: Pa
     assert ActivationDataset.load(tmp_path / ACTIVATIONS_DIR).max_new_tokens == 5
 
 
-def test_out_of_range_layers_are_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--target-layers", "2,9"])
-    assert result.exit_code != 0 and "out of range" in result.output
+def test_out_of_range_layers_are_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", *base_args(tmp_path, model_dir, qa_dir), "--target-layers", "2,9")
+    assert result.exit_code != 0 and "out of range" in result.output and "--target-layers" in result.output
 
 
 def test_model_name_is_required_without_a_default(model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 from meta_spider.loom.collect.activations import ACTIVATIONS_DIR
+from meta_spider.loom.cli.errors import CommandError
 from meta_spider.loom.manifest import (
     MANIFEST_FILE,
     DatasetSection,
@@ -160,7 +161,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     try:
         ranks = Ranks.from_environment()
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise CommandError(str(error), "set RANK and WORLD_SIZE as torchrun does, or leave both unset") from error
     if ranks.parallel and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"  # one GPU per process
     # Progress and notes (rank 0's only); the summary goes to stdout.
@@ -171,9 +172,10 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     try:
         dataset = create_dataset(plugin_manager(ctx), dataset_name, **options)
     except ValueError as error:  # an option value the factory refused
-        raise click.ClickException(str(error)) from error
+        raise CommandError(f"dataset {dataset_name!r}: {error}", "correct that --dataset-option") from error
     except TypeError as error:  # the factory does not take an option
-        raise click.ClickException(f"dataset {dataset_name!r} rejected its options {sorted(options)}: {error}") from error
+        raise CommandError(f"dataset {dataset_name!r} rejected its options {sorted(options)}: {error}",
+                           "pass only the options this dataset takes") from error
     if model_name is None:
         model_name = _default_model(run_dir, dataset, dataset_name)
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else default_splits(dataset.splits)
@@ -196,7 +198,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     try:
         pipe = MetaSpiderPipeline.from_pretrained(config)
     except ValueError as error:  # e.g. target layers out of range for this base
-        raise click.ClickException(str(error)) from error
+        raise CommandError(str(error), "choose --target-layers and --cross-attn-layers that this base has") from error
     collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                            shard_size=max(shard_size - shard_size % batch_size, batch_size),
                                            show_progress=not quiet and ranks.rank == 0, console=console)
