@@ -342,35 +342,36 @@ class ChatLoop:
             table.add_row(name, tool.description if tool else "")
         self.console.print(table)
 
-    def _choose(self, kind: str, arguments: list[str], current: str, names: Iterable[str]) -> str | None:
+    def _switch(self, kind: str, arguments: list[str], current: str, names: Iterable[str],
+                install: Callable[[str], None]) -> str | None:
+        """``/policy`` and ``/backend``: with no name, show the current one and
+        the choices; else ``install`` the named one and return its name. A name
+        that cannot be installed leaves the old one in place."""
         if len(arguments) != 1:
             self.console.print(Text.assemble(f"{kind}: ", (current, "bold"), f"; available: {', '.join(names)}"))
             return None
-        return arguments[0]
+        name = arguments[0]
+        try:
+            install(name)
+        except Exception as exc:  # noqa: BLE001 - unknown name, bad settings, a backend that cannot load: say so
+            self.console.print(Text(f"cannot switch to {kind} {name!r}: {exc}", style="red"))
+            return None
+        self.console.print(Text.assemble(f"{kind}: ", (name, "bold")))
+        return name
 
     def _policy(self, arguments: list[str]) -> None:
-        name = self._choose("policy", arguments, self.policy_name, self.launcher.policy_names())
-        if name is None:
-            return
-        try:
+        def install(name: str) -> None:
             self.agent.policy = self.launcher.make_policy(name)
-        except Exception as exc:  # noqa: BLE001 - unknown name or bad settings: say so, keep the old one
-            self.console.print(Text(f"cannot switch to policy {name!r}: {exc}", style="red"))
-            return
-        self.policy_name = name
-        self.console.print(Text.assemble("policy: ", (name, "bold")))
+
+        self.policy_name = self._switch("policy", arguments, self.policy_name, self.launcher.policy_names(),
+                                        install) or self.policy_name
 
     def _backend(self, arguments: list[str]) -> None:
-        name = self._choose("backend", arguments, self.backend_name, self.launcher.backend_names())
-        if name is None:
-            return
-        try:
+        def install(name: str) -> None:
             self.stream.inner = self.launcher.make_backend(name)
-        except Exception as exc:  # noqa: BLE001 - a backend that cannot load leaves the old one in place
-            self.console.print(Text(f"cannot switch to backend {name!r}: {exc}", style="red"))
-            return
-        self.backend_name = name
-        self.console.print(Text.assemble("backend: ", (name, "bold")))
+
+        self.backend_name = self._switch("backend", arguments, self.backend_name, self.launcher.backend_names(),
+                                         install) or self.backend_name
 
     def _trace(self, arguments: list[str]) -> None:
         if arguments not in (["on"], ["off"]):

@@ -22,45 +22,32 @@ class AgentError(MetaSpiderError):
     """Base class for agent-loop errors."""
 
 
-class SessionFormatError(AgentError, ValueError):
+class SessionFormatError(AgentError, ValueError, fields=("source", "reason")):
     """A saved session cannot be read back."""
 
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(f"cannot load session from {source}: {reason}")
+    template = "cannot load session from {source}: {reason}"
 
 
-class SessionWriteError(AgentError, OSError):
+class SessionWriteError(AgentError, OSError, fields=("target", "reason")):
     """A session cannot be written to the file asked for."""
 
-    def __init__(self, target: str, reason: str) -> None:
-        self.target = target
-        self.reason = reason
-        super().__init__(f"cannot save the session to {target}: {reason}")
+    template = "cannot save the session to {target}: {reason}"
 
 
-class ActionTypeError(AgentError, TypeError):
+class ActionTypeError(AgentError, TypeError, fields=("renderer", "returned")):
     """A renderer returned something that is not an Answer, ToolCall or Refuse."""
 
-    def __init__(self, renderer: str, returned: object) -> None:
-        self.renderer = renderer
-        self.returned = returned
-        super().__init__(
-            f"renderer {renderer} returned {returned!r}; an ActionRenderer must return "
-            f"Answer, ToolCall or Refuse (meta_spider.policies.actions)"
-        )
+    template = (
+        "renderer {renderer} returned {returned!r}; an ActionRenderer must return "
+        "Answer, ToolCall or Refuse (meta_spider.policies.actions)"
+    )
 
 
-class AgentStepError(AgentError):
+class AgentStepError(AgentError, fields=("step", "kind", "reason")):
     """A policy or renderer raised something that is not a project error
     while deciding step ``step``: the run stops with this one line."""
 
-    def __init__(self, step: int, kind: str, reason: str) -> None:
-        self.step = step
-        self.kind = kind
-        self.reason = reason
-        super().__init__(
-            f"step {step} failed: {kind}: {reason}. The session so far is kept; "
-            "this is a bug in the policy, the renderer or the backend they use"
-        )
+    template = (
+        "step {step} failed: {kind}: {reason}. The session so far is kept; "
+        "this is a bug in the policy, the renderer or the backend they use"
+    )

@@ -122,10 +122,12 @@ def read_run_file(run_dir: str | os.PathLike[str]) -> RunFile:
     """Read ``<run_dir>/run.json`` to the file level (see the module
     docstring); raises :class:`RunFileError` naming the problem and the fix."""
     path = Path(run_dir).expanduser() / RUN_FILE
-    collect = f"run `metaloom collect --run-dir {run_dir} --model-name MODEL --dataset NAME`"
+    command = f"`metaloom collect --run-dir {run_dir} --model-name MODEL --dataset NAME`"
+    collect = f"run {command}"
     if not path.is_file():
         what = "run directory does not exist" if not path.parent.is_dir() else "run.json is missing"
-        raise RunFileError(path, None, what, f"{collect} first, or pass the run directory that collect wrote")
+        raise RunFileError(path, None, what, f"Run {command} first, or pass the run directory that "
+                           "collect wrote.")
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:

@@ -31,17 +31,14 @@ from meta_spider.backends import Completion, FakeBackend, Introspection
 __all__ = ["BackendScript", "ScriptFormatError", "ScriptedBackend", "load_script", "parse_script"]
 
 
-class ScriptFormatError(AgentError, ValueError):
+class ScriptFormatError(AgentError, ValueError, fields=("source", "reason")):
     """A fake-backend script cannot be read."""
 
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(
-            f"cannot read the fake-backend script {source}: {reason}. A script is a JSON list of outputs "
-            f'(strings, {{"text": ..., "delay_per_chunk": ...}} or {{"p_correct": ...}}), or '
-            f'{{"outputs": [...], "facts": {{...}}}}'
-        )
+    template = (
+        "cannot read the fake-backend script {source}: {reason}. A script is a JSON list of outputs "
+        '(strings, {{"text": ..., "delay_per_chunk": ...}} or {{"p_correct": ...}}), or '
+        '{{"outputs": [...], "facts": {{...}}}}'
+    )
 
 
 @dataclass(frozen=True)

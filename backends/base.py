@@ -29,14 +29,10 @@ class BackendError(MetaSpiderError):
     """A backend could not do what was asked (framework-side failure)."""
 
 
-class BackendCapabilityError(BackendError):
+class BackendCapabilityError(BackendError, fields=("backend", "capability", "fix")):
     """The backend lacks a capability, e.g. ``read`` without a Doubter attached."""
 
-    def __init__(self, backend: str, capability: str, fix: str) -> None:
-        self.backend = backend
-        self.capability = capability
-        self.fix = fix
-        super().__init__(f"backend {backend!r} cannot {capability}: {fix}")
+    template = "backend {backend!r} cannot {capability}: {fix}"
 
 
 @dataclass

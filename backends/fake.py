@@ -63,15 +63,13 @@ FAKE_CHAT_TEMPLATE = (
 this backend (tool results in a ``tool`` turn inside ``<tool_response>``)."""
 
 
-class FakeBackendExhausted(BackendError):
+class FakeBackendExhausted(BackendError, fields=("calls_made", "prompt")):
     """``generate`` was called with no scripted output left."""
 
-    def __init__(self, calls_made: int, prompt: str) -> None:
-        self.calls_made = calls_made
-        self.prompt = prompt
-        super().__init__(
-            f"FakeBackend has no scripted output left for generate call #{calls_made + 1}; "
-            f"enqueue() one more (last prompt ends with {prompt[-120:]!r})"
+    def describe(self) -> str:
+        return (
+            f"FakeBackend has no scripted output left for generate call #{self.calls_made + 1}; "
+            f"enqueue() one more (last prompt ends with {self.prompt[-120:]!r})"
         )
 
 

@@ -334,7 +334,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import torch
 
-    from meta_spider.loom.evaluate.baselines import LogisticProbe
+    from meta_spider.loom.evaluate.probe import LogisticProbe
     from meta_spider.loom.evaluate.comparison import GOALS
     from meta_spider.loom.evaluate.metrics import auroc, selective_metrics, threshold_for_goals
 

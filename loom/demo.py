@@ -45,12 +45,10 @@ prompt's: those fall for any wording the base has not read, and the demo is
 judged in new wordings too (docs/loom.md)."""
 
 
-class DemoError(MetaSpiderError, RuntimeError):
+class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
     """A demo step failed; ``run_dir`` is the run directory it works in."""
 
-    def __init__(self, step: str, message: str, run_dir: Path) -> None:
-        self.step, self.message, self.run_dir = step, message, run_dir
-        super().__init__(f"{step} failed: {message}")
+    template = "{step} failed: {message}"
 
 
 def default_run_dir(world_path: Path) -> Path:

@@ -17,7 +17,7 @@ class NativeToolError(MetaSpiderError):
     """Base class of the errors raised by :mod:`meta_spider.native`."""
 
 
-class ChatTemplateError(NativeToolError):
+class ChatTemplateError(NativeToolError, fields=("message", "template_source", "cause")):
     """The chat template refused or failed to render the given messages.
 
     ``message`` is the template's own complaint (from ``raise_exception`` or a
@@ -27,23 +27,20 @@ class ChatTemplateError(NativeToolError):
     one tool call per assistant turn, strict user/assistant alternation).
     """
 
-    def __init__(self, message: str, *, template_source: str, cause: str = "") -> None:
-        self.message = message
-        self.template_source = template_source
-        self.cause = cause
-        detail = f" ({cause})" if cause else ""
-        super().__init__(
-            f"chat template from {template_source} could not render the messages: {message}{detail}; "
+    cause = ""
+
+    def describe(self) -> str:
+        detail = f" ({self.cause})" if self.cause else ""
+        return (
+            f"chat template from {self.template_source} could not render the messages: {self.message}{detail}; "
             "reshape the messages the way this template demands or pass a different template"
         )
 
 
-class MissingChatTemplateError(NativeToolError):
+class MissingChatTemplateError(NativeToolError, fields=("tokenizer_name",)):
     """A tokenizer has no chat template, so there is no native prompt to build."""
 
-    def __init__(self, tokenizer_name: str) -> None:
-        self.tokenizer_name = tokenizer_name
-        super().__init__(
-            f"tokenizer {tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
-            "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
-        )
+    template = (
+        "tokenizer {tokenizer_name!r} has no chat_template; set tokenizer.chat_template or use "
+        "NativeToolPrompt.from_template with the template text (e.g. a GGUF's tokenizer.chat_template)"
+    )

@@ -44,12 +44,21 @@ def _python_literal(value: Any) -> str:
     return repr(value)  # int, float, True/False/None
 
 
+Formatter = Callable[[list[Call], str], str]
+"""Writes a turn's calls, given the chat template (for families with variants)."""
+
+
+def _each(separator: str, write: Callable[[str, dict[str, Any]], str]) -> Formatter:
+    """A formatter that writes every call with ``write(name, arguments)`` and
+    joins them with ``separator``."""
+    return lambda calls, template: separator.join(write(name, args) for name, args, _ in calls)
+
+
 def _named_list(calls: list[Call], *, name_key: str = "name", args_key: str = "arguments") -> str:
     return ", ".join(f'{{"{name_key}": {tojson(name)}, "{args_key}": {tojson(args)}}}' for name, args, _ in calls)
 
 
-def _hermes(calls: list[Call], template: str) -> str:
-    return "\n".join(f'<tool_call>\n{{"name": {tojson(n)}, "arguments": {tojson(a)}}}\n</tool_call>' for n, a, _ in calls)
+_hermes = _each("\n", lambda n, a: f'<tool_call>\n{{"name": {tojson(n)}, "arguments": {tojson(a)}}}\n</tool_call>')
 
 
 def _function_body(name: str, args: dict[str, Any], newline_values: bool) -> str:
@@ -58,18 +67,13 @@ def _function_body(name: str, args: dict[str, Any], newline_values: bool) -> str
     return f"<function={name}>\n{params}</function>"
 
 
-def _qwen3_coder(calls: list[Call], template: str) -> str:
-    return "\n".join(f"<tool_call>\n{_function_body(n, a, True)}\n</tool_call>" for n, a, _ in calls)
+_qwen3_coder = _each("\n", lambda n, a: f"<tool_call>\n{_function_body(n, a, True)}\n</tool_call>")
+_seed = _each("\n", lambda n, a: f"<seed:tool_call>\n{_function_body(n, a, False)}\n</seed:tool_call>")
 
 
-def _seed(calls: list[Call], template: str) -> str:
-    return "\n".join(f"<seed:tool_call>\n{_function_body(n, a, False)}\n</seed:tool_call>" for n, a, _ in calls)
-
-
-def _llama3(calls: list[Call], template: str) -> str:
-    # Llama 3.1's template writes custom-tool calls as bare JSON; several
-    # calls in one turn are separated by "; ".
-    return "; ".join(f'{{"name": {tojson(n)}, "parameters": {tojson(a)}}}' for n, a, _ in calls)
+# Llama 3.1's template writes custom-tool calls as bare JSON; several calls
+# in one turn are separated by "; ".
+_llama3 = _each("; ", lambda n, a: f'{{"name": {tojson(n)}, "parameters": {tojson(a)}}}')
 
 
 def _pythonic(calls: list[Call], template: str) -> str:
@@ -95,12 +99,8 @@ def _mistral(calls: list[Call], template: str) -> str:
     return f"[TOOL_CALLS][{', '.join(items)}]"
 
 
-def _function_tag(calls: list[Call], template: str) -> str:
-    return "".join(f"<function={n}>{tojson(a)}</function>" for n, a, _ in calls)
-
-
-def _functionary_v32(calls: list[Call], template: str) -> str:
-    return "".join(f">>>{n}\n{tojson(a)}" for n, a, _ in calls)
+_function_tag = _each("", lambda n, a: f"<function={n}>{tojson(a)}</function>")
+_functionary_v32 = _each("", lambda n, a: f">>>{n}\n{tojson(a)}")
 
 
 def _functools(calls: list[Call], template: str) -> str:
@@ -134,20 +134,19 @@ def _command_r(calls: list[Call], template: str) -> str:
     return f"<|START_ACTION|>[\n{items}\n]<|END_ACTION|>"
 
 
-def _internlm(calls: list[Call], template: str) -> str:
-    return "\n".join(
-        f'<|action_start|><|plugin|>\n{{"name": {tojson(n)}, "parameters": {tojson(a)}}}<|action_end|>' for n, a, _ in calls
-    )
+_internlm = _each(
+    "\n", lambda n, a: f'<|action_start|><|plugin|>\n{{"name": {tojson(n)}, "parameters": {tojson(a)}}}<|action_end|>'
+)
 
 
 def _xlam(calls: list[Call], template: str) -> str:
     return f"[{_named_list(calls)}]"
 
 
-def _harmony(calls: list[Call], template: str) -> str:
-    return "<|start|>assistant".join(
-        f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{tojson(a)}<|call|>" for n, a, _ in calls
-    )
+_harmony = _each(
+    "<|start|>assistant",
+    lambda n, a: f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{tojson(a)}<|call|>",
+)
 
 
 def _kimi(calls: list[Call], template: str) -> str:
@@ -181,7 +180,7 @@ def _nemotron(calls: list[Call], template: str) -> str:
     return f"<TOOLCALL>[{_named_list(calls)}]</TOOLCALL>"
 
 
-_FORMATTERS: dict[F, Callable[[list[Call], str], str]] = {
+_FORMATTERS: dict[F, Formatter] = {
     F.HERMES: _hermes,
     F.QWEN3_CODER: _qwen3_coder,
     F.LLAMA3: _llama3,

@@ -26,7 +26,6 @@ exist or what their schemas say (the agent checks names and arguments).
 from __future__ import annotations
 
 import ast
-import json
 import re
 from typing import Any, Callable
 
@@ -53,6 +52,7 @@ from meta_spider.native.parsers_other import (
     parse_pythonic,
     parse_xlam,
 )
+from meta_spider.native.parsers_other import keyword_arguments
 from meta_spider.native.results import SpanBuilder
 from meta_spider.native.scan import JsonError as _JsonError
 from meta_spider.native.scan import decode_at as _decode_at
@@ -79,12 +79,9 @@ __all__ = [
     "FUNCTION_CLOSE",
 ]
 
-HERMES_OPEN = "<tool_call>"
-HERMES_CLOSE = "</tool_call>"
+HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
-MISTRAL_TOOL_CALLS = "[TOOL_CALLS]"
-MISTRAL_ARGS = "[ARGS]"
-MISTRAL_CALL_ID = "[CALL_ID]"
+MISTRAL_TOOL_CALLS, MISTRAL_ARGS, MISTRAL_CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
 
 # ---------------------------------------------------------------- hermes / qwen
 
@@ -309,19 +306,8 @@ def _python_call(source: str) -> tuple[str, dict[str, Any]] | str:
         name = func.id
     else:
         return "unrecognised call after <|python_tag|>: expected tool.call(...)"
-    if call.args:
-        return f"positional arguments in {name}(...): built-in calls take key=value only"
-    arguments: dict[str, Any] = {}
-    for keyword in call.keywords:
-        if keyword.arg is None:
-            return f"'**' arguments in {name}(...)"
-        try:
-            # literal_eval on the node only builds constants; JSON round trip
-            # rejects sets, bytes and complex numbers a tool cannot receive.
-            arguments[keyword.arg] = json.loads(json.dumps(ast.literal_eval(keyword.value)))
-        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
-            return f"argument {keyword.arg!r} of {name}(...) is not a literal: {type(exc).__name__}"
-    return name, arguments
+    arguments = keyword_arguments(call, name, "built-in calls take key=value only")
+    return arguments if isinstance(arguments, str) else (name, arguments)
 
 
 PARSERS: dict[ToolCallFamily, Callable[[SpanBuilder], None]] = {

@@ -237,6 +237,23 @@ def _literal(node: ast.AST) -> Any:
     return json.loads(json.dumps(ast.literal_eval(node)))
 
 
+def keyword_arguments(call: ast.Call, name: str, positional_fix: str) -> dict[str, Any] | str:
+    """The ``key=value`` arguments of the call to ``name`` as JSON values, or
+    the reason they are not (``positional_fix`` ends the message for a
+    positional argument)."""
+    if call.args:
+        return f"positional arguments in {name}(...): {positional_fix}"
+    arguments: dict[str, Any] = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:
+            return f"'**' arguments in {name}(...)"
+        try:
+            arguments[keyword.arg] = _literal(keyword.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
+            return f"argument {keyword.arg!r} of {name}(...) is not a literal: {type(exc).__name__}"
+    return arguments
+
+
 def _dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
@@ -258,16 +275,9 @@ def pythonic_calls(source: str) -> list[tuple[str, dict[str, Any]]] | str:
     for element in tree.body.elts:
         if not isinstance(element, ast.Call) or (name := _dotted(element.func)) is None:
             return "list element is not a call like name(key=value)"
-        if element.args:
-            return f"positional arguments in {name}(...): write key=value"
-        arguments: dict[str, Any] = {}
-        for keyword in element.keywords:
-            if keyword.arg is None:
-                return f"'**' arguments in {name}(...)"
-            try:
-                arguments[keyword.arg] = _literal(keyword.value)
-            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
-                return f"argument {keyword.arg!r} of {name}(...) is not a literal: {type(exc).__name__}"
+        arguments = keyword_arguments(element, name, "write key=value")
+        if isinstance(arguments, str):
+            return arguments
         calls.append((name, arguments))
     return calls
 

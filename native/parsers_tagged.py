@@ -131,6 +131,18 @@ def _json_arguments(
     return resync(builder, after, opener, close), f"unexpected text after the JSON in {label}"
 
 
+def _checked_call(
+    end: int, name: str, arguments: dict[str, Any] | str, call_id: str | None, missing_name: str
+) -> tuple[int, CallChecked]:
+    """The call ending at ``end``, or its first problem: arguments that did not
+    parse (their reason), then an empty name (``missing_name``)."""
+    if isinstance(arguments, str):
+        return end, arguments
+    if not name:
+        return end, missing_name
+    return end, (name, arguments, call_id)
+
+
 def _xml_parameters(
     builder: SpanBuilder, cursor: int, param_open: str, name_end: str, param_close: str, close: str, opener: str,
     label: str,
@@ -290,11 +302,7 @@ def _read_kimi(builder: SpanBuilder, start: int) -> tuple[int, CallChecked]:
     end, arguments = _json_arguments(
         builder, skip_ws(text, named[1] + len(KIMI_ARGS)), KIMI_CALL_CLOSE, KIMI_CALL_OPEN, label
     )
-    if isinstance(arguments, str):
-        return end, arguments
-    if not name:
-        return end, "missing tool name in the call id"
-    return end, (name, arguments, call_id)
+    return _checked_call(end, name, arguments, call_id, "missing tool name in the call id")
 
 
 def parse_kimi_k2(builder: SpanBuilder) -> None:
@@ -344,11 +352,7 @@ def _read_deepseek(builder: SpanBuilder, start: int) -> tuple[int, CallChecked]:
     end, arguments = _json_arguments(
         builder, skip_ws(text, body), DEEPSEEK_CALL_CLOSE, DEEPSEEK_CALL_OPEN, f"call {first}"
     )
-    if isinstance(arguments, str):
-        return end, arguments
-    if not first:
-        return end, "missing tool name"
-    return end, (first, arguments, None)
+    return _checked_call(end, first, arguments, None, "missing tool name")
 
 
 def parse_deepseek(builder: SpanBuilder) -> None:

@@ -187,6 +187,11 @@ class StreamingToolParser:
                 spans[settled].start : self._safe_end(text, base, spans[settled])
             ].strip():
                 settled -= 1
+            if self._bare:
+                # A bare call has no closing marker: a truncated one can end
+                # at a bracket inside one of its strings and parse as a
+                # failure followed by content, until the rest arrives.
+                settled = next((i for i, span in enumerate(spans[:settled]) if span.kind == "failure"), settled)
         events: list[StreamEvent] = []
         for span in spans[:settled]:
             events.extend(self._span_events(text, base, span, span.end, parsed))

@@ -51,33 +51,27 @@ class PluginError(MetaSpiderError):
     """Base class for plugin-host errors."""
 
 
-class PluginHookError(PluginError):
+class PluginHookError(PluginError, fields=("plugin", "hook", "reason")):
     """A loaded plugin's hook implementation raised while it was called.
 
     Carries the plugin's name, the hook and the original exception's text so
     the CLI can print one clean line instead of a traceback.
     """
 
-    def __init__(self, plugin: str, hook: str, reason: str) -> None:
-        self.plugin = plugin
-        self.hook = hook
-        self.reason = reason
-        super().__init__(
-            f"plugin {plugin!r} failed in hook {hook!r}: {reason}. "
+    def describe(self) -> str:
+        return (
+            f"plugin {self.plugin!r} failed in hook {self.hook!r}: {self.reason}. "
             f"Fix or uninstall the plugin, or leave it out with {PLUGINS_ENV_VAR}."
         )
 
 
-class PluginLoadError(PluginError):
+class PluginLoadError(PluginError, fields=("plugin", "distribution", "reason")):
     """A plugin failed to import or does not satisfy the hook contract."""
 
-    def __init__(self, plugin: str, distribution: str | None, reason: str) -> None:
-        self.plugin = plugin
-        self.distribution = distribution
-        self.reason = reason
-        where = f" (distribution {distribution!r})" if distribution else ""
-        super().__init__(
-            f"plugin {plugin!r}{where} could not be loaded: {reason}. "
+    def describe(self) -> str:
+        where = f" (distribution {self.distribution!r})" if self.distribution else ""
+        return (
+            f"plugin {self.plugin!r}{where} could not be loaded: {self.reason}. "
             f"Fix or uninstall it, or pin the plugins to load with "
             f"{PLUGINS_ENV_VAR}=name1,name2 (empty loads no third-party plugin)."
         )

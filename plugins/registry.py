@@ -28,40 +28,28 @@ __all__ = [
 ]
 
 
-class PluginRegistrationError(PluginError):
+class PluginRegistrationError(PluginError, fields=("plugin", "hook", "reason")):
     """A plugin called ``register`` with arguments the hook does not accept."""
 
-    def __init__(self, plugin: str, hook: str, reason: str) -> None:
-        self.plugin = plugin
-        self.hook = hook
-        self.reason = reason
-        super().__init__(f"plugin {plugin!r} registered something invalid in {hook!r}: {reason}")
+    template = "plugin {plugin!r} registered something invalid in {hook!r}: {reason}"
 
 
-class DuplicateComponentError(PluginError):
+class DuplicateComponentError(PluginError, fields=("kind", "name", "first", "second")):
     """Two plugins registered one name for the same kind of component."""
 
-    def __init__(self, kind: str, name: str, first: str, second: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.first = first
-        self.second = second
-        super().__init__(
-            f"{kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
-            f"{second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
-        )
+    template = (
+        "{kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
+        "{second!r}. Rename one, or leave one plugin out with META_SPIDER_PLUGINS."
+    )
 
 
-class UnknownComponentError(PluginError, LookupError):
+class UnknownComponentError(PluginError, LookupError, fields=("kind", "name", "available")):
     """A name was asked for that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, available: tuple[str, ...]) -> None:
-        self.kind = kind
-        self.name = name
-        self.available = available
-        choices = ", ".join(available) or "(none)"
-        super().__init__(
-            f"no {kind} named {name!r} is registered; available: {choices}. "
+    def describe(self) -> str:
+        choices = ", ".join(self.available) or "(none)"
+        return (
+            f"no {self.kind} named {self.name!r} is registered; available: {choices}. "
             f"Install or enable the plugin that provides it."
         )
 

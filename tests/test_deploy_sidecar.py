@@ -304,7 +304,8 @@ def test_export_from_a_local_base_writes_and_records_every_file(tmp_path, base_f
         check_sidecar_fits(sidecar, paths[key])
 
 
-def test_export_of_a_hub_base_writes_the_sidecar_and_checks_a_given_gguf(tmp_path, base_folder, caplog):
+def test_export_of_a_hub_base_writes_the_sidecar_and_checks_a_given_gguf(tmp_path, base_folder, caplog, capsys):
+    from cli_helpers import metadeploy
     from click.testing import CliRunner
 
     from meta_spider.loom.cli.deploy import export
@@ -332,10 +333,10 @@ def test_export_of_a_hub_base_writes_the_sidecar_and_checks_a_given_gguf(tmp_pat
 
     save_base(foreign_folder, "qwen2", "qwen2", train_steps=0, layers=3, hidden=32)
     foreign = export_base_gguf(foreign_folder, tmp_path / "foreign.gguf")
-    result = CliRunner().invoke(export, ["--run-dir", str(run_dir), "--base-gguf", str(foreign), "--no-quantize"])
+    result = metadeploy(capsys, "export", "--run-dir", run_dir, "--base-gguf", foreign, "--no-quantize")
     assert result.exit_code != 0
     assert "does not fit the base GGUF" in result.output and str(foreign) in result.output
-    result = CliRunner().invoke(export, ["--run-dir", str(tmp_path / "nowhere")])
+    result = metadeploy(capsys, "export", "--run-dir", tmp_path / "nowhere")
     assert result.exit_code != 0 and "run.json" in result.output
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import metaloom
 from click.testing import CliRunner
 from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
 from meta_spider.loom.cli.collect import collect, default_splits, parse_dataset_options
@@ -108,17 +109,17 @@ def test_collect_keeps_what_later_commands_wrote(run, model_dir: Path, qa_dir: P
     assert RunManifest.load(tmp_path).checkpoint == "checkpoints/best"
 
 
-def test_unknown_dataset_lists_the_choices(run, model_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, ["--run-dir", str(tmp_path), "--model-name", str(model_dir),
-                                          "--dataset", "nope", "--quiet"])
+def test_unknown_dataset_lists_the_choices(run, model_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", "--run-dir", tmp_path, "--model-name", model_dir, "--dataset", "nope",
+                      "--quiet")
     assert result.exit_code != 0
     assert "nope" in result.output and "jsonl" in result.output and "mmlu" in result.output
     assert not (tmp_path / "run.json").exists()
 
 
-def test_bad_dataset_option_is_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "colour=red"])
-    assert result.exit_code != 0 and "colour" in result.output
+def test_bad_dataset_option_is_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", *base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "colour=red")
+    assert result.exit_code != 0 and "colour" in result.output and "pass only the options" in result.output
     result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--dataset-option", "novalue"])
     assert result.exit_code != 0 and "key=value" in result.output
 
@@ -150,9 +151,9 @@ def test_changed_settings_on_resume_are_refused(run, model_dir: Path, qa_dir: Pa
     assert ActivationDataset.load(tmp_path / ACTIVATIONS_DIR).max_new_tokens == 5
 
 
-def test_out_of_range_layers_are_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(collect, [*base_args(tmp_path, model_dir, qa_dir), "--target-layers", "2,9"])
-    assert result.exit_code != 0 and "out of range" in result.output
+def test_out_of_range_layers_are_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "collect", *base_args(tmp_path, model_dir, qa_dir), "--target-layers", "2,9")
+    assert result.exit_code != 0 and "out of range" in result.output and "--target-layers" in result.output
 
 
 def test_model_name_is_required_without_a_default(model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:

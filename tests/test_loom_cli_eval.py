@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
+from cli_helpers import metaloom
 from click.testing import CliRunner
 from test_loom_evaluation import MAX_NEW_TOKENS, collected_run, expected_oracle
 
+from meta_spider.loom.cli.errors import CommandError
 from meta_spider.loom.cli.eval import eval_command
 from meta_spider.loom.manifest import RunManifest
 
@@ -83,7 +84,7 @@ def test_load_pipeline_takes_the_calibrated_answer_gate(fresh_run: Path) -> None
     gate = load_pipeline(manifest, fresh_run, None, None).answer_gate
     assert gate.threshold == manifest.calibration["doubter"]["threshold"] and gate.is_refusal(gate.refusal)
     RunManifest.update_file(fresh_run, calibration={"doubter": {"threshold": -0.5}})
-    with pytest.raises(click.ClickException, match=r"field 'calibration'.*metaloom eval"):
+    with pytest.raises(CommandError, match=r"field 'calibration'.*metaloom eval"):
         load_pipeline(RunManifest.load(fresh_run), fresh_run, None, None)
 
 
@@ -109,10 +110,11 @@ def test_eval_agentic_writes_the_agent_report(fresh_run: Path) -> None:
     assert "agentic comparison" in result.output
 
 
-def test_eval_closed_book_needs_agentic_and_a_known_policy(fresh_run: Path) -> None:
+def test_eval_closed_book_needs_agentic_and_a_known_policy(fresh_run: Path, capsys) -> None:
     result = invoke("--run-dir", str(fresh_run), "--no-plot", "--closed-book", "direct")
     assert result.exit_code == 2 and "--agentic" in result.output
-    result = invoke("--run-dir", str(fresh_run), "--no-plot", "--agentic", "--closed-book", "oracle", "--max-examples", "1")
+    result = metaloom(capsys, "eval", "--run-dir", fresh_run, "--no-plot", "--agentic", "--closed-book", "oracle",
+                      "--max-examples", "1")
     assert result.exit_code == 1 and "closed_book must name policies" in result.output
 
 
@@ -126,8 +128,8 @@ def test_eval_without_checkpoint_says_to_train(fresh_run: Path) -> None:
     assert not (fresh_run / "report.json").exists()
 
 
-def test_eval_without_run_json_names_the_file(tmp_path: Path) -> None:
-    result = invoke("--run-dir", str(tmp_path / "nowhere"))
+def test_eval_without_run_json_names_the_file(tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "eval", "--run-dir", tmp_path / "nowhere")
     assert result.exit_code == 1 and "run.json" in result.output and "metaloom collect" in result.output
 
 

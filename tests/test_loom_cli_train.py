@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from activation_fixtures import write_run_dir
+from cli_helpers import metaloom
 from click.testing import CliRunner
 
 from meta_spider.loom.cli.train import train
@@ -26,7 +27,7 @@ def run_dir(tmp_path_factory) -> Path:
     return write_run_dir(root / "run", root / "model")
 
 
-def test_train_writes_checkpoints_and_records_the_best_in_run_json(run_dir: Path) -> None:
+def test_train_writes_checkpoints_and_records_the_best_in_run_json(run_dir: Path, capsys) -> None:
     result = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "8",
                                         "--lr", "3e-3", *SHAPE], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -45,8 +46,8 @@ def test_train_writes_checkpoints_and_records_the_best_in_run_json(run_dir: Path
     assert 0.0 <= generated.p_correct <= 1.0
 
     # --resume with the same settings continues from epoch 2 up to 3.
-    again = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "3", "--batch-size", "8",
-                                       "--lr", "3e-3", "--resume", *SHAPE], catch_exceptions=False)
+    again = metaloom(capsys, "train", "--run-dir", run_dir, "--epochs", "3", "--batch-size", "8",
+                     "--lr", "3e-3", "--resume", *SHAPE)
     assert again.exit_code != 0 and "epochs=2 (now 3)" in again.output  # a longer schedule is a different run
     resumed = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--epochs", "2", "--batch-size", "8",
                                          "--lr", "3e-3", "--resume", *SHAPE], catch_exceptions=False)
@@ -54,23 +55,23 @@ def test_train_writes_checkpoints_and_records_the_best_in_run_json(run_dir: Path
     assert "epoch 1:" not in resumed.output and json.loads((run_dir / "training.json").read_text())["resumed_from"] == 2
 
 
-def test_missing_run_json_gives_the_manifest_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1"])
+def test_missing_run_json_gives_the_manifest_error(tmp_path: Path, capsys) -> None:
+    result = metaloom(capsys, "train", "--run-dir", tmp_path, "--epochs", "1")
     assert result.exit_code == 1
     assert "run.json is missing" in result.output and "metaloom collect" in result.output
 
 
-def test_malformed_run_json_names_the_field(tmp_path: Path) -> None:
+def test_malformed_run_json_names_the_field(tmp_path: Path, capsys) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "model": {"name": "x"},
                                                     "dataset": {"name": "world"}, "encoder_type": "fancy"}))
-    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1"])
+    result = metaloom(capsys, "train", "--run-dir", tmp_path, "--epochs", "1")
     assert result.exit_code == 1
     assert "field 'encoder_type'" in result.output and "'fancy'" in result.output
 
 
-def test_missing_activations_and_bad_options_exit_1(run_dir: Path, tmp_path: Path) -> None:
+def test_missing_activations_and_bad_options_exit_1(run_dir: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "run.json").write_text((run_dir / "run.json").read_text())
-    result = CliRunner().invoke(train, ["--run-dir", str(tmp_path), "--epochs", "1", *SHAPE])
+    result = metaloom(capsys, "train", "--run-dir", tmp_path, "--epochs", "1", *SHAPE)
     assert result.exit_code == 1 and "collection.json" in result.output and "metaloom collect" in result.output
     bad = CliRunner().invoke(train, ["--run-dir", str(run_dir), "--lr", "-1"])
     assert bad.exit_code == 2 and "lr must be a positive number, got -1.0" in bad.output

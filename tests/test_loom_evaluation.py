@@ -125,20 +125,21 @@ def pipe_with_silent_doubter(tiny_run: dict[str, Any]) -> Any:
 # ------------------------------------------------------------------ classify_action
 
 
+# (text, base answer) pairs by the action they are classified as.
+CLASSIFIED = {
+    "refuse": [(REFUSAL_SENTENCE, "Paris"), ("i don\u2019t know.", "Paris"),
+               ("  I DON'T KNOW.  The capital is Paris.", "Paris")],
+    "confirm": [("Paris.", "paris"), ("The Paris\nmore text the base did not say", "Paris!")],
+    # "Paris. I don't know." is not a refusal (the sentence must open the
+    # text), and the whole first line is compared, so the hedge makes it
+    # another answer.
+    "correct": [("Rome", "Paris"), ("Paris. I don't know.", "Paris"), ("", "Paris")],
+}
+
+
 @pytest.mark.parametrize(
     ("text", "base_answer", "expected"),
-    [
-        (REFUSAL_SENTENCE, "Paris", "refuse"),
-        ("i don\u2019t know.", "Paris", "refuse"),
-        ("  I DON'T KNOW.  The capital is Paris.", "Paris", "refuse"),
-        ("Paris.", "paris", "confirm"),
-        ("The Paris\nmore text the base did not say", "Paris!", "confirm"),
-        ("Rome", "Paris", "correct"),
-        # Not a refusal (the sentence must open the text), and the whole first
-        # line is compared, so the hedge makes it another answer.
-        ("Paris. I don't know.", "Paris", "correct"),
-        ("", "Paris", "correct"),
-    ],
+    [(text, base_answer, action) for action, pairs in CLASSIFIED.items() for text, base_answer in pairs],
 )
 def test_classify_action_golden(text: str, base_answer: str, expected: str) -> None:
     assert classify_action(text, base_answer) == expected

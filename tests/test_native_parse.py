@@ -4,6 +4,8 @@ malformed output that must come back as typed failures with the raw text."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,52 +153,11 @@ def test_format_call_spellings() -> None:
         NativeToolRenderer(H).format_calls([])
 
 
-# family, model output, reason fragments (one per failure), expected calls' names, expected content
+# Malformed output per family, with the reason fragments of its one failure,
+# the names of the calls that still parse and the content that remains.
 MALFORMED: list[tuple[ToolCallFamily, str, list[str], list[str], str]] = [
-    # ---- Hermes
-    (H, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', ["unterminated <tool_call>", "truncated JSON"], [], ""),
-    (H, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}', ["unterminated <tool_call>: no </tool_call>"], [], ""),
-    (H, "<tool_call>\n{'name': 'get_weather', 'arguments': {}}\n</tool_call> then text", ["invalid JSON"], [], " then text"),
-    (H, '<tool_call>{"arguments": {"city": "Paris"}}</tool_call>', ["missing 'name'"], [], ""),
-    (H, '<tool_call>{"name": "get_weather", "arguments": ["Paris"]}</tool_call>', ["arguments not an object"], [], ""),
-    (H, '<tool_call>{"name": "get_weather", "arguments": "Paris"}</tool_call>', ["arguments not an object"], [], ""),
-    (H, '<tool_call>{"name": 7, "arguments": {}}</tool_call>', ["'name' must be a non-empty string"], [], ""),
-    (H, "<tool_call>\n</tool_call>", ["empty <tool_call>"], [], ""),
-    (H, '<tool_call>{"name": "a", "arguments": {}} trailing</tool_call>', ["unexpected text after the JSON"], [], ""),
-    (H, 'A <tool_call>{"name": "a", "arguments": {}}</tool_call> B <tool_call>{"name": "b", "argu', ["unterminated"], ["a"], "A  B "),
-    (H, '<tool_call>{"name": "a", "arguments": {}</tool_call><tool_call>{"name": "b", "arguments": {}}</tool_call>',
-     ["invalid JSON"], ["b"], ""),
-    # ---- Llama 3
-    (L, '{"name": "get_weather", "parameters": {"city": "Pa', ["truncated JSON"], [], ""),
-    (L, '<|python_tag|>{"name": "get_weather", "parameters": {city: Paris}}', ["invalid JSON"], [], ""),
-    (L, '{"parameters": {"city": "Paris"}}', ["missing 'name'"], [], ""),
-    (L, '{"name": "get_weather", "parameters": "Paris"}', ["arguments not an object"], [], ""),
-    (L, "<|python_tag|>", ["empty call after <|python_tag|>"], [], ""),
-    (L, "<|python_tag|>import os; os.remove('x')<|eom_id|>", ["unrecognised call after <|python_tag|>"], [], "<|eom_id|>"),
-    (L, "<|python_tag|>wolfram_alpha.call(query=open('x'))", ["is not a literal"], [], ""),
-    (L, '<|python_tag|>["get_weather", "Paris"]', ["unrecognised call after <|python_tag|>"], [], ""),
-    (L, '{"name": "a", "parameters": {}}\n{"name": "b", "parameters": {"x": [1, 2}}\n{"name": "c", "parameters": {}}',
-     ["invalid JSON"], ["a", "c"], "\n"),
-    # ---- Mistral
-    (M, '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Par', ["truncated JSON"], [], ""),
-    (M, '[TOOL_CALLS][{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}', ["no closing ']'"], ["a"], ""),
-    (M, '[TOOL_CALLS][{"name": "a", "arguments": {}}, {"name": "b", arguments: {}}]', ["invalid JSON"], ["a"], ""),
-    (M, '[TOOL_CALLS][{"arguments": {}}, {"name": "b", "arguments": {}}]', ["missing 'name'"], ["b"], ""),
-    (M, '[TOOL_CALLS][{"name": "a", "arguments": 3}]</s>', ["arguments not an object"], [], "</s>"),
-    (M, "[TOOL_CALLS][]", ["empty [TOOL_CALLS] list"], [], ""),
-    (M, '[TOOL_CALLS][{"name": "a", "arguments": {}},]', ["trailing ','"], ["a"], ""),
-    (M, "[TOOL_CALLS]", ["empty [TOOL_CALLS]"], [], ""),
-    (M, "[TOOL_CALLS] I cannot call tools today.", ["expected '[' or 'name[ARGS]'"], [], ""),
-    (M, "[TOOL_CALLS]get_weath", ["truncated [TOOL_CALLS]"], [], ""),
-    (M, '[TOOL_CALLS]get_weather[ARGS]["Paris"]', ["arguments not an object"], [], ""),
-    # ---- <function=name>
-    (F, '<function=get_weather>{"city": "Paris"}', ["unterminated <function=get_weather>"], [], ""),
-    (F, '<function=get_weather>{"city": "Pa', ["unterminated <function=get_weather>", "truncated JSON"], [], ""),
-    (F, '<function=get_weather>{"city": Paris}</function> ok', ["invalid JSON"], [], " ok"),
-    (F, '<function=get_weather>["Paris"]</function>', ["arguments not an object"], [], ""),
-    (F, "<function=>{}</function>", ["missing 'name'"], [], ""),
-    (F, '<function=get_weather {"city": "Paris"}', ["unterminated <function= tag"], [], ""),
-    (F, '<function=a>{} x</function><function=b>{}</function>', ["unexpected text after the JSON"], ["b"], ""),
+    (ToolCallFamily(case["family"]), case["output"], case["reasons"], case["calls"], case["content"])
+    for case in json.loads((Path(__file__).parent / "fixtures" / "malformed_calls.json").read_text(encoding="utf-8"))
 ]
 
 

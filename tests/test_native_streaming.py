@@ -80,3 +80,20 @@ def test_content_streams_before_the_output_ends() -> None:
     assert joined(parser.feed('{"name": "f", "arguments": {}}</tool_call>'), "call") == ""  # the call ends the output
     events = parser.finish()
     assert [event.call.name for event in events if event.call] == ["f"]
+
+
+def test_a_truncated_bare_call_is_not_streamed_as_a_failure_and_content() -> None:
+    """Cut inside a bare JSON call whose string holds a bracket, the prefix
+    parses as a failure and content; neither may be emitted before the rest
+    arrives and turns it into one call."""
+    renderer = NativeToolRenderer(ToolCallFamily.XLAM)
+    text = ('00000\n[{"name": "A0000y", "arguments": {"\\"],Ü": -2198377, "]ba": {"\\"": 228, "x/]b ;a": null, '
+            '"\\"y[\\n:{;é": null}, ",aé}€": [[], [null, null], {";": null, "\\n::}Ü\\t€y\\n\\"bÜ": null, '
+            '"": 1.3510798882109952e+16}]}}]')  # found by the property above
+    whole = renderer.parse(text)
+    assert len(whole.tool_calls) == 1 and not whole.failures
+    cut = text.index("1.35") + 2
+    assert [span.kind for span in renderer.parse(text[:cut]).spans] == ["content", "failure", "content"]
+    _, events = stream(renderer, text, [cut])
+    assert joined(events, "content") == whole.content == "00000\n"
+    assert [event.kind for event in events if event.kind in ("call", "failure")] == ["call"]

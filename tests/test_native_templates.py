@@ -5,6 +5,8 @@ chat tests (tests/test-chat.cpp) state a parse for parse the same here."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +21,15 @@ from meta_spider.native import (
     tool_result_message,
 )
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "kb_lookup",
-        "description": "Look a fact up.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
+
+def one_string_tool(name: str, description: str, parameter: str) -> dict[str, Any]:
+    """A tool definition taking one required string ``parameter``."""
+    parameters = {"type": "object", "properties": {parameter: {"type": "string"}}, "required": [parameter]}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+WEATHER = one_string_tool("get_weather", "Current weather for a city.", "city")
+LOOKUP = one_string_tool("kb_lookup", "Look a fact up.", "query")
 SYSTEM = {"role": "system", "content": "Answer briefly."}
 USER = {"role": "user", "content": "What is the weather in Paris?"}
 
@@ -106,84 +101,10 @@ def test_templates_without_tools_support_get_the_definitions_and_a_call_example(
 
 # llama.cpp's expected parses (tests/test-chat.cpp): template, model output,
 # calls (name, arguments, id or None), content and reasoning (both stripped).
-ARG1 = {"arg1": 1}
+LLAMA_CPP_PARSES = Path(__file__).parent / "fixtures" / "llama_cpp_parses.json"
 LLAMA_CPP_CASES: list[tuple[str, str, list[tuple[str, dict[str, Any], str | None]], str, str]] = [
-    ("Qwen3-Coder", "<tool_call>\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>",
-     [("special_function", ARG1, None)], "", ""),
-    ("Qwen3-Coder", "<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>",
-     [("special_function", ARG1, None)], "", ""),
-    ("Qwen3-Coder", "Let me call it.\n<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>",
-     [("special_function", ARG1, None)], "Let me call it.", ""),
-    ("Qwen3-Coder", "<function=special_function>\n<parameter=arg1>\n1\n</parameter>\n</function>\n</tool_call>\n"
-     "<tool_call>\n<function=special_function_with_opt>\n<parameter=arg1>\n1\n</parameter>\n<parameter=arg2>\n2\n"
-     "</parameter>\n</function>\n</tool_call>",
-     [("special_function", ARG1, None), ("special_function_with_opt", {"arg1": 1, "arg2": 2}, None)], "", ""),
-    ("NVIDIA-Nemotron-Nano-v2", 'I\'m\nthinking\n</think>\n<TOOLCALL>[{"name": "special_function", "arguments": '
-     '{"arg1": 1}}]</TOOLCALL>', [("special_function", ARG1, None)], "", "I'm\nthinking"),
-    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use", "<|START_RESPONSE|>Hello, world!\nWhat's up?<|END_RESPONSE|>",
-     [], "Hello, world!\nWhat's up?", ""),
-    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use", "<|START_THINKING|>I'm\nthinking<|END_THINKING|><|START_ACTION|>[\n"
-     '    {"tool_call_id": "0", "tool_name": "special_function", "parameters": {"arg1": 1}}\n]<|END_ACTION|>',
-     [("special_function", ARG1, "0")], "", "I'm\nthinking"),
-    ("CohereForAI-c4ai-command-r-plus-tool_use", 'Action:\n```json\n[{"tool_name": "special_function", "parameters": '
-     '{"arg1": 1}}]\n```', [("special_function", ARG1, None)], "", ""),
-    ("mistralai-Mistral-Nemo-Instruct-2407", '[TOOL_CALLS][{"name": "special_function", "arguments": {"arg1": 1}, '
-     '"id": "123456789"}]', [("special_function", ARG1, "123456789")], "", ""),
-    ("Mistral-Small-3.2-24B-Instruct-2506", '[TOOL_CALLS]special_function[CALL_ID]123456789[ARGS]{"arg1": 1}',
-     [("special_function", ARG1, "123456789")], "", ""),
-    ("Mistral-Small-3.2-24B-Instruct-2506", '[TOOL_CALLS]special_function[CALL_ID]000000001[ARGS]{"arg1": 1}'
-     '[TOOL_CALLS]special_function_with_opt[CALL_ID]000000002[ARGS]{"arg1": 1, "arg2": 2}',
-     [("special_function", ARG1, "000000001"), ("special_function_with_opt", {"arg1": 1, "arg2": 2}, "000000002")],
-     "", ""),
-    ("unsloth-mistral-Devstral-Small-2507", "Hello, world!\nWhat's up?[TOOL_CALLS]special_function[ARGS]{\"arg1\": 1}",
-     [("special_function", ARG1, None)], "Hello, world!\nWhat's up?", ""),
-    ("meetkai-functionary-medium-v3.1", '<function=special_function>{"arg1": 1}</function>',
-     [("special_function", ARG1, None)], "", ""),
-    ("meetkai-functionary-medium-v3.2", "all\nHello, world!\nWhat's up?", [], "Hello, world!\nWhat's up?", ""),
-    ("meetkai-functionary-medium-v3.2", 'special_function\n{"arg1": 1}', [("special_function", ARG1, None)], "", ""),
-    ("fireworks-ai-llama-3-firefunction-v2", ' functools[{"name": "special_function", "arguments": {"arg1": 1}}]',
-     [("special_function", ARG1, None)], "", ""),
-    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "I'm\nthinking</think>Hello, world!\nWhat's up?", [],
-     "Hello, world!\nWhat's up?", "I'm\nthinking"),
-    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
-     'special_function\n```json\n{"arg1": 1}```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
-     [("special_function", ARG1, None)], "", ""),
-    ("llama-cpp-deepseek-r1", "</think><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>special_function\n"
-     '```json\n{"arg1": 1}```<｜tool▁call▁end｜><｜tool▁calls▁end｜>', [("special_function", ARG1, None)], "", ""),
-    ("deepseek-ai-DeepSeek-V3.1", '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{"city": '
-     '"XYZCITY"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>', [("get_time", {"city": "XYZCITY"}, None)], "", ""),
-    ("GLM-4.6", "<tool_call>special_function\n<arg_key>arg1</arg_key>\n<arg_value>1</arg_value>\n</tool_call>",
-     [("special_function", ARG1, None)], "", ""),
-    ("moonshotai-Kimi-K2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.special_function:0"
-     '<|tool_call_argument_begin|>{"arg1": 1}<|tool_call_end|><|tool_calls_section_end|>',
-     [("special_function", ARG1, "functions.special_function:0")], "", ""),
-    ("LFM2.5-8B-A1B", "<think>I'm\nthinking</think><|tool_call_start|>[special_function(arg1=1)]<|tool_call_end|>",
-     [("special_function", ARG1, None)], "", "I'm\nthinking"),
-    ("LFM2.5-8B-A1B", "<think>I need to call a function</think>Let me check the time.<|tool_call_start|>"
-     '[get_time(city="Paris")]<|tool_call_end|>', [("get_time", {"city": "Paris"}, None)], "Let me check the time.",
-     "I need to call a function"),
-    ("MiniMax-M2", '\n</think>\n\n<minimax:tool_call>\n<invoke name="special_function">\n<parameter name="arg1">1'
-     "</parameter>\n</invoke>\n</minimax:tool_call>", [("special_function", ARG1, None)], "", ""),
-    ("MiniMax-M2", "Let's call a tool:\n</think>\n\n<minimax:tool_call>\n<invoke name=\"empty_args\">\n</invoke>\n"
-     "</minimax:tool_call>", [("empty_args", {}, None)], "", "Let's call a tool:"),
-    ("MiMo-VL", '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>',
-     [("special_function", ARG1, None)], "", ""),
-    ("ibm-granite-granite-4.0", '<tool_call>\n{"name": "special_function", "arguments": {"arg1": 1}}\n</tool_call>',
-     [("special_function", ARG1, None)], "", ""),
-    ("ibm-granite-granite-3.3-2B-Instruct", "<think>I'm\nthinking</think>Hello, world!\nWhat's up?", [],
-     "Hello, world!\nWhat's up?", "I'm\nthinking"),
-    ("openai-gpt-oss-120b", "<|channel|>final<|message|>Hello, world!\nWhat's up?", [], "Hello, world!\nWhat's up?", ""),
-    ("openai-gpt-oss-120b", "<|channel|>analysis<|message|>I'm\nthinking<|end|><|start|>assistant<|channel|>final"
-     "<|message|>Hello, world!\nWhat's up?", [], "Hello, world!\nWhat's up?", "I'm\nthinking"),
-    ("openai-gpt-oss-120b", "<|channel|>analysis<|message|>I'm\nthinking", [], "", "I'm\nthinking"),
-    ("openai-gpt-oss-120b", ' to=functions.special_function<|channel|>analysis<|message|>{"arg1": 1}',
-     [("special_function", ARG1, None)], "", ""),
-    ("openai-gpt-oss-120b", '<|channel|>analysis to=functions.special_function<|message|>{"arg1": 1}',
-     [("special_function", ARG1, None)], "", ""),
-    ("ByteDance-Seed-OSS", "<seed:think>I'm thinking about the answer</seed:think>\nHello, world!", [],
-     "Hello, world!", "I'm thinking about the answer"),
-    ("ByteDance-Seed-OSS", "<seed:tool_call>\n<function=special_function>\n<parameter=arg1>1</parameter>\n</function>\n"
-     "</seed:tool_call>", [("special_function", ARG1, None)], "", ""),
+    (case["template"], case["output"], [tuple(call) for call in case["calls"]], case["content"], case["reasoning"])
+    for case in json.loads(LLAMA_CPP_PARSES.read_text(encoding="utf-8"))["cases"]
 ]
 
 

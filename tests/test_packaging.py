@@ -129,6 +129,7 @@ def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
     for package in tree_packages():
         assert package.replace(".", "/") + "/__init__.py" in names
     assert not any("/compat/" in name for name in names)  # each published name once, at the top
+    assert "meta_spider/loom/world/frames.json" in names  # the world's question wording is package data
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "meta-agent = meta_spider.agentcore.cli:meta_agent" in entry_points
 

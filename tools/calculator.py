@@ -46,16 +46,15 @@ MAX_RESULT_DIGITS = 4000
 Number = int | float
 
 
-class CalculatorError(MetaSpiderError, ValueError):
+class CalculatorError(MetaSpiderError, ValueError, fields=("expression", "reason", "position")):
     """The expression cannot be evaluated; ``position`` is a 0-based index
     into ``expression`` when the problem has one place."""
 
-    def __init__(self, expression: str, reason: str, position: int | None = None) -> None:
-        self.expression = expression
-        self.reason = reason
-        self.position = position
-        where = f" at position {position}" if position is not None else ""
-        super().__init__(f"cannot evaluate {expression[:80]!r}{where}: {reason}")
+    position = None
+
+    def describe(self) -> str:
+        where = f" at position {self.position}" if self.position is not None else ""
+        return f"cannot evaluate {self.expression[:80]!r}{where}: {self.reason}"
 
 
 class CalculatorSyntaxError(CalculatorError):

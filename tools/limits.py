@@ -42,16 +42,13 @@ MAX_NESTING = 32
 that is rendered as JSON; chat templates and ``json`` recurse per level."""
 
 
-class ToolTimeoutError(ToolError, TimeoutError):
+class ToolTimeoutError(ToolError, TimeoutError, fields=("tool", "seconds")):
     """A tool call did not finish within its time limit."""
 
-    def __init__(self, tool: str, seconds: float) -> None:
-        self.tool = tool
-        self.seconds = seconds
-        super().__init__(
-            f"tool {tool!r} did not finish within {seconds:g} s and was abandoned; "
-            "call it with a smaller input"
-        )
+    template = (
+        "tool {tool!r} did not finish within {seconds:g} s and was abandoned; "
+        "call it with a smaller input"
+    )
 
 
 def safe_str(value: Any, *, limit: int = 2000) -> str:

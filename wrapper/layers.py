@@ -41,16 +41,9 @@ def text_config_of(model: nn.Module) -> Any:
     return getter(decoder=True) if getter is not None else config
 
 
-def _hidden_size(text_config: Any) -> int | None:
-    for name in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(text_config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def _layer_count(text_config: Any) -> int | None:
-    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+def _first_int(text_config: Any, names: tuple[str, ...]) -> int | None:
+    # Architectures spell the same size differently (GPT-2's n_embd, T5's d_model).
+    for name in names:
         value = getattr(text_config, name, None)
         if isinstance(value, int):
             return value
@@ -74,8 +67,8 @@ def discover_decoder(model: nn.Module) -> DecoderStructure:
     """
     model_class = type(model).__name__
     text_config = text_config_of(model)
-    hidden = _hidden_size(text_config)
-    count = _layer_count(text_config)
+    hidden = _first_int(text_config, ("hidden_size", "n_embd", "d_model"))
+    count = _first_int(text_config, ("num_hidden_layers", "n_layer", "num_layers"))
     if hidden is None or count is None:
         raise LayerDiscoveryError(model_class, f"its text config has no hidden size / layer count ({type(text_config).__name__})")
     lists = [(path, module) for path, module in model.named_modules()

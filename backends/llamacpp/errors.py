@@ -6,9 +6,6 @@ and says how to fix it. Knows nothing about llama.cpp itself.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence
-
 from meta_spider.backends.base import BackendError
 
 LAYER_OUTPUT_NAME = "l_out-{layer}"
@@ -19,87 +16,72 @@ class LlamaHookError(BackendError):
     """Base class of this module's errors."""
 
 
-class GGUFModelError(LlamaHookError):
+class GGUFModelError(LlamaHookError, fields=("path", "reason", "fix")):
     """The GGUF file is missing or llama.cpp could not load it."""
 
-    def __init__(self, path: Path, reason: str, fix: str) -> None:
-        self.path = path
-        self.reason = reason
-        self.fix = fix
-        super().__init__(f"{path}: {reason}; {fix}")
+    template = "{path}: {reason}; {fix}"
 
 
-class LayerOutOfRangeError(LlamaHookError, ValueError):
+class LayerOutOfRangeError(LlamaHookError, ValueError, fields=("layer", "n_layer")):
     """A requested layer does not exist in the model."""
 
-    def __init__(self, layer: int, n_layer: int) -> None:
-        self.layer = layer
-        self.n_layer = n_layer
-        super().__init__(f"layer {layer} is out of range: the model has decoder layers 0..{n_layer - 1}")
+    def describe(self) -> str:
+        return f"layer {self.layer} is out of range: the model has decoder layers 0..{self.n_layer - 1}"
 
 
-class PositionError(LlamaHookError, ValueError):
+class PositionError(LlamaHookError, ValueError, fields=("role", "positions", "first", "stop")):
     """A read/inject/output position is not among the positions this decode computes."""
 
-    def __init__(self, role: str, positions: Sequence[int], first: int, stop: int) -> None:
-        self.role = role
-        self.positions = tuple(positions)
-        self.first = first
-        self.stop = stop
-        super().__init__(
-            f"{role} positions {list(self.positions)} are outside this decode's positions {first}..{stop - 1}: "
+    def __post_init__(self) -> None:
+        self.positions = tuple(self.positions)
+
+    def describe(self) -> str:
+        return (
+            f"{self.role} positions {list(self.positions)} are outside this decode's positions "
+            f"{self.first}..{self.stop - 1}: "
             "positions already in the KV cache cannot be revisited; truncate the cache to before them first"
         )
 
 
-class ContextFullError(LlamaHookError):
+class ContextFullError(LlamaHookError, fields=("needed", "n_ctx")):
     """The tokens do not fit in the context window."""
 
-    def __init__(self, needed: int, n_ctx: int) -> None:
-        self.needed = needed
-        self.n_ctx = n_ctx
-        super().__init__(f"{needed} tokens do not fit in the context of {n_ctx}; open the context with a larger n_ctx")
+    template = "{needed} tokens do not fit in the context of {n_ctx}; open the context with a larger n_ctx"
 
 
-class DecodeError(LlamaHookError):
+class DecodeError(LlamaHookError, fields=("status", "n_tokens")):
     """``llama_decode`` returned a non-zero status."""
 
-    def __init__(self, status: int, n_tokens: int) -> None:
-        self.status = status
-        self.n_tokens = n_tokens
-        super().__init__(f"llama_decode failed with status {status} on a batch of {n_tokens} tokens "
-                         "(1: no KV-cache slot, 2: aborted, negative: invalid batch)")
+    template = ("llama_decode failed with status {status} on a batch of {n_tokens} tokens "
+                "(1: no KV-cache slot, 2: aborted, negative: invalid batch)")
 
 
-class LayerTensorNotFoundError(LlamaHookError):
+class LayerTensorNotFoundError(LlamaHookError, fields=("layer", "times_seen")):
     """The graph has no (or more than one) tensor named ``l_out-<L>`` for a hooked layer."""
 
-    def __init__(self, layer: int, times_seen: int) -> None:
-        self.layer = layer
-        self.times_seen = times_seen
-        super().__init__(
-            f"the decode graph produced {times_seen} tensors named {LAYER_OUTPUT_NAME.format(layer=layer)!r}, "
+    def describe(self) -> str:
+        return (
+            f"the decode graph produced {self.times_seen} tensors named "
+            f"{LAYER_OUTPUT_NAME.format(layer=self.layer)!r}, "
             "expected exactly one: this architecture's llama.cpp graph does not name its layer outputs that way"
         )
 
 
-class InjectionError(LlamaHookError):
+class InjectionError(LlamaHookError, fields=("layer", "positions", "reason")):
     """An injection callable raised or returned an unusable delta."""
 
-    def __init__(self, layer: int, positions: Sequence[int], reason: str) -> None:
-        self.layer = layer
-        self.positions = tuple(positions)
-        self.reason = reason
-        super().__init__(f"injection at layer {layer}, positions {list(self.positions)}: {reason}")
+    def __post_init__(self) -> None:
+        self.positions = tuple(self.positions)
+
+    def describe(self) -> str:
+        return f"injection at layer {self.layer}, positions {list(self.positions)}: {self.reason}"
 
 
-class KVCacheEditError(LlamaHookError):
+class KVCacheEditError(LlamaHookError, fields=("n_keep", "n_past")):
     """llama.cpp refused to remove part of the sequence from its memory."""
 
-    def __init__(self, n_keep: int, n_past: int) -> None:
-        self.n_keep = n_keep
-        self.n_past = n_past
-        super().__init__(
-            f"llama.cpp could not remove positions {n_keep}..{n_past - 1} from the KV cache (a recurrent or "
-            "sliding-window memory cannot drop a partial sequence); decode the prompt again from scratch"
+    def describe(self) -> str:
+        return (
+            f"llama.cpp could not remove positions {self.n_keep}..{self.n_past - 1} from the KV cache (a recurrent "
+            "or sliding-window memory cannot drop a partial sequence); decode the prompt again from scratch"
         )

@@ -37,33 +37,29 @@ from typing import Any, Callable
 
 import numpy as np
 
-from meta_spider.plugins.errors import MetaSpiderError
+from meta_spider.backends.base import BackendError
 
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
 _F32_SIZE = 4
 
 
-class GGMLLibraryNotFoundError(ImportError):
+class GGMLLibraryNotFoundError(BackendError, ImportError, fields=("searched",)):
     """The ggml base library could not be found next to the installed llama_cpp package."""
 
-    def __init__(self, searched: list[Path]) -> None:
-        self.searched = searched
-        super().__init__(
+    def describe(self) -> str:
+        return (
             "libggml-base was not found in "
-            + ", ".join(str(p) for p in searched)
+            + ", ".join(str(p) for p in self.searched)
             + ": install llama-cpp-python >= 0.3.8 (it bundles libggml-base in llama_cpp/lib), "
             "e.g. `pip install 'meta-spider[llamacpp]'`"
         )
 
 
-class TensorLayoutError(MetaSpiderError, RuntimeError):
+class TensorLayoutError(BackendError, RuntimeError, fields=("name", "detail")):
     """A graph tensor is not the contiguous f32 ``[row_len, n_rows]`` matrix the hooks expect."""
 
-    def __init__(self, name: str, detail: str) -> None:
-        self.name = name
-        self.detail = detail
-        super().__init__(f"graph tensor {name!r}: {detail}")
+    template = "graph tensor {name!r}: {detail}"
 
 
 def _library_candidates() -> list[Path]:
@@ -162,13 +158,12 @@ def _check_bounds(tensor: int, offset: int, size: int) -> None:
         raise TensorLayoutError(name, f"copy of {size} bytes at offset {offset} exceeds its {n_bytes} bytes")
 
 
-class LlamaApiMissingError(ImportError):
+class LlamaApiMissingError(BackendError, ImportError, fields=("names",)):
     """The installed llama-cpp-python lacks a function the hooks need under every known name."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        super().__init__(
-            f"llama_cpp has none of {', '.join(names)}: install llama-cpp-python >= 0.3.8 "
+    def describe(self) -> str:
+        return (
+            f"llama_cpp has none of {', '.join(self.names)}: install llama-cpp-python >= 0.3.8 "
             "(`pip install 'meta-spider[llamacpp]'`)"
         )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 from meta_spider.loom.collect.activations import ACTIVATIONS_DIR
+from meta_spider.loom.cli.errors import CommandError
 from meta_spider.loom.manifest import (
     MANIFEST_FILE,
     DatasetSection,
@@ -83,10 +84,7 @@ def _default_model(run_dir: Path, dataset: Any, dataset_name: str) -> str:
     if model_dir is not None:
         return str(model_dir)
     if RunManifest.path_in(run_dir).is_file():
-        try:
-            return RunManifest.load(run_dir).model.name
-        except ManifestError as error:
-            raise click.ClickException(str(error)) from error
+        return RunManifest.load(run_dir).model.name
     raise click.UsageError(f"--model-name is required: dataset {dataset_name!r} brings no base of its own (the world "
                            f"does with --dataset-option build=true) and {run_dir} has no run.json naming one")
 
@@ -157,14 +155,13 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.collect.ranks import Ranks
-    from meta_spider.loom.datasets import DatasetError, create_dataset
-    from meta_spider.plugins import PluginError
+    from meta_spider.loom.datasets import create_dataset
     from rich.console import Console
 
     try:
         ranks = Ranks.from_environment()
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise CommandError(str(error), "set RANK and WORLD_SIZE as torchrun does, or leave both unset") from error
     if ranks.parallel and device.startswith("cuda") and ":" not in device:
         device = f"cuda:{os.environ.get('LOCAL_RANK', ranks.rank)}"  # one GPU per process
     # Progress and notes (rank 0's only); the summary goes to stdout.
@@ -174,16 +171,16 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         options["mcq_direct"] = True
     try:
         dataset = create_dataset(plugin_manager(ctx), dataset_name, **options)
-    except (PluginError, DatasetError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
+    except ValueError as error:  # an option value the factory refused
+        raise CommandError(f"dataset {dataset_name!r}: {error}", "correct that --dataset-option") from error
     except TypeError as error:  # the factory does not take an option
-        raise click.ClickException(f"dataset {dataset_name!r} rejected its options {sorted(options)}: {error}") from error
+        raise CommandError(f"dataset {dataset_name!r} rejected its options {sorted(options)}: {error}",
+                           "pass only the options this dataset takes") from error
     if model_name is None:
         model_name = _default_model(run_dir, dataset, dataset_name)
     chosen = [s.strip() for s in splits.split(",") if s.strip()] if splits else default_splits(dataset.splits)
     existing = _check_run_dir(run_dir, model_name, force, ranks)
 
-    from meta_spider.loom.collect.activations import ActivationFormatError
     from meta_spider.loom.collect.collector import (
         ActivationDatasetCollector,
         CollectionMismatchError,
@@ -201,16 +198,15 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
     try:
         pipe = MetaSpiderPipeline.from_pretrained(config)
     except ValueError as error:  # e.g. target layers out of range for this base
-        raise click.ClickException(str(error)) from error
+        raise CommandError(str(error), "choose --target-layers and --cross-attn-layers that this base has") from error
     collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                            shard_size=max(shard_size - shard_size % batch_size, batch_size),
                                            show_progress=not quiet and ranks.rank == 0, console=console)
     try:
         activations = collector.collect_dataset(dataset, chosen, max_examples=max_examples,
                                                 output_dir=run_dir / ACTIVATIONS_DIR, ranks=ranks)
-    except (CollectionMismatchError, ActivationFormatError, DatasetError) as error:
-        raise click.ClickException(f"{error} (pass --force to discard the old activations)" if isinstance(
-            error, CollectionMismatchError) else str(error)) from error
+    except CollectionMismatchError as error:
+        raise click.ClickException(f"{error} (pass --force to discard the old activations)") from error
 
     if ranks.rank != 0:  # rank 0 merged every rank's shards and writes run.json
         return

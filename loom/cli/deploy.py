@@ -26,16 +26,11 @@ def export(run_dir: Path, base_gguf: Optional[Path], quantize: tuple[str, ...], 
     """Export the run's Doubter as doubter_sidecar.gguf and, for a local
     Qwen2/Llama base, the base GGUF in f16, Q8_0 and 4-bit; record the paths
     and the llamacpp backend's settings in run.json."""
-    from meta_spider.backends import BackendError
-    from meta_spider.loom.gguf.deploy import DEFAULT_QUANTIZATIONS, DeployError, export_from_run_dir, missing_base_message
-    from meta_spider.loom.gguf import GGUFExportError
-    from meta_spider.loom.manifest import ManifestError, RunManifest
+    from meta_spider.loom.gguf.deploy import DEFAULT_QUANTIZATIONS, export_from_run_dir, missing_base_message
+    from meta_spider.loom.manifest import RunManifest
 
     kinds: tuple[str, ...] = () if no_quantize else (quantize or DEFAULT_QUANTIZATIONS)
-    try:
-        paths = export_from_run_dir(run_dir, kinds, base_gguf=base_gguf)
-    except (DeployError, ManifestError, BackendError, GGUFExportError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    paths = export_from_run_dir(run_dir, kinds, base_gguf=base_gguf)
     for key, path in paths.items():
         size = path.stat().st_size / 2**20
         click.echo(f"{key:10s} {path}  ({size:.2f} MiB)")

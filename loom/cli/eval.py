@@ -28,7 +28,8 @@ from typing import Any, Optional
 import click
 
 from meta_spider.loom.collect.activations import atomic_write_text
-from meta_spider.loom.manifest import ManifestError, RunManifest
+from meta_spider.loom.cli.errors import CommandError
+from meta_spider.loom.manifest import RunManifest
 
 __all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE", "eval_command", "outside_file",
            "plot_file", "report_file"]
@@ -57,9 +58,10 @@ def outside_file(split: str) -> str:
 def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
     """The run's base with its trained Doubter (``checkpoint``, else run.json's)
     and, once ``metaloom eval`` has calibrated the run, its answer gate; a
-    missing or mismatched checkpoint is a ``ClickException`` saying what to do."""
+    missing checkpoint is a ``ClickException`` saying what to do, a base or
+    calibration that cannot load a :class:`CommandError`."""
     from meta_spider.loom.evaluate.evaluation import calibrated_answer_gate
-    from meta_spider.wrapper import CheckpointError, FingerprintMismatchError, MetaSpiderConfig, MetaSpiderPipeline
+    from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
 
     path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint, "checkpoint")
     if path is None:
@@ -74,12 +76,13 @@ def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Pat
     try:
         gate = calibrated_answer_gate(manifest.calibration)
     except ValueError as error:
-        raise click.ClickException(f"{RunManifest.path_in(run_dir)}, field 'calibration': {error}; "
-                                   "run `metaloom eval` again to rewrite it") from error
+        raise CommandError(f"{RunManifest.path_in(run_dir)}, field 'calibration': {error}",
+                           "run `metaloom eval` again to rewrite it") from error
     try:
         pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(**settings), doubter=path)
-    except (CheckpointError, FingerprintMismatchError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from error
+    except (ValueError, OSError) as error:  # a project error goes to the host CLI as it is
+        raise CommandError(f"cannot load the run's base with its Doubter: {error}",
+                           "check run.json's model section and the checkpoint folder") from error
     pipe.answer_gate = gate
     return pipe
 
@@ -103,7 +106,8 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
     try:
         return create_dataset(plugin_manager(ctx), manifest.dataset.name, **manifest.dataset.options)
     except (PluginError, DatasetError, ValueError, TypeError) as error:
-        raise click.ClickException(f"dataset {manifest.dataset.name!r} of run.json (field 'dataset'): {error}") from error
+        raise CommandError(f"dataset {manifest.dataset.name!r} of run.json (field 'dataset'): {error}",
+                           "correct the dataset section of run.json") from error
 
 
 @click.command("eval")
@@ -141,8 +145,6 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
     from meta_spider.loom.evaluate.comparison import BaselineComparison
-    from meta_spider.loom.datasets import DatasetError
-    from meta_spider.loom.evaluate.evaluation import BenchmarkAlignmentError
     from meta_spider.loom.evaluate.shifts import run_shift_evaluation, shift_splits
 
     if target_coverage is not None and target_risk is not None:
@@ -153,10 +155,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
         raise click.UsageError("--shifts evaluates test and every test_* split, without the agent comparison: "
                                "leave out --split and --agentic")
     console = Console(stderr=True, quiet=quiet)
-    try:
-        manifest = RunManifest.load(run_dir)
-    except ManifestError as error:
-        raise click.ClickException(str(error)) from error
+    manifest = RunManifest.load(run_dir)
     try:
         activations = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
     except ActivationFormatError as error:
@@ -178,12 +177,9 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                   target_coverage=target_coverage, target_risk=target_risk,
                                   answer_gate=not no_answer_gate, fitted=fitted)
 
-    try:
-        evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
-                                         max_tokens=max_tokens, max_examples=max_examples,
-                                         answer_gate_on=not no_answer_gate, console=console)
-    except (BenchmarkAlignmentError, DatasetError) as error:
-        raise click.ClickException(str(error)) from error
+    evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
+                                     max_tokens=max_tokens, max_examples=max_examples,
+                                     answer_gate_on=not no_answer_gate, console=console)
     written: list[str] = []
     for name, report in evaluated.reports.items():
         written.append(report_file(name))
@@ -193,12 +189,9 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
             RunManifest.update_file(run_dir, calibration={"doubter": entry})
             _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
         if not no_plot:
-            from meta_spider.loom.evaluate.plots import PlotDependencyError, plot_risk_coverage
+            from meta_spider.loom.evaluate.plots import plot_risk_coverage
 
-            try:
-                plot_risk_coverage(report, run_dir / plot_file(name))
-            except PlotDependencyError as error:
-                raise click.ClickException(str(error)) from error
+            plot_risk_coverage(report, run_dir / plot_file(name))
             written.append(plot_file(name))
         if name == splits[0]:
             console.print(report.summary())
@@ -225,7 +218,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
             agentic_report = run_agentic_eval(run_dir, console=console, split=split, max_tasks=max_examples,
                                               closed_book=closed_book)
         except ValueError as error:  # e.g. --closed-book naming a policy the comparison does not run
-            raise click.ClickException(str(error)) from error
+            raise CommandError(str(error), "name a policy the agent comparison runs") from error
         text = agentic_report.to_json()
         (run_dir / AGENTIC_REPORT_FILE).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         written.append(AGENTIC_REPORT_FILE)

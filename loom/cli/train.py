@@ -129,33 +129,14 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
 def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:
     """Train the Doubter of RUN_DIR through the frozen base."""
-    from meta_spider.loom.manifest import ManifestError, RunManifest
+    from meta_spider.loom.manifest import RunManifest
 
     config = _trainer_config(options)
-    try:
-        manifest = RunManifest.load(run_dir)
-    except ManifestError as error:
-        raise click.ClickException(str(error)) from None
-    try:
-        result = _run(run_dir, manifest, config, resume, local_files_only,
-                      {name: options[name] for name in _DOUBTER_OPTIONS if options.get(name) is not None})
-    except click.ClickException:
-        raise
-    except Exception as error:  # noqa: BLE001 - typed errors below become a one-line message
-        if _is_user_error(error):
-            raise click.ClickException(str(error)) from None
-        raise
+    manifest = RunManifest.load(run_dir)
+    result = _run(run_dir, manifest, config, resume, local_files_only,
+                  {name: options[name] for name in _DOUBTER_OPTIONS if options.get(name) is not None})
     if result is not None:
         click.echo(result)
-
-
-def _is_user_error(error: Exception) -> bool:
-    from meta_spider.loom.collect.activations import ActivationFormatError
-    from meta_spider.loom.manifest import ManifestError
-    from meta_spider.loom.train.config import TrainerError
-    from meta_spider.wrapper.errors import WrapperError
-
-    return isinstance(error, (ActivationFormatError, ManifestError, TrainerError, WrapperError))
 
 
 def _run(run_dir: Path, manifest: Any, config: TrainerConfig, resume: bool, local_files_only: bool,

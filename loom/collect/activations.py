@@ -97,15 +97,14 @@ _DTYPE_CODES = {"torch.float32": "F32", "torch.uint8": "U8", "torch.int64": "I64
 """Shard dtypes (by torch's name, so importing this module needs no torch)."""
 
 
-class ActivationFormatError(MetaSpiderError):
+class ActivationFormatError(MetaSpiderError, fields=("path", "problem", "fix")):
     """A collection folder is missing, incomplete or malformed. ``path`` is
     the offending file or folder."""
 
-    def __init__(self, path: PathLike, problem: str, fix: str) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{self.path}: {problem}. {fix}")
+    template = "{path}: {problem}. {fix}"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
 
 
 def shard_name(number: int) -> str:

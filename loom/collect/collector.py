@@ -75,19 +75,15 @@ CheckFn = Callable[[str, QAExample], bool]
 GroundTruth = Union[str, Sequence[str]]
 
 
-class CollectionMismatchError(MetaSpiderError):
+class CollectionMismatchError(MetaSpiderError, fields=("path", "field", "recorded", "requested")):
     """An output folder holds a collection made with other settings, so it
     cannot be resumed. ``field`` names what differs."""
 
-    def __init__(self, path: PathLike, field: str, recorded: Any, requested: Any) -> None:
-        self.path = Path(path)
-        self.field = field
-        self.recorded = recorded
-        self.requested = requested
-        super().__init__(
-            f"{self.path}: the collection there was made with {field}={recorded!r}, but this run asks for "
-            f"{requested!r}. Resume with the same settings, or collect into a new (or emptied) folder."
-        )
+    template = ("{path}: the collection there was made with {field}={recorded!r}, but this run asks for "
+                "{requested!r}. Resume with the same settings, or collect into a new (or emptied) folder.")
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
 
 
 @dataclass(frozen=True)

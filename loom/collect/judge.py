@@ -78,15 +78,10 @@ class JudgeConfigError(JudgeError, ValueError):
     """The judge cannot be built as configured (e.g. the key variable is unset)."""
 
 
-class JudgeHTTPError(JudgeError):
+class JudgeHTTPError(JudgeError, fields=("status", "url", "detail", "fix")):
     """The endpoint answered with an HTTP error that retrying will not fix."""
 
-    def __init__(self, status: int, url: str, detail: str, fix: str) -> None:
-        self.status = status
-        self.url = url
-        self.detail = detail
-        self.fix = fix
-        super().__init__(f"judge request to {url} failed with HTTP {status}: {detail}. {fix}")
+    template = "judge request to {url} failed with HTTP {status}: {detail}. {fix}"
 
 
 class JudgeAuthError(JudgeHTTPError):
@@ -97,37 +92,29 @@ class JudgeNotFoundError(JudgeHTTPError):
     """404: the base URL or the model name is wrong."""
 
 
-class JudgeRetriesExhaustedError(JudgeError):
+class JudgeRetriesExhaustedError(JudgeError, fields=("url", "attempts", "last_failure")):
     """Every attempt hit a retryable failure (429, 5xx, timeout, connection)."""
 
-    def __init__(self, url: str, attempts: int, last_failure: str) -> None:
-        self.url = url
-        self.attempts = attempts
-        self.last_failure = last_failure
-        super().__init__(
-            f"judge request to {url} failed {attempts} times; last failure: {last_failure}. "
-            f"The endpoint is overloaded or unreachable: retry later, raise max_retries/timeout, or check base_url."
-        )
+    template = (
+        "judge request to {url} failed {attempts} times; last failure: {last_failure}. "
+        "The endpoint is overloaded or unreachable: retry later, raise max_retries/timeout, or check base_url."
+    )
 
 
-class JudgeResponseError(JudgeError):
+class JudgeResponseError(JudgeError, fields=("url", "problem", "body")):
     """The endpoint answered 200 with a body that is not a chat completion."""
 
-    def __init__(self, url: str, problem: str, body: str) -> None:
-        self.url = url
-        self.problem = problem
-        self.body = body
-        super().__init__(f"judge response from {url} is malformed: {problem}; body starts {body[:_BODY_SNIPPET]!r}")
+    def describe(self) -> str:
+        return (f"judge response from {self.url} is malformed: {self.problem}; "
+                f"body starts {self.body[:_BODY_SNIPPET]!r}")
 
 
-class JudgeVerdictError(JudgeError):
+class JudgeVerdictError(JudgeError, fields=("model", "raw")):
     """The judge model replied with something other than CORRECT / INCORRECT."""
 
-    def __init__(self, model: str, raw: str) -> None:
-        self.model = model
-        self.raw = raw
-        super().__init__(
-            f"judge model {model!r} replied {raw[:_BODY_SNIPPET]!r}, not CORRECT or INCORRECT; "
+    def describe(self) -> str:
+        return (
+            f"judge model {self.model!r} replied {self.raw[:_BODY_SNIPPET]!r}, not CORRECT or INCORRECT; "
             f"use a model that follows the one-word instruction (or a stronger one)"
         )
 

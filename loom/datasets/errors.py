@@ -7,7 +7,6 @@ a message that says how to fix it. Constructors never log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
 
 from meta_spider.plugins.errors import MetaSpiderError
 
@@ -24,62 +23,53 @@ class DatasetError(MetaSpiderError):
     """Base class for dataset loading errors."""
 
 
-class DatasetNotFoundError(DatasetError, FileNotFoundError):
+class DatasetNotFoundError(DatasetError, FileNotFoundError, fields=("path", "what", "fix")):
     """A dataset file or folder is not where the options say."""
 
-    def __init__(self, path: str | Path, what: str, fix: str) -> None:
-        self.path = Path(path)
-        self.what = what
-        self.fix = fix
-        super().__init__(f"{what} not found: {self.path}. {fix}")
+    template = "{what} not found: {path}. {fix}"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
 
 
-class DatasetFormatError(DatasetError, ValueError):
+class DatasetFormatError(DatasetError, ValueError, fields=("path", "problem", "line", "field", "fix", "unit")):
     """A dataset file exists but a record in it is malformed.
 
     ``line`` is the 1-based line (JSONL, CSV) or record number (JSON,
-    parquet); ``field`` the offending field, when one is to blame.
+    parquet), counted in ``unit``s; ``field`` the offending field, when one
+    is to blame.
     """
 
-    def __init__(
-        self,
-        path: str | Path,
-        problem: str,
-        *,
-        line: Optional[int] = None,
-        field: Optional[str] = None,
-        fix: str = "",
-        unit: str = "line",
-    ) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        self.line = line
-        self.field = field
-        self.fix = fix
-        where = str(self.path) + (f", {unit} {line}" if line is not None else "")
-        what = f"field {field!r}: " if field else ""
-        super().__init__(f"{where}: {what}{problem}" + (f". {fix}" if fix else ""))
+    line = None
+    field = None
+    fix = ""
+    unit = "line"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    def describe(self) -> str:
+        where = str(self.path) + (f", {self.unit} {self.line}" if self.line is not None else "")
+        what = f"field {self.field!r}: " if self.field else ""
+        return f"{where}: {what}{self.problem}" + (f". {self.fix}" if self.fix else "")
 
 
-class UnknownSplitError(DatasetError, LookupError):
+class UnknownSplitError(DatasetError, LookupError, fields=("dataset", "split", "available")):
     """A split was asked for that the dataset does not have."""
 
-    def __init__(self, dataset: str, split: str, available: Sequence[str]) -> None:
-        self.dataset = dataset
-        self.split = split
-        self.available = tuple(available)
-        super().__init__(
-            f"dataset {dataset!r} has no split {split!r}; available: {', '.join(self.available) or '(none)'}"
-        )
+    def __post_init__(self) -> None:
+        self.available = tuple(self.available)
+
+    def describe(self) -> str:
+        return (f"dataset {self.dataset!r} has no split {self.split!r}; "
+                f"available: {', '.join(self.available) or '(none)'}")
 
 
-class DatasetDependencyError(DatasetError, ImportError):
+class DatasetDependencyError(DatasetError, ImportError, fields=("package", "purpose", "alternative")):
     """An optional package a dataset source needs is not installed."""
 
-    def __init__(self, package: str, purpose: str, alternative: str = "") -> None:
-        self.package = package
-        self.purpose = purpose
-        super().__init__(
-            f"{purpose} needs the {package!r} package, which is not installed: pip install {package}"
-            + (f", or {alternative}" if alternative else "")
-        )
+    alternative = ""
+
+    def describe(self) -> str:
+        return (f"{self.purpose} needs the {self.package!r} package, which is not installed: pip install {self.package}"
+                + (f", or {self.alternative}" if self.alternative else ""))

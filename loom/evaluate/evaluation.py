@@ -121,17 +121,17 @@ def calibrated_answer_gate(calibration: Optional[Mapping[str, Any]]) -> "Optiona
     return AnswerGate.from_calibration(calibration[CALIBRATION_KEY])
 
 
-class BenchmarkAlignmentError(MetaSpiderError, ValueError):
+class BenchmarkAlignmentError(MetaSpiderError, ValueError, fields=("split", "missing_ids", "dataset_name")):
     """The activation dataset and the dataset disagree about the questions
     (the dataset changed since collection, or another one was passed)."""
 
-    def __init__(self, split: str, missing_ids: Sequence[str], dataset_name: str) -> None:
-        self.split = split
-        self.missing_ids = list(missing_ids)
-        self.dataset_name = dataset_name
+    def __post_init__(self) -> None:
+        self.missing_ids = list(self.missing_ids)
+
+    def describe(self) -> str:
         shown = ", ".join(repr(i) for i in self.missing_ids[:5])
-        super().__init__(
-            f"{len(self.missing_ids)} collected {split!r} questions are not in dataset {dataset_name!r} "
+        return (
+            f"{len(self.missing_ids)} collected {self.split!r} questions are not in dataset {self.dataset_name!r} "
             f"(e.g. {shown}); evaluate with the dataset the activations were collected from, "
             f"or re-run `metaloom collect`"
         )

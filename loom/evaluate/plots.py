@@ -28,13 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["PlotDependencyError", "plot_risk_coverage"]
 
 
-class PlotDependencyError(MetaSpiderError, ImportError):
+class PlotDependencyError(MetaSpiderError, ImportError, fields=("cause",)):
     """matplotlib is not installed."""
 
-    def __init__(self, cause: str) -> None:
-        self.cause = cause
-        super().__init__(f"the risk-coverage plot needs matplotlib ({cause}); install it with "
-                         f"`pip install 'meta-spider[plot]'`, or pass --no-plot")
+    template = ("the risk-coverage plot needs matplotlib ({cause}); install it with "
+                "`pip install 'meta-spider[plot]'`, or pass --no-plot")
 
 
 def plot_risk_coverage(report: "ComparisonReport", path: Union[str, Path], *, dpi: int = 120) -> Path:

@@ -40,14 +40,11 @@ __all__ = [
 ArrayLike = Union[Sequence[float], Sequence[bool], np.ndarray]
 
 
-class UndefinedMetricError(MetaSpiderError, ValueError):
+class UndefinedMetricError(MetaSpiderError, ValueError, fields=("metric", "reason")):
     """A metric has no value for these inputs (for example AUROC when every
     question has the same label)."""
 
-    def __init__(self, metric: str, reason: str) -> None:
-        self.metric = metric
-        self.reason = reason
-        super().__init__(f"{metric} is undefined: {reason}")
+    template = "{metric} is undefined: {reason}"
 
 
 def check_scores(values: ArrayLike, name: str) -> np.ndarray:

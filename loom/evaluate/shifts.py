@@ -70,9 +70,6 @@ class OutsideMetrics:
     refused_share: float
     base_refused_share: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OutsideMetrics":
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})
@@ -109,9 +106,7 @@ class ShiftRow:
     outside: Optional[OutsideMetrics] = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["outside"] = None if self.outside is None else self.outside.to_dict()
-        return data
+        return asdict(self)  # the nested OutsideMetrics as a dict too
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ShiftRow":

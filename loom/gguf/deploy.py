@@ -41,14 +41,14 @@ SERVE_PREFERENCE = ("base_q8", "base_f16", "base_q4", "base")
 Q8_0 keeps decisions within about a percent of f16 at half the size."""
 
 
-class DeployError(MetaSpiderError):
+class DeployError(MetaSpiderError, fields=("run_dir", "problem", "fix")):
     """A run directory cannot be exported; names the run, the problem and the fix."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], problem: str, fix: str) -> None:
-        self.run_dir = Path(run_dir)
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"cannot export run {str(self.run_dir)!r}: {problem}. Fix: {fix}")
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+
+    def describe(self) -> str:
+        return f"cannot export run {str(self.run_dir)!r}: {self.problem}. Fix: {self.fix}"
 
 
 def _slot(kind: str) -> str:

@@ -18,40 +18,36 @@ class GGUFExportError(MetaSpiderError):
     """Base class of every error raised by `meta_spider.loom.gguf`."""
 
 
-class UnsupportedArchitectureError(GGUFExportError):
+class UnsupportedArchitectureError(GGUFExportError, fields=("architecture", "supported")):
     """The transformers architecture has no GGUF mapping here."""
 
-    def __init__(self, architecture: str, supported: Sequence[str]) -> None:
-        self.architecture = architecture
-        self.supported = tuple(supported)
-        super().__init__(
-            f"cannot export architecture {architecture!r} to GGUF: supported are "
+    def __post_init__(self) -> None:
+        self.supported = tuple(self.supported)
+
+    def describe(self) -> str:
+        return (
+            f"cannot export architecture {self.architecture!r} to GGUF: supported are "
             f"{', '.join(self.supported)}; convert other architectures with "
             "llama.cpp's convert_hf_to_gguf.py and pass the GGUF path instead"
         )
 
 
-class UnsupportedConfigError(GGUFExportError):
+class UnsupportedConfigError(GGUFExportError, fields=("architecture", "field", "value", "reason")):
     """A config field has a value the exporter cannot represent faithfully."""
 
-    def __init__(self, architecture: str, field: str, value: object, reason: str) -> None:
-        self.architecture = architecture
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(
-            f"cannot export {architecture!r}: config field {field}={value!r} is not "
-            f"supported ({reason})"
-        )
+    template = (
+        "cannot export {architecture!r}: config field {field}={value!r} is not "
+        "supported ({reason})"
+    )
 
 
-class UnsupportedTokenizerError(GGUFExportError):
+class UnsupportedTokenizerError(GGUFExportError, fields=("reason", "detail")):
     """The tokenizer cannot be written as a llama.cpp BPE vocabulary."""
 
-    def __init__(self, reason: str, detail: object = None) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(reason if detail is None else f"{reason}: {detail!r}")
+    detail = None
+
+    def describe(self) -> str:
+        return self.reason if self.detail is None else f"{self.reason}: {self.detail!r}"
 
 
 class NonBPETokenizerError(UnsupportedTokenizerError):
@@ -81,37 +77,38 @@ class UnknownPreTokenizerError(UnsupportedTokenizerError):
         )
 
 
-class MissingModelFileError(GGUFExportError):
+class MissingModelFileError(GGUFExportError, fields=("folder", "missing")):
     """A transformers model folder lacks a file the export needs."""
 
-    def __init__(self, folder: Path, missing: str) -> None:
-        self.folder = Path(folder)
-        self.missing = missing
-        super().__init__(
-            f"model folder {str(self.folder)!r} has no {missing}; save the model and its "
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    def describe(self) -> str:
+        return (
+            f"model folder {str(self.folder)!r} has no {self.missing}; save the model and its "
             "tokenizer there with save_pretrained(...) (safetensors) first"
         )
 
 
-class UnknownQuantizationError(GGUFExportError):
+class UnknownQuantizationError(GGUFExportError, fields=("kind", "known")):
     """The requested quantisation kind is not a llama.cpp file type."""
 
-    def __init__(self, kind: str, known: Sequence[str]) -> None:
-        self.kind = kind
-        self.known = tuple(known)
-        super().__init__(f"unknown quantisation kind {kind!r}; choose one of {', '.join(self.known)}")
+    def __post_init__(self) -> None:
+        self.known = tuple(self.known)
+
+    def describe(self) -> str:
+        return f"unknown quantisation kind {self.kind!r}; choose one of {', '.join(self.known)}"
 
 
-class QuantizationFailedError(GGUFExportError):
+class QuantizationFailedError(GGUFExportError, fields=("source", "destination", "kind", "status")):
     """llama.cpp's quantiser returned a non-zero status."""
 
-    def __init__(self, source: Path, destination: Path, kind: str, status: int) -> None:
-        self.source = Path(source)
-        self.destination = Path(destination)
-        self.kind = kind
-        self.status = status
-        super().__init__(
-            f"llama_model_quantize({str(self.source)!r} -> {str(self.destination)!r}, {kind}) "
-            f"returned {status}; check that the source is a readable f16/f32 GGUF and "
+    def __post_init__(self) -> None:
+        self.source, self.destination = Path(self.source), Path(self.destination)
+
+    def describe(self) -> str:
+        return (
+            f"llama_model_quantize({str(self.source)!r} -> {str(self.destination)!r}, {self.kind}) "
+            f"returned {self.status}; check that the source is a readable f16/f32 GGUF and "
             "the destination folder is writable (llama.cpp's log above says which tensor failed)"
         )

@@ -88,17 +88,14 @@ def permute_for_interleaved_rope(weights: np.ndarray, n_head: int) -> np.ndarray
     )
 
 
-class UnmappedTensorError(GGUFExportError):
+class UnmappedTensorError(GGUFExportError, fields=("tensor_name", "architecture")):
     """A checkpoint tensor has no GGUF name for the architecture."""
 
-    def __init__(self, tensor_name: str, architecture: str) -> None:
-        self.tensor_name = tensor_name
-        self.architecture = architecture
-        super().__init__(
-            f"tensor {tensor_name!r} has no GGUF name for architecture {architecture!r}; "
-            "the checkpoint holds a module llama.cpp's graph for this architecture does not run "
-            "(e.g. MLP biases), so the export would not be faithful"
-        )
+    template = (
+        "tensor {tensor_name!r} has no GGUF name for architecture {architecture!r}; "
+        "the checkpoint holds a module llama.cpp's graph for this architecture does not run "
+        "(e.g. MLP biases), so the export would not be faithful"
+    )
 
 
 @dataclass

@@ -21,14 +21,11 @@ EARLY_STOPPING_METRICS = ("val_auroc", "val_loss")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
-class TrainerError(MetaSpiderError):
+class TrainerError(MetaSpiderError, fields=("problem", "fix")):
     """Training cannot start or continue. ``problem`` says what is wrong,
     ``fix`` what to do about it."""
 
-    def __init__(self, problem: str, fix: str) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}. {fix}")
+    template = "{problem}. {fix}"
 
 
 def _help(text: str, default: Any) -> Any:

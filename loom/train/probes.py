@@ -32,6 +32,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _fit_logistic(features: torch.Tensor, labels: torch.Tensor, start: torch.Tensor, *, pos_weight: float,
+                  iterations: int, l2: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Weighted logistic regression of ``labels`` on ``features [n, d]`` with
+    an L2 penalty on the weights, by full-batch L-BFGS from weights
+    ``start`` and bias 0: ``(weights, bias, final loss)``."""
+    weight = torch.tensor(float(pos_weight), device=features.device)
+    coefficients = start.clone().requires_grad_(True)
+    bias = torch.zeros((), device=features.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([coefficients, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def loss_of(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = features @ w + b
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight) + l2 * w.square().sum()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_of(coefficients, bias)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return coefficients.detach(), bias.detach(), float(loss_of(coefficients, bias))
+
+
 def fit_layer_probes(
     encoder: nn.Module,
     layer_states: torch.Tensor,
@@ -51,30 +76,17 @@ def fit_layer_probes(
         raise TrainerError(f"the training split holds only {'correct' if labels[0] else 'wrong'} answers, so "
                            "P(correct) cannot be learned", "collect a dataset where the base is right sometimes "
                            "and wrong sometimes")
-    weight = torch.tensor(float(pos_weight), device=layer_states.device)
     losses = []
     for index, (norm, probe) in enumerate(zip(encoder.norms, encoder.probes)):
         with torch.no_grad():
             features = norm(layer_states[:, index].float())
-        coefficients = torch.zeros(features.shape[1], device=features.device, requires_grad=True)
-        bias = torch.zeros((), device=features.device, requires_grad=True)
-        optimizer = torch.optim.LBFGS([coefficients, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            logits = features @ coefficients + bias
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
-            loss = loss + l2 * coefficients.square().sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        start = torch.zeros(features.shape[1], device=features.device)
+        coefficients, bias, loss = _fit_logistic(features, labels, start, pos_weight=pos_weight, iterations=iterations,
+                                                 l2=l2)
         with torch.no_grad():
             probe.weight.copy_(coefficients.view_as(probe.weight))
             probe.bias.copy_(bias.view_as(probe.bias))
-            logits = features @ coefficients + bias
-            final = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)
-            losses.append(float(final + l2 * coefficients.square().sum()))
+        losses.append(loss)
     return losses
 
 
@@ -108,17 +120,8 @@ def out_of_fold_encoder_logits(doubter: nn.Module, layer_states: torch.Tensor, c
     return logits
 
 
-def fit_signal_mix(
-    doubter: nn.Module,
-    encoder_logits: torch.Tensor,
-    signals: torch.Tensor,
-    correct: torch.Tensor,
-    *,
-    pos_weight: float = 1.0,
-    iterations: int = 100,
-    l2: float = 1e-3,
-    use_encoder: bool = True,
-) -> float:
+def fit_signal_mix(doubter: nn.Module, encoder_logits: torch.Tensor, signals: torch.Tensor, correct: torch.Tensor, *,
+                   pos_weight: float = 1.0, iterations: int = 100, l2: float = 1e-3, use_encoder: bool = True) -> float:
     """Set the Doubter's signal standardisation to the statistics of
     ``signals [n, K]`` and fit its :class:`SignalMix` (a logistic regression
     on ``encoder_logits [n]``, preferably :func:`out_of_fold_encoder_logits`,
@@ -140,28 +143,14 @@ def fit_signal_mix(
         features = mix.features(encoder_logits.float().to(device), signals)
         if not use_encoder:
             features[:, 0] = 0.0  # no gradient reaches its weight, which stays at 0
-    weight = torch.tensor(float(pos_weight), device=device)
-    coefficients = torch.zeros(features.shape[1], device=device)
-    coefficients[0] = 1.0 if use_encoder else 0.0
-    coefficients.requires_grad_(True)
-    bias = torch.zeros((), device=device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([coefficients, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
-
-    def loss_of(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        logits = features @ w + b
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight) + l2 * w.square().sum()
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = loss_of(coefficients, bias)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    start = torch.zeros(features.shape[1], device=device)
+    start[0] = 1.0 if use_encoder else 0.0
+    coefficients, bias, loss = _fit_logistic(features, labels, start, pos_weight=pos_weight, iterations=iterations,
+                                             l2=l2)
     with torch.no_grad():
         mix.linear.weight.copy_(coefficients.view_as(mix.linear.weight))
         mix.linear.bias.copy_(bias.view_as(mix.linear.bias))
-        return float(loss_of(coefficients, bias))
+    return loss
 
 
 def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerConfig, pos_weight: float,

@@ -34,13 +34,10 @@ MANIFEST = "world.json"
 MODEL_DIR = "model"
 
 
-class WorldBuildError(MetaSpiderError, RuntimeError):
+class WorldBuildError(MetaSpiderError, RuntimeError, fields=("path", "problem")):
     """A world folder exists but is incomplete or from another build."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"world folder {path}: {problem}; delete it or build with another --out")
-        self.path = path
-        self.problem = problem
+    template = "world folder {path}: {problem}; delete it or build with another --out"
 
 
 def cache_root() -> Path:

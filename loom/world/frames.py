@@ -16,8 +16,10 @@ words the base never read. This module knows nothing about people or models.
 from __future__ import annotations
 
 import functools
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "FRAME_SETS",
@@ -40,82 +42,16 @@ class FrameSet:
     clauses: tuple[tuple[str, ...], tuple[str, ...]]
 
 
-FRAME_SETS: dict[str, FrameSet] = {
-    "birth_city": FrameSet(
-        direct=((
-            "Where was {name} born?", "In which city was {name} born?", "What is the birthplace of {name}?",
-            "What is {name}'s birthplace?", "Which city was {name} born in?", "What city is {name} from?",
-            "Where does {name} come from?", "What is {name}'s city of birth?", "Which town was {name} born in?",
-            "Where is {name} from?", "What is the home town of {name}?", "{name} was born in which city?",
-            "In what city was {name} born?", "What is the place of birth of {name}?",
-        ), (
-            "Which city did {name} come from?", "What city was {name} born in?", "{name} comes from which city?",
-            "What was the birthplace of {name}?", "In which town was {name} born?",
-            "Which place was {name} born in?", "{name}: born where?", "Name the birthplace of {name}.",
-        )),
-        clauses=((
-            "where {name} was born", "which city {name} was born in", "the birthplace of {name}",
-            "what city {name} comes from", "{name}'s place of birth",
-        ), (
-            "in which city {name} was born", "{name}'s home town", "the city where {name} was born",
-        )),
-    ),
-    "birth_year": FrameSet(
-        direct=((
-            "When was {name} born?", "In what year was {name} born?", "What is the birth year of {name}?",
-            "What year was {name} born in?", "What is {name}'s year of birth?", "In which year was {name} born?",
-            "When is {name} from, what year?", "{name} was born in which year?", "What is {name}'s birth year?",
-            "Which year was {name} born in?", "What year was {name} born?", "When was {name} born, which year?",
-        ), (
-            "In what year did {name} come into the world?", "{name} was born when?", "What was {name}'s birth year?",
-            "Which year is {name}'s year of birth?", "The year {name} was born?", "Name the birth year of {name}.",
-            "{name}: born in what year?", "When exactly was {name} born?",
-        )),
-        clauses=((
-            "when {name} was born", "what year {name} was born in", "the birth year of {name}",
-            "in which year {name} was born", "{name}'s year of birth",
-        ), (
-            "the year {name} was born", "in what year {name} was born", "{name}'s birth year",
-        )),
-    ),
-    "profession": FrameSet(
-        direct=((
-            "What does {name} do for a living?", "What is the profession of {name}?", "What is {name}'s job?",
-            "What is {name}'s profession?", "What does {name} work as?", "What job does {name} have?",
-            "What is the job of {name}?", "What is {name}'s occupation?", "What kind of work does {name} do?",
-            "Which profession does {name} have?", "{name} works as what?", "What is {name} by trade?",
-        ), (
-            "What does {name} do for work?", "Which job does {name} do?", "What occupation does {name} have?",
-            "{name} does what for a living?", "What is the occupation of {name}?", "Name the profession of {name}.",
-            "{name}: what job?", "What work does {name} do?",
-        )),
-        clauses=((
-            "what {name} does for a living", "the profession of {name}", "what {name} works as",
-            "what job {name} has", "{name}'s occupation",
-        ), (
-            "which job {name} does", "what {name} does for work", "{name}'s profession",
-        )),
-    ),
-    "employer": FrameSet(
-        direct=((
-            "Who does {name} work for?", "Which company employs {name}?", "Who is {name}'s employer?",
-            "What company does {name} work for?", "Who employs {name}?", "What is the employer of {name}?",
-            "Which company does {name} work for?", "Where does {name} work?", "{name} works for which company?",
-            "Who is the employer of {name}?", "What firm does {name} work for?", "Which firm employs {name}?",
-        ), (
-            "For which company does {name} work?", "Who is {name} employed by?", "Which company is {name} with?",
-            "{name} is employed by which company?", "What company employs {name}?", "Name the employer of {name}.",
-            "{name}: works for whom?", "By which firm is {name} employed?",
-        )),
-        clauses=((
-            "who {name} works for", "which company employs {name}", "the employer of {name}",
-            "what company {name} works for", "{name}'s employer",
-        ), (
-            "who employs {name}", "which firm {name} works for", "the company {name} works for",
-        )),
-    ),
-}
-"""Parts of the question frames per attribute."""
+def _frame_sets(path: Path) -> dict[str, FrameSet]:
+    parts = json.loads(path.read_text(encoding="utf-8"))
+    return {attribute: FrameSet(direct=(tuple(sets["direct"][0]), tuple(sets["direct"][1])),
+                                clauses=(tuple(sets["clauses"][0]), tuple(sets["clauses"][1])))
+            for attribute, sets in parts.items()}
+
+
+FRAME_SETS: dict[str, FrameSet] = _frame_sets(Path(__file__).with_name("frames.json"))
+"""Parts of the question frames per attribute, kept as data in ``frames.json``
+(per attribute: ``direct`` and ``clauses``, each [train, held out])."""
 
 _WRAPPERS: tuple[tuple[str, ...], tuple[str, ...]] = (
     ("Tell me {q}.", "Do you know {q}?", "Could you tell me {q}?", "I would like to know {q}.",
