@@ -43,6 +43,17 @@ the weight that met the behaviour targets on the validation split, and
 P(correct) also reads the log-probs of the base's own draft answer. Not the
 prompt's: those fall for any wording the base has not read, and the demo is
 judged in new wordings too (docs/loom.md)."""
+PMI_SIGNALS_ARG = "draft_logprob_mean,draft_logprob_min,prompt_pmi_top4"
+"""``--pmi``: the draft's log-probs and the prompt's highest PMIs
+(:mod:`meta_spider.wrapper.signals`; collected with ``--pmi-signals``)."""
+
+
+def recipe_args(pmi: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(collect, train)`` extra options of the demo's recipe, or of the PMI recipe."""
+    if not pmi:
+        return DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
+    train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")] + ("--logprob-signals", PMI_SIGNALS_ARG)
+    return DEMO_COLLECT_ARGS + ("--pmi-signals",), train
 
 
 class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
@@ -107,8 +118,9 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
 
 
 def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, console: Console | None = None,
-             epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
-    """Run (or resume) the demo; returns the report and the questions shown."""
+             epochs: int = DEMO_EPOCHS, pmi: bool = False) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the report and the questions shown.
+    ``pmi``: P(correct) also reads the prompt's PMI (not the default recipe)."""
     from meta_spider.loom.cli.eval import REPORT_FILE, SHIFTS_FILE
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.evaluate.shifts import ShiftTable, shift_splits
@@ -125,12 +137,13 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     console.print(f"run directory: {run_dir}")
     dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}"]
 
+    collect_args, train_args = recipe_args(pmi)
     console.print(Rule("2/5 metaloom collect"))
     _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
-                   *DEMO_COLLECT_ARGS], run_dir)
+                   *collect_args], run_dir)
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
-        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *DEMO_TRAIN_ARGS], run_dir)
+        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
     console.print(Rule("4/5 metaloom eval"))
@@ -175,10 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
+    parser.add_argument("--pmi", action="store_true",
+                        help=f"P(correct) reads {PMI_SIGNALS_ARG} (collected with --pmi-signals) instead of the "
+                             "draft's log-probs alone")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        run_demo(args.preset, args.seed, args.run_dir, console=console, epochs=args.epochs)
+        run_demo(args.preset, args.seed, args.run_dir, console=console, epochs=args.epochs, pmi=args.pmi)
     except DemoError as error:
         console.print(f"[red]demo stopped[/]: {error}")
         console.print(f"The demo keeps every step in {error.run_dir}; a folder left by another version of "

@@ -274,6 +274,31 @@ def test_the_fingerprint_check_names_both_files(tmp_path, base_folder):
         check_sidecar_fits(fits, truncated)
 
 
+def test_the_pmi_reference_travels_in_the_sidecar_and_must_fit_the_base_vocabulary(tmp_path, base_folder):
+    import dataclasses
+
+    from meta_spider.backends.llamacpp.sidecar_format import base_gguf_fingerprint, check_sidecar_structure
+    from meta_spider.loom.gguf import export_base_gguf
+
+    base = export_base_gguf(base_folder, tmp_path / "base.gguf", dtype="f16")
+    vocab = base_gguf_fingerprint(base)["vocab_size"]
+    doubter = random_doubter(64, 4, target_layers=(2, 3), cross_attn_layers=(3,),
+                             signals=["draft_logprob_mean", "prompt_pmi_top4"])
+    log_reference = torch.log_softmax(torch.randn(vocab, generator=torch.Generator().manual_seed(3)), 0)
+    doubter.set_log_reference(log_reference)
+    sidecar = load_sidecar(export_sidecar(doubter, tmp_path / "pmi.gguf"))
+    np.testing.assert_array_equal(sidecar.tensors["log_reference"], log_reference.numpy())
+    np.testing.assert_array_equal(NumpyDoubter.from_sidecar(sidecar).log_reference, log_reference.numpy())
+    assert check_sidecar_fits(sidecar, base)["vocab_size"] == vocab
+    doubter.set_log_reference(log_reference[:-3])  # exported for a base with another vocabulary
+    narrow = load_sidecar(export_sidecar(doubter, tmp_path / "narrow.gguf"))
+    with pytest.raises(SidecarBaseMismatchError, match=f"vocab_size: sidecar {vocab - 3} vs base {vocab}"):
+        check_sidecar_fits(narrow, base)
+    stripped = dataclasses.replace(sidecar, tensors={k: v for k, v in sidecar.tensors.items() if k != "log_reference"})
+    with pytest.raises(SidecarError, match=r"lacks tensors \['log_reference'\]"):
+        check_sidecar_structure(stripped)
+
+
 # ---- metadeploy export -------------------------------------------------------------
 
 

@@ -9,7 +9,9 @@ Per row it reads what :meth:`TwoPassDecoder.read_states
 that feeds the draft's last token, the draft's ids, and the token log-probs
 of prompt and draft. Faster, above all on a GPU; states equal the batch-1
 read up to float rounding (padding changes the order of some sums), so one
-token may flip at a near tie.
+token may flip at a near tie. :func:`reference_logprobs` prefills prompts
+only, for the base's mean next-token distribution over them (the ``p_ref``
+of the PMI signals, :mod:`meta_spider.wrapper.signals`).
 
 This module knows token ids only: no chat templates, no text, no encoders.
 """
@@ -18,13 +20,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from meta_spider.wrapper.collector import ActivationCollector, padded_position_ids
 from meta_spider.wrapper.passes import ReadStates, TwoPassDecoder
 from meta_spider.wrapper.signals import token_logprobs
 
-__all__ = ["left_pad", "read_drafts"]
+__all__ = ["REFERENCE_BATCH", "left_pad", "read_drafts", "reference_logprobs"]
+
+REFERENCE_BATCH = 16
+"""Prompts per prefill of :func:`reference_logprobs`: fixed, so the sum's
+rounding (and so a collection's recorded ``p_ref``) does not depend on the
+collection's batch size."""
 
 
 def left_pad(rows: Sequence[torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,3 +100,27 @@ def read_drafts(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], layers: S
             draft_logprob_mean=float(draft_logprobs.mean()),
         ))
     return reads
+
+
+def reference_logprobs(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], *, pad_token_id: int) -> np.ndarray:
+    """``log p_ref`` ``[V]`` (float64): the log of the base's next-token
+    distribution averaged over every position of the prompt ids ``rows``
+    (1-D each) that predicts a prompt token (each prompt's last position
+    predicts the answer and is left out). Prefill only, in left-padded
+    batches of :data:`REFERENCE_BATCH`."""
+    total: np.ndarray | None = None
+    positions = 0
+    for start in range(0, len(rows), REFERENCE_BATCH):
+        batch = rows[start:start + REFERENCE_BATCH]
+        input_ids, mask = left_pad(batch, pad_token_id)
+        width = input_ids.shape[1]
+        logits = decoder.forward_rows(input_ids, decoder.new_cache(), mask, padded_position_ids(mask), all_logits=True)
+        for i, row in enumerate(batch):
+            if len(row) < 2:
+                continue
+            probs = torch.softmax(logits[i, width - len(row): width - 1].double(), dim=-1).sum(dim=0).numpy()
+            total = probs if total is None else total + probs
+            positions += len(row) - 1
+    if total is None:
+        raise ValueError("the reference distribution needs at least one prompt of two or more tokens")
+    return np.log(total / positions)

@@ -183,6 +183,13 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
     fingerprint = document.get("fingerprint", {})
     model_id = fingerprint.get("model_id", "") if isinstance(fingerprint, dict) else ""
     doubter = Doubter(config, model_id=model_id if isinstance(model_id, str) else "")
+    if doubter.log_reference is not None and "log_reference" in tensors:
+        # Its length is the base's vocabulary, which the config does not
+        # name: taken from the file (attach checks it against the base).
+        try:
+            doubter.set_log_reference(tensors["log_reference"])
+        except ValueError as exc:
+            raise CheckpointError(str(path), f"bad log_reference tensor ({exc}); save the Doubter again") from None
     expected = set(doubter.state_dict())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)

@@ -24,8 +24,9 @@ from meta_spider.wrapper.buffer import ReflexionBuffer
 from meta_spider.wrapper.config import DoubterConfig, framework_version
 from meta_spider.wrapper.cross_attention import BottleneckCrossAttention
 from meta_spider.wrapper.encoders import EncoderOutput, build_encoder
-from meta_spider.wrapper.errors import FingerprintMismatchError
+from meta_spider.wrapper.errors import FingerprintMismatchError, ReferenceVocabularyError
 from meta_spider.wrapper.gates import TanhGate
+from meta_spider.wrapper.signals import reads_reference
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,14 @@ class Doubter(nn.Module):
         self.encoder: nn.Module | None = None
         self.cross_attn = nn.ModuleDict()
         self.signal_mix: SignalMix | None = None
+        # ``[V]`` log p_ref, the base's mean next-token distribution over the
+        # training prompts, for the PMI signals: a buffer (saved with the
+        # weights), empty until trained; None when no signal reads it.
+        self.log_reference: torch.Tensor | None
+        if reads_reference(config.signals):
+            self.register_buffer("log_reference", torch.zeros(0))
+        else:
+            self.log_reference = None
         if config.sized:  # an unsized config gets its modules when a pipeline attaches it (size_for)
             self._build()
 
@@ -114,6 +123,26 @@ class Doubter(nn.Module):
         self.model_id = self.model_id or model_id
         self._build()
         return self
+
+    def set_log_reference(self, log_reference: Any) -> None:
+        """Carry ``log_reference`` (``[V]`` log p_ref, float32) for the PMI
+        signals; raises ValueError for a Doubter that reads none of them or
+        a tensor that is not one finite non-empty vector."""
+        if self.log_reference is None:
+            raise ValueError(f"this Doubter reads no PMI signal (its signals: {list(self.config.signals)}), so it "
+                             "carries no reference distribution")
+        values = torch.as_tensor(log_reference).detach().to(device="cpu", dtype=torch.float32)
+        if values.dim() != 1 or values.numel() == 0 or not bool(torch.isfinite(values).all()):
+            raise ValueError(f"log_reference must be one finite, non-empty vector over the vocabulary, got shape "
+                             f"{list(values.shape)}")
+        self.log_reference = values.to(self.log_reference.device)
+
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """Raise :class:`ReferenceVocabularyError` when this Doubter's
+        reference distribution covers another vocabulary than ``vocab_size``
+        (nothing to check without one, or before training sets it)."""
+        if self.log_reference is not None and self.log_reference.numel() and self.log_reference.numel() != vocab_size:
+            raise ReferenceVocabularyError(int(self.log_reference.numel()), int(vocab_size), self.model_id)
 
     # ------------------------------------------------------------ compute
 

@@ -36,6 +36,17 @@ class FingerprintMismatchError(WrapperError, fields=("checkpoint", "base", "fiel
         )
 
 
+class ReferenceVocabularyError(WrapperError, fields=("reference_size", "vocab_size", "model_id")):
+    """A Doubter reading the PMI signals carries a reference distribution
+    over another vocabulary than its base's."""
+
+    template = (
+        "this Doubter's reference distribution (log p_ref, for its PMI signals) covers {reference_size} tokens, "
+        "but base {model_id!r} has a vocabulary of {vocab_size}. Fix: attach it to the base it was trained on, "
+        "or collect again on this base (metaloom collect --pmi-signals) and train a Doubter on that collection."
+    )
+
+
 class CheckpointError(WrapperError, fields=("path", "reason")):
     """A checkpoint file is missing, malformed or of an unknown format."""
 

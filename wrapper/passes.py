@@ -253,8 +253,10 @@ class TwoPassDecoder:
         states = read.draft_states if read_position == "draft" else read.prompt_states
         signals = None
         if config.signals:
-            signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs,
-                                                     read.draft_logprobs)).float().unsqueeze(0)
+            reference = None if doubter.log_reference is None else doubter.log_reference.detach().cpu().numpy()
+            signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs, read.draft_logprobs,
+                                                     prompt_ids=input_ids[0].tolist(),
+                                                     log_reference=reference)).float().unsqueeze(0)
         with torch.no_grad():
             encoded = doubter.encode(states, signals)
         return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from meta_spider.wrapper.batched import left_pad, read_drafts
+from meta_spider.wrapper.batched import left_pad, read_drafts, reference_logprobs
 from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
@@ -117,6 +118,13 @@ class MetaSpiderPipeline:
         return self.structure.num_layers
 
     @property
+    def vocab_size(self) -> int | None:
+        """Rows of the base's LM head (the logits' width); None when unknown."""
+        head = self.model.get_output_embeddings()
+        size = head.weight.shape[0] if head is not None else getattr(self.model.config, "vocab_size", None)
+        return None if size is None else int(size)
+
+    @property
     def device(self) -> torch.device:
         return self.decoder.device
 
@@ -138,11 +146,15 @@ class MetaSpiderPipeline:
         """Attach (and activate) a Doubter or a checkpoint path. An unsized
         Doubter (``Doubter(DoubterConfig(encoder_type=...))``) is sized from
         this base first, as :meth:`new_doubter` would build it. Raises
-        :class:`FingerprintMismatchError` when it was built for another base."""
+        :class:`FingerprintMismatchError` when it was built for another base
+        (:class:`ReferenceVocabularyError` when its PMI reference covers
+        another vocabulary)."""
         if not isinstance(doubter, Doubter):
             doubter = Doubter.from_checkpoint(doubter)
         doubter.size_for(self.hidden_size, self.num_layers, self.config, model_id=self.model_id)
         doubter.check_fits(self.fingerprint())
+        if self.vocab_size is not None:
+            doubter.check_vocabulary(self.vocab_size)
         self._doubters[name] = doubter.to(self.device)
         self._active = name
         if doubter.calibration is not None:
@@ -370,6 +382,15 @@ class MetaSpiderPipeline:
                                         logprobs=True)
         read.cache = None  # not needed by a collector; free the memory now
         return [read]
+
+    def reference_logprobs(self, prompt_ids: Sequence[torch.Tensor]) -> np.ndarray:
+        """``log p_ref`` ``[V]`` (float64) over prompts (``[T]`` ids each):
+        the base's mean next-token distribution at every position that
+        predicts a prompt token, what the PMI signals compare against
+        (:func:`~meta_spider.wrapper.batched.reference_logprobs`)."""
+        if not prompt_ids:
+            raise ValueError("prompt_ids is empty: give at least one prompt")
+        return reference_logprobs(self.decoder, prompt_ids, pad_token_id=self.pad_token_id)
 
     def read_states_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                         layers: Sequence[int]) -> torch.Tensor:

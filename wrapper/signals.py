@@ -16,7 +16,16 @@ Pass 1 computes the base's logits anyway; from them come, per question,
   log-prob, but its rarest tokens are still the name's; these read the
   prompt alone, so they need no annotation of where the entity is;
 - ``draft_logprob_mean`` / ``draft_logprob_min``: the log-probabilities of
-  the greedy draft's tokens (these need pass 1 to draft).
+  the greedy draft's tokens (these need pass 1 to draft);
+- ``prompt_pmi_top4``: the mean of the :data:`PMI_TOP_K` highest per-token
+  PMIs of the prompt, ``log p(t | context) - log p_ref(t)``, where ``p_ref``
+  is the base's mean next-token distribution over the training prompts (one
+  vector over the vocabulary, ``log_reference``). Its highest values are a
+  known name's later tokens, which the base predicts far better than their
+  marginal; a frame word the base never read is unlikely under both terms,
+  so unlike the plain log-probs this survives new wordings (docs/loom.md).
+  It is not recorded unless asked for (:data:`PMI_SIGNALS`), because it
+  needs ``p_ref``, which the Doubter then carries.
 
 A Doubter whose config names some of them (``DoubterConfig.signals``)
 combines them with its encoder's P(correct) logit
@@ -33,15 +42,22 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DRAFT_SIGNALS", "LOW_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names", "signal_vector",
-           "token_logprobs"]
+__all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS",
+           "WINDOW", "check_signal_names", "reads_prompt", "reads_reference", "signal_vector", "token_logprobs"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
 DRAFT_SIGNALS = ("draft_logprob_mean", "draft_logprob_min")
 SIGNALS = PROMPT_SIGNALS[:2] + DRAFT_SIGNALS + PROMPT_SIGNALS[2:]
-"""Every signal, in the order an activation dataset stores them (the first
-four are the ones collections recorded before the rarest-token signals)."""
+"""The signals every collection records, in the order an activation dataset
+stores them (the first four are the ones collections recorded before the
+rarest-token signals)."""
+PMI_SIGNALS = ("prompt_pmi_top4",)
+"""Signals that read the base's reference distribution ``p_ref``: recorded
+only when a collection asks for them (after :data:`SIGNALS`)."""
+KNOWN_SIGNALS = SIGNALS + PMI_SIGNALS
+PMI_TOP_K = 4
+"""How many of the prompt's highest token PMIs ``prompt_pmi_top4`` averages."""
 LOW_K = 4
 """How many of the prompt's least probable tokens ``prompt_logprob_low_mean`` averages."""
 WINDOW = 3
@@ -53,12 +69,23 @@ def check_signal_names(names: Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str):
         raise ValueError(f"signals must be a list of names, got the string {names!r}")
     names = tuple(names)
-    unknown = [name for name in names if name not in SIGNALS]
+    unknown = [name for name in names if name not in KNOWN_SIGNALS]
     if unknown:
-        raise ValueError(f"unknown signals {unknown}; known: {list(SIGNALS)}")
+        raise ValueError(f"unknown signals {unknown}; known: {list(KNOWN_SIGNALS)}")
     if len(set(names)) != len(names):
         raise ValueError(f"signals must not repeat, got {list(names)}")
     return names
+
+
+def reads_prompt(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` needs the prompt's token log-probs (so the
+    prefill computes the LM head at every prompt position)."""
+    return any(name in PROMPT_SIGNALS or name in PMI_SIGNALS for name in names)
+
+
+def reads_reference(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` needs the reference distribution ``p_ref``."""
+    return any(name in PMI_SIGNALS for name in names)
 
 
 CHUNK_ROWS = 64
@@ -97,17 +124,42 @@ def _prompt_signal(name: str, prompt: np.ndarray) -> float:
     return float(np.convolve(prompt, np.ones(width), mode="valid").min())
 
 
+def _prompt_pmi_top(prompt: np.ndarray, prompt_ids: np.ndarray | None, log_reference: np.ndarray | None) -> float:
+    """The mean of the :data:`PMI_TOP_K` highest ``prompt - log_reference[ids]``
+    (fewer when the prompt is shorter; 0 for a one-token prompt)."""
+    if log_reference is None:
+        raise ValueError("signal 'prompt_pmi_top4' needs the base's reference distribution (log_reference): a "
+                         "Doubter gets it from training on a collection made with the PMI signals")
+    if prompt_ids is None or prompt_ids.shape != (prompt.size + 1,):
+        raise ValueError(f"signal 'prompt_pmi_top4' needs the prompt's {prompt.size + 1} token ids, got "
+                         f"{None if prompt_ids is None else list(prompt_ids.shape)}")
+    if prompt.size == 0:
+        return 0.0
+    ids = prompt_ids[1:]
+    if ids.min() < 0 or ids.max() >= log_reference.shape[0]:
+        raise ValueError(f"prompt token id {int(ids.max())} is outside the reference distribution's "
+                         f"{log_reference.shape[0]} tokens: the Doubter was trained on another base's vocabulary")
+    pmi = prompt - np.asarray(log_reference, dtype=np.float64)[ids]
+    return float(np.sort(pmi)[-PMI_TOP_K:].mean())
+
+
 def signal_vector(names: Sequence[str], prompt_logprobs: np.ndarray | None,
-                  draft_logprobs: np.ndarray | None) -> np.ndarray:
+                  draft_logprobs: np.ndarray | None, *, prompt_ids: Sequence[int] | None = None,
+                  log_reference: np.ndarray | None = None) -> np.ndarray:
     """The signals ``names`` (float64, in that order) from the prompt's token
     log-probs (every prompt token but the first) and the draft's. A prompt
-    of one token has every prompt signal 0; draft signals need a non-empty draft."""
+    of one token has every prompt signal 0; draft signals need a non-empty
+    draft; PMI signals also need the whole prompt's ``prompt_ids`` and
+    ``log_reference`` (``[V]`` log p_ref)."""
     values = []
+    ids = None if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
     for name in check_signal_names(names):
-        if name in PROMPT_SIGNALS:
+        if name in PROMPT_SIGNALS or name in PMI_SIGNALS:
             if prompt_logprobs is None:
                 raise ValueError(f"signal {name!r} needs the prompt's token log-probs")
-            values.append(_prompt_signal(name, np.asarray(prompt_logprobs, dtype=np.float64)))
+            prompt = np.asarray(prompt_logprobs, dtype=np.float64)
+            values.append(_prompt_pmi_top(prompt, ids, log_reference) if name in PMI_SIGNALS
+                          else _prompt_signal(name, prompt))
         else:
             if draft_logprobs is None or len(draft_logprobs) == 0:
                 raise ValueError(f"signal {name!r} needs a draft: pass 1 must draft at least one token")

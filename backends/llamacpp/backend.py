@@ -248,11 +248,11 @@ class LlamaCppBackend(GuardedPrompts):
     def _pass1(self, input_ids: Sequence[int]) -> tuple[np.ndarray, list[int], np.ndarray | None]:
         """Pass 1 on ids: states at the read position, the draft (when the Doubter drafts) and the pass-1
         signals the Doubter reads (None when it reads none), computed as the torch pipeline does."""
-        from meta_spider.wrapper.signals import PROMPT_SIGNALS, signal_vector, token_logprobs
+        from meta_spider.wrapper.signals import reads_prompt, signal_vector, token_logprobs
 
         doubter = self._require_doubter("read activations (pass 1)")
         layers = doubter.target_layers
-        prompt_signals = any(name in PROMPT_SIGNALS for name in doubter.signals)
+        prompt_signals = reads_prompt(doubter.signals)
         options: dict[str, Any] = {"output_positions": range(len(input_ids))} if prompt_signals else {}
         out = self.context.prefill(input_ids, read_layers=layers, **options)
         prompt_logprobs = token_logprobs(out.logits[:-1], list(input_ids)[1:]) if prompt_signals else None
@@ -274,7 +274,8 @@ class LlamaCppBackend(GuardedPrompts):
                 states = self._states(self.context.decode([draft[-1]], read_layers=layers).hidden, layers)
         signals = None
         if doubter.signals:
-            signals = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None)
+            signals = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None,
+                                    prompt_ids=list(input_ids), log_reference=doubter.log_reference)
         return states, draft, signals
 
     def read(self, prompt: str) -> Introspection:

@@ -157,6 +157,8 @@ class NumpyDoubter:
         self.signals = tuple(str(name) for name in (self.config.get("signals") or ()))
         """Pass-1 signals P(correct) reads (:mod:`meta_spider.wrapper.signals`)."""
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
+        self.log_reference: np.ndarray | None = self._tensors.get("log_reference")
+        """``[V]`` log p_ref the PMI signals read (None when the Doubter reads none)."""
         self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self._fold_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self.calibration: dict[str, Any] | None = None

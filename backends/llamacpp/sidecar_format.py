@@ -215,10 +215,12 @@ def check_sidecar_fits(contents: SidecarContents, base_path: str | os.PathLike[s
                                      detail=f"it reads/injects at layers {beyond}, beyond the base's "
                                      f"{base['num_layers']} decoder layers (0..{int(base['num_layers']) - 1}); ")
     wrong = [name for name in ("hidden_size", "num_layers") if sidecar.get(name) != base.get(name)]
-    expected_vocab = contents.metadata.get(KEY_BASE_VOCAB_SIZE)
-    if expected_vocab is not None and base.get("vocab_size") is not None and int(expected_vocab) != base["vocab_size"]:
-        sidecar["vocab_size"] = int(expected_vocab)
-        wrong.append("vocab_size")
+    reference = contents.tensors.get("log_reference")  # the PMI signals index it by the base's token ids
+    for expected_vocab in (contents.metadata.get(KEY_BASE_VOCAB_SIZE), None if reference is None else reference.size):
+        if expected_vocab is not None and base.get("vocab_size") is not None and \
+                int(expected_vocab) != base["vocab_size"] and "vocab_size" not in wrong:
+            sidecar["vocab_size"] = int(expected_vocab)
+            wrong.append("vocab_size")
     if wrong:
         raise SidecarBaseMismatchError(contents.path, base_path, sidecar, base, wrong)
     return base
@@ -248,6 +250,10 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
     needed.append("encoder.head.weight" if config["encoder_type"] != "selective" else "encoder.probe_mix.weight")
     if config.get("signals"):
         needed += [f"signal_mix.{part}" for part in ("mean", "scale", "linear.weight", "linear.bias")]
+        from meta_spider.wrapper.signals import reads_reference
+
+        if reads_reference(config["signals"]):
+            needed.append("log_reference")
     absent = [name for name in needed if name not in contents.tensors]
     if absent:
         raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "

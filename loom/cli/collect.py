@@ -143,6 +143,10 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--shard-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="examples per shard (the unit a killed run loses)")
+@click.option("--pmi-signals", is_flag=True,
+              help="also record the prompt's PMI signal (prompt_pmi_top4): needs the base's mean next-token "
+                   "distribution over the train prompts, computed first (a prefill of each) and kept with the "
+                   "activations")
 @click.option("--force", is_flag=True,
               help="start the run directory over: discard its activations (also when made for another model)")
 @click.option("--quiet", is_flag=True, help="no progress bar and no summary")
@@ -150,8 +154,8 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
 def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_name: str,
             dataset_options: tuple[str, ...], mcq_direct: bool, splits: str | None, max_examples: int | None,
             target_layers: str, cross_attn_layers: str | None, encoder_type: str, read_position: str, dtype: str,
-            device: str, quantization: str, max_new_tokens: int, batch_size: int, shard_size: int, force: bool,
-            quiet: bool) -> None:
+            device: str, quantization: str, max_new_tokens: int, batch_size: int, shard_size: int, pmi_signals: bool,
+            force: bool, quiet: bool) -> None:
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.collect.ranks import Ranks
@@ -186,6 +190,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         CollectionMismatchError,
     )
     from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+    from meta_spider.wrapper.signals import PMI_SIGNALS, SIGNALS
 
     try:
         config = MetaSpiderConfig(model_name=model_name, device=device, dtype=dtype,
@@ -201,7 +206,8 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         raise CommandError(str(error), "choose --target-layers and --cross-attn-layers that this base has") from error
     collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                            shard_size=max(shard_size - shard_size % batch_size, batch_size),
-                                           show_progress=not quiet and ranks.rank == 0, console=console)
+                                           show_progress=not quiet and ranks.rank == 0, console=console,
+                                           signals=SIGNALS + PMI_SIGNALS if pmi_signals else SIGNALS)
     try:
         activations = collector.collect_dataset(dataset, chosen, max_examples=max_examples,
                                                 output_dir=run_dir / ACTIVATIONS_DIR, ranks=ranks)

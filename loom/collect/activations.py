@@ -56,6 +56,7 @@ __all__ = [
     "ActivationDataset",
     "ActivationFormatError",
     "append_example_records",
+    "atomic_write_bytes",
     "atomic_write_text",
     "collection_is_complete",
     "example_lines_by_index",
@@ -126,7 +127,8 @@ def _fsync_directory(folder: Path) -> None:
         os.close(handle)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` through a temporary file, fsync and rename."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         with open(temporary, "wb") as stream:
@@ -143,7 +145,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) through a temporary file and a
     rename, so a killed process leaves the old file or the new one."""
-    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def shard_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
@@ -169,7 +171,7 @@ def shard_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
 
 def write_shard(path: PathLike, tensors: Mapping[str, torch.Tensor], index_start: int, index_end: int) -> None:
     """Write one shard atomically (temporary file, fsync, rename)."""
-    _atomic_write_bytes(Path(path), shard_bytes(tensors, {"index_start": str(index_start), "index_end": str(index_end)}))
+    atomic_write_bytes(Path(path), shard_bytes(tensors, {"index_start": str(index_start), "index_end": str(index_end)}))
 
 
 def pad_rows(rows: Sequence[Sequence[int]], width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -448,6 +450,15 @@ class ActivationDataset:
                                         if not stored else f"records the signals {stored}, not {missing}",
                                         "collect again (`metaloom collect` into a new run directory)")
         return self.tensor("signals")[:, [stored.index(name) for name in names]]
+
+    def log_reference(self) -> torch.Tensor:
+        """``[V]`` float32 log p_ref, the base's mean next-token distribution
+        over the training prompts that the PMI signals read (checked against
+        the hash ``collection.json`` records; see
+        :mod:`meta_spider.loom.collect.reference`)."""
+        from meta_spider.loom.collect.reference import read_reference
+
+        return read_reference(self.folder, self.info.get("reference"))
 
     def prompt_ids(self, index: int) -> list[int]:
         """The prompt token ids of example ``index`` (unpadded)."""

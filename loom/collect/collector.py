@@ -22,7 +22,10 @@ output folder checks that model, layers, dataset and questions match
 (:class:`CollectionMismatchError` otherwise; the scorer is not recorded, so
 resume with the same one), drops whatever was not committed, and continues.
 Shard boundaries are fixed multiples of ``shard_size``, so the result is
-byte-identical to an uninterrupted run.
+byte-identical to an uninterrupted run. A collection asked for the PMI
+signals first computes the base's mean next-token distribution over the
+train prompts (prefill only) and keeps it beside the shards
+(:mod:`meta_spider.loom.collect.reference`); a resume must compute the same.
 
 This module knows nothing about command lines or training.
 """
@@ -66,7 +69,8 @@ from meta_spider.loom.datasets import (
 )
 from meta_spider.loom.progress import progress_bar
 from meta_spider.plugins.errors import MetaSpiderError
-from meta_spider.wrapper.signals import SIGNALS, signal_vector
+from meta_spider.loom.collect.reference import REFERENCE_FILE, reference_record, write_reference
+from meta_spider.wrapper.signals import SIGNALS, check_signal_names, reads_reference, signal_vector
 
 __all__ = ["ActivationDatasetCollector", "CollectionItem", "CollectionMismatchError", "render_qa_prompt"]
 
@@ -115,7 +119,7 @@ class ExampleReading:
     first_token_max_prob: float
     answer_mean_logprob: float
     signals: list[float]
-    """Every pass-1 signal (:data:`~meta_spider.wrapper.signals.SIGNALS` order)."""
+    """The recorded pass-1 signals (the collector's ``signals`` order)."""
 
 
 def render_qa_prompt(pipe: Any, prompt: QAPrompt) -> str:
@@ -147,6 +151,8 @@ class ActivationDatasetCollector:
     batches decode left-padded batches (:meth:`read_batch`), faster and equal
     up to float rounding. ``shard_size`` examples go into one shard (a
     multiple of ``batch_size``, so a resumed run forms the same batches).
+    ``signals`` names the pass-1 signals recorded (``SIGNALS`` plus
+    ``PMI_SIGNALS`` for the PMI ones).
     """
 
     def __init__(
@@ -161,6 +167,7 @@ class ActivationDatasetCollector:
         shard_size: int = 256,
         show_progress: bool = True,
         console: Any = None,
+        signals: Sequence[str] = SIGNALS,
     ) -> None:
         for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -191,6 +198,11 @@ class ActivationDatasetCollector:
         self.shard_size = shard_size
         self.show_progress = show_progress
         self.console = console
+        self.signals = check_signal_names(signals)
+        """The pass-1 signals recorded per example (default: every one that
+        needs no reference distribution)."""
+        self.log_reference: Any = None
+        """``[V]`` float32 log p_ref of the running collection (PMI signals only)."""
         self._last: ActivationDataset | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -287,24 +299,41 @@ class ActivationDatasetCollector:
             states_draft=read.draft_states[0].detach().float().cpu(),
             first_token_max_prob=read.first_token_max_prob,
             answer_mean_logprob=read.draft_logprob_mean,
-            signals=signal_vector(SIGNALS, read.prompt_logprobs, read.draft_logprobs).tolist(),
+            signals=signal_vector(self.signals, read.prompt_logprobs, read.draft_logprobs, prompt_ids=row.tolist(),
+                                  log_reference=self.log_reference).tolist(),
         ) for row, read in zip(rows, reads)]
 
     # ------------------------------------------------------------ the run
 
+    def reference_distribution(self, items: Sequence[CollectionItem]) -> tuple[Any, dict[str, Any]]:
+        """``(log p_ref [V] float32, its collection.json record)`` over the
+        prompts of the ``train`` items (all items when there are none)."""
+        import numpy as np
+
+        chosen = [item for item in items if item.split == "train"]
+        split = "train" if chosen else "all"
+        chosen = chosen or list(items)
+        rows = [self.pipe.encode(item.prompt_text)[0] for item in chosen]
+        log_reference = self.pipe.reference_logprobs(rows).astype(np.float32)
+        return log_reference, reference_record(log_reference, split, len(rows))
+
     def _header(self, items: Sequence[CollectionItem], description: Mapping[str, Any]) -> dict[str, Any]:
-        return {
+        header = {
             "format_version": FORMAT_VERSION,
             "model": dict(self.pipe.fingerprint()),
             "target_layers": list(self.target_layers),
             "read_positions": list(READ_POSITIONS),
-            "signals": list(SIGNALS),
+            "signals": list(self.signals),
             "max_new_tokens": self.max_new_tokens,
             "dataset": json.loads(json.dumps(dict(description))),
             "shard_size": self.shard_size,
             "questions_sha256": _sha256_json([item.record() for item in items]),
             "total_examples": len(items),
         }
+        self.log_reference = None
+        if reads_reference(self.signals):
+            self.log_reference, header["reference"] = self.reference_distribution(items)
+        return header
 
     def run(self, items: Sequence[CollectionItem], description: Mapping[str, Any], check: CheckFn,
             output_dir: PathLike | None, *, ranks: Ranks | None = None) -> ActivationDataset:
@@ -396,14 +425,15 @@ class ActivationDatasetCollector:
                 path.unlink()
             (folder / EXAMPLES_FILE).touch()  # before the commit point, so a committed folder always has it
             info = _ordered({**header, "num_examples": 0, "shards": [], "complete": False})
+            self._write_reference(folder)  # before the commit point, like the examples file
             write_collection_json(folder, info)
             return info
         info = read_collection_json(folder)
         for key in ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",
-                    "questions_sha256"):
-            if info.get(key) != header[key]:
+                    "questions_sha256", "reference"):
+            if info.get(key) != header.get(key):
                 raise CollectionMismatchError(folder, "questions" if key == "questions_sha256" else key,
-                                              info.get(key), header[key])
+                                              info.get(key), header.get(key))
         committed = int(info["num_examples"])
         examples, end = read_example_lines(folder / EXAMPLES_FILE, committed)
         if len(examples) != committed:
@@ -417,20 +447,26 @@ class ActivationDatasetCollector:
         with open(folder / EXAMPLES_FILE, "r+b") as stream:
             stream.truncate(end)
         for path in ours:
-            if path.name not in info["shards"] and path.name not in (COLLECTION_FILE, EXAMPLES_FILE):
+            if path.name not in info["shards"] and path.name not in (COLLECTION_FILE, EXAMPLES_FILE, REFERENCE_FILE):
                 path.unlink()
+        self._write_reference(folder)
         return _ordered(info)
+
+    def _write_reference(self, folder: Path) -> None:
+        if self.log_reference is not None:
+            write_reference(folder, self.log_reference)
 
 
 def _ordered(info: Mapping[str, Any]) -> dict[str, Any]:
     """collection.json keys in one fixed order (the contract's, then ours)."""
     order = ("format_version", "model", "target_layers", "read_positions", "max_new_tokens", "dataset",
-             "num_examples", "shards", "complete", "shard_size", "total_examples", "questions_sha256", "signals")
-    return {key: info[key] for key in order}
+             "num_examples", "shards", "complete", "shard_size", "total_examples", "questions_sha256", "signals",
+             "reference")
+    return {key: info[key] for key in order if key in info}
 
 
 def _is_collection_file(name: str) -> bool:
-    if name in (COLLECTION_FILE, EXAMPLES_FILE):
+    if name in (COLLECTION_FILE, EXAMPLES_FILE, REFERENCE_FILE):
         return True
     if name.startswith(".") and name.endswith(".tmp"):
         return True

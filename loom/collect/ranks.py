@@ -115,10 +115,10 @@ def merge_rank_folders(output_dir: Path, ranks: Ranks, header: Mapping[str, Any]
     folders = [rank_folder(output_dir, ranks, rank) for rank in range(ranks.world_size)]
     infos = [read_collection_json(folder) for folder in folders]
     for folder, info in zip(folders, infos):
-        for key in HEADER_KEYS:
-            if info.get(key) != header[key]:
+        for key in (*HEADER_KEYS, "reference"):
+            if info.get(key) != header.get(key):
                 raise ActivationFormatError(folder, f"records {key} {info.get(key)!r:.80}, the collection "
-                                            f"{header[key]!r:.80}", "delete the rank folders and collect again")
+                                            f"{header.get(key)!r:.80}", "delete the rank folders and collect again")
     shard_size, total = int(header["shard_size"]), int(header["total_examples"])
     expected = [shard_name(number) for number in range((total + shard_size - 1) // shard_size)]
     owner = {name: folder for folder, info in zip(folders, infos) for name in info["shards"]}
@@ -140,6 +140,10 @@ def merge_rank_folders(output_dir: Path, ranks: Ranks, header: Mapping[str, Any]
         stale.unlink()
     for name in expected:
         _link_or_copy(owner[name] / name, output_dir / name)
+    if "reference" in header:  # every rank computed the same p_ref (the header's hash says so)
+        from meta_spider.loom.collect.reference import REFERENCE_FILE
+
+        _link_or_copy(folders[0] / REFERENCE_FILE, output_dir / REFERENCE_FILE)
     write_example_lines(output_dir, (lines[index] for index in range(total)))
     write_collection_json(output_dir, ordered({**infos[0], **dict(header), "num_examples": total, "shards": expected,
                                                "complete": True}))

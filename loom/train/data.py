@@ -37,6 +37,8 @@ class TrainingRows:
     validation: list[int]
     signals: torch.Tensor | None = None
     """``[n, K]`` float32 pass-1 signals the Doubter reads (None when it reads none)."""
+    log_reference: torch.Tensor | None = None
+    """``[V]`` float32 log p_ref of the collection, for a Doubter reading the PMI signals."""
 
 
 def load_activations(activations: Any) -> Any:
@@ -72,16 +74,19 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
     if config.early_stopping_metric == "val_auroc" and len({bool(correct[i]) for i in validation}) < 2:
         raise TrainerError(f"the {len(validation)} validation examples are all of one class, so their AUROC "
                            "is undefined", "use early_stopping_metric='val_loss', or a larger dataset")
-    signals = None
+    signals = log_reference = None
     if doubter_config.signals:
         from meta_spider.loom.collect.activations import ActivationFormatError
+        from meta_spider.wrapper.signals import reads_reference
 
         try:
             signals = dataset.signals(doubter_config.signals).float()
+            if reads_reference(doubter_config.signals):
+                log_reference = dataset.log_reference()
         except ActivationFormatError as error:
             raise TrainerError(f"the Doubter reads the pass-1 signals {list(doubter_config.signals)}, but "
                                f"{error.path} {error.problem}", f"{error.fix}; or train without --logprob-signals") from error
-    return TrainingRows(states, correct, prompts, targets, train, validation, signals)
+    return TrainingRows(states, correct, prompts, targets, train, validation, signals, log_reference)
 
 
 class SplitSamples:
@@ -125,6 +130,13 @@ class SplitSamples:
 
     def signals(self, names: Sequence[str]) -> torch.Tensor:
         return self._cat([part.signals(names) for part in self.parts])
+
+    def log_reference(self) -> torch.Tensor:
+        references = [part.log_reference() for part in self.parts]
+        if any(not torch.equal(references[0], other) for other in references[1:]):
+            raise TrainerError("the training and validation samples hold different reference distributions "
+                               "(log p_ref of the PMI signals)", "collect both in one collection")
+        return references[0]
 
 
 def split_rows(dataset: Any, config: TrainerConfig) -> tuple[list[int], list[int]]:

@@ -186,6 +186,10 @@ class Trainer:
         dataset = load_activations(activations)
         rows = prepare_rows(dataset, self.doubter.config, self.pipe.tokenizer,
                             sorted(self.pipe.decoder.eos_token_ids), config)
+        if rows.log_reference is not None:  # the PMI signals read it at inference: it travels with the weights
+            self.doubter.set_log_reference(rows.log_reference)
+            if self.pipe.vocab_size is not None:
+                self.doubter.check_vocabulary(self.pipe.vocab_size)
         pos_weight = class_pos_weight(rows, config)
         checkpoints = Path(run_dir) / CHECKPOINTS_DIR if run_dir is not None else None
         world, rank = accelerator.num_processes, accelerator.process_index
