@@ -34,11 +34,14 @@ with one edit in the name (``validation_misspelt``), both drawn here from the
 world's held-out frame grammar and misspelling rule with an RNG of their own.
 The chosen variants (per family, the one with the highest worst-case AUROC
 over the three validation columns) are then scored once on ``test``,
-``test_paraphrase``, ``test_misspelt``, with the share of ``test_outside``
+``test_paraphrase``, ``test_misspelt`` and ``test_own_words`` (the test
+questions in frames written here, outside the world's grammar: new words,
+dashes, contractions), with the share of ``test_outside``
 refused at the answer threshold chosen on ``validation`` by the behaviour
 goals (as ``metaloom eval`` chooses it).
 
     python benchmarks/shift_signals.py --output benchmarks/results/shift_signals.txt
+    python benchmarks/shift_signals.py --preset tiny --output benchmarks/results/shift_signals_tiny.txt
 
 Torch runs on one thread; a few minutes on one core (``--raw FILE`` keeps the
 per-token arrays as safetensors + JSON and reuses them on the next run).
@@ -47,6 +50,7 @@ per-token arrays as safetensors + JSON and reuses them on the next run).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -58,11 +62,29 @@ import numpy as np
 
 VALIDATION_SHIFTS = ("validation_paraphrase", "validation_misspelt")
 TEST_SPLITS = ("test", "test_paraphrase", "test_misspelt")
+OWN = "test_own_words"
 CHOICE_SPLITS = ("validation", *VALIDATION_SHIFTS)
-SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, "test_outside")
+SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
-RAGGED = ("prompt_lp", "user_ids", "user_lp", "draft_lp", "null_lp")
+RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp")
+OWN_FRAMES = {
+    "birth_city": ("Whereabouts was {name} born?", "Where's {name}'s hometown?", "Born where, {name}?",
+                   "Could you remind me where {name} was born?", "Which city is the birthplace of {name}, if you know?",
+                   "{name} - place of birth?"),
+    "birth_year": ("What's the year {name} was born?", "Remind me: when was {name} born?", "{name} - year of birth?",
+                   "Do you happen to know {name}'s birth year?", "How about {name}'s year of birth?",
+                   "In which year did {name} get born?"),
+    "profession": ("What's {name}'s line of work?", "What does {name} do professionally?", "{name} - occupation?",
+                   "Remind me what {name} does for a job.", "Do you happen to know {name}'s job?",
+                   "What is {name} employed as?"),
+    "employer": ("Which organisation does {name} work at?", "Remind me who {name} works for.", "{name} - employer?",
+                 "Do you happen to know {name}'s employer?", "What company is {name} employed at?",
+                 "Who's {name}'s boss, which company?"),
+}
+"""Frames written for this benchmark, not drawn from the world's grammar (new
+words, dashes, contractions): the test questions asked once more in them
+(``test_own_words``), a shift no choice here was made on."""
 FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8")
 
 
@@ -92,6 +114,8 @@ def world_questions(preset: str, seed: int) -> tuple[dict[str, list[Any]], Path]
         wrong = misspell(person.name, rng)
         misspelt.append(to_example(ask(person, item.attribute, rng, "validation_misspelt", "0", spec, name=wrong)))
     splits.update(validation_paraphrase=paraphrase, validation_misspelt=misspelt)
+    splits[OWN] = [dataclasses.replace(example, id=f"{OWN}-{example.id}", question=random.Random(example.id).choice(
+        OWN_FRAMES[example.meta["attribute"]]).format(name=example.meta["entity"])) for example in splits["test"]]
     return splits, artifacts.model_dir
 
 
@@ -164,7 +188,7 @@ class Runner:
             sample_lp.append(float(chosen[k, :length].mean()))
         same = [t == normalize_answer(text) for t in texts]
         return {
-            "prompt_lp": lp[:len(ids) - 1], "user_ids": np.array([ids[k] for k in user]),
+            "prompt_lp": lp[:len(ids) - 1], "prompt_ids": np.array(ids[1:]), "user_ids": np.array([ids[k] for k in user]),
             "user_lp": np.array([lp[k - 1] for k in user]), "draft_lp": lp[len(ids) - 1:],
             "null_lp": null_lp[len(self.null_ids) - 1:],
             "correct": float(check_answer(text, truths)), "draft_refusal": float(is_refusal(text)),
@@ -221,7 +245,8 @@ def load_raw(path: Path) -> tuple[dict[str, dict[str, Any]], np.ndarray, dict[st
         fields: dict[str, Any] = {name: tensors[f"{split}.{name}"] for name in FLAT}
         for name in RAGGED:
             fields[name] = np.split(tensors[f"{split}.{name}"], np.cumsum(tensors[f"{split}.{name}.len"])[:-1])
-        fields["user_ids"] = [a.astype(np.int64) for a in fields["user_ids"]]
+        for name in ("prompt_ids", "user_ids"):
+            fields[name] = [a.astype(np.int64) for a in fields[name]]
         raw[split] = fields
     return raw, tensors["log_ref"], seconds
 
@@ -251,10 +276,13 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
     """Every candidate signal of one split (higher = more likely right)."""
     out: dict[str, np.ndarray] = {}
     pmi = [lp - log_ref[ids] for lp, ids in zip(fields["user_lp"], fields["user_ids"])]
+    whole = [lp - log_ref[ids] for lp, ids in zip(fields["prompt_lp"], fields["prompt_ids"])]
     gain = [d - n for d, n in zip(fields["draft_lp"], fields["null_lp"])]
     for how in REDUCTIONS:
         out[f"user_lp_{how}"] = np.array([_reduce(v, how) for v in fields["user_lp"]])
         out[f"user_pmi_{how}"] = np.array([_reduce(v, how) for v in pmi])
+        if how.startswith("high"):  # the template's tokens too: no user span needed
+            out[f"prompt_pmi_{how}"] = np.array([_reduce(v, how) for v in whole])
     out["prompt_logprob_sum"] = np.array([v.sum() for v in fields["prompt_lp"]])
     out["prompt_logprob_mean"] = np.array([v.mean() for v in fields["prompt_lp"]])
     out["draft_logprob_mean"] = np.array([v.mean() for v in fields["draft_lp"]])
@@ -274,6 +302,7 @@ DRAFT = ("draft_logprob_mean", "draft_logprob_min")
 RECORDED = ("prompt_logprob_sum", "prompt_logprob_mean", *DRAFT)
 FAMILIES: dict[str, Callable[[str], bool]] = {
     "1. PMI of the user's tokens": lambda name: "user_pmi" in name,
+    "   (PMI of every prompt token, template included)": lambda name: "prompt_pmi" in name,
     "   (plain log-probs of the user's tokens)": lambda name: "user_lp" in name,
     "2. sampled drafts": lambda name: "sample_" in name,
     "3. draft against an empty question": lambda name: "null_" in name or "gain" in name,
@@ -363,27 +392,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     say()
     say("B. the chosen variants (per family, the highest 'worst' in A), scored once on the test people (AUROC)")
-    say("".ljust(80) + "".join(s.rjust(16) for s in TEST_SPLITS))
+    width = max(len(label) for label in picked) + 2
+    say("".ljust(width) + "".join(s.rjust(16) for s in (*TEST_SPLITS, OWN)))
     gates = []
     for label, chosen in picked.items():
         scores = score(chosen)
-        say(label[:79].ljust(80) + "".join(f"{v:.3f}".rjust(16) for v in aurocs(scores, TEST_SPLITS)))
+        say(label.ljust(width) + "".join(f"{v:.3f}".rjust(16) for v in aurocs(scores, (*TEST_SPLITS, OWN))))
         gates.append((label, scores, threshold_for_goals(scores["validation"], labels["validation"], GOALS)))
     say()
     say("C. their answer gates, threshold chosen on validation by the behaviour goals: coverage / refusal precision /")
     say("   knowledge loss per split; test_outside: share refused by the gate, and invented answers (answered, and the")
-    say("   base's draft is not the refusal sentence), of 147")
+    say(f"   base's draft is not the refusal sentence), of {len(labels['test_outside'])}")
     for label, scores, choice in gates:
         if choice is None:
-            say(f"{label[:79]}: no threshold meets the goals on validation")
+            say(f"{label}: no threshold meets the goals on validation")
             continue
         cells = []
-        for split in TEST_SPLITS:
+        for split in (*TEST_SPLITS, OWN):
             m = selective_metrics(scores[split] >= choice.threshold, labels[split], labels[split])
             cells.append(f"{split} {m.coverage:.3f} / {m.refusal_precision:.3f} / {m.knowledge_loss:.3f}")
         answered = scores["test_outside"] >= choice.threshold
         invented = int((answered & (raw["test_outside"]["draft_refusal"] == 0)).sum())
-        say(f"{label[:79]}\n   " + "; ".join(cells) + f"; outside refused {1 - answered.mean():.3f}, invented {invented}")
+        say(f"{label}\n   " + "; ".join(cells) + f"; outside refused {1 - answered.mean():.3f}, invented {invented}")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
