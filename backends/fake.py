@@ -66,11 +66,11 @@ this backend (tool results in a ``tool`` turn inside ``<tool_response>``)."""
 class FakeBackendExhausted(BackendError, fields=("calls_made", "prompt")):
     """``generate`` was called with no scripted output left."""
 
-    def describe(self) -> str:
-        return (
-            f"FakeBackend has no scripted output left for generate call #{self.calls_made + 1}; "
-            f"enqueue() one more (last prompt ends with {self.prompt[-120:]!r})"
-        )
+    template = ("FakeBackend has no scripted output left for generate call #{call_number}; "
+                "enqueue() one more (last prompt ends with {prompt_tail!r})")
+
+    def __post_init__(self) -> None:
+        self.call_number, self.prompt_tail = self.calls_made + 1, self.prompt[-120:]
 
 
 @dataclass(frozen=True)

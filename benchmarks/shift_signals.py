@@ -68,23 +68,11 @@ SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
 RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp")
-OWN_FRAMES = {
-    "birth_city": ("Whereabouts was {name} born?", "Where's {name}'s hometown?", "Born where, {name}?",
-                   "Could you remind me where {name} was born?", "Which city is the birthplace of {name}, if you know?",
-                   "{name} - place of birth?"),
-    "birth_year": ("What's the year {name} was born?", "Remind me: when was {name} born?", "{name} - year of birth?",
-                   "Do you happen to know {name}'s birth year?", "How about {name}'s year of birth?",
-                   "In which year did {name} get born?"),
-    "profession": ("What's {name}'s line of work?", "What does {name} do professionally?", "{name} - occupation?",
-                   "Remind me what {name} does for a job.", "Do you happen to know {name}'s job?",
-                   "What is {name} employed as?"),
-    "employer": ("Which organisation does {name} work at?", "Remind me who {name} works for.", "{name} - employer?",
-                 "Do you happen to know {name}'s employer?", "What company is {name} employed at?",
-                 "Who's {name}'s boss, which company?"),
-}
-"""Frames written for this benchmark, not drawn from the world's grammar (new
-words, dashes, contractions): the test questions asked once more in them
-(``test_own_words``), a shift no choice here was made on."""
+OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
+"""Frames written for this benchmark (shift_own_frames.json, per attribute),
+not drawn from the world's grammar (new words, dashes, contractions): the
+test questions asked once more in them (``test_own_words``), a shift no
+choice here was made on."""
 FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8")
 
 

@@ -6,10 +6,11 @@ own root (``AgentError``, ``BackendError``, ``WrapperError``, ``ToolError``,
 module sits in the lowest layer and imports nothing: every folder may use it.
 
 An error that carries data names its fields in its header and its message
-as a ``str.format`` template over them (or a :meth:`~MetaSpiderError.describe`
-method where the message needs code); the root binds the constructor's
-arguments to the fields (in order, or by name), so no subclass writes an
-``__init__`` that only stores them::
+as a ``str.format`` template over its attributes: the fields, and what a
+``__post_init__`` derives from them for display (or a
+:meth:`~MetaSpiderError.describe` method where the message needs more code);
+the root binds the constructor's arguments to the fields (in order, or by
+name), so no subclass writes an ``__init__`` that only stores them::
 
     class CheckpointError(WrapperError, fields=("path", "reason")):
         template = "cannot read Doubter checkpoint {path!r}: {reason}"
@@ -30,8 +31,9 @@ class MetaSpiderError(Exception):
     (``MetaSpiderError("text")``). A class with fields (``fields=`` in its
     header, inherited by its subclasses; a class attribute of a field's name
     is its default) is built from their values; ``__post_init__``, when
-    defined, normalises them, then :meth:`describe` writes the message
-    (by default ``template`` formatted with the fields).
+    defined, normalises them and may derive more attributes, then
+    :meth:`describe` writes the message (by default ``template`` formatted
+    with the instance's attributes).
     """
 
     field_names: ClassVar[tuple[str, ...]] = ()
@@ -76,4 +78,4 @@ class MetaSpiderError(Exception):
         """The one-line message, written from the fields."""
         if self.template is None:
             raise NotImplementedError(f"{type(self).__name__} has fields but neither a template nor describe()")
-        return self.template.format(**{name: getattr(self, name) for name in self.field_names})
+        return self.template.format(**vars(self))

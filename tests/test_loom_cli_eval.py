@@ -108,6 +108,10 @@ def test_eval_agentic_writes_the_agent_report(fresh_run: Path) -> None:
     assert agentic["baseline"] == "direct" and set(agentic["policies"]) == {"direct", "doubter"}
     assert agentic["num_tasks"] == 2 and agentic["settings"]["closed_book"] == ["direct"]
     assert "agentic comparison" in result.output
+    # the agents were built with the calibration this eval just wrote into run.json
+    calibration = json.loads((fresh_run / "run.json").read_text())["calibration"]["doubter"]
+    assert agentic["settings"]["thresholds"]["doubter"] == {"value": calibration["threshold"],
+                                                            "source": "calibration:doubter"}
 
 
 def test_eval_closed_book_needs_agentic_and_a_known_policy(fresh_run: Path, capsys) -> None:

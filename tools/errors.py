@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-__all__ = [
-    "DuplicateToolError",
-    "ToolArgumentError",
-    "ToolDefinitionError",
-    "ToolError",
-    "UnknownToolError",
-]
+__all__ = ["DuplicateToolError", "ToolArgumentError", "ToolDefinitionError", "ToolError", "UnknownToolError"]
 
 
 class ToolError(MetaSpiderError):

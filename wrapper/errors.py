@@ -23,17 +23,14 @@ class LayerDiscoveryError(WrapperError, fields=("model_class", "reason")):
 class FingerprintMismatchError(WrapperError, fields=("checkpoint", "base", "fields")):
     """A Doubter checkpoint was trained on a base with another shape."""
 
+    template = ("Doubter checkpoint for base {checkpoint_model!r} does not fit base {base_model!r} ({diffs}). "
+                "Fix: attach it to the base it was trained on, or train a Doubter for this base.")
+
     def __post_init__(self) -> None:
         self.checkpoint, self.base, self.fields = dict(self.checkpoint), dict(self.base), list(self.fields)
-
-    def describe(self) -> str:
-        diffs = ", ".join(f"{f}: checkpoint {self.checkpoint.get(f)!r} vs base {self.base.get(f)!r}"
-                          for f in self.fields)
-        return (
-            f"Doubter checkpoint for base {self.checkpoint.get('model_id')!r} does not fit base "
-            f"{self.base.get('model_id')!r} ({diffs}). Fix: attach it to the base it was trained on, "
-            "or train a Doubter for this base."
-        )
+        self.checkpoint_model, self.base_model = self.checkpoint.get("model_id"), self.base.get("model_id")
+        self.diffs = ", ".join(f"{f}: checkpoint {self.checkpoint.get(f)!r} vs base {self.base.get(f)!r}"
+                               for f in self.fields)
 
 
 class ReferenceVocabularyError(WrapperError, fields=("reference_size", "vocab_size", "model_id")):

@@ -32,15 +32,12 @@ class LayerOutOfRangeError(LlamaHookError, ValueError, fields=("layer", "n_layer
 class PositionError(LlamaHookError, ValueError, fields=("role", "positions", "first", "stop")):
     """A read/inject/output position is not among the positions this decode computes."""
 
+    template = ("{role} positions {shown} are outside this decode's positions {first}..{last}: "
+                "positions already in the KV cache cannot be revisited; truncate the cache to before them first")
+
     def __post_init__(self) -> None:
         self.positions = tuple(self.positions)
-
-    def describe(self) -> str:
-        return (
-            f"{self.role} positions {list(self.positions)} are outside this decode's positions "
-            f"{self.first}..{self.stop - 1}: "
-            "positions already in the KV cache cannot be revisited; truncate the cache to before them first"
-        )
+        self.shown, self.last = list(self.positions), self.stop - 1
 
 
 class ContextFullError(LlamaHookError, fields=("needed", "n_ctx")):

@@ -52,6 +52,7 @@ context imports llama_cpp).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class DecodeOutput:
         return self.logits[self.output_positions.index(position)]
 
 
-class HookedLlamaContext:
+class HookedLlamaContext(contextlib.AbstractContextManager):
     """A llama.cpp model + context (one sequence) whose layer outputs can be read and written.
 
     One decode at a time: the object is not thread-safe.
@@ -144,9 +145,6 @@ class HookedLlamaContext:
     def close(self) -> None:
         """Free the llama.cpp context and model; further calls raise."""
         self._llama.close()
-
-    def __enter__(self) -> "HookedLlamaContext":
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

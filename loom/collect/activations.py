@@ -62,6 +62,7 @@ __all__ = [
     "example_lines_by_index",
     "pad_rows",
     "read_collection_json",
+    "read_committed",
     "read_example_lines",
     "shard_bytes",
     "shard_name",
@@ -309,6 +310,22 @@ def example_lines_by_index(path: PathLike) -> dict[int, bytes]:
     return lines
 
 
+def read_committed(folder: Path, info: dict[str, Any], fix: str) -> tuple[list[dict[str, Any]], int]:
+    """The examples ``collection.json`` (``info``) commits and the byte
+    offset where they end in ``examples.jsonl``; raises
+    :class:`ActivationFormatError` with ``fix`` when a committed line or
+    shard is missing."""
+    count = int(info["num_examples"])
+    examples, end = read_example_lines(folder / EXAMPLES_FILE, count)
+    if len(examples) != count:
+        raise ActivationFormatError(folder / EXAMPLES_FILE, f"holds {len(examples)} complete lines, "
+                                    f"collection.json commits {count}", fix)
+    for name in info["shards"]:
+        if not (folder / name).is_file():
+            raise ActivationFormatError(folder / name, "is listed in collection.json but missing", fix)
+    return examples, end
+
+
 class ActivationDataset:
     """A collected activation dataset (see the module docstring).
 
@@ -336,15 +353,7 @@ class ActivationDataset:
         if not info["complete"] and not allow_incomplete:
             raise ActivationFormatError(folder, f"holds an incomplete collection ({info['num_examples']} examples "
                                         "committed)", "resume it by running the same collect command again")
-        count = int(info["num_examples"])
-        examples, _ = read_example_lines(folder / EXAMPLES_FILE, count)
-        if len(examples) != count:
-            raise ActivationFormatError(folder / EXAMPLES_FILE, f"holds {len(examples)} complete lines, "
-                                        f"collection.json commits {count}", "resume the collection to repair it")
-        for name in info["shards"]:
-            if not (folder / name).is_file():
-                raise ActivationFormatError(folder / name, "is listed in collection.json but missing",
-                                            "collect again into a new folder")
+        examples, _ = read_committed(folder, info, "resume the collection to repair it")
         return cls(folder, info, examples)
 
     # ------------------------------------------------------------ metadata

@@ -54,7 +54,7 @@ from meta_spider.loom.collect.activations import (
     append_example_records,
     pad_rows,
     read_collection_json,
-    read_example_lines,
+    read_committed,
     shard_name,
     write_collection_json,
     write_shard,
@@ -434,14 +434,7 @@ class ActivationDatasetCollector:
             if info.get(key) != header.get(key):
                 raise CollectionMismatchError(folder, "questions" if key == "questions_sha256" else key,
                                               info.get(key), header.get(key))
-        committed = int(info["num_examples"])
-        examples, end = read_example_lines(folder / EXAMPLES_FILE, committed)
-        if len(examples) != committed:
-            raise ActivationFormatError(folder / EXAMPLES_FILE, f"holds {len(examples)} complete lines but "
-                                        f"collection.json commits {committed}", "collect into a new folder")
-        for name in info["shards"]:
-            if not (folder / name).is_file():
-                raise ActivationFormatError(folder / name, "is committed but missing", "collect into a new folder")
+        examples, end = read_committed(folder, info, "collect into a new folder")
         # Anything written after the last commit (a shard, jsonl lines, a
         # temporary file) is dropped; the shard is recomputed identically.
         with open(folder / EXAMPLES_FILE, "r+b") as stream:

@@ -22,6 +22,7 @@ and answer texts it is handed.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
@@ -112,11 +113,11 @@ class JudgeResponseError(JudgeError, fields=("url", "problem", "body")):
 class JudgeVerdictError(JudgeError, fields=("model", "raw")):
     """The judge model replied with something other than CORRECT / INCORRECT."""
 
-    def describe(self) -> str:
-        return (
-            f"judge model {self.model!r} replied {self.raw[:_BODY_SNIPPET]!r}, not CORRECT or INCORRECT; "
-            f"use a model that follows the one-word instruction (or a stronger one)"
-        )
+    template = ("judge model {model!r} replied {snippet!r}, not CORRECT or INCORRECT; "
+                "use a model that follows the one-word instruction (or a stronger one)")
+
+    def __post_init__(self) -> None:
+        self.snippet = self.raw[:_BODY_SNIPPET]
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-class OpenRouterJudge:
+class OpenRouterJudge(contextlib.AbstractContextManager):
     """Judge free-form answers with a model behind an OpenAI-compatible API.
 
     ``api_key_env`` names the environment variable holding the key (None
@@ -230,9 +231,6 @@ class OpenRouterJudge:
     def close(self) -> None:
         """Close the HTTP connection pool."""
         self._client.close()
-
-    def __enter__(self) -> "OpenRouterJudge":
-        return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()

@@ -10,13 +10,7 @@ from pathlib import Path
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-__all__ = [
-    "DatasetDependencyError",
-    "DatasetError",
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "UnknownSplitError",
-]
+__all__ = ["DatasetDependencyError", "DatasetError", "DatasetFormatError", "DatasetNotFoundError", "UnknownSplitError"]
 
 
 class DatasetError(MetaSpiderError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from meta_spider.loom.evaluate.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.policies.actions import is_refusal
@@ -94,16 +94,16 @@ class ShiftRow:
     split: str
     n: int
     seconds: float
-    base_accuracy: Optional[float] = None
-    auroc: Optional[float] = None
-    best_baseline: Optional[str] = None
-    best_baseline_auroc: Optional[float] = None
-    coverage: Optional[float] = None
-    selective_accuracy: Optional[float] = None
-    refusal_precision: Optional[float] = None
-    over_refusal: Optional[float] = None
-    knowledge_loss: Optional[float] = None
-    outside: Optional[OutsideMetrics] = None
+    base_accuracy: float | None = None
+    auroc: float | None = None
+    best_baseline: str | None = None
+    best_baseline_auroc: float | None = None
+    coverage: float | None = None
+    selective_accuracy: float | None = None
+    refusal_precision: float | None = None
+    over_refusal: float | None = None
+    knowledge_loss: float | None = None
+    outside: OutsideMetrics | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # the nested OutsideMetrics as a dict too
@@ -121,7 +121,7 @@ class ShiftTable:
     share, and each split's full report (answerable questions only)."""
 
     rows: list[ShiftRow]
-    threshold: Optional[float]
+    threshold: float | None
     reports: dict[str, "ComparisonReport"] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class ShiftTable:
         """A table read back from ``shifts.json`` (without the full reports)."""
         return cls([ShiftRow.from_dict(row) for row in data["splits"]], data.get("threshold"))
 
-    def row(self, split: str) -> Optional[ShiftRow]:
+    def row(self, split: str) -> ShiftRow | None:
         return next((row for row in self.rows if row.split == split), None)
 
     def goals(self) -> "list[AcceptanceCheck]":
@@ -192,7 +192,7 @@ class ShiftTable:
         terminals keep every split readable), one row per figure."""
         from rich.table import Table
 
-        def cell(value: Optional[float], digits: int = 3) -> str:
+        def cell(value: float | None, digits: int = 3) -> str:
             return "-" if value is None else f"{value:.{digits}f}"
 
         def outside(row: ShiftRow, name: str) -> str:
@@ -225,8 +225,8 @@ class ShiftTable:
         return table
 
 
-def _row(split: str, n: int, seconds: float, report: "Optional[ComparisonReport]",
-         outside: Optional[OutsideMetrics]) -> ShiftRow:
+def _row(split: str, n: int, seconds: float, report: "ComparisonReport | None",
+         outside: OutsideMetrics | None) -> ShiftRow:
     if report is None:
         return ShiftRow(split, n, seconds, outside=outside)
     behaviour, best = report.behaviour, report.best_baseline
@@ -241,9 +241,9 @@ def _row(split: str, n: int, seconds: float, report: "Optional[ComparisonReport]
 
 
 def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequence[str], *,
-                         comparison: Callable[[QABenchmark], Any], max_tokens: Optional[int] = None,
-                         max_examples: Optional[int] = None, answer_gate_on: bool = True,
-                         console: "Optional[Console]" = None) -> ShiftTable:
+                         comparison: Callable[[QABenchmark], Any], max_tokens: int | None = None,
+                         max_examples: int | None = None, answer_gate_on: bool = True,
+                         console: "Console | None" = None) -> ShiftTable:
     """Evaluate ``splits`` (collected in ``activations``) one after another.
 
     ``comparison(benchmark)`` builds the
@@ -261,7 +261,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
                              "collect that split (`metaloom collect` collects every test_* split by default)")
     rows: list[ShiftRow] = []
     reports: dict[str, Any] = {}
-    threshold: Optional[float] = None
+    threshold: float | None = None
     outside_items: dict[str, tuple[QABenchmark, float]] = {}
     for split in splits:
         started = time.perf_counter()

@@ -21,15 +21,12 @@ class GGUFExportError(MetaSpiderError):
 class UnsupportedArchitectureError(GGUFExportError, fields=("architecture", "supported")):
     """The transformers architecture has no GGUF mapping here."""
 
+    template = ("cannot export architecture {architecture!r} to GGUF: supported are {names}; convert other "
+                "architectures with llama.cpp's convert_hf_to_gguf.py and pass the GGUF path instead")
+
     def __post_init__(self) -> None:
         self.supported = tuple(self.supported)
-
-    def describe(self) -> str:
-        return (
-            f"cannot export architecture {self.architecture!r} to GGUF: supported are "
-            f"{', '.join(self.supported)}; convert other architectures with "
-            "llama.cpp's convert_hf_to_gguf.py and pass the GGUF path instead"
-        )
+        self.names = ", ".join(self.supported)
 
 
 class UnsupportedConfigError(GGUFExportError, fields=("architecture", "field", "value", "reason")):
@@ -80,24 +77,22 @@ class UnknownPreTokenizerError(UnsupportedTokenizerError):
 class MissingModelFileError(GGUFExportError, fields=("folder", "missing")):
     """A transformers model folder lacks a file the export needs."""
 
+    template = ("model folder {shown!r} has no {missing}; save the model and its tokenizer there with "
+                "save_pretrained(...) (safetensors) first")
+
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
-
-    def describe(self) -> str:
-        return (
-            f"model folder {str(self.folder)!r} has no {self.missing}; save the model and its "
-            "tokenizer there with save_pretrained(...) (safetensors) first"
-        )
+        self.shown = str(self.folder)
 
 
 class UnknownQuantizationError(GGUFExportError, fields=("kind", "known")):
     """The requested quantisation kind is not a llama.cpp file type."""
 
+    template = "unknown quantisation kind {kind!r}; choose one of {names}"
+
     def __post_init__(self) -> None:
         self.known = tuple(self.known)
-
-    def describe(self) -> str:
-        return f"unknown quantisation kind {self.kind!r}; choose one of {', '.join(self.known)}"
+        self.names = ", ".join(self.known)
 
 
 class QuantizationFailedError(GGUFExportError, fields=("source", "destination", "kind", "status")):
