@@ -109,6 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from meta_spider.loom.evaluate.metrics import UndefinedMetricError, auroc, selective_metrics
     from meta_spider.loom.evaluate.shifts import shift_splits
     from meta_spider.policies.actions import is_refusal
+    from meta_spider.wrapper.signals import PMI_SIGNALS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a collected run directory")
@@ -216,8 +217,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     rarest = [name for name in names if name in ("prompt_logprob_min", "prompt_logprob_low_mean",
                                                   "prompt_window_logprob_min")]
     whole = [name for name in names if name in ("prompt_logprob_sum", "prompt_logprob_mean")]
+    pmi = [name for name in names if name in PMI_SIGNALS]  # recorded by `metaloom collect --pmi-signals`
     for label, chosen in (("draft", draft), ("draft + rarest prompt tokens", draft + rarest),
-                          ("draft + whole prompt", draft + whole), ("every signal", list(names))):
+                          ("draft + whole prompt", draft + whole), ("draft + prompt PMI", draft + pmi),
+                          ("every signal", list(names))):
         if not chosen or (label != "draft" and chosen == draft):
             continue
         columns = [names.index(name) for name in chosen]
