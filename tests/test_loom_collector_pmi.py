@@ -104,5 +104,5 @@ def test_training_copies_the_reference_into_the_doubter(pipe, reference, with_pm
     torch.testing.assert_close(loaded.log_reference, with_pmi.log_reference(), rtol=0, atol=0)
     # A collection made without the PMI signals cannot train it.
     fresh = pipe.new_doubter(signals=["prompt_pmi_top4"], encoder_dim=16, ca_bottleneck_dim=16, ca_num_heads=2)
-    with pytest.raises(TrainerError, match="collect again"):
+    with pytest.raises(TrainerError, match=r"not \['prompt_pmi_top4'\].*metaloom collect --pmi-signals"):
         Trainer(fresh, pipe, config).fit(reference)

@@ -449,15 +449,16 @@ class ActivationDataset:
         :mod:`meta_spider.wrapper.signals`), columns in that order. Raises
         :class:`ActivationFormatError` naming the signals it lacks (a
         collection from before they were recorded)."""
-        from meta_spider.wrapper.signals import check_signal_names
+        from meta_spider.wrapper.signals import check_signal_names, reads_reference
 
         names = check_signal_names(names)
         stored = list(self.recorded_signals)
         missing = [name for name in names if name not in stored]
         if missing:
+            option = " --pmi-signals" if reads_reference(missing) else ""
             raise ActivationFormatError(self.folder, "was collected before pass-1 signals were recorded"
                                         if not stored else f"records the signals {stored}, not {missing}",
-                                        "collect again (`metaloom collect` into a new run directory)")
+                                        f"collect again (`metaloom collect{option}` into a new run directory)")
         return self.tensor("signals")[:, [stored.index(name) for name in names]]
 
     def log_reference(self) -> torch.Tensor:
