@@ -106,8 +106,9 @@ def reference_logprobs(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], *,
     """``log p_ref`` ``[V]`` (float64): the log of the base's next-token
     distribution averaged over every position of the prompt ids ``rows``
     (1-D each) that predicts a prompt token (each prompt's last position
-    predicts the answer and is left out). Prefill only, in left-padded
-    batches of :data:`REFERENCE_BATCH`."""
+    predicts the answer and is left out), each probability at least
+    float32's smallest normal. Prefill only, in left-padded batches of
+    :data:`REFERENCE_BATCH`."""
     total: np.ndarray | None = None
     positions = 0
     for start in range(0, len(rows), REFERENCE_BATCH):
@@ -123,4 +124,6 @@ def reference_logprobs(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], *,
             positions += len(row) - 1
     if total is None:
         raise ValueError("the reference distribution needs at least one prompt of two or more tokens")
-    return np.log(total / positions)
+    # A token the base never gives any mass underflows to 0: floor it at
+    # float32's smallest normal so log p_ref stays finite once stored as float32.
+    return np.log(np.maximum(total / positions, np.finfo(np.float32).tiny))

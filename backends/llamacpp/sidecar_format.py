@@ -8,7 +8,7 @@ sidecar fits a base GGUF (:func:`check_sidecar_fits`).
 backend reads them through here. It knows nothing about llama.cpp or the
 Doubter's math (the tensor-shape check at load is
 :meth:`~meta_spider.backends.llamacpp.numpy_doubter.NumpyDoubter.check_shapes`);
-it imports only numpy (and ``gguf`` when a file is read).
+it imports only numpy and the signal names (and ``gguf`` when a file is read).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meta_spider.backends.base import BackendError
+from meta_spider.wrapper.signals import reads_reference
 
 __all__ = [
     "KEY_BASE_VOCAB_SIZE", "KEY_CALIBRATION", "KEY_CONFIG", "KEY_FINGERPRINT", "KEY_FORMAT_VERSION", "KEY_SCALARS", "READABLE_KEYS",
@@ -216,11 +217,12 @@ def check_sidecar_fits(contents: SidecarContents, base_path: str | os.PathLike[s
                                      f"{base['num_layers']} decoder layers (0..{int(base['num_layers']) - 1}); ")
     wrong = [name for name in ("hidden_size", "num_layers") if sidecar.get(name) != base.get(name)]
     reference = contents.tensors.get("log_reference")  # the PMI signals index it by the base's token ids
-    for expected_vocab in (contents.metadata.get(KEY_BASE_VOCAB_SIZE), None if reference is None else reference.size):
-        if expected_vocab is not None and base.get("vocab_size") is not None and \
-                int(expected_vocab) != base["vocab_size"] and "vocab_size" not in wrong:
-            sidecar["vocab_size"] = int(expected_vocab)
-            wrong.append("vocab_size")
+    vocab_sizes = (contents.metadata.get(KEY_BASE_VOCAB_SIZE), None if reference is None else reference.size)
+    other_vocab = [int(size) for size in vocab_sizes
+                   if size is not None and base.get("vocab_size") is not None and int(size) != base["vocab_size"]]
+    if other_vocab:
+        sidecar["vocab_size"] = other_vocab[0]
+        wrong.append("vocab_size")
     if wrong:
         raise SidecarBaseMismatchError(contents.path, base_path, sidecar, base, wrong)
     return base
@@ -250,8 +252,6 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
     needed.append("encoder.head.weight" if config["encoder_type"] != "selective" else "encoder.probe_mix.weight")
     if config.get("signals"):
         needed += [f"signal_mix.{part}" for part in ("mean", "scale", "linear.weight", "linear.bias")]
-        from meta_spider.wrapper.signals import reads_reference
-
         if reads_reference(config["signals"]):
             needed.append("log_reference")
     absent = [name for name in needed if name not in contents.tensors]
