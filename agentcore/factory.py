@@ -47,29 +47,25 @@ factories that name them in ``host_keywords`` (see ``register_policies``)."""
 _HOOKS = {"backend": "register_backends", "policy": "register_policies", "renderer": "register_renderers"}
 
 
-class ComponentSettingsError(AgentError, TypeError):
+class ComponentSettingsError(AgentError, TypeError, fields=("kind", "name", "settings", "reason")):
     """A policy, backend or renderer factory refused its settings (missing or unknown keywords)."""
 
-    def __init__(self, kind: str, name: str, settings: dict[str, Any], reason: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.settings = settings
-        self.reason = reason
-        given = ", ".join(sorted(settings)) or "none"
-        super().__init__(
-            f"cannot build {kind} {name!r} from the settings given (keys: {given}): {reason}. "
-            f"Pass a --run-dir whose run.json has the {kind}'s settings, or choose another {kind}."
-        )
+    template = ("cannot build {kind} {name!r} from the settings given (keys: {given}): {reason}. "
+                "Pass a --run-dir whose run.json has the {kind}'s settings, or choose another {kind}.")
+
+    def __post_init__(self) -> None:
+        self.given = ", ".join(sorted(self.settings)) or "none"
 
 
-class PolicyContractError(AgentError, TypeError):
+class PolicyContractError(AgentError, TypeError, fields=("name", "declared")):
     """A policy factory's ``host_keywords`` is not a tuple of keywords the host passes."""
 
-    def __init__(self, name: str, declared: object) -> None:
-        self.name, self.declared = name, declared
-        super().__init__(f"policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names "
-                         f"from {POLICY_KEYWORDS} (see register_policies in meta_spider.plugins.hookspecs). Fix the "
-                         "plugin that registers it, or leave it out with META_SPIDER_PLUGINS.")
+    template = ("policy {name!r} declares host_keywords={declared!r:.80}; it must be a tuple of names from "
+                "{keywords} (see register_policies in meta_spider.plugins.hookspecs). Fix the plugin that "
+                "registers it, or leave it out with META_SPIDER_PLUGINS.")
+
+    def __post_init__(self) -> None:
+        self.keywords = POLICY_KEYWORDS
 
 
 def _factory(pm: pluggy.PluginManager, kind: str, name: str) -> Any:

@@ -53,17 +53,15 @@ project's own commands wrote (no warning for those)."""
 logger = logging.getLogger(__name__)
 
 
-class RunFileError(AgentError, ValueError):
+class RunFileError(AgentError, ValueError, fields=("path", "field", "problem", "fix")):
     """``run.json`` (or a file it names) is missing or malformed. ``field``
     is the dotted path of the offending field (None for the file as a whole)."""
 
-    def __init__(self, path: str | os.PathLike[str], field: str | None, problem: str, fix: str) -> None:
-        self.path = Path(path)
-        self.field = field
-        self.problem = problem
-        self.fix = fix
-        where = f"{self.path}: field {field!r}" if field else str(self.path)
-        super().__init__(f"{where}: {problem}. {fix}")
+    template = "{where}: {problem}. {fix}"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.where = f"{self.path}: field {self.field!r}" if self.field else str(self.path)
 
 
 def is_path_setting(key: str) -> bool:

@@ -22,13 +22,14 @@ from meta_spider.backends.base import Completion, InferenceBackend, Introspectio
 __all__ = ["GenerationInterrupted", "StreamingBackend"]
 
 
-class GenerationInterrupted(AgentError):
+class GenerationInterrupted(AgentError, fields=("backend", "emitted")):
     """A generation was stopped on request (Ctrl-C or :meth:`StreamingBackend.interrupt`)."""
 
-    def __init__(self, backend: str, emitted: str = "") -> None:
-        self.backend = backend
-        self.emitted = emitted
-        super().__init__(f"generation on backend {backend!r} was interrupted after {len(emitted)} characters")
+    emitted = ""
+    template = "generation on backend {backend!r} was interrupted after {characters} characters"
+
+    def __post_init__(self) -> None:
+        self.characters = len(self.emitted)
 
 
 class StreamingBackend(WrappedBackend):

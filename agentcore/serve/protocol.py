@@ -33,17 +33,13 @@ __all__ = [
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
-class ServeRequestError(AgentError, ValueError):
-    """A request the server refuses: an HTTP status and the message naming the problem."""
+class ServeRequestError(AgentError, ValueError, fields=("status", "message", "param", "code", "kind")):
+    """A request the server refuses: an HTTP status and the message naming the
+    problem; ``param``, ``code`` and ``kind`` fill OpenAI's error object."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error") -> None:
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.kind = kind
-        super().__init__(message)
+    param = code = None
+    kind = "invalid_request_error"
+    template = "{message}"
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, kind=self.kind, param=self.param, code=self.code)

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -49,35 +49,34 @@ READABLE_KEYS = ("hidden_size", "num_layers", "encoder_type", "read_position", "
 """Config fields also written as plain ``meta-spider.<name>`` keys, so ``gguf-dump`` shows them."""
 
 
-class SidecarError(BackendError):
+class SidecarError(BackendError, fields=("path", "reason", "fix")):
     """A Doubter sidecar is missing, unreadable, or does not fit the base."""
 
-    def __init__(self, path: str | os.PathLike[str], reason: str, fix: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        self.fix = fix
-        super().__init__(f"Doubter sidecar {str(self.path)!r}: {reason}. Fix: {fix}")
+    template = "Doubter sidecar {shown!r}: {reason}. Fix: {fix}"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.shown = str(self.path)
 
 
-class SidecarBaseMismatchError(SidecarError):
+class SidecarBaseMismatchError(
+    SidecarError, fields=("path", "base_path", "sidecar_fingerprint", "base_fingerprint", "fields", "detail")
+):
     """The sidecar was exported for another base than the GGUF it is paired with."""
 
-    def __init__(self, path: str | os.PathLike[str], base_path: str | os.PathLike[str],
-                 sidecar_fingerprint: Mapping[str, Any], base_fingerprint: Mapping[str, Any],
-                 fields: Sequence[str], detail: str = "") -> None:
-        self.base_path = Path(base_path)
-        self.sidecar_fingerprint = dict(sidecar_fingerprint)
-        self.base_fingerprint = dict(base_fingerprint)
-        self.fields = tuple(fields)
+    detail = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fix = ("pair the sidecar with the GGUF of the base its Doubter was trained on "
+                    "(`metadeploy export --run-dir RUN` writes both), or train a Doubter for this base")
+        self.base_path = Path(self.base_path)
+        self.sidecar_fingerprint, self.base_fingerprint = dict(self.sidecar_fingerprint), dict(self.base_fingerprint)
+        self.fields = tuple(self.fields)
         diffs = ", ".join(f"{name}: sidecar {self.sidecar_fingerprint.get(name)!r} vs base "
                           f"{self.base_fingerprint.get(name)!r}" for name in self.fields)
-        super().__init__(
-            path,
-            f"was exported for base {self.sidecar_fingerprint.get('model_id')!r} and does not fit the base GGUF "
-            f"{str(self.base_path)!r} ({self.base_fingerprint.get('model_id')!r}): {detail}{diffs}",
-            "pair the sidecar with the GGUF of the base its Doubter was trained on "
-            "(`metadeploy export --run-dir RUN` writes both), or train a Doubter for this base",
-        )
+        self.reason = (f"was exported for base {self.sidecar_fingerprint.get('model_id')!r} and does not fit the base "
+                       f"GGUF {str(self.base_path)!r} ({self.base_fingerprint.get('model_id')!r}): {self.detail}{diffs}")
 
 
 class SidecarLayerRangeError(SidecarBaseMismatchError):

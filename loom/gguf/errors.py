@@ -9,7 +9,6 @@ it only describes what went wrong.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 from meta_spider.plugins.errors import MetaSpiderError
 
@@ -47,31 +46,24 @@ class UnsupportedTokenizerError(GGUFExportError, fields=("reason", "detail")):
         return self.reason if self.detail is None else f"{self.reason}: {self.detail!r}"
 
 
-class NonBPETokenizerError(UnsupportedTokenizerError):
+class NonBPETokenizerError(UnsupportedTokenizerError, fields=("model_type",)):
     """The tokenizer's model is not byte-level BPE (WordPiece, Unigram, ...)."""
 
-    def __init__(self, model_type: str) -> None:
-        self.model_type = model_type
-        super().__init__(
-            f"tokenizer model {model_type!r} is not byte-level BPE; only byte-level BPE "
-            "tokenizers (tokenizer.ggml.model 'gpt2') are exported; convert SentencePiece "
-            "or WordPiece tokenizers with llama.cpp's convert_hf_to_gguf.py"
-        )
+    def __post_init__(self) -> None:
+        self.reason = (f"tokenizer model {self.model_type!r} is not byte-level BPE; only byte-level BPE tokenizers "
+                       "(tokenizer.ggml.model 'gpt2') are exported; convert SentencePiece or WordPiece tokenizers "
+                       "with llama.cpp's convert_hf_to_gguf.py")
 
 
-class UnknownPreTokenizerError(UnsupportedTokenizerError):
+class UnknownPreTokenizerError(UnsupportedTokenizerError, fields=("pre_tokenizer", "known")):
     """The byte-level BPE's pre-tokenizer does not match one llama.cpp implements."""
 
-    def __init__(self, pre_tokenizer: object, known: Sequence[str]) -> None:
-        self.pre_tokenizer = pre_tokenizer
-        self.known = tuple(known)
-        super().__init__(
-            "the tokenizer's pre-tokenizer matches none that llama.cpp implements "
-            f"(known here: {', '.join(self.known)}); retrain the tokenizer with "
-            "ByteLevel(add_prefix_space=False, use_regex=True) (GPT-2 splitting) or the "
-            "Qwen2 split regex",
-            pre_tokenizer,
-        )
+    def __post_init__(self) -> None:
+        self.known = tuple(self.known)
+        self.reason = ("the tokenizer's pre-tokenizer matches none that llama.cpp implements (known here: "
+                       f"{', '.join(self.known)}); retrain the tokenizer with ByteLevel(add_prefix_space=False, "
+                       "use_regex=True) (GPT-2 splitting) or the Qwen2 split regex")
+        self.detail = self.pre_tokenizer
 
 
 class MissingModelFileError(GGUFExportError, fields=("folder", "missing")):
