@@ -139,7 +139,7 @@ def _prompt_pmi_top(prompt: np.ndarray, prompt_ids: np.ndarray | None, log_refer
     if ids.min() < 0 or ids.max() >= log_reference.shape[0]:
         raise ValueError(f"prompt token id {int(ids.max())} is outside the reference distribution's "
                          f"{log_reference.shape[0]} tokens: the Doubter was trained on another base's vocabulary")
-    pmi = prompt - np.asarray(log_reference, dtype=np.float64)[ids]
+    pmi = prompt - np.asarray(log_reference)[ids].astype(np.float64)  # the T entries it reads, not all V
     return float(np.sort(pmi)[-PMI_TOP_K:].mean())
 
 

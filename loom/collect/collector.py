@@ -59,7 +59,7 @@ from meta_spider.loom.collect.activations import (
     write_collection_json,
     write_shard,
 )
-from meta_spider.loom.collect.ranks import Ranks, collect_on_ranks, rank_items
+from meta_spider.loom.collect.ranks import HEADER_KEYS, Ranks, collect_on_ranks, rank_items
 from meta_spider.loom.datasets import (
     QADataset,
     QAExample,
@@ -429,8 +429,7 @@ class ActivationDatasetCollector:
             write_collection_json(folder, info)
             return info
         info = read_collection_json(folder)
-        for key in ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",
-                    "questions_sha256", "reference"):
+        for key in HEADER_KEYS:
             if info.get(key) != header.get(key):
                 raise CollectionMismatchError(folder, "questions" if key == "questions_sha256" else key,
                                               info.get(key), header.get(key))

@@ -38,8 +38,9 @@ __all__ = ["HEADER_KEYS", "Ranks", "collect_on_ranks", "merge_rank_folders", "ra
            "wait_for_ranks"]
 
 HEADER_KEYS = ("model", "target_layers", "signals", "max_new_tokens", "dataset", "shard_size", "total_examples",
-               "questions_sha256")
-"""The collection.json fields every rank's folder shares with the merged collection."""
+               "questions_sha256", "reference")
+"""The collection.json fields a resumed collection, every rank's folder and
+the merged collection share (``reference`` only when the signals read p_ref)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def merge_rank_folders(output_dir: Path, ranks: Ranks, header: Mapping[str, Any]
     folders = [rank_folder(output_dir, ranks, rank) for rank in range(ranks.world_size)]
     infos = [read_collection_json(folder) for folder in folders]
     for folder, info in zip(folders, infos):
-        for key in (*HEADER_KEYS, "reference"):
+        for key in HEADER_KEYS:
             if info.get(key) != header.get(key):
                 raise ActivationFormatError(folder, f"records {key} {info.get(key)!r:.80}, the collection "
                                             f"{header.get(key)!r:.80}", "delete the rank folders and collect again")
@@ -164,7 +165,7 @@ def collect_on_ranks(output_dir: Path, header: Mapping[str, Any], ranks: Ranks, 
     rank 0 (also when an earlier run merged it already), the rank's own folder elsewhere."""
     if (output_dir / COLLECTION_FILE).is_file():
         info = read_collection_json(output_dir)
-        if info["complete"] and all(info.get(key) == header[key] for key in HEADER_KEYS):
+        if info["complete"] and all(info.get(key) == header.get(key) for key in HEADER_KEYS):
             return output_dir  # merged by an earlier run: nothing to do
         raise ActivationFormatError(output_dir, "holds a collection that one process started (or another one)",
                                     "finish it with one process (the same command without torchrun), "
