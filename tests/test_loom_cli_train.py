@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,15 @@ def test_p_correct_from_signals_trains_the_same_doubter_without_its_states(run_d
     torch.testing.assert_close(first, other)
     bad = CliRunner().invoke(train, ["--run-dir", str(run), "--p-correct-from", "states", "--logprob-signals", "all"])
     assert bad.exit_code == 2 and "leave out --logprob-signals" in bad.output
+
+
+@pytest.mark.parametrize("command", ["train", "collect"])
+def test_the_module_entry_points_fail_in_one_line(command: str, tmp_path: Path) -> None:
+    """torchrun / accelerate launch run ``python -m meta_spider.loom.cli.<command>``: an error is one line."""
+    completed = subprocess.run([sys.executable, "-m", f"meta_spider.loom.cli.{command}", "--run-dir",
+                                str(tmp_path / "absent"), *(["--model-name", "m", "--dataset", "jsonl"]
+                                                            if command == "collect" else [])],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("metaloom: error: ") and completed.stderr.count("\n") == 1

@@ -247,4 +247,9 @@ def _summary(console: Any, activations: Any, run_dir: Path) -> None:
 
 
 if __name__ == "__main__":  # torchrun / accelerate launch: python -m meta_spider.loom.cli.collect ...
-    collect()
+    # Through the host, as `metaloom collect`, so an error is one line and not a traceback.
+    import sys
+
+    from meta_spider.agentcore.cli import run_group
+
+    run_group("loom", ["collect", *sys.argv[1:]], "metaloom")

@@ -194,5 +194,10 @@ def _run(run_dir: Path, manifest: Any, config: TrainerConfig, resume: bool, loca
             "recorded in run.json")
 
 
-if __name__ == "__main__":
-    train()
+if __name__ == "__main__":  # torchrun / accelerate launch: python -m meta_spider.loom.cli.train ...
+    # Through the host, as `metaloom train`, so an error is one line and not a traceback.
+    import sys
+
+    from meta_spider.agentcore.cli import run_group
+
+    run_group("loom", ["train", *sys.argv[1:]], "metaloom")
