@@ -111,10 +111,6 @@ class RunFile:
         """The outside paths the project's own commands recorded."""
         return list(self.data.get(EXTERNAL_PATHS_FIELD, []))
 
-    def error(self, field: str | None, problem: str, fix: str) -> RunFileError:
-        """A :class:`RunFileError` about ``field`` of this file."""
-        return RunFileError(self.path, field, problem, fix)
-
 
 def read_run_file(run_dir: str | os.PathLike[str]) -> RunFile:
     """Read ``<run_dir>/run.json`` to the file level (see the module
