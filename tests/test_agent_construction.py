@@ -182,6 +182,15 @@ def test_run_agentic_eval(plugin_manager, run: Path, built: Built) -> None:
     built.check()
 
 
+def test_run_agentic_eval_renders_with_the_runs_renderer(plugin_manager, run: Path) -> None:
+    document = json.loads((run / "run.json").read_text())
+    document["renderer"] = {"name": "default", "settings": {"refusal": "Not in my records."}}
+    (run / "run.json").write_text(json.dumps(document))
+    backend = FakeBackend(["Paris.", Introspection(p_correct=0.1), "Amberhold."])  # the doubter is unsure: refuses
+    report = run_agentic_eval(run, backend=backend, plugin_manager=plugin_manager)
+    assert [result.text for result in report.results["doubter"]] == ["Not in my records."]
+
+
 # ---- the policy-factory contract -----------------------------------------------------------------
 
 

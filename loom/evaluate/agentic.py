@@ -432,7 +432,8 @@ def run_agentic_eval(
         backend = launcher.make_backend(backend_name or launcher.default_backend)
     examples = {task.id: task.metadata["example"] for task in tasks}
     comparison = AgentComparison(
-        backend, policies=[(name, launcher.make_policy(name)) for name in policies], max_steps=max_steps,
+        backend, policies=[(name, launcher.make_policy(name)) for name in policies], renderer=launcher.make_renderer(),
+        max_steps=max_steps,
         system_prompt=settings.system_prompt,
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])), closed_book=closed_book,
     )
