@@ -156,8 +156,9 @@ class LlamaCppBackend(GuardedPrompts):
                                  "set backends.llamacpp.model_path in run.json to an existing base GGUF, or run "
                                  "`metadeploy export --run-dir RUN` to write one")
         contents: SidecarContents | None = read_sidecar(sidecar_path) if sidecar_path is not None else None
+        base: dict[str, Any] | None = None
         if contents is not None:
-            check_sidecar_fits(contents, model_path)
+            base = check_sidecar_fits(contents, model_path)
         else:
             base_gguf_fingerprint(model_path)  # a corrupt base fails here with a typed error
         kv = KV_CACHE_TYPES[kv_cache_type]
@@ -168,8 +169,8 @@ class LlamaCppBackend(GuardedPrompts):
         if contents is not None:
             try:
                 # llama.cpp's own view of the graph is authoritative (a GGUF's metadata could lie).
-                check_sidecar_fits(contents, model_path, {**base_gguf_fingerprint(model_path),
-                                                          "hidden_size": context.n_embd, "num_layers": context.n_layer})
+                check_sidecar_fits(contents, model_path, {**base, "hidden_size": context.n_embd,
+                                                          "num_layers": context.n_layer})
             except BaseException:
                 context.close()
                 raise
