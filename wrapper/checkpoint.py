@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from meta_spider.wrapper.config import DoubterConfig
 from meta_spider.wrapper.constants import (
@@ -47,6 +48,18 @@ def checkpoint_document(doubter: "Doubter") -> dict[str, Any]:
     if doubter.calibration is not None:
         document["calibration"] = dict(doubter.calibration)
     return document
+
+
+def calibration_problem(entry: Any) -> str | None:
+    """What makes ``entry`` unusable as a calibration entry (an object with
+    a ``threshold`` that is a number, or null for "answer nothing"), or None.
+    The checkpoint's and the sidecar's readers and the answer gate share it."""
+    if not isinstance(entry, Mapping) or "threshold" not in entry:
+        return "must be an object with a 'threshold'"
+    value = entry["threshold"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+        return f"has threshold {value!r:.40}, which must be a number or null"
+    return None
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> Path:
@@ -201,7 +214,8 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
         raise CheckpointError(str(path), f"tensor shapes differ from the config (saved vs expected: {wrong[:3]})")
     doubter.load_state_dict(tensors, strict=True)
     calibration = document.get("calibration")
-    if calibration is not None and (not isinstance(calibration, dict) or "threshold" not in calibration):
-        raise CheckpointError(str(path), f"'calibration' must be an object with a 'threshold', got {calibration!r:.80}")
+    problem = None if calibration is None else calibration_problem(calibration)
+    if problem is not None:
+        raise CheckpointError(str(path), f"'calibration' {problem}, got {calibration!r:.80}")
     doubter.calibration = calibration
     return doubter.to(device)

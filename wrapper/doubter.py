@@ -26,7 +26,7 @@ from meta_spider.wrapper.cross_attention import BottleneckCrossAttention
 from meta_spider.wrapper.encoders import EncoderOutput, build_encoder
 from meta_spider.wrapper.errors import FingerprintMismatchError, ReferenceVocabularyError
 from meta_spider.wrapper.gates import TanhGate
-from meta_spider.wrapper.signals import reads_reference
+from meta_spider.wrapper.signals import reads_reference, reference_problem
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,9 @@ class Doubter(nn.Module):
             raise ValueError(f"this Doubter reads no PMI signal (its signals: {list(self.config.signals)}), so it "
                              "carries no reference distribution")
         values = torch.as_tensor(log_reference).detach().to(device="cpu", dtype=torch.float32)
-        if values.dim() != 1 or values.numel() == 0 or not bool(torch.isfinite(values).all()):
-            raise ValueError(f"log_reference must be one finite, non-empty vector over the vocabulary, got shape "
-                             f"{list(values.shape)}")
+        problem = reference_problem(values.numpy())
+        if problem is not None:
+            raise ValueError(problem)
         self.log_reference = values.to(self.log_reference.device)
 
     def check_vocabulary(self, vocab_size: int) -> None:

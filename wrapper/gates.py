@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 
+from meta_spider.wrapper.checkpoint import calibration_problem
 from meta_spider.wrapper.refusal import REFUSAL_SENTENCE, is_refusal
 
 
@@ -132,13 +133,10 @@ class AnswerGate:
         null meaning no threshold met the goals (answer nothing); the
         refusal is ``refusal``, else the entry's ``refusal``, else
         :data:`REFUSAL_SENTENCE`. Raises ValueError quoting a malformed entry."""
-        if not isinstance(entry, Mapping) or "threshold" not in entry:
-            raise ValueError(f"a calibration entry is an object with a 'threshold', got {entry!r:.80}")
-        value = entry["threshold"]
-        if value is None:
-            value = math.inf
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ValueError(f"calibration threshold must be a number or null, got {value!r}")
+        problem = calibration_problem(entry)
+        if problem is not None:
+            raise ValueError(f"a calibration entry {problem}, got {entry!r:.80}")
+        value = math.inf if entry["threshold"] is None else entry["threshold"]
         return cls(threshold=float(value), refusal=refusal or str(entry.get("refusal") or REFUSAL_SENTENCE))
 
     def answers(self, p_correct: float) -> bool:

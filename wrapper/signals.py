@@ -43,7 +43,8 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS",
-           "WINDOW", "check_signal_names", "reads_prompt", "reads_reference", "signal_vector", "token_logprobs"]
+           "WINDOW", "check_signal_names", "reads_prompt", "reads_reference", "reference_problem", "signal_vector",
+           "token_logprobs"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
@@ -86,6 +87,15 @@ def reads_prompt(names: Sequence[str]) -> bool:
 def reads_reference(names: Sequence[str]) -> bool:
     """Whether any of ``names`` needs the reference distribution ``p_ref``."""
     return any(name in PMI_SIGNALS for name in names)
+
+
+def reference_problem(log_reference: np.ndarray) -> str | None:
+    """What makes ``log_reference`` unusable as ``[V]`` log p_ref (it must be
+    one finite, non-empty vector), or None."""
+    if log_reference.ndim != 1 or log_reference.size == 0 or not bool(np.isfinite(log_reference).all()):
+        return f"log_reference must be one finite, non-empty vector over the vocabulary, got shape " \
+               f"{list(log_reference.shape)}"
+    return None
 
 
 CHUNK_ROWS = 64

@@ -22,7 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from meta_spider.backends.base import BackendError
-from meta_spider.wrapper.signals import reads_reference
+from meta_spider.wrapper.checkpoint import calibration_problem
+from meta_spider.wrapper.signals import reads_reference, reference_problem
 
 __all__ = [
     "KEY_BASE_VOCAB_SIZE", "KEY_CALIBRATION", "KEY_CONFIG", "KEY_FINGERPRINT", "KEY_FORMAT_VERSION", "KEY_SCALARS", "READABLE_KEYS",
@@ -143,9 +144,9 @@ def read_sidecar(path: str | os.PathLike[str]) -> SidecarContents:
             calibration = json.loads(_field_value(fields, KEY_CALIBRATION))
         except (TypeError, json.JSONDecodeError) as exc:
             raise SidecarError(path, f"has no valid {KEY_CALIBRATION} JSON ({exc})", reexport) from exc
-        if not isinstance(calibration, dict) or "threshold" not in calibration:
-            raise SidecarError(path, f"{KEY_CALIBRATION} must be an object with a 'threshold', got "
-                               f"{calibration!r:.80}", reexport)
+        problem = calibration_problem(calibration)
+        if problem is not None:
+            raise SidecarError(path, f"{KEY_CALIBRATION} {problem}, got {calibration!r:.80}", reexport)
     scalars = set(_field_value(fields, KEY_SCALARS) or [])
     tensors = {name: (array.reshape(()) if name in scalars else array) for name, array in raw_tensors.items()}
     metadata = {key: _field_value(fields, key) for key in fields
@@ -239,8 +240,13 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
     if missing_fields:
         raise SidecarError(contents.path, f"its Doubter config lacks {missing_fields}",
                            "export it again from the checkpoint")
-    layers = [*config["target_layers"], *(config.get("cross_attn_layers") or [])]
-    bad = [layer for layer in layers if not 0 <= int(layer) < int(config["num_layers"])]
+    layers = _int_list(config["target_layers"]) + _int_list(config.get("cross_attn_layers") or [])
+    sizes = _int_list([config["hidden_size"], config["num_layers"], config.get("ca_num_heads", 1)])
+    if None in layers or None in sizes or min(sizes) < 1:
+        raise SidecarError(contents.path, "its Doubter config's sizes and layer lists must be positive whole numbers "
+                           f"(hidden_size {config['hidden_size']!r:.40}, num_layers {config['num_layers']!r:.40}, "
+                           f"target_layers {config['target_layers']!r:.80})", "export it again from the checkpoint")
+    bad = [layer for layer in layers if not 0 <= layer < config["num_layers"]]
     if bad:
         raise SidecarError(contents.path, f"names layers {bad} outside its base's {config['num_layers']} layers",
                            "export it again from an unmodified checkpoint")
@@ -257,6 +263,17 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
     if absent:
         raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
                            "hand-edited?)", "export it again from the checkpoint")
+    if "log_reference" in needed:
+        problem = reference_problem(np.asarray(contents.tensors["log_reference"]))
+        if problem is not None:
+            raise SidecarError(contents.path, problem, "export it again from the checkpoint")
+
+
+def _int_list(value: Any) -> list[int | None]:
+    """``value``'s items, each an int or None where it is not one (a list expected)."""
+    if not isinstance(value, list):
+        return [None]
+    return [item if isinstance(item, int) and not isinstance(item, bool) else None for item in value]
 
 
 def sidecar_fields(config: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> dict[str, Any]:

@@ -185,6 +185,66 @@ def test_a_sidecar_with_a_wrongly_shaped_tensor_fails_at_load(tmp_path: Path, mo
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("change, complaint", [
+    ({"target_layers": ["a"]}, "positive whole numbers"),
+    ({"target_layers": 5}, "positive whole numbers"),
+    ({"num_layers": "x"}, "positive whole numbers"),
+    ({"ca_num_heads": 0}, "positive whole numbers"),
+    ({"cross_attn_layers": [1.5]}, "positive whole numbers"),
+])
+def test_a_sidecar_config_with_values_of_the_wrong_kind_is_a_sidecar_error(tmp_path: Path, change, complaint) -> None:
+    import dataclasses
+
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.llamacpp.sidecar_format import SidecarError, check_sidecar_structure
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+
+    good = load_sidecar(export_sidecar(random_doubter(), tmp_path / SIDECAR_FILE))
+    with pytest.raises(SidecarError, match=complaint):
+        check_sidecar_structure(dataclasses.replace(good, config={**good.config, **change}))
+
+
+@pytest.mark.parametrize("reference", ["column", "nan", "empty"])
+def test_a_sidecar_pmi_reference_that_is_not_one_finite_vector_is_a_sidecar_error(tmp_path: Path,
+                                                                                   reference: str) -> None:
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.llamacpp.sidecar_format import SidecarError, check_sidecar_structure
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+
+    doubter = random_doubter(signals=["draft_logprob_mean", "prompt_pmi_top4"])
+    doubter.set_log_reference(torch.log_softmax(torch.randn(50), 0))
+    good = load_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
+    values = good.tensors["log_reference"]
+    spoilt = {"column": values.reshape(-1, 1), "nan": np.full_like(values, np.nan), "empty": values[:0]}[reference]
+    with pytest.raises(SidecarError, match="one finite, non-empty vector"):
+        check_sidecar_structure(dataclasses.replace(good, tensors={**good.tensors, "log_reference": spoilt}))
+
+
+@pytest.mark.parametrize("threshold", ["high", True, float("nan")])
+def test_a_calibration_threshold_that_is_not_a_number_is_refused_where_it_is_read(saved, tmp_path: Path,
+                                                                                  threshold) -> None:
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.llamacpp.sidecar_format import SidecarError
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    folder = Path(shutil.copytree(saved[0], tmp_path / "checkpoint"))
+    write_calibration(folder, {"threshold": threshold})
+    with pytest.raises(CheckpointError, match="which must be a number or null"):
+        Doubter.from_checkpoint(folder)
+    doubter = random_doubter()
+    doubter.calibration = {"threshold": threshold}
+    with pytest.raises(SidecarError, match="which must be a number or null"):
+        load_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
+
+
 # ---------------------------------------------------------------- activation datasets
 
 
