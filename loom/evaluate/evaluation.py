@@ -112,13 +112,12 @@ def calibrated_answer_gate(calibration: Optional[Mapping[str, Any]]) -> "Optiona
     """The answer gate run.json's calibration (``metaloom eval``) asks for,
     None when the run has not been calibrated. Raises ValueError quoting a
     malformed entry."""
-    from meta_spider.policies.doubter import CALIBRATION_KEY, resolve_threshold
+    from meta_spider.policies.doubter import CALIBRATION_KEY
     from meta_spider.wrapper.gates import AnswerGate
 
     if not calibration or CALIBRATION_KEY not in calibration:
         return None
-    resolve_threshold(None, calibration)  # a malformed entry fails here, quoting the value
-    return AnswerGate.from_calibration(calibration[CALIBRATION_KEY])
+    return AnswerGate.from_calibration(calibration[CALIBRATION_KEY])  # a malformed entry fails, quoting it
 
 
 class BenchmarkAlignmentError(MetaSpiderError, ValueError, fields=("split", "missing_ids", "dataset_name")):
