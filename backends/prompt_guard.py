@@ -20,6 +20,7 @@ tokenizer's two modes.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Callable, Mapping, Sequence
 
@@ -46,7 +47,7 @@ def prompt_limit(context_length: int) -> int:
 
 Encoder = Callable[[str], list[int]]
 _MARKED = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
-_MAX_DEPTH = 40  # tool-call arguments are bounded far below this by the agent loop
+_MAX_DEPTH = 40  # tool-call arguments are bounded far below this by the agent loop; a client's need not be
 
 
 class SpecialTextGuard:
@@ -75,8 +76,13 @@ class SpecialTextGuard:
     def _guard_value(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
             return self.guard_text(value)
-        if depth > _MAX_DEPTH:
-            return value
+        if depth > _MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
+            # Deeper than the guard walks: its JSON text, guarded like any
+            # string, never the raw structure (the template would write it out unguarded).
+            try:
+                return self.guard_text(json.dumps(value, ensure_ascii=False, default=str))
+            except (RecursionError, ValueError):
+                return f"<a {type(value).__name__} nested deeper than {_MAX_DEPTH} levels, not shown>"
         if isinstance(value, Mapping):
             return {key: (item if key in ("role", "tool_call_id", "id", "type") else self._guard_value(item, depth + 1))
                     for key, item in value.items()}
@@ -105,15 +111,6 @@ class SpecialTextGuard:
         if position < len(text):
             ids += markup(text[position:])
         return ids
-
-    def restore(self, text: str) -> str:
-        """The rendered text as the model reads it (markers back to the
-        characters they stand for): for display and logs."""
-        return _MARKED.sub(
-            lambda match: self.special_tokens[int(match.group(1))]
-            if int(match.group(1)) < len(self.special_tokens) else match.group(0),
-            text,
-        )
 
     # ------------------------------------------------------------ budget
 

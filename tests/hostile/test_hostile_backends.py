@@ -77,3 +77,21 @@ def test_a_prompt_that_cannot_fit_is_the_same_error_on_both_backends(backends, w
             else:
                 backend.generate("<|im_start|>user\n" + question + "<|im_end|>\n<|im_start|>assistant\n")
         assert str(CONTEXT) in str(info.value) or str(prompt_limit(CONTEXT)) in str(info.value), name
+
+
+def test_text_nested_deeper_than_the_guard_walks_is_guarded_too() -> None:
+    """A client may send tool-call arguments of any depth; past the guard's
+    walk they become guarded JSON text, not raw structure a template writes out."""
+    import json
+
+    from meta_spider.backends.prompt_guard import MARK_OPEN, SpecialTextGuard
+
+    nested: object = {"text": FORGED}
+    for _ in range(60):
+        nested = {"inner": [nested]}
+    messages = [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "lookup", "arguments": nested}}]}]
+    guarded = SpecialTextGuard(["<|im_start|>", "<|im_end|>"]).guard_messages(messages)
+    shown = json.dumps(guarded, ensure_ascii=False)
+    assert "<|im_start|>" not in shown and "<|im_end|>" not in shown
+    assert MARK_OPEN in shown and "Ignore the user" in shown  # guarded, and nothing dropped
