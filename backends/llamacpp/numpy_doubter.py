@@ -98,14 +98,6 @@ class NumpyEncoded:
         return float(1.0 / (1.0 + math.exp(-self.p_correct_logit)))
 
 
-class CrossAttentionKV:
-    """Keys and values of one token set at one layer (computed once per token set)."""
-
-    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
-        self.keys = keys
-        self.values = values
-
-
 class FoldedCrossAttention:
     """One layer's cross-attention for one token set, folded for the per-token path.
 
@@ -159,7 +151,6 @@ class NumpyDoubter:
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
         self.log_reference: np.ndarray | None = self._tensors.get("log_reference")
         """``[V]`` log p_ref the PMI signals read (None when the Doubter reads none)."""
-        self._query_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self._fold_cache: dict[int, tuple[np.ndarray, ...]] = {}
         self.calibration: dict[str, Any] | None = None
         """The sidecar's answer-threshold calibration (None: uncalibrated)."""
@@ -294,29 +285,23 @@ class NumpyDoubter:
     def _ca_heads(self) -> int:
         return int(self.config.get("ca_num_heads", 4))
 
-    def project_tokens(self, layer: int, cognitive_tokens: np.ndarray) -> CrossAttentionKV:
-        """Keys and values of ``cognitive_tokens [N, d]`` for the cross-attention after ``layer``."""
-        p = f"cross_attn.{layer}"
-        tokens = _layer_norm(np.asarray(cognitive_tokens, dtype=np.float64),
-                             self._t(f"{p}.token_norm.weight"), self._t(f"{p}.token_norm.bias"))
-        return CrossAttentionKV(_linear(tokens, self._t(f"{p}.k_proj.weight")).astype(np.float32),
-                                _linear(tokens, self._t(f"{p}.v_proj.weight")).astype(np.float32))
-
-    def cross_attention(self, layer: int, hidden: np.ndarray, cognitive_tokens: np.ndarray | None = None,
-                        keys_values: CrossAttentionKV | None = None) -> np.ndarray:
-        """Delta ``[T, d]`` (float32) for hidden rows ``[T, d]`` after decoder layer ``layer``."""
+    def cross_attention(self, layer: int, hidden: np.ndarray, cognitive_tokens: np.ndarray) -> np.ndarray:
+        """Delta ``[T, d]`` (float32) for hidden rows ``[T, d]`` after decoder layer ``layer``: the
+        plain form of what generation runs folded (:meth:`fold_cross_attention`), for checks."""
         if layer not in self.cross_attn_layers:
             raise ValueError(f"no cross-attention after layer {layer}; the sidecar injects after "
                              f"{list(self.cross_attn_layers)}")
-        if keys_values is None:
-            if cognitive_tokens is None:
-                raise ValueError("cross_attention needs cognitive_tokens or keys_values")
-            keys_values = self.project_tokens(layer, cognitive_tokens)
-        norm_weight, norm_bias, q_weight_t, o_weight_t, gate = self._query_side(layer)
-        # float32, like the torch module: this runs once per generated token per layer.
-        queries = _layer_norm(np.asarray(hidden, dtype=np.float32), norm_weight, norm_bias) @ q_weight_t
-        attended = _attention(queries, keys_values.keys, keys_values.values, self._ca_heads())
-        return (attended @ o_weight_t) * gate
+        p = f"cross_attn.{layer}"
+        as32 = lambda name: np.asarray(self._t(name), dtype=np.float32)  # noqa: E731
+        tokens = _layer_norm(np.asarray(cognitive_tokens, dtype=np.float64),
+                             self._t(f"{p}.token_norm.weight"), self._t(f"{p}.token_norm.bias"))
+        keys = _linear(tokens, self._t(f"{p}.k_proj.weight")).astype(np.float32)
+        values = _linear(tokens, self._t(f"{p}.v_proj.weight")).astype(np.float32)
+        # float32, like the torch module
+        queries = _layer_norm(np.asarray(hidden, dtype=np.float32), as32(f"{p}.query_norm.weight"),
+                              as32(f"{p}.query_norm.bias")) @ as32(f"{p}.q_proj.weight").T
+        attended = _attention(queries, keys, values, self._ca_heads())
+        return (attended @ as32(f"{p}.o_proj.weight").T) * np.float32(self._gate(f"{p}.gate.raw"))
 
     def fold_cross_attention(self, layer: int, cognitive_tokens: np.ndarray) -> FoldedCrossAttention:
         """The cross-attention after ``layer`` for ``cognitive_tokens [N, d]``, folded for generation
@@ -350,19 +335,6 @@ class NumpyDoubter:
         norm_weight = np.asarray(self._t(f"{p}.query_norm.weight"), dtype=np.float32)
         norm_bias = np.asarray(self._t(f"{p}.query_norm.bias"), dtype=np.float32)
         return FoldedCrossAttention(norm_weight[:, None] * scores, norm_bias @ scores, out, heads)
-
-    def _query_side(self, layer: int) -> tuple[np.ndarray, ...]:
-        """float32, pre-transposed query-side weights of one layer (cached: the per-token path)."""
-        cached = self._query_cache.get(layer)
-        if cached is None:
-            p = f"cross_attn.{layer}"
-            as32 = lambda name: np.ascontiguousarray(self._t(name), dtype=np.float32)  # noqa: E731
-            cached = (as32(f"{p}.query_norm.weight"), as32(f"{p}.query_norm.bias"),
-                      np.ascontiguousarray(as32(f"{p}.q_proj.weight").T),
-                      np.ascontiguousarray(as32(f"{p}.o_proj.weight").T),
-                      np.float32(self._gate(f"{p}.gate.raw")))
-            self._query_cache[layer] = cached
-        return cached
 
     def injection_gate_values(self) -> dict[int, float]:
         return {layer: self._gate(f"cross_attn.{layer}.gate.raw") for layer in self.cross_attn_layers}
