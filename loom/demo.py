@@ -123,7 +123,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     ``pmi``: P(correct) also reads the prompt's PMI (not the default recipe)."""
     from meta_spider.loom.cli.eval import REPORT_FILE, SHIFTS_FILE
     from meta_spider.loom.manifest import RunManifest
-    from meta_spider.loom.evaluate.shifts import ShiftTable, shift_splits
+    from meta_spider.loom.evaluate.shifts import shift_splits
     from meta_spider.loom.world import build_world
     from meta_spider.loom.world.dataset import WorldDataset
 
@@ -150,20 +150,21 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     report_path, shifts_path = run_dir / REPORT_FILE, run_dir / SHIFTS_FILE
     dataset = WorldDataset(preset, seed, world.model_dir)
     shifted = len(shift_splits(dataset.splits)) > 1  # test and at least one shift split
-    if not report_path.is_file() or (shifted and not shifts_path.is_file()):
+    found = _read_reports(report_path, shifts_path if shifted else None, console)
+    if found is None:
         _loom_command(["eval", "--run-dir", str(run_dir), *(["--shifts"] if shifted else [])], run_dir)
+        report_data = json.loads(report_path.read_text())
+        shift_data = json.loads(shifts_path.read_text()) if shifted else None
     else:
-        from meta_spider.loom.evaluate.comparison import ComparisonReport
-
-        report = ComparisonReport.from_json(report_path.read_text())
+        (report, report_data), shown_shifts = found
         console.print(f"report found at {report_path}: shown, not recomputed")
         console.print(report.summary())
         console.print(report.acceptance_table())
-        if shifted:
-            table = ShiftTable.from_dict(json.loads(shifts_path.read_text()))
+        shift_data = None
+        if shown_shifts is not None:
+            table, shift_data = shown_shifts
             console.print(table.table())
             console.print(table.goals_table())
-    report_data = json.loads(report_path.read_text())
 
     console.print(Rule("5/5 three questions"))
     from meta_spider.loom.cli.eval import load_pipeline
@@ -173,13 +174,37 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     shown = show_questions(pipe, pick_questions(report_data), dataset, console)
     goals = [check["passed"] for check in report_data["acceptance"]]
     summary = f"goals met on test: {sum(1 for met in goals if met)}/{len(goals)}"
-    shift_data = json.loads(shifts_path.read_text()) if shifted else None
     if shift_data is not None:
         met = [check["passed"] for check in shift_data["goals"]]
         summary += f"; under shift: {sum(1 for value in met if value)}/{len(met)}"
     console.print(summary)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return {"report": report_data, "questions": shown, "run_dir": str(run_dir), "shifts": shift_data}
+
+
+def _read_reports(report_path: Path, shifts_path: Path | None, console: Console) -> Any:
+    """``((report, its JSON), (shift table, its JSON) or None)`` from an
+    earlier eval, or None when they are missing or unreadable (then the
+    demo evaluates again rather than stop on a damaged file)."""
+    from meta_spider.loom.evaluate.comparison import ComparisonReport
+    from meta_spider.loom.evaluate.shifts import ShiftTable
+
+    if not report_path.is_file() or (shifts_path is not None and not shifts_path.is_file()):
+        return None
+    try:
+        report_data = json.loads(report_path.read_text(encoding="utf-8"))
+        report = ComparisonReport.from_dict(report_data)
+        if shifts_path is None:
+            return (report, report_data), None
+        shift_data = json.loads(shifts_path.read_text(encoding="utf-8"))
+        table = ShiftTable.from_dict(shift_data)
+        if not all("passed" in check for check in shift_data["goals"]):  # the summary counts them
+            raise KeyError("goals[].passed")
+        return (report, report_data), (table, shift_data)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as error:
+        console.print(f"{report_path.name} or its shift table cannot be read ({type(error).__name__}: "
+                      f"{str(error)[:120]}): evaluating again")
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,15 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     assert again["questions"] == shown and again["shifts"] == shifts
     assert "goals met on test:" in text and "under shift:" in text
 
+    # A damaged report (or shift table) from an earlier eval is evaluated again, not a traceback.
+    for damaged in ("report.json", "shifts.json"):
+        (run / damaged).write_text('{"schema_version": 2, "paired"')
+        console = Console(record=True, width=1000)
+        rebuilt = run_demo("tiny", 0, run, console=console)
+        text = console.export_text()
+        assert "cannot be read" in text and "evaluating again" in text
+        assert rebuilt["questions"] == shown and rebuilt["shifts"]["goals"] == shifts["goals"]
+
     # A run directory another version left (collected without pass-1 signals): a clear stop, not a traceback.
     collection = run / "activations" / "collection.json"
     info = json.loads(collection.read_text())
