@@ -11,6 +11,7 @@ builders here are reused by the comparison and CLI tests.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -292,6 +293,20 @@ def test_run_benchmark_classifies_the_generated_text(tiny_run: dict[str, Any]) -
         assert outcome.action == classify_action(outcome.text, outcome.base_answer)
         assert outcome.correct == (outcome.action != "refuse" and tiny_run["dataset"].check_fn(outcome.text, item.example))
     assert any(q.text != q.base_answer for q in outcomes), "open gates should change some answers"
+
+
+def test_run_benchmark_reads_the_gates_own_refusal_as_a_refusal(tiny_run: dict[str, Any],
+                                                                 pipe_with_silent_doubter: Any) -> None:
+    from meta_spider.wrapper.gates import AnswerGate
+
+    pipe = pipe_with_silent_doubter
+    pipe.answer_gate = AnswerGate(threshold=math.inf, refusal="Not in my records.")  # refuses everything
+    try:
+        benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"], max_examples=3)
+        outcomes = run_benchmark(pipe, benchmark, max_tokens=MAX_NEW_TOKENS)
+    finally:
+        pipe.answer_gate = None
+    assert [(q.text, q.action, q.correct) for q in outcomes] == [("Not in my records.", "refuse", False)] * 3
 
 
 def test_run_benchmark_needs_a_doubter(tiny_run: dict[str, Any]) -> None:

@@ -328,6 +328,7 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     tensors = _activation_tensors(benchmark.activations) if benchmark.activations is not None else {}
+    refusal = pipe.answer_gate.refusal if pipe.answer_gate is not None else REFUSAL_SENTENCE  # what the gate says
     outcomes: list[QuestionOutcome] = []
     with progress_bar(description, len(benchmark.items), enabled=console is not None, console=console,
                       transient=True) as bar:
@@ -343,7 +344,7 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
                 oracle = bool(benchmark.dataset.check_fn(base_answer, example))
             result = pipe.answer_ids(input_ids, max_new_tokens=max_tokens)
             text = result.text
-            action = classify_action(text, base_answer, benchmark.normalizer(example))
+            action = classify_action(text, base_answer, benchmark.normalizer(example), refusal)
             correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
             scores = {name: float(tensors[name][item.index]) for name in ("first_token_max_prob", "answer_mean_logprob")
                       if item.index is not None and name in tensors}
