@@ -80,13 +80,15 @@ from meta_spider.loom.evaluate.stats import mcnemar_exact, paired_t_test
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "PrintableTable",
-           "SCHEMA_VERSION", "build_report", "goal_check"]
+__all__ = ["AcceptanceCheck", "BaselineComparison", "BaselineResult", "ComparisonReport", "MIN_AUROC_MARGIN",
+           "PrintableTable", "SCHEMA_VERSION", "build_report", "goal_check"]
 
 GOALS = BehaviourGoals()
 """The project's behaviour goals, also the default calibration rule."""
+MIN_AUROC_MARGIN = 0.03
+"""How far the Doubter's AUROC must lie above the best baseline's."""
 ACCEPTANCE = (  # name, target, op: the project's goals for the Doubter on the embedded world
-    ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", 0.03, ">="),
+    ("doubter_auroc", 0.80, ">="), ("auroc_margin_over_best_baseline", MIN_AUROC_MARGIN, ">="),
     ("coverage", GOALS.min_coverage, ">="), ("selective_accuracy_gain", GOALS.min_selective_gain, ">="),
     ("refusal_precision", GOALS.min_refusal_precision, ">="), ("knowledge_loss", GOALS.max_knowledge_loss, "<="),
     ("mcnemar_p", 0.01, "<"),

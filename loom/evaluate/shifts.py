@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from meta_spider.loom.evaluate.comparison import GOALS, MIN_AUROC_MARGIN, goal_check
 from meta_spider.loom.evaluate.evaluation import BenchmarkItem, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.policies.actions import is_refusal
 
@@ -36,9 +37,10 @@ SHIFT_PREFIX = "test_"
 
 
 SHIFT_GOALS: dict[str, Any] = {
-    "min_auroc": 0.85, "auroc_splits": ("test",), "min_margin": 0.03, "margin_splits": ("test", "test_paraphrase"),
-    "max_knowledge_loss": 0.20, "min_refusal_precision": 0.80, "min_outside_refused": 0.95,
-    "min_paraphrase_accuracy_ratio": 0.8,
+    "min_auroc": 0.85, "auroc_splits": ("test",), "min_margin": MIN_AUROC_MARGIN,
+    "margin_splits": ("test", "test_paraphrase"),
+    "max_knowledge_loss": GOALS.max_knowledge_loss, "min_refusal_precision": GOALS.min_refusal_precision,
+    "min_outside_refused": 0.95, "min_paraphrase_accuracy_ratio": 0.8,
 }
 """What the Doubter should hold under shift: P(correct) AUROC on test and
 every shift split with true answers, a margin over the best baseline and a
@@ -144,8 +146,6 @@ class ShiftTable:
         test and new phrasings, refusal precision everywhere, the base's
         accuracy in new phrasings against test, and what happens to
         questions without a true answer."""
-        from meta_spider.loom.evaluate.comparison import goal_check
-
         checks: list[AcceptanceCheck] = []
         test = self.row("test")
         for row in self.rows:
@@ -158,7 +158,6 @@ class ShiftTable:
                         else row.auroc - row.best_baseline_auroc
                     checks.append(goal_check(f"{row.split}: auroc_margin_over_best_baseline", margin,
                                          SHIFT_GOALS["min_margin"], ">="))
-                if row.split in SHIFT_GOALS["margin_splits"]:
                     checks.append(goal_check(f"{row.split}: knowledge_loss", row.knowledge_loss,
                                          SHIFT_GOALS["max_knowledge_loss"], "<="))
                 checks.append(goal_check(f"{row.split}: refusal_precision", row.refusal_precision,
