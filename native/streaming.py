@@ -168,14 +168,14 @@ class StreamingToolParser:
     def finish(self) -> list[StreamEvent]:
         """The generation ended: return the remaining events; :attr:`result`
         holds the parse of the whole output."""
-        events = self._advance(final=True)
-        self.result = self.renderer.parse(self.buffer)
-        return events
+        return self._advance(final=True)
 
     def _advance(self, final: bool) -> list[StreamEvent]:
         base = 0
         text = self.buffer
         parsed = self.renderer.parse(text)
+        if final:
+            self.result = parsed  # the whole output's parse: nothing follows
         spans = parsed.spans
         settled = len(spans)
         if not final:
