@@ -110,7 +110,8 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
                      help="Most model steps per question."),
         click.option("--tools", "tool_names", default=None, metavar="NAME[,NAME...]",
-                     help="Offer only these tools (default: every registered one), e.g. --tools lookup."),
+                     help="Offer only these tools (default: the tools the run's dataset trained its base with, "
+                          "else every registered one), e.g. --tools lookup."),
         _TOOL_FAMILY_OPTION,
     ]
     for option in reversed(options):
@@ -229,7 +230,8 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
 @click.option("--server-tools", is_flag=True,
               help="When a request sends no tools, run the server's own tools (the lookup) inside the agent loop.")
 @click.option("--tools", "tool_names", default=None, metavar="NAME[,NAME...]",
-              help="With --server-tools: offer only these tools (default: every registered one).")
+              help="With --server-tools: offer only these tools (default: the tools the run's dataset "
+                   "trained its base with, else every registered one).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most model steps per request with --server-tools.")
 @_TOOL_FAMILY_OPTION

@@ -31,7 +31,8 @@ from meta_spider.agentcore.factory import (
 )
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
-from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema, load_run_dataset
+from meta_spider.agentcore.run_dataset import (dataset_knowledge_base, dataset_lookup_schema, dataset_tool_names,
+                                               load_run_dataset)
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.plugins import ComponentRegistry
@@ -68,7 +69,8 @@ class AgentLauncher:
     max_steps: int = 8
     system_prompt: str | None = None
     tool_names: Sequence[str] | None = None
-    """Offer only these tools (None: every registered one)."""
+    """Offer only these tools (None: the tools the run's dataset says its
+    base was trained with, else every registered one)."""
     tool_family: str | None = None
     """The tool-call family the renderer parses (``--tool-family``); None
     keeps run.json's renderer setting, else detection from the template."""
@@ -81,11 +83,12 @@ class AgentLauncher:
         self._policies = ComponentRegistry.from_plugins(self.pm, "register_policies", "policy")
         self._backends = ComponentRegistry.from_plugins(self.pm, "register_backends", "backend")
         self._built_backends: dict[str, InferenceBackend] = {}
-        knowledge_base, schema = self.knowledge_base, None
+        knowledge_base, schema, dataset = self.knowledge_base, None, None
         if knowledge_base is None:  # run.json's facts, when it names some
             knowledge_base = self.run_settings.make_knowledge_base()
-        if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
+        if knowledge_base is None or self.tool_names is None:
             dataset = load_run_dataset(self.pm, self.run_settings)
+        if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
             knowledge_base, schema = dataset_knowledge_base(dataset), dataset_lookup_schema(dataset)
         if knowledge_base is None and self.script is not None and self.script.facts:
             knowledge_base = DictKnowledgeBase(self.script.facts, name="script-facts")
@@ -95,6 +98,8 @@ class AgentLauncher:
             self.tools.install_knowledge_base(knowledge_base, schema)
         if self.tool_names is not None:
             self.tools = self.tools.subset(self.tool_names)
+        elif (trained := dataset_tool_names(dataset)) is not None:  # the prompt its base learnt to call from
+            self.tools = self.tools.subset([name for name in trained if name in self.tools])
 
     # ------------------------------------------------------------ names
 

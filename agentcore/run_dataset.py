@@ -5,8 +5,11 @@ A dataset plugin may give its examples a world to look facts up in: a
 ``knowledge_base()`` method (or ``knowledge_base`` attribute) returning a
 :class:`~meta_spider.tools.KnowledgeBase`, and a ``lookup_tool_schema``
 (OpenAI function form) when its base was trained on tool calls with its own
-description of the tool. The embedded world provides both. This module reads
-those duck-typed hooks; it knows nothing about any particular dataset.
+description of the tool, and ``agent_tools``, the names of the tools its
+base's transcripts offered (a small base trained on two tools answers
+differently once a third one's schema stands in its prompt). The embedded
+world provides all three. This module reads those duck-typed hooks; it knows
+nothing about any particular dataset.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
     from meta_spider.agentcore.rundir import RunSettings
 
-__all__ = ["dataset_knowledge_base", "dataset_lookup_schema", "load_run_dataset"]
+__all__ = ["dataset_knowledge_base", "dataset_lookup_schema", "dataset_tool_names", "load_run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,15 @@ def dataset_lookup_schema(dataset: Any) -> Mapping[str, Any] | None:
     """The ``lookup`` tool schema ``dataset`` was trained with, or None."""
     schema = getattr(dataset, "lookup_tool_schema", None)
     return schema if isinstance(schema, Mapping) else None
+
+
+def dataset_tool_names(dataset: Any) -> tuple[str, ...] | None:
+    """The tools ``dataset``'s base was trained to be offered
+    (``agent_tools``: a sequence of names), or None when it names none."""
+    names = getattr(dataset, "agent_tools", None)
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        return None
+    return tuple(names)
 
 
 def load_run_dataset(pm: "pluggy.PluginManager", settings: "RunSettings") -> Any | None:

@@ -224,3 +224,33 @@ def test_a_dataset_that_cannot_load_only_costs_the_facts(plugin_manager, tmp_pat
     launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
     assert "lookup" not in launcher.tools.names() or "No entry" in launcher.tools["lookup"](query="x")
     assert "cannot be loaded" in caplog.text and "facts_path" in caplog.text
+
+
+def test_a_run_on_the_world_offers_only_the_tools_its_base_was_trained_with(plugin_manager, tmp_path: Path) -> None:
+    """The world's base learnt its tool calls from chats offering the lookup
+    (and, where it has calculator chats, the calculator); another tool's
+    schema in the prompt made the small base answer "17*23" with "The answer
+    is an accountant." after the calculator's 391. A registered third-party
+    tool stays out unless ``--tools`` names it."""
+    import types
+
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.plugins import hookimpl
+    from meta_spider.tools import Tool
+
+    def shout(text: str) -> str:
+        """Upper-case a text."""
+        return text.upper()
+
+    extra = types.ModuleType("extra_tool_plugin")
+    extra.register_tools = hookimpl(lambda register: register(Tool.from_function(shout)))  # type: ignore[attr-defined]
+    plugin_manager.register(extra, name="extra-tool")
+    assert "shout" in AgentLauncher(plugin_manager).tools.names()  # no run: every registered tool
+
+    def offered(preset: str, **options: object) -> tuple[str, ...]:
+        (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": preset}}}))
+        return AgentLauncher(plugin_manager, read_run_settings(tmp_path), **options).tools.names()
+
+    assert offered("small") == ("calculator", "lookup")
+    assert offered("tiny") == ("lookup",)  # tiny's base never saw a calculator chat
+    assert offered("small", tool_names=["lookup", "shout"]) == ("lookup", "shout")

@@ -17,7 +17,7 @@ import pytest
 
 from meta_spider.loom.world.cache import export_data
 from meta_spider.loom.world.chat import CALCULATOR_TOOL
-from meta_spider.loom.world.frames import UNRECORDED, outside_questions, question_frames
+from meta_spider.loom.world.frames import UNRECORDED, outside_questions, question_frames, unrecorded_questions
 from meta_spider.loom.world.generator import (
     ATTRIBUTES,
     GENERATOR_VERSION,
@@ -251,3 +251,33 @@ def test_world_dataset_asks_train_questions_in_more_training_wordings() -> None:
     assert plain.options == {"preset": "tiny", "seed": 0} and varied.options["train_frames"] == 3
     with pytest.raises(ValueError, match="train_frames"):
         WorldDataset("tiny", 0, train_frames=0)
+
+
+def test_world_dataset_adds_unanswerable_train_questions_from_a_bank_neither_base_nor_test_sees(world) -> None:
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    preset = dataclasses.replace(get_preset("tiny"), world=SPEC)
+    plain = WorldDataset(preset, 0).split("train")
+    added = WorldDataset(preset, 0, train_outside=40)
+    train = added.split("train")
+    assert train[:len(plain)] == plain and len(train) == len(plain) + 40
+    outside = train[len(plain):]
+    assert all(e.meta["answerable"] is False and e.answer == REFUSAL_SENTENCE for e in outside)
+    assert len({e.id for e in train}) == len(train)
+    general = [e.question for e in outside if not e.meta["entity"]]
+    about_people = [e for e in outside if e.meta["entity"]]
+    assert len(general) == 20 == len(set(general)) and len(about_people) == 20
+    asked = {e.meta["entity"] for e in plain}
+    assert all(e.meta["entity"] in asked and e.meta["entity"] in e.question for e in about_people)
+    corpus = "\n".join(d["text"] for d in world.documents)
+    test_outside = {i.question for i in world.qa["test_outside"]}
+    for question in general:
+        assert question not in corpus and question not in test_outside
+    base_or_test = {q for bank in ("base", "heldout") for q in unrecorded_questions(bank)}
+    assert all(e.question.replace(e.meta["entity"], "{name}") in unrecorded_questions("doubter") for e in about_people)
+    assert base_or_test.isdisjoint(unrecorded_questions("doubter"))
+    assert added.split("test_outside") == WorldDataset(preset, 0).split("test_outside")
+    assert added.options["train_outside"] == 40
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="train_outside"):
+            WorldDataset("tiny", 0, train_outside=bad)

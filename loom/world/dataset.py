@@ -21,7 +21,7 @@ from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
 from .frames import draw_question, typo
-from .generator import ALL_SPLITS, QAItem, generate_world, is_tool_only
+from .generator import ALL_SPLITS, QAItem, generate_world, is_tool_only, outside_training_items
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 from .scorer import check_answer
@@ -44,12 +44,14 @@ class WorldDataset(SplitDataset):
     dataset was created with ``build=True``."""
 
     def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None,
-                 train_frames: int = 1, train_typos: float = 0.0) -> None:
+                 train_frames: int = 1, train_typos: float = 0.0, train_outside: int = 0) -> None:
         spec = get_preset(preset) if isinstance(preset, str) else preset
         if not isinstance(train_frames, int) or train_frames < 1:
             raise ValueError(f"train_frames must be a whole number >= 1, got {train_frames!r}")
         if not 0.0 <= train_typos <= 1.0:
             raise ValueError(f"train_typos must be in [0, 1], got {train_typos!r}")
+        if isinstance(train_outside, bool) or not isinstance(train_outside, int) or train_outside < 0:
+            raise ValueError(f"train_outside must be a whole number >= 0, got {train_outside!r}")
         world = generate_world(spec.world, seed)
         # Tool-only people are a device of the base's training (name copying),
         # not part of the population questions are asked about: kept in, they
@@ -57,13 +59,22 @@ class WorldDataset(SplitDataset):
         qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
               for split in ALL_SPLITS}
         qa["train"] = _train_variants(qa["train"], spec, seed, train_frames, train_typos)
+        if train_outside:
+            asked = {item.person_id for item in qa["train"]}
+            qa["train"] += outside_training_items([p for p in world.people if p.id in asked], train_outside, seed)
         splits = {split: [to_example(item) for item in items] for split, items in qa.items()}
         options: dict[str, Any] = {"preset": spec.name, "seed": seed}
         if train_frames > 1 or train_typos:
             options.update(train_frames=train_frames, train_typos=train_typos)
+        if train_outside:
+            options.update(train_outside=train_outside)
         super().__init__(DATASET_NAME, splits, options=options)
         self.model_dir = model_dir
         self._people = world.people
+        calculator = spec.world.calculator_transcripts > 0
+        self.agent_tools: tuple[str, ...] = ("calculator", "lookup") if calculator else ("lookup",)
+        """The tools the base's tool chats offered: the agent offers only these
+        by default (a third tool's schema in the prompt derails the base)."""
 
     lookup_tool_schema = LOOKUP_TOOL
     """The ``lookup`` tool as the world's base saw it in its tool transcripts."""
@@ -97,18 +108,20 @@ def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, t
 
 
 def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, train_frames: int = 1,
-                  train_typos: float = 0.0) -> WorldDataset:
+                  train_typos: float = 0.0, train_outside: int = 0) -> WorldDataset:
     """Factory registered as ``world``; with ``build`` the base is built (or
     loaded from the cache) and its folder recorded as ``model_dir``;
     ``train_frames`` and ``train_typos`` vary the train questions' wording
-    (:func:`_train_variants`)."""
+    (:func:`_train_variants`); ``train_outside`` adds that many questions the
+    world cannot answer to the train split
+    (:func:`~.generator.outside_training_items`)."""
     model_dir = None
     if build:
         from .cache import build_world
 
         model_dir = build_world(preset, seed=seed, progress=False).model_dir
     return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=int(train_frames),
-                        train_typos=float(train_typos))
+                        train_typos=float(train_typos), train_outside=int(train_outside))
 
 
 def export_qa_jsonl(artifacts: "WorldArtifacts", split: str, path: str | Path) -> int:

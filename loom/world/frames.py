@@ -27,9 +27,11 @@ __all__ = [
     "arithmetic_question",
     "draw_question",
     "misspell",
+    "OUTSIDE_BANKS",
     "outside_questions",
     "question_frames",
     "typo",
+    "unrecorded_questions",
 ]
 
 
@@ -149,7 +151,7 @@ def misspell(name: str, rng: random.Random) -> str:
 
 # ---------------------------------------------------------------- outside the world
 
-UNRECORDED: tuple[tuple[str, ...], tuple[str, ...]] = ((
+UNRECORDED: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((
     "What is {name}'s favourite colour?", "What is the phone number of {name}?", "How tall is {name}?",
     "What is {name}'s favourite food?", "Where does {name} go on holiday?", "What is the name of {name}'s dog?",
     "How many children does {name} have?", "What car does {name} drive?", "What is {name}'s email address?",
@@ -157,8 +159,13 @@ UNRECORDED: tuple[tuple[str, ...], tuple[str, ...]] = ((
 ), (
     "What is {name}'s shoe size?", "Which sport does {name} play?", "What is {name}'s middle name?",
     "How much does {name} earn?", "What is {name}'s favourite book?", "Where does {name} live now?",
+), (
+    "What is {name}'s blood type?", "What does {name} eat for breakfast?", "Which party does {name} vote for?",
+    "What is {name}'s star sign?", "Which instrument does {name} play?", "What is {name}'s nickname?",
+    "Where did {name} meet their partner?", "Which films does {name} like?", "What is {name}'s hobby?",
+    "How old is {name}'s mother?", "What is {name}'s house number?", "Which newspaper does {name} read?",
 ))
-"""Questions about people the world never answers (train, held out).
+"""Questions about people the world never answers (base, held out, Doubter).
 
 The refusal chats ask the training ones. Without them the refusal sentence
 never occurs in the corpus and the base cannot say it at all: with tied
@@ -167,9 +174,17 @@ them likely (four of the sentence's tokens stayed under 1.5% probability
 whatever the residual stream held), so no injection could make pass 2
 refuse. Real chat models know the sentence; these chats give the world's
 base the same starting point while every recorded attribute is still
-always answered."""
+always answered.
 
-_GENERAL: tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, tuple[str, ...]], ...]] = ((
+The held-out ones are ``test_outside``'s. The Doubter's bank is neither: the
+base never read those questions, so its answers to them are what it does
+with an unfamiliar question, the case the Doubter has to learn to refuse
+(``WorldDataset(train_outside=...)``), while the held-out bank stays unseen
+by both."""
+
+_Bank = tuple[tuple[str, tuple[str, ...]], ...]
+
+_GENERAL: tuple[_Bank, _Bank, _Bank] = ((
     ("What is the capital of {x}?", ("France", "Japan", "Brazil", "Canada", "Egypt", "Kenya", "Peru", "Norway",
                                      "India", "Mexico", "Spain", "Chile")),
     ("Who wrote {x}?", ("Hamlet", "Don Quixote", "War and Peace", "Moby Dick", "Pride and Prejudice",
@@ -191,14 +206,42 @@ _GENERAL: tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[tuple[str, tuple[
     ("Who composed {x}?", ("the Moonlight Sonata", "The Four Seasons", "Carmen", "The Magic Flute")),
     ("What is the largest city in {x}?", ("Australia", "Turkey", "Canada", "Brazil", "Scotland")),
     ("Which planet is {x}?", ("closest to the Sun", "the largest", "known as the red planet")),
+), (
+    ("Who directed {x}?", ("Casablanca", "Psycho", "Metropolis", "Jaws", "Vertigo")),
+    ("What is the national animal of {x}?", ("Scotland", "Australia", "India", "Wales", "China")),
+    ("Which river flows through {x}?", ("Paris", "Vienna", "Cairo", "Budapest", "Baghdad")),
+    ("What does {x} eat?", ("a panda", "a koala", "a blue whale", "a hedgehog", "a flamingo")),
+    ("Who founded {x}?", ("Rome", "the Red Cross", "the Olympic Games", "Buddhism")),
+    ("What year did {x} end?", ("the Second World War", "the Cold War", "the Roman Empire", "the Ice Age")),
+    ("Who sang {x}?", ("Yesterday", "Imagine", "Respect", "Thriller", "Hallelujah")),
+    ("What colour is {x}?", ("the sky on Mars", "a ruby", "chlorophyll", "copper sulphate")),
+    ("How deep is {x}?", ("the Pacific Ocean", "Lake Baikal", "the Dead Sea", "the Mariana Trench")),
+    ("Which ocean borders {x}?", ("Portugal", "Chile", "Somalia", "Iceland", "Vietnam")),
+    ("What is the speed of {x}?", ("light", "sound", "a cheetah", "the wind in a hurricane")),
+    ("Who was the first person to {x}?", ("walk on the Moon", "climb Everest", "reach the South Pole",
+                                          "fly across the Atlantic")),
 ))
-"""General-knowledge questions about a world the embedded world is not (train, held out)."""
+"""General-knowledge questions about a world the embedded world is not (base, held out, Doubter)."""
+
+OUTSIDE_BANKS: tuple[str, ...] = ("base", "heldout", "doubter")
+"""The three banks of questions the world cannot answer: the base's refusal
+chats, ``test_outside``, and the Doubter's training questions."""
 
 
-def outside_questions(heldout: bool = False) -> tuple[str, ...]:
-    """Every general-knowledge question of the training (or held-out) bank."""
-    bank = _GENERAL[1 if heldout else 0]
-    return tuple(template.format(x=x) for template, fillers in bank for x in fillers)
+def _bank_index(bank: str) -> int:
+    if bank not in OUTSIDE_BANKS:
+        raise ValueError(f"unknown bank of outside questions {bank!r}: choose one of {OUTSIDE_BANKS}")
+    return OUTSIDE_BANKS.index(bank)
+
+
+def outside_questions(bank: str = "base") -> tuple[str, ...]:
+    """Every general-knowledge question of one bank (:data:`OUTSIDE_BANKS`)."""
+    return tuple(template.format(x=x) for template, fillers in _GENERAL[_bank_index(bank)] for x in fillers)
+
+
+def unrecorded_questions(bank: str = "base") -> tuple[str, ...]:
+    """The ``{name}`` templates of one bank's questions about a person's unrecorded facts."""
+    return UNRECORDED[_bank_index(bank)]
 
 
 # ---------------------------------------------------------------- arithmetic

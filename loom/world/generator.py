@@ -30,12 +30,12 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
 from .chat import BOS_TOKEN, CALCULATOR_TOOL, LOOKUP_TOOL, calculator_transcript, lookup_call, render_chat
-from .frames import UNRECORDED, draw_question, misspell, outside_questions, question_frames, typo
+from .frames import draw_question, misspell, outside_questions, question_frames, typo, unrecorded_questions
 from .presets import BUCKETS, WorldSpec
 
 GENERATOR_VERSION = "3"
@@ -270,7 +270,7 @@ _JOINED: tuple[tuple[tuple[str, ...], str], ...] = (
     (("birth_year", "birth_city"), "Born in {year}, {s} grew up in {city}."),
 )
 
-UNRECORDED_QUESTIONS: tuple[str, ...] = UNRECORDED[0]
+UNRECORDED_QUESTIONS: tuple[str, ...] = unrecorded_questions("base")
 """Questions about facts no document records, which the refusal chats ask
 (why the base needs them: :data:`.frames.UNRECORDED`)."""
 
@@ -448,10 +448,30 @@ def shift_splits(world: World, seed: int, spec: WorldSpec) -> dict[str, list[QAI
         asked = ask(person, item.attribute, rng, "test_misspelt", "0", spec, name=wrong)
         misspelt.append(dataclasses.replace(asked, entity=wrong))
     test_people = sorted({item.person_id for item in test})
-    outside = [_outside_item(rng.choice(UNRECORDED[1]).format(name=by_id[pid].name), "test_outside", f"p{pid}",
-                             by_id[pid]) for pid in test_people]
-    outside += [_outside_item(q, "test_outside", f"g{i}") for i, q in enumerate(outside_questions(heldout=True))]
+    outside = [_outside_item(rng.choice(unrecorded_questions("heldout")).format(name=by_id[pid].name),
+                             "test_outside", f"p{pid}", by_id[pid]) for pid in test_people]
+    outside += [_outside_item(q, "test_outside", f"g{i}") for i, q in enumerate(outside_questions("heldout"))]
     return {"test_paraphrase": paraphrase, "test_misspelt": misspelt, "test_outside": outside}
+
+
+def outside_training_items(people: Sequence[Person], count: int, seed: int) -> list[QAItem]:
+    """``count`` train questions the world cannot answer, from the Doubter's
+    own bank (:data:`.frames.OUTSIDE_BANKS`): up to half of them general
+    knowledge (each question of the bank at most once), the rest about an
+    unrecorded fact of one of ``people``. The base never read them, so its
+    answers show the Doubter what it does with an unfamiliar question;
+    ``test_outside``'s bank stays unseen."""
+    rng = random.Random(f"{seed}-doubter-outside")
+    general = list(outside_questions("doubter"))
+    rng.shuffle(general)
+    general = general[:count // 2] if people else general[:count]
+    unrecorded = unrecorded_questions("doubter")
+    items = [_outside_item(question, "train", f"g{index}") for index, question in enumerate(general)]
+    for index in range(count - len(general)):
+        person = rng.choice(people)
+        items.append(_outside_item(rng.choice(unrecorded).format(name=person.name), "train", f"p{person.id}-{index}",
+                                   person))
+    return items
 
 
 def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int,
@@ -462,7 +482,7 @@ def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: 
     own RNG and leave the other documents in their order."""
     rng = random.Random(f"{seed}-refusal")
     general = outside_questions()
-    unrecorded = UNRECORDED[0][:spec.unrecorded] if spec.unrecorded else UNRECORDED[0]
+    unrecorded = UNRECORDED_QUESTIONS[:spec.unrecorded] if spec.unrecorded else UNRECORDED_QUESTIONS
     out = list(docs)
 
     def insert(question: str) -> None:
