@@ -25,7 +25,10 @@ whether the draft is right, and
    an empty user turn (a guess the base would make for any question is
    likely under both; a fact it recalls for this person only under the
    first). Mean and minimum of the difference, and the empty-prompt
-   log-probs as features of their own.
+   log-probs as features of their own;
+4. **the refusal sentence's log-prob**: ``log p(refusal | prompt)``, the
+   whole sentence and its first token (how readily the base would say it
+   does not know; added after the first three families were scored).
 
 Protocol: every logistic regression is fitted on the training split; variants
 are chosen on the validation people only, asked in the world's trained
@@ -67,7 +70,7 @@ CHOICE_SPLITS = ("validation", *VALIDATION_SHIFTS)
 SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
-RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp")
+RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp")
 OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
 """Frames written for this benchmark (shift_own_frames.json, per attribute),
 not drawn from the world's grammar (new words, dashes, contractions): the
@@ -122,6 +125,9 @@ class Runner:
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
         self.seed = seed
         self.null_ids = self.encode("")[0]
+        from meta_spider.policies.actions import REFUSAL_SENTENCE
+
+        self.refusal_ids = self.tokenizer(REFUSAL_SENTENCE, add_special_tokens=False)["input_ids"]
         self.ref_sum = np.zeros(self.model.config.vocab_size, dtype=np.float64)
         self.ref_rows = 0
 
@@ -158,6 +164,7 @@ class Runner:
             self.ref_sum += prompt_rows.sum(axis=0)
             self.ref_rows += len(prompt_rows)
         null_lp, _ = self.logprobs(self.null_ids + draft)
+        refusal_lp = self.logprobs(ids + self.refusal_ids)[0][len(ids) - 1:]
         text = self.tokenizer.decode(draft, skip_special_tokens=True)
         torch.manual_seed(self.seed + len(ids) * 7919 + sum(ids))  # a question's samples do not depend on order
         with torch.no_grad():
@@ -178,7 +185,7 @@ class Runner:
         return {
             "prompt_lp": lp[:len(ids) - 1], "prompt_ids": np.array(ids[1:]), "user_ids": np.array([ids[k] for k in user]),
             "user_lp": np.array([lp[k - 1] for k in user]), "draft_lp": lp[len(ids) - 1:],
-            "null_lp": null_lp[len(self.null_ids) - 1:],
+            "null_lp": null_lp[len(self.null_ids) - 1:], "refusal_lp": refusal_lp,
             "correct": float(check_answer(text, truths)), "draft_refusal": float(is_refusal(text)),
             "agree8": float(np.mean(same)), "agree4": float(np.mean(same[:4])),
             "distinct8": float(len(set(texts))), "sample_lp8": float(np.mean(sample_lp)),
@@ -283,6 +290,9 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
     out["null_draft_min"] = -np.array([v.min() for v in fields["null_lp"]])
     out["draft_gain_mean"] = np.array([v.mean() for v in gain])
     out["draft_gain_min"] = np.array([v.min() for v in gain])
+    # how readily the base would refuse: log p(refusal sentence | prompt), whole and first token
+    out["refusal_logprob_sum"] = -np.array([v.sum() for v in fields["refusal_lp"]])
+    out["refusal_logprob_first"] = -np.array([v[0] for v in fields["refusal_lp"]])
     return out
 
 
@@ -294,6 +304,7 @@ FAMILIES: dict[str, Callable[[str], bool]] = {
     "   (plain log-probs of the user's tokens)": lambda name: "user_lp" in name,
     "2. sampled drafts": lambda name: "sample_" in name,
     "3. draft against an empty question": lambda name: "null_" in name or "gain" in name,
+    "4. the refusal sentence's log-prob": lambda name: "refusal_" in name,
 }
 
 
@@ -356,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say(f"# python benchmarks/shift_signals.py   (world {args.preset}, seed {args.seed}; torch 1 thread)")
     say("base accuracy: " + ", ".join(f"{s} {labels[s][raw[s]['answerable'] > 0].mean():.3f}"
                                       for s in SPLITS if s != "test_outside"))
-    say("seconds per question (greedy draft + 3 forwards + 8 samples): "
+    say("seconds per question (greedy draft + 4 forwards + 8 samples): "
         + ", ".join(f"{s} {seconds[s] / len(labels[s]):.3f}" for s in SPLITS))
     say()
     say("A. choice columns (validation people only), AUROC; 'worst' = the lowest of the three")
