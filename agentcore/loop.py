@@ -31,7 +31,7 @@ from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.plugins import MetaSpiderError
-from meta_spider.tools import ToolArgumentError, ToolRegistry
+from meta_spider.tools import NothingFound, ToolArgumentError, ToolRegistry
 from meta_spider.tools.limits import (
     DEFAULT_MAX_RESULT_CHARS,
     DEFAULT_TIME_LIMIT,
@@ -166,6 +166,8 @@ class MetaAgent:
             )
         except ToolTimeoutError as exc:
             return ToolStep(index, call, f"Error: {exc}.", ObservationKind.TOOL_RAISED, str(exc))
+        except NothingFound as exc:  # an answer, not a failure: the model reads it like any result
+            return ToolStep(index, call, safe_str(exc, limit=self.max_result_chars), ObservationKind.NOT_FOUND)
         except Exception as exc:  # the tool's own failure is the model's observation
             reason = f"{type(exc).__name__}: {safe_str(exc, limit=self.max_result_chars)}"
             note = f"Error: tool {call.name!r} raised {reason}"

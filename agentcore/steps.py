@@ -39,10 +39,13 @@ __all__ = [
 
 
 class ObservationKind(str, enum.Enum):
-    """What happened to one tool call. All but ``RESULT`` are the model's
-    mistakes, reported back to it instead of raised."""
+    """What happened to one tool call. ``NOT_FOUND``: the tool ran and holds
+    nothing for the call (:class:`~meta_spider.tools.NothingFound`); the
+    others but ``RESULT`` are the model's mistakes, reported back to it
+    instead of raised."""
 
     RESULT = "result"
+    NOT_FOUND = "not_found"
     UNKNOWN_TOOL = "unknown_tool"
     BAD_ARGUMENTS = "bad_arguments"
     TOOL_RAISED = "tool_raised"

@@ -24,7 +24,11 @@ false, the default): the Doubter was calibrated on bare questions, not on
 questions whose answer is already in the context, and re-reading there would
 refuse exactly the questions the lookup just rescued. That step is a plain
 generation with the tools offered, so the model answers from the
-observation (or calls again in its own format).
+observation (or calls again in its own format). When every result since
+the question is a miss (the session records those calls as ``not_found``:
+the lookup holds nothing for them), the policy refuses without asking the
+model: it was unsure, or said it did not know, and the lookup did not
+know either; an answer now would be the base's own guess.
 
 This module knows nothing about tool-call syntax or how the backend reads
 and injects; it never imports torch.
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 from meta_spider.backends.base import Completion, InferenceBackend
+from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
 
 __all__ = [
@@ -45,11 +50,16 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DoubterPolicy",
     "ThresholdSetting",
+    "pending_tool_kinds",
     "resolve_threshold",
     "tool_result_pending",
 ]
 
 logger = logging.getLogger(__name__)
+
+NOT_FOUND = "not_found"
+"""The observation kind of a tool call that found nothing
+(``meta_spider.agentcore.steps.ObservationKind.NOT_FOUND``)."""
 
 DEFAULT_THRESHOLD = 0.5
 """The answer threshold when neither a setting nor the run's calibration
@@ -102,6 +112,22 @@ def resolve_threshold(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"calibration[{key!r}]['threshold'] must be a number or null, got {value!r}")
     return ThresholdSetting(float(value), f"calibration:{key}")
+
+
+def pending_tool_kinds(session: SessionView) -> list[str]:
+    """The observation kinds of the tool results after the last user turn
+    (``not_found``, ``result``, ...), read from the session's tool-result
+    records when it keeps them; [] for a bare view of the messages."""
+    records = getattr(session, "tool_results", None)
+    if not records:
+        return []
+    pending = 0
+    for message in reversed(list(session.messages)):
+        role = message.get("role")
+        if role == "user":
+            break
+        pending += role == "tool"
+    return [str(getattr(record, "kind", "")) for record in list(records)[-pending:]] if pending else []
 
 
 def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:
@@ -167,6 +193,9 @@ class DoubterPolicy:
     def decide(self, session: SessionView, backend: InferenceBackend, tools: ToolCatalog) -> LatentDecision:
         messages = list(session.messages)
         if tool_result_pending(messages) and not self.gate_after_tool_result:
+            kinds = pending_tool_kinds(session)
+            if kinds and all(kind == NOT_FOUND for kind in kinds):
+                return self._refuse_after_misses(messages, backend)
             return self._answer_from_observation(messages, backend, tools)
         prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
                                        enable_thinking=self.enable_thinking)
@@ -194,6 +223,14 @@ class DoubterPolicy:
         setting = resolve_threshold(None, {self.calibration_key: entry}, self.calibration_key)
         self.gate = ThresholdSetting(setting.value, DOUBTER_CALIBRATION)
         logger.info("%s policy: gating on the Doubter's own calibration, P(correct) >= %.4g", self.name, setting.value)
+
+    def _refuse_after_misses(self, messages: list[Any], backend: InferenceBackend) -> LatentDecision:
+        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
+                                       enable_thinking=self.enable_thinking)
+        metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
+        metadata.update(finish_reason=None, gate="refused: every lookup since the question found nothing",
+                        injected=False)  # nothing was generated
+        return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
     def _answer_from_observation(
         self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from meta_spider.agentcore.cli import CliState, build_cli
 from meta_spider.agentcore.rundir import RunFileError, read_run_settings
 from meta_spider.plugins import PLUGINS_ENV_VAR
+from meta_spider.tools import NothingFound
 
 CAPITAL_CALL = '<tool_call>\n{"name": "lookup", "arguments": {"query": "capital of Veloria"}}\n</tool_call>'
 CAPITAL_FACT = "The capital of Veloria is Amberhold."
@@ -222,7 +224,9 @@ def test_a_dataset_that_cannot_load_only_costs_the_facts(plugin_manager, tmp_pat
 
     (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "jsonl", "options": {"path": "gone.jsonl"}}}))
     launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
-    assert "lookup" not in launcher.tools.names() or "No entry" in launcher.tools["lookup"](query="x")
+    if "lookup" in launcher.tools.names():
+        with pytest.raises(NothingFound):
+            launcher.tools["lookup"](query="x")
     assert "cannot be loaded" in caplog.text and "facts_path" in caplog.text
 
 

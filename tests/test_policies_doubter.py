@@ -20,7 +20,8 @@ from meta_spider.agentcore.rundir import RunFileError, read_run_settings
 from meta_spider.backends import FakeBackend, StopBackend
 from meta_spider.backends.base import Introspection
 from meta_spider.policies import REFUSAL_SENTENCE, Answer, DefaultRenderer, LatentDecision, Refuse, ToolCall
-from meta_spider.policies.doubter import DEFAULT_THRESHOLD, DoubterPolicy, resolve_threshold, tool_result_pending
+from meta_spider.policies.doubter import (DEFAULT_THRESHOLD, DoubterPolicy, pending_tool_kinds, resolve_threshold,
+                                         tool_result_pending)
 from meta_spider.policies.probe import ProbePolicy
 from meta_spider.tools import DictKnowledgeBase, EmptyKnowledgeBase, ToolRegistry, make_lookup_tool
 
@@ -81,6 +82,39 @@ def test_uncertain_with_lookup_makes_a_native_call_then_answers_from_the_observa
     assert second.decision.metadata["gate"].startswith("skipped") and second.decision.p_correct is None
     assert backend.calls[2].inject is None and "<tool_response>\n" + FACT in backend.calls[2].prompt
     assert second.decision.metadata["threshold_source"] == "explicit"
+
+
+def test_a_lookup_that_finds_nothing_ends_in_a_refusal_not_a_guess() -> None:
+    """Unsure, the model looked the fact up and the knowledge base has no
+    entry: the policy refuses instead of asking the model to answer from an
+    empty result (the world's base, asked "What is the capital of France?",
+    looked up an invented name and then answered "He works for Sheafen
+    Motors.")."""
+    backend = FakeBackend([introspection(0.2), "I don't know.", CALL_BODY, "He works for Sheafen Motors."])
+    steps = list(agent(backend, lookup_tools({"capital of Ruritania": FACT})).run(QUESTION))
+    assert [type(step).__name__ for step in steps] == ["ModelStep", "ToolStep", "ModelStep", "FinalStep"]
+    tool, second, final = steps[1:]
+    assert (tool.kind.value, tool.ok, tool.observation) == ("not_found", False,
+                                                             "No entry found for 'capital of Veloria'.")
+    assert (final.outcome, final.text) == ("refuse", REFUSAL_SENTENCE)
+    assert second.decision.metadata["gate"].startswith("refused: every lookup")
+    assert len(backend.calls) == 2  # the answer after the miss was never generated
+    assert final.session.tool_results[-1].kind == "not_found"  # kept in the session (and its file)
+    # Only the results after the last question count, and one hit among misses is answered from.
+    from types import SimpleNamespace
+
+    def view(kinds_by_turn: list[list[str]]) -> SimpleNamespace:
+        messages, records = [], []
+        for kinds in kinds_by_turn:
+            messages.append({"role": "user", "content": "q"})
+            messages += [{"role": "tool", "content": "r"} for _ in kinds]
+            records += [SimpleNamespace(kind=kind) for kind in kinds]
+        return SimpleNamespace(messages=messages, tool_results=records)
+
+    assert pending_tool_kinds(view([["result"], ["not_found", "not_found"]])) == ["not_found", "not_found"]
+    assert pending_tool_kinds(view([["not_found"], []])) == []
+    assert pending_tool_kinds(view([["not_found", "result"]])) == ["not_found", "result"]
+    assert pending_tool_kinds(SimpleNamespace(messages=[{"role": "tool"}])) == []  # a bare view: no kinds
 
 
 @pytest.mark.parametrize("tools", [ToolRegistry(), ToolRegistry([make_lookup_tool(EmptyKnowledgeBase())])],

@@ -12,6 +12,7 @@ from meta_spider.plugins import PluginRegistrationError, hookimpl, make_plugin_m
 from meta_spider.tools import (
     DictKnowledgeBase,
     DuplicateToolError,
+    NothingFound,
     Tool,
     ToolArgumentError,
     ToolDefinitionError,
@@ -354,14 +355,17 @@ def test_lookup_over_a_dict_knowledge_base(plugin_manager) -> None:
     registry = ToolRegistry.from_plugins(plugin_manager, knowledge_base=kb)
     lookup = registry["lookup"]
     assert lookup(query="capital of  france") == "Paris is the capital of France."
-    assert lookup(query="capital of Spain") == "No entry found for 'capital of Spain'."
+    with pytest.raises(NothingFound, match="^No entry found for 'capital of Spain'.$") as miss:
+        lookup(query="capital of Spain")
+    assert isinstance(miss.value, LookupError) and miss.value.query == "capital of Spain"
     assert lookup.metadata["knowledge_base"] == "geo"
     assert registry.source("lookup") == "meta_spider.tools.builtin"  # same tool, other facts
 
 
 def test_lookup_without_a_knowledge_base_finds_nothing(plugin_manager) -> None:
     registry = ToolRegistry.from_plugins(plugin_manager)
-    assert registry["lookup"](query="anything") == "No entry found for 'anything'."
+    with pytest.raises(NothingFound, match="No entry found for 'anything'."):
+        registry["lookup"](query="anything")
     assert registry["lookup"].metadata["knowledge_base"] == "none"
 
 

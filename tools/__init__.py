@@ -15,6 +15,7 @@ from meta_spider.tools.calculator import (
 )
 from meta_spider.tools.errors import (
     DuplicateToolError,
+    NothingFound,
     ToolArgumentError,
     ToolDefinitionError,
     ToolError,
@@ -40,6 +41,7 @@ __all__ = [
     "EmptyKnowledgeBase",
     "KnowledgeBase",
     "LOOKUP_TOOL_NAME",
+    "NothingFound",
     "Tool",
     "ToolArgumentError",
     "ToolDefinitionError",

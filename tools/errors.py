@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-__all__ = ["DuplicateToolError", "ToolArgumentError", "ToolDefinitionError", "ToolError", "UnknownToolError"]
+__all__ = ["DuplicateToolError", "NothingFound", "ToolArgumentError", "ToolDefinitionError", "ToolError",
+           "UnknownToolError"]
 
 
 class ToolError(MetaSpiderError):
@@ -34,6 +35,15 @@ class ToolArgumentError(ToolError, ValueError, fields=("tool", "field", "reason"
     def describe(self) -> str:
         where = f"argument {self.field!r}" if self.field else "arguments"
         return f"tool {self.tool!r}: {where}: {self.reason}"
+
+
+class NothingFound(ToolError, LookupError, fields=("query",)):
+    """A tool ran and holds nothing for ``query`` (the lookup's miss). Not a
+    failure: the agent loop gives the model the message as the observation
+    and records the call as ``not_found``, so a policy can refuse instead of
+    letting the model answer from an empty result."""
+
+    template = "No entry found for {query!r}."
 
 
 class DuplicateToolError(ToolError, fields=("name", "first_source", "second_source")):

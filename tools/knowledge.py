@@ -13,6 +13,7 @@ import re
 import unicodedata
 from typing import Any, Mapping, Protocol, runtime_checkable
 
+from meta_spider.tools.errors import NothingFound
 from meta_spider.tools.tool import Tool
 
 __all__ = [
@@ -105,7 +106,7 @@ def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | 
     def lookup(query: str) -> str:
         fact = knowledge_base.lookup(query)
         if fact is None:
-            return f"No entry found for {query!r}."
+            raise NothingFound(query)
         return fact
 
     return Tool(
