@@ -100,6 +100,46 @@ def test_numpy_signal_mix_matches_torch(tmp_path):
         numpy_doubter.encode(states[0].numpy())
 
 
+def test_the_scope_gate_vetoes_alike_in_torch_numpy_and_after_a_checkpoint_round_trip(tmp_path):
+    """A fitted scope gate turns P(correct) into the veto logit wherever its
+    read of one target layer and the signals falls below its threshold; the
+    checkpoint and the sidecar carry it and the numpy Doubter decides the
+    same questions."""
+    from meta_spider.wrapper.scope import VETO_LOGIT
+
+    doubter = random_doubter(seed=5, signals=["draft_logprob_mean", "draft_logprob_min"], scope_layer=4)
+    gate = doubter.scope_gate
+    assert gate is not None and gate.layer_index == 1 and not gate.fitted  # unfitted: never vetoes
+    generator = torch.Generator().manual_seed(3)
+    states = torch.randn(64, 3, 32, generator=generator) * 2.0
+    signals = torch.randn(64, 2, generator=generator) - 1.0
+    with torch.no_grad():
+        plain = doubter.encode(states, signals).p_correct_logit
+        gate.weight.copy_(torch.randn(34, generator=generator))
+        gate.mean.copy_(torch.randn(34, generator=generator))
+        gate.scale.uniform_(0.5, 2.0, generator=generator)
+        scores = gate.logit(states, signals)
+        gate.threshold.fill_(float(scores.median()))
+        vetoed = doubter.encode(states, signals).p_correct_logit
+        unvetoed = doubter.encode(states, signals, scope=False).p_correct_logit
+    outside = scores < gate.threshold
+    assert 20 < int(outside.sum()) < 44
+    assert torch.equal(vetoed[outside], torch.full_like(vetoed[outside], VETO_LOGIT))
+    assert torch.equal(vetoed[~outside], plain[~outside]) and torch.equal(unvetoed, plain)
+    reloaded = Doubter.from_checkpoint(doubter.save_checkpoint(tmp_path / "ckpt")).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded.encode(states, signals).p_correct_logit, vetoed)
+    numpy_doubter = NumpyDoubter.from_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
+    for row in range(64):
+        got = numpy_doubter.encode(states[row].numpy(), signals[row].numpy()).p_correct_logit
+        if bool(outside[row]):
+            assert got == VETO_LOGIT
+        else:
+            assert abs(got - float(vetoed[row])) <= NUMPY_ATOL
+    with pytest.raises(ValueError, match="scope_layer must be one of the target layers"):
+        random_doubter(scope_layer=2)
+
+
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
 def test_numpy_encoder_and_cross_attention_match_torch(encoder_type, tmp_path):
     doubter = random_doubter(encoder_type=encoder_type, seed=3)

@@ -161,6 +161,9 @@ class DoubterConfig(_JsonConfig):
                                    factory=tuple)
     enable_self_correction: bool = _help("train confirm / correct / refuse targets (needs the transformer "
                                          "encoder; the trainer follows it)", False)
+    scope_layer: int | None = _help("target layer whose state the scope gate reads, with the signals, to veto "
+                                    "questions outside what the base can answer (meta_spider.wrapper.scope; "
+                                    "None: no scope gate)", None)
 
     def __post_init__(self) -> None:
         from meta_spider.wrapper.signals import check_signal_names
@@ -204,6 +207,10 @@ class DoubterConfig(_JsonConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not -1.0 < value < 1.0:
                 raise ValueError(f"{name} is a tanh gate value and must lie in (-1, 1), got {value!r}")
+        if self.scope_layer is not None and (isinstance(self.scope_layer, bool) or not isinstance(self.scope_layer, int)
+                                             or (not unsized and self.scope_layer not in self.target_layers)):
+            raise ValueError(f"scope_layer must be one of the target layers {list(self.target_layers)} (or None), "
+                             f"got {self.scope_layer!r}")
         if self.inject_positions not in INJECT_POSITIONS:
             raise ValueError(f"inject_positions must be one of {INJECT_POSITIONS}, got {self.inject_positions!r}")
         if self.read_position not in READ_POSITIONS:

@@ -32,3 +32,7 @@ READ_POSITIONS = ("prompt", "draft")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = (None, "int8", "nf4", "fp4")
 LAYER_PRESETS = ("all", "late")
+
+SCOPE_VETO_LOGIT = -30.0
+"""The P(correct) logit of a question the scope gate vetoes (P about 1e-13);
+:mod:`meta_spider.wrapper.scope` and the numpy Doubter both use it."""

@@ -26,6 +26,7 @@ from meta_spider.wrapper.cross_attention import BottleneckCrossAttention
 from meta_spider.wrapper.encoders import EncoderOutput, build_encoder
 from meta_spider.wrapper.errors import FingerprintMismatchError, ReferenceVocabularyError
 from meta_spider.wrapper.gates import TanhGate
+from meta_spider.wrapper.scope import ScopeGate
 from meta_spider.wrapper.signals import reads_reference, reference_problem
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Doubter(nn.Module):
         self.encoder: nn.Module | None = None
         self.cross_attn = nn.ModuleDict()
         self.signal_mix: SignalMix | None = None
+        self.scope_gate: ScopeGate | None = None
         # ``[V]`` log p_ref, the base's mean next-token distribution over the
         # training prompts, for the PMI signals: a buffer (saved with the
         # weights), empty until trained; None when no signal reads it.
@@ -106,6 +108,9 @@ class Doubter(nn.Module):
             }
         )
         self.signal_mix = SignalMix(len(config.signals)) if config.signals else None
+        if config.scope_layer is not None:
+            self.scope_gate = ScopeGate(list(config.target_layers).index(config.scope_layer),
+                                        config.hidden_size + len(config.signals))
 
     @property
     def sized(self) -> bool:
@@ -146,21 +151,27 @@ class Doubter(nn.Module):
 
     # ------------------------------------------------------------ compute
 
-    def encode(self, layer_states: torch.Tensor, signals: torch.Tensor | None = None) -> EncoderOutput:
+    def encode(self, layer_states: torch.Tensor, signals: torch.Tensor | None = None, *,
+               scope: bool = True) -> EncoderOutput:
         """``[B, L, d]`` pass-1 states (target-layer order) -> tokens + logit;
         ``signals [B, K]`` (the config's ``signals``, in that order) are
-        required when the config names any and enter the P(correct) logit."""
+        required when the config names any and enter the P(correct) logit.
+        A fitted scope gate (:class:`~meta_spider.wrapper.scope.ScopeGate`)
+        vetoes questions it reads as outside what the base can answer, unless
+        ``scope`` is false (the training loss, which teaches P(correct) on
+        every question)."""
         encoded = self._encoder_output(layer_states)
-        if self.signal_mix is None:
-            return encoded
-        wanted = (layer_states.shape[0], len(self.config.signals))
-        if signals is None or tuple(signals.shape) != wanted:
-            got = None if signals is None else tuple(signals.shape)
-            raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.config.signals)}: "
-                             f"pass signals of shape {list(wanted)}, got {got}")
-        device = encoded.p_correct_logit.device
-        logit = self.signal_mix(encoded.p_correct_logit, signals.to(device=device, dtype=torch.float32))
-        return dataclasses.replace(encoded, p_correct_logit=logit)
+        logit = encoded.p_correct_logit
+        if self.signal_mix is not None:
+            wanted = (layer_states.shape[0], len(self.config.signals))
+            if signals is None or tuple(signals.shape) != wanted:
+                got = None if signals is None else tuple(signals.shape)
+                raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.config.signals)}: "
+                                 f"pass signals of shape {list(wanted)}, got {got}")
+            logit = self.signal_mix(logit, signals.to(device=logit.device, dtype=torch.float32))
+        if self.scope_gate is not None and scope:
+            logit = self.scope_gate.veto(logit, layer_states, signals if self.config.signals else None)
+        return encoded if logit is encoded.p_correct_logit else dataclasses.replace(encoded, p_correct_logit=logit)
 
     def cognitive_tokens(self, layer_states: torch.Tensor) -> torch.Tensor:
         """Only the cognitive tokens ``[B, N, d]`` of ``layer_states`` (what

@@ -156,7 +156,7 @@ def teacher_forced_forward(
     device = next(model.parameters()).device
     if layer_states is None:
         layer_states = read_prompt_states(model, structure, doubter, batch)
-    encoded = doubter.encode(layer_states, signals)
+    encoded = doubter.encode(layer_states, signals, scope=False)  # the probe loss sees every question
     state = InjectionState(
         cognitive_tokens=encoded.cognitive_tokens,
         position_mask=injection_mask(batch, doubter.config.inject_positions),

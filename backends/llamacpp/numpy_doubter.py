@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from meta_spider.backends.llamacpp.sidecar_format import SidecarContents, SidecarError, read_sidecar
+from meta_spider.wrapper.constants import SCOPE_VETO_LOGIT
 
 LAYER_NORM_EPS = 1e-5
 """torch.nn.LayerNorm's default, used by every norm inside the Doubter."""
@@ -148,6 +149,9 @@ class NumpyDoubter:
         self.refresh_threshold = float(self.config.get("refresh_threshold", 0.9))
         self.signals = tuple(str(name) for name in (self.config.get("signals") or ()))
         """Pass-1 signals P(correct) reads (:mod:`meta_spider.wrapper.signals`)."""
+        scope = self.config.get("scope_layer")
+        self.scope_index: int | None = None if scope is None else self.target_layers.index(int(scope))
+        """Position in ``target_layers`` of the layer the scope gate reads (None: no scope gate)."""
         self._tensors = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
         self.log_reference: np.ndarray | None = self._tensors.get("log_reference")
         """``[V]`` log p_ref the PMI signals read (None when the Doubter reads none)."""
@@ -204,16 +208,26 @@ class NumpyDoubter:
         """Pass-1 states ``[L, d]`` (target-layer order) and, when the Doubter
         reads any, its signals ``[K]`` -> cognitive tokens and P(correct) logit."""
         encoded = self.encode_tokens(layer_states)
-        if not self.signals:
-            return encoded
-        values = None if signals is None else np.asarray(signals, dtype=np.float64)
-        if values is None or values.shape != (len(self.signals),):
-            raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.signals)}: pass "
-                             f"signals of shape [{len(self.signals)}], got {None if values is None else list(values.shape)}")
-        standardised = (values - self._t("signal_mix.mean")) / self._t("signal_mix.scale")
-        features = np.concatenate([[encoded.p_correct_logit], standardised])
-        logit = float(_linear(features, self._t("signal_mix.linear.weight"), self._t("signal_mix.linear.bias"))[0])
+        logit, values = encoded.p_correct_logit, np.zeros(0)
+        if self.signals:
+            values = None if signals is None else np.asarray(signals, dtype=np.float64)
+            if values is None or values.shape != (len(self.signals),):
+                raise ValueError(f"this Doubter's P(correct) reads the pass-1 signals {list(self.signals)}: pass "
+                                 f"signals of shape [{len(self.signals)}], got "
+                                 f"{None if values is None else list(values.shape)}")
+            standardised = (values - self._t("signal_mix.mean")) / self._t("signal_mix.scale")
+            features = np.concatenate([[logit], standardised])
+            logit = float(_linear(features, self._t("signal_mix.linear.weight"), self._t("signal_mix.linear.bias"))[0])
+        if self.scope_index is not None and self.scope_logit(layer_states, values) < float(self._t("scope_gate.threshold")):
+            logit = SCOPE_VETO_LOGIT
         return NumpyEncoded(encoded.cognitive_tokens, logit, encoded.probe_logits)
+
+    def scope_logit(self, layer_states: np.ndarray, signals: np.ndarray) -> float:
+        """The scope gate's read of the states ``[L, d]`` and signals ``[K]``
+        (:class:`~meta_spider.wrapper.scope.ScopeGate`)."""
+        features = np.concatenate([np.asarray(layer_states, dtype=np.float64)[self.scope_index], signals])
+        standardised = (features - self._t("scope_gate.mean")) / self._t("scope_gate.scale")
+        return float(standardised @ self._t("scope_gate.weight") + float(self._t("scope_gate.bias")))
 
     def encode_tokens(self, layer_states: np.ndarray) -> NumpyEncoded:
         """The encoder alone: cognitive tokens and the encoder's own P(correct)

@@ -259,6 +259,12 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
         needed += [f"signal_mix.{part}" for part in ("mean", "scale", "linear.weight", "linear.bias")]
         if reads_reference(config["signals"]):
             needed.append("log_reference")
+    scope = config.get("scope_layer")
+    if scope is not None:
+        if _int_list([scope]) == [None] or scope not in config["target_layers"]:
+            raise SidecarError(contents.path, f"its scope_layer {scope!r:.40} is not one of its target layers "
+                               f"{config['target_layers']!r:.80}", "export it again from the checkpoint")
+        needed += [f"scope_gate.{part}" for part in ("mean", "scale", "weight", "bias", "threshold")]
     absent = [name for name in needed if name not in contents.tensors]
     if absent:
         raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "

@@ -31,7 +31,7 @@ from meta_spider.loom.train.config import EARLY_STOPPING_METRICS, MIXED_PRECISIO
 TRAINING_FILE = "training.json"
 
 _DOUBTER_OPTIONS = ("encoder_dim", "encoder_num_heads", "encoder_num_layers", "num_cognitive_tokens",
-                    "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init", "signals")
+                    "ca_bottleneck_dim", "ca_num_heads", "ca_gate_init", "encoder_gate_init", "signals", "scope_layer")
 
 
 def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -50,7 +50,7 @@ def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[st
 _TRAINER_OPTIONS = ("epochs", "lr", "batch_size", "gradient_accumulation_steps", "gate_lr_multiplier",
                     "weight_decay", "optimizer", "probe_loss_weight", "pos_weight", "balance_classes",
                     "enable_self_correction", "answer_loss_weight", "early_stopping_metric", "seed", "mixed_precision",
-                    "max_grad_norm", "train_split", "validation_split", "signals_only")
+                    "max_grad_norm", "train_split", "validation_split", "signals_only", "scope_quantile")
 
 
 P_CORRECT_SOURCES = ("states", "signals", "both")
@@ -125,6 +125,12 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--p-correct-from", "p_correct_from", type=click.Choice(P_CORRECT_SOURCES), default=None,
               help="what P(correct) reads: the hidden states (no signals), the pass-1 signals alone (the encoder's "
                    "logit gets weight 0), or both; signals and both read --logprob-signals, default all")
+@click.option("--scope-layer", type=int, default=None, metavar="LAYER",
+              help="add a scope gate reading this target layer's state and the signals: it vetoes questions "
+                   "outside what the base can answer (needs unanswerable training questions the base answered, "
+                   "e.g. --dataset-option train_outside=N at collection)")
+@click.option("--scope-quantile", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True), default=None,
+              help="the scope gate vetoes below this quantile of validation's scores (default 0.02)")
 @click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")
 @click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
 def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:

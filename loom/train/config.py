@@ -70,6 +70,9 @@ class TrainerConfig:
     pretrain_projectors: bool = _help("fit the selective encoder's per-layer probes to pass1_correct first", True)
     pretrain_iterations: int = _help("L-BFGS iterations of the per-layer probe fit", 50)
     pretrain_l2: float = _help("L2 penalty of the per-layer probe fit", 1e-3)
+    scope_quantile: float = _help(
+        "a Doubter with a scope gate vetoes below this quantile of the validation questions' scope scores (the "
+        "share of ordinary questions it may refuse)", 0.02)
     early_stopping_metric: str = _help("'val_auroc' (of P(correct), higher is better) or 'val_loss'", "val_auroc")
     early_stopping_patience: Optional[int] = _help("epochs without improvement before stopping (None: never)", 3)
     min_delta: float = _help("smallest change of the metric that counts as an improvement", 0.0)
@@ -116,6 +119,8 @@ class TrainerConfig:
             value = getattr(self, name)
             if not _number(value) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not _number(self.scope_quantile) or not 0.0 < self.scope_quantile < 0.5:
+            raise ValueError(f"scope_quantile must lie in (0, 0.5), got {self.scope_quantile!r}")
         for name in ("warmup_fraction", "min_lr_ratio"):
             value = getattr(self, name)
             if not _number(value) or not 0.0 <= value < 1.0:

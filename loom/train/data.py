@@ -39,6 +39,9 @@ class TrainingRows:
     """``[n, K]`` float32 pass-1 signals the Doubter reads (None when it reads none)."""
     log_reference: torch.Tensor | None = None
     """``[V]`` float32 log p_ref of the collection, for a Doubter reading the PMI signals."""
+    unanswerable: torch.Tensor | None = None
+    """``[n]`` bool: the question's only true answer is the refusal sentence
+    (what the scope gate is fitted on)."""
 
 
 def load_activations(activations: Any) -> Any:
@@ -86,7 +89,11 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
         except ActivationFormatError as error:
             raise TrainerError(f"the Doubter reads the pass-1 signals {list(doubter_config.signals)}, but "
                                f"{error.path} {error.problem}", f"{error.fix}; or train without --logprob-signals") from error
-    return TrainingRows(states, correct, prompts, targets, train, validation, signals, log_reference)
+    from meta_spider.wrapper.refusal import is_refusal
+
+    unanswerable = torch.tensor([bool(truth) and all(is_refusal(text, config.refusal) for text in truth)
+                                 for truth in truths], dtype=torch.bool)
+    return TrainingRows(states, correct, prompts, targets, train, validation, signals, log_reference, unanswerable)
 
 
 class SplitSamples:

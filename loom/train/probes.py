@@ -153,6 +153,37 @@ def fit_signal_mix(doubter: nn.Module, encoder_logits: torch.Tensor, signals: to
     return loss
 
 
+def fit_scope_gate(doubter: nn.Module, rows: "TrainingRows", *, quantile: float, l2: float = 1.0) -> dict[str, float]:
+    """Fit the Doubter's :class:`~meta_spider.wrapper.scope.ScopeGate` in
+    place: a logistic regression on the training split telling the base's
+    invented drafts (a question whose only true answer is the refusal
+    sentence, drafted something else) from every other question, on the read
+    layer's state and the signals; the threshold is the ``quantile`` of the
+    validation questions' scores. Returns what the fit saw."""
+    from meta_spider.loom.evaluate.probe import LogisticProbe
+
+    gate = doubter.scope_gate
+    invented = rows.unanswerable & ~rows.correct if rows.unanswerable is not None else torch.zeros_like(rows.correct)
+    train = torch.tensor(rows.train, dtype=torch.long)
+    count = int(invented[train].sum())
+    if count == 0:
+        raise TrainerError("the scope gate learns from unanswerable training questions (the only true answer is the "
+                           "refusal sentence) that the base answered anyway, and the training split has none",
+                           "collect a dataset that has such questions (the world: --dataset-option train_outside=N), "
+                           "or train without --scope-layer")
+    with torch.no_grad():
+        features = gate.raw_features(rows.states, rows.signals).double().cpu().numpy()
+    probe = LogisticProbe(l2 / len(rows.train)).fit(features[rows.train], (~invented[train]).numpy())
+    scores = probe.decision_function(features[rows.validation])
+    threshold = float(torch.quantile(torch.from_numpy(scores), quantile))
+    with torch.no_grad():
+        for name, value in (("mean", probe.mean), ("scale", probe.scale), ("weight", probe.weight)):
+            getattr(gate, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        gate.bias.fill_(probe.bias)
+        gate.threshold.fill_(threshold)
+    return {"invented": count, "threshold": threshold, "quantile": quantile}
+
+
 def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerConfig, pos_weight: float,
                      device: torch.device) -> None:
     """Fit the per-layer probes (``pretrain_projectors``, selective
@@ -178,3 +209,7 @@ def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerCo
                               use_encoder=not config.signals_only)
         logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(doubter.config.signals),
                     " alone" if config.signals_only else "", loss)
+    if getattr(doubter, "scope_gate", None) is not None:
+        fitted = fit_scope_gate(doubter, rows, quantile=config.scope_quantile)
+        logger.info("fitted the scope gate on %d invented drafts; vetoes below %.3f (the %.0f%% quantile of "
+                    "validation)", fitted["invented"], fitted["threshold"], 100 * config.scope_quantile)
