@@ -38,22 +38,36 @@ DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16"
 """Collection settings: the world's answers are short sentences."""
 DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25",
                                      "--logprob-signals", "draft_logprob_mean,draft_logprob_min")
-"""Extra ``metaloom train`` options of the demo run: answer targets weigh 1.25x,
+"""``metaloom train`` options every recipe shares: answer targets weigh 1.25x,
 the weight that met the behaviour targets on the validation split, and
-P(correct) also reads the log-probs of the base's own draft answer. Not the
+P(correct) reads the log-probs of the base's own draft answer. Not the
 prompt's: those fall for any wording the base has not read, and the demo is
 judged in new wordings too (docs/loom.md)."""
 PMI_SIGNALS_ARG = "draft_logprob_mean,draft_logprob_min,prompt_pmi_top4"
-"""``--pmi``: the draft's log-probs and the prompt's highest PMIs
+"""The draft's log-probs and the prompt's highest PMIs
 (:mod:`meta_spider.wrapper.signals`; collected with ``--pmi-signals``)."""
+OUTSIDE_TRAIN_QUESTIONS = 240
+"""Unanswerable train questions the scope gate learns from (the world's
+``train_outside`` dataset option)."""
+RECIPES = ("scope", "pmi", "draft")
+"""The demo's recipes, the default first: ``scope`` (P(correct) from the
+draft and the PMI, and a scope gate learnt from unanswerable train
+questions), ``pmi`` (the same without the gate and those questions) and
+``draft`` (P(correct) from the draft's log-probs alone). docs/loom.md
+compares them; the default was chosen after seeing their test and shift
+numbers."""
 
 
-def recipe_args(pmi: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(collect, train)`` extra options of the demo's recipe, or of the PMI recipe."""
-    if not pmi:
-        return DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
+def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``(dataset, collect, train)`` extra options of a recipe (:data:`RECIPES`);
+    ``scope`` also needs ``--scope-layer`` (the collection's first target layer)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
+    if recipe == "draft":
+        return (), DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
     train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")] + ("--logprob-signals", PMI_SIGNALS_ARG)
-    return DEMO_COLLECT_ARGS + ("--pmi-signals",), train
+    dataset = ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}") if recipe == "scope" else ()
+    return dataset, DEMO_COLLECT_ARGS + ("--pmi-signals",), train
 
 
 class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
@@ -118,9 +132,9 @@ def show_questions(pipe: Any, questions: list[dict[str, Any]], dataset: Any, con
 
 
 def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, console: Console | None = None,
-             epochs: int = DEMO_EPOCHS, pmi: bool = False) -> dict[str, Any]:
-    """Run (or resume) the demo; returns the report and the questions shown.
-    ``pmi``: P(correct) also reads the prompt's PMI (not the default recipe)."""
+             epochs: int = DEMO_EPOCHS, recipe: str = RECIPES[0]) -> dict[str, Any]:
+    """Run (or resume) the demo with one of :data:`RECIPES`; returns the
+    report and the questions shown."""
     from meta_spider.loom.cli.eval import REPORT_FILE, SHIFTS_FILE
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.evaluate.shifts import shift_splits
@@ -135,14 +149,19 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     console.print(f"base at {world.model_dir}: test QA exact match {metrics['accuracy']:.3f}")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path)
     console.print(f"run directory: {run_dir}")
-    dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}"]
-
-    collect_args, train_args = recipe_args(pmi)
+    extra_dataset_args, collect_args, train_args = recipe_args(recipe)
+    dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}",
+                    *extra_dataset_args]
     console.print(Rule("2/5 metaloom collect"))
     _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
                    *collect_args], run_dir)
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
+        if recipe == "scope":  # the gate reads the first layer the collection holds
+            from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+
+            layer = ActivationDataset.load(run_dir / ACTIVATIONS_DIR).target_layers[0]
+            train_args = (*train_args, "--scope-layer", str(layer))
         _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
@@ -213,13 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="world seed")
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
-    parser.add_argument("--pmi", action="store_true",
-                        help=f"P(correct) reads {PMI_SIGNALS_ARG} (collected with --pmi-signals) instead of the "
-                             "draft's log-probs alone")
+    parser.add_argument("--recipe", choices=RECIPES, default=RECIPES[0],
+                        help="scope (default): P(correct) from the draft's log-probs and the prompt's PMI, and a "
+                             "scope gate learnt from unanswerable train questions; pmi: the same without them; "
+                             "draft: the draft's log-probs alone")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        run_demo(args.preset, args.seed, args.run_dir, console=console, epochs=args.epochs, pmi=args.pmi)
+        run_demo(args.preset, args.seed, args.run_dir, console=console, epochs=args.epochs, recipe=args.recipe)
     except DemoError as error:
         console.print(f"[red]demo stopped[/]: {error}")
         console.print(f"The demo keeps every step in {error.run_dir}; a folder left by another version of "
