@@ -47,15 +47,16 @@ TASKS = [
 # Task by task (direct | doubter, threshold 0.5 from the calibration):
 #   t1  "Paris." right, 1 step           | p 0.9 -> "Paris." right, 1 step
 #   t2  "Paris." wrong                   | p 0.1 -> lookup -> "Amberhold." right, 1 call, 2 steps  (rescued)
-#   t3  "Two." wrong                     | p 0.2 -> lookup (miss) -> "I don't know." refusal, 1 call, 2 steps
-#   t4  "The Pacific." right             | p 0.3 -> lookup (miss) -> "Atlantic." wrong, 1 call, 2 steps  (broke)
+#   t3  "Two." wrong                     | p 0.2 -> lookup (miss) -> refusal, nothing generated, 1 call, 2 steps
+#   t4  "The Pacific." right             | p 0.3 -> lookup (miss) -> refusal, nothing generated, 1 call, 2 steps
+#                                                                                                          (broke)
 #   t5  native call -> "Queen Mira." right, 1 call, 2 steps | p 0.9 -> "King Bo." wrong, 1 step  (broke)
 DIRECT_SCRIPT = ["Paris.", "Paris.", "Two.", "The Pacific.", call("founder of Amberhold"), "Queen Mira."]
 DOUBTER_SCRIPT = [
     read(0.9), "Paris.",
     read(0.1), "I don't know.", completion_of("capital of Veloria"), "Amberhold.",
-    read(0.2), "Maybe two.", completion_of("moons of Zog"), "I don't know.",
-    read(0.3), "The Pacific.", completion_of("largest ocean"), "Atlantic.",
+    read(0.2), "Maybe two.", completion_of("moons of Zog"),
+    read(0.3), "The Pacific.", completion_of("largest ocean"),
     read(0.9), "King Bo.",
 ]
 
@@ -72,13 +73,13 @@ def test_comparison_numbers_match_the_hand_count() -> None:
     assert doubter["correct"] == 2 and doubter["pass_rate"] == 0.4
     assert (doubter["rescued"], doubter["broke"]) == (1, 2)
     assert (doubter["rescued_rate"], doubter["broke_rate"]) == (0.2, 0.4)
-    assert (doubter["refusals"], doubter["tool_calls"], doubter["tool_calls_per_task"]) == (1, 3, 0.6)
+    assert (doubter["refusals"], doubter["tool_calls"], doubter["tool_calls_per_task"]) == (2, 3, 0.6)
     assert doubter["steps_per_task"] == 1.6 and doubter["pass_rate_gain_points"] == pytest.approx(-20.0)
     assert report.base_error_rate == pytest.approx(0.4)
     # Per task: who answered what, and the first decision's P(correct).
     by_task = {result.task_id: result for result in report.results["doubter"]}
     assert (by_task["t2"].outcome, by_task["t2"].text, by_task["t2"].correct) == ("answer", "Amberhold.", True)
-    assert by_task["t3"].outcome == "refuse" and by_task["t4"].text == "Atlantic."
+    assert by_task["t3"].outcome == by_task["t4"].outcome == "refuse" and by_task["t4"].text == "I don't know."
     assert [r.p_correct for r in report.results["doubter"]] == [0.9, 0.1, 0.2, 0.3, 0.9]
     assert report.results["direct"][0].p_correct is None
     assert report.settings["thresholds"]["doubter"] == {"value": 0.5, "source": "calibration:doubter"}
