@@ -138,6 +138,20 @@ def test_the_scope_gate_vetoes_alike_in_torch_numpy_and_after_a_checkpoint_round
             assert abs(got - float(vetoed[row])) <= NUMPY_ATOL
     with pytest.raises(ValueError, match="scope_layer must be one of the target layers"):
         random_doubter(scope_layer=2)
+    # A sidecar whose scope gate names a layer it does not read, or lacks the gate's tensors: typed errors.
+    import dataclasses
+
+    from meta_spider.backends.llamacpp.sidecar_format import check_sidecar_structure, read_sidecar
+
+    contents = read_sidecar(tmp_path / SIDECAR_FILE)
+    check_sidecar_structure(contents)
+    for config, tensors, problem in (
+            ({**contents.config, "scope_layer": 0}, contents.tensors, "scope_layer 0 is not one of its target"),
+            ({**contents.config, "scope_layer": "4"}, contents.tensors, "scope_layer '4' is not one of"),
+            (contents.config, {k: v for k, v in contents.tensors.items() if k != "scope_gate.threshold"},
+             "lacks tensors ..scope_gate.threshold")):
+        with pytest.raises(SidecarError, match=problem):
+            check_sidecar_structure(dataclasses.replace(contents, config=config, tensors=tensors))
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)
