@@ -16,6 +16,7 @@ module knows nothing about terminals.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -38,6 +39,8 @@ from meta_spider.backends.base import InferenceBackend
 from meta_spider.plugins import ComponentRegistry
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.tools import DictKnowledgeBase, KnowledgeBase, ToolRegistry
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AgentLauncher", "ComponentSettingsError", "DEFAULT_POLICY", "FAKE_BACKEND", "demo_script"]
 
@@ -100,6 +103,9 @@ class AgentLauncher:
             self.tools = self.tools.subset(self.tool_names)
         elif (trained := dataset_tool_names(dataset)) is not None:  # the prompt its base learnt to call from
             self.tools = self.tools.subset([name for name in trained if name in self.tools])
+            if not len(self.tools):
+                logger.warning("the run's dataset names the tools %s, none of them registered: the agent offers no "
+                               "tool (name some with --tools)", list(trained))
 
     # ------------------------------------------------------------ names
 

@@ -76,9 +76,10 @@ class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_d
     template = "{step} failed: {message}"
 
 
-def default_run_dir(world_path: Path) -> Path:
-    """The demo's run directory: beside the world it was made from."""
-    return world_path / "demo-run"
+def default_run_dir(world_path: Path, recipe: str = "scope") -> Path:
+    """The demo's run directory: beside the world it was made from, one per
+    recipe (``demo-run`` for the default, ``demo-run-<recipe>`` otherwise)."""
+    return world_path / ("demo-run" if recipe == RECIPES[0] else f"demo-run-{recipe}")
 
 
 def _loom_command(args: Sequence[str], run_dir: Path) -> None:
@@ -147,7 +148,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     world = build_world(preset, seed=seed)
     metrics = world.metrics["qa"]["test"]
     console.print(f"base at {world.model_dir}: test QA exact match {metrics['accuracy']:.3f}")
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path, recipe)
     console.print(f"run directory: {run_dir}")
     extra_dataset_args, collect_args, train_args = recipe_args(recipe)
     dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}",

@@ -115,19 +115,21 @@ def resolve_threshold(
 
 
 def pending_tool_kinds(session: SessionView) -> list[str]:
-    """The observation kinds of the tool results after the last user turn
-    (``not_found``, ``result``, ...), read from the session's tool-result
-    records when it keeps them; [] for a bare view of the messages."""
-    records = getattr(session, "tool_results", None)
-    if not records:
-        return []
-    pending = 0
+    """The observation kind (``not_found``, ``result``, ...) of each tool
+    message after the last user turn, matched to the session's tool-result
+    records by call id; "" for a message no record matches (a client's own
+    tool result, a bare view of the messages)."""
+    kinds = {getattr(record, "call_id", None): getattr(getattr(record, "kind", ""), "value", getattr(record, "kind", ""))
+             for record in getattr(session, "tool_results", None) or ()}
+    pending = []
     for message in reversed(list(session.messages)):
         role = message.get("role")
         if role == "user":
             break
-        pending += role == "tool"
-    return [str(getattr(record, "kind", "")) for record in list(records)[-pending:]] if pending else []
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            pending.append(str(kinds.get(call_id, "")) if call_id is not None else "")
+    return pending[::-1]
 
 
 def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:

@@ -152,6 +152,27 @@ def test_the_scope_gate_vetoes_alike_in_torch_numpy_and_after_a_checkpoint_round
              "lacks tensors ..scope_gate.threshold")):
         with pytest.raises(SidecarError, match=problem):
             check_sidecar_structure(dataclasses.replace(contents, config=config, tensors=tensors))
+    # Hand-edited gate tensors: a typed error from the sidecar reader and from the checkpoint reader alike.
+    from meta_spider.backends.llamacpp.sidecar_format import sidecar_format_version
+    from meta_spider.wrapper.errors import CheckpointError
+
+    assert contents.format_version == 2 == sidecar_format_version(contents.config)
+    assert read_sidecar(export_sidecar(random_doubter(), tmp_path / "plain.gguf")).format_version == 1
+    edits = {"scope_gate.threshold": (np.array(np.nan), "threshold of nan"),
+             "scope_gate.scale": (np.zeros(34), "scale that is not positive"),
+             "scope_gate.mean": (np.zeros(1), r"scope_gate.mean \[1\] \(expected \[34\]\)"),
+             "scope_gate.weight": (np.full(34, np.inf), "non-finite scope gate weights")}
+    for name, (value, problem) in edits.items():
+        with pytest.raises(SidecarError, match=problem):
+            check_sidecar_structure(dataclasses.replace(contents, tensors={**contents.tensors, name: value}))
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "ckpt"
+    weights = load_file(str(folder / "doubter.safetensors"))
+    weights["scope_gate.threshold"] = torch.tensor(float("inf"))
+    save_file(weights, str(folder / "doubter.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="threshold of inf"):
+        Doubter.from_checkpoint(folder)
 
 
 @pytest.mark.parametrize("encoder_type", ENCODER_TYPES)

@@ -103,18 +103,25 @@ def test_a_lookup_that_finds_nothing_ends_in_a_refusal_not_a_guess() -> None:
     # Only the results after the last question count, and one hit among misses is answered from.
     from types import SimpleNamespace
 
-    def view(kinds_by_turn: list[list[str]]) -> SimpleNamespace:
+    from meta_spider.agentcore.steps import ObservationKind
+
+    def view(kinds_by_turn: list[list[object]]) -> SimpleNamespace:
         messages, records = [], []
-        for kinds in kinds_by_turn:
+        for turn, kinds in enumerate(kinds_by_turn):
             messages.append({"role": "user", "content": "q"})
-            messages += [{"role": "tool", "content": "r"} for _ in kinds]
-            records += [SimpleNamespace(kind=kind) for kind in kinds]
+            messages += [{"role": "tool", "content": "r", "tool_call_id": f"c{turn}{k}"} for k in range(len(kinds))]
+            records += [SimpleNamespace(kind=kind, call_id=f"c{turn}{k}") for k, kind in enumerate(kinds)]
         return SimpleNamespace(messages=messages, tool_results=records)
 
     assert pending_tool_kinds(view([["result"], ["not_found", "not_found"]])) == ["not_found", "not_found"]
     assert pending_tool_kinds(view([["not_found"], []])) == []
     assert pending_tool_kinds(view([["not_found", "result"]])) == ["not_found", "result"]
-    assert pending_tool_kinds(SimpleNamespace(messages=[{"role": "tool"}])) == []  # a bare view: no kinds
+    assert pending_tool_kinds(view([[ObservationKind.NOT_FOUND]])) == ["not_found"]  # enum members too
+    # A tool message no record matches (a client's own result on the server) is never a miss.
+    mixed = view([["not_found"]])
+    mixed.messages.append({"role": "tool", "content": "The capital is Amberhold.", "tool_call_id": "client-1"})
+    assert pending_tool_kinds(mixed) == ["not_found", ""]
+    assert pending_tool_kinds(SimpleNamespace(messages=[{"role": "tool"}])) == [""]  # a bare view: no kinds
 
 
 @pytest.mark.parametrize("tools", [ToolRegistry(), ToolRegistry([make_lookup_tool(EmptyKnowledgeBase())])],

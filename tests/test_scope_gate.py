@@ -69,3 +69,13 @@ def test_without_invented_drafts_in_the_training_split_the_fit_says_what_to_coll
         fit_scope_gate(wrapper, rows(torch.zeros(HIDDEN), with_invented=False), quantile=0.02)
     assert "--scope-layer" in str(error.value)
     assert not wrapper.scope_gate.fitted  # left as it was: never vetoes
+
+
+def test_non_finite_states_are_a_typed_error_not_a_gate_that_never_vetoes() -> None:
+    direction = torch.nn.functional.normalize(torch.ones(HIDDEN), dim=0)
+    data = rows(direction)
+    data.states[N_TRAIN + 3, 1, 0] = float("nan")  # a validation row
+    wrapper = doubter()
+    with pytest.raises(TrainerError, match="non-finite"):
+        fit_scope_gate(wrapper, data, quantile=0.05)
+    assert not wrapper.scope_gate.fitted

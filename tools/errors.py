@@ -38,10 +38,11 @@ class ToolArgumentError(ToolError, ValueError, fields=("tool", "field", "reason"
 
 
 class NothingFound(ToolError, LookupError, fields=("query",)):
-    """A tool ran and holds nothing for ``query`` (the lookup's miss). Not a
-    failure: the agent loop gives the model the message as the observation
-    and records the call as ``not_found``, so a policy can refuse instead of
-    letting the model answer from an empty result."""
+    """A tool ran and holds nothing for ``query`` (the lookup's miss). Not
+    the model's mistake: the agent loop gives the model the message as the
+    observation and records the call as ``not_found`` (not ``ok``: no result
+    came back), so a policy can refuse instead of letting the model answer
+    from an empty result. Called directly, the lookup tool raises it."""
 
     template = "No entry found for {query!r}."
 

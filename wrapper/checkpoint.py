@@ -50,6 +50,30 @@ def checkpoint_document(doubter: "Doubter") -> dict[str, Any]:
     return document
 
 
+def scope_gate_problem(tensors: Mapping[str, Any], num_features: int) -> str | None:
+    """What makes the ``scope_gate.*`` tensors unusable for a gate reading
+    ``num_features`` values (one layer's state and the signals), or None:
+    exact shapes, finite values, positive scales, and a threshold that is
+    finite or minus infinity (never fitted: the gate never vetoes)."""
+    shapes = {"mean": (num_features,), "scale": (num_features,), "weight": (num_features,), "bias": (),
+              "threshold": ()}
+    import numpy as np
+
+    values = {name: np.asarray(tensors[f"scope_gate.{name}"], dtype=np.float64) for name in shapes}
+    wrong = [f"scope_gate.{name} {list(values[name].shape)} (expected {list(shape)})"
+             for name, shape in shapes.items() if values[name].shape != shape]
+    if wrong:
+        return f"has scope gate tensors of the wrong shape: {', '.join(wrong[:3])}"
+    if not all(bool(np.isfinite(values[name]).all()) for name in ("mean", "scale", "weight", "bias")):
+        return "has non-finite scope gate weights"
+    if not bool((values["scale"] > 0).all()):
+        return "has a scope gate scale that is not positive"
+    threshold = float(values["threshold"])
+    if not (np.isfinite(threshold) or threshold == float("-inf")):
+        return f"has a scope gate threshold of {threshold} (it must be finite, or minus infinity when never fitted)"
+    return None
+
+
 def calibration_problem(entry: Any) -> str | None:
     """What makes ``entry`` unusable as a calibration entry (an object with
     a ``threshold`` that is a number, or null for "answer nothing"), or None.
@@ -212,6 +236,11 @@ def load_doubter(path: str | Path, *, device: str | torch.device = "cpu") -> "Do
              for name in sorted(state) if tensors[name].shape != state[name].shape]
     if wrong:
         raise CheckpointError(str(path), f"tensor shapes differ from the config (saved vs expected: {wrong[:3]})")
+    if doubter.scope_gate is not None:
+        problem = scope_gate_problem({name: tensors[name].numpy() for name in tensors if name.startswith("scope_gate.")},
+                                     config.hidden_size + len(config.signals))
+        if problem is not None:
+            raise CheckpointError(str(path), f"{problem}; save the Doubter again")
     doubter.load_state_dict(tensors, strict=True)
     calibration = document.get("calibration")
     problem = None if calibration is None else calibration_problem(calibration)

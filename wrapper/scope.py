@@ -48,7 +48,8 @@ class ScopeGate(nn.Module):
 
     @property
     def fitted(self) -> bool:
-        return bool(torch.isfinite(self.threshold))
+        """Whether a threshold was set (minus infinity: never vetoes)."""
+        return bool(self.threshold > float("-inf"))
 
     def raw_features(self, layer_states: torch.Tensor, signals: torch.Tensor | None) -> torch.Tensor:
         """``[B, d + K]``: the read layer's state and the signals, unstandardised."""

@@ -22,18 +22,29 @@ from typing import Any, Mapping
 import numpy as np
 
 from meta_spider.backends.base import BackendError
-from meta_spider.wrapper.checkpoint import calibration_problem
+from meta_spider.wrapper.checkpoint import calibration_problem, scope_gate_problem
 from meta_spider.wrapper.signals import reads_reference, reference_problem
 
 __all__ = [
     "KEY_BASE_VOCAB_SIZE", "KEY_CALIBRATION", "KEY_CONFIG", "KEY_FINGERPRINT", "KEY_FORMAT_VERSION", "KEY_SCALARS", "READABLE_KEYS",
     "SIDECAR_ARCHITECTURE", "SIDECAR_FORMAT_VERSION", "SidecarBaseMismatchError", "SidecarContents", "SidecarError",
     "SidecarLayerRangeError", "base_gguf_fingerprint", "check_sidecar_fits", "check_sidecar_structure",
-    "read_sidecar", "sidecar_fields",
+    "read_sidecar", "sidecar_fields", "sidecar_format_version",
 ]
 
 SIDECAR_ARCHITECTURE = "meta-spider"
-SIDECAR_FORMAT_VERSION = 1
+SIDECAR_FORMAT_VERSION = 2
+"""The newest version this reader knows. Version 2 adds the scope gate
+(``scope_layer`` and the ``scope_gate.*`` tensors); a sidecar without one is
+still written as version 1, so older readers keep loading it, and one with
+a gate is refused by them instead of deployed without its veto."""
+
+
+def sidecar_format_version(config: Mapping[str, Any]) -> int:
+    """The version a sidecar of this Doubter config is written as."""
+    return 2 if config.get("scope_layer") is not None else 1
+
+
 KEY_FORMAT_VERSION = "meta-spider.format_version"
 KEY_CONFIG = "meta-spider.doubter_config"
 """JSON of ``DoubterConfig.to_dict()``."""
@@ -269,6 +280,10 @@ def check_sidecar_structure(contents: SidecarContents) -> None:
     if absent:
         raise SidecarError(contents.path, f"lacks tensors {absent[:4]} its config needs (truncated or "
                            "hand-edited?)", "export it again from the checkpoint")
+    if scope is not None:
+        problem = scope_gate_problem(contents.tensors, int(config["hidden_size"]) + len(config.get("signals") or ()))
+        if problem is not None:
+            raise SidecarError(contents.path, problem, "export it again from an unmodified checkpoint")
     if "log_reference" in needed:
         problem = reference_problem(np.asarray(contents.tensors["log_reference"]))
         if problem is not None:

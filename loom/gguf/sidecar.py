@@ -31,10 +31,10 @@ from meta_spider.backends.llamacpp.sidecar_format import (
     KEY_FORMAT_VERSION,
     KEY_SCALARS,
     SIDECAR_ARCHITECTURE,
-    SIDECAR_FORMAT_VERSION,
     SidecarContents,
     read_sidecar,
     sidecar_fields,
+    sidecar_format_version,
 )
 from meta_spider.loom.gguf.writer import atomic_gguf_writer
 
@@ -73,7 +73,7 @@ def export_sidecar(doubter_or_checkpoint: DoubterSource, out_path: str | os.Path
     model_id = fingerprint.get("model_id") or "unknown base"
     with atomic_gguf_writer(out, SIDECAR_ARCHITECTURE) as writer:
         writer.add_name(f"meta-spider Doubter for {model_id}")
-        writer.add_uint32(KEY_FORMAT_VERSION, SIDECAR_FORMAT_VERSION)
+        writer.add_uint32(KEY_FORMAT_VERSION, sidecar_format_version(config))
         writer.add_string(KEY_CONFIG, json.dumps(config, sort_keys=True))
         writer.add_string(KEY_FINGERPRINT, json.dumps(fingerprint, sort_keys=True))
         if calibration is not None:  # the llama.cpp backend gates as load_pipeline does, without run.json

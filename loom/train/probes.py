@@ -18,6 +18,7 @@ as the trainer does before its first update.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -176,6 +177,9 @@ def fit_scope_gate(doubter: nn.Module, rows: "TrainingRows", *, quantile: float,
     probe = LogisticProbe(l2 / len(rows.train)).fit(features[rows.train], (~invented[train]).numpy())
     scores = probe.decision_function(features[rows.validation])
     threshold = float(torch.quantile(torch.from_numpy(scores), quantile))
+    if not math.isfinite(threshold) or not all(math.isfinite(float(w)) for w in probe.weight):
+        raise TrainerError("the scope gate's fit gave non-finite scores (non-finite states or signals in the "
+                           "collection?)", "collect the activations again")
     with torch.no_grad():
         for name, value in (("mean", probe.mean), ("scale", probe.scale), ("weight", probe.weight)):
             getattr(gate, name).copy_(torch.as_tensor(value, dtype=torch.float32))

@@ -461,6 +461,9 @@ def outside_training_items(people: Sequence[Person], count: int, seed: int) -> l
     unrecorded fact of one of ``people``. The base never read them, so its
     answers show the Doubter what it does with an unfamiliar question;
     ``test_outside``'s bank stays unseen."""
+    if count and not people and count > len(outside_questions("doubter")):
+        raise ValueError(f"{count} unanswerable train questions need people to ask about: only "
+                         f"{len(outside_questions('doubter'))} general ones exist")
     rng = random.Random(f"{seed}-doubter-outside")
     general = list(outside_questions("doubter"))
     rng.shuffle(general)
