@@ -100,6 +100,13 @@ def test_signals_option_builds_a_doubter_that_reads_them(run_dir: Path, tmp_path
     assert bad.exit_code == 2 and "unknown signals ['perplexity']" in bad.output
 
 
+def test_a_scope_layer_the_doubter_does_not_read_is_a_usage_error(run_dir: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    bad = CliRunner().invoke(train, ["--run-dir", str(run), "--epochs", "1", "--scope-layer", "99", *SHAPE])
+    assert bad.exit_code == 2 and "cannot build the Doubter: scope_layer must be one of the target layers" in bad.output
+
+
 def test_p_correct_from_signals_trains_the_same_doubter_without_its_states(run_dir: Path, tmp_path: Path) -> None:
     import torch
 

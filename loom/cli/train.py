@@ -173,7 +173,10 @@ def _run(run_dir: Path, manifest: Any, config: TrainerConfig, resume: bool, loca
 
         # Seeded so every data-parallel process (and a rerun) starts from the same Doubter.
         torch.manual_seed(config.seed)
-        doubter = pipe.new_doubter(encoder_type=manifest.encoder_type, **doubter_options)
+        try:
+            doubter = pipe.new_doubter(encoder_type=manifest.encoder_type, **doubter_options)
+        except ValueError as error:  # a Doubter option that does not fit this base (e.g. a scope layer it lacks)
+            raise click.UsageError(f"cannot build the Doubter: {error}") from error
 
     def report(record: Any) -> None:
         if accelerator.is_main_process:
