@@ -7,8 +7,9 @@ outside the world's grammar: new words, dashes, contractions; the frame per
 question drawn as ``benchmarks/shift_signals.py`` draws it). Per question:
 whether the base's own draft is right, and the gated decision with the
 Doubter's scope gate and with its veto switched off. Printed: base
-accuracy, coverage and knowledge loss (share of the base-right answers
-refused) both ways, and how many questions the gate vetoed.
+accuracy, the Doubter's P(correct) AUROC, coverage and knowledge loss
+(share of the base-right answers refused) both ways, and how many
+questions the gate vetoed.
 
     python benchmarks/scope_own_words.py --run-dir RUN --output benchmarks/results/scope_own_words.txt
 """
@@ -37,6 +38,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from meta_spider.loom.cli.eval import load_pipeline
     from meta_spider.loom.datasets import create_dataset
+    from meta_spider.loom.evaluate.ranking import auroc
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
     from meta_spider.policies.actions import is_refusal
@@ -45,9 +47,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     manifest = RunManifest.load(args.run_dir)
     pipe = load_pipeline(manifest, args.run_dir, None, None)
     gate = pipe.doubter.scope_gate
-    if gate is None or not gate.fitted:
-        print(f"{args.run_dir}: its Doubter has no fitted scope gate (train with --scope-layer)", file=sys.stderr)
+    if (gate is None or not gate.fitted) and args.quantile is not None:
+        print(f"{args.run_dir}: --quantile needs a Doubter with a fitted scope gate (train with --scope-layer)",
+              file=sys.stderr)
         return 2
+    if gate is None:  # a run without a gate: both rows are the same Doubter
+        from meta_spider.wrapper.scope import ScopeGate
+
+        gate = ScopeGate(0, 1)
     if args.quantile is not None:  # the trainer's rule at another quantile
         from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
 
@@ -67,13 +74,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         messages = [dict(message) for message in prompt.messages]
         messages[-1]["content"] = question
         ids = pipe.encode(pipe.render(messages))
-        decisions = []
+        decisions, scores = [], []
         for veto in (True, False):
             gate.threshold.fill_(float(threshold) if veto else float("-inf"))
             result = pipe.answer_ids(ids, max_new_tokens=24)
             decisions.append(not is_refusal(result.text))
+            scores.append(result.p_correct)
         right = dataset.check_fn(result.draft_text or "", example)
-        rows.append((right, *decisions))
+        rows.append((right, *decisions, *scores))
     gate.threshold.copy_(threshold)
     n = len(rows)
     right = [row for row in rows if row[0]]
@@ -81,11 +89,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     lines = [f"# python benchmarks/scope_own_words.py --run-dir {args.run_dir.name}{option} "
              f"(veto below {float(threshold):.3f})",
              f"{n} test questions in the benchmarks' own frames; base accuracy {len(right) / n:.3f}",
-             f"{'':<28}{'coverage':>10}{'knowledge loss':>16}"]
+             f"{'':<28}{'AUROC':>8}{'coverage':>10}{'knowledge loss':>16}"]
+    labels = [bool(row[0]) for row in rows]
     for index, label in ((1, "with the scope gate"), (2, "its veto switched off")):
         coverage = sum(row[index] for row in rows) / n
         loss = sum(not row[index] for row in right) / max(1, len(right))
-        lines.append(f"{label:<28}{coverage:>10.3f}{loss:>16.3f}")
+        score = auroc([row[index + 2] for row in rows], labels)
+        lines.append(f"{label:<28}{score:>8.3f}{coverage:>10.3f}{loss:>16.3f}")
     vetoed = sum(row[2] and not row[1] for row in rows)
     vetoed_right = sum(row[2] and not row[1] for row in right)
     lines.append(f"answered without the veto, refused with it: {vetoed} questions, {vetoed_right} of them base-right")
