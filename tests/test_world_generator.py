@@ -281,7 +281,7 @@ def test_world_dataset_adds_unanswerable_train_questions_from_a_bank_neither_bas
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="train_outside"):
             WorldDataset("tiny", 0, train_outside=bad)
-    from meta_spider.loom.world.generator import outside_training_items
+    from meta_spider.loom.world.dataset import outside_training_items
 
     assert len(outside_training_items([], 30, 0)) == 30  # general questions alone
     with pytest.raises(ValueError, match="need people to ask about"):

@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
-from .frames import draw_question, typo
-from .generator import ALL_SPLITS, QAItem, generate_world, is_tool_only, outside_training_items
+from .frames import draw_question, outside_questions, typo, unrecorded_questions
+from .generator import ALL_SPLITS, Person, QAItem, generate_world, is_tool_only, outside_item
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 from .scorer import check_answer
@@ -107,6 +107,29 @@ def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, t
     return out
 
 
+def outside_training_items(people: Sequence[Person], count: int, seed: int) -> list[QAItem]:
+    """``count`` train questions the world cannot answer, from the Doubter's
+    own bank (:data:`.frames.OUTSIDE_BANKS`): up to half of them general
+    knowledge (each question of the bank at most once), the rest about an
+    unrecorded fact of one of ``people``. The base never read them, so its
+    answers show the Doubter what it does with an unfamiliar question;
+    ``test_outside``'s bank stays unseen."""
+    general = list(outside_questions("doubter"))
+    if count and not people and count > len(general):
+        raise ValueError(f"{count} unanswerable train questions need people to ask about: only "
+                         f"{len(general)} general ones exist")
+    rng = random.Random(f"{seed}-doubter-outside")
+    rng.shuffle(general)
+    general = general[:count // 2] if people else general[:count]
+    unrecorded = unrecorded_questions("doubter")
+    items = [outside_item(question, "train", f"g{index}") for index, question in enumerate(general)]
+    for index in range(count - len(general)):
+        person = rng.choice(people)
+        items.append(outside_item(rng.choice(unrecorded).format(name=person.name), "train", f"p{person.id}-{index}",
+                                  person))
+    return items
+
+
 def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, train_frames: int = 1,
                   train_typos: float = 0.0, train_outside: int = 0) -> WorldDataset:
     """Factory registered as ``world``; with ``build`` the base is built (or
@@ -114,7 +137,7 @@ def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, tra
     ``train_frames`` and ``train_typos`` vary the train questions' wording
     (:func:`_train_variants`); ``train_outside`` adds that many questions the
     world cannot answer to the train split
-    (:func:`~.generator.outside_training_items`)."""
+    (:func:`outside_training_items`)."""
     model_dir = None
     if build:
         from .cache import build_world

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 
@@ -328,7 +328,8 @@ def _qa_item(person: Person, attribute: str, question: str, split: str, index: s
     )
 
 
-def _outside_item(question: str, split: str, index: str, person: Person | None = None) -> QAItem:
+def outside_item(question: str, split: str, index: str, person: Person | None = None) -> QAItem:
+    """A question the world cannot answer (about ``person``, or general)."""
     return QAItem(
         id=f"{split}-{index}", person_id=person.id if person else -1, entity=person.name if person else "",
         attribute=OUTSIDE, question=question, answer=REFUSAL_SENTENCE, aliases=(REFUSAL_SENTENCE,), value="",
@@ -448,33 +449,10 @@ def shift_splits(world: World, seed: int, spec: WorldSpec) -> dict[str, list[QAI
         asked = ask(person, item.attribute, rng, "test_misspelt", "0", spec, name=wrong)
         misspelt.append(dataclasses.replace(asked, entity=wrong))
     test_people = sorted({item.person_id for item in test})
-    outside = [_outside_item(rng.choice(unrecorded_questions("heldout")).format(name=by_id[pid].name),
+    outside = [outside_item(rng.choice(unrecorded_questions("heldout")).format(name=by_id[pid].name),
                              "test_outside", f"p{pid}", by_id[pid]) for pid in test_people]
-    outside += [_outside_item(q, "test_outside", f"g{i}") for i, q in enumerate(outside_questions("heldout"))]
+    outside += [outside_item(q, "test_outside", f"g{i}") for i, q in enumerate(outside_questions("heldout"))]
     return {"test_paraphrase": paraphrase, "test_misspelt": misspelt, "test_outside": outside}
-
-
-def outside_training_items(people: Sequence[Person], count: int, seed: int) -> list[QAItem]:
-    """``count`` train questions the world cannot answer, from the Doubter's
-    own bank (:data:`.frames.OUTSIDE_BANKS`): up to half of them general
-    knowledge (each question of the bank at most once), the rest about an
-    unrecorded fact of one of ``people``. The base never read them, so its
-    answers show the Doubter what it does with an unfamiliar question;
-    ``test_outside``'s bank stays unseen."""
-    if count and not people and count > len(outside_questions("doubter")):
-        raise ValueError(f"{count} unanswerable train questions need people to ask about: only "
-                         f"{len(outside_questions('doubter'))} general ones exist")
-    rng = random.Random(f"{seed}-doubter-outside")
-    general = list(outside_questions("doubter"))
-    rng.shuffle(general)
-    general = general[:count // 2] if people else general[:count]
-    unrecorded = unrecorded_questions("doubter")
-    items = [_outside_item(question, "train", f"g{index}") for index, question in enumerate(general)]
-    for index in range(count - len(general)):
-        person = rng.choice(people)
-        items.append(_outside_item(rng.choice(unrecorded).format(name=person.name), "train", f"p{person.id}-{index}",
-                                   person))
-    return items
 
 
 def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: int,
