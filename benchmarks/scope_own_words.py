@@ -51,10 +51,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{args.run_dir}: --quantile needs a Doubter with a fitted scope gate (train with --scope-layer)",
               file=sys.stderr)
         return 2
-    if gate is None:  # a run without a gate: both rows are the same Doubter
-        from meta_spider.wrapper.scope import ScopeGate
-
-        gate = ScopeGate(0, 1)
     if args.quantile is not None:  # the trainer's rule at another quantile
         from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
 
@@ -66,7 +62,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             gate.threshold.fill_(float(torch.quantile(gate.logit(states, signals).double(), args.quantile)))
     dataset = create_dataset(make_plugin_manager(), manifest.dataset.name, **manifest.dataset.options)
     rows = []
-    threshold = gate.threshold.clone()
+    threshold = gate.threshold.clone() if gate is not None else None
+
+    def set_veto(on: bool) -> None:  # a run without a gate: both rows are the same Doubter
+        if gate is not None:
+            gate.threshold.fill_(float(threshold) if on else float("-inf"))
+
     for example in dataset.split("test"):
         frame = random.Random(example.id).choice(FRAMES[example.meta["attribute"]])
         question = frame.format(name=example.meta["entity"])
@@ -76,18 +77,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         ids = pipe.encode(pipe.render(messages))
         decisions, scores = [], []
         for veto in (True, False):
-            gate.threshold.fill_(float(threshold) if veto else float("-inf"))
+            set_veto(veto)
             result = pipe.answer_ids(ids, max_new_tokens=24)
             decisions.append(not is_refusal(result.text))
             scores.append(result.p_correct)
         right = dataset.check_fn(result.draft_text or "", example)
         rows.append((right, *decisions, *scores))
-    gate.threshold.copy_(threshold)
+    set_veto(True)
     n = len(rows)
     right = [row for row in rows if row[0]]
     option = "" if args.quantile is None else f" --quantile {args.quantile}"
     lines = [f"# python benchmarks/scope_own_words.py --run-dir {args.run_dir.name}{option} "
-             f"(veto below {float(threshold):.3f})",
+             f"(veto below {float(threshold) if threshold is not None else float('-inf'):.3f})",
              f"{n} test questions in the benchmarks' own frames; base accuracy {len(right) / n:.3f}",
              f"{'':<28}{'AUROC':>8}{'coverage':>10}{'knowledge loss':>16}"]
     labels = [bool(row[0]) for row in rows]

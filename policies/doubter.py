@@ -194,9 +194,9 @@ class DoubterPolicy:
 
     def decide(self, session: SessionView, backend: InferenceBackend, tools: ToolCatalog) -> LatentDecision:
         messages = list(session.messages)
-        if tool_result_pending(messages) and not self.gate_after_tool_result:
-            kinds = pending_tool_kinds(session)
-            if kinds and all(kind == NOT_FOUND for kind in kinds):
+        pending = pending_tool_kinds(session)  # one kind per tool result since the question
+        if pending and not self.gate_after_tool_result:
+            if all(kind == NOT_FOUND for kind in pending):
                 return self._refuse_after_misses(messages, backend)
             return self._answer_from_observation(messages, backend, tools)
         prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
