@@ -51,11 +51,12 @@ OUTSIDE_TRAIN_QUESTIONS = 240
 ``train_outside`` dataset option)."""
 RECIPES = ("scope", "pmi", "draft")
 """The demo's recipes, the default first: ``scope`` (P(correct) from the
-draft and the PMI, and a scope gate learnt from unanswerable train
-questions), ``pmi`` (the same without the gate and those questions) and
-``draft`` (P(correct) from the draft's log-probs alone). docs/loom.md
-compares them; the default was chosen after seeing their test and shift
-numbers."""
+draft's log-probs and the PMI alone, the states reading only whether the
+question is one the world can answer: a scope gate learnt from unanswerable
+train questions), ``pmi`` (P(correct) from the states, the draft and the PMI;
+no gate, no such questions) and ``draft`` (P(correct) from the states and the
+draft's log-probs). docs/loom.md compares them; the default was chosen after
+seeing their test and shift numbers."""
 
 
 def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -66,8 +67,10 @@ def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
     if recipe == "draft":
         return (), DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
     train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")] + ("--logprob-signals", PMI_SIGNALS_ARG)
-    dataset = ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}") if recipe == "scope" else ()
-    return dataset, DEMO_COLLECT_ARGS + ("--pmi-signals",), train
+    if recipe == "pmi":
+        return (), DEMO_COLLECT_ARGS + ("--pmi-signals",), train
+    dataset = ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}")
+    return dataset, DEMO_COLLECT_ARGS + ("--pmi-signals",), train + ("--p-correct-from", "signals")
 
 
 class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
@@ -234,9 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
     parser.add_argument("--recipe", choices=RECIPES, default=RECIPES[0],
-                        help="scope (default): P(correct) from the draft's log-probs and the prompt's PMI, and a "
-                             "scope gate learnt from unanswerable train questions; pmi: the same without them; "
-                             "draft: the draft's log-probs alone")
+                        help="scope (default): P(correct) from the draft's log-probs and the prompt's PMI alone, "
+                             "and a scope gate on the states learnt from unanswerable train questions; pmi: "
+                             "P(correct) from the states, the draft and the PMI, no gate; draft: from the states and "
+                             "the draft's log-probs")
     args = parser.parse_args(argv)
     console = Console()
     try:

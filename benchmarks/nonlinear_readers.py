@@ -1,0 +1,107 @@
+"""Does a nonlinear reader of the Doubter's own inputs beat a logistic
+regression on them? If P(correct) is only a logistic on the pass-1 signals,
+a more flexible reader of the same signals (and of the hidden states) is the
+obvious next try.
+
+For a collected run directory, per input set (the draft's two log-prob
+signals; those and the prompt's PMI when collected; each of those with the
+state at the last prompt token of each collected layer), three readers are
+fitted on the training split, inputs standardised on it:
+
+- logistic regression (the baseline the Doubter is held to);
+- gradient-boosted trees (depth 3, 200 rounds);
+- a one-hidden-layer MLP (32 units).
+
+Printed: AUROC of each against the base's correctness on validation and on
+every collected test split. Nothing is chosen here; validation is printed
+so that a choice could be made without the test columns.
+
+    python benchmarks/nonlinear_readers.py --run-dir RUN --output benchmarks/results/nonlinear_readers.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+SPLITS = ("validation", "test", "test_paraphrase", "test_misspelt")
+"""Splits scored (those the collection holds); ``test_outside`` has no right answer to rank."""
+DRAFT = ("draft_logprob_mean", "draft_logprob_min")
+PMI = "prompt_pmi_top4"
+
+
+def readers(seed: int = 0) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    return {"logistic": LogisticRegression(C=1.0, max_iter=2000),
+            "boosted trees": HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, max_depth=3,
+                                                            random_state=seed),
+            "MLP (32)": MLPClassifier((32,), alpha=1e-2, max_iter=2000, random_state=seed)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="a collected run directory")
+    parser.add_argument("--output", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+
+    data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
+    correct = data.tensor("pass1_correct").numpy().astype(bool)
+    recorded = list(data.recorded_signals)
+    missing = [name for name in DRAFT if name not in recorded]
+    if missing:
+        print(f"{args.run_dir}: the collection has no {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rows = {split: np.array(data.split_indices(split)) for split in SPLITS if split in data.splits}
+    if "train" not in data.splits or "validation" not in rows:
+        print(f"{args.run_dir}: the collection needs a train and a validation split", file=sys.stderr)
+        return 2
+    train = np.array(data.split_indices("train"))
+    signal_names = list(DRAFT) + ([PMI] if PMI in recorded else [])
+    signals = data.signals(signal_names).numpy().astype(np.float64)
+    states = data.states("prompt").numpy().astype(np.float64)
+    sets = {"draft": signals[:, :2]}
+    if PMI in recorded:
+        sets["draft + PMI"] = signals
+    base = list(sets.items())
+    for label, features in base:
+        for index, layer in enumerate(data.target_layers):
+            sets[f"{label} + layer {layer} state"] = np.column_stack([features, states[:, index]])
+
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    say(f"# python benchmarks/nonlinear_readers.py --run-dir {args.run_dir.name}")
+    say(f"train: {len(train)} questions; scored: " + ", ".join(f"{split} {len(index)}" for split, index in rows.items()))
+    say(f"{'inputs':<28}{'reader':<15}" + "".join(f"{split:>17}" for split in rows))
+    for label, features in sets.items():
+        scaled = StandardScaler().fit(features[train]).transform(features)
+        for name, model in readers().items():
+            model.fit(scaled[train], correct[train])
+            score = model.predict_proba(scaled)[:, 1]
+            say(f"{label:<28}{name:<15}" + "".join(f"{roc_auc_score(correct[index], score[index]):>17.3f}"
+                                                 for index in rows.values()))
+    say()
+    say("AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the training split")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
