@@ -214,6 +214,10 @@ class ChatLoop:
             Text.assemble(("meta-spider chat", "bold"), f"  policy {self.policy_name}  backend {self.backend_name}  ",
                           ("(/help for commands, Ctrl-D to leave)", "dim"))
         )
+        if self.agent.context == "question":
+            self.console.print(Text("This run's base was trained on one question per chat: it reads only the "
+                                    "current question (the session keeps every turn; --context all shows it them).",
+                                    style="dim"))
         while True:
             try:
                 line = self.prompt_session.prompt(f"{self.policy_name}> ")

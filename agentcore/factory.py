@@ -142,12 +142,14 @@ def build_agent(
     knowledge_base: KnowledgeBase | None = None,
     max_steps: int = 8,
     system_prompt: str | None = None,
+    context: str = "all",
 ) -> MetaAgent:
     """The agent: ``backend``, ``policy`` and ``renderer`` by registered name
     (built with their settings; the policy with ``calibration`` through
     :func:`build_policy`) or as objects; the backend wrapped by
     :func:`stop_at_turn_end`; ``tools`` as given, else every registered tool
-    (``lookup`` answering from ``knowledge_base``). ``pm`` may be None when
+    (``lookup`` answering from ``knowledge_base``); ``context``: what the
+    model reads of a session (:attr:`MetaAgent.context`). ``pm`` may be None when
     nothing is looked up by name (a default plugin manager is made otherwise).
 
     Raises :class:`~meta_spider.plugins.UnknownComponentError` naming the
@@ -172,4 +174,4 @@ def build_agent(
     if tools is None:
         tools = ToolRegistry.from_plugins(plugins(), knowledge_base=knowledge_base)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
-                     max_steps=max_steps, system_prompt=system_prompt)
+                     max_steps=max_steps, system_prompt=system_prompt, context=context)

@@ -32,9 +32,10 @@ from meta_spider.agentcore.factory import (
 )
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
-from meta_spider.agentcore.run_dataset import (dataset_knowledge_base, dataset_lookup_schema, dataset_tool_names,
-                                               load_run_dataset)
+from meta_spider.agentcore.run_dataset import (dataset_context, dataset_knowledge_base, dataset_lookup_schema,
+                                               dataset_tool_names, load_run_dataset)
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
+from meta_spider.agentcore.session import CONTEXTS
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.plugins import ComponentRegistry
 from meta_spider.policies.base import ActionRenderer, Policy
@@ -77,6 +78,10 @@ class AgentLauncher:
     tool_family: str | None = None
     """The tool-call family the renderer parses (``--tool-family``); None
     keeps run.json's renderer setting, else detection from the template."""
+    context: str | None = None
+    """What the model reads of a conversation (``--context``: ``all`` or
+    ``question``); None: what the run's dataset says its base can read, else
+    ``all``."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -89,8 +94,12 @@ class AgentLauncher:
         knowledge_base, schema, dataset = self.knowledge_base, None, None
         if knowledge_base is None:  # run.json's facts, when it names some
             knowledge_base = self.run_settings.make_knowledge_base()
-        if knowledge_base is None or self.tool_names is None:
+        if self.context is not None and self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if knowledge_base is None or self.tool_names is None or self.context is None:
             dataset = load_run_dataset(self.pm, self.run_settings)
+        if self.context is None:  # a base trained on one question per chat reads only the current one
+            self.context = dataset_context(dataset) or "all"
         if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
             knowledge_base, schema = dataset_knowledge_base(dataset), dataset_lookup_schema(dataset)
         if knowledge_base is None and self.script is not None and self.script.facts:
@@ -192,4 +201,5 @@ class AgentLauncher:
             tools=self.tools,
             max_steps=self.max_steps,
             system_prompt=self.system_prompt,
+            context=self.context,
         )

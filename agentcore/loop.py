@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
-from meta_spider.agentcore.session import Session, ToolResultRecord
+from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall
@@ -65,6 +65,10 @@ class MetaAgent:
     """Seconds one tool call may take before it is abandoned (an observation says so)."""
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
     """Characters of one tool result the model sees; longer ones are cut with a note."""
+    context: str = "all"
+    """What the model reads of the session (:data:`~meta_spider.agentcore.session.CONTEXTS`): ``all`` of it, or
+    the ``question`` this run answers, with its tool calls and the system prompt (a :class:`QuestionView`: for a
+    base trained on one question per chat, earlier turns are noise that changes its answers)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -75,6 +79,8 @@ class MetaAgent:
             raise ValueError(f"tool_time_limit must be a positive number of seconds, got {self.tool_time_limit!r}")
         if not isinstance(self.max_result_chars, int) or self.max_result_chars < 1:
             raise ValueError(f"max_result_chars must be a positive int, got {self.max_result_chars!r}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
 
     # ------------------------------------------------------------ running
 
@@ -82,10 +88,11 @@ class MetaAgent:
         """Yield the steps of one run. A string starts a new session (with
         :attr:`system_prompt`); a :class:`Session` is continued in place."""
         session = self._session(session_or_question)
+        view = self.view(session)
         for index in range(1, self.max_steps + 1):
             try:
-                decision = self.policy.decide(session, self.backend, self.tools)
-                action = self.renderer.render(decision, session, self.backend, self.tools)
+                decision = self.policy.decide(view, self.backend, self.tools)
+                action = self.renderer.render(decision, view, self.backend, self.tools)
             except MetaSpiderError:
                 raise
             except Exception as exc:  # foreign or unforeseen: typed, with the step it happened in
@@ -113,6 +120,10 @@ class MetaAgent:
             pass
         assert isinstance(final, FinalStep)  # run() always ends with one
         return final
+
+    def view(self, session: Session) -> Session | QuestionView:
+        """What the policy and the renderer read of ``session`` (:attr:`context`), from its last user turn on."""
+        return session if self.context == "all" else QuestionView.of(session)
 
     def _session(self, session_or_question: Session | str) -> Session:
         if isinstance(session_or_question, Session):

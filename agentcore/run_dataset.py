@@ -5,10 +5,12 @@ A dataset plugin may give its examples a world to look facts up in: a
 ``knowledge_base()`` method (or ``knowledge_base`` attribute) returning a
 :class:`~meta_spider.tools.KnowledgeBase`, and a ``lookup_tool_schema``
 (OpenAI function form) when its base was trained on tool calls with its own
-description of the tool, and ``agent_tools``, the names of the tools its
+description of the tool, ``agent_tools``, the names of the tools its
 base's transcripts offered (a small base trained on two tools answers
-differently once a third one's schema stands in its prompt). The embedded
-world provides all three. This module reads those duck-typed hooks; it knows
+differently once a third one's schema stands in its prompt), and
+``agent_context``, ``"question"`` when its base was trained on one question
+per chat and earlier turns only confuse it. The embedded world provides all
+four. This module reads those duck-typed hooks; it knows
 nothing about any particular dataset.
 """
 
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 
     from meta_spider.agentcore.rundir import RunSettings
 
-__all__ = ["dataset_knowledge_base", "dataset_lookup_schema", "dataset_tool_names", "load_run_dataset"]
+__all__ = ["dataset_context", "dataset_knowledge_base", "dataset_lookup_schema", "dataset_tool_names",
+           "load_run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,16 @@ def dataset_tool_names(dataset: Any) -> tuple[str, ...] | None:
     if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
         return None
     return tuple(names)
+
+
+def dataset_context(dataset: Any) -> str | None:
+    """What of a conversation ``dataset``'s base can read (``agent_context``:
+    one of :data:`~meta_spider.agentcore.session.CONTEXTS`), or None when it
+    says nothing."""
+    from meta_spider.agentcore.session import CONTEXTS
+
+    context = getattr(dataset, "agent_context", None)
+    return context if isinstance(context, str) and context in CONTEXTS else None
 
 
 def load_run_dataset(pm: "pluggy.PluginManager", settings: "RunSettings") -> Any | None:

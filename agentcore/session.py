@@ -22,12 +22,16 @@ from meta_spider.native import ParsedToolCall, assistant_tool_calls_message, too
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.limits import MAX_NESTING, nesting_depth, safe_str
 
-__all__ = ["SESSION_FORMAT", "SESSION_VERSION", "Session", "ToolResultRecord"]
+__all__ = ["CONTEXTS", "SESSION_FORMAT", "SESSION_VERSION", "QuestionView", "Session", "ToolResultRecord"]
 
 SESSION_FORMAT = "meta-spider-session"
 SESSION_VERSION = 1
 _CALL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 _ROLES = {"system", "user", "assistant", "tool"}
+CONTEXTS = ("all", "question")
+"""What the model reads of a session: ``all`` of it, or only the current
+``question`` (:class:`QuestionView`), for a base trained on one question
+per chat."""
 
 
 @dataclass
@@ -265,3 +269,29 @@ def _record_problem(record: Any) -> str | None:
         if not isinstance(record[name], types) or isinstance(record[name], bool):
             return f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(record[name]).__name__}"
     return None
+
+
+@dataclass(frozen=True)
+class QuestionView:
+    """A session as a base that answers one question at a time reads it:
+    the system messages, then the user turn at ``start`` and everything after
+    it (its tool calls, their results, notes about unreadable calls). The
+    session itself keeps every turn; the view follows what is appended to it."""
+
+    session: Session
+    start: int
+
+    @classmethod
+    def of(cls, session: Session) -> "QuestionView":
+        """The view from the session's last user turn (its current question)."""
+        starts = [index for index, message in enumerate(session.messages) if message.get("role") == "user"]
+        return cls(session, starts[-1] if starts else 0)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        earlier = self.session.messages[:self.start]
+        return [message for message in earlier if message.get("role") == "system"] + self.session.messages[self.start:]
+
+    @property
+    def tool_results(self) -> list[ToolResultRecord]:
+        return self.session.tool_results

@@ -268,6 +268,38 @@ def test_session_json_round_trip_and_continuation(tools: ToolRegistry, tmp_path)
     assert loaded == session
 
 
+def test_question_context_shows_the_model_only_the_current_question(tools: ToolRegistry) -> None:
+    """``context="question"``: a base trained on one question per chat reads
+    each new question as if it were the first (its tool calls and their
+    results, and notes about an unreadable call, included); the session keeps
+    every turn."""
+    broken = '<tool_call>\n{"name": "calculator", "arguments": {"expression": '
+    outputs = [call("calculator", expression="2**10"), "1024", broken, call("calculator", expression="6*7"), "42"]
+    backend = FakeBackend(list(outputs))
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, context="question")
+    session = Session.from_question("2**10?", system="Be exact.")
+    agent.ask(session)
+    session.add_user("6*7?")
+    assert agent.ask(session).text == "42"
+    alone = FakeBackend(list(outputs[2:]))
+    MetaAgent(alone, DirectPolicy(), DefaultRenderer(), tools).ask(Session.from_question("6*7?", system="Be exact."))
+    assert backend.history[2:] == alone.history  # the second question's prompts: as if asked first
+    assert "Be exact." in backend.history[2] and "2**10" not in backend.history[2]
+    assert "could not be parsed" in backend.history[3]  # the note about the broken call stays in view
+    assert [m["content"] for m in session.messages if m["role"] == "user"][:2] == ["2**10?", "6*7?"]
+    assert [r.call_id for r in session.tool_results] == ["call00001", "call00002"]  # ids go on counting
+
+    everything = FakeBackend(list(outputs))
+    agent = MetaAgent(everything, DirectPolicy(), DefaultRenderer(), tools)
+    session = Session.from_question("2**10?", system="Be exact.")
+    agent.ask(session)
+    session.add_user("6*7?")
+    agent.ask(session)
+    assert "2**10" in everything.history[2]  # the default: the whole conversation
+    with pytest.raises(ValueError, match="context must be one of"):
+        MetaAgent(FakeBackend(), DirectPolicy(), DefaultRenderer(), tools, context="last")
+
+
 @pytest.mark.parametrize(
     "text, reason",
     [

@@ -258,3 +258,22 @@ def test_a_run_on_the_world_offers_only_the_tools_its_base_was_trained_with(plug
     assert offered("small") == ("calculator", "lookup")
     assert offered("tiny") == ("lookup",)  # tiny's base never saw a calculator chat
     assert offered("small", tool_names=["lookup", "shout"]) == ("lookup", "shout")
+
+
+def test_a_run_on_the_world_shows_the_model_only_the_current_question(plugin_manager, tmp_path: Path) -> None:
+    """The world's base was trained on one question per chat: asked a second
+    question in the same chat, the small base answered "17*23" with "The
+    answer is 39." after the calculator's 391. A run on it reads only the
+    current question unless ``--context all`` says otherwise; a run without
+    a dataset reads the whole conversation."""
+    from meta_spider.agentcore.launch import AgentLauncher
+
+    assert AgentLauncher(plugin_manager).build_agent().context == "all"
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": "tiny"}}}))
+    settings = read_run_settings(tmp_path)
+    assert AgentLauncher(plugin_manager, settings).build_agent().context == "question"
+    assert AgentLauncher(plugin_manager, settings, context="all").build_agent().context == "all"
+    with pytest.raises(ValueError, match="context must be one of"):
+        AgentLauncher(plugin_manager, settings, context="everything")
+    result = invoke(plugin_manager, "--context", "everything", "hi")
+    assert result.exit_code == 2 and "'everything' is not one of 'all', 'question'" in result.output

@@ -37,8 +37,10 @@ KEY = "test-key"
 
 
 def serve_pool(pm, run_settings: RunSettings, *, model_id: str, policy: str, backend: str, parallel: int = 1,
-               server_tools: bool = False, api_key: str | None = KEY, tool_names: list[str] | None = None):
-    pool = AgentPool.build(lambda: AgentLauncher(pm, run_settings, max_steps=4, tool_names=tool_names),
+               server_tools: bool = False, api_key: str | None = KEY, tool_names: list[str] | None = None,
+               context: str | None = None):
+    pool = AgentPool.build(lambda: AgentLauncher(pm, run_settings, max_steps=4, tool_names=tool_names,
+                                                 context=context),
                            model_id=model_id, policy=policy, backend=backend, parallel=parallel,
                            server_tools=server_tools)
     return running_server(create_app(pool, api_key=api_key))
@@ -138,6 +140,28 @@ def test_server_tools_run_the_lookup_inside_the_agent_loop(taught_run: Path) -> 
             model="taught", messages=[{"role": "user", "content": "What is the capital of Veloria?"}])
     assert reply.choices[0].message.content == "Amberhold" and not reply.choices[0].message.tool_calls
     assert (meta(reply)["decision"], meta(reply)["outcome"]) == ("lookup", "answer")
+
+
+def test_question_context_answers_the_last_question_as_if_asked_alone(taught_run: Path) -> None:
+    """``--context question``: the Doubter and the model read the client's
+    last question (with the system prompt), not the turns before it."""
+    from meta_spider.plugins import make_plugin_manager
+
+    question = {"role": "user", "content": "What is the capital of Veloria?"}
+    earlier = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hello."}]
+    replies = {}
+    for context in ("question", "all"):
+        with serve_pool(make_plugin_manager(), read_run_settings(taught_run), model_id="taught", policy="doubter",
+                        backend="transformers", context=context) as url:
+            api = client(url)
+            replies[context] = [api.chat.completions.create(model="taught", messages=messages, tools=[LOOKUP_SCHEMA])
+                                for messages in ([question], [*earlier, question])]
+    alone, in_chat = replies["question"]
+    assert meta(in_chat)["p_correct"] == meta(alone)["p_correct"]
+    assert in_chat.choices[0].message.tool_calls[0].function.arguments == '{"query": "Veloria"}'
+    alone_all, in_chat_all = replies["all"]
+    assert meta(alone_all)["p_correct"] == meta(alone)["p_correct"]
+    assert meta(in_chat_all)["p_correct"] != meta(alone)["p_correct"]  # the default reads the earlier turns
 
 
 def test_bad_requests_get_4xx_json_and_the_server_keeps_answering(taught_server: str) -> None:

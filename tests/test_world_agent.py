@@ -101,3 +101,20 @@ def test_tiny_world_answers_what_the_base_knows_and_looks_up_what_it_does_not(ti
         if right[-1]:
             break
     assert any(right), f"none of {len(right)} looked-up answers was right"
+
+    # One chat, two questions: the world's base was trained on one question per chat, so the agent shows it only
+    # the current one, and the question it knows is answered right after another one's lookup, as when asked alone.
+    from meta_spider.agentcore import Session
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import read_run_settings
+
+    agent = AgentLauncher(pm, read_run_settings(run), tool_names=["lookup"]).build_agent(policy="doubter")
+    assert agent.context == "question"  # the launcher read the run's dataset
+    session = Session()
+    first = sorted(unknown, key=lambda x: x[0])[0][1]
+    for question in (first["question"], known_example["question"]):
+        session.add_user(question)
+        final = agent.ask(session)
+    assert final.outcome == "answer" and check_answer(final.text, known_example["ground_truths"])
+    assert final.text == answered["text"]
+    assert sum(message["role"] == "user" for message in session.messages) == 2

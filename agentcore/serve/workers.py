@@ -191,13 +191,15 @@ class AgentPool:
         session = Session(messages=messages)
         # The worker's agent with this request's view of its backend.
         agent = build_agent(None, backend=backend, policy=worker.agent.policy, renderer=worker.agent.renderer,
-                            tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt)
+                            tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt,
+                            context=worker.agent.context)
         if self.server_tools and not request.tools:
             first, action, outcome = self._run_loop(agent, session)
         else:
             tools = ClientTools(request.tools)
-            decision = agent.policy.decide(session, backend, tools)
-            action = agent.renderer.render(decision, session, backend, tools)
+            view = agent.view(session)
+            decision = agent.policy.decide(view, backend, tools)
+            action = agent.renderer.render(decision, view, backend, tools)
             first, outcome = (decision, action), _decision_name(action)
         return self._reply(worker, first, action, outcome, backend)
 

@@ -75,6 +75,9 @@ class WorldDataset(SplitDataset):
         self.agent_tools: tuple[str, ...] = ("calculator", "lookup") if calculator else ("lookup",)
         """The tools the base's tool chats offered: the agent offers only these
         by default (a third tool's schema in the prompt derails the base)."""
+        self.agent_context = "question"
+        """The base was trained on one question per chat: the agent shows it
+        only the current question (earlier turns change its answers)."""
 
     lookup_tool_schema = LOOKUP_TOOL
     """The ``lookup`` tool as the world's base saw it in its tool transcripts."""
