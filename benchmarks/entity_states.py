@@ -114,7 +114,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     auroc_row("signals (draft + PMI)", signals, 1.0)
     for index, layer in enumerate(data.target_layers):
-        auroc_row(f"signals + last prompt token, layer {layer}", np.column_stack([signals, last[:, index]]), 0.1)
+        auroc_row(f"last prompt token, layer {layer}", last[:, index], 0.1)
+        auroc_row("  + signals", np.column_stack([signals, last[:, index]]), 0.1)
     for name, pooled in states.items():
         auroc_row(f"entity states ({name})", pooled, 0.1)
         auroc_row(f"  + signals", np.column_stack([signals, pooled]), 0.1)
