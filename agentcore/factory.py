@@ -24,7 +24,7 @@ import pluggy
 from meta_spider.agentcore.errors import AgentError
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.backends import StopBackend
-from meta_spider.backends.base import InferenceBackend, WrappedBackend
+from meta_spider.backends.base import InferenceBackend, WrappedBackend, use_tool_family
 from meta_spider.plugins import ComponentRegistry, make_plugin_manager
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.tools import KnowledgeBase, ToolRegistry
@@ -149,7 +149,10 @@ def build_agent(
     :func:`build_policy`) or as objects; the backend wrapped by
     :func:`stop_at_turn_end`; ``tools`` as given, else every registered tool
     (``lookup`` answering from ``knowledge_base``); ``context``: what the
-    model reads of a session (:attr:`MetaAgent.context`). ``pm`` may be None when
+    model reads of a session (:attr:`MetaAgent.context`). A renderer with a
+    ``family`` set (``--tool-family``) has the backend's prompts show that
+    family's syntax too (:func:`~meta_spider.backends.base.use_tool_family`).
+    ``pm`` may be None when
     nothing is looked up by name (a default plugin manager is made otherwise).
 
     Raises :class:`~meta_spider.plugins.UnknownComponentError` naming the
@@ -173,5 +176,8 @@ def build_agent(
         renderer = build_renderer(plugins(), renderer, renderer_settings)
     if tools is None:
         tools = ToolRegistry.from_plugins(plugins(), knowledge_base=knowledge_base)
+    family = getattr(renderer, "family", None)
+    if family is not None:  # the prompts teach the syntax the renderer parses
+        use_tool_family(backend, family)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
                      max_steps=max_steps, system_prompt=system_prompt, context=context)

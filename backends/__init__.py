@@ -16,6 +16,7 @@ from meta_spider.backends.base import (
     Message,
     ToolSchema,
     WrappedBackend,
+    use_tool_family,
 )
 from meta_spider.backends.fake import FAKE_CHAT_TEMPLATE, FakeBackend, FakeBackendExhausted
 from meta_spider.backends.stop import DEFAULT_TURN_STOPS, StopBackend, cut_at_stop, held_back
@@ -36,4 +37,5 @@ __all__ = [
     "WrappedBackend",
     "cut_at_stop",
     "held_back",
+    "use_tool_family",
 ]

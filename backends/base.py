@@ -149,3 +149,19 @@ class WrappedBackend:
         if attribute == "inner":  # not set yet: no recursion through __getattr__
             raise AttributeError(attribute)
         return getattr(self.inner, attribute)
+
+
+def use_tool_family(backend: InferenceBackend, family: str | None) -> bool:
+    """Make the prompts of ``backend`` (through any :class:`WrappedBackend`)
+    show the model the tool-call family ``family``: the syntax of the example
+    call in the instructions written for a template that cannot show tools.
+    The agent calls it with the family its parser reads, so the model is
+    taught the syntax that will be parsed. False when the backend under the
+    wrappers has no ``tool_family`` (it renders prompts its own way)."""
+    layer: Any = backend
+    while isinstance(layer, WrappedBackend):
+        layer = layer.inner
+    if not hasattr(layer, "tool_family"):
+        return False
+    layer.tool_family = family
+    return True

@@ -91,6 +91,8 @@ class FakeBackend:
     """Initial script, as if passed to :meth:`enqueue`."""
     chat_template: str | None = FAKE_CHAT_TEMPLATE
     name: str = "fake"
+    tool_family: str | None = None
+    """The tool-call family the prompts show (None: the template's own)."""
     stream_chunk: int = 4
     """``on_text`` receives the text in pieces of this many characters."""
     history: list[str] = field(default_factory=list, init=False)
@@ -143,6 +145,7 @@ class FakeBackend:
         if self._prompt_template != self.chat_template:  # compile once per template
             self._prompt_builder = NativeToolPrompt.from_template(self.chat_template, eos_token="<|im_end|>")
             self._prompt_template = self.chat_template
+        self._prompt_builder.tool_family = self.tool_family
         return self._prompt_builder.render(
             messages, tools=tools, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking
         )

@@ -148,6 +148,9 @@ class GuardedPrompts:
     (built on first use), its token count and the context length."""
 
     _prompt_renderer: Any = None
+    tool_family: str | None = None
+    """The tool-call family the prompts show the model (the agent's parser's,
+    :func:`~meta_spider.backends.base.use_tool_family`); None: the template's own."""
 
     @property
     def guard(self) -> SpecialTextGuard:
@@ -174,6 +177,7 @@ class GuardedPrompts:
         if self._prompt_renderer is None:
             self._prompt_renderer = self._new_prompt_renderer()
         renderer = self._prompt_renderer
+        renderer.tool_family = self.tool_family
 
         def render(guarded: list[dict[str, Any]]) -> str:
             return renderer.render(

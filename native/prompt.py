@@ -26,7 +26,7 @@ from meta_spider.native.adapt import (
     TemplateCapabilities, fit_messages, probe_template, template_tools, template_variables,
 )
 from meta_spider.native.errors import ChatTemplateError, MissingChatTemplateError
-from meta_spider.native.families import ToolCallFamily, detect_family
+from meta_spider.native.families import ToolCallFamily, coerce_family, detect_family
 from meta_spider.native.renderer import NativeToolRenderer
 
 __all__ = ["NativeToolPrompt", "compile_chat_template", "thinking_switches"]
@@ -189,9 +189,11 @@ class NativeToolPrompt:
         tokenizer: Any = None,
         context: Mapping[str, Any] | None = None,
         source: str = "template text",
+        family: ToolCallFamily | str | None = None,
     ) -> None:
         if template is None and tokenizer is None:
             raise ValueError("NativeToolPrompt needs a template string or a tokenizer, got neither")
+        self.tool_family = family
         self.template: str | None = template
         self.tokenizer = tokenizer
         self.context: dict[str, Any] = dict(context or {})
@@ -254,13 +256,29 @@ class NativeToolPrompt:
     # ------------------------------------------------------------ use
 
     @property
+    def tool_family(self) -> ToolCallFamily | None:
+        """The tool-call family the model is taken to write (None: detected
+        from the template): the syntax of the example call in the
+        instructions written for a template that cannot show tools, and of
+        earlier calls written into one that cannot show calls. Set it to the
+        family the agent parses when detection is not what the model writes;
+        a name is checked (ValueError listing the known ones)."""
+        return self._tool_family
+
+    @tool_family.setter
+    def tool_family(self, family: ToolCallFamily | str | None) -> None:
+        self._tool_family = None if family is None else coerce_family(family)
+
+    @property
     def family(self) -> ToolCallFamily:
-        """The tool-call family this template teaches (detected from its text)."""
-        return detect_family(self.template)
+        """The tool-call family the model writes: :attr:`tool_family` when set,
+        else the one this template teaches (detected from its text)."""
+        return self.tool_family or detect_family(self.template)
 
     def renderer(self, family: ToolCallFamily | str | None = None) -> NativeToolRenderer:
-        """A :class:`NativeToolRenderer` for this template (``family`` overrides)."""
-        return NativeToolRenderer(family, template=self.template)
+        """A :class:`NativeToolRenderer` for this template (``family``, else
+        :attr:`tool_family`, overrides detection)."""
+        return NativeToolRenderer(family or self.tool_family, template=self.template)
 
     def render(
         self,
