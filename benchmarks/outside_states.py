@@ -9,7 +9,9 @@ question that is not the refusal sentence. Per read position and layer, a
 logistic regression is fitted on the training split to tell invented drafts
 from every other question, from the states alone, from the states and the
 draft's two log-prob signals, and, as the baseline from the same pass-1
-inputs, from every recorded signal alone. Scored once on the test people:
+inputs, from every recorded signal alone; each reader of states and signals
+once more against the answerable questions only (the unanswerable ones the
+base refused left out). Scored once on the test people:
 
 - AUROC of "not invented" over ``test`` and ``test_outside`` together;
 - a gate refusing below the 2nd percentile of the validation questions'
@@ -73,8 +75,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(text, flush=True)
         lines.append(text)
 
-    def report(label: str, features: np.ndarray) -> None:
+    def report(label: str, features: np.ndarray, answerable_only: bool = False) -> None:
         train = rows["train"]
+        if answerable_only:  # leave out the unanswerable questions the base refused
+            train = train[~(unanswerable[train] & correct[train])]
         probe = LogisticProbe(1.0 / len(train)).fit(features[train], ~invented[train])
         score = probe.decision_function(features)
         threshold = np.quantile(score[rows["validation"]], GATE_QUANTILE)
@@ -100,6 +104,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for layer, number in enumerate(data.target_layers):
             report(f"states at the {position} end, layer {number}", states[:, layer])
             report("  + the draft's two signals", np.column_stack([states[:, layer], draft]))
+            report("  the same against answerable questions only", np.column_stack([states[:, layer], draft]),
+                   answerable_only=True)
     say()
     say("AUROC: not-invented over test + test_outside; caught: share of test_outside's invented drafts the gate")
     say(f"refuses; cost: share of a split's base-correct answers it refuses (gate: below the {GATE_QUANTILE:.0%} "
