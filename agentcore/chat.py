@@ -216,8 +216,8 @@ class ChatLoop:
         )
         if self.agent.context == "question":
             self.console.print(Text("This run's base was trained on one question per chat: it reads only the "
-                                    "current question (the session keeps every turn; --context all shows it them).",
-                                    style="dim"))
+                                    "current question. The session keeps every turn; start with --context all to "
+                                    "show the model the whole conversation.", style="dim"))
         while True:
             try:
                 line = self.prompt_session.prompt(f"{self.policy_name}> ")

@@ -152,8 +152,8 @@ def build_agent(
     model reads of a session (:attr:`MetaAgent.context`). A renderer with a
     ``family`` set (``--tool-family``) has the backend's prompts show that
     family's syntax too (:func:`~meta_spider.backends.base.use_tool_family`).
-    ``pm`` may be None when
-    nothing is looked up by name (a default plugin manager is made otherwise).
+    ``pm`` may be None when nothing is looked up by name (a default plugin
+    manager is made otherwise).
 
     Raises :class:`~meta_spider.plugins.UnknownComponentError` naming the
     missing component and the registered choices.

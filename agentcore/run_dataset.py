@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
+from meta_spider.agentcore.session import CONTEXTS
 from meta_spider.plugins.datasets import create_dataset
 from meta_spider.tools import KnowledgeBase
 
@@ -61,8 +62,6 @@ def dataset_context(dataset: Any) -> str | None:
     """What of a conversation ``dataset``'s base can read (``agent_context``:
     one of :data:`~meta_spider.agentcore.session.CONTEXTS`), or None when it
     says nothing."""
-    from meta_spider.agentcore.session import CONTEXTS
-
     context = getattr(dataset, "agent_context", None)
     return context if isinstance(context, str) and context in CONTEXTS else None
 
