@@ -41,6 +41,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from report import Report
+
 WAYS = ("states", "signals", "both")
 
 
@@ -126,11 +128,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal_option = DEMO_TRAIN_ARGS.index("--logprob-signals")
     extra = list(DEMO_TRAIN_ARGS[:signal_option] + DEMO_TRAIN_ARGS[signal_option + 2:])
     tag = "all" if args.logprob_signals == "all" else str(len(args.logprob_signals.split(","))) + "-signals"
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     activations = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
     labels = activations.tensor("pass1_correct").numpy().astype(bool)
@@ -226,8 +225,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         columns = [names.index(name) for name in chosen]
         probe = LogisticProbe(1.0 / train.size).fit(signals[train][:, columns], labels[train])
         say(f"logistic: {label}".ljust(40) + auroc_cells(probe.decision_function(signals[:, columns])))
+    output.write(args.output)
     if args.output is not None:
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(json.dumps({"written": str(args.output)}))
     return 0
 

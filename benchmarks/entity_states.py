@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from report import Report
+
 TOP_K = 4
 """Positions pooled: the prompt tokens with the highest PMI (as ``prompt_pmi_top4``)."""
 GATE_QUANTILE = 0.01
@@ -98,11 +100,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         model = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(features[train]), labels[train])
         return model.decision_function(scaler.transform(features))
 
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     say(f"# python benchmarks/entity_states.py --run-dir {args.run_dir.name}")
     say("P(correct), AUROC (logistic regression on the training split; states with C = 0.1)")
@@ -140,9 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name, pooled in states.items():
             if name.startswith("top"):
                 gate_row(f"entity states ({name})", np.column_stack([signals, pooled]))
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write(args.output)
     return 0
 
 

@@ -28,6 +28,8 @@ from typing import Optional
 
 import numpy as np
 
+from report import Report
+
 SPLITS = ("validation", "test", "test_paraphrase", "test_misspelt")
 """Splits scored (those the collection holds); ``test_outside`` has no right answer to rank."""
 DRAFT = ("draft_logprob_mean", "draft_logprob_min")
@@ -79,11 +81,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for index, layer in enumerate(data.target_layers):
             sets[f"{label} + layer {layer} state"] = np.column_stack([features, states[:, index]])
 
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     say(f"# python benchmarks/nonlinear_readers.py --run-dir {args.run_dir.name}")
     say(f"train: {len(train)} questions; scored: " + ", ".join(f"{split} {len(index)}" for split, index in rows.items()))
@@ -97,9 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                                  for index in rows.values()))
     say()
     say("AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the training split")
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write(args.output)
     return 0
 
 

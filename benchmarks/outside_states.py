@@ -33,6 +33,8 @@ from typing import Optional
 
 import numpy as np
 
+from report import Report
+
 GATE_QUANTILE = 0.02
 """The gate refuses below this quantile of the validation questions' scores."""
 KNOWN = ("test", "test_paraphrase", "test_misspelt")
@@ -69,11 +71,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     draft = data.signals(DRAFT_SIGNALS).numpy().astype(np.float64)
     recorded = data.signals(data.recorded_signals).numpy().astype(np.float64)
     scored = np.concatenate([rows["test"], rows["test_outside"]])
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     def report(label: str, features: np.ndarray, answerable_only: bool = False) -> None:
         train = rows["train"]
@@ -110,9 +109,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say("AUROC: not-invented over test + test_outside; caught: share of test_outside's invented drafts the gate")
     say(f"refuses; cost: share of a split's base-correct answers it refuses (gate: below the {GATE_QUANTILE:.0%} "
         "quantile of validation scores)")
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write(args.output)
     return 0
 
 

@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from report import Report
+
 OWN: dict[str, Any] = json.loads(Path(__file__).with_name("own_heldout.json").read_text("utf-8"))
 PEOPLE_PER_TEMPLATE = 2
 """Test people each unrecorded-fact template and each place template is asked about."""
@@ -82,11 +84,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         result = pipe.answer_ids(pipe.encode(pipe.render(messages)), max_new_tokens=24)
         return not is_refusal(result.text), result.p_correct, result.text, result.draft_text or ""
 
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     say(f"# python benchmarks/own_heldout.py --run-dir {args.run_dir.name}")
     say(f"{len(test)} test questions per kind of misspelling")
@@ -135,9 +134,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             say(f"invented, {label}:")
             for line in made:
                 say(line)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write(args.output)
     return 0
 
 

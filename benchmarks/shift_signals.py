@@ -63,6 +63,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from report import Report
+
 VALIDATION_SHIFTS = ("validation_paraphrase", "validation_misspelt")
 TEST_SPLITS = ("test", "test_paraphrase", "test_misspelt")
 OWN = "test_own_words"
@@ -348,11 +350,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     values = {split: signals(raw[split], log_ref) for split in SPLITS}
     labels = {split: raw[split]["correct"].astype(bool) for split in SPLITS}
     names = list(values["train"])
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    output = Report()
+    say = output.say
 
     def score(chosen: tuple[str, ...]) -> dict[str, np.ndarray]:
         if len(chosen) == 1:
@@ -413,9 +412,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         answered = scores["test_outside"] >= choice.threshold
         invented = int((answered & (raw["test_outside"]["draft_refusal"] == 0)).sum())
         say(f"{label}\n   " + "; ".join(cells) + f"; outside refused {1 - answered.mean():.3f}, invented {invented}")
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.write(args.output)
     return 0
 
 
