@@ -123,3 +123,30 @@ def test_no_pickle_or_torch_load_in_the_wrapper_or_backend() -> None:
     pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|^\s*(import|from)\s+(pickle|cPickle|dill|joblib)\b", re.MULTILINE)
     offenders = [str(path) for path in sources if pattern.search(path.read_text())]
     assert len(sources) > 10 and offenders == []
+
+
+def test_the_same_doubter_saved_in_different_processes_is_the_same_file(tmp_path: Path) -> None:
+    """safetensors orders its header's metadata by a per-process hash seed; the
+    checkpoint writer sorts it, so retraining the same Doubter gives the same
+    bytes (the demo's runs from two fresh clones compare by hash)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from meta_spider.wrapper import DoubterConfig\n"
+        "from meta_spider.wrapper.doubter import Doubter\n"
+        "from meta_spider.wrapper.checkpoint import save_doubter, write_calibration\n"
+        "torch.manual_seed(0)\n"
+        "doubter = Doubter(DoubterConfig(hidden_size=16, num_layers=2, target_layers=[1], cross_attn_layers=[1],"
+        " encoder_dim=16, ca_bottleneck_dim=16, num_cognitive_tokens=2, encoder_num_heads=2, ca_num_heads=2))\n"
+        "path = save_doubter(doubter, sys.argv[1])\n"
+        "write_calibration(path, {'threshold': 0.5, 'rule': 'goals'})\n"
+    )
+    files = []
+    for index in range(6):  # an unsorted header comes out in one of two orders: all six alike by chance 1 in 32
+        folder = tmp_path / f"run{index}"
+        subprocess.run([sys.executable, "-c", code, str(folder)], check=True)
+        files.append((folder / CHECKPOINT_WEIGHTS_FILE).read_bytes())
+    assert all(data == files[0] for data in files[1:])
+    assert Doubter.from_checkpoint(tmp_path / "run0").calibration["threshold"] == 0.5

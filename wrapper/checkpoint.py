@@ -86,13 +86,28 @@ def calibration_problem(entry: Any) -> str | None:
     return None
 
 
+def save_safetensors(tensors: Mapping[str, "torch.Tensor"], path: str | Path, metadata: Mapping[str, str]) -> None:
+    """``safetensors.torch.save_file``, with the header's keys in sorted order:
+    safetensors writes its metadata in the order of a hash map seeded per
+    process, so the same Doubter saved twice could differ in bytes. The header
+    is the same JSON either way; sorted, two runs that train the same Doubter
+    write the same file."""
+    from safetensors.torch import save
+
+    data = save(dict(tensors), metadata=dict(metadata))
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
+                        ensure_ascii=False).encode("utf-8")
+    if len(header) <= size:  # the same JSON, re-ordered; padded with spaces as safetensors pads it
+        data = data[:8] + header + b" " * (size - len(header)) + data[8 + size:]
+    Path(path).write_bytes(data)
+
+
 def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> Path:
     """Record ``calibration`` (an answer-threshold entry, see
     :attr:`Doubter.calibration`; None removes it) in the checkpoint at
     ``path``, in the JSON and in the weights file's metadata alike; the
     weights are unchanged."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     document, tensors = read_checkpoint(path)
     document = {k: v for k, v in document.items() if k != "calibration"}
@@ -101,7 +116,7 @@ def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> P
     text = json.dumps(document, indent=2, sort_keys=True)
     metadata = {METADATA_FORMAT_KEY: METADATA_FORMAT_VALUE, METADATA_CONFIG_KEY: text}
     weights = path if path.suffix == ".safetensors" else path / CHECKPOINT_WEIGHTS_FILE
-    save_file(tensors, str(weights), metadata=metadata)
+    save_safetensors(tensors, weights, metadata)
     if path.is_dir():
         (path / CHECKPOINT_CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
     return path
@@ -110,19 +125,17 @@ def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> P
 def save_doubter(doubter: "Doubter", path: str | Path) -> Path:
     """Write ``doubter`` to ``path`` (folder, or single file if it ends in
     ``.safetensors``)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     document = json.dumps(checkpoint_document(doubter), indent=2, sort_keys=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in doubter.state_dict().items()}
     metadata = {METADATA_FORMAT_KEY: METADATA_FORMAT_VALUE, METADATA_CONFIG_KEY: document}
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=metadata)
+        save_safetensors(tensors, path, metadata)
         return path
     path.mkdir(parents=True, exist_ok=True)
     (path / CHECKPOINT_CONFIG_FILE).write_text(document + "\n", encoding="utf-8")
-    save_file(tensors, str(path / CHECKPOINT_WEIGHTS_FILE), metadata=metadata)
+    save_safetensors(tensors, path / CHECKPOINT_WEIGHTS_FILE, metadata)
     return path
 
 
