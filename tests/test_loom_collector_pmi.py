@@ -106,3 +106,24 @@ def test_training_copies_the_reference_into_the_doubter(pipe, reference, with_pm
     fresh = pipe.new_doubter(signals=["prompt_pmi_top4"], encoder_dim=16, ca_bottleneck_dim=16, ca_num_heads=2)
     with pytest.raises(TrainerError, match=r"not \['prompt_pmi_top4'\].*metaloom collect --pmi-signals"):
         Trainer(fresh, pipe, config).fit(reference)
+
+
+def test_a_given_reference_is_the_one_the_signal_reads(pipe, dataset, with_pmi, tmp_path: Path) -> None:
+    """New questions for a trained Doubter are collected against its own p_ref
+    (``metaloom collect --pmi-reference CHECKPOINT``), not one computed over
+    their train prompts: the Doubter reads its PMI against the distribution it
+    was trained with."""
+    trained = with_pmi.log_reference().numpy()
+    given = np.log(np.roll(np.exp(trained.astype(np.float64)), 3)).astype(np.float32)  # not what these prompts give
+    collected = _collector(pipe, log_reference=given).collect_dataset(dataset, ["test"], output_dir=tmp_path / "new")
+    assert collected.info["reference"]["split"] == "given" and collected.info["reference"]["prompts"] == 0
+    np.testing.assert_array_equal(collected.log_reference().numpy(), given)
+    for index in range(len(collected)):
+        ids = collected.prompt_ids(index)
+        read = pipe.collect_states_ids([torch.tensor(ids)], max_draft_tokens=MAX_NEW_TOKENS)[0]
+        pmi = read.prompt_logprobs - given.astype(np.float64)[ids[1:]]
+        assert float(collected.signals(PMI_SIGNALS)[index, 0]) == pytest.approx(np.sort(pmi)[-4:].mean(), abs=1e-5)
+    with pytest.raises(ValueError, match="one finite log-probability per token"):
+        _collector(pipe, log_reference=given[:-1])
+    with pytest.raises(ValueError, match="one finite log-probability per token"):
+        _collector(pipe, log_reference=np.full_like(given, np.nan))

@@ -89,6 +89,24 @@ def _default_model(run_dir: Path, dataset: Any, dataset_name: str) -> str:
                            f"does with --dataset-option build=true) and {run_dir} has no run.json naming one")
 
 
+def _checkpoint_reference(path: Path) -> Any:
+    """The ``log_reference`` a Doubter checkpoint carries (``--pmi-reference``)."""
+    from meta_spider.wrapper.checkpoint import read_checkpoint
+    from meta_spider.wrapper.errors import CheckpointError
+
+    try:
+        _, tensors = read_checkpoint(path)
+    except CheckpointError as error:
+        raise CommandError(f"--pmi-reference {path}: {error}", "name a Doubter checkpoint (a folder or a "
+                           ".safetensors file) trained with the PMI signal") from error
+    reference = tensors.get("log_reference")
+    if reference is None or not reference.numel():
+        raise CommandError(f"--pmi-reference {path}: this Doubter carries no PMI reference distribution (it does "
+                           "not read prompt_pmi_top4)", "leave out --pmi-reference, or name a checkpoint trained "
+                           "with --logprob-signals ...,prompt_pmi_top4")
+    return reference.numpy()
+
+
 def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> RunManifest | None:
     """The existing manifest to update (None: write a new one). Without
     --force a run.json naming another base is refused; with --force the old
@@ -147,6 +165,11 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
               help="also record the prompt's PMI signal (prompt_pmi_top4): needs the base's mean next-token "
                    "distribution over the train prompts, computed first (a prefill of each) and kept with the "
                    "activations")
+@click.option("--pmi-reference", "pmi_reference", type=click.Path(exists=True, path_type=Path), default=None,
+              metavar="CHECKPOINT",
+              help="with --pmi-signals: read the PMI against this Doubter checkpoint's distribution instead of "
+                   "computing one over the train prompts (to collect new questions for `metaloom eval --checkpoint "
+                   "CHECKPOINT`: the Doubter reads its PMI against the distribution it was trained with)")
 @click.option("--force", is_flag=True,
               help="start the run directory over: discard its activations (also when made for another model)")
 @click.option("--quiet", is_flag=True, help="no progress bar and no summary")
@@ -155,13 +178,16 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
             dataset_options: tuple[str, ...], mcq_direct: bool, splits: str | None, max_examples: int | None,
             target_layers: str, cross_attn_layers: str | None, encoder_type: str, read_position: str, dtype: str,
             device: str, quantization: str, max_new_tokens: int, batch_size: int, shard_size: int, pmi_signals: bool,
-            force: bool, quiet: bool) -> None:
+            pmi_reference: Path | None, force: bool, quiet: bool) -> None:
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.collect.ranks import Ranks
     from meta_spider.loom.datasets import create_dataset
     from rich.console import Console
 
+    if pmi_reference is not None and not pmi_signals:
+        raise click.UsageError("--pmi-reference gives the PMI signal's distribution: add --pmi-signals")
+    reference = _checkpoint_reference(pmi_reference) if pmi_reference is not None else None
     try:
         ranks = Ranks.from_environment()
     except ValueError as error:
@@ -204,10 +230,15 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         pipe = MetaSpiderPipeline.from_pretrained(config)
     except ValueError as error:  # e.g. target layers out of range for this base
         raise CommandError(str(error), "choose --target-layers and --cross-attn-layers that this base has") from error
-    collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                           shard_size=max(shard_size - shard_size % batch_size, batch_size),
-                                           show_progress=not quiet and ranks.rank == 0, console=console,
-                                           signals=SIGNALS + PMI_SIGNALS if pmi_signals else SIGNALS)
+    try:
+        collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                               shard_size=max(shard_size - shard_size % batch_size, batch_size),
+                                               show_progress=not quiet and ranks.rank == 0, console=console,
+                                               signals=SIGNALS + PMI_SIGNALS if pmi_signals else SIGNALS,
+                                               log_reference=reference)
+    except ValueError as error:  # a reference from a Doubter of another base
+        raise CommandError(f"--pmi-reference {pmi_reference}: {error}",
+                           "name a checkpoint trained on this base") from error
     try:
         activations = collector.collect_dataset(dataset, chosen, max_examples=max_examples,
                                                 output_dir=run_dir / ACTIVATIONS_DIR, ranks=ranks)

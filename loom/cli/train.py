@@ -130,7 +130,7 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
                    "outside what the base can answer (needs unanswerable training questions the base answered, "
                    "e.g. --dataset-option train_outside=N at collection)")
 @click.option("--scope-quantile", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True), default=None,
-              help="the scope gate vetoes below this quantile of validation's scores (default 0.01)")
+              help="the scope gate vetoes below this quantile of validation's scores (default 0.005)")
 @click.option("--resume", is_flag=True, help="continue from the newest epoch checkpoint")
 @click.option("--local-files-only", is_flag=True, help="never touch the network when loading the base")
 def train(run_dir: Path, resume: bool, local_files_only: bool, **options: Any) -> None:

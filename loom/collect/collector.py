@@ -152,7 +152,10 @@ class ActivationDatasetCollector:
     up to float rounding. ``shard_size`` examples go into one shard (a
     multiple of ``batch_size``, so a resumed run forms the same batches).
     ``signals`` names the pass-1 signals recorded (``SIGNALS`` plus
-    ``PMI_SIGNALS`` for the PMI ones).
+    ``PMI_SIGNALS`` for the PMI ones); ``log_reference`` gives their
+    ``p_ref`` instead of computing it over the train prompts (a Doubter's own,
+    to collect new questions it is to be evaluated on: its PMI must be read
+    against the distribution it was trained with).
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class ActivationDatasetCollector:
         show_progress: bool = True,
         console: Any = None,
         signals: Sequence[str] = SIGNALS,
+        log_reference: Any = None,
     ) -> None:
         for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size), ("shard_size", shard_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -203,6 +207,16 @@ class ActivationDatasetCollector:
         needs no reference distribution)."""
         self.log_reference: Any = None
         """``[V]`` float32 log p_ref of the running collection (PMI signals only)."""
+        self.given_reference: Any = None
+        """The ``log_reference`` given to the constructor (None: computed)."""
+        if log_reference is not None:
+            import numpy as np
+
+            given, size = np.asarray(log_reference, dtype=np.float32), getattr(self.pipe, "vocab_size", None)
+            if given.ndim != 1 or not np.isfinite(given).all() or (size is not None and given.shape[0] != size):
+                raise ValueError(f"log_reference must hold one finite log-probability per token of this base's "
+                                 f"vocabulary ({size}), got shape {list(given.shape)}")
+            self.given_reference = given
         self._last: ActivationDataset | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -331,7 +345,10 @@ class ActivationDatasetCollector:
             "total_examples": len(items),
         }
         self.log_reference = None
-        if reads_reference(self.signals):
+        if reads_reference(self.signals) and self.given_reference is not None:
+            self.log_reference = self.given_reference
+            header["reference"] = reference_record(self.given_reference, "given", 0)
+        elif reads_reference(self.signals):
             self.log_reference, header["reference"] = self.reference_distribution(items)
         return header
 

@@ -292,8 +292,25 @@ class BaselineComparison:
         info["p_correct_max_abs_diff_vs_collected_states"] = drift
         if drift > 1e-3:
             notes.append(f"P(correct) from generation differs from P(correct) on the collected states by up to "
-                         f"{drift:.3g}: the prompts or the base changed since collection")
+                         f"{drift:.3g}: {self._drift_cause()}")
         return build_report(outcomes, benchmark=info, calibration=calibration, probe=probe, notes=notes)
+
+    def _drift_cause(self) -> str:
+        """Why P(correct) on the collected states can differ from generation's."""
+        import torch
+
+        from meta_spider.wrapper.signals import reads_reference
+
+        doubter = self.pipe.doubter
+        own = getattr(doubter, "log_reference", None)
+        if reads_reference(doubter.config.signals) and own is not None and own.numel():
+            collected = self.benchmark.activations.log_reference()
+            if collected.shape != own.shape or not torch.equal(collected.cpu(), own.detach().cpu().float()):
+                return ("the collection read its PMI signal against another reference distribution than the "
+                        "Doubter's (it was trained on another collection), and the threshold was calibrated on "
+                        "the collected signals; collect again with `metaloom collect --pmi-signals "
+                        "--pmi-reference CHECKPOINT` for this Doubter")
+        return "the prompts or the base changed since collection"
 
     def _signal_baselines(self, states: np.ndarray, layers: list[int], labels: np.ndarray, test_indices: list[int],
                           outcomes: Sequence[QuestionOutcome], notes: list[str]) -> Optional[dict[str, Any]]:

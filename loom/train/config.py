@@ -72,7 +72,7 @@ class TrainerConfig:
     pretrain_l2: float = _help("L2 penalty of the per-layer probe fit", 1e-3)
     scope_quantile: float = _help(
         "a Doubter with a scope gate vetoes below this quantile of the validation questions' scope scores (the "
-        "share of ordinary questions it may refuse)", 0.01)
+        "share of ordinary questions it may refuse)", 0.005)
     early_stopping_metric: str = _help("'val_auroc' (of P(correct), higher is better) or 'val_loss'", "val_auroc")
     early_stopping_patience: Optional[int] = _help("epochs without improvement before stopping (None: never)", 3)
     min_delta: float = _help("smallest change of the metric that counts as an improvement", 0.0)

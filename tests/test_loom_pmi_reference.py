@@ -1,0 +1,91 @@
+"""New questions for a Doubter that reads the PMI signal: ``metaloom collect
+--pmi-reference CHECKPOINT`` reads the signal against the Doubter's own
+distribution, and ``metaloom eval --checkpoint`` on a collection that
+computed its own says why its collected P(correct) differs from generation
+and how to collect instead."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import metaloom
+from test_loom_evaluation import MAX_NEW_TOKENS, shared_model, tiny_pipe, write_qa_folder
+from wrapper_helpers import save_tiny_model, shared_tokenizer
+
+from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+from meta_spider.wrapper.checkpoint import read_checkpoint
+
+
+def collect_args(run_dir: Path, base: Path, qa: Path, *extra: object) -> list[object]:
+    return ["collect", "--run-dir", run_dir, "--model-name", base, "--dataset", "jsonl", "--dataset-option",
+            f"path={qa}", "--max-new-tokens", MAX_NEW_TOKENS, "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A base, its QA folder, a collection with the PMI signal and a Doubter
+    that reads it (the collection's p_ref in its checkpoint, as training copies it)."""
+    from click.testing import CliRunner
+
+    from meta_spider.loom.cli.collect import collect
+
+    root = tmp_path_factory.mktemp("pmi-reference")
+    base = save_tiny_model(shared_model("qwen2"), shared_tokenizer(), root / "base")
+    qa = write_qa_folder(root / "qa", tiny_pipe())
+    run = root / "run"
+    result = CliRunner().invoke(collect, [str(a) for a in collect_args(run, base, qa, "--pmi-signals")[1:]])
+    assert result.exit_code == 0, result.output
+    doubter = tiny_pipe(str(base)).new_doubter(encoder_dim=16, ca_bottleneck_dim=16,
+                                               signals=["draft_logprob_mean", "prompt_pmi_top4"])
+    doubter.set_log_reference(ActivationDataset.load(run / ACTIVATIONS_DIR).log_reference())
+    doubter.set_injection_gates(0.0)
+    with torch.no_grad():  # P(correct) reads the signals (an untrained mix gives them no weight)
+        doubter.signal_mix.linear.weight.fill_(0.5)
+        doubter.signal_mix.linear.weight[0, -1] = 20.0  # the PMI, strongly
+    checkpoint = doubter.save_checkpoint(run / "checkpoints" / "best")
+    return {"base": base, "qa": qa, "checkpoint": checkpoint, "root": root}
+
+
+def test_new_questions_are_read_against_the_doubters_own_reference(trained: dict[str, Path], tmp_path: Path,
+                                                                   capsys) -> None:
+    base, checkpoint = trained["base"], trained["checkpoint"]
+    own = read_checkpoint(checkpoint)[1]["log_reference"].numpy()
+    qa = Path(shutil.copytree(trained["qa"], tmp_path / "qa"))  # new questions: other train prompts
+    train = (qa / "train.jsonl").read_text().splitlines()
+    (qa / "train.jsonl").write_text(train[1] + "\n")
+
+    given, computed = tmp_path / "given", tmp_path / "computed"
+    result = metaloom(capsys, *collect_args(given, base, qa, "--pmi-signals", "--pmi-reference", checkpoint))
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(ActivationDataset.load(given / ACTIVATIONS_DIR).log_reference().numpy(), own)
+    assert metaloom(capsys, *collect_args(computed, base, qa, "--pmi-signals")).exit_code == 0
+    assert not np.array_equal(ActivationDataset.load(computed / ACTIVATIONS_DIR).log_reference().numpy(), own)
+
+    def evaluated(run_dir: Path) -> dict:
+        result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", checkpoint, "--no-plot", "--quiet")
+        assert result.exit_code == 0, result.output
+        return json.loads((run_dir / "report.json").read_text())
+
+    report = evaluated(given)
+    assert report["benchmark"]["p_correct_max_abs_diff_vs_collected_states"] <= 1e-3
+    report = evaluated(computed)
+    assert report["benchmark"]["p_correct_max_abs_diff_vs_collected_states"] > 1e-3
+    assert any("another reference distribution" in note and "--pmi-reference CHECKPOINT" in note
+               for note in report["notes"])
+
+
+def test_a_reference_option_that_cannot_be_used_is_a_clear_error(trained: dict[str, Path], tmp_path: Path,
+                                                                  capsys) -> None:
+    base, qa = trained["base"], trained["qa"]
+    result = metaloom(capsys, *collect_args(tmp_path / "a", base, qa, "--pmi-reference", trained["checkpoint"]))
+    assert result.exit_code == 2 and "add --pmi-signals" in result.output
+    plain = tiny_pipe(str(base)).new_doubter(encoder_dim=16, ca_bottleneck_dim=16).save_checkpoint(tmp_path / "plain")
+    result = metaloom(capsys, *collect_args(tmp_path / "b", base, qa, "--pmi-signals", "--pmi-reference", plain))
+    assert result.exit_code != 0 and "carries no PMI reference distribution" in result.output
+    result = metaloom(capsys, *collect_args(tmp_path / "c", base, qa, "--pmi-signals", "--pmi-reference", qa))
+    assert result.exit_code != 0 and "name a Doubter checkpoint" in result.output and "Traceback" not in result.output
