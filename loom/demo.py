@@ -38,11 +38,12 @@ DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16"
 """Collection settings: the world's answers are short sentences."""
 DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25",
                                      "--logprob-signals", "draft_logprob_mean,draft_logprob_min")
-"""``metaloom train`` options every recipe shares: answer targets weigh 1.25x,
-the weight that met the behaviour targets on the validation split, and
-P(correct) reads the log-probs of the base's own draft answer. Not the
-prompt's: those fall for any wording the base has not read, and the demo is
-judged in new wordings too (docs/loom.md)."""
+"""``metaloom train`` options of the ``draft`` recipe, the others' starting
+point: answer targets weigh 1.25x (every recipe), the weight that met the
+behaviour targets on the validation split, and P(correct) reads the log-probs
+of the base's own draft answer (the others add the PMI). Not the prompt's:
+those fall for any wording the base has not read, and the demo is judged in
+new wordings too (docs/loom.md)."""
 PMI_SIGNALS_ARG = "draft_logprob_mean,draft_logprob_min,prompt_pmi_top4"
 """The draft's log-probs and the prompt's highest PMIs
 (:mod:`meta_spider.wrapper.signals`; collected with ``--pmi-signals``)."""
