@@ -5,8 +5,10 @@ A collection that records the PMI signals
 base's mean next-token distribution over the training prompts, as one float32
 tensor ``log_reference [V]`` beside its shards, and ``collection.json``
 records ``reference`` = ``{"split", "prompts", "sha256"}`` (the hash of the
-tensor's little-endian float32 bytes), so a resumed collection proves it
-computes its signals with the same ``p_ref``. Part of the activation dataset
+tensor's little-endian float32 bytes; ``"given"`` and 0 prompts when the
+collection was given a Doubter's own ``p_ref``, ``metaloom collect
+--pmi-reference``), so a resumed collection proves it computes its signals
+with the same ``p_ref``. Part of the activation dataset
 format (:mod:`meta_spider.loom.collect.activations` reads it through here);
 it knows nothing about models: the collector computes the distribution.
 """
