@@ -72,9 +72,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.manifest import RunManifest
-    from meta_spider.plugins import make_plugin_manager
+    from meta_spider.loom.train.data import unanswerable_examples
 
     torch.set_num_threads(2)
     data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
@@ -119,9 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         auroc_row(f"entity states ({name})", pooled, 0.1)
         auroc_row(f"  + signals", np.column_stack([signals, pooled]), 0.1)
 
-    dataset = create_dataset(make_plugin_manager(), manifest.dataset.name, **manifest.dataset.options)
-    answerable = {e.id: e.meta.get("answerable", True) is not False for s in dataset.splits for e in dataset.split(s)}
-    invented = np.array([not answerable[e["id"]] for e in data.examples]) & ~correct
+    invented = np.array(unanswerable_examples(data.examples)) & ~correct
     if "test_outside" in rows and invented[train].any():
         outside = rows["test_outside"][invented[rows["test_outside"]]]
         say()

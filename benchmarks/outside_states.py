@@ -48,20 +48,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.datasets import create_dataset
-    from meta_spider.loom.manifest import RunManifest
-    from meta_spider.plugins import make_plugin_manager
     from meta_spider.loom.evaluate.probe import LogisticProbe
     from meta_spider.loom.evaluate.ranking import auroc
+    from meta_spider.loom.train.data import unanswerable_examples
     from meta_spider.wrapper.signals import DRAFT_SIGNALS
 
     data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
-    manifest = RunManifest.load(args.run_dir)
-    dataset = create_dataset(make_plugin_manager(), manifest.dataset.name, **manifest.dataset.options)
-    answerable = {example.id: example.meta.get("answerable", True) is not False
-                  for split in dataset.splits for example in dataset.split(split)}
     correct = data.tensor("pass1_correct").numpy().astype(bool)
-    unanswerable = np.array([not answerable[example["id"]] for example in data.examples])
+    unanswerable = np.array(unanswerable_examples(data.examples))
     invented = unanswerable & ~correct
     rows = {split: np.array(data.split_indices(split)) for split in ("train", "validation", *KNOWN, "test_outside")}
     if not invented[rows["train"]].any():

@@ -18,6 +18,7 @@ import torch
 
 from meta_spider.loom.train.config import TrainerConfig, TrainerError
 from meta_spider.loom.train.targets import TrainingTargets, build_targets
+from meta_spider.wrapper.refusal import REFUSAL_SENTENCE, is_refusal
 
 EPOCH_SEED_STRIDE = 1_000_003
 """Data-order seed of epoch ``e``: ``seed * EPOCH_SEED_STRIDE + e``."""
@@ -89,11 +90,17 @@ def prepare_rows(dataset: Any, doubter_config: Any, tokenizer: Any, eos_ids: Seq
         except ActivationFormatError as error:
             raise TrainerError(f"the Doubter reads the pass-1 signals {list(doubter_config.signals)}, but "
                                f"{error.path} {error.problem}", f"{error.fix}; or train without --logprob-signals") from error
-    from meta_spider.wrapper.refusal import is_refusal
-
-    unanswerable = torch.tensor([bool(truth) and all(is_refusal(text, config.refusal) for text in truth)
-                                 for truth in truths], dtype=torch.bool)
+    unanswerable = torch.tensor(unanswerable_examples(dataset.examples, config.refusal), dtype=torch.bool)
     return TrainingRows(states, correct, prompts, targets, train, validation, signals, log_reference, unanswerable)
+
+
+def unanswerable_examples(examples: Sequence[Any], refusal: str = REFUSAL_SENTENCE) -> list[bool]:
+    """Per collected example (``examples.jsonl`` records): whether its only
+    true answer is the refusal sentence, a question the data holds no answer
+    to (the scope gate's training questions; the base "invented" when its
+    draft is not the refusal)."""
+    return [bool(truths) and all(is_refusal(text, refusal) for text in truths)
+            for truths in (list(example.get("ground_truths") or []) for example in examples)]
 
 
 class SplitSamples:
