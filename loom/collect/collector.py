@@ -212,8 +212,10 @@ class ActivationDatasetCollector:
         if log_reference is not None:
             import numpy as np
 
+            from meta_spider.wrapper.signals import reference_problem
+
             given, size = np.asarray(log_reference, dtype=np.float32), getattr(self.pipe, "vocab_size", None)
-            if given.ndim != 1 or not np.isfinite(given).all() or (size is not None and given.shape[0] != size):
+            if reference_problem(given) is not None or (size is not None and given.shape[0] != size):
                 raise ValueError(f"log_reference must hold one finite log-probability per token of this base's "
                                  f"vocabulary ({size}), got shape {list(given.shape)}")
             self.given_reference = given
