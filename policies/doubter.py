@@ -114,6 +114,16 @@ def resolve_threshold(
     return ThresholdSetting(float(value), f"calibration:{key}")
 
 
+def _since_question(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The messages after the last ``user`` turn (the current question's tool calls and results)."""
+    after: list[Mapping[str, Any]] = []
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            break
+        after.append(message)
+    return after[::-1]
+
+
 def pending_tool_kinds(session: SessionView) -> list[str]:
     """The observation kind (``not_found``, ``result``, ...) of each tool
     message after the last user turn, matched to the session's tool-result
@@ -121,27 +131,14 @@ def pending_tool_kinds(session: SessionView) -> list[str]:
     tool result, a bare view of the messages)."""
     kinds = {getattr(record, "call_id", None): getattr(getattr(record, "kind", ""), "value", getattr(record, "kind", ""))
              for record in getattr(session, "tool_results", None) or ()}
-    pending = []
-    for message in reversed(list(session.messages)):
-        role = message.get("role")
-        if role == "user":
-            break
-        if role == "tool":
-            call_id = message.get("tool_call_id")
-            pending.append(str(kinds.get(call_id, "")) if call_id is not None else "")
-    return pending[::-1]
+    return [str(kinds.get(message.get("tool_call_id"), "")) if message.get("tool_call_id") is not None else ""
+            for message in _since_question(list(session.messages)) if message.get("role") == "tool"]
 
 
 def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:
     """True when a ``tool`` message follows the last ``user`` message: the
     model is to answer from an observation it asked for."""
-    for message in reversed(messages):
-        role = message.get("role")
-        if role == "tool":
-            return True
-        if role == "user":
-            return False
-    return False
+    return any(message.get("role") == "tool" for message in _since_question(messages))
 
 
 @dataclass
