@@ -150,6 +150,29 @@ def test_probe_column_becomes_a_baseline() -> None:
     assert probe.matched.metrics.answered == 6
 
 
+def test_baselines_at_their_own_thresholds_by_hand() -> None:
+    report = build_report(table_outcomes(), baseline_thresholds={"answer_mean_logprob": (-0.45, "goals"),
+                                                                  "first_token_max_prob": (None, "target_risk")})
+    mean_lp = report.baseline("answer_mean_logprob").own_threshold
+    # answered: q0 q1 q2 q4 q9 (mean log-prob >= -0.45); q4 is the one base-wrong among them;
+    # refused q3 q5 q6 q7 q8, of which q3 the base knows
+    assert (mean_lp.threshold, mean_lp.rule) == (-0.45, "goals")
+    assert mean_lp.metrics.coverage == 0.5 and mean_lp.metrics.selective_accuracy == pytest.approx(4 / 5)
+    assert mean_lp.metrics.refusal_precision == pytest.approx(4 / 5)
+    assert mean_lp.metrics.knowledge_loss == pytest.approx(1 / 5)
+    nothing = report.baseline("first_token_max_prob").own_threshold  # a threshold that answers nothing
+    assert nothing.threshold is None and nothing.metrics.coverage == 0.0 and nothing.metrics.knowledge_loss == 1.0
+    assert report.baseline("always_answer").own_threshold is None
+    # the matched-coverage rows do not move
+    assert report.baseline("answer_mean_logprob").matched == build_report(table_outcomes()).baseline(
+        "answer_mean_logprob").matched
+    text = report.to_json()
+    assert json.loads(text)["baselines"][2]["own_threshold"]["metrics"]["coverage"] == 0.5
+    assert ComparisonReport.from_json(text).to_json() == text
+    assert "at own threshold" in str(report.summary()) and "at own threshold" not in str(build_report(
+        table_outcomes()).summary())
+
+
 def auroc_by_pairs(scores: list[float]) -> float:
     labels = [row[1] for row in TABLE]
     pos = [s for s, y in zip(scores, labels) if y]
@@ -287,6 +310,22 @@ def test_baseline_comparison_on_the_tiny_run(tiny_run: dict[str, Any], pipe_with
     assert calibration["split"] == "validation" and calibration["target_coverage"] == 0.5
     assert calibration["coverage"] >= 0.5 and 0.0 < calibration["threshold"] < 1.0
     assert calibration["evaluated"]["n"] == 6 and calibration["gated_generation"] is False
+    # each baseline but the probe also gated at its own threshold, chosen on validation by the Doubter's rule
+    from meta_spider.loom.evaluate.metrics import choose_threshold
+
+    validation = activations.split_indices("validation")
+    fitted_on_train = LogisticProbe(1.0 / len(train)).fit(signals[train], expected_oracle("train"))
+    validation_scores = {"signals_logistic": fitted_on_train.predict_proba(signals[validation]),
+                         "answer_mean_logprob": activations.tensor("answer_mean_logprob").numpy()[validation]}
+    test_scores = {"signals_logistic": expected, "answer_mean_logprob": [q.answer_mean_logprob for q in report.questions]}
+    for name, scores in validation_scores.items():
+        own = report.baseline(name).own_threshold
+        choice = choose_threshold(scores.astype(np.float64), expected_oracle("validation"), target_coverage=0.5)
+        assert own.rule == "target_coverage" and own.threshold == pytest.approx(choice.threshold)
+        oracle = expected_oracle("test")
+        assert own.metrics == selective_metrics(np.asarray(test_scores[name]) >= own.threshold, oracle, oracle)
+    assert {b.name for b in report.baselines if b.own_threshold is not None} == {
+        "first_token_max_prob", "answer_mean_logprob", "signals_logistic", "probe_signals_logistic"}
     assert ComparisonReport.from_json(report.to_json()).to_json() == report.to_json()
 
 

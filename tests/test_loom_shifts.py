@@ -136,6 +136,11 @@ def test_eval_shifts_writes_the_side_by_side_table(fresh_run: Path) -> None:
         assert row["coverage"] == behaviour["coverage"] and row["knowledge_loss"] == behaviour["knowledge_loss"]
         assert row["refusal_precision"] == behaviour["refusal_precision"]
         assert row["auroc"] == (report["doubter"]["scores"] or {}).get("auroc")
+        # the best baseline gated at its own threshold (the linear probe, fitted on validation, has none)
+        own = next(b for b in report["baselines"] if b["name"] == row["best_baseline"])["own_threshold"]
+        assert (own is None) == (row["best_baseline"] == "linear_probe")
+        assert row["best_baseline_coverage"] == (None if own is None else own["metrics"]["coverage"])
+        assert row["best_baseline_knowledge_loss"] == (None if own is None else own["metrics"]["knowledge_loss"])
     # the unanswerable questions: generated under the same gate, so refused exactly below the threshold
     outside = rows["test_outside"]
     assert outside["auroc"] is None and outside["coverage"] is None and outside["n"] == 4

@@ -41,6 +41,13 @@ How things are counted (also written into every report, ``definitions``):
   coverage (its most confident questions, keeping the base's answer), via
   :func:`~meta_spider.loom.evaluate.metrics.evaluate_at_coverage`; ``always_answer``
   stays at coverage 1.
+* **Own threshold**: every baseline but the probe (fitted on the calibration
+  split) and ``always_answer`` is also gated as the Doubter is, at a
+  threshold chosen on the calibration split by the same rule
+  (:class:`~meta_spider.loom.evaluate.report.OwnThreshold`). Matched coverage
+  compares rankings; this compares what a user of each score would get, and
+  under a shift the two part: a score whose scale moves with the wording
+  keeps its ranking and loses its threshold.
 
 The report itself (its fields, ``report.json``, the tables) is
 :mod:`meta_spider.loom.evaluate.report`. :func:`build_report` is the pure
@@ -55,10 +62,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from meta_spider.loom.evaluate.baselines import BASELINES, fit_signal_baselines, select_probe_layer
+from meta_spider.loom.evaluate.baselines import BASELINES, SignalBaselines, fit_signal_baselines, select_probe_layer
 from meta_spider.loom.evaluate.evaluation import ACTIONS, QABenchmark, QuestionOutcome, answer_gate, run_benchmark
 from meta_spider.loom.evaluate.metrics import (
     BehaviourGoals,
+    ThresholdChoice,
     UndefinedMetricError,
     choose_threshold,
     evaluate_at_coverage,
@@ -72,6 +80,7 @@ from meta_spider.loom.evaluate.report import (
     AcceptanceCheck,
     BaselineResult,
     ComparisonReport,
+    OwnThreshold,
     PrintableTable,
     goal_check,
 )
@@ -112,10 +121,14 @@ def _probability(name: str, scores: np.ndarray) -> np.ndarray:
 
 def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Mapping[str, Any]] = None,
                  calibration: Optional[Mapping[str, Any]] = None, probe: Optional[Mapping[str, Any]] = None,
-                 notes: Sequence[str] = ()) -> ComparisonReport:
+                 notes: Sequence[str] = (),
+                 baseline_thresholds: Optional[Mapping[str, tuple[Optional[float], str]]] = None) -> ComparisonReport:
     """The report of a behaviour table (one :class:`QuestionOutcome` per
     question). Baselines whose score column is missing for any question are
-    left out with a note; scores that are all equal have no AUROC."""
+    left out with a note; scores that are all equal have no AUROC.
+    ``baseline_thresholds`` maps a baseline's name to its own answer
+    threshold (None: answer nothing) and the rule that chose it; that
+    baseline is also gated there (:class:`OwnThreshold`)."""
     if not outcomes:
         raise ValueError("build_report needs at least one question outcome, got none")
     notes = list(notes)
@@ -149,8 +162,13 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
             notes.append(f"baseline {spec.name} left out: no {spec.column} for some questions")
             continue
         coverage = 1.0 if spec.column is None else behaviour.coverage
+        own = None
+        if baseline_thresholds and spec.name in baseline_thresholds:
+            threshold, rule = baseline_thresholds[spec.name]
+            gated = scores >= (math.inf if threshold is None else threshold)
+            own = OwnThreshold(threshold, rule, selective_metrics(gated, oracle, oracle))
         baselines.append(BaselineResult(spec.name, spec.description, score_metrics(_probability(spec.name, scores), oracle),
-                                        evaluate_at_coverage(scores, oracle, coverage, oracle)))
+                                        evaluate_at_coverage(scores, oracle, coverage, oracle), own))
 
     doubter_auroc = None if doubter_scores is None else doubter_scores.auroc
     rival = [b.scores.auroc for b in baselines if b.name != "always_answer" and b.scores and b.scores.auroc is not None]
@@ -283,9 +301,13 @@ class BaselineComparison:
                 test_scores = choice.probe.predict_proba(states[test_indices][:, choice.layer_position])
                 for outcome, score in zip(outcomes, test_scores):
                     outcome.probe_score = float(score)
-        signal_baselines = self._signal_baselines(states, layers, labels, test_indices, outcomes, notes)
-        if signal_baselines is not None:
-            info["signal_baselines"] = {**signal_baselines, "read_position": read_position}
+        fitted_signals = self._signal_baselines(states, layers, labels, test_indices, outcomes, notes)
+        if fitted_signals is not None:
+            info["signal_baselines"] = {**fitted_signals.to_dict(), "split": self.fit_split,
+                                        "read_position": read_position}
+        baseline_thresholds = None
+        if calibration is not None:
+            baseline_thresholds = self._baseline_thresholds(states, labels, fit_indices, fitted_signals)
         # pass 1 inside generation and the encoder on collected states must agree
         generated = np.array([q.p_correct for q in outcomes], dtype=np.float64)
         drift = float(np.max(np.abs(from_states - generated))) if len(outcomes) else 0.0
@@ -293,7 +315,8 @@ class BaselineComparison:
         if drift > 1e-3:
             notes.append(f"P(correct) from generation differs from P(correct) on the collected states by up to "
                          f"{drift:.3g}: {self._drift_cause()}")
-        return build_report(outcomes, benchmark=info, calibration=calibration, probe=probe, notes=notes)
+        return build_report(outcomes, benchmark=info, calibration=calibration, probe=probe, notes=notes,
+                            baseline_thresholds=baseline_thresholds)
 
     def _drift_cause(self) -> str:
         """Why P(correct) on the collected states can differ from generation's."""
@@ -313,7 +336,7 @@ class BaselineComparison:
         return "the prompts or the base changed since collection"
 
     def _signal_baselines(self, states: np.ndarray, layers: list[int], labels: np.ndarray, test_indices: list[int],
-                          outcomes: Sequence[QuestionOutcome], notes: list[str]) -> Optional[dict[str, Any]]:
+                          outcomes: Sequence[QuestionOutcome], notes: list[str]) -> Optional[SignalBaselines]:
         """Fit the baselines that read the pass-1 signals on the training
         split and score the evaluated questions with them (into
         ``outcomes``); what was fitted, or None (with a note) when they
@@ -339,7 +362,45 @@ class BaselineComparison:
         for column, values in fitted.scores(states[test_indices], signals[test_indices]).items():
             for outcome, value in zip(outcomes, values):
                 setattr(outcome, column, float(value))
-        return {**fitted.to_dict(), "split": self.fit_split}
+        return fitted
+
+    def _baseline_thresholds(self, states: np.ndarray, labels: np.ndarray, fit_indices: list[int],
+                             fitted: Optional[SignalBaselines]) -> dict[str, tuple[Optional[float], str]]:
+        """Each baseline's own answer threshold on the calibration split,
+        chosen by the Doubter's rule: the two scores collected with the
+        answers and the two fitted on the training split (the linear probe
+        is fitted on the calibration split itself, so a threshold there
+        would flatter it)."""
+        activations = self.benchmark.activations
+        columns = {name: activations.tensor(name).numpy()[fit_indices].astype(np.float64)
+                   for name in ("first_token_max_prob", "answer_mean_logprob")}
+        if fitted is not None:
+            signals = activations.signals(list(fitted.signals)).numpy()
+            columns.update(fitted.scores(states[fit_indices], signals[fit_indices]))
+        fit_labels = labels[fit_indices]
+        thresholds: dict[str, tuple[Optional[float], str]] = {}
+        for spec in BASELINES:
+            if spec.column in columns:
+                choice, rule, _ = self._choose_threshold(columns[spec.column], fit_labels)
+                thresholds[spec.name] = (None if not math.isfinite(choice.threshold) else choice.threshold, rule)
+        return thresholds
+
+    def _choose_threshold(self, scores: np.ndarray, labels: np.ndarray) -> tuple[ThresholdChoice, str, Optional[str]]:
+        """The answer threshold on calibration ``scores``: ``target_risk`` or
+        ``target_coverage`` when given, else the one that meets the goals,
+        else a coverage equal to the base's accuracy there; the rule's name
+        and, on that fallback, a note saying so."""
+        if self.target_risk is not None:
+            return choose_threshold(scores, labels, target_risk=self.target_risk), "target_risk", None
+        if self.target_coverage is not None:
+            return choose_threshold(scores, labels, target_coverage=self.target_coverage), "target_coverage", None
+        choice = threshold_for_goals(scores, labels, self.goals)
+        if choice is not None:
+            return choice, "goals", None
+        coverage = float(labels.mean())
+        note = (f"no threshold meets the behaviour goals on {self.benchmark.calibration_split!r}: calibrated for "
+                f"coverage {coverage:.3f} (the base's accuracy there) instead")
+        return choose_threshold(scores, labels, target_coverage=coverage), "target_coverage", note
 
     def _generate(self, calibration: Optional[Mapping[str, Any]]) -> list[QuestionOutcome]:
         """The benchmark's questions through the pipeline, under the
@@ -364,18 +425,9 @@ class BaselineComparison:
         calibration split, and what it does on the evaluated questions
         (``test_scores``, keeping the base's answers)."""
         scores = self._doubter_p_correct(states, layers, fit_indices)
-        fit_labels = labels[fit_indices]
-        if self.target_risk is not None:
-            choice, rule = choose_threshold(scores, fit_labels, target_risk=self.target_risk), "target_risk"
-        elif self.target_coverage is not None:
-            choice, rule = choose_threshold(scores, fit_labels, target_coverage=self.target_coverage), "target_coverage"
-        else:
-            choice, rule = threshold_for_goals(scores, fit_labels, self.goals), "goals"
-            if choice is None:
-                coverage = float(fit_labels.mean())
-                notes.append(f"no threshold meets the behaviour goals on {self.benchmark.calibration_split!r}: "
-                             f"calibrated for coverage {coverage:.3f} (the base's accuracy there) instead")
-                choice, rule = choose_threshold(scores, fit_labels, target_coverage=coverage), "target_coverage"
+        choice, rule, note = self._choose_threshold(scores, labels[fit_indices])
+        if note is not None:
+            notes.append(note)
         entry = {**choice.to_dict(), "score": "p_correct", "split": self.benchmark.calibration_split,
                  "read_position": read_position, "rule": rule}
         if test_indices:

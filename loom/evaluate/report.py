@@ -8,7 +8,8 @@ with its meaning kept): ``benchmark`` (dataset, split, n, max_tokens, ...), ``de
 refuse}, ``decisions``: {pass2, gate_refused, base_answer} counts, ``scores``: ScoreMetrics or null, ``gate_at_coverage``:
 MatchedCoverage of P(correct) or null}, ``paired`` {``definition``,
 ``mcnemar``, ``t_test``, ``answered_only``: {``mcnemar``, ``t_test``} or
-null}, ``baselines`` [{``name``, ``description``, ``scores``, ``matched``}],
+null}, ``baselines`` [{``name``, ``description``, ``scores``, ``matched``,
+``own_threshold``: {``threshold``, ``rule``, ``metrics``} or null}],
 ``calibration`` (ThresholdChoice chosen on validation plus ``score``, ``split``,
 ``read_position``, ``rule`` (``goals``, ``target_coverage``, ``target_risk``),
 ``gated_generation`` (whether the generated text followed it) and
@@ -37,7 +38,7 @@ from meta_spider.loom.evaluate.stats import McNemarResult, PairedTTestResult
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["AcceptanceCheck", "BaselineResult", "ComparisonReport", "DECISION_NAMES", "DEFINITIONS",
+__all__ = ["AcceptanceCheck", "BaselineResult", "ComparisonReport", "DECISION_NAMES", "DEFINITIONS", "OwnThreshold",
            "PrintableTable", "SCHEMA_VERSION", "goal_check"]
 
 SCHEMA_VERSION = 2
@@ -48,19 +49,44 @@ DEFINITIONS = {
     "paired_modified_correct": "answered correctly, or refused a question the base gets wrong",
     "paired_base_correct": "pass1_correct",
     "matched_coverage": "baselines answer exactly the Doubter's coverage, their most confident questions first",
+    "own_threshold": "a baseline's own answer threshold, chosen on the calibration split by the Doubter's rule, "
+                     "applied to the evaluated questions (none for the linear probe, fitted on that split)",
 }
 DECISION_NAMES = ("pass2", "gate_refused", "base_answer")
 
 
 @dataclass(frozen=True)
+class OwnThreshold:
+    """A baseline gated as the Doubter is: the answer threshold chosen on
+    the calibration split by the same rule (``rule``; ``threshold`` None
+    when it answers nothing), and what it does on the evaluated questions
+    (keeping the base's answers). Under a shift, this is where a score that
+    ranks well but whose scale moves with the wording shows it."""
+
+    threshold: Optional[float]
+    rule: str
+    metrics: SelectiveMetrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "rule": self.rule, "metrics": self.metrics.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "Optional[OwnThreshold]":
+        if data is None:
+            return None
+        return cls(data["threshold"], data["rule"], SelectiveMetrics.from_dict(data["metrics"]))
+
+
+@dataclass(frozen=True)
 class BaselineResult:
-    """One baseline: its score metrics against the oracle and its behaviour
-    at the matched coverage."""
+    """One baseline: its score metrics against the oracle, its behaviour
+    at the matched coverage and, when it has one, at its own threshold."""
 
     name: str
     description: str
     scores: Optional[ScoreMetrics]
     matched: MatchedCoverage
+    own_threshold: Optional[OwnThreshold] = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +212,9 @@ class ComparisonReport:
                        "t_test": t_dict(self.t_test), "answered_only": answered_only},
             "baselines": [{"name": b.name, "description": b.description,
                            "scores": None if b.scores is None else b.scores.to_dict(),
-                           "matched": b.matched.to_dict()} for b in self.baselines],
+                           "matched": b.matched.to_dict(),
+                           "own_threshold": None if b.own_threshold is None else b.own_threshold.to_dict()}
+                          for b in self.baselines],
             "calibration": self.calibration,
             "probe": self.probe,
             "acceptance": [asdict(check) for check in self.acceptance],
@@ -225,7 +253,8 @@ class ComparisonReport:
             t_test=None if paired["t_test"] is None else _t_test_from_dict(paired["t_test"]),
             answered_only=answered_only,
             baselines=[BaselineResult(b["name"], b["description"], _score_from_dict(b["scores"]),
-                                      _matched_from_dict(b["matched"])) for b in data["baselines"]],  # type: ignore[arg-type]
+                                      _matched_from_dict(b["matched"]),  # type: ignore[arg-type]
+                                      OwnThreshold.from_dict(b.get("own_threshold"))) for b in data["baselines"]],
             acceptance=[AcceptanceCheck(**check) for check in data["acceptance"]],
             calibration=data.get("calibration"),
             probe=data.get("probe"),
@@ -246,7 +275,9 @@ class ComparisonReport:
     def summary_table(self) -> "Table":
         """A rich table: the Doubter's generated behaviour, its P(correct)
         gate and every baseline at matched coverage, with their score
-        metrics; the caption gives the paired tests, the best baseline and the goals met."""
+        metrics (below each, dimmed, that baseline gated at its own
+        threshold); the caption gives the paired tests, the best baseline and
+        the goals met."""
         from rich.table import Table
 
         def cell(value: Optional[float], digits: int = 3) -> str:
@@ -273,6 +304,9 @@ class ComparisonReport:
             table.add_row("Doubter P(correct) gate", *behaviour_cells(self.gate_at_coverage.metrics), *["-"] * 4)
         for result in self.baselines:
             table.add_row(result.name, *behaviour_cells(result.matched.metrics), *score_cells(result.scores))
+            if result.own_threshold is not None:
+                table.add_row("  at own threshold", *behaviour_cells(result.own_threshold.metrics), *["-"] * 4,
+                              style="dim")
         actions = ", ".join(f"{name} {self.actions.get(name, 0)}" for name in ACTIONS)
         calibration = self.calibration or {}
         if calibration.get("gated_generation"):

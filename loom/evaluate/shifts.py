@@ -100,6 +100,10 @@ class ShiftRow:
     auroc: float | None = None
     best_baseline: str | None = None
     best_baseline_auroc: float | None = None
+    best_baseline_coverage: float | None = None
+    """The best baseline's coverage at its own validation threshold."""
+    best_baseline_knowledge_loss: float | None = None
+    """The best baseline's knowledge loss at its own validation threshold."""
     coverage: float | None = None
     selective_accuracy: float | None = None
     refusal_precision: float | None = None
@@ -215,12 +219,17 @@ class ShiftTable:
             ("selective accuracy", lambda row: cell(row.selective_accuracy)),
             ("refusal precision", lambda row: cell(row.refusal_precision)),
             ("knowledge loss", lambda row: cell(row.knowledge_loss)),
+            ("best baseline coverage", lambda row: cell(row.best_baseline_coverage)),
+            ("best baseline know. loss", lambda row: cell(row.best_baseline_knowledge_loss)),
             ("no true answer, refused", lambda row: outside(row, "refused")),
             ("no true answer, invented", lambda row: outside(row, "invented")),
             ("seconds", lambda row: f"{row.seconds:.1f}"),
         ]
         for label, figure in figures:
             table.add_row(label, *(figure(row) for row in self.rows))
+        if any(row.best_baseline_coverage is not None for row in self.rows):
+            table.caption = ("best baseline coverage and knowledge loss: that baseline gated at its own threshold, "
+                             "chosen on validation as the Doubter's is")
         return table
 
 
@@ -229,11 +238,14 @@ def _row(split: str, n: int, seconds: float, report: "ComparisonReport | None",
     if report is None:
         return ShiftRow(split, n, seconds, outside=outside)
     behaviour, best = report.behaviour, report.best_baseline
+    own = None if best is None or best.own_threshold is None else best.own_threshold.metrics
     return ShiftRow(
         split, n, seconds, base_accuracy=behaviour.base_accuracy,
         auroc=None if report.doubter_scores is None else report.doubter_scores.auroc,
         best_baseline=None if best is None else best.name,
         best_baseline_auroc=None if best is None or best.scores is None else best.scores.auroc,
+        best_baseline_coverage=None if own is None else own.coverage,
+        best_baseline_knowledge_loss=None if own is None else own.knowledge_loss,
         coverage=behaviour.coverage, selective_accuracy=behaviour.selective_accuracy,
         refusal_precision=behaviour.refusal_precision, over_refusal=behaviour.over_refusal,
         knowledge_loss=behaviour.knowledge_loss, outside=outside)
