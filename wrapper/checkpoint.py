@@ -86,21 +86,27 @@ def calibration_problem(entry: Any) -> str | None:
     return None
 
 
-def save_safetensors(tensors: Mapping[str, "torch.Tensor"], path: str | Path, metadata: Mapping[str, str]) -> None:
-    """``safetensors.torch.save_file``, with the header's keys in sorted order:
+def safetensors_bytes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[str, str]) -> bytes:
+    """``safetensors.torch.save``, with the header's keys in sorted order:
     safetensors writes its metadata in the order of a hash map seeded per
-    process, so the same Doubter saved twice could differ in bytes. The header
-    is the same JSON either way; sorted, two runs that train the same Doubter
-    write the same file."""
+    process, so the same tensors saved twice could differ in bytes. The
+    header is the same JSON either way; sorted, equal inputs give equal
+    files (the tensors' layout is safetensors' own, fixed by dtype and
+    name). Checkpoints and activation shards are both written with it."""
     from safetensors.torch import save
 
-    data = save(dict(tensors), metadata=dict(metadata))
+    data = save(dict(tensors), metadata=dict(metadata) or None)
     size = int.from_bytes(data[:8], "little")
     header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
                         ensure_ascii=False).encode("utf-8")
     if len(header) <= size:  # the same JSON, re-ordered; padded with spaces as safetensors pads it
         data = data[:8] + header + b" " * (size - len(header)) + data[8 + size:]
-    Path(path).write_bytes(data)
+    return data
+
+
+def save_safetensors(tensors: Mapping[str, "torch.Tensor"], path: str | Path, metadata: Mapping[str, str]) -> None:
+    """Write :func:`safetensors_bytes` to ``path``."""
+    Path(path).write_bytes(safetensors_bytes(tensors, metadata))
 
 
 def write_calibration(path: str | Path, calibration: dict[str, Any] | None) -> Path:

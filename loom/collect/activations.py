@@ -18,11 +18,12 @@ A collection is a folder:
 listed there, so a crash between writing a shard and listing it leaves an
 orphan the collector drops on resume.
 
-Shards are written by :func:`write_shard`, a small deterministic
-safetensors writer (sorted header keys, fixed padding): the ``safetensors``
-package serialises metadata from a hash map whose order changes between
-processes, and a resumed collection must be byte-identical to an
-uninterrupted one. Files are read with the ``safetensors`` package.
+Shards are written by :func:`write_shard` with the checkpoints' writer,
+:func:`~meta_spider.wrapper.checkpoint.safetensors_bytes` (the header's keys
+sorted): the ``safetensors`` package serialises metadata from a hash map
+whose order changes between processes, and a resumed collection must be
+byte-identical to an uninterrupted one. Files are read with the
+``safetensors`` package.
 
 Importing this module does not import torch (command modules read its
 constants). It knows nothing about models or questions: the collector
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -95,7 +95,7 @@ EXAMPLE_FIELDS = (
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
 
-_DTYPE_CODES = {"torch.float32": "F32", "torch.uint8": "U8", "torch.int64": "I64"}
+_SHARD_DTYPES = ("torch.float32", "torch.int64", "torch.uint8")
 """Shard dtypes (by torch's name, so importing this module needs no torch)."""
 
 
@@ -150,24 +150,18 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 
 def shard_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
-    """A safetensors file as bytes, deterministic for given inputs: header
-    keys sorted, tensors laid out in name order, header padded with spaces
-    to a multiple of 8 bytes (as the format asks)."""
-    header: dict[str, Any] = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
-    chunks: list[bytes] = []
-    offset = 0
+    """A safetensors file as bytes, deterministic for given inputs
+    (:func:`~meta_spider.wrapper.checkpoint.safetensors_bytes`, the writer
+    checkpoints use); shards hold float32, uint8 and int64 tensors only."""
+    from meta_spider.wrapper.checkpoint import safetensors_bytes
+
+    prepared = {}
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
-        if str(tensor.dtype) not in _DTYPE_CODES:
-            raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}; shards hold {sorted(_DTYPE_CODES)}")
-        data = tensor.numpy().tobytes()
-        header[name] = {"dtype": _DTYPE_CODES[str(tensor.dtype)], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)
-    return struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks)
+        if str(tensor.dtype) not in _SHARD_DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}; shards hold {sorted(_SHARD_DTYPES)}")
+        prepared[name] = tensor
+    return safetensors_bytes(prepared, {key: str(value) for key, value in metadata.items()})
 
 
 def write_shard(path: PathLike, tensors: Mapping[str, torch.Tensor], index_start: int, index_end: int) -> None:
