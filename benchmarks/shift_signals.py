@@ -28,7 +28,16 @@ whether the draft is right, and
    log-probs as features of their own;
 4. **the refusal sentence's log-prob**: ``log p(refusal | prompt)``, the
    whole sentence and its first token (how readily the base would say it
-   does not know; added after the first three families were scored).
+   does not know; added after the first three families were scored);
+5. **the draft read through earlier layers** (a logit lens): each earlier
+   layer's state at the draft's positions, through the base's final norm
+   and its output head, gives a log-prob of every draft token; a recalled
+   fact may settle before the last layer, a guess only at it. Per layer
+   ``k``: the mean and minimum over the draft, the value at the draft's
+   least probable token under the last layer, and the last layer's rise
+   over layer ``k`` there (added after the first four families were scored).
+   It reads the hidden states, so a logistic regression on it is a state
+   reader that goes through the base's own head rather than a linear probe.
 
 Protocol: every logistic regression is fitted on the training split; variants
 are chosen on the validation people only, asked in the world's trained
@@ -72,7 +81,7 @@ CHOICE_SPLITS = ("validation", *VALIDATION_SHIFTS)
 SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
-RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp")
+RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp", "lens_lp")
 OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
 """Frames written for this benchmark (shift_own_frames.json, per attribute),
 not drawn from the world's grammar (new words, dashes, contractions): the
@@ -151,6 +160,22 @@ class Runner:
         picked = rows[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
         return picked, rows if keep_rows else None
 
+    def lens_logprobs(self, ids: list[int], draft: list[int]) -> np.ndarray:
+        """Log-prob of every draft token read from each layer before the last
+        through the final norm and the output head: ``[layers - 1, len(draft)]``,
+        flattened (a record holds 1-D arrays)."""
+        torch = self.torch
+        model = self.model
+        with torch.no_grad():
+            states = model(torch.tensor([ids + draft]), output_hidden_states=True).hidden_states
+            positions = torch.arange(len(ids) - 1, len(ids) - 1 + len(draft))
+            tokens = torch.tensor(draft)
+            rows = []
+            for layer in range(1, model.config.num_hidden_layers):  # states[L] is the last layer, normed already
+                logits = model.lm_head(model.model.norm(states[layer][0, positions]))
+                rows.append(logits.double().log_softmax(-1)[torch.arange(len(draft)), tokens].numpy())
+        return np.concatenate(rows)
+
     def run(self, question: str, truths: tuple[str, ...], reference: bool) -> dict[str, Any]:
         from meta_spider.loom.datasets.scoring import check_answer, normalize_answer
         from meta_spider.wrapper.refusal import is_refusal
@@ -165,6 +190,7 @@ class Runner:
             prompt_rows = rows[:len(ids) - 1].exp().numpy()
             self.ref_sum += prompt_rows.sum(axis=0)
             self.ref_rows += len(prompt_rows)
+        lens_lp = self.lens_logprobs(ids, draft)
         null_lp, _ = self.logprobs(self.null_ids + draft)
         refusal_lp = self.logprobs(ids + self.refusal_ids)[0][len(ids) - 1:]
         text = self.tokenizer.decode(draft, skip_special_tokens=True)
@@ -187,7 +213,7 @@ class Runner:
         return {
             "prompt_lp": lp[:len(ids) - 1], "prompt_ids": np.array(ids[1:]), "user_ids": np.array([ids[k] for k in user]),
             "user_lp": np.array([lp[k - 1] for k in user]), "draft_lp": lp[len(ids) - 1:],
-            "null_lp": null_lp[len(self.null_ids) - 1:], "refusal_lp": refusal_lp,
+            "null_lp": null_lp[len(self.null_ids) - 1:], "refusal_lp": refusal_lp, "lens_lp": lens_lp,
             "correct": float(check_answer(text, truths)), "draft_refusal": float(is_refusal(text)),
             "agree8": float(np.mean(same)), "agree4": float(np.mean(same[:4])),
             "distinct8": float(len(set(texts))), "sample_lp8": float(np.mean(sample_lp)),
@@ -295,6 +321,14 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
     # how readily the base would refuse: log p(refusal sentence | prompt), whole and first token
     out["refusal_logprob_sum"] = -np.array([v.sum() for v in fields["refusal_lp"]])
     out["refusal_logprob_first"] = -np.array([v[0] for v in fields["refusal_lp"]])
+    layers = [lens.reshape(-1, draft.size) for lens, draft in zip(fields["lens_lp"], fields["draft_lp"])]
+    weakest = [int(draft.argmin()) for draft in fields["draft_lp"]]
+    for k in range(layers[0].shape[0]):
+        out[f"lens{k + 1}_mean"] = np.array([rows[k].mean() for rows in layers])
+        out[f"lens{k + 1}_min"] = np.array([rows[k].min() for rows in layers])
+        out[f"lens{k + 1}_at_weakest"] = np.array([rows[k, i] for rows, i in zip(layers, weakest)])
+        out[f"lens{k + 1}_rise"] = np.array([draft[i] - rows[k, i] for rows, draft, i
+                                             in zip(layers, fields["draft_lp"], weakest)])
     return out
 
 
@@ -307,6 +341,7 @@ FAMILIES: dict[str, Callable[[str], bool]] = {
     "2. sampled drafts": lambda name: "sample_" in name,
     "3. draft against an empty question": lambda name: "null_" in name or "gain" in name,
     "4. the refusal sentence's log-prob": lambda name: "refusal_" in name,
+    "5. the draft through earlier layers (logit lens)": lambda name: name.startswith("lens"),
 }
 
 
@@ -366,7 +401,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say(f"# python benchmarks/shift_signals.py   (world {args.preset}, seed {args.seed}; torch 1 thread)")
     say("base accuracy: " + ", ".join(f"{s} {labels[s][raw[s]['answerable'] > 0].mean():.3f}"
                                       for s in SPLITS if s != "test_outside"))
-    say("seconds per question (greedy draft + 4 forwards + 8 samples): "
+    say("seconds per question (greedy draft + 5 forwards + 8 samples): "
         + ", ".join(f"{s} {seconds[s] / len(labels[s]):.3f}" for s in SPLITS))
     say()
     say("A. choice columns (validation people only), AUROC; 'worst' = the lowest of the three")
