@@ -60,16 +60,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a trained and evaluated world run (the demo's)")
     parser.add_argument("--work", type=Path, required=True,
-                        help="a folder for the questions and the new collection (emptied first)")
+                        help="a folder for the questions and the new collection (its questions/ and run/ "
+                             "are replaced)")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
+    from meta_spider.agentcore.runfile import RunFileError
     from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.evaluate.comparison import ComparisonReport
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.plugins import make_plugin_manager
-
-    from meta_spider.agentcore.runfile import RunFileError
 
     try:
         manifest = RunManifest.load(args.run_dir)
@@ -81,9 +81,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     checkpoint = str((args.run_dir / manifest.checkpoint).resolve())
     dataset = create_dataset(make_plugin_manager(), "world", **manifest.dataset.options)
-    shutil.rmtree(args.work, ignore_errors=True)
-    sizes = write_questions(dataset, args.work / "questions")
     run = args.work / "run"
+    for folder in (args.work / "questions", run):  # this script's own two folders, nothing else there
+        shutil.rmtree(folder, ignore_errors=True)
+    sizes = write_questions(dataset, args.work / "questions")
     started = time.perf_counter()
     for command, options in (
         ("collect", ["--run-dir", str(run), "--model-name", manifest.model.name, "--dataset", "jsonl",
