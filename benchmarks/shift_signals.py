@@ -37,7 +37,18 @@ whether the draft is right, and
    least probable token under the last layer, and the last layer's rise
    over layer ``k`` there (added after the first four families were scored).
    It reads the hidden states, so a logistic regression on it is a state
-   reader that goes through the base's own head rather than a linear probe.
+   reader that goes through the base's own head rather than a linear probe;
+6. **the name, where the world says it is** (not computable on a user's
+   data unless it marks the entity; added after the first five families
+   were scored): the log-probs of the name's own tokens given the frame
+   (sum, mean, and the tokens after its first, which a familiar name makes
+   predictable whatever the frame), and the whole prompt's log-prob minus
+   that of the same question with the name replaced by "someone" (the
+   frame's own surprise cancels). A misspelt name is found as the closest
+   span to the true one. Unanswerable questions without a name read 0;
+7. **the plain log-prob where the PMI is highest**: family 6 without the
+   span, the name's place guessed as the k user tokens of highest PMI and
+   their plain log-probs read there (mean).
 
 Protocol: every logistic regression is fitted on the training split; variants
 are chosen on the validation people only, asked in the world's trained
@@ -63,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import random
 import sys
@@ -81,13 +93,16 @@ CHOICE_SPLITS = ("validation", *VALIDATION_SHIFTS)
 SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
-RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp", "lens_lp")
+RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp", "lens_lp",
+          "name_lp")
 OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
 """Frames written for this benchmark (shift_own_frames.json, per attribute),
 not drawn from the world's grammar (new words, dashes, contractions): the
 test questions asked once more in them (``test_own_words``), a shift no
 choice here was made on."""
-FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8")
+FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8", "name_free_delta")
+NAME_STAND_IN = "someone"
+"""What replaces the name in the name-free question (family 6)."""
 
 
 # ------------------------------------------------------------------ questions
@@ -122,6 +137,21 @@ def world_questions(preset: str, seed: int) -> tuple[dict[str, list[Any]], Path]
 
 
 # ------------------------------------------------------------------ running the base
+
+def name_span(question: str, name: str) -> tuple[int, int] | None:
+    """Where ``name`` (or its closest spelling: a misspelt name differs by
+    an edit or two) sits in ``question``, as character offsets."""
+    at = question.find(name)
+    if at >= 0:
+        return at, at + len(name)
+    best: tuple[float, int, int] | None = None
+    for size in range(max(1, len(name) - 2), len(name) + 3):
+        for start in range(0, len(question) - size + 1):
+            ratio = difflib.SequenceMatcher(None, question[start:start + size], name).ratio()
+            if best is None or ratio > best[0]:
+                best = (ratio, start, start + size)
+    return None if best is None or best[0] < 0.8 else (best[1], best[2])
+
 
 class Runner:
     """The base and its tokenizer; one question at a time (no padding, so
@@ -176,7 +206,25 @@ class Runner:
                 rows.append(logits.double().log_softmax(-1)[torch.arange(len(draft)), tokens].numpy())
         return np.concatenate(rows)
 
-    def run(self, question: str, truths: tuple[str, ...], reference: bool) -> dict[str, Any]:
+    def name_signals(self, question: str, name: str | None, prompt_lp: np.ndarray) -> tuple[np.ndarray, float]:
+        """Log-probs of the tokens inside the name's span in ``question``, and
+        the prompt's log-prob minus that of the question with the name
+        replaced by :data:`NAME_STAND_IN` (nothing and 0 without a name)."""
+        span = name_span(question, name) if name else None
+        if span is None:
+            return np.zeros(0), 0.0
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                  add_generation_prompt=True, tokenize=False)
+        offset = text.index(question)
+        begin, end = offset + span[0], offset + span[1]
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        inside = [k for k, (a, b) in enumerate(encoded["offset_mapping"]) if a < end and b > begin and k > 0]
+        name_lp = np.array([prompt_lp[k - 1] for k in inside])
+        free_ids, _ = self.encode(question[:span[0]] + NAME_STAND_IN + question[span[1]:])
+        free_lp, _ = self.logprobs(free_ids)
+        return name_lp, float(prompt_lp.sum() - free_lp.sum())
+
+    def run(self, question: str, truths: tuple[str, ...], reference: bool, name: str | None = None) -> dict[str, Any]:
         from meta_spider.loom.datasets.scoring import check_answer, normalize_answer
         from meta_spider.wrapper.refusal import is_refusal
 
@@ -191,6 +239,7 @@ class Runner:
             self.ref_sum += prompt_rows.sum(axis=0)
             self.ref_rows += len(prompt_rows)
         lens_lp = self.lens_logprobs(ids, draft)
+        name_lp, name_free_delta = self.name_signals(question, name, lp[:len(ids) - 1])
         null_lp, _ = self.logprobs(self.null_ids + draft)
         refusal_lp = self.logprobs(ids + self.refusal_ids)[0][len(ids) - 1:]
         text = self.tokenizer.decode(draft, skip_special_tokens=True)
@@ -214,6 +263,7 @@ class Runner:
             "prompt_lp": lp[:len(ids) - 1], "prompt_ids": np.array(ids[1:]), "user_ids": np.array([ids[k] for k in user]),
             "user_lp": np.array([lp[k - 1] for k in user]), "draft_lp": lp[len(ids) - 1:],
             "null_lp": null_lp[len(self.null_ids) - 1:], "refusal_lp": refusal_lp, "lens_lp": lens_lp,
+            "name_lp": name_lp, "name_free_delta": name_free_delta,
             "correct": float(check_answer(text, truths)), "draft_refusal": float(is_refusal(text)),
             "agree8": float(np.mean(same)), "agree4": float(np.mean(same[:4])),
             "distinct8": float(len(set(texts))), "sample_lp8": float(np.mean(sample_lp)),
@@ -231,7 +281,8 @@ def collect(splits: dict[str, list[Any]], model_dir: Path, seed: int) -> tuple[d
     seconds: dict[str, float] = {}
     for split in SPLITS:
         started = time.perf_counter()
-        records = [runner.run(example.question, example.ground_truths, reference=split == "train")
+        records = [runner.run(example.question, example.ground_truths, reference=split == "train",
+                              name=example.meta.get("entity"))
                    for example in splits[split]]
         seconds[split] = time.perf_counter() - started
         answerable = [float(example.meta.get("answerable", True)) for example in splits[split]]
@@ -321,6 +372,13 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
     # how readily the base would refuse: log p(refusal sentence | prompt), whole and first token
     out["refusal_logprob_sum"] = -np.array([v.sum() for v in fields["refusal_lp"]])
     out["refusal_logprob_first"] = -np.array([v[0] for v in fields["refusal_lp"]])
+    for k in (1, 2, 3, 4, 6):  # family 7: the name's place guessed by the PMI
+        out[f"pmi_place_lp_top{k}"] = np.array([lp[np.argsort(-v)[:k]].mean() if lp.size else 0.0
+                                                  for lp, v in zip(fields["user_lp"], pmi)])
+    out["name_lp_sum"] = np.array([v.sum() for v in fields["name_lp"]])
+    out["name_lp_mean"] = np.array([v.mean() if v.size else 0.0 for v in fields["name_lp"]])
+    out["name_lp_after_first"] = np.array([v[1:].sum() for v in fields["name_lp"]])
+    out["name_free_delta"] = fields["name_free_delta"]
     layers = [lens.reshape(-1, draft.size) for lens, draft in zip(fields["lens_lp"], fields["draft_lp"])]
     weakest = [int(draft.argmin()) for draft in fields["draft_lp"]]
     for k in range(layers[0].shape[0]):
@@ -342,6 +400,8 @@ FAMILIES: dict[str, Callable[[str], bool]] = {
     "3. draft against an empty question": lambda name: "null_" in name or "gain" in name,
     "4. the refusal sentence's log-prob": lambda name: "refusal_" in name,
     "5. the draft through earlier layers (logit lens)": lambda name: name.startswith("lens"),
+    "6. the name, where the world says it is": lambda name: name.startswith(("name_lp", "name_free")),
+    "7. the plain log-prob where the PMI is highest": lambda name: name.startswith("pmi_place"),
 }
 
 
@@ -401,7 +461,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say(f"# python benchmarks/shift_signals.py   (world {args.preset}, seed {args.seed}; torch 1 thread)")
     say("base accuracy: " + ", ".join(f"{s} {labels[s][raw[s]['answerable'] > 0].mean():.3f}"
                                       for s in SPLITS if s != "test_outside"))
-    say("seconds per question (greedy draft + 5 forwards + 8 samples): "
+    say("seconds per question (greedy draft + 6 forwards + 8 samples): "
         + ", ".join(f"{s} {seconds[s] / len(labels[s]):.3f}" for s in SPLITS))
     say()
     say("A. choice columns (validation people only), AUROC; 'worst' = the lowest of the three")
