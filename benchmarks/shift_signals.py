@@ -1,7 +1,9 @@
 """Is there a pass-1 signal that survives new wording? Candidate signals,
 computable on any user's model (no knowledge of where the entity sits in the
-prompt, no list of the world's words), scored on held-out people asked in the
-world's trained frames, in held-out frames and with misspelt names.
+prompt, no list of the world's words; family 6 alone takes the name's place
+from the world, to show what knowing it is worth), scored on held-out people
+asked in the world's trained frames, in held-out frames and with misspelt
+names.
 
 The base of the ``small`` world (built or loaded from the cache) is run with
 transformers on every question of the splits below; per question it records
