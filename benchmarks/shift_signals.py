@@ -50,7 +50,13 @@ whether the draft is right, and
    span to the true one. Unanswerable questions without a name read 0;
 7. **the plain log-prob where the PMI is highest**: family 6 without the
    span, the name's place guessed as the k user tokens of highest PMI and
-   their plain log-probs read there (mean).
+   their plain log-probs read there (mean);
+8. **the words the draft leans on**: family 6 without the span, the name's
+   place found by occlusion: each word of the question is left out in turn
+   and the greedy draft's log-prob given what remains is read (one more
+   forward per word); the k words whose absence lowers it most are taken
+   as the name, and their tokens' plain log-probs read as in family 6
+   (after the first, and the mean), with the largest drop itself.
 
 Protocol: every logistic regression is fitted on the training split; variants
 are chosen on the validation people only, asked in the world's trained
@@ -79,6 +85,7 @@ import dataclasses
 import difflib
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,13 +103,14 @@ SPLITS = ("train", *CHOICE_SPLITS, *TEST_SPLITS, OWN, "test_outside")
 SAMPLES = 8
 MAX_NEW_TOKENS = 24
 RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp", "lens_lp",
-          "name_lp")
+          "name_lp", "occluded1_lp", "occluded2_lp")
 OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
 """Frames written for this benchmark (shift_own_frames.json, per attribute),
 not drawn from the world's grammar (new words, dashes, contractions): the
 test questions asked once more in them (``test_own_words``), a shift no
 choice here was made on."""
-FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8", "name_free_delta")
+FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8", "name_free_delta",
+        "occlusion_max_drop")
 NAME_STAND_IN = "someone"
 """What replaces the name in the name-free question (family 6)."""
 
@@ -226,6 +234,33 @@ class Runner:
         free_lp, _ = self.logprobs(free_ids)
         return name_lp, float(prompt_lp.sum() - free_lp.sum())
 
+    def occlusion_signals(self, question: str, draft: list[int],
+                          prompt_lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The prompt's log-probs at the tokens of the one and of the two
+        words whose absence lowers the draft's log-prob most, and that
+        largest drop (nothing and 0 for an empty question or draft)."""
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", question)]
+        if not words or not draft:
+            return np.zeros(0), np.zeros(0), 0.0
+        ids, _ = self.encode(question)
+        full = self.logprobs(ids + draft)[0][len(ids) - 1:].sum()
+        drops = []
+        for begin, end in words:
+            rest, _ = self.encode(" ".join((question[:begin] + question[end:]).split()))
+            drops.append(full - self.logprobs(rest + draft)[0][len(rest) - 1:].sum())
+        order = np.argsort(-np.array(drops), kind="stable")
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                  add_generation_prompt=True, tokenize=False)
+        offset = text.index(question)
+        spans = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        picked = []
+        for count in (1, 2):
+            chosen = [words[i] for i in order[:count]]
+            inside = [k for k, (a, b) in enumerate(spans)
+                      if k > 0 and any(a < offset + end and b > offset + begin for begin, end in chosen)]
+            picked.append(np.array([prompt_lp[k - 1] for k in inside]))
+        return picked[0], picked[1], float(max(drops))
+
     def run(self, question: str, truths: tuple[str, ...], reference: bool, name: str | None = None) -> dict[str, Any]:
         from meta_spider.loom.datasets.scoring import check_answer, normalize_answer
         from meta_spider.wrapper.refusal import is_refusal
@@ -242,6 +277,7 @@ class Runner:
             self.ref_rows += len(prompt_rows)
         lens_lp = self.lens_logprobs(ids, draft)
         name_lp, name_free_delta = self.name_signals(question, name, lp[:len(ids) - 1])
+        occluded1_lp, occluded2_lp, max_drop = self.occlusion_signals(question, draft, lp[:len(ids) - 1])
         null_lp, _ = self.logprobs(self.null_ids + draft)
         refusal_lp = self.logprobs(ids + self.refusal_ids)[0][len(ids) - 1:]
         text = self.tokenizer.decode(draft, skip_special_tokens=True)
@@ -266,6 +302,7 @@ class Runner:
             "user_lp": np.array([lp[k - 1] for k in user]), "draft_lp": lp[len(ids) - 1:],
             "null_lp": null_lp[len(self.null_ids) - 1:], "refusal_lp": refusal_lp, "lens_lp": lens_lp,
             "name_lp": name_lp, "name_free_delta": name_free_delta,
+            "occluded1_lp": occluded1_lp, "occluded2_lp": occluded2_lp, "occlusion_max_drop": max_drop,
             "correct": float(check_answer(text, truths)), "draft_refusal": float(is_refusal(text)),
             "agree8": float(np.mean(same)), "agree4": float(np.mean(same[:4])),
             "distinct8": float(len(set(texts))), "sample_lp8": float(np.mean(sample_lp)),
@@ -381,6 +418,10 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
     out["name_lp_mean"] = np.array([v.mean() if v.size else 0.0 for v in fields["name_lp"]])
     out["name_lp_after_first"] = np.array([v[1:].sum() for v in fields["name_lp"]])
     out["name_free_delta"] = fields["name_free_delta"]
+    for k in (1, 2):  # family 8: the name's place found by occlusion
+        out[f"occluded{k}_lp_after_first"] = np.array([v[1:].sum() for v in fields[f"occluded{k}_lp"]])
+        out[f"occluded{k}_lp_mean"] = np.array([v.mean() if v.size else 0.0 for v in fields[f"occluded{k}_lp"]])
+    out["occlusion_max_drop"] = fields["occlusion_max_drop"]
     layers = [lens.reshape(-1, draft.size) for lens, draft in zip(fields["lens_lp"], fields["draft_lp"])]
     weakest = [int(draft.argmin()) for draft in fields["draft_lp"]]
     for k in range(layers[0].shape[0]):
@@ -393,6 +434,8 @@ def signals(fields: dict[str, Any], log_ref: np.ndarray) -> dict[str, np.ndarray
 
 
 DRAFT = ("draft_logprob_mean", "draft_logprob_min")
+DEMO = (*DRAFT, "prompt_pmi_high4")
+"""The signals the demo's Doubter reads (``prompt_pmi_high4`` is the collected ``prompt_pmi_top4``)."""
 RECORDED = ("prompt_logprob_sum", "prompt_logprob_mean", *DRAFT)
 FAMILIES: dict[str, Callable[[str], bool]] = {
     "1. PMI of the user's tokens": lambda name: "user_pmi" in name,
@@ -404,6 +447,7 @@ FAMILIES: dict[str, Callable[[str], bool]] = {
     "5. the draft through earlier layers (logit lens)": lambda name: name.startswith("lens"),
     "6. the name, where the world says it is": lambda name: name.startswith(("name_lp", "name_free")),
     "7. the plain log-prob where the PMI is highest": lambda name: name.startswith("pmi_place"),
+    "8. the words the draft leans on (occlusion)": lambda name: name.startswith("occlu"),
 }
 
 
@@ -463,7 +507,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say(f"# python benchmarks/shift_signals.py   (world {args.preset}, seed {args.seed}; torch 1 thread)")
     say("base accuracy: " + ", ".join(f"{s} {labels[s][raw[s]['answerable'] > 0].mean():.3f}"
                                       for s in SPLITS if s != "test_outside"))
-    say("seconds per question (greedy draft + 6 forwards + 8 samples): "
+    say("seconds per question (greedy draft + 6 forwards + one per word + 8 samples): "
         + ", ".join(f"{s} {seconds[s] / len(labels[s]):.3f}" for s in SPLITS))
     say()
     say("A. choice columns (validation people only), AUROC; 'worst' = the lowest of the three")
@@ -509,6 +553,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         answered = scores["test_outside"] >= choice.threshold
         invented = int((answered & (raw["test_outside"]["draft_refusal"] == 0)).sum())
         say(f"{label}\n   " + "; ".join(cells) + f"; outside refused {1 - answered.mean():.3f}, invented {invented}")
+
+    say()
+    say(f"D. on top of the draft and the PMI the demo reads ({' + '.join(DEMO)}): per family the candidate whose")
+    say("   addition has the highest 'worst' on the validation columns, then scored once on the test people (AUROC)")
+    columns = (*CHOICE_SPLITS, *TEST_SPLITS, OWN)
+    say("".ljust(width) + "".join(s.rjust(23) for s in columns))
+    say("the draft and the PMI alone".ljust(width) + "".join(f"{v:.3f}".rjust(23) for v in aurocs(score(DEMO), columns)))
+    for family, member in FAMILIES.items():
+        pool = [name for name in names if member(name) and name not in DEMO]
+        if not pool:
+            continue
+        best = max(pool, key=lambda name: min(aurocs(score((*DEMO, name)), CHOICE_SPLITS)))
+        say(f"+ {best} ({family.strip()})".ljust(width)
+            + "".join(f"{v:.3f}".rjust(23) for v in aurocs(score((*DEMO, best)), columns)))
     output.write(args.output)
     return 0
 
