@@ -74,7 +74,7 @@ goals (as ``metaloom eval`` chooses it).
     python benchmarks/shift_signals.py --output benchmarks/results/shift_signals.txt
     python benchmarks/shift_signals.py --preset tiny --output benchmarks/results/shift_signals_tiny.txt
 
-Torch runs on one thread; a few minutes on one core (``--raw FILE`` keeps the
+Torch runs on one thread; 5 to 8 minutes on one core for `small` (``--raw FILE`` keeps the
 per-token arrays as safetensors + JSON and reuses them on the next run).
 """
 
