@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -26,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from own_frames import own_question
 from report import Report
 
-FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
 COLLECT = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24", "--pmi-signals")
 
 
@@ -48,8 +47,7 @@ def write_questions(dataset: Any, folder: Path) -> dict[str, int]:
                 continue  # the unanswerable train bank: no answer a JSONL row could hold
             question = example.question
             if split == "test":
-                question = random.Random(example.id).choice(FRAMES[example.meta["attribute"]]).format(
-                    name=example.meta["entity"])
+                question = own_question(example)
             rows.append(json.dumps(row(example, question)))
         (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
         sizes[split] = len(rows)

@@ -17,13 +17,11 @@ questions the gate vetoed.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 from pathlib import Path
 from typing import Optional
 
-FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
+from own_frames import own_question
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -69,8 +67,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             gate.threshold.fill_(float(threshold) if on else float("-inf"))
 
     for example in dataset.split("test"):
-        frame = random.Random(example.id).choice(FRAMES[example.meta["attribute"]])
-        question = frame.format(name=example.meta["entity"])
+        question = own_question(example)
         prompt = dataset.prompt(example)
         messages = [dict(message) for message in prompt.messages]
         messages[-1]["content"] = question

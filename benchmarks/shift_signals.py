@@ -93,6 +93,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from own_frames import own_question
 from report import Report
 
 VALIDATION_SHIFTS = ("validation_paraphrase", "validation_misspelt")
@@ -104,11 +105,6 @@ SAMPLES = 8
 MAX_NEW_TOKENS = 24
 RAGGED = ("prompt_lp", "prompt_ids", "user_ids", "user_lp", "draft_lp", "null_lp", "refusal_lp", "lens_lp",
           "name_lp", "occluded1_lp", "occluded2_lp")
-OWN_FRAMES: dict[str, list[str]] = json.loads(Path(__file__).with_name("shift_own_frames.json").read_text("utf-8"))
-"""Frames written for this benchmark (shift_own_frames.json, per attribute),
-not drawn from the world's grammar (new words, dashes, contractions): the
-test questions asked once more in them (``test_own_words``), a shift no
-choice here was made on."""
 FLAT = ("correct", "answerable", "draft_refusal", "agree8", "agree4", "distinct8", "sample_lp8", "name_free_delta",
         "occlusion_max_drop")
 NAME_STAND_IN = "someone"
@@ -141,8 +137,9 @@ def world_questions(preset: str, seed: int) -> tuple[dict[str, list[Any]], Path]
         wrong = misspell(person.name, rng)
         misspelt.append(to_example(ask(person, item.attribute, rng, "validation_misspelt", "0", spec, name=wrong)))
     splits.update(validation_paraphrase=paraphrase, validation_misspelt=misspelt)
-    splits[OWN] = [dataclasses.replace(example, id=f"{OWN}-{example.id}", question=random.Random(example.id).choice(
-        OWN_FRAMES[example.meta["attribute"]]).format(name=example.meta["entity"])) for example in splits["test"]]
+    # the test questions once more in the benchmarks' own frames (own_frames.py): a shift no choice here was made on
+    splits[OWN] = [dataclasses.replace(example, id=f"{OWN}-{example.id}", question=own_question(example))
+                   for example in splits["test"]]
     return splits, artifacts.model_dir
 
 
