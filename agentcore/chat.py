@@ -6,7 +6,9 @@ Enter for a new line; Enter sends) and completion of slash commands, policy
 and backend names (Tab; the menu opens by itself after ``/``). Each question
 runs through the agent loop; the model's text streams as it is generated,
 then the turn's trace is rendered (policy, P(correct) gauge, tool calls with
-arguments and results, the final action).
+arguments and results, the final action). Text a step streamed that the
+agent then sets aside (the policy was unsure, so it refuses or looks the
+question up instead) is marked as such right after it, trace or not.
 
 Ctrl-C during a turn stops the generation (the backend's loop unwinds), marks
 the turn ``interrupted`` and rolls the session back to before the question,
@@ -50,6 +52,7 @@ from meta_spider.agentcore.stream_display import ParsedStreamingBackend
 from meta_spider.agentcore.streaming import GenerationInterrupted
 from meta_spider.native.streaming import StreamEvent
 from meta_spider.plugins import MetaSpiderError
+from meta_spider.policies.actions import Answer, Refuse, ToolCall
 from meta_spider.tools.limits import safe_str
 
 __all__ = ["COMMANDS", "HISTORY_ENV_VAR", "ChatLoop", "SlashCompleter", "Turn", "default_history_path"]
@@ -149,6 +152,21 @@ def _key_bindings() -> KeyBindings:
         event.current_buffer.insert_text("\n")
 
     return bindings
+
+
+def set_aside_note(step: ModelStep) -> str | None:
+    """Why the text a model step streamed is not what the agent does with
+    it (the policy was unsure, so the renderer refuses or asks for a lookup
+    instead), or None when the streamed text is the step's own."""
+    action = step.action
+    if isinstance(action, (Answer, Refuse)) and action.text.strip() == step.decision.text.strip():
+        return None
+    if isinstance(action, Refuse) and action.reason != "model":
+        return f"set aside: {action.reason}; the agent refuses"
+    lookup = step.decision.metadata.get("lookup")
+    if isinstance(lookup, dict) and isinstance(action, ToolCall):
+        return f"set aside: {lookup.get('reason', 'unsure')}; the agent looks it up"
+    return None
 
 
 class ChatLoop:
@@ -264,9 +282,13 @@ class ChatLoop:
         finished = False
         try:
             for step in steps:
+                streamed = self._streamed
                 self._end_stream()
                 if isinstance(step, ModelStep):
                     turn.model_steps = step.index
+                    note = set_aside_note(step) if streamed else None
+                    if note is not None:
+                        self.console.print(Text(f"({note})", style="dim italic"))
                 elif isinstance(step, FinalStep):
                     turn.outcome, turn.text, finished = step.outcome, step.text, True
                 else:

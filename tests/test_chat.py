@@ -156,6 +156,22 @@ def test_p_correct_gauge_and_a_plugin_policy_chosen_by_name(plugin_manager, tmp_
     assert [call.inject.p_correct for call in fake_of(launcher).calls] == [0.85, 0.2]
 
 
+def test_streamed_text_the_agent_sets_aside_is_marked(plugin_manager, tmp_path: Path) -> None:
+    # The doubter policy: pass 2 writes a guess under a low P(correct); with a lookup over real facts the
+    # renderer asks for the call instead, so the streamed guess is not the reply and the chat says so.
+    call = CAPITAL_CALL.split("\n", 1)[1]  # the renderer prefills "<tool_call>\n"
+    launcher = launcher_for(plugin_manager, [{"p_correct": 0.2}, "Emberhold.", call, CAPITAL_FACT,
+                                             {"p_correct": 0.9}, "Amberhold."])
+    chat, out = run_chat(launcher, "/trace off\rWhat is the capital of Veloria?\rAnd again?\r/exit\r", tmp_path,
+                         policy="doubter")
+    assert [(t.outcome, t.text) for t in chat.turns] == [("answer", CAPITAL_FACT), ("answer", "Amberhold.")]
+    guess = out.index("Emberhold.")
+    note = out.index("(set aside: p_correct 0.200 below threshold", guess)
+    assert "the agent looks it up)" in out[note:] and out.index(CAPITAL_FACT, note) > note
+    # A confident step's streamed text is the reply: no note.
+    assert out.count("set aside") == 1
+
+
 def test_trace_off_shows_only_the_answer(plugin_manager, tmp_path: Path) -> None:
     launcher = launcher_for(plugin_manager, [CAPITAL_CALL, CAPITAL_FACT])
     chat, out = run_chat(launcher, "/trace off\rWhat is the capital of Veloria?\r/trace\r/exit\r", tmp_path)
