@@ -162,10 +162,10 @@ def set_aside_note(step: ModelStep) -> str | None:
     if isinstance(action, (Answer, Refuse)) and action.text.strip() == step.decision.text.strip():
         return None
     if isinstance(action, Refuse) and action.reason != "model":
-        return f"set aside: {action.reason}; the agent refuses"
+        return f"set aside: {action.reason}; the agent refuses instead"
     lookup = step.decision.metadata.get("lookup")
     if isinstance(lookup, dict) and isinstance(action, ToolCall):
-        return f"set aside: {lookup.get('reason', 'unsure')}; the agent looks it up"
+        return f"set aside: {lookup.get('reason', 'unsure')}; the agent calls a tool instead"
     return None
 
 

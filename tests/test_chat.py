@@ -167,9 +167,15 @@ def test_streamed_text_the_agent_sets_aside_is_marked(plugin_manager, tmp_path: 
     assert [(t.outcome, t.text) for t in chat.turns] == [("answer", CAPITAL_FACT), ("answer", "Amberhold.")]
     guess = out.index("Emberhold.")
     note = out.index("(set aside: p_correct 0.200 below threshold", guess)
-    assert "the agent looks it up)" in out[note:] and out.index(CAPITAL_FACT, note) > note
+    assert "the agent calls a tool instead)" in out[note:] and out.index(CAPITAL_FACT, note) > note
     # A confident step's streamed text is the reply: no note.
     assert out.count("set aside") == 1
+    # Without a lookup over real facts the unsure guess is refused instead.
+    launcher = AgentLauncher(plugin_manager, script=parse_script({"outputs": [{"p_correct": 0.2}, "Emberhold."]}))
+    chat, out = run_chat(launcher, "What is the capital of Veloria?\r/exit\r", tmp_path, policy="doubter")
+    assert chat.turns[0].outcome == "refuse"
+    assert out.index("(set aside: p_correct 0.200 below threshold") > out.index("Emberhold.")
+    assert "the agent refuses instead)" in out
 
 
 def test_trace_off_shows_only_the_answer(plugin_manager, tmp_path: Path) -> None:
