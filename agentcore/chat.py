@@ -7,8 +7,8 @@ and backend names (Tab; the menu opens by itself after ``/``). Each question
 runs through the agent loop; the model's text streams as it is generated,
 then the turn's trace is rendered (policy, P(correct) gauge, tool calls with
 arguments and results, the final action). Text a step streamed that the
-agent then sets aside (the policy was unsure, so it refuses or looks the
-question up instead) is marked as such right after it, trace or not.
+agent then sets aside (the policy was unsure, so it refuses or calls a
+tool instead) is marked as such right after it, trace or not.
 
 Ctrl-C during a turn stops the generation (the backend's loop unwinds), marks
 the turn ``interrupted`` and rolls the session back to before the question,
@@ -156,8 +156,8 @@ def _key_bindings() -> KeyBindings:
 
 def set_aside_note(step: ModelStep) -> str | None:
     """Why the text a model step streamed is not what the agent does with
-    it (the policy was unsure, so the renderer refuses or asks for a lookup
-    instead), or None when the streamed text is the step's own."""
+    it (the policy was unsure, so the renderer refuses or asks for a tool
+    call instead), or None when the streamed text is the step's own."""
     action = step.action
     if isinstance(action, (Answer, Refuse)) and action.text.strip() == step.decision.text.strip():
         return None
