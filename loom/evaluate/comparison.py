@@ -210,7 +210,7 @@ class BaselineComparison:
     collection's ``max_new_tokens``. The baselines that read the pass-1
     signals are fitted on ``fit_split`` (``train``). ``fitted``, a dict
     shared by comparisons of several splits of one collection, keeps the
-    baselines fitted once for all of them.
+    baselines fitted, and their own thresholds chosen, once for all of them.
     """
 
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
@@ -306,8 +306,13 @@ class BaselineComparison:
             info["signal_baselines"] = {**fitted_signals.to_dict(), "split": self.fit_split,
                                         "read_position": read_position}
         baseline_thresholds = None
-        if calibration is not None:
-            baseline_thresholds = self._baseline_thresholds(states, labels, fit_indices, fitted_signals)
+        if calibration is not None:  # the same for every split of the collection: chosen once
+            key = ("baseline_thresholds", benchmark.calibration_split, self.fit_split, len(states), read_position,
+                   tuple(benchmark.activations.recorded_signals), self.probe_folds, self.probe_l2,
+                   self.target_risk, self.target_coverage, self.goals)
+            if key not in self.fitted:
+                self.fitted[key] = self._baseline_thresholds(states, labels, fit_indices, fitted_signals)
+            baseline_thresholds = self.fitted[key]
         # pass 1 inside generation and the encoder on collected states must agree
         generated = np.array([q.p_correct for q in outcomes], dtype=np.float64)
         drift = float(np.max(np.abs(from_states - generated))) if len(outcomes) else 0.0
