@@ -65,7 +65,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from safetensors.numpy import load_file
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -77,8 +76,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_num_threads(2)
     data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
-    reference = args.run_dir / ACTIVATIONS_DIR / "reference.safetensors"
-    if not reference.is_file() or any(name not in data.recorded_signals for name in SIGNALS):
+    if any(name not in data.recorded_signals for name in SIGNALS):
         print(f"{args.run_dir}: collect with --pmi-signals (the PMI's reference distribution and signal are needed)",
               file=sys.stderr)
         return 2
@@ -86,7 +84,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(manifest.model.name).eval()
     tokenizer = AutoTokenizer.from_pretrained(manifest.model.name)
     states = entity_states(model, tokenizer, [e["prompt_text"] for e in data.examples],
-                           load_file(str(reference))["log_reference"].astype(np.float64))
+                           data.log_reference().numpy().astype(np.float64))
     correct = data.tensor("pass1_correct").numpy().astype(bool)
     signals = data.signals(list(SIGNALS)).numpy().astype(np.float64)
     last = data.states("prompt").numpy().astype(np.float64)

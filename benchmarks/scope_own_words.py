@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from own_frames import own_question
+from report import Report
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -84,23 +85,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     n = len(rows)
     right = [row for row in rows if row[0]]
     option = "" if args.quantile is None else f" --quantile {args.quantile}"
-    lines = [f"# python benchmarks/scope_own_words.py --run-dir {args.run_dir.name}{option} "
-             f"(veto below {float(threshold) if threshold is not None else float('-inf'):.3f})",
-             f"{n} test questions in the benchmarks' own frames; base accuracy {len(right) / n:.3f}",
-             f"{'':<28}{'AUROC':>8}{'coverage':>10}{'knowledge loss':>16}"]
+    out = Report()
+    out.say(f"# python benchmarks/scope_own_words.py --run-dir {args.run_dir.name}{option} "
+            f"(veto below {float(threshold) if threshold is not None else float('-inf'):.3f})")
+    out.say(f"{n} test questions in the benchmarks' own frames; base accuracy {len(right) / n:.3f}")
+    out.say(f"{'':<28}{'AUROC':>8}{'coverage':>10}{'knowledge loss':>16}")
     labels = [bool(row[0]) for row in rows]
     for index, label in ((1, "with the scope gate"), (2, "its veto switched off")):
         coverage = sum(row[index] for row in rows) / n
         loss = sum(not row[index] for row in right) / max(1, len(right))
         score = auroc([row[index + 2] for row in rows], labels)
-        lines.append(f"{label:<28}{score:>8.3f}{coverage:>10.3f}{loss:>16.3f}")
+        out.say(f"{label:<28}{score:>8.3f}{coverage:>10.3f}{loss:>16.3f}")
     vetoed = sum(row[2] and not row[1] for row in rows)
     vetoed_right = sum(row[2] and not row[1] for row in right)
-    lines.append(f"answered without the veto, refused with it: {vetoed} questions, {vetoed_right} of them base-right")
-    print("\n".join(lines))
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.say(f"answered without the veto, refused with it: {vetoed} questions, {vetoed_right} of them base-right")
+    out.write(args.output)
     return 0
 
 
