@@ -213,6 +213,16 @@ class Runner:
                 rows.append(logits.double().log_softmax(-1)[torch.arange(len(draft)), tokens].numpy())
         return np.concatenate(rows)
 
+    def prompt_positions(self, question: str, spans: list[tuple[int, int]]) -> list[int]:
+        """Positions (from 1) of the prompt tokens that overlap any of
+        ``spans``, character offsets into ``question``."""
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                  add_generation_prompt=True, tokenize=False)
+        offset = text.index(question)
+        mapping = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [k for k, (a, b) in enumerate(mapping)
+                if k > 0 and any(a < offset + end and b > offset + begin for begin, end in spans)]
+
     def name_signals(self, question: str, name: str | None, prompt_lp: np.ndarray) -> tuple[np.ndarray, float]:
         """Log-probs of the tokens inside the name's span in ``question``, and
         the prompt's log-prob minus that of the question with the name
@@ -220,42 +230,28 @@ class Runner:
         span = name_span(question, name) if name else None
         if span is None:
             return np.zeros(0), 0.0
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                  add_generation_prompt=True, tokenize=False)
-        offset = text.index(question)
-        begin, end = offset + span[0], offset + span[1]
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        inside = [k for k, (a, b) in enumerate(encoded["offset_mapping"]) if a < end and b > begin and k > 0]
-        name_lp = np.array([prompt_lp[k - 1] for k in inside])
+        name_lp = np.array([prompt_lp[k - 1] for k in self.prompt_positions(question, [span])])
         free_ids, _ = self.encode(question[:span[0]] + NAME_STAND_IN + question[span[1]:])
         free_lp, _ = self.logprobs(free_ids)
         return name_lp, float(prompt_lp.sum() - free_lp.sum())
 
-    def occlusion_signals(self, question: str, draft: list[int],
+    def occlusion_signals(self, question: str, draft: list[int], draft_lp: np.ndarray,
                           prompt_lp: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The prompt's log-probs at the tokens of the one and of the two
-        words whose absence lowers the draft's log-prob most, and that
-        largest drop (nothing and 0 for an empty question or draft)."""
+        words whose absence lowers the draft's log-prob (``draft_lp`` given
+        the whole question) most, and that largest drop (nothing and 0 for an
+        empty question or draft)."""
         words = [(m.start(), m.end()) for m in re.finditer(r"\S+", question)]
         if not words or not draft:
             return np.zeros(0), np.zeros(0), 0.0
-        ids, _ = self.encode(question)
-        full = self.logprobs(ids + draft)[0][len(ids) - 1:].sum()
+        full = draft_lp.sum()
         drops = []
         for begin, end in words:
             rest, _ = self.encode(" ".join((question[:begin] + question[end:]).split()))
             drops.append(full - self.logprobs(rest + draft)[0][len(rest) - 1:].sum())
         order = np.argsort(-np.array(drops), kind="stable")
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                  add_generation_prompt=True, tokenize=False)
-        offset = text.index(question)
-        spans = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        picked = []
-        for count in (1, 2):
-            chosen = [words[i] for i in order[:count]]
-            inside = [k for k, (a, b) in enumerate(spans)
-                      if k > 0 and any(a < offset + end and b > offset + begin for begin, end in chosen)]
-            picked.append(np.array([prompt_lp[k - 1] for k in inside]))
+        picked = [np.array([prompt_lp[k - 1] for k in self.prompt_positions(question, [words[i] for i in order[:count]])])
+                  for count in (1, 2)]
         return picked[0], picked[1], float(max(drops))
 
     def run(self, question: str, truths: tuple[str, ...], reference: bool, name: str | None = None) -> dict[str, Any]:
@@ -274,7 +270,8 @@ class Runner:
             self.ref_rows += len(prompt_rows)
         lens_lp = self.lens_logprobs(ids, draft)
         name_lp, name_free_delta = self.name_signals(question, name, lp[:len(ids) - 1])
-        occluded1_lp, occluded2_lp, max_drop = self.occlusion_signals(question, draft, lp[:len(ids) - 1])
+        occluded1_lp, occluded2_lp, max_drop = self.occlusion_signals(question, draft, lp[len(ids) - 1:],
+                                                                      lp[:len(ids) - 1])
         null_lp, _ = self.logprobs(self.null_ids + draft)
         refusal_lp = self.logprobs(ids + self.refusal_ids)[0][len(ids) - 1:]
         text = self.tokenizer.decode(draft, skip_special_tokens=True)
