@@ -250,8 +250,8 @@ class Runner:
             rest, _ = self.encode(" ".join((question[:begin] + question[end:]).split()))
             drops.append(full - self.logprobs(rest + draft)[0][len(rest) - 1:].sum())
         order = np.argsort(-np.array(drops), kind="stable")
-        picked = [np.array([prompt_lp[k - 1] for k in self.prompt_positions(question, [words[i] for i in order[:count]])])
-                  for count in (1, 2)]
+        picked = [np.array([prompt_lp[k - 1] for k in self.prompt_positions(question, [words[i] for i in order[:n]])])
+                  for n in (1, 2)]
         return picked[0], picked[1], float(max(drops))
 
     def run(self, question: str, truths: tuple[str, ...], reference: bool, name: str | None = None) -> dict[str, Any]:
@@ -553,7 +553,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     say("   addition has the highest 'worst' on the validation columns, then scored once on the test people (AUROC)")
     columns = (*CHOICE_SPLITS, *TEST_SPLITS, OWN)
     say("".ljust(width) + "".join(s.rjust(23) for s in columns))
-    say("the draft and the PMI alone".ljust(width) + "".join(f"{v:.3f}".rjust(23) for v in aurocs(score(DEMO), columns)))
+    alone = aurocs(score(DEMO), columns)
+    say("the draft and the PMI alone".ljust(width) + "".join(f"{v:.3f}".rjust(23) for v in alone))
     for family, member in FAMILIES.items():
         pool = [name for name in names if member(name) and name not in DEMO]
         if not pool:
