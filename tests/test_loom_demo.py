@@ -71,9 +71,16 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     assert again["questions"] == shown and again["shifts"] == shifts
     assert "goals met on test:" in text and "under shift:" in text
 
-    # A damaged report (or shift table) from an earlier eval is evaluated again, not a traceback.
-    for damaged in ("report.json", "shifts.json"):
-        (run / damaged).write_text('{"schema_version": 2, "paired"')
+    # A damaged report (or shift table) from an earlier eval is evaluated again, not a traceback: cut short, or
+    # whole JSON with a figure of the wrong kind (a baseline's own threshold, a row's number).
+    report_json = json.loads((run / "report.json").read_text())
+    shifts_json = json.loads((run / "shifts.json").read_text())
+    report_json["baselines"][1]["own_threshold"] = "high"
+    shifts_json["splits"][0]["best_baseline_knowledge_loss"] = "low"
+    cut = '{"schema_version": 2, "paired"'
+    for damaged, content in (("report.json", cut), ("shifts.json", cut), ("report.json", json.dumps(report_json)),
+                             ("shifts.json", json.dumps(shifts_json))):
+        (run / damaged).write_text(content)
         console = Console(record=True, width=1000)
         rebuilt = run_demo("tiny", 0, run, console=console)
         text = console.export_text()

@@ -88,6 +88,21 @@ def test_shift_splits_and_outside_metrics_by_hand() -> None:
         outside_metrics([])
 
 
+def test_shift_table_read_back_refuses_a_figure_of_the_wrong_kind() -> None:
+    row = {"split": "test", "n": 4, "seconds": 0.5, "auroc": 0.75, "best_baseline": "signals_logistic",
+           "best_baseline_coverage": 0.5, "best_baseline_knowledge_loss": 0.25}
+    outside = {"split": "test_outside", "n": 2, "seconds": 0.1,
+               "outside": {"n": 2, "refused": 2, "invented": 0, "refused_share": 1.0, "base_refused_share": 0.5}}
+    table = ShiftTable.from_dict({"splits": [row, outside], "threshold": 0.4})
+    assert table.row("test").best_baseline_knowledge_loss == 0.25 and table.row("test_outside").outside.refused == 2
+    for bad, field in (({**row, "auroc": "high"}, "'auroc'"), ({**row, "best_baseline_coverage": True},
+                       "'best_baseline_coverage'"), ({**row, "split": None}, "'split'"), ({**row, "n": None}, "'n'"),
+                       ({**outside, "outside": {**outside["outside"], "refused_share": "all"}},
+                        "'outside.refused_share'")):
+        with pytest.raises(TypeError, match=field):
+            ShiftTable.from_dict({"splits": [bad], "threshold": 0.4})
+
+
 def test_shift_goals_by_hand() -> None:
     table = ShiftTable([
         ShiftRow("test", 100, 1.0, base_accuracy=0.5, auroc=0.90, best_baseline="signals_logistic",

@@ -74,7 +74,20 @@ class OutsideMetrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OutsideMetrics":
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        """Read back from ``shifts.json``; TypeError or KeyError naming a bad or missing field."""
+        values = {name: data[name] for name in cls.__dataclass_fields__}
+        for name, value in values.items():
+            _check_field(f"outside.{name}", value, (int, float), "a number")
+        return cls(**values)
+
+
+def _check_field(name: str, value: Any, types: type | tuple[type, ...], wanted: str, optional: bool = False) -> None:
+    """Raise TypeError unless ``value`` is of ``types`` (a bool is no number), or None when ``optional``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise TypeError(f"shifts.json field {name!r} must be {wanted}{' or null' if optional else ''}, "
+                        f"got {value!r:.40}")
 
 
 def outside_metrics(outcomes: Sequence[QuestionOutcome]) -> OutsideMetrics:
@@ -116,7 +129,17 @@ class ShiftRow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ShiftRow":
+        """A row read back from ``shifts.json``; raises TypeError naming a
+        field that holds the wrong kind of value (every figure is a number
+        or null), so a damaged file is refused here rather than when shown."""
         values = {name: data.get(name) for name in cls.__dataclass_fields__}
+        for name, value in values.items():
+            if name == "outside":
+                continue
+            if name in ("split", "best_baseline"):
+                _check_field(name, value, str, "a string", optional=name == "best_baseline")
+            else:
+                _check_field(name, value, (int, float), "a number", optional=name not in ("n", "seconds"))
         values["outside"] = None if data.get("outside") is None else OutsideMetrics.from_dict(data["outside"])
         return cls(**values)
 
