@@ -89,3 +89,8 @@ def test_a_reference_option_that_cannot_be_used_is_a_clear_error(trained: dict[s
     assert result.exit_code != 0 and "carries no PMI reference distribution" in result.output
     result = metaloom(capsys, *collect_args(tmp_path / "c", base, qa, "--pmi-signals", "--pmi-reference", qa))
     assert result.exit_code != 0 and "name a Doubter checkpoint" in result.output and "Traceback" not in result.output
+    broken = tmp_path / "broken.safetensors"  # a checkpoint file cut short
+    broken.write_bytes((Path(trained["checkpoint"]) / "doubter.safetensors").read_bytes()[:200])
+    result = metaloom(capsys, *collect_args(tmp_path / "d", base, qa, "--pmi-signals", "--pmi-reference", broken))
+    assert result.exit_code != 0 and "name a Doubter checkpoint" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "d" / "activations").exists()  # refused before anything was collected
