@@ -74,7 +74,7 @@ class StreamingBackend(WrappedBackend):
 
         return self.inner.generate(prompt, max_new_tokens=max_new_tokens, stop=stop, inject=inject, on_text=tee)
 
-    def read(self, prompt: str) -> Introspection:
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
         if self._interrupt.is_set():
             raise GenerationInterrupted(self.name)
-        return self.inner.read(prompt)
+        return self.inner.read(prompt, question=question)

@@ -96,10 +96,12 @@ class InferenceBackend(Protocol):
         :class:`BackendCapabilityError`. ``on_text`` receives text deltas as
         they are produced (streaming)."""
 
-    def read(self, prompt: str) -> Introspection:
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
         """Pass 1: read the model's state at ``prompt`` and return the
-        Doubter's introspection. Raises :class:`BackendCapabilityError` when
-        no Doubter is attached."""
+        Doubter's introspection. ``question``: the user's words in the prompt
+        (the last user message), which a Doubter reading
+        ``occluded_name_logprob`` needs. Raises :class:`BackendCapabilityError`
+        when no Doubter is attached."""
 
 
 class WrappedBackend:
@@ -142,8 +144,8 @@ class WrappedBackend:
     ) -> Completion:
         return self.inner.generate(prompt, max_new_tokens=max_new_tokens, stop=stop, inject=inject, on_text=on_text)
 
-    def read(self, prompt: str) -> Introspection:
-        return self.inner.read(prompt)
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
+        return self.inner.read(prompt, question=question)
 
     def __getattr__(self, attribute: str) -> Any:
         if attribute == "inner":  # not set yet: no recursion through __getattr__

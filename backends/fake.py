@@ -101,6 +101,8 @@ class FakeBackend:
     """Every ``generate`` call with its arguments."""
     reads: list[str] = field(default_factory=list, init=False)
     """Every prompt ``read`` received."""
+    read_questions: list[str | None] = field(default_factory=list, init=False)
+    """The ``question`` of every ``read``, in order."""
 
     def __post_init__(self) -> None:
         if self.stream_chunk < 1:
@@ -169,8 +171,9 @@ class FakeBackend:
                 on_text(completion.text[start : start + self.stream_chunk])
         return completion
 
-    def read(self, prompt: str) -> Introspection:
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
         if not self._introspections:
             raise BackendCapabilityError(self.name, "read", "enqueue an Introspection before read()")
         self.reads.append(prompt)
+        self.read_questions.append(question)
         return self._introspections.popleft()

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from meta_spider.backends.base import Message, ToolSchema
 from meta_spider.backends.llamacpp.errors import ContextFullError
+from meta_spider.wrapper.signals import question_words, reads_occlusion
 
 __all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "GuardedPrompts", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard",
            "TRUNCATION_NOTE", "prompt_limit"]
@@ -165,6 +166,17 @@ class GuardedPrompts:
 
     def _prompt_context_length(self) -> int | None:
         raise NotImplementedError
+
+    def question_words(self, prompt: str, question: str | None, signals: Sequence[str]) -> list[tuple[int, ...]] | None:
+        """The prompt positions of each word of ``question`` in the rendered
+        ``prompt`` when ``signals`` (the Doubter's) read
+        ``occluded_name_logprob``; None when they do not."""
+        if not reads_occlusion(signals):
+            return None
+        if question is None:
+            raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: call "
+                             "read(prompt, question=<the last user message's text>)")
+        return question_words(self._encode_ids, prompt, self.guard.guard_text(question))
 
     def render_prompt(
         self,

@@ -127,10 +127,12 @@ class TransformersBackend(GuardedPrompts):
                 self.name, capability, "attach a Doubter (settings checkpoint=<folder>, or pipeline.attach(...))"
             )
 
-    def read(self, prompt: str) -> Introspection:
-        """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]``."""
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
+        """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]``
+        (``question``: the user's words, for a Doubter that reads the occlusion signal)."""
         self._require_doubter("read activations (pass 1)")
-        pass1 = self.pipeline.read_ids(self.encode(prompt))
+        words = self.question_words(prompt, question, self.pipeline.doubter.config.signals)
+        pass1 = self.pipeline.read_ids(self.encode(prompt), words=words)
         self._last_read = (prompt, pass1)
         extras: dict[str, Any] = {"layer_states": pass1.layer_states[0]}
         if pass1.signals is not None:

@@ -29,8 +29,10 @@ from typing import Any
 
 def llamacpp_refuses(backend: Any, messages: Any, gate: Any, max_tokens: int) -> bool:
     """The answer gate's decision on llama.cpp (see the module docstring)."""
+    from meta_spider.wrapper.signals import last_user_text
+
     prompt = backend.render_prompt(list(messages), tools=None, add_generation_prompt=True)
-    introspection = backend.read(prompt)
+    introspection = backend.read(prompt, question=last_user_text(messages))
     if not gate.answers(introspection.p_correct):
         return True
     text = backend.generate(prompt, max_new_tokens=max_tokens, inject=introspection).text

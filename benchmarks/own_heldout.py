@@ -81,7 +81,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         """(answered, P(correct), text, the base's draft) under the run's gate."""
         messages = [dict(message) for message in (messages or template)]
         messages[-1]["content"] = question
-        result = pipe.answer_ids(pipe.encode(pipe.render(messages)), max_new_tokens=24)
+        result = pipe.generate(messages, max_new_tokens=24, return_result=True)
         return not is_refusal(result.text), result.p_correct, result.text, result.draft_text or ""
 
     output = Report()

@@ -5,7 +5,8 @@ them, its unanswerable train bank left out; the test questions each in a
 frame of ``shift_own_frames.json``, drawn as ``benchmarks/shift_signals.py``
 and ``benchmarks/scope_own_words.py`` draw it), collects them over the run's
 base against the Doubter's own PMI distribution (``metaloom collect
---pmi-signals --pmi-reference CHECKPOINT``) and evaluates the checkpoint
+--pmi-signals --pmi-reference CHECKPOINT``, with ``--occlusion-signals``
+when the Doubter reads that signal) and evaluates the checkpoint
 there (``metaloom eval --checkpoint``). Printed from the report: the
 Doubter and every baseline, by AUROC, at the Doubter's coverage and gated
 at their own threshold from the same validation questions.
@@ -78,6 +79,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{args.run_dir}: needs a trained world run (run ./scripts/demo.sh first)", file=sys.stderr)
         return 2
     checkpoint = str((args.run_dir / manifest.checkpoint).resolve())
+    from meta_spider.wrapper.checkpoint import read_checkpoint_document
+    from meta_spider.wrapper.signals import reads_occlusion
+
+    occlusion = reads_occlusion(read_checkpoint_document(checkpoint)[0]["config"].get("signals", ()))
     dataset = create_dataset(make_plugin_manager(), "world", **manifest.dataset.options)
     run = args.work / "run"
     for folder in (args.work / "questions", run):  # this script's own two folders, nothing else there
@@ -86,7 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.perf_counter()
     for command, options in (
         ("collect", ["--run-dir", str(run), "--model-name", manifest.model.name, "--dataset", "jsonl",
-                     "--dataset-option", f"path={args.work / 'questions'}", *COLLECT, "--pmi-reference", checkpoint,
+                     "--dataset-option", f"path={args.work / 'questions'}", *COLLECT,
+                     *(["--occlusion-signals"] if occlusion else []), "--pmi-reference", checkpoint,
                      "--quiet"]),
         ("eval", ["--run-dir", str(run), "--checkpoint", checkpoint, "--no-plot"]),
     ):

@@ -72,11 +72,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         prompt = dataset.prompt(example)
         messages = [dict(message) for message in prompt.messages]
         messages[-1]["content"] = question
-        ids = pipe.encode(pipe.render(messages))
         decisions, scores = [], []
         for veto in (True, False):
             set_veto(veto)
-            result = pipe.answer_ids(ids, max_new_tokens=24)
+            result = pipe.generate(messages, max_new_tokens=24, return_result=True)
             decisions.append(not is_refusal(result.text))
             scores.append(result.p_correct)
         right = dataset.check_fn(result.draft_text or "", example)

@@ -1,6 +1,6 @@
 """The ``doubter`` policy: two passes, and a calibrated verdict.
 
-Pass 1 (``backend.read(prompt)``) reads the model's state at the prompt and
+Pass 1 (``backend.read(prompt, question=...)``) reads the model's state at the prompt and
 returns the Doubter's :class:`~meta_spider.backends.base.Introspection`
 (P(correct) and the cognitive tokens); pass 2 (``backend.generate(prompt,
 inject=introspection)``) writes the answer with the cognitive tokens
@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 from meta_spider.backends.base import Completion, InferenceBackend
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
+from meta_spider.wrapper.signals import last_user_text
 
 __all__ = [
     "CALIBRATION_KEY",
@@ -112,6 +113,14 @@ def resolve_threshold(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"calibration[{key!r}]['threshold'] must be a number or null, got {value!r}")
     return ThresholdSetting(float(value), f"calibration:{key}")
+
+
+def _question(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The text of the last ``user`` turn (what pass 1's occlusion signal reads), or None without one."""
+    try:
+        return last_user_text(messages)
+    except ValueError:
+        return None
 
 
 def _since_question(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -198,7 +207,7 @@ class DoubterPolicy:
             return self._answer_from_observation(messages, backend, tools)
         prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
                                        enable_thinking=self.enable_thinking)
-        introspection = backend.read(prompt)
+        introspection = backend.read(prompt, question=_question(messages))
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop,
                                       inject=introspection if self.inject else None)
         p_correct = min(1.0, max(0.0, float(introspection.p_correct)))  # float32 may stray past 1 by an ulp

@@ -204,17 +204,18 @@ def test_draft_read_position_matches_transformers(tiny):
 
 
 def test_pass1_signals_match_transformers(tiny):
-    from meta_spider.wrapper.signals import KNOWN_SIGNALS  # the PMI too, with a p_ref over the prompts
+    # Every signal: the PMI with a p_ref over the prompts, the occlusion one with the user's question.
+    from meta_spider.wrapper.signals import KNOWN_SIGNALS
 
     pipeline = tiny.pipeline(signals=list(KNOWN_SIGNALS))
     pipeline.doubter.set_log_reference(pipeline.reference_logprobs([pipeline.encode(p)[0] for p in tiny.prompts]))
     with torch.no_grad():
-        pipeline.doubter.signal_mix.mean.copy_(torch.tensor([-30.0, -2.0, -1.0, -3.0, -6.0, -4.0, -9.0, 2.0]))
-        pipeline.doubter.signal_mix.scale.copy_(torch.tensor([5.0, 0.5, 0.5, 1.0, 2.0, 1.5, 3.0, 1.0]))
+        pipeline.doubter.signal_mix.mean.copy_(torch.tensor([-30.0, -2.0, -1.0, -3.0, -6.0, -4.0, -9.0, 2.0, -8.0]))
+        pipeline.doubter.signal_mix.scale.copy_(torch.tensor([5.0, 0.5, 0.5, 1.0, 2.0, 1.5, 3.0, 1.0, 4.0]))
     backend = tiny.backend(tiny.sidecar(pipeline, "signals.gguf"))
     reference = TransformersBackend(pipeline)
-    for prompt in tiny.prompts:
-        expected, got = reference.read(prompt), backend.read(prompt)
+    for prompt, question in zip(tiny.prompts, QUESTIONS):
+        expected, got = reference.read(prompt, question=question), backend.read(prompt, question=question)
         assert list(got.extras["signals"]) == list(KNOWN_SIGNALS)
         np.testing.assert_allclose(list(got.extras["signals"].values()), list(expected.extras["signals"].values()),
                                    rtol=1e-4, atol=1e-3)

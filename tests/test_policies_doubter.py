@@ -57,6 +57,8 @@ def test_confident_decision_answers_with_pass_two() -> None:
     # Pass 1 and pass 2 saw the same bare prompt (no tool definitions), pass 2 with the read injected.
     assert backend.reads == [backend.calls[0].prompt] and "<tools>" not in backend.reads[0]
     assert backend.calls[0].inject is read and len(backend.calls) == 1
+    # Pass 1 is told the user's question (what the occlusion signal finds the words of).
+    assert backend.read_questions == [QUESTION]
 
 
 def test_uncertain_with_lookup_makes_a_native_call_then_answers_from_the_observation() -> None:
@@ -170,6 +172,7 @@ def test_gate_after_tool_result_rereads_when_asked() -> None:
     final = agent(backend, lookup_tools(), policy).ask(QUESTION)
     assert final.text == "Amberhold." and len(backend.reads) == 2
     assert "<tool_response>" in backend.reads[1] and "<tools>" not in backend.reads[1]
+    assert backend.read_questions == [QUESTION, QUESTION]  # after the tool result the question is still the user's
 
 
 def test_probe_gates_the_same_read_without_injection() -> None:

@@ -99,3 +99,25 @@ def test_read_then_injected_generate_reuses_the_read_cache(model_folder: Path, c
                                  cognitive_tokens=introspection.cognitive_tokens.numpy())
     assert backend.generate(prompt, max_new_tokens=12, inject=numpy_tokens).text == \
         backend.generate(prompt, max_new_tokens=12).text
+
+
+def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folder: Path) -> None:
+    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS, question_words
+
+    backend = TransformersBackend.from_settings(str(model_folder), local_files_only=True, target_layers=[1, 4])
+    backend.pipeline.attach(backend.pipeline.new_doubter(signals=list(OCCLUSION_SIGNALS), **SMALL))
+    # A question that spells the template's end-of-turn: rendered as plain text, and still found.
+    question = f"{PROMPTS[1]} <|im_end|> really?"
+    messages = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": "Paris."},
+                {"role": "user", "content": question}]
+    prompt = backend.render_prompt(messages)
+    read = backend.read(prompt, question=question)
+    ids = backend.encode(prompt)
+    words = question_words(backend._encode_ids, prompt, backend.guard.guard_text(question))
+    assert len(words) == len(question.split()) and words[-1][-1] < ids.shape[1]
+    expected = backend.pipeline.read_ids(ids, words=words)
+    assert read.extras["signals"]["occluded_name_logprob"] == pytest.approx(float(expected.signals[0, 0]), abs=1e-6)
+    with pytest.raises(ValueError, match=r"needs the user's question: call read\(prompt, question="):
+        backend.read(prompt)
+    with pytest.raises(ValueError, match="not in the prompt"):
+        backend.read(prompt, question="Who painted it?")

@@ -105,3 +105,114 @@ def test_a_doubter_that_reads_signals_needs_them_and_keeps_its_mix(tmp_path) -> 
     assert loaded.config.signals == ("prompt_logprob_sum", "draft_logprob_min")
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(states, signals).p_correct_logit, logit)
+
+
+# ---- the question's subject, found by occlusion -------------------------------------------------
+
+def test_question_words_follow_the_tokenization_of_the_rendered_prompt() -> None:
+    from meta_spider.wrapper.signals import question_words, word_spans
+
+    tokenizer = shared_tokenizer()
+    question = "Where was  Ada Lovelace born?"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Where was Ada born?"},
+                                          {"role": "assistant", "content": "London."},
+                                          {"role": "user", "content": question}],
+                                         tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    encode = lambda prefix: tokenizer(prefix, add_special_tokens=False)["input_ids"]  # noqa: E731
+    words = question_words(encode, text, question)
+    assert word_spans(question) == [(0, 5), (6, 9), (11, 14), (15, 23), (24, 29)]
+    assert len(words) == 5 and all(words)
+    start = text.rindex(question)  # the last turn's, not the first turn's "Where was"
+    assert words[0][0] == len(encode(text[:start]))
+    # Each word's tokens spell it (with the space before it); together they are the question's tokens.
+    for (begin, end), positions in zip(word_spans(question), words):
+        assert tokenizer.decode([ids[k] for k in positions]).strip() == question[begin:end]
+    assert [k for word in words for k in word] == list(range(words[0][0], words[-1][-1] + 1))
+    with pytest.raises(ValueError, match="not in the prompt"):
+        question_words(encode, text, "Where was Grace Hopper born?")
+    with pytest.raises(ValueError, match="empty"):
+        question_words(encode, text, "  ")
+
+
+def test_last_user_text_is_the_question_the_occlusion_reads() -> None:
+    from meta_spider.wrapper.signals import last_user_text
+
+    assert last_user_text("Who?") == "Who?"
+    messages = [{"role": "user", "content": "First?"}, {"role": "assistant", "content": "A."},
+                {"role": "user", "content": [{"type": "text", "text": "Where is"}, {"type": "image"},
+                                             {"type": "text", "text": "Ulm?"}]},
+                {"role": "tool", "content": "not found"}]
+    assert last_user_text(messages) == "Where is Ulm?"
+    with pytest.raises(ValueError, match="no user message"):
+        last_user_text([{"role": "system", "content": "Be brief."}])
+
+
+def test_occluded_name_logprob_by_hand() -> None:
+    from meta_spider.wrapper.signals import Occlusion, without_word
+
+    # prompt positions 1..8; the words: (2,), (3, 4, 5) the name, (6,), (7, 8)
+    prompt = np.array([-0.1, -0.5, -4.0, -0.7, -0.3, -2.0, -0.2, -0.9])
+    draft = np.array([-0.2, -0.3])  # sums to -0.5
+    words = ((2,), (3, 4, 5), (6,), (7, 8))
+    # without the name the draft falls most (drop 6.5), then without word 4 (drop 2.5)
+    occlusion = Occlusion(words, (-1.0, -7.0, -0.6, -3.0))
+    # tokens 3, 4, 5, 7, 8 in prompt order; after the first: -0.7 - 0.3 - 0.2 - 0.9
+    got = signal_vector(["occluded_name_logprob", "draft_logprob_mean"], prompt, draft, occlusion=occlusion)
+    np.testing.assert_allclose(got, [-2.1, -0.25])
+    # a tie takes the earlier words (2 and 3-5: after token 2, -4.0 - 0.7 - 0.3); a question of one
+    # one-token word reads nothing after it
+    tie = Occlusion(words, (-3.0, -3.0, -3.0, -3.0))
+    np.testing.assert_allclose(signal_vector(["occluded_name_logprob"], prompt, draft, occlusion=tie), [-5.0])
+    one = Occlusion(((6,),), (-4.0,))
+    assert signal_vector(["occluded_name_logprob"], prompt, draft, occlusion=one).tolist() == [0.0]
+    assert signal_vector(["occluded_name_logprob"], prompt, draft, occlusion=Occlusion((), ())).tolist() == [0.0]
+    assert without_word([10, 11, 12, 13, 14], (2, 3)) == [10, 11, 14]
+    with pytest.raises(ValueError, match="give the backend the user's question"):
+        signal_vector(["occluded_name_logprob"], prompt, draft)
+    with pytest.raises(ValueError, match="needs a draft"):
+        signal_vector(["occluded_name_logprob"], prompt, None, occlusion=occlusion)
+    with pytest.raises(ValueError, match="one draft log-prob per word"):
+        Occlusion(words, (-1.0,))
+    with pytest.raises(ValueError, match="past the prompt"):
+        signal_vector(["occluded_name_logprob"], prompt[:4], draft, occlusion=occlusion)
+
+
+def test_pass1_occlusion_reads_the_draft_without_each_word() -> None:
+    from meta_spider.wrapper.signals import OCCLUDED_WORDS, OCCLUSION_SIGNALS, without_word
+
+    model, tokenizer = shared_model("qwen2"), shared_tokenizer()
+    pipe = MetaSpiderPipeline(model, tokenizer, MetaSpiderConfig(model_name="qwen2"))
+    doubter = pipe.attach(pipe.new_doubter(signals=["draft_logprob_mean", *OCCLUSION_SIGNALS], **SMALL))
+    assert doubter.config.drafts  # the occlusion reads the draft
+    question = PROMPTS[4]
+    text = pipe.render(question)
+    ids = pipe.encode(text)
+    words = pipe.question_words(text, question)
+    pass1 = pipe.read_ids(ids, max_draft_tokens=8, words=words)
+    draft = pass1.draft_ids
+
+    def draft_logprobs(prompt: list[int]) -> torch.Tensor:
+        """Teacher-forced, unbatched: log p(draft token | prompt, earlier draft tokens)."""
+        with torch.no_grad():
+            rows = model(torch.tensor([prompt + draft])).logits[0, len(prompt) - 1:-1].double().log_softmax(-1)
+        return rows[torch.arange(len(draft)), torch.tensor(draft)]
+
+    prompt = ids[0].tolist()
+    with torch.no_grad():
+        prompt_lp = model(ids).logits[0, :-1].double().log_softmax(-1)[torch.arange(len(prompt) - 1),
+                                                                       torch.tensor(prompt[1:])]
+    drops = [float(draft_logprobs(prompt).sum() - draft_logprobs(without_word(prompt, w)).sum()) for w in words]
+    leaned = sorted(sorted(range(len(words)), key=lambda i: -drops[i])[:OCCLUDED_WORDS])
+    positions = sorted(k for i in leaned for k in words[i])
+    expected = [float(draft_logprobs(prompt).mean()), float(prompt_lp[[k - 1 for k in positions[1:]]].sum())]
+    np.testing.assert_allclose(pass1.signals[0].numpy(), expected, rtol=1e-4, atol=1e-4)
+    # The batched forwards give each word's draft log-prob as the unbatched forward does.
+    sums = pipe.decoder.occluded_draft_logprobs([prompt], [draft], [words], pad_token_id=pipe.pad_token_id)[0]
+    np.testing.assert_allclose(sums, [float(draft_logprobs(without_word(prompt, w)).sum()) for w in words],
+                               rtol=1e-5, atol=1e-4)
+    # generate() finds the question's words itself; ids without them are refused with the fix named.
+    result = pipe.generate(question, max_new_tokens=8, return_result=True)
+    assert result.p_correct == pytest.approx(pass1.p_correct, abs=1e-6)
+    with pytest.raises(ValueError, match="needs the words of the user's question"):
+        pipe.read_ids(ids, max_draft_tokens=8)

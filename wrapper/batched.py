@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from meta_spider.wrapper.collector import ActivationCollector, padded_position_ids
+from meta_spider.wrapper.collector import ActivationCollector, left_pad, padded_position_ids
 from meta_spider.wrapper.passes import ReadStates, TwoPassDecoder
 from meta_spider.wrapper.signals import token_logprobs
 
@@ -33,18 +33,6 @@ REFERENCE_BATCH = 16
 """Prompts per prefill of :func:`reference_logprobs`: fixed, so the sum's
 rounding (and so a collection's recorded ``p_ref``) does not depend on the
 collection's batch size."""
-
-
-def left_pad(rows: Sequence[torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rows`` of prompt ids (1-D) as one left-padded batch: ``input_ids``
-    and ``attention_mask``, both ``[B, max length]``."""
-    size, width = len(rows), max(len(row) for row in rows)
-    input_ids = torch.full((size, width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((size, width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row):] = row
-        mask[i, width - len(row):] = 1
-    return input_ids, mask
 
 
 def read_drafts(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], layers: Sequence[int], *,

@@ -28,6 +28,18 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.to(torch.long) * (positions + 1)).argmax(dim=1)
 
 
+def left_pad(rows: Sequence[torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` of prompt ids (1-D) as one left-padded batch: ``input_ids``
+    and ``attention_mask``, both ``[B, max length]``."""
+    size, width = len(rows), max(len(row) for row in rows)
+    input_ids = torch.full((size, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((size, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row):] = row
+        mask[i, width - len(row):] = 1
+    return input_ids, mask
+
+
 def padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count only real tokens, so a left-padded row gets the
     same positions as the unpadded sequence."""

@@ -242,10 +242,10 @@ class DoubterConfig(_JsonConfig):
 
     @property
     def drafts(self) -> bool:
-        """Whether pass 1 drafts an answer: a draft read, or a draft signal."""
-        from meta_spider.wrapper.signals import DRAFT_SIGNALS
+        """Whether pass 1 drafts an answer: a draft read, or a signal that reads the draft."""
+        from meta_spider.wrapper.signals import drafts
 
-        return self.read_position == "draft" or any(name in DRAFT_SIGNALS for name in self.signals)
+        return self.read_position == "draft" or drafts(self.signals)
 
     @property
     def cognitive_token_count(self) -> int:

@@ -29,15 +29,20 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from meta_spider.wrapper.collector import ActivationCollector
+from meta_spider.wrapper.collector import ActivationCollector, left_pad, padded_position_ids
 from meta_spider.wrapper.doubter import Doubter
 from meta_spider.wrapper.encoders import EncoderOutput
 from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
 from meta_spider.wrapper.injection import InjectionState, injecting
 from meta_spider.wrapper.layers import DecoderStructure
-from meta_spider.wrapper.signals import signal_vector, token_logprobs
+from meta_spider.wrapper.signals import Occlusion, reads_occlusion, signal_vector, token_logprobs, without_word
 
 logger = logging.getLogger(__name__)
+
+
+OCCLUSION_BATCH = 64
+"""Rows (question without one word, plus the draft) per forward of
+:meth:`TwoPassDecoder.occluded_draft_logprobs`."""
 
 
 @dataclass
@@ -139,15 +144,19 @@ class TwoPassDecoder:
         cache.activate_past_recording(recurrent_states_to_keep=2)
         return cache
 
-    def _logits(self, input_ids: torch.Tensor, cache: Any, all_logits: bool, **inputs: torch.Tensor) -> torch.Tensor:
-        """The base's raw logits ``[B, T or 1, V]`` of one cached forward."""
+    def _logits(self, input_ids: torch.Tensor, cache: Any, all_logits: bool, keep_last: int | None = None,
+                **inputs: torch.Tensor) -> torch.Tensor:
+        """The base's raw logits ``[B, T or 1, V]`` of one cached forward
+        (with ``keep_last``, of the last ``keep_last`` positions only)."""
         kwargs: dict[str, Any] = {"input_ids": input_ids.to(self.device),
                                   **{name: value.to(self.device) for name, value in inputs.items()},
                                   self._cache_kwarg: cache, "use_cache": True}
-        if self._keeps_logits and not all_logits:
-            kwargs["logits_to_keep"] = 1
+        keep = keep_last if keep_last is not None else (None if all_logits else 1)
+        if self._keeps_logits and keep is not None:
+            kwargs["logits_to_keep"] = keep
         with torch.no_grad():
-            return self.model(**kwargs).logits
+            logits = self.model(**kwargs).logits
+        return logits[:, -keep:] if keep is not None else logits
 
     def forward(self, input_ids: torch.Tensor, cache: Any, *, all_logits: bool = False) -> torch.Tensor:
         """One cached forward; returns the next-token logits ``[V]`` (float32),
@@ -156,14 +165,40 @@ class TwoPassDecoder:
         return logits[0].float() if all_logits else logits[0, -1].float()
 
     def forward_rows(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor,
-                     position_ids: torch.Tensor, *, all_logits: bool = False) -> torch.Tensor:
+                     position_ids: torch.Tensor, *, all_logits: bool = False,
+                     keep_last: int | None = None) -> torch.Tensor:
         """One cached forward of a padded batch ``[B, T]``; returns each row's
         next-token logits ``[B, V]`` (float32, on the CPU), or with
-        ``all_logits`` those of every position ``[B, T, V]``.
+        ``all_logits`` those of every position ``[B, T, V]`` (with
+        ``keep_last``, of the last ``keep_last`` positions ``[B, keep_last, V]``).
         ``attention_mask`` covers the cache and the input."""
-        logits = self._logits(input_ids, cache, all_logits, attention_mask=attention_mask,
-                              position_ids=position_ids).float()
+        logits = self._logits(input_ids, cache, all_logits, keep_last if all_logits else None,
+                              attention_mask=attention_mask, position_ids=position_ids).float()
         return logits.cpu() if all_logits else logits[:, -1].cpu()
+
+    def occluded_draft_logprobs(self, prompts: Sequence[Sequence[int]], drafts: Sequence[Sequence[int]],
+                                words: Sequence[Sequence[Sequence[int]]], *,
+                                pad_token_id: int) -> list[tuple[float, ...]]:
+        """Per prompt, per word of its question (``words[i]``: the prompt
+        positions of each), the summed log-prob of the draft ``drafts[i]``
+        given the prompt without that word: the forwards of
+        ``occluded_name_logprob`` (:mod:`meta_spider.wrapper.signals`), in
+        left-padded batches of :data:`OCCLUSION_BATCH` rows, no cache kept."""
+        rows: list[tuple[int, list[int]]] = [(index, without_word(prompt, positions) + list(draft))
+                                             for index, (prompt, draft, question) in enumerate(zip(prompts, drafts, words))
+                                             for positions in question]
+        sums: list[list[float]] = [[] for _ in prompts]
+        for start in range(0, len(rows), OCCLUSION_BATCH):
+            batch = rows[start:start + OCCLUSION_BATCH]
+            input_ids, mask = left_pad([torch.tensor(row) for _, row in batch], pad_token_id)
+            keep = max(len(drafts[index]) for index, _ in batch) + 1
+            logits = self.forward_rows(input_ids, self.new_cache(), mask, padded_position_ids(mask), all_logits=True,
+                                       keep_last=keep)
+            for row, (index, ids) in enumerate(batch):
+                draft = list(drafts[index])
+                predicting = logits[row, keep - len(draft) - 1: keep - 1].numpy()  # left padding: the draft ends the row
+                sums[index].append(float(token_logprobs(predicting, draft).sum()))
+        return [tuple(values) for values in sums]
 
     def _continue(
         self,
@@ -239,9 +274,12 @@ class TwoPassDecoder:
                           first_token_max_prob, draft_logprob_mean)
 
     def read(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
-             max_draft_tokens: int = 64) -> Pass1:
+             max_draft_tokens: int = 64, words: Sequence[Sequence[int]] | None = None,
+             pad_token_id: int = 0) -> Pass1:
         """Pass 1: prefill (and draft), read the target layers, encode (with
-        the pass-1 signals the Doubter reads, if any)."""
+        the pass-1 signals the Doubter reads, if any). A Doubter that reads
+        ``occluded_name_logprob`` needs ``words``, the prompt positions of each
+        word of the user's question (:func:`~meta_spider.wrapper.signals.question_words`)."""
         if read_position not in ("prompt", "draft"):
             raise ValueError(f"read_position must be 'prompt' or 'draft', got {read_position!r}")
         config = doubter.config
@@ -253,10 +291,19 @@ class TwoPassDecoder:
         states = read.draft_states if read_position == "draft" else read.prompt_states
         signals = None
         if config.signals:
+            occlusion = None
+            if reads_occlusion(config.signals):
+                if words is None:
+                    raise ValueError("this Doubter reads occluded_name_logprob, which needs the words of the user's "
+                                     "question: give their prompt positions (words=question_words(...)), or the "
+                                     "question to the backend's read")
+                prompt = input_ids[0].tolist()
+                sums = self.occluded_draft_logprobs([prompt], [read.draft_ids], [words], pad_token_id=pad_token_id)
+                occlusion = Occlusion(tuple(tuple(int(k) for k in word) for word in words), sums[0])
             reference = None if doubter.log_reference is None else doubter.log_reference.detach().cpu().numpy()
             signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs, read.draft_logprobs,
-                                                     prompt_ids=input_ids[0].tolist(),
-                                                     log_reference=reference)).float().unsqueeze(0)
+                                                     prompt_ids=input_ids[0].tolist(), log_reference=reference,
+                                                     occlusion=occlusion)).float().unsqueeze(0)
         with torch.no_grad():
             encoded = doubter.encode(states, signals)
         return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,

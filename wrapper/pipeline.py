@@ -34,9 +34,11 @@ from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGa
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
 from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
+from meta_spider.wrapper.signals import last_user_text, question_words, reads_occlusion
 from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
 
 PromptLike = Union[str, Sequence[Mapping[str, Any]]]
+
 """A user message as a string, or a list of chat messages."""
 
 DECISIONS = ("base", "pass2", "gate_refused", "base_answer")
@@ -233,11 +235,21 @@ class MetaSpiderPipeline:
 
     # ------------------------------------------------------------ passes
 
-    def read_ids(self, input_ids: torch.Tensor, *, max_draft_tokens: int = 64) -> Pass1:
-        """Pass 1 on ids with the active Doubter (config's read position)."""
+    def question_words(self, text: str, question: str) -> list[tuple[int, ...]]:
+        """The prompt positions of each word of ``question`` in the rendered
+        prompt ``text`` (what a Doubter reading ``occluded_name_logprob``
+        needs, :func:`~meta_spider.wrapper.signals.question_words`)."""
+        return question_words(lambda prefix: self.tokenizer(prefix, add_special_tokens=False)["input_ids"], text,
+                              question)
+
+    def read_ids(self, input_ids: torch.Tensor, *, max_draft_tokens: int = 64,
+                 words: Sequence[Sequence[int]] | None = None) -> Pass1:
+        """Pass 1 on ids with the active Doubter (config's read position);
+        ``words``: the question's words (:meth:`question_words`), needed by a
+        Doubter that reads ``occluded_name_logprob``."""
         doubter = self._require_doubter("read")
         return self.decoder.read(doubter, input_ids, read_position=doubter.config.read_position,
-                                 max_draft_tokens=max_draft_tokens)
+                                 max_draft_tokens=max_draft_tokens, words=words, pad_token_id=self.pad_token_id)
 
     def stream_ids(
         self,
@@ -250,6 +262,7 @@ class MetaSpiderPipeline:
         dynamic_refresh: bool = False,
         agc: "AdaptiveGateControl | bool | None" = None,
         stats: DecodeStats | None = None,
+        words: Sequence[Sequence[int]] | None = None,
     ) -> Iterator[int]:
         """Greedy token stream. Plain base decoding when no Doubter is
         attached or ``inject=False``; otherwise pass 2 with ``cognitive_tokens``
@@ -263,7 +276,7 @@ class MetaSpiderPipeline:
             yield from self.decoder.stream_plain(input_ids, max_new_tokens, stats)
             return
         if pass1 is None and (cognitive_tokens is None or dynamic_refresh):
-            pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens)
+            pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens, words=words)
         tokens = cognitive_tokens if cognitive_tokens is not None else pass1.encoded.cognitive_tokens
         if tokens.dim() == 2:
             tokens = tokens.unsqueeze(0)
@@ -289,8 +302,12 @@ class MetaSpiderPipeline:
         when a Doubter is attached, the plain base otherwise, under
         ``self.answer_gate`` when one is set. Returns the text, or a
         :class:`GenerationResult` with ``return_result=True``."""
-        result = self.answer_ids(self.encode(self.render(prompt)), max_new_tokens=max_new_tokens,
-                                 dynamic_refresh=dynamic_refresh, agc=agc)
+        text = self.render(prompt)
+        words = None
+        if self.doubter is not None and reads_occlusion(self.doubter.config.signals):
+            words = self.question_words(text, last_user_text(prompt))
+        result = self.answer_ids(self.encode(text), max_new_tokens=max_new_tokens, dynamic_refresh=dynamic_refresh,
+                                 agc=agc, words=words)
         return result if return_result else result.text
 
     def answer_ids(
@@ -300,17 +317,18 @@ class MetaSpiderPipeline:
         max_new_tokens: int = 64,
         dynamic_refresh: bool = False,
         agc: "AdaptiveGateControl | bool | None" = None,
+        words: Sequence[Sequence[int]] | None = None,
     ) -> GenerationResult:
         """What :meth:`generate` does, on ``[1, T]`` prompt ids: pass 1, then
         pass 2 unless the answer gate refuses (``result.decision`` says which
-        path the text took)."""
+        path the text took); ``words`` as :meth:`read_ids` takes them."""
         if self.doubter is None:
             stats = DecodeStats()
             with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, stats=stats)) as stream:
                 token_ids = list(stream)
             return GenerationResult(text=self.decode(token_ids), token_ids=token_ids,
                                     finish_reason=stats.finish_reason, decision="base")
-        pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens)
+        pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens, words=words)
         gate = self.answer_gate
         common = dict(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
                       draft_text=self.decode(pass1.draft_ids) if pass1.draft_ids else None)

@@ -25,7 +25,20 @@ Pass 1 computes the base's logits anyway; from them come, per question,
   marginal; a frame word the base never read is unlikely under both terms,
   so unlike the plain log-probs this survives new wordings (docs/loom.md).
   It is not recorded unless asked for (:data:`PMI_SIGNALS`), because it
-  needs ``p_ref``, which the Doubter then carries.
+  needs ``p_ref``, which the Doubter then carries;
+- ``occluded_name_logprob``: where the question's subject is, found by
+  occlusion, and how predictable the base finds it there. Each word of the
+  user's question is left out in turn (its tokens removed from the prompt)
+  and the draft's log-probability given what remains is read; the
+  :data:`OCCLUDED_WORDS` words whose absence lowers it most are the ones the
+  answer leans on (in the world, the person's name), and the signal is the
+  sum of the prompt's token log-probs at their tokens after the first. A
+  name the base has read often has predictable later tokens whatever the
+  frame around it, so this survives new wordings without being told where
+  the name is (docs/loom.md). It costs one forward of (prompt without the
+  word + draft) per word of the question, needs the question's words
+  (:func:`word_spans`) and is recorded only when asked for
+  (:data:`OCCLUSION_SIGNALS`).
 
 A Doubter whose config names some of them (``DoubterConfig.signals``)
 combines them with its encoder's P(correct) logit
@@ -38,13 +51,16 @@ backend computes the very same numbers.
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, AnyStr, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS",
-           "WINDOW", "check_signal_names", "reads_prompt", "reads_reference", "reference_problem", "signal_vector",
-           "token_logprobs"]
+__all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_SIGNALS", "Occlusion",
+           "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names", "drafts",
+           "last_user_text", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
+           "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
@@ -56,7 +72,12 @@ rarest-token signals)."""
 PMI_SIGNALS = ("prompt_pmi_top4",)
 """Signals that read the base's reference distribution ``p_ref``: recorded
 only when a collection asks for them (after :data:`SIGNALS`)."""
-KNOWN_SIGNALS = SIGNALS + PMI_SIGNALS
+OCCLUSION_SIGNALS = ("occluded_name_logprob",)
+"""Signals that need the question's words and one more forward per word:
+recorded only when a collection asks for them (after the PMI ones)."""
+KNOWN_SIGNALS = SIGNALS + PMI_SIGNALS + OCCLUSION_SIGNALS
+OCCLUDED_WORDS = 2
+"""How many of the words the draft leans on most ``occluded_name_logprob`` reads."""
 PMI_TOP_K = 4
 """How many of the prompt's highest token PMIs ``prompt_pmi_top4`` averages."""
 LOW_K = 4
@@ -81,7 +102,17 @@ def check_signal_names(names: Sequence[str]) -> tuple[str, ...]:
 def reads_prompt(names: Sequence[str]) -> bool:
     """Whether any of ``names`` needs the prompt's token log-probs (so the
     prefill computes the LM head at every prompt position)."""
-    return any(name in PROMPT_SIGNALS or name in PMI_SIGNALS for name in names)
+    return any(name not in DRAFT_SIGNALS for name in names)
+
+
+def drafts(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` needs pass 1 to draft an answer."""
+    return any(name in DRAFT_SIGNALS or name in OCCLUSION_SIGNALS for name in names)
+
+
+def reads_occlusion(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` needs the question's words and a forward per word."""
+    return any(name in OCCLUSION_SIGNALS for name in names)
 
 
 def reads_reference(names: Sequence[str]) -> bool:
@@ -96,6 +127,96 @@ def reference_problem(log_reference: np.ndarray) -> str | None:
         return f"log_reference must be one finite, non-empty vector over the vocabulary, got shape " \
                f"{list(log_reference.shape)}"
     return None
+
+
+def word_spans(question: AnyStr) -> list[tuple[int, int]]:
+    """``(begin, end)`` of each whitespace-separated word of ``question``
+    (characters of a str, bytes of UTF-8 bytes)."""
+    pattern = rb"\S+" if isinstance(question, bytes) else r"\S+"
+    return [match.span() for match in re.finditer(pattern, question)]
+
+
+def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str) -> list[tuple[int, ...]]:
+    """The prompt positions of each word of ``question``, found at its last
+    occurrence in the rendered prompt ``text``, which ``encode`` (the
+    backend's own tokenization of a rendered prompt) turns into the prompt's
+    ids. A word's positions run from the token count of ``text`` up to the
+    end of the word before it to that of ``text`` up to its own end (so a
+    word's leading space goes with it), position 0 never (it has no
+    log-prob); words that add no token are left out. Raises ValueError when
+    ``question`` is empty or not in ``text``."""
+    stripped = question.strip()
+    if not stripped:
+        raise ValueError("signal 'occluded_name_logprob' needs the user's question, got an empty one")
+    start = text.rfind(stripped)
+    if start < 0:
+        raise ValueError(f"signal 'occluded_name_logprob' reads the words of the user's question, and "
+                         f"{stripped[:80]!r} is not in the prompt: pass the last user message's text as it was "
+                         "rendered")
+    counts = [len(encode(text[:start + end])) for end in [0] + [end for _, end in word_spans(stripped)]]
+    words = []
+    for before, after in zip(counts, counts[1:]):
+        positions = tuple(range(max(1, before), after))
+        if positions:
+            words.append(positions)
+    return words
+
+
+def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
+    """The user's words in ``prompt``: the string itself, or the text of the
+    last user message (its text parts joined by spaces when the content is a
+    list of parts); raises ValueError when there is none."""
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(list(prompt)):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content
+                               if isinstance(part, Mapping) and part.get("type") == "text")
+        if isinstance(content, str) and content.strip():
+            return content
+    raise ValueError("the prompt has no user message with text: the occlusion signal reads the user's question")
+
+
+def without_word(prompt_ids: Sequence[int], positions: Sequence[int]) -> list[int]:
+    """``prompt_ids`` with the tokens at ``positions`` (one word) removed."""
+    dropped = set(positions)
+    return [int(token) for k, token in enumerate(prompt_ids) if k not in dropped]
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """What ``occluded_name_logprob`` reads beyond the prompt's and the
+    draft's token log-probs: the prompt positions of each word of the
+    question (:func:`question_words`), and per word the draft's summed
+    log-prob given the prompt without it (:func:`without_word`)."""
+
+    words: tuple[tuple[int, ...], ...]
+    draft_logprob_sums: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.words) != len(self.draft_logprob_sums):
+            raise ValueError(f"an occlusion needs one draft log-prob per word, got {len(self.words)} words and "
+                             f"{len(self.draft_logprob_sums)} log-probs")
+
+
+def _occluded_name_logprob(prompt: np.ndarray, draft: np.ndarray, occlusion: Occlusion | None) -> float:
+    """The prompt's log-probs, after the first, at the tokens of the
+    :data:`OCCLUDED_WORDS` words whose absence lowers the draft's log-prob
+    most (0 for a question without words or with one token there)."""
+    if occlusion is None:
+        raise ValueError("signal 'occluded_name_logprob' needs the question's words and the draft's log-prob "
+                         "without each (an Occlusion): give the backend the user's question")
+    if not occlusion.words:
+        return 0.0
+    drops = float(draft.sum()) - np.asarray(occlusion.draft_logprob_sums, dtype=np.float64)
+    chosen = np.argsort(-drops, kind="stable")[:OCCLUDED_WORDS]
+    positions = sorted({k for index in chosen for k in occlusion.words[index]})
+    if max(positions) > prompt.size:
+        raise ValueError(f"occlusion position {max(positions)} is past the prompt's {prompt.size + 1} tokens")
+    return float(prompt[np.asarray(positions[1:], dtype=np.int64) - 1].sum())
 
 
 CHUNK_ROWS = 64
@@ -155,24 +276,31 @@ def _prompt_pmi_top(prompt: np.ndarray, prompt_ids: np.ndarray | None, log_refer
 
 def signal_vector(names: Sequence[str], prompt_logprobs: np.ndarray | None,
                   draft_logprobs: np.ndarray | None, *, prompt_ids: Sequence[int] | None = None,
-                  log_reference: np.ndarray | None = None) -> np.ndarray:
+                  log_reference: np.ndarray | None = None, occlusion: Occlusion | None = None) -> np.ndarray:
     """The signals ``names`` (float64, in that order) from the prompt's token
     log-probs (every prompt token but the first) and the draft's. A prompt
     of one token has every prompt signal 0; draft signals need a non-empty
     draft; PMI signals also need the whole prompt's ``prompt_ids`` and
-    ``log_reference`` (``[V]`` log p_ref)."""
+    ``log_reference`` (``[V]`` log p_ref); the occlusion signal needs both
+    log-probs and ``occlusion``."""
     values = []
     ids = None if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64).reshape(-1)
     for name in check_signal_names(names):
-        if name in PROMPT_SIGNALS or name in PMI_SIGNALS:
+        prompt = draft = None
+        if name not in DRAFT_SIGNALS:
             if prompt_logprobs is None:
                 raise ValueError(f"signal {name!r} needs the prompt's token log-probs")
             prompt = np.asarray(prompt_logprobs, dtype=np.float64)
-            values.append(_prompt_pmi_top(prompt, ids, log_reference) if name in PMI_SIGNALS
-                          else _prompt_signal(name, prompt))
-        else:
+        if name in DRAFT_SIGNALS or name in OCCLUSION_SIGNALS:
             if draft_logprobs is None or len(draft_logprobs) == 0:
                 raise ValueError(f"signal {name!r} needs a draft: pass 1 must draft at least one token")
             draft = np.asarray(draft_logprobs, dtype=np.float64)
+        if name in PMI_SIGNALS:
+            values.append(_prompt_pmi_top(prompt, ids, log_reference))
+        elif name in OCCLUSION_SIGNALS:
+            values.append(_occluded_name_logprob(prompt, draft, occlusion))
+        elif name in PROMPT_SIGNALS:
+            values.append(_prompt_signal(name, prompt))
+        else:
             values.append(float(draft.mean() if name == "draft_logprob_mean" else draft.min()))
     return np.asarray(values, dtype=np.float64)

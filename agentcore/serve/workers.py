@@ -94,9 +94,9 @@ class RequestBackend(WrappedBackend):
                 400, f"the prompt is {count} tokens; this model's context holds {self.limit}, with room for at least "
                 "one new token. Shorten the messages.", param="messages", code="context_length_exceeded")
 
-    def read(self, prompt: str) -> Introspection:
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
         self._check(prompt)
-        return self.inner.read(prompt)
+        return self.inner.read(prompt, question=question)
 
     def generate(self, prompt: str, *, max_new_tokens: int = 256, stop: Sequence[str] = (),
                  inject: Introspection | None = None, on_text: Callable[[str], None] | None = None) -> Completion:

@@ -243,13 +243,15 @@ class LlamaCppBackend(GuardedPrompts):
     def read_states(self, input_ids: Sequence[int]) -> tuple[np.ndarray, list[int]]:
         """Pass 1 on ids: ``(states [L, d] at the configured read position, draft ids)``; the KV cache keeps
         the prompt (and draft) for pass 2."""
-        states, draft, _ = self._pass1(input_ids)
+        states, draft, _ = self._pass1(input_ids, signals=False)
         return states, draft
 
-    def _pass1(self, input_ids: Sequence[int]) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+    def _pass1(self, input_ids: Sequence[int], words: Sequence[Sequence[int]] | None = None, *,
+               signals: bool = True) -> tuple[np.ndarray, list[int], np.ndarray | None]:
         """Pass 1 on ids: states at the read position, the draft (when the Doubter drafts) and the pass-1
-        signals the Doubter reads (None when it reads none), computed as the torch pipeline does."""
-        from meta_spider.wrapper.signals import reads_prompt, signal_vector, token_logprobs
+        signals the Doubter reads (None when it reads none or ``signals`` is off), computed as the torch
+        pipeline does; ``words``: the prompt positions of the question's words, for the occlusion signal."""
+        from meta_spider.wrapper.signals import Occlusion, reads_prompt, signal_vector, token_logprobs
 
         doubter = self._require_doubter("read activations (pass 1)")
         layers = doubter.target_layers
@@ -273,16 +275,37 @@ class LlamaCppBackend(GuardedPrompts):
             if doubter.read_position == "draft":
                 # The draft's last token has not been fed yet; feeding it gives the state at the end of the answer.
                 states = self._states(self.context.decode([draft[-1]], read_layers=layers).hidden, layers)
-        signals = None
-        if doubter.signals:
-            signals = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None,
-                                    prompt_ids=list(input_ids), log_reference=doubter.log_reference)
-        return states, draft, signals
+        if not (signals and doubter.signals):
+            return states, draft, None
+        occlusion = None
+        if words is not None and draft:
+            occlusion = Occlusion(tuple(tuple(int(k) for k in word) for word in words),
+                                  self._occluded_draft_logprobs(input_ids, draft, words))
+        values = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None,
+                               prompt_ids=list(input_ids), log_reference=doubter.log_reference, occlusion=occlusion)
+        return states, draft, values
 
-    def read(self, prompt: str) -> Introspection:
-        """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]`` (numpy)."""
+    def _occluded_draft_logprobs(self, input_ids: Sequence[int], draft: Sequence[int],
+                                 words: Sequence[Sequence[int]]) -> tuple[float, ...]:
+        """Per word, the draft's summed log-prob given the prompt without that word (the occlusion
+        signal's forwards). Each shares the prompt up to the word with the one before, which the KV
+        cache keeps; pass 2 decodes again from where its prompt differs from the last of them."""
+        from meta_spider.wrapper.signals import token_logprobs, without_word
+
+        sums = []
+        for positions in words:
+            rest = without_word(input_ids, positions)
+            out = self.context.prefill(rest + list(draft), output_positions=range(len(rest) - 1,
+                                                                                  len(rest) + len(draft) - 1))
+            sums.append(float(token_logprobs(out.logits, list(draft)).sum()))
+        return tuple(sums)
+
+    def read(self, prompt: str, *, question: str | None = None) -> Introspection:
+        """Pass 1 at ``prompt``: P(correct) and the cognitive tokens ``[N, d]`` (numpy); ``question``: the
+        user's words, for a Doubter that reads the occlusion signal."""
         doubter = self._require_doubter("read activations (pass 1)")
-        states, draft, signals = self._pass1(self.encode(prompt))
+        words = self.question_words(prompt, question, doubter.signals)
+        states, draft, signals = self._pass1(self.encode(prompt), words)
         encoded = doubter.encode(states, signals)
         self._last_read = (prompt, states)
         extras: dict[str, Any] = {"layer_states": states}

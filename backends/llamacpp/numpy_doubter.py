@@ -25,6 +25,7 @@ import numpy as np
 
 from meta_spider.backends.llamacpp.sidecar_format import SidecarContents, SidecarError, read_sidecar
 from meta_spider.wrapper.constants import SCOPE_VETO_LOGIT
+from meta_spider.wrapper.signals import drafts
 
 LAYER_NORM_EPS = 1e-5
 """torch.nn.LayerNorm's default, used by every norm inside the Doubter."""
@@ -201,8 +202,8 @@ class NumpyDoubter:
 
     @property
     def drafts(self) -> bool:
-        """Whether pass 1 drafts: a draft read, or a draft signal."""
-        return self.read_position == "draft" or any(name.startswith("draft_") for name in self.signals)
+        """Whether pass 1 drafts: a draft read, or a signal that reads the draft."""
+        return self.read_position == "draft" or drafts(self.signals)
 
     def encode(self, layer_states: np.ndarray, signals: np.ndarray | None = None) -> NumpyEncoded:
         """Pass-1 states ``[L, d]`` (target-layer order) and, when the Doubter

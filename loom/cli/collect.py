@@ -165,6 +165,9 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
               help="also record the prompt's PMI signal (prompt_pmi_top4): needs the base's mean next-token "
                    "distribution over the train prompts, computed first (a prefill of each) and kept with the "
                    "activations")
+@click.option("--occlusion-signals", is_flag=True,
+              help="also record occluded_name_logprob (where the question's subject is, found by leaving out each "
+                   "word in turn, and how predictable the base finds it): one more forward per word of each question")
 @click.option("--pmi-reference", "pmi_reference", type=click.Path(exists=True, path_type=Path), default=None,
               metavar="CHECKPOINT",
               help="with --pmi-signals: read the PMI against this Doubter checkpoint's distribution instead of "
@@ -178,7 +181,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
             dataset_options: tuple[str, ...], mcq_direct: bool, splits: str | None, max_examples: int | None,
             target_layers: str, cross_attn_layers: str | None, encoder_type: str, read_position: str, dtype: str,
             device: str, quantization: str, max_new_tokens: int, batch_size: int, shard_size: int, pmi_signals: bool,
-            pmi_reference: Path | None, force: bool, quiet: bool) -> None:
+            occlusion_signals: bool, pmi_reference: Path | None, force: bool, quiet: bool) -> None:
     """Collect pass-1 activations of the frozen base over a dataset (resumable)."""
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.collect.ranks import Ranks
@@ -216,7 +219,7 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         CollectionMismatchError,
     )
     from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
-    from meta_spider.wrapper.signals import PMI_SIGNALS, SIGNALS
+    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS, PMI_SIGNALS, SIGNALS
 
     try:
         config = MetaSpiderConfig(model_name=model_name, device=device, dtype=dtype,
@@ -234,7 +237,8 @@ def collect(ctx: click.Context, run_dir: Path, model_name: str | None, dataset_n
         collector = ActivationDatasetCollector(pipe, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                                shard_size=max(shard_size - shard_size % batch_size, batch_size),
                                                show_progress=not quiet and ranks.rank == 0, console=console,
-                                               signals=SIGNALS + PMI_SIGNALS if pmi_signals else SIGNALS,
+                                               signals=SIGNALS + PMI_SIGNALS * pmi_signals
+                                               + OCCLUSION_SIGNALS * occlusion_signals,
                                                log_reference=reference)
     except ValueError as error:  # a reference from a Doubter of another base
         raise CommandError(f"--pmi-reference {pmi_reference}: {error}",

@@ -443,13 +443,13 @@ class ActivationDataset:
         :mod:`meta_spider.wrapper.signals`), columns in that order. Raises
         :class:`ActivationFormatError` naming the signals it lacks (a
         collection from before they were recorded)."""
-        from meta_spider.wrapper.signals import check_signal_names, reads_reference
+        from meta_spider.wrapper.signals import check_signal_names, reads_occlusion, reads_reference
 
         names = check_signal_names(names)
         stored = list(self.recorded_signals)
         missing = [name for name in names if name not in stored]
         if missing:
-            option = " --pmi-signals" if reads_reference(missing) else ""
+            option = " --pmi-signals" * reads_reference(missing) + " --occlusion-signals" * reads_occlusion(missing)
             raise ActivationFormatError(self.folder, "was collected before pass-1 signals were recorded"
                                         if not stored else f"records the signals {stored}, not {missing}",
                                         f"collect again (`metaloom collect{option}` into a new run directory)")

@@ -70,7 +70,15 @@ from meta_spider.loom.datasets import (
 from meta_spider.loom.progress import progress_bar
 from meta_spider.plugins.errors import MetaSpiderError
 from meta_spider.loom.collect.reference import REFERENCE_FILE, reference_record, write_reference
-from meta_spider.wrapper.signals import SIGNALS, check_signal_names, reads_reference, signal_vector
+from meta_spider.wrapper.signals import (
+    SIGNALS,
+    Occlusion,
+    check_signal_names,
+    last_user_text,
+    reads_occlusion,
+    reads_reference,
+    signal_vector,
+)
 
 __all__ = ["ActivationDatasetCollector", "CollectionItem", "CollectionMismatchError", "render_qa_prompt"]
 
@@ -99,6 +107,9 @@ class CollectionItem:
     example: QAExample
     prompt_text: str
     """The prompt rendered with the chat template (what the base sees)."""
+    user_text: str | None = None
+    """The user's words in it (the last user message), where the occlusion
+    signal finds the question's words; not part of :meth:`record`."""
 
     def record(self) -> dict[str, Any]:
         """The fields that identify this item (hashed into ``questions_sha256``)."""
@@ -247,7 +258,7 @@ class ActivationDatasetCollector:
                 raise ValueError(f"question {index} ({question!r}) has no ground truth")
             example = QAExample(id=str(ids[index]) if ids is not None else f"q{index}", question=question,
                                 answer=accepted[0], aliases=tuple(accepted[1:]))
-            items.append(CollectionItem(index, "all", example, self.pipe.render(question)))
+            items.append(CollectionItem(index, "all", example, self.pipe.render(question), question))
         description = {"name": "questions", "options": {}, "splits": ["all"], "sizes": {"all": len(items)}}
         check = self.check_correctness or (lambda answer, example: check_answer(answer, example.ground_truths))
         return self.run(items, description, check, output_dir)
@@ -276,8 +287,9 @@ class ActivationDatasetCollector:
             if max_examples is not None:
                 examples = examples[:max_examples]
             for example in examples:
-                text = render_qa_prompt(self.pipe, dataset.prompt(example))
-                items.append(CollectionItem(len(items), split, example, text))
+                prompt = dataset.prompt(example)
+                items.append(CollectionItem(len(items), split, example, render_qa_prompt(self.pipe, prompt),
+                                            last_user_text(prompt.messages) if reads_occlusion(self.signals) else None))
         description = {**dataset.describe(), "selected_splits": splits, "max_examples": max_examples}
         return self.run(items, description, self.check_correctness or dataset.check_fn, output_dir, ranks=ranks)
 
@@ -295,18 +307,29 @@ class ActivationDatasetCollector:
 
     # ------------------------------------------------------------ reading
 
-    def read_example(self, prompt_text: str) -> ExampleReading:
+    def read_example(self, prompt_text: str, user_text: str | None = None) -> ExampleReading:
         """Pass 1 on one rendered prompt (what inference's pass 1 computes)."""
-        return self.read_batch([prompt_text])[0]
+        return self.read_batch([prompt_text], None if user_text is None else [user_text])[0]
 
-    def read_batch(self, prompt_texts: Sequence[str]) -> list[ExampleReading]:
+    def read_batch(self, prompt_texts: Sequence[str],
+                   user_texts: Sequence[str | None] | None = None) -> list[ExampleReading]:
         """Pass 1 on rendered prompts through the pipeline's
         :meth:`~meta_spider.wrapper.MetaSpiderPipeline.collect_states_ids`:
         one prompt bit for bit as inference reads it, several as one
         left-padded batch (faster, equal up to float rounding, so one token
-        may flip at a near tie)."""
+        may flip at a near tie). ``user_texts``: the user's words in each
+        prompt, which the occlusion signal needs."""
         rows = [self.pipe.encode(text)[0] for text in prompt_texts]
         reads = self.pipe.collect_states_ids(rows, layers=self.target_layers, max_draft_tokens=self.max_new_tokens)
+        occlusions: list[Occlusion | None] = [None] * len(rows)
+        if reads_occlusion(self.signals):
+            if user_texts is None or len(user_texts) != len(rows) or any(text is None for text in user_texts):
+                raise ValueError("the occlusion signal needs the user's words of every prompt (user_texts)")
+            words = [self.pipe.question_words(text, user) for text, user in zip(prompt_texts, user_texts)]
+            sums = self.pipe.decoder.occluded_draft_logprobs([row.tolist() for row in rows],
+                                                             [read.draft_ids for read in reads], words,
+                                                             pad_token_id=self.pipe.pad_token_id)
+            occlusions = [Occlusion(tuple(word), total) for word, total in zip(words, sums)]
         return [ExampleReading(
             prompt_ids=row.tolist(),
             answer_ids=list(read.draft_ids),
@@ -316,8 +339,8 @@ class ActivationDatasetCollector:
             first_token_max_prob=read.first_token_max_prob,
             answer_mean_logprob=read.draft_logprob_mean,
             signals=signal_vector(self.signals, read.prompt_logprobs, read.draft_logprobs, prompt_ids=row.tolist(),
-                                  log_reference=self.log_reference).tolist(),
-        ) for row, read in zip(rows, reads)]
+                                  log_reference=self.log_reference, occlusion=occlusion).tolist(),
+        ) for row, read, occlusion in zip(rows, reads, occlusions)]
 
     # ------------------------------------------------------------ the run
 
@@ -386,7 +409,8 @@ class ActivationDatasetCollector:
                 readings: list[ExampleReading] = []
                 for offset in range(0, len(shard_items), self.batch_size):
                     batch = shard_items[offset: offset + self.batch_size]
-                    readings.extend(self.read_batch([item.prompt_text for item in batch]))
+                    readings.extend(self.read_batch([item.prompt_text for item in batch],
+                                                    [item.user_text for item in batch]))
                     progress.advance(len(readings) - offset)
                 self._commit_shard(folder, info, shard_items, readings, check)
         if not info["complete"]:

@@ -292,6 +292,21 @@ def _prompt_ids(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem, tensors:
     return pipe.encode(render_qa_prompt(pipe, benchmark.dataset.prompt(item.example)))
 
 
+def _question_words(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem) -> Any:
+    """The prompt positions of the question's words when the Doubter reads
+    the occlusion signal (None otherwise), in the prompt as collected (else
+    as the collector renders it)."""
+    from meta_spider.loom.collect.collector import render_qa_prompt
+    from meta_spider.wrapper.signals import last_user_text, reads_occlusion
+
+    if not reads_occlusion(pipe.doubter.config.signals):
+        return None
+    prompt = benchmark.dataset.prompt(item.example)
+    text = (item.record or {}).get("prompt_text") if item.index is not None else None
+    return pipe.question_words(text if isinstance(text, str) else render_qa_prompt(pipe, prompt),
+                               last_user_text(prompt.messages))
+
+
 def _base_answer(pipe: Any, input_ids: Any, max_tokens: int) -> str:
     """Greedy text of the bare base."""
     from contextlib import closing
@@ -342,7 +357,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
             else:
                 base_answer = _base_answer(pipe, input_ids, max_tokens)
                 oracle = bool(benchmark.dataset.check_fn(base_answer, example))
-            result = pipe.answer_ids(input_ids, max_new_tokens=max_tokens)
+            result = pipe.answer_ids(input_ids, max_new_tokens=max_tokens,
+                                     words=_question_words(pipe, benchmark, item))
             text = result.text
             action = classify_action(text, base_answer, benchmark.normalizer(example), refusal)
             correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
