@@ -79,3 +79,25 @@ def test_non_finite_states_are_a_typed_error_not_a_gate_that_never_vetoes() -> N
     with pytest.raises(TrainerError, match="non-finite"):
         fit_scope_gate(wrapper, data, quantile=0.05)
     assert not wrapper.scope_gate.fitted
+
+
+def test_with_a_scope_gate_the_signal_mix_learns_from_answerable_questions_only() -> None:
+    from meta_spider.loom.train.config import TrainerConfig
+    from meta_spider.loom.train.probes import mix_rows, pretrain_doubter
+
+    direction = torch.nn.functional.normalize(torch.ones(HIDDEN), dim=0)
+    config = TrainerConfig(signals_only=True, pretrain_projectors=False)
+    weights = []
+    for invented_signal in (-5.0, 5.0):  # what the unanswerable questions' signal says must not matter
+        data = rows(direction)
+        data.correct[N_INVENTED:] = data.signals[N_INVENTED:, 0] > 0
+        data.signals[:N_INVENTED] = invented_signal
+        wrapper = doubter()
+        assert mix_rows(wrapper, data) == list(range(N_INVENTED, N_TRAIN))
+        pretrain_doubter(wrapper, data, config, 1.0, torch.device("cpu"))
+        weights.append(torch.cat([wrapper.signal_mix.linear.weight.flatten(), wrapper.signal_mix.linear.bias]))
+    torch.testing.assert_close(weights[0], weights[1])
+    # Without a gate the mix is all P(correct) has: it learns from every training question.
+    ungated = Doubter(DoubterConfig.for_base(HIDDEN, 6, target_layers=[3, 4], signals=["draft_logprob_mean"],
+                                             encoder_dim=8, encoder_num_heads=2, ca_bottleneck_dim=8, ca_num_heads=2))
+    assert mix_rows(ungated, rows(direction)) == list(range(N_TRAIN))

@@ -188,6 +188,16 @@ def fit_scope_gate(doubter: nn.Module, rows: "TrainingRows", *, quantile: float,
     return {"invented": count, "threshold": threshold, "quantile": quantile}
 
 
+def mix_rows(doubter: nn.Module, rows: "TrainingRows") -> list[int]:
+    """The training rows the signal mix learns P(correct) from: all of them,
+    or with a scope gate only the questions the data can answer (the gate
+    learns the others; a question whose right answer is the refusal would
+    teach the mix that an unfamiliar subject is a sign of a right answer)."""
+    if getattr(doubter, "scope_gate", None) is None or rows.unanswerable is None:
+        return list(rows.train)
+    return [index for index in rows.train if not bool(rows.unanswerable[index])]
+
+
 def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerConfig, pos_weight: float,
                      device: torch.device) -> None:
     """Fit the per-layer probes (``pretrain_projectors``, selective
@@ -202,13 +212,14 @@ def pretrain_doubter(doubter: nn.Module, rows: "TrainingRows", config: TrainerCo
                                   pos_weight=pos_weight, iterations=config.pretrain_iterations, l2=config.pretrain_l2)
         logger.info("fitted %d per-layer probes (losses %s)", len(losses), ", ".join(f"{x:.3f}" for x in losses))
     if rows.signals is not None:
-        states, correct = rows.states[rows.train].to(device), rows.correct[rows.train]
+        mixed = mix_rows(doubter, rows)
+        states, correct = rows.states[mixed].to(device), rows.correct[mixed]
         if config.signals_only:  # the encoder's logit gets weight 0: no need to compute it
-            logits = torch.zeros(len(rows.train), device=device)
+            logits = torch.zeros(len(mixed), device=device)
         else:
             logits = out_of_fold_encoder_logits(doubter, states, correct, seed=config.seed, pos_weight=pos_weight,
                                                 iterations=config.pretrain_iterations, l2=config.pretrain_l2)
-        loss = fit_signal_mix(doubter, logits, rows.signals[rows.train], correct, pos_weight=pos_weight,
+        loss = fit_signal_mix(doubter, logits, rows.signals[mixed], correct, pos_weight=pos_weight,
                               iterations=config.pretrain_iterations, l2=config.pretrain_l2,
                               use_encoder=not config.signals_only)
         logger.info("fitted the signal mix on %s%s (loss %.3f)", ", ".join(doubter.config.signals),
