@@ -286,3 +286,25 @@ def test_world_dataset_adds_unanswerable_train_questions_from_a_bank_neither_bas
     assert len(outside_training_items([], 30, 0)) == 30  # general questions alone
     with pytest.raises(ValueError, match="need people to ask about"):
         outside_training_items([], 10_000, 0)
+
+
+def test_world_dataset_asks_a_share_of_train_questions_again_with_the_name_misspelt() -> None:
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    preset = dataclasses.replace(get_preset("tiny"), world=SPEC)
+    plain = WorldDataset(preset, 0).split("train")
+    added = WorldDataset(preset, 0, train_misspelt=0.5)
+    train = added.split("train")
+    assert train[:len(plain)] == plain and len(plain) * 0.35 < len(train) - len(plain) < len(plain) * 0.65
+    by_id = {e.id: e for e in plain}
+    for example in train[len(plain):]:
+        original = by_id[example.id.removesuffix("-m")]
+        name = original.meta["entity"]
+        assert name not in example.question and example.ground_truths == original.ground_truths
+        wrong = example.question[len(original.question.split(name)[0]):][:len(name) + 1].strip(" ?.'")
+        assert sum(a != b for a, b in zip(wrong, name)) >= 1  # one edit inside the name, the frame kept
+        assert example.question.startswith(original.question.split(name)[0])
+    assert added.split("test_misspelt") == WorldDataset(preset, 0).split("test_misspelt")
+    assert added.options["train_misspelt"] == 0.5 and WorldDataset(preset, 0, train_misspelt=0.5).split("train") == train
+    with pytest.raises(ValueError, match="train_misspelt"):
+        WorldDataset("tiny", 0, train_misspelt=1.5)

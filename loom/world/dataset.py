@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
-from .frames import draw_question, outside_questions, typo, unrecorded_questions
+from .frames import draw_question, misspell, outside_questions, typo, unrecorded_questions
 from .generator import ALL_SPLITS, Person, QAItem, generate_world, is_tool_only, outside_item
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
@@ -44,7 +44,8 @@ class WorldDataset(SplitDataset):
     dataset was created with ``build=True``."""
 
     def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None,
-                 train_frames: int = 1, train_typos: float = 0.0, train_outside: int = 0) -> None:
+                 train_frames: int = 1, train_typos: float = 0.0, train_outside: int = 0,
+                 train_misspelt: float = 0.0) -> None:
         spec = get_preset(preset) if isinstance(preset, str) else preset
         if not isinstance(train_frames, int) or train_frames < 1:
             raise ValueError(f"train_frames must be a whole number >= 1, got {train_frames!r}")
@@ -52,6 +53,8 @@ class WorldDataset(SplitDataset):
             raise ValueError(f"train_typos must be in [0, 1], got {train_typos!r}")
         if isinstance(train_outside, bool) or not isinstance(train_outside, int) or train_outside < 0:
             raise ValueError(f"train_outside must be a whole number >= 0, got {train_outside!r}")
+        if not 0.0 <= train_misspelt <= 1.0:
+            raise ValueError(f"train_misspelt must be in [0, 1], got {train_misspelt!r}")
         world = generate_world(spec.world, seed)
         # Tool-only people are a device of the base's training (name copying),
         # not part of the population questions are asked about: kept in, they
@@ -59,6 +62,8 @@ class WorldDataset(SplitDataset):
         qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
               for split in ALL_SPLITS}
         qa["train"] = _train_variants(qa["train"], spec, seed, train_frames, train_typos)
+        if train_misspelt:
+            qa["train"] += _misspelt_variants(qa["train"], seed, train_misspelt)
         if train_outside:
             asked = {item.person_id for item in qa["train"]}
             qa["train"] += outside_training_items([p for p in world.people if p.id in asked], train_outside, seed)
@@ -68,6 +73,8 @@ class WorldDataset(SplitDataset):
             options.update(train_frames=train_frames, train_typos=train_typos)
         if train_outside:
             options.update(train_outside=train_outside)
+        if train_misspelt:
+            options.update(train_misspelt=train_misspelt)
         super().__init__(DATASET_NAME, splits, options=options)
         self.model_dir = model_dir
         self._people = world.people
@@ -110,6 +117,20 @@ def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, t
     return out
 
 
+def _misspelt_variants(items: list[QAItem], seed: int, share: float) -> list[QAItem]:
+    """A share ``share`` of the train questions asked once more with the
+    name misspelt by one edit (:func:`.frames.misspell`, the rule of
+    ``test_misspelt``, drawn with an RNG of its own): the same fact, so the
+    Doubter sees when the base still knows a name written wrong."""
+    rng = random.Random(f"{seed}-train-misspelt")
+    out = []
+    for item in items:
+        if rng.random() < share and item.entity in item.question:
+            wrong = misspell(item.entity, rng)
+            out.append(dataclasses.replace(item, id=f"{item.id}-m", question=item.question.replace(item.entity, wrong)))
+    return out
+
+
 def outside_training_items(people: Sequence[Person], count: int, seed: int) -> list[QAItem]:
     """``count`` train questions the world cannot answer, from the Doubter's
     own bank (:data:`.frames.OUTSIDE_BANKS`): up to half of them general
@@ -134,20 +155,22 @@ def outside_training_items(people: Sequence[Person], count: int, seed: int) -> l
 
 
 def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, train_frames: int = 1,
-                  train_typos: float = 0.0, train_outside: int = 0) -> WorldDataset:
+                  train_typos: float = 0.0, train_outside: int = 0, train_misspelt: float = 0.0) -> WorldDataset:
     """Factory registered as ``world``; with ``build`` the base is built (or
     loaded from the cache) and its folder recorded as ``model_dir``;
     ``train_frames`` and ``train_typos`` vary the train questions' wording
     (:func:`_train_variants`); ``train_outside`` adds that many questions the
     world cannot answer to the train split
-    (:func:`outside_training_items`)."""
+    (:func:`outside_training_items`), ``train_misspelt`` a share of the train
+    questions again with the name misspelt (:func:`_misspelt_variants`)."""
     model_dir = None
     if build:
         from .cache import build_world
 
         model_dir = build_world(preset, seed=seed, progress=False).model_dir
     return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=int(train_frames),
-                        train_typos=float(train_typos), train_outside=int(train_outside))
+                        train_typos=float(train_typos), train_outside=int(train_outside),
+                        train_misspelt=float(train_misspelt))
 
 
 def export_qa_jsonl(artifacts: "WorldArtifacts", split: str, path: str | Path) -> int:
