@@ -4,9 +4,12 @@ a more flexible reader of the same signals (and of the hidden states) is the
 obvious next try.
 
 For a collected run directory, per input set (the draft's two log-prob
-signals; those and the prompt's PMI when collected; each of those with the
-state at the last prompt token of each collected layer), three readers are
-fitted on the training split, inputs standardised on it:
+signals; those and the prompt's PMI when collected, and the occluded name
+too when collected; each of those with the state at the last prompt token
+of each collected layer), three readers are fitted on the training split,
+inputs standardised on it, and again on its answerable questions alone when
+it holds unanswerable ones (what the Doubter's signal mix is fitted on when
+it has a scope gate):
 
 - logistic regression (the baseline the Doubter is held to);
 - gradient-boosted trees (depth 3, 200 rounds);
@@ -34,6 +37,7 @@ SPLITS = ("validation", "test", "test_paraphrase", "test_misspelt")
 """Splits scored (those the collection holds); ``test_outside`` has no right answer to rank."""
 DRAFT = ("draft_logprob_mean", "draft_logprob_min")
 PMI = "prompt_pmi_top4"
+OCCLUDED = "occluded_name_logprob"
 
 
 def readers(seed: int = 0) -> dict:
@@ -57,6 +61,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.policies.actions import is_refusal
 
     data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
     correct = data.tensor("pass1_correct").numpy().astype(bool)
@@ -70,32 +75,41 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{args.run_dir}: the collection needs a train and a validation split", file=sys.stderr)
         return 2
     train = np.array(data.split_indices("train"))
-    signal_names = list(DRAFT) + ([PMI] if PMI in recorded else [])
+    signal_names = list(DRAFT) + [name for name in (PMI, OCCLUDED) if name in recorded]
     signals = data.signals(signal_names).numpy().astype(np.float64)
     states = data.states("prompt").numpy().astype(np.float64)
     sets = {"draft": signals[:, :2]}
     if PMI in recorded:
-        sets["draft + PMI"] = signals
+        sets["draft + PMI"] = signals[:, :3]
+    if PMI in recorded and OCCLUDED in recorded:
+        sets["draft + PMI + occluded"] = signals[:, :4]
     base = list(sets.items())
     for label, features in base:
         for index, layer in enumerate(data.target_layers):
             sets[f"{label} + layer {layer} state"] = np.column_stack([features, states[:, index]])
 
+    unanswerable = np.array([is_refusal(str(record.get("ground_truths", [""])[0])) for record in data.examples])
+    fits = {"": train}
+    if unanswerable[train].any():
+        fits[" (answerable)"] = train[~unanswerable[train]]
     output = Report()
     say = output.say
 
     say(f"# python benchmarks/nonlinear_readers.py --run-dir {args.run_dir.name}")
-    say(f"train: {len(train)} questions; scored: " + ", ".join(f"{split} {len(index)}" for split, index in rows.items()))
-    say(f"{'inputs':<28}{'reader':<15}" + "".join(f"{split:>17}" for split in rows))
+    say(f"train: {len(train)} questions ({len(fits.get(' (answerable)', train))} answerable); scored: "
+        + ", ".join(f"{split} {len(index)}" for split, index in rows.items()))
+    say(f"{'inputs':<38}{'reader':<28}" + "".join(f"{split:>17}" for split in rows))
     for label, features in sets.items():
-        scaled = StandardScaler().fit(features[train]).transform(features)
-        for name, model in readers().items():
-            model.fit(scaled[train], correct[train])
-            score = model.predict_proba(scaled)[:, 1]
-            say(f"{label:<28}{name:<15}" + "".join(f"{roc_auc_score(correct[index], score[index]):>17.3f}"
-                                                 for index in rows.values()))
+        for suffix, fitted in fits.items():
+            scaled = StandardScaler().fit(features[fitted]).transform(features)
+            for name, model in readers().items():
+                model.fit(scaled[fitted], correct[fitted])
+                score = model.predict_proba(scaled)[:, 1]
+                say(f"{label:<38}{name + suffix:<28}" + "".join(
+                    f"{roc_auc_score(correct[index], score[index]):>17.3f}" for index in rows.values()))
     say()
-    say("AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the training split")
+    say("AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the training "
+        "split, '(answerable)' on its questions that have a true answer other than the refusal")
     output.write(args.output)
     return 0
 

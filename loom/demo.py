@@ -47,31 +47,41 @@ new wordings too (docs/loom.md)."""
 PMI_SIGNALS_ARG = "draft_logprob_mean,draft_logprob_min,prompt_pmi_top4"
 """The draft's log-probs and the prompt's highest PMIs
 (:mod:`meta_spider.wrapper.signals`; collected with ``--pmi-signals``)."""
+OCCLUSION_SIGNALS_ARG = PMI_SIGNALS_ARG + ",occluded_name_logprob"
+"""The PMI recipe's signals and the question's subject found by occlusion
+(collected with ``--occlusion-signals``)."""
 OUTSIDE_TRAIN_QUESTIONS = 240
 """Unanswerable train questions the scope gate learns from (the world's
 ``train_outside`` dataset option)."""
-RECIPES = ("scope", "pmi", "draft")
-"""The demo's recipes, the default first: ``scope`` (P(correct) from the
-draft's log-probs and the PMI alone, the states reading only whether the
-question is one the world can answer: a scope gate learnt from unanswerable
-train questions), ``pmi`` (P(correct) from the states, the draft and the PMI;
-no gate, no such questions) and ``draft`` (P(correct) from the states and the
-draft's log-probs). docs/loom.md compares them; the default was chosen after
-seeing their test and shift numbers."""
+RECIPES = ("occlusion", "scope", "pmi", "draft")
+"""The demo's recipes, the default first: ``occlusion`` (``scope`` with the
+question's subject found by occlusion as a fourth signal), ``scope``
+(P(correct) from the draft's log-probs and the PMI alone, the states reading
+only whether the question is one the world can answer: a scope gate learnt
+from unanswerable train questions), ``pmi`` (P(correct) from the states, the
+draft and the PMI; no gate, no such questions) and ``draft`` (P(correct) from
+the states and the draft's log-probs). docs/loom.md compares them; the
+default was chosen after seeing their test and shift numbers."""
+GATED_RECIPES = ("occlusion", "scope")
+"""Recipes with a scope gate (trained with ``--scope-layer``)."""
 
 
 def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """``(dataset, collect, train)`` extra options of a recipe (:data:`RECIPES`);
-    ``scope`` also needs ``--scope-layer`` (the collection's first target layer)."""
+    the gated ones also need ``--scope-layer`` (the collection's first target layer)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
     if recipe == "draft":
         return (), DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
-    train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")] + ("--logprob-signals", PMI_SIGNALS_ARG)
+    train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")]
     if recipe == "pmi":
-        return (), DEMO_COLLECT_ARGS + ("--pmi-signals",), train
+        return (), DEMO_COLLECT_ARGS + ("--pmi-signals",), train + ("--logprob-signals", PMI_SIGNALS_ARG)
     dataset = ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}")
-    return dataset, DEMO_COLLECT_ARGS + ("--pmi-signals",), train + ("--p-correct-from", "signals")
+    if recipe == "scope":
+        collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals",), PMI_SIGNALS_ARG
+    else:
+        collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals", "--occlusion-signals"), OCCLUSION_SIGNALS_ARG
+    return dataset, collect, train + ("--logprob-signals", signals, "--p-correct-from", "signals")
 
 
 class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
@@ -80,7 +90,7 @@ class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_d
     template = "{step} failed: {message}"
 
 
-def default_run_dir(world_path: Path, recipe: str = "scope") -> Path:
+def default_run_dir(world_path: Path, recipe: str = RECIPES[0]) -> Path:
     """The demo's run directory: beside the world it was made from, one per
     recipe (``demo-run`` for the default, ``demo-run-<recipe>`` otherwise)."""
     return world_path / ("demo-run" if recipe == RECIPES[0] else f"demo-run-{recipe}")
@@ -162,7 +172,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
                    *collect_args], run_dir)
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
-        if recipe == "scope":  # the gate reads the first layer the collection holds
+        if recipe in GATED_RECIPES:  # the gate reads the first layer the collection holds
             from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
 
             layer = ActivationDataset.load(run_dir / ACTIVATIONS_DIR).target_layers[0]

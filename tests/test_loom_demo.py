@@ -53,9 +53,10 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     plain.attach(manifest.resolve(run, manifest.checkpoint))
     assert plain.answer_gate.threshold == manifest.calibration["doubter"]["threshold"]
     # The default recipe: P(correct) from the pass-1 signals alone (the encoder's own logit has weight 0 in the
-    # mix), the states read for scope by a fitted gate.
+    # mix), the question's subject found by occlusion among them; the states read for scope by a fitted gate.
+    # plain.generate below is told the user's words by the messages it is given.
     doubter = plain.doubter
-    assert doubter.config.signals and doubter.signal_mix.linear.weight[0, 0].item() == 0.0
+    assert "occluded_name_logprob" in doubter.config.signals and doubter.signal_mix.linear.weight[0, 0].item() == 0.0
     assert doubter.scope_gate is not None and doubter.scope_gate.fitted
     dataset = WorldDataset("tiny", 0, tiny_world.model_dir)
     examples = {example.id: example for example in dataset.split("test")}
