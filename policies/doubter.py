@@ -115,12 +115,12 @@ def resolve_threshold(
     return ThresholdSetting(float(value), f"calibration:{key}")
 
 
-def _question(messages: Sequence[Mapping[str, Any]]) -> str | None:
-    """The text of the last ``user`` turn (what pass 1's occlusion signal reads), or None without one."""
+def _question(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text of the last ``user`` turn (what pass 1's occlusion signal reads); empty without one."""
     try:
         return last_user_text(messages)
     except ValueError:
-        return None
+        return ""
 
 
 def _since_question(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

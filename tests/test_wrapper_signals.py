@@ -131,8 +131,18 @@ def test_question_words_follow_the_tokenization_of_the_rendered_prompt() -> None
     assert [k for word in words for k in word] == list(range(words[0][0], words[-1][-1] + 1))
     with pytest.raises(ValueError, match="not in the prompt"):
         question_words(encode, text, "Where was Grace Hopper born?")
-    with pytest.raises(ValueError, match="empty"):
-        question_words(encode, text, "  ")
+    assert question_words(encode, text, "  ") == []  # no words: the signal reads 0
+    # A long message: its last OCCLUSION_MAX_WORDS words, where its question is.
+    from meta_spider.wrapper.signals import OCCLUSION_MAX_WORDS
+
+    long_question = " ".join(["word"] * 40) + " " + question
+    long_text = tokenizer.apply_chat_template([{"role": "user", "content": long_question}], tokenize=False,
+                                              add_generation_prompt=True)
+    long_words = question_words(encode, long_text, long_question)
+    long_ids = tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    assert len(long_words) == OCCLUSION_MAX_WORDS
+    assert tokenizer.decode([long_ids[k] for k in long_words[-1]]).strip() == "born?"
+    assert all(k < len(long_ids) for word in long_words for k in word)
 
 
 def test_last_user_text_is_the_question_the_occlusion_reads() -> None:

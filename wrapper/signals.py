@@ -57,9 +57,9 @@ from typing import Any, AnyStr, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_SIGNALS", "Occlusion",
-           "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names", "drafts",
-           "last_user_text", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
+__all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
+           "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names",
+           "drafts", "last_user_text", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
            "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
@@ -78,6 +78,9 @@ recorded only when a collection asks for them (after the PMI ones)."""
 KNOWN_SIGNALS = SIGNALS + PMI_SIGNALS + OCCLUSION_SIGNALS
 OCCLUDED_WORDS = 2
 """How many of the words the draft leans on most ``occluded_name_logprob`` reads."""
+OCCLUSION_MAX_WORDS = 32
+"""The most words of a question left out in turn (its last ones): the cost of
+the signal is a forward per word, and a long message ends with its question."""
 PMI_TOP_K = 4
 """How many of the prompt's highest token PMIs ``prompt_pmi_top4`` averages."""
 LOW_K = 4
@@ -137,26 +140,30 @@ def word_spans(question: AnyStr) -> list[tuple[int, int]]:
 
 
 def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str) -> list[tuple[int, ...]]:
-    """The prompt positions of each word of ``question``, found at its last
-    occurrence in the rendered prompt ``text``, which ``encode`` (the
-    backend's own tokenization of a rendered prompt) turns into the prompt's
-    ids. A word's positions run from the token count of ``text`` up to the
-    end of the word before it to that of ``text`` up to its own end (so a
-    word's leading space goes with it), position 0 never (it has no
-    log-prob); words that add no token are left out. Raises ValueError when
-    ``question`` is empty or not in ``text``."""
+    """The prompt positions of each word of ``question`` (its last
+    :data:`OCCLUSION_MAX_WORDS` words), found at its last occurrence in the
+    rendered prompt ``text``, which ``encode`` (the backend's own
+    tokenization of a rendered prompt) turns into the prompt's ids. A word's
+    positions run from the token count of ``text`` up to the end of the word
+    before it to that of ``text`` up to its own end (so a word's leading
+    space goes with it), never position 0 (it has no log-prob) nor one past
+    the prompt; words that add no token are left out, and an empty question
+    has none (the signal then reads 0). Raises ValueError when ``question``
+    is not in ``text``."""
     stripped = question.strip()
     if not stripped:
-        raise ValueError("signal 'occluded_name_logprob' needs the user's question, got an empty one")
+        return []
     start = text.rfind(stripped)
     if start < 0:
         raise ValueError(f"signal 'occluded_name_logprob' reads the words of the user's question, and "
                          f"{stripped[:80]!r} is not in the prompt: pass the last user message's text as it was "
                          "rendered")
-    counts = [len(encode(text[:start + end])) for end in [0] + [end for _, end in word_spans(stripped)]]
+    spans = word_spans(stripped)[-OCCLUSION_MAX_WORDS:]
+    total = len(encode(text))
+    counts = [len(encode(text[:start + end])) for end in [spans[0][0]] + [end for _, end in spans]]
     words = []
     for before, after in zip(counts, counts[1:]):
-        positions = tuple(range(max(1, before), after))
+        positions = tuple(range(max(1, before), min(after, total)))
         if positions:
             words.append(positions)
     return words
