@@ -21,11 +21,13 @@ tokenizer's two modes.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Callable, Mapping, Sequence
 
 from meta_spider.backends.base import Message, ToolSchema
 from meta_spider.backends.llamacpp.errors import ContextFullError
+from meta_spider.native.errors import ChatTemplateError
 from meta_spider.wrapper.signals import question_words, reads_occlusion
 
 __all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "GuardedPrompts", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard",
@@ -45,6 +47,8 @@ before budgeting must still fit, and generation stops at the context's end."""
 def prompt_limit(context_length: int) -> int:
     """The most tokens a rendered prompt may take in a context of ``context_length``."""
     return context_length - max(1, min(GENERATION_RESERVE, context_length // 16))
+
+logger = logging.getLogger(__name__)
 
 Encoder = Callable[[str], list[int]]
 _MARKED = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
@@ -167,16 +171,42 @@ class GuardedPrompts:
     def _prompt_context_length(self) -> int | None:
         raise NotImplementedError
 
+    _generation_tail: str | None = None
+
     def question_words(self, prompt: str, question: str | None, signals: Sequence[str]) -> list[tuple[int, ...]] | None:
         """The prompt positions of each word of ``question`` in the rendered
         ``prompt`` when ``signals`` (the Doubter's) read
-        ``occluded_name_logprob``; None when they do not."""
+        ``occluded_name_logprob``; None when they do not. The question is
+        looked for before the text the template writes after a last user
+        turn (its end of turn and the assistant's header), and a question the
+        prompt does not hold is read as no words (a warning; the signal then
+        reads 0) rather than failing the agent's step."""
         if not reads_occlusion(signals):
             return None
         if question is None:
             raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: call "
                              "read(prompt, question=<the last user message's text>)")
-        return question_words(self._encode_ids, prompt, self.guard.guard_text(question))
+        tail = self.generation_tail()
+        end = len(prompt) - len(tail) if tail and prompt.endswith(tail) else len(prompt)
+        try:
+            return question_words(self._encode_ids, prompt[:end], self.guard.guard_text(question))
+        except ValueError as error:
+            logger.warning("%s; the occlusion signal reads no words", error)
+            return []
+
+    def generation_tail(self) -> str:
+        """What the template writes after the content of a conversation's
+        last user turn (end of turn, generation header); empty when it cannot
+        be rendered alone."""
+        if self._generation_tail is None:
+            mark = "\ue002"
+            try:
+                text = self.render_prompt([{"role": "user", "content": mark}])
+            except ChatTemplateError as error:  # a template that refuses one user turn alone: no tail to skip
+                logger.debug("generation tail not rendered (%s)", error)
+                text = mark
+            self._generation_tail = text[text.rindex(mark) + len(mark):] if mark in text else ""
+        return self._generation_tail
 
     def render_prompt(
         self,

@@ -101,7 +101,8 @@ def test_read_then_injected_generate_reuses_the_read_cache(model_folder: Path, c
         backend.generate(prompt, max_new_tokens=12).text
 
 
-def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folder: Path) -> None:
+def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folder: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     from meta_spider.wrapper.signals import OCCLUSION_SIGNALS, question_words
 
     backend = TransformersBackend.from_settings(str(model_folder), local_files_only=True, target_layers=[1, 4])
@@ -119,5 +120,35 @@ def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folde
     assert read.extras["signals"]["occluded_name_logprob"] == pytest.approx(float(expected.signals[0, 0]), abs=1e-6)
     with pytest.raises(ValueError, match=r"needs the user's question: call read\(prompt, question="):
         backend.read(prompt)
-    with pytest.raises(ValueError, match="not in the prompt"):
-        backend.read(prompt, question="Who painted it?")
+    # A question the prompt does not hold is read as no words (the signal reads 0), with a warning, not a failure.
+    with caplog.at_level("WARNING", logger="meta_spider.backends.prompt_guard"):
+        lost = backend.read(prompt, question="Who painted it?")
+    assert lost.extras["signals"]["occluded_name_logprob"] == 0.0 and "is not in the prompt" in caplog.text
+    # The question is looked for in the user's turn, not in the assistant's header the template writes after it.
+    tail = backend.generation_tail()
+    assert tail and "assistant" in tail
+    asked = backend.render_prompt([{"role": "user", "content": "assistant"}])
+    found = backend.question_words(asked, "assistant", ["occluded_name_logprob"])
+    user_turn = len(backend._encode_ids(asked[:asked.rindex("assistant", 0, len(asked) - len(tail)) + 9]))
+    assert found == [tuple(range(found[0][0], user_turn))]
+
+
+@pytest.mark.parametrize("read_position", ["prompt", "draft"])
+def test_dynamic_refresh_with_an_earlier_read_needs_no_question(model_folder: Path, read_position: str) -> None:
+    # Pass 2 injecting an earlier read's tokens reads only the states refresh compares against: no signals, so no
+    # question; those states are pass 1's at the Doubter's read position.
+    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS
+
+    backend = TransformersBackend.from_settings(str(model_folder), local_files_only=True, target_layers=[1, 4],
+                                                dynamic_refresh=True, read_position=read_position)
+    pipeline = backend.pipeline
+    doubter = pipeline.attach(pipeline.new_doubter(signals=list(OCCLUSION_SIGNALS), **SMALL))
+    first, second = (backend.render_prompt([{"role": "user", "content": text}]) for text in PROMPTS[:2])
+    earlier = backend.read(first, question=PROMPTS[0])
+    completion = backend.generate(second, max_new_tokens=6, inject=earlier)  # not the prompt read last
+    assert completion.num_tokens >= 1
+    ids = backend.encode(second)
+    reference = pipeline.decoder.read_reference(doubter, ids, read_position=read_position, max_draft_tokens=6)
+    full = pipeline.read_ids(ids, max_draft_tokens=6, words=pipeline.question_words(second, PROMPTS[1]))
+    torch.testing.assert_close(reference.layer_states, full.layer_states)
+    assert reference.signals is None and full.signals is not None

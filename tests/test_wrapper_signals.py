@@ -224,5 +224,34 @@ def test_pass1_occlusion_reads_the_draft_without_each_word() -> None:
     # generate() finds the question's words itself; ids without them are refused with the fix named.
     result = pipe.generate(question, max_new_tokens=8, return_result=True)
     assert result.p_correct == pytest.approx(pass1.p_correct, abs=1e-6)
-    with pytest.raises(ValueError, match="needs the words of the user's question"):
+    with pytest.raises(ValueError, match=r"needs the user's question: give its words' prompt positions"):
         pipe.read_ids(ids, max_draft_tokens=8)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "falcon_h1"])
+def test_a_long_prompt_shares_the_prefix_before_the_question(family: str) -> None:
+    # A conversation before the question: its KV cache is prefilled once and cut back after each word (a hybrid
+    # base whose recurrent layers cannot be cut back runs whole rows instead), with the values of whole rows.
+    from meta_spider.wrapper.passes import SHARED_PREFIX_TOKENS
+    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS
+
+    model, tokenizer = shared_model(family), shared_tokenizer()
+    pipe = MetaSpiderPipeline(model, tokenizer, MetaSpiderConfig(model_name=family))
+    doubter = pipe.attach(pipe.new_doubter(signals=list(OCCLUSION_SIGNALS), **SMALL))
+    question = PROMPTS[4]
+    messages = [{"role": "user", "content": " ".join(PROMPTS[:4])}, {"role": "assistant", "content": PROMPTS[5]},
+                {"role": "user", "content": question}]
+    text = pipe.render(messages)
+    ids = pipe.encode(text)[0].tolist()
+    words = pipe.question_words(text, question)
+    assert words[0][0] >= SHARED_PREFIX_TOKENS
+    draft = pipe.read_ids(torch.tensor([ids]), max_draft_tokens=6, words=words).draft_ids
+    decoder = pipe.decoder
+    shared = decoder.occluded_draft_logprobs([ids], [draft], [words], pad_token_id=pipe.pad_token_id)[0]
+    whole = decoder.occluded_draft_logprobs([ids, ids], [draft, draft], [words, words],
+                                            pad_token_id=pipe.pad_token_id)[0]  # two prompts: whole rows
+    np.testing.assert_allclose(shared, whole, rtol=1e-5, atol=1e-4)
+    # Pass 1's own cache is untouched by the occlusion forwards: pass 2 with the injection off is the draft.
+    doubter.set_injection_gates(0.0)
+    result = pipe.generate(messages, max_new_tokens=6, return_result=True)
+    assert result.token_ids == draft and result.reused_prompt_cache

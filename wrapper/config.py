@@ -243,9 +243,9 @@ class DoubterConfig(_JsonConfig):
     @property
     def drafts(self) -> bool:
         """Whether pass 1 drafts an answer: a draft read, or a signal that reads the draft."""
-        from meta_spider.wrapper.signals import drafts
+        from meta_spider.wrapper.signals import needs_draft
 
-        return self.read_position == "draft" or drafts(self.signals)
+        return self.read_position == "draft" or needs_draft(self.signals)
 
     @property
     def cognitive_token_count(self) -> int:

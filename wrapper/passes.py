@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 OCCLUSION_BATCH = 64
 """Rows (question without one word, plus the draft) per forward of
 :meth:`TwoPassDecoder.occluded_draft_logprobs`."""
+SHARED_PREFIX_TOKENS = 64
+"""From this many prompt tokens before the question's first word on, one
+prompt's occlusion forwards share that prefix's KV cache (prefilled once)
+instead of each running the whole prompt again."""
 
 
 @dataclass
@@ -183,10 +187,19 @@ class TwoPassDecoder:
         positions of each), the summed log-prob of the draft ``drafts[i]``
         given the prompt without that word: the forwards of
         ``occluded_name_logprob`` (:mod:`meta_spider.wrapper.signals`), in
-        left-padded batches of :data:`OCCLUSION_BATCH` rows, no cache kept."""
-        rows: list[tuple[int, list[int]]] = [(index, without_word(prompt, positions) + list(draft))
-                                             for index, (prompt, draft, question) in enumerate(zip(prompts, drafts, words))
-                                             for positions in question]
+        left-padded batches of :data:`OCCLUSION_BATCH` rows, no cache kept.
+        One prompt whose question starts :data:`SHARED_PREFIX_TOKENS` tokens
+        or more in (a conversation, a long system prompt) prefills what comes
+        before the question once and runs only the rest per word, where the
+        base's cache can be cut back (:meth:`_occluded_after_prefix`)."""
+        if len(prompts) == 1 and words[0] and min(word[0] for word in words[0]) >= SHARED_PREFIX_TOKENS:
+            shared = self._occluded_after_prefix(prompts[0], drafts[0], words[0])
+            if shared is not None:
+                return [shared]
+        rows: list[tuple[int, list[int]]] = [
+            (index, without_word(prompt, word) + list(draft))
+            for index, (prompt, draft, question_words) in enumerate(zip(prompts, drafts, words))
+            for word in question_words]
         sums: list[list[float]] = [[] for _ in prompts]
         for start in range(0, len(rows), OCCLUSION_BATCH):
             batch = rows[start:start + OCCLUSION_BATCH]
@@ -194,11 +207,37 @@ class TwoPassDecoder:
             keep = max(len(drafts[index]) for index, _ in batch) + 1
             logits = self.forward_rows(input_ids, self.new_cache(), mask, padded_position_ids(mask), all_logits=True,
                                        keep_last=keep)
-            for row, (index, ids) in enumerate(batch):
+            for row, (index, _) in enumerate(batch):
                 draft = list(drafts[index])
                 predicting = logits[row, keep - len(draft) - 1: keep - 1].numpy()  # left padding: the draft ends the row
                 sums[index].append(float(token_logprobs(predicting, draft).sum()))
         return [tuple(values) for values in sums]
+
+    def _occluded_after_prefix(self, prompt: Sequence[int], draft: Sequence[int],
+                               words: Sequence[Sequence[int]]) -> tuple[float, ...] | None:
+        """:meth:`occluded_draft_logprobs` of one prompt with the tokens
+        before its question's first word prefilled once: per word the rest
+        of the prompt without it and the draft, then the cache cut back to
+        the prefix. None where the cache cannot be cut back (a recurrent
+        layer keeps no earlier state): the caller runs whole rows instead."""
+        start = min(word[0] for word in words)
+        draft = list(draft)
+        cache = self.new_cache()
+        prefix_logits = self.forward(torch.tensor([list(prompt[:start])]), cache)
+        sums = []
+        for word in words:
+            rest = without_word(prompt, word)[start:] + draft
+            logits = self.forward(torch.tensor([rest]), cache, all_logits=True).cpu()
+            before = len(rest) - len(draft)  # rows predicting the draft: the last token before it, then the draft's own
+            rows = logits[before - 1: len(rest) - 1] if before else torch.cat([prefix_logits[None].cpu(),
+                                                                                  logits[:len(draft) - 1]])
+            sums.append(float(token_logprobs(rows.numpy(), draft).sum()))
+            try:
+                cache.crop(-(int(cache.get_seq_length()) - start))
+            except (RuntimeError, ValueError, IndexError, AttributeError) as exc:  # a layer kind that cannot roll back
+                logger.debug("occlusion prefix cache not reusable (%s); whole rows instead", exc)
+                return None
+        return tuple(sums)
 
     def _continue(
         self,
@@ -294,12 +333,11 @@ class TwoPassDecoder:
             occlusion = None
             if reads_occlusion(config.signals):
                 if words is None:
-                    raise ValueError("this Doubter reads occluded_name_logprob, which needs the words of the user's "
-                                     "question: give their prompt positions (words=question_words(...)), or the "
-                                     "question to the backend's read")
+                    raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: give "
+                                     "its words' prompt positions (words=pipe.question_words(text, question))")
                 prompt = input_ids[0].tolist()
                 sums = self.occluded_draft_logprobs([prompt], [read.draft_ids], [words], pad_token_id=pad_token_id)
-                occlusion = Occlusion(tuple(tuple(int(k) for k in word) for word in words), sums[0])
+                occlusion = Occlusion(words, sums[0])
             reference = None if doubter.log_reference is None else doubter.log_reference.detach().cpu().numpy()
             signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs, read.draft_logprobs,
                                                      prompt_ids=input_ids[0].tolist(), log_reference=reference,
@@ -308,6 +346,20 @@ class TwoPassDecoder:
             encoded = doubter.encode(states, signals)
         return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
                      cache=read.cache, signals=signals)
+
+    def read_reference(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
+                       max_draft_tokens: int = 64) -> Pass1:
+        """The states dynamic refresh compares against, when pass 2 injects
+        cognitive tokens of an earlier read: pass 1's states at
+        ``read_position`` without the pass-1 signals (its P(correct) is the
+        encoder's own; nothing reads it)."""
+        read = self.read_states(input_ids, doubter.config.target_layers,
+                                max_draft_tokens=max_draft_tokens if read_position == "draft" else 0)
+        states = read.draft_states if read_position == "draft" else read.prompt_states
+        with torch.no_grad():
+            encoded = EncoderOutput(doubter.cognitive_tokens(states), doubter.encoder_logit(states))
+        return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
+                     cache=read.cache)
 
     # ------------------------------------------------------------ pass 2
 

@@ -38,7 +38,6 @@ from meta_spider.wrapper.signals import last_user_text, question_words, reads_oc
 from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
 
 PromptLike = Union[str, Sequence[Mapping[str, Any]]]
-
 """A user message as a string, or a list of chat messages."""
 
 DECISIONS = ("base", "pass2", "gate_refused", "base_answer")
@@ -275,8 +274,11 @@ class MetaSpiderPipeline:
         if doubter is None or not inject:
             yield from self.decoder.stream_plain(input_ids, max_new_tokens, stats)
             return
-        if pass1 is None and (cognitive_tokens is None or dynamic_refresh):
+        if pass1 is None and cognitive_tokens is None:
             pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens, words=words)
+        elif pass1 is None and dynamic_refresh:  # only the states refresh compares against: no signals to compute
+            pass1 = self.decoder.read_reference(doubter, input_ids, read_position=doubter.config.read_position,
+                                                max_draft_tokens=max_new_tokens)
         tokens = cognitive_tokens if cognitive_tokens is not None else pass1.encoded.cognitive_tokens
         if tokens.dim() == 2:
             tokens = tokens.unsqueeze(0)

@@ -53,13 +53,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, AnyStr, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
            "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names",
-           "drafts", "last_user_text", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
+           "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
            "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
@@ -108,7 +108,7 @@ def reads_prompt(names: Sequence[str]) -> bool:
     return any(name not in DRAFT_SIGNALS for name in names)
 
 
-def drafts(names: Sequence[str]) -> bool:
+def needs_draft(names: Sequence[str]) -> bool:
     """Whether any of ``names`` needs pass 1 to draft an answer."""
     return any(name in DRAFT_SIGNALS or name in OCCLUSION_SIGNALS for name in names)
 
@@ -132,11 +132,9 @@ def reference_problem(log_reference: np.ndarray) -> str | None:
     return None
 
 
-def word_spans(question: AnyStr) -> list[tuple[int, int]]:
-    """``(begin, end)`` of each whitespace-separated word of ``question``
-    (characters of a str, bytes of UTF-8 bytes)."""
-    pattern = rb"\S+" if isinstance(question, bytes) else r"\S+"
-    return [match.span() for match in re.finditer(pattern, question)]
+def word_spans(question: str) -> list[tuple[int, int]]:
+    """``(begin, end)`` of each whitespace-separated word of ``question``."""
+    return [match.span() for match in re.finditer(r"\S+", question)]
 
 
 def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str) -> list[tuple[int, ...]]:
@@ -172,7 +170,8 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
 def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
     """The user's words in ``prompt``: the string itself, or the text of the
     last user message (its text parts joined by spaces when the content is a
-    list of parts); raises ValueError when there is none."""
+    list of parts; empty when it has none); raises ValueError when there is
+    no user message."""
     if isinstance(prompt, str):
         return prompt
     for message in reversed(list(prompt)):
@@ -182,9 +181,8 @@ def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
         if isinstance(content, list):
             content = " ".join(part.get("text", "") for part in content
                                if isinstance(part, Mapping) and part.get("type") == "text")
-        if isinstance(content, str) and content.strip():
-            return content
-    raise ValueError("the prompt has no user message with text: the occlusion signal reads the user's question")
+        return content if isinstance(content, str) else ""
+    raise ValueError("the prompt has no user message: the occlusion signal reads the user's question")
 
 
 def without_word(prompt_ids: Sequence[int], positions: Sequence[int]) -> list[int]:
@@ -204,6 +202,9 @@ class Occlusion:
     draft_logprob_sums: tuple[float, ...]
 
     def __post_init__(self) -> None:
+        # any sequences of ints and floats in, tuples out (the dataclass is frozen)
+        object.__setattr__(self, "words", tuple(tuple(int(k) for k in word) for word in self.words))
+        object.__setattr__(self, "draft_logprob_sums", tuple(float(v) for v in self.draft_logprob_sums))
         if len(self.words) != len(self.draft_logprob_sums):
             raise ValueError(f"an occlusion needs one draft log-prob per word, got {len(self.words)} words and "
                              f"{len(self.draft_logprob_sums)} log-probs")

@@ -279,8 +279,7 @@ class LlamaCppBackend(GuardedPrompts):
             return states, draft, None
         occlusion = None
         if words is not None and draft:
-            occlusion = Occlusion(tuple(tuple(int(k) for k in word) for word in words),
-                                  self._occluded_draft_logprobs(input_ids, draft, words))
+            occlusion = Occlusion(words, self._occluded_draft_logprobs(input_ids, draft, words))
         values = signal_vector(doubter.signals, prompt_logprobs, np.asarray(draft_logprobs) if draft else None,
                                prompt_ids=list(input_ids), log_reference=doubter.log_reference, occlusion=occlusion)
         return states, draft, values

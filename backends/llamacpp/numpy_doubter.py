@@ -25,7 +25,7 @@ import numpy as np
 
 from meta_spider.backends.llamacpp.sidecar_format import SidecarContents, SidecarError, read_sidecar
 from meta_spider.wrapper.constants import SCOPE_VETO_LOGIT
-from meta_spider.wrapper.signals import drafts
+from meta_spider.wrapper.signals import needs_draft
 
 LAYER_NORM_EPS = 1e-5
 """torch.nn.LayerNorm's default, used by every norm inside the Doubter."""
@@ -203,7 +203,7 @@ class NumpyDoubter:
     @property
     def drafts(self) -> bool:
         """Whether pass 1 drafts: a draft read, or a signal that reads the draft."""
-        return self.read_position == "draft" or drafts(self.signals)
+        return self.read_position == "draft" or needs_draft(self.signals)
 
     def encode(self, layer_states: np.ndarray, signals: np.ndarray | None = None) -> NumpyEncoded:
         """Pass-1 states ``[L, d]`` (target-layer order) and, when the Doubter

@@ -329,7 +329,7 @@ class ActivationDatasetCollector:
             sums = self.pipe.decoder.occluded_draft_logprobs([row.tolist() for row in rows],
                                                              [read.draft_ids for read in reads], words,
                                                              pad_token_id=self.pipe.pad_token_id)
-            occlusions = [Occlusion(tuple(word), total) for word, total in zip(words, sums)]
+            occlusions = [Occlusion(word, total) for word, total in zip(words, sums)]
         return [ExampleReading(
             prompt_ids=row.tolist(),
             answer_ids=list(read.draft_ids),
