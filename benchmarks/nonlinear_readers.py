@@ -61,7 +61,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.policies.actions import is_refusal
+    from meta_spider.loom.train.data import unanswerable_examples
 
     data = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR)
     correct = data.tensor("pass1_correct").numpy().astype(bool)
@@ -88,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for index, layer in enumerate(data.target_layers):
             sets[f"{label} + layer {layer} state"] = np.column_stack([features, states[:, index]])
 
-    unanswerable = np.array([is_refusal(str(record.get("ground_truths", [""])[0])) for record in data.examples])
+    unanswerable = np.array(unanswerable_examples(data.examples), dtype=bool)
     fits = {"": train}
     if unanswerable[train].any():
         fits[" (answerable)"] = train[~unanswerable[train]]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -61,6 +62,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from meta_spider.loom.world.presets import get_preset
     from meta_spider.plugins import make_plugin_manager
     from meta_spider.policies.actions import is_refusal
+    from meta_spider.wrapper.scope import VETO_LOGIT
 
     torch.set_num_threads(1)
     manifest = RunManifest.load(args.run_dir)
@@ -134,6 +136,31 @@ def main(argv: Optional[list[str]] = None) -> int:
             say(f"invented, {label}:")
             for line in made:
                 say(line)
+
+    # The world's own test_outside: of the drafts that would invent, which the veto refuses and which P(correct).
+    outside = list(dataset.split("test_outside"))
+    drafted = []
+    for example in outside:
+        answered, p_correct, _, draft = ask(example.question, dataset.prompt(example).messages)
+        if not is_refusal(draft):
+            drafted.append((example, answered, p_correct))
+    veto_p = 1.0 / (1.0 + math.exp(-VETO_LOGIT))  # P(correct) where the scope gate vetoed
+    vetoed = {example.id for example, answered, p_correct in drafted if not answered and p_correct <= 2 * veto_p}
+    needed = set()
+    if gate is not None:
+        gate.threshold.fill_(float("-inf"))
+        needed = {example.id for example, answered, _ in drafted
+                  if example.id in vetoed and ask(example.question, dataset.prompt(example).messages)[0]}
+        gate.threshold.fill_(float(veto))
+    refused = [row for row in drafted if not row[1]]
+    say()
+    say(f"test_outside: {len(outside)} questions, {len(drafted)} drafts that are not the refusal; with the scope gate "
+        f"{len(refused)} refused and {len(drafted) - len(refused)} invented: {len(vetoed)} vetoed by the gate "
+        f"({len(needed)} of them answered with its veto switched off), {len(refused) - len(vetoed)} below the "
+        "threshold by P(correct)")
+    for example, _, p_correct in refused:
+        if example.id not in vetoed:
+            say(f"  refused by P(correct) {p_correct:.1e}: {example.question}")
     output.write(args.output)
     return 0
 
