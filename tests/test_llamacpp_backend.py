@@ -221,6 +221,11 @@ def test_pass1_signals_match_transformers(tiny):
                                    rtol=1e-4, atol=1e-3)
         assert got.extras["draft_text"] == expected.extras["draft_text"]  # prompt read, drafted for the signals
         assert abs(got.p_correct - expected.p_correct) <= 1e-4
+        assert got.extras["signals"]["occluded_name_logprob"] < 0  # the name's later tokens: a real value
+        # The occlusion prefills left the KV cache holding another prompt: pass 2 still starts from this one.
+        want = reference_injected_logits(pipeline, prompt, expected.cognitive_tokens)
+        np.testing.assert_allclose(backend.next_token_logits(prompt, inject=got), want, atol=LOGITS_ATOL)
+        backend.read(prompt, question=question)
         assert backend.generate(prompt, max_new_tokens=12, inject=got).text == reference.generate(
             prompt, max_new_tokens=12, inject=expected).text
     backend.close()
