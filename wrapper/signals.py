@@ -36,8 +36,9 @@ Pass 1 computes the base's logits anyway; from them come, per question,
   name the base has read often has predictable later tokens whatever the
   frame around it, so this survives new wordings without being told where
   the name is (docs/loom.md). It costs one forward of (prompt without the
-  word + draft) per word of the question, needs the question's words
-  (:func:`word_spans`) and is recorded only when asked for
+  word + draft) per word of the question (its last
+  :data:`OCCLUSION_MAX_WORDS`), needs the question's words in the prompt
+  (:func:`question_words`) and is recorded only when asked for
   (:data:`OCCLUSION_SIGNALS`).
 
 A Doubter whose config names some of them (``DoubterConfig.signals``)
