@@ -160,7 +160,7 @@ class Doubter(nn.Module):
         vetoes questions it reads as outside what the base can answer, unless
         ``scope`` is false (the training loss, which teaches P(correct) on
         every question)."""
-        encoded = self._encoder_output(layer_states)
+        encoded = self.encoder_output(layer_states)
         logit = encoded.p_correct_logit
         if self.signal_mix is not None:
             wanted = (layer_states.shape[0], len(self.config.signals))
@@ -176,13 +176,15 @@ class Doubter(nn.Module):
     def cognitive_tokens(self, layer_states: torch.Tensor) -> torch.Tensor:
         """Only the cognitive tokens ``[B, N, d]`` of ``layer_states`` (what
         dynamic refresh needs; no P(correct), so no signals)."""
-        return self._encoder_output(layer_states).cognitive_tokens
+        return self.encoder_output(layer_states).cognitive_tokens
 
     def encoder_logit(self, layer_states: torch.Tensor) -> torch.Tensor:
         """The encoder's own P(correct) logit ``[B]``, before any signals."""
-        return self._encoder_output(layer_states).p_correct_logit
+        return self.encoder_output(layer_states).p_correct_logit
 
-    def _encoder_output(self, layer_states: torch.Tensor) -> EncoderOutput:
+    def encoder_output(self, layer_states: torch.Tensor) -> EncoderOutput:
+        """The encoder alone on ``[B, L, d]`` states: cognitive tokens and
+        its own P(correct) logit, before any signals or scope gate."""
         if self.encoder is None:
             raise ValueError("this Doubter is unsized (its config has hidden_size 0): attach it to a pipeline first "
                              "(pipeline.attach(doubter) sizes it from the base)")

@@ -357,7 +357,7 @@ class TwoPassDecoder:
                                 max_draft_tokens=max_draft_tokens if read_position == "draft" else 0)
         states = read.draft_states if read_position == "draft" else read.prompt_states
         with torch.no_grad():
-            encoded = EncoderOutput(doubter.cognitive_tokens(states), doubter.encoder_logit(states))
+            encoded = doubter.encoder_output(states)
         return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
                      cache=read.cache)
 

@@ -34,7 +34,7 @@ from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGa
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
 from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
-from meta_spider.wrapper.signals import last_user_text, question_words, reads_occlusion
+from meta_spider.wrapper.signals import Occlusion, last_user_text, question_words, reads_occlusion
 from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
 
 PromptLike = Union[str, Sequence[Mapping[str, Any]]]
@@ -402,6 +402,18 @@ class MetaSpiderPipeline:
                                         logprobs=True)
         read.cache = None  # not needed by a collector; free the memory now
         return [read]
+
+    def collect_occlusions(self, prompt_texts: Sequence[str], questions: Sequence[str],
+                           prompt_ids: Sequence[Sequence[int]], drafts: Sequence[Sequence[int]]) -> list[Occlusion]:
+        """What ``occluded_name_logprob`` reads for collected prompts (rendered
+        ``prompt_texts``, their ids, the user's ``questions`` in them and pass
+        1's ``drafts``): each question's words and the draft's log-prob
+        without each, the forwards batched across prompts
+        (:meth:`TwoPassDecoder.occluded_draft_logprobs`)."""
+        words = [self.question_words(text, question) for text, question in zip(prompt_texts, questions)]
+        sums = self.decoder.occluded_draft_logprobs([list(row) for row in prompt_ids], drafts, words,
+                                                    pad_token_id=self.pad_token_id)
+        return [Occlusion(word, total) for word, total in zip(words, sums)]
 
     def reference_logprobs(self, prompt_ids: Sequence[torch.Tensor]) -> np.ndarray:
         """``log p_ref`` ``[V]`` (float64) over prompts (``[T]`` ids each):

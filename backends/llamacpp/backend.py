@@ -44,6 +44,7 @@ from meta_spider.backends.llamacpp.sidecar_format import (
 )
 from meta_spider.backends.prompt_guard import GuardedPrompts, SpecialTextGuard, gguf_control_tokens
 from meta_spider.backends.stop import DecodedText
+from meta_spider.wrapper.signals import Occlusion, reads_prompt, signal_vector, token_logprobs, without_word
 
 __all__ = ["KV_CACHE_TYPES", "LlamaCppBackend"]
 
@@ -251,8 +252,6 @@ class LlamaCppBackend(GuardedPrompts):
         """Pass 1 on ids: states at the read position, the draft (when the Doubter drafts) and the pass-1
         signals the Doubter reads (None when it reads none or ``signals`` is off), computed as the torch
         pipeline does; ``words``: the prompt positions of the question's words, for the occlusion signal."""
-        from meta_spider.wrapper.signals import Occlusion, reads_prompt, signal_vector, token_logprobs
-
         doubter = self._require_doubter("read activations (pass 1)")
         layers = doubter.target_layers
         prompt_signals = reads_prompt(doubter.signals)
@@ -289,8 +288,6 @@ class LlamaCppBackend(GuardedPrompts):
         """Per word, the draft's summed log-prob given the prompt without that word (the occlusion
         signal's forwards). Each shares the prompt up to the word with the one before, which the KV
         cache keeps; pass 2 decodes again from where its prompt differs from the last of them."""
-        from meta_spider.wrapper.signals import token_logprobs, without_word
-
         sums = []
         for positions in words:
             rest = without_word(input_ids, positions)

@@ -325,11 +325,8 @@ class ActivationDatasetCollector:
         if reads_occlusion(self.signals):
             if user_texts is None or len(user_texts) != len(rows) or any(text is None for text in user_texts):
                 raise ValueError("the occlusion signal needs the user's words of every prompt (user_texts)")
-            words = [self.pipe.question_words(text, user) for text, user in zip(prompt_texts, user_texts)]
-            sums = self.pipe.decoder.occluded_draft_logprobs([row.tolist() for row in rows],
-                                                             [read.draft_ids for read in reads], words,
-                                                             pad_token_id=self.pipe.pad_token_id)
-            occlusions = [Occlusion(word, total) for word, total in zip(words, sums)]
+            occlusions = self.pipe.collect_occlusions(prompt_texts, user_texts, [row.tolist() for row in rows],
+                                                      [read.draft_ids for read in reads])
         return [ExampleReading(
             prompt_ids=row.tolist(),
             answer_ids=list(read.draft_ids),
