@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from meta_spider.backends.base import Message, ToolSchema
 from meta_spider.backends.llamacpp.errors import ContextFullError
 from meta_spider.native.errors import ChatTemplateError
-from meta_spider.wrapper.signals import question_words, reads_occlusion
+from meta_spider.wrapper.signals import generation_tail, question_words, reads_occlusion
 
 __all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "GuardedPrompts", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard",
            "TRUNCATION_NOTE", "prompt_limit"]
@@ -186,10 +186,9 @@ class GuardedPrompts:
         if question is None:
             raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: call "
                              "read(prompt, question=<the last user message's text>)")
-        tail = self.generation_tail()
-        end = len(prompt) - len(tail) if tail and prompt.endswith(tail) else len(prompt)
         try:
-            return question_words(self._encode_ids, prompt[:end], self.guard.guard_text(question))
+            return question_words(self._encode_ids, prompt, self.guard.guard_text(question),
+                                  tail=self.generation_tail())
         except ValueError as error:
             logger.warning("%s; the occlusion signal reads no words", error)
             return []
@@ -199,13 +198,11 @@ class GuardedPrompts:
         last user turn (end of turn, generation header); empty when it cannot
         be rendered alone."""
         if self._generation_tail is None:
-            mark = "\ue002"
             try:
-                text = self.render_prompt([{"role": "user", "content": mark}])
+                self._generation_tail = generation_tail(self.render_prompt)
             except ChatTemplateError as error:  # a template that refuses one user turn alone: no tail to skip
                 logger.debug("generation tail not rendered (%s)", error)
-                text = mark
-            self._generation_tail = text[text.rindex(mark) + len(mark):] if mark in text else ""
+                self._generation_tail = ""
         return self._generation_tail
 
     def render_prompt(

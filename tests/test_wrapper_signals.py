@@ -145,6 +145,34 @@ def test_question_words_follow_the_tokenization_of_the_rendered_prompt() -> None
     assert all(k < len(long_ids) for word in long_words for k in word)
 
 
+def test_the_question_is_looked_for_before_the_template_tail() -> None:
+    # "assistant" is also in the generation header the template writes after the user's turn: the words are the
+    # user's, on the pipeline's path (pipe.generate, collection, evaluation) as on the backends'.
+    from meta_spider.wrapper.signals import generation_tail, question_words
+
+    tokenizer = shared_tokenizer()
+    pipe = MetaSpiderPipeline(shared_model("qwen2"), tokenizer, MetaSpiderConfig(model_name="qwen2"))
+    tail = pipe.generation_tail()
+    assert tail == generation_tail(pipe.render) and "assistant" in tail
+    text = pipe.render("assistant")
+    encode = lambda prefix: tokenizer(prefix, add_special_tokens=False)["input_ids"]  # noqa: E731
+    user_turn = len(encode(text[:text.rindex("assistant", 0, len(text) - len(tail)) + len("assistant")]))
+    words = pipe.question_words(text, "assistant")
+    assert words == question_words(encode, text, "assistant", tail=tail) and words[0][-1] == user_turn - 1
+    assert question_words(encode, text, "assistant")[0][-1] > user_turn  # without the tail: the header's word
+    # A tokenizer without a chat template has no tail: a plain string is searched whole.
+    bare = MetaSpiderPipeline(shared_model("qwen2"), _without_template(tokenizer), MetaSpiderConfig(model_name="qwen2"))
+    assert bare.generation_tail() == "" and bare.question_words("Where was Ada born?", "Ada born?")
+
+
+def _without_template(tokenizer):
+    import copy
+
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    return bare
+
+
 def test_last_user_text_is_the_question_the_occlusion_reads() -> None:
     from meta_spider.wrapper.signals import last_user_text
 

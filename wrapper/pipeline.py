@@ -16,6 +16,7 @@ forward the trainer backpropagates through. The token-level work lives in
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
+from jinja2 import TemplateError
 from torch import nn
 
 from meta_spider.wrapper.batched import left_pad, read_drafts, reference_logprobs
@@ -34,8 +36,10 @@ from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGa
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
 from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
-from meta_spider.wrapper.signals import Occlusion, last_user_text, question_words, reads_occlusion
+from meta_spider.wrapper.signals import Occlusion, generation_tail, last_user_text, question_words, reads_occlusion
 from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
+
+logger = logging.getLogger(__name__)
 
 PromptLike = Union[str, Sequence[Mapping[str, Any]]]
 """A user message as a string, or a list of chat messages."""
@@ -97,6 +101,7 @@ class MetaSpiderPipeline:
         (see :class:`~meta_spider.wrapper.gates.AnswerGate`); attaching a
         calibrated Doubter sets it from the Doubter's calibration."""
         self._gate_of: Doubter | None = None
+        self._generation_tail: str | None = None
 
     @classmethod
     def from_pretrained(cls, config: MetaSpiderConfig, doubter: "Doubter | str | Path | None" = None) -> "MetaSpiderPipeline":
@@ -236,10 +241,25 @@ class MetaSpiderPipeline:
 
     def question_words(self, text: str, question: str) -> list[tuple[int, ...]]:
         """The prompt positions of each word of ``question`` in the rendered
-        prompt ``text`` (what a Doubter reading ``occluded_name_logprob``
-        needs, :func:`~meta_spider.wrapper.signals.question_words`)."""
+        prompt ``text``, looked for before the text the chat template writes
+        after the last user turn (what a Doubter reading
+        ``occluded_name_logprob`` needs,
+        :func:`~meta_spider.wrapper.signals.question_words`)."""
         return question_words(lambda prefix: self.tokenizer(prefix, add_special_tokens=False)["input_ids"], text,
-                              question)
+                              question, tail=self.generation_tail())
+
+    def generation_tail(self) -> str:
+        """What the chat template writes after the content of a last user
+        turn (end of turn, generation header); empty without a template or
+        when it cannot render one user turn alone."""
+        if self._generation_tail is None:
+            self._generation_tail = ""
+            if getattr(self.tokenizer, "chat_template", None):
+                try:
+                    self._generation_tail = generation_tail(self.render)
+                except (ValueError, TemplateError) as error:  # a template that refuses one user turn alone
+                    logger.debug("generation tail not rendered (%s)", error)
+        return self._generation_tail
 
     def read_ids(self, input_ids: torch.Tensor, *, max_draft_tokens: int = 64,
                  words: Sequence[Sequence[int]] | None = None) -> Pass1:

@@ -60,7 +60,7 @@ import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
            "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names",
-           "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
+           "generation_tail", "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
            "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
@@ -138,11 +138,15 @@ def word_spans(question: str) -> list[tuple[int, int]]:
     return [match.span() for match in re.finditer(r"\S+", question)]
 
 
-def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str) -> list[tuple[int, ...]]:
+def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str, *,
+                   tail: str = "") -> list[tuple[int, ...]]:
     """The prompt positions of each word of ``question`` (its last
     :data:`OCCLUSION_MAX_WORDS` words), found at its last occurrence in the
-    rendered prompt ``text``, which ``encode`` (the backend's own
-    tokenization of a rendered prompt) turns into the prompt's ids. A word's
+    rendered prompt ``text`` before ``tail`` (:func:`generation_tail`: what
+    the template writes after the last user turn, so that a question such as
+    "assistant" is not found in the assistant's header), which ``encode``
+    (the backend's own tokenization of a rendered prompt) turns into the
+    prompt's ids. A word's
     positions run from the token count of ``text`` up to the end of the word
     before it to that of ``text`` up to its own end (so a word's leading
     space goes with it), never position 0 (it has no log-prob) nor one past
@@ -152,6 +156,8 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
     stripped = question.strip()
     if not stripped:
         return []
+    if tail and text.endswith(tail):
+        text = text[:len(text) - len(tail)]
     start = text.rfind(stripped)
     if start < 0:
         raise ValueError(f"signal 'occluded_name_logprob' reads the words of the user's question, and "
@@ -166,6 +172,17 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
         if positions:
             words.append(positions)
     return words
+
+
+def generation_tail(render: Callable[[list[dict[str, str]]], str]) -> str:
+    """What a chat template writes after the content of a conversation's
+    last user turn (its end of turn and the generation header), found by
+    ``render`` (messages to the rendered prompt, generation header included)
+    of one user turn holding a private-use mark; empty when the rendering
+    does not hold the mark. Errors of ``render`` propagate."""
+    mark = "\ue002"
+    text = render([{"role": "user", "content": mark}])
+    return text[text.rindex(mark) + len(mark):] if mark in text else ""
 
 
 def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
