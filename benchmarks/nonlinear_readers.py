@@ -117,8 +117,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 say(f"{label:<38}{name + suffix:<28}" + "".join(
                     f"{roc_auc_score(correct[index], score[index]):>17.3f}" for index in rows.values()))
     say()
-    say(f"AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the {args.fit_split} "
-        "split, '(answerable)' on its questions that have a true answer other than the refusal"
+    say("AUROC of each reader's P(correct) against the base's correctness; every reader fitted on the "
+        f"{args.fit_split} split, '(answerable)' on its questions that have a true answer other than the refusal"
         + ("; the validation column is in-sample" if args.fit_split == "validation" else ""))
     output.write(args.output)
     return 0

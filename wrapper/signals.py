@@ -60,8 +60,8 @@ import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
            "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names",
-           "generation_tail", "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt", "reads_reference",
-           "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
+           "generation_tail", "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt",
+           "reads_reference", "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
