@@ -146,6 +146,12 @@ class SpecialTextGuard:
         raise ContextFullError(needed, limit)
 
 
+_PLACEHOLDER_TOOL: ToolSchema = {"type": "function", "function": {
+    "name": "lookup", "description": "Look a fact up.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}
+"""The tool a tool-use template is shown when only its generation tail is wanted."""
+
+
 class GuardedPrompts:
     """``render_prompt`` for a backend that renders with its model's own
     template: content is guarded, and the prompt is fitted to the context
@@ -195,14 +201,17 @@ class GuardedPrompts:
 
     def generation_tail(self) -> str:
         """What the template writes after the content of a conversation's
-        last user turn (end of turn, generation header); empty when it cannot
-        be rendered alone."""
+        last user turn (end of turn, generation header), rendered without
+        tools, else with one placeholder tool (a tool-use template that
+        renders only with tools); empty when neither renders."""
         if self._generation_tail is None:
-            try:
-                self._generation_tail = generation_tail(self.render_prompt)
-            except ChatTemplateError as error:  # a template that refuses one user turn alone: no tail to skip
-                logger.debug("generation tail not rendered (%s)", error)
-                self._generation_tail = ""
+            self._generation_tail = ""
+            for tools in (None, [_PLACEHOLDER_TOOL]):
+                try:
+                    self._generation_tail = generation_tail(lambda messages: self.render_prompt(messages, tools=tools))
+                    break
+                except ChatTemplateError as error:
+                    logger.debug("generation tail not rendered with tools=%s (%s)", tools, error)
         return self._generation_tail
 
     def render_prompt(

@@ -12,6 +12,7 @@ from wrapper_helpers import PROMPTS, chat_ids, save_tiny_model, shared_model, sh
 
 from meta_spider.backends.base import BackendCapabilityError, InferenceBackend, Introspection
 from meta_spider.backends.transformers import TransformersBackend
+from meta_spider.native import ChatTemplateError
 
 SMALL = {"encoder_dim": 16, "ca_bottleneck_dim": 16, "ca_num_heads": 2}
 
@@ -131,6 +132,23 @@ def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folde
     found = backend.question_words(asked, "assistant", ["occluded_name_logprob"])
     user_turn = len(backend._encode_ids(asked[:asked.rindex("assistant", 0, len(asked) - len(tail)) + 9]))
     assert found == [tuple(range(found[0][0], user_turn))]
+
+
+def test_a_tool_use_template_that_renders_only_with_tools_still_has_its_tail(model_folder: Path) -> None:
+    # Hermes' tool_use template fails without tools; the tail is what it writes after the user's turn with them.
+    from native_fixtures import template_text
+
+    backend = TransformersBackend.from_settings(str(model_folder), local_files_only=True, target_layers=[1, 4])
+    backend.tokenizer.chat_template = template_text("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use")
+    with pytest.raises(ChatTemplateError):
+        backend.render_prompt([{"role": "user", "content": "assistant"}])
+    tail = backend.generation_tail()
+    assert tail == "<|im_end|>\n<|im_start|>assistant\n"
+    tools = [{"type": "function", "function": {"name": "calculator", "description": "Arithmetic.",
+                                                "parameters": {"type": "object", "properties": {}}}}]
+    asked = backend.render_prompt([{"role": "user", "content": "assistant"}], tools=tools)
+    found = backend.question_words(asked, "assistant", ["occluded_name_logprob"])
+    assert found == [tuple(range(found[0][0], len(backend._encode_ids(asked[:len(asked) - len(tail)]))))]
 
 
 @pytest.mark.parametrize("read_position", ["prompt", "draft"])
