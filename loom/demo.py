@@ -248,8 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: beside the world)")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="Doubter training epochs")
     parser.add_argument("--recipe", choices=RECIPES, default=RECIPES[0],
-                        help="scope (default): P(correct) from the draft's log-probs and the prompt's PMI alone, "
-                             "and a scope gate on the states learnt from unanswerable train questions; pmi: "
+                        help="occlusion (default): P(correct) from the draft's log-probs, the prompt's PMI and the "
+                             "question's subject found by occlusion alone, and a scope gate on the states learnt from "
+                             "unanswerable train questions; scope: the same without the occluded subject; pmi: "
                              "P(correct) from the states, the draft and the PMI, no gate; draft: from the states and "
                              "the draft's log-probs")
     args = parser.parse_args(argv)

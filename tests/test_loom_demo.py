@@ -98,3 +98,13 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     out = " ".join(capsys.readouterr().out.split())
     assert "demo stopped: metaloom collect failed" in out and "signals" in out
     assert "Delete it to start the run over, or pass --run-dir NEW_FOLDER" in out and str(run) in out.replace(" ", "")
+
+
+def test_the_help_names_the_default_recipe_and_every_other(capsys: pytest.CaptureFixture) -> None:
+    from meta_spider.loom.demo import RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{RECIPES[0]} (default):" in text
+    assert all(f"{recipe}:" in text for recipe in RECIPES[1:])
