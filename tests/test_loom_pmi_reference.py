@@ -67,8 +67,12 @@ def test_new_questions_are_read_against_the_doubters_own_reference(trained: dict
     assert not np.array_equal(ActivationDataset.load(computed / ACTIVATIONS_DIR).log_reference().numpy(), own)
 
     def evaluated(run_dir: Path) -> dict:
+        before = {path.name: path.read_bytes() for path in Path(checkpoint).iterdir()}
         result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", checkpoint, "--no-plot", "--quiet")
         assert result.exit_code == 0, result.output
+        # The threshold chosen on these questions is this run's; the checkpoint, another run's, is left as it was.
+        assert json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]["threshold"] is not None
+        assert {path.name: path.read_bytes() for path in Path(checkpoint).iterdir()} == before
         return json.loads((run_dir / "report.json").read_text())
 
     report = evaluated(given)

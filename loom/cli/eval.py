@@ -8,8 +8,9 @@ from ``<run-dir>/activations/``, runs
 ``test``), ``<run-dir>/risk_coverage.png`` (likewise; unless ``--no-plot``)
 and the Doubter's calibrated answer threshold into run.json's
 ``calibration.doubter`` and into the checkpoint's ``doubter_config.json``
-(chosen on the validation split; the evaluated text is generated under it
-unless ``--no-answer-gate``). ``--shifts`` evaluates
+when the checkpoint is this run's (chosen on the validation split; the
+evaluated text is generated under it unless ``--no-answer-gate``; a
+``--checkpoint`` from another run is never written to). ``--shifts`` evaluates
 ``test`` and every shift split (:mod:`meta_spider.loom.evaluate.shifts`) the same
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
@@ -96,6 +97,11 @@ def _calibrate_checkpoint(path: Optional[Path], entry: dict[str, Any]) -> None:
 
     if path is not None:
         write_calibration(path, {**entry, "refusal": entry.get("refusal", REFUSAL_SENTENCE)})
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies in ``folder`` (both resolved)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
@@ -187,7 +193,11 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
         if report.calibration is not None and name == next(iter(evaluated.reports)):
             entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
             RunManifest.update_file(run_dir, calibration={"doubter": entry})
-            _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
+            if checkpoint is None or _inside(checkpoint, run_dir):
+                _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
+            else:
+                console.print(f"calibration recorded in {RunManifest.path_in(run_dir)} only: the checkpoint "
+                              f"{checkpoint} is another run's and keeps its own")
         if not no_plot:
             from meta_spider.loom.evaluate.plots import plot_risk_coverage
 
