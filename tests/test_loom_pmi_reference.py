@@ -98,3 +98,35 @@ def test_a_reference_option_that_cannot_be_used_is_a_clear_error(trained: dict[s
     result = metaloom(capsys, *collect_args(tmp_path / "d", base, qa, "--pmi-signals", "--pmi-reference", broken))
     assert result.exit_code != 0 and "name a Doubter checkpoint" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "d" / "activations").exists()  # refused before anything was collected
+
+
+def test_keep_threshold_gates_at_the_checkpoints_own_calibration(trained: dict[str, Path], tmp_path: Path,
+                                                                  capsys) -> None:
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    base, qa = trained["base"], trained["qa"]
+    run_dir = tmp_path / "mine"
+    assert metaloom(capsys, *collect_args(run_dir, base, qa, "--pmi-signals", "--pmi-reference",
+                                          trained["checkpoint"])).exit_code == 0
+    uncalibrated = Path(shutil.copytree(trained["checkpoint"], tmp_path / "uncalibrated"))
+    result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", uncalibrated, "--keep-threshold",
+                      "--no-plot", "--quiet")
+    assert result.exit_code != 0 and "carries no calibrated threshold" in result.output
+    assert "Traceback" not in result.output and not (run_dir / "report.json").exists()
+    result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", uncalibrated, "--keep-threshold",
+                      "--target-coverage", "0.5", "--no-plot", "--quiet")
+    assert result.exit_code == 2 and "leave out --target-coverage" in result.output
+
+    calibrated = write_calibration(Path(shutil.copytree(trained["checkpoint"], tmp_path / "calibrated")),
+                                   {"threshold": 0.85, "rule": "goals", "split": "validation"})
+    result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", calibrated, "--keep-threshold",
+                      "--no-plot", "--quiet")
+    assert result.exit_code == 0, result.output
+    entry = json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]
+    assert entry["threshold"] == 0.85 and entry["rule"] == "fixed"
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["calibration"]["threshold"] == 0.85
+    answered = [q for q in report["questions"] if q["decision"] != "gate_refused"]
+    refused = [q for q in report["questions"] if q["decision"] == "gate_refused"]
+    assert answered and refused  # the threshold splits these questions: the gate is the checkpoint's
+    assert all(q["p_correct"] >= 0.85 for q in answered) and all(q["p_correct"] < 0.85 for q in refused)

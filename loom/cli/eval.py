@@ -130,6 +130,9 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
                    "meeting the behaviour goals on validation)")
 @click.option("--target-risk", type=click.FloatRange(0.0, 1.0), default=None,
               help="calibrate the answer threshold for this validation risk instead")
+@click.option("--keep-threshold", is_flag=True,
+              help="gate at the threshold the Doubter's checkpoint carries (its own run's calibration, what chat "
+                   "and the llama.cpp export gate on) instead of choosing one on this run's validation split")
 @click.option("--no-answer-gate", is_flag=True,
               help="judge pass 2's own text instead of generating under the calibrated answer threshold")
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
@@ -142,7 +145,8 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--quiet", is_flag=True, help="no progress bars and no summary")
 @click.pass_context
 def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, max_examples: Optional[int], max_tokens: Optional[int],
-                 target_coverage: Optional[float], target_risk: Optional[float], no_answer_gate: bool,
+                 target_coverage: Optional[float], target_risk: Optional[float], keep_threshold: bool,
+                 no_answer_gate: bool,
                  checkpoint: Optional[Path],
                  device: Optional[str], agentic: bool, closed_book: tuple[str, ...], no_plot: bool,
                  quiet: bool) -> None:
@@ -155,6 +159,9 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
 
     if target_coverage is not None and target_risk is not None:
         raise click.UsageError("give --target-coverage or --target-risk, not both")
+    if keep_threshold and (target_coverage is not None or target_risk is not None):
+        raise click.UsageError("--keep-threshold gates at the checkpoint's threshold: leave out --target-coverage "
+                               "and --target-risk, which choose one")
     if closed_book and not agentic:
         raise click.UsageError("--closed-book applies to the agent comparison: add --agentic")
     if shifts and (split != "test" or agentic):
@@ -175,12 +182,20 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                           if shifts else "pass --split, or collect that split"))
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
+    kept = None
+    if keep_threshold:
+        kept = (pipe.doubter.calibration or {}).get("threshold")
+        if not isinstance(kept, (int, float)):
+            raise click.ClickException(
+                f"--keep-threshold: the checkpoint {checkpoint or manifest.checkpoint} carries no calibrated threshold "
+                "(run `metaloom eval` on the run it was trained in first, or leave out --keep-threshold to choose "
+                "one on this run's validation split)")
 
     fitted: dict[Any, Any] = {}  # the baselines are fitted once for every split
 
     def comparison(benchmark: Any) -> Any:
         return BaselineComparison(pipe, benchmark, max_tokens=max_tokens, console=console,
-                                  target_coverage=target_coverage, target_risk=target_risk,
+                                  target_coverage=target_coverage, target_risk=target_risk, threshold=kept,
                                   answer_gate=not no_answer_gate, fitted=fitted)
 
     evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,

@@ -70,6 +70,7 @@ from meta_spider.loom.evaluate.metrics import (
     UndefinedMetricError,
     choose_threshold,
     evaluate_at_coverage,
+    fixed_threshold,
     score_metrics,
     selective_metrics,
     threshold_for_goals,
@@ -204,6 +205,9 @@ class BaselineComparison:
     answers most while the gate meets them on validation, falling back to
     a coverage equal to the base's validation accuracy (a perfect ranking
     would answer exactly the questions the base knows) when none does.
+    ``threshold`` instead gates at that value (rule ``fixed``: one
+    calibrated elsewhere, such as the one the Doubter's checkpoint carries);
+    the baselines' own thresholds are still chosen by the goals.
     With ``answer_gate`` (default) the questions are then generated under
     that threshold (:class:`~meta_spider.wrapper.gates.AnswerGate`);
     without it, pass 2's own text decides. ``max_tokens`` defaults to the
@@ -216,12 +220,16 @@ class BaselineComparison:
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
                  console: "Optional[Console]" = None, target_coverage: Optional[float] = None,
                  target_risk: Optional[float] = None, goals: Optional[BehaviourGoals] = None,
+                 threshold: Optional[float] = None,
                  answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0,
                  fit_split: str = "train", fitted: Optional[dict[Any, Any]] = None) -> None:
         if target_coverage is not None and target_risk is not None:
             raise ValueError(f"give target_coverage or target_risk, not both; got {target_coverage!r} and {target_risk!r}")
         if goals is not None and (target_coverage is not None or target_risk is not None):
             raise ValueError("give goals or a target coverage/risk, not both")
+        if threshold is not None and (goals is not None or target_coverage is not None or target_risk is not None):
+            raise ValueError("give a fixed threshold or a rule to choose one (goals, target coverage or risk), "
+                             "not both")
         self.pipe = pipe
         self.benchmark = benchmark
         self.max_tokens = benchmark.default_max_tokens() if max_tokens is None else max_tokens
@@ -229,6 +237,7 @@ class BaselineComparison:
         self.target_coverage = target_coverage
         self.target_risk = target_risk
         self.goals = goals if goals is not None else GOALS
+        self.threshold = threshold
         self.answer_gate = answer_gate
         self.probe_folds = probe_folds
         self.probe_l2 = probe_l2
@@ -430,9 +439,12 @@ class BaselineComparison:
         calibration split, and what it does on the evaluated questions
         (``test_scores``, keeping the base's answers)."""
         scores = self._doubter_p_correct(states, layers, fit_indices)
-        choice, rule, note = self._choose_threshold(scores, labels[fit_indices])
-        if note is not None:
-            notes.append(note)
+        if self.threshold is not None:
+            choice, rule = fixed_threshold(scores, labels[fit_indices], self.threshold), "fixed"
+        else:
+            choice, rule, note = self._choose_threshold(scores, labels[fit_indices])
+            if note is not None:
+                notes.append(note)
         entry = {**choice.to_dict(), "score": "p_correct", "split": self.benchmark.calibration_split,
                  "read_position": read_position, "rule": rule}
         if test_indices:

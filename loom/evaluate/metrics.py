@@ -63,6 +63,7 @@ __all__ = [
     "choose_threshold",
     "expected_calibration_error",
     "evaluate_at_coverage",
+    "fixed_threshold",
     "prediction_rejection_ratio",
     "risk_coverage_curve",
     "score_metrics",
@@ -232,6 +233,20 @@ def choose_threshold(
         threshold=threshold, coverage=float(answered.mean()), risk=risk,
         target_coverage=target_coverage, target_risk=target_risk, n=n,
     )
+
+
+def fixed_threshold(scores: ArrayLike, correct: ArrayLike, threshold: float) -> ThresholdChoice:
+    """A threshold given, not chosen (one calibrated elsewhere, such as the
+    one a Doubter checkpoint carries): what it does on validation ``scores``."""
+    score = check_scores(scores, "scores")
+    right = check_flags(correct, "correct")
+    n = check_same_length(scores=score, correct=right)
+    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
+        raise ValueError(f"threshold must be a number, got {threshold!r}")
+    answered = score >= threshold
+    risk = float((~right[answered]).mean()) if answered.any() else None
+    return ThresholdChoice(threshold=float(threshold), coverage=float(answered.mean()), risk=risk,
+                           target_coverage=None, target_risk=None, n=n)
 
 
 @dataclass(frozen=True)
