@@ -10,6 +10,10 @@ when the Doubter reads that signal) and evaluates the checkpoint
 there (``metaloom eval --checkpoint``). Printed from the report: the
 Doubter and every baseline, by AUROC, at the Doubter's coverage and gated
 at their own threshold from the same validation questions.
+``--own-validation`` asks the validation questions in those frames too (a
+user whose every question is in their own wording), and
+``--keep-threshold`` gates at the checkpoint's own threshold instead of
+choosing one on them (``metaloom eval --keep-threshold``).
 
     python benchmarks/own_words_eval.py --run-dir RUN --work /tmp/own-words \\
         --output benchmarks/results/own_words_eval.txt
@@ -37,8 +41,9 @@ def row(example: Any, question: str) -> dict[str, Any]:
     return {"id": example.id, "question": question, "answer": answer, "aliases": aliases}
 
 
-def write_questions(dataset: Any, folder: Path) -> dict[str, int]:
-    """The three JSONL files; how many questions each holds."""
+def write_questions(dataset: Any, folder: Path, own_splits: tuple[str, ...] = ("test",)) -> dict[str, int]:
+    """The three JSONL files, ``own_splits`` in the benchmarks' own frames;
+    how many questions each holds."""
     folder.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for split in ("train", "validation", "test"):
@@ -47,7 +52,7 @@ def write_questions(dataset: Any, folder: Path) -> dict[str, int]:
             if example.meta.get("answerable", True) is False:
                 continue  # the unanswerable train bank: no answer a JSONL row could hold
             question = example.question
-            if split == "test":
+            if split in own_splits:
                 question = own_question(example)
             rows.append(json.dumps(row(example, question)))
         (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -61,6 +66,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--work", type=Path, required=True,
                         help="a folder for the questions and the new collection (its questions/ and run/ "
                              "are replaced)")
+    parser.add_argument("--own-validation", action="store_true",
+                        help="ask the validation questions in the benchmarks' own frames too")
+    parser.add_argument("--keep-threshold", action="store_true",
+                        help="gate at the checkpoint's own threshold (metaloom eval --keep-threshold)")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
@@ -87,14 +96,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = args.work / "run"
     for folder in (args.work / "questions", run):  # this script's own two folders, nothing else there
         shutil.rmtree(folder, ignore_errors=True)
-    sizes = write_questions(dataset, args.work / "questions")
+    own_splits = ("validation", "test") if args.own_validation else ("test",)
+    sizes = write_questions(dataset, args.work / "questions", own_splits)
     started = time.perf_counter()
     for command, options in (
         ("collect", ["--run-dir", str(run), "--model-name", manifest.model.name, "--dataset", "jsonl",
                      "--dataset-option", f"path={args.work / 'questions'}", *COLLECT,
                      *(["--occlusion-signals"] if occlusion else []), "--pmi-reference", checkpoint,
                      "--quiet"]),
-        ("eval", ["--run-dir", str(run), "--checkpoint", checkpoint, "--no-plot"]),
+        ("eval", ["--run-dir", str(run), "--checkpoint", checkpoint, "--no-plot",
+                  *(["--keep-threshold"] if args.keep_threshold else [])]),
     ):
         done = subprocess.run([sys.executable, "-c", "from meta_spider.agentcore.cli import metaloom; metaloom()",
                                command, *options], capture_output=True, text=True, check=False)
@@ -105,8 +116,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     report = ComparisonReport.from_json((run / "report.json").read_text("utf-8"))
 
     out = Report()
-    out.say(f"# python benchmarks/own_words_eval.py --run-dir {args.run_dir.name} (collect + eval {seconds:.0f} s)")
-    out.say(f"questions: {sizes} (test in the benchmarks' own frames); base accuracy on test "
+    flags = "".join(f" --{name.replace('_', '-')}" for name in ("own_validation", "keep_threshold")
+                    if getattr(args, name))
+    out.say(f"# python benchmarks/own_words_eval.py --run-dir {args.run_dir.name}{flags} "
+            f"(collect + eval {seconds:.0f} s)")
+    out.say(f"questions: {sizes} ({' and '.join(own_splits)} in the benchmarks' own frames); base accuracy on test "
             f"{report.behaviour.base_accuracy:.3f}; answer threshold {report.calibration['threshold']:.3f} "
             f"({report.calibration['rule']}, validation)")
     out.say(f"{'':<26}{'AUROC':>7} | {'at the Doubter coverage':^25} | {'at its own threshold':^33}".rstrip())
