@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from meta_spider.backends.base import Message, ToolSchema
 from meta_spider.backends.llamacpp.errors import ContextFullError
 from meta_spider.native.errors import ChatTemplateError
-from meta_spider.wrapper.signals import generation_tail, question_words, reads_occlusion
+from meta_spider.wrapper.signals import generation_tails, question_words, reads_occlusion
 
 __all__ = ["gguf_control_tokens", "GENERATION_RESERVE", "GuardedPrompts", "MARK_CLOSE", "MARK_OPEN", "SpecialTextGuard",
            "TRUNCATION_NOTE", "prompt_limit"]
@@ -177,7 +177,7 @@ class GuardedPrompts:
     def _prompt_context_length(self) -> int | None:
         raise NotImplementedError
 
-    _generation_tail: str | None = None
+    _generation_tails: tuple[str, ...] | None = None
 
     def question_words(self, prompt: str, question: str | None, signals: Sequence[str]) -> list[tuple[int, ...]] | None:
         """The prompt positions of each word of ``question`` in the rendered
@@ -194,25 +194,31 @@ class GuardedPrompts:
                              "read(prompt, question=<the last user message's text>)")
         try:
             return question_words(self._encode_ids, prompt, self.guard.guard_text(question),
-                                  tail=self.generation_tail())
+                                  tails=self.generation_tails())
         except ValueError as error:
             logger.warning("%s; the occlusion signal reads no words", error)
             return []
 
-    def generation_tail(self) -> str:
+    def generation_tails(self) -> tuple[str, ...]:
         """What the template writes after the content of a conversation's
-        last user turn (end of turn, generation header), rendered without
-        tools, else with one placeholder tool (a tool-use template that
-        renders only with tools); empty when neither renders."""
-        if self._generation_tail is None:
-            self._generation_tail = ""
+        last user turn (end of turn, generation header), with
+        ``enable_thinking`` unset, off and on
+        (:func:`~meta_spider.wrapper.signals.generation_tails`), rendered
+        without tools, else with one placeholder tool (a tool-use template
+        that renders only with tools); none when neither renders. Found once,
+        as the renderer is built once."""
+        if self._generation_tails is None:
+            self._generation_tails = ()
             for tools in (None, [_PLACEHOLDER_TOOL]):
+                def render(messages: list[dict[str, str]], thinking: bool | None) -> str:
+                    return self.render_prompt(messages, tools=tools, enable_thinking=thinking)
+
                 try:
-                    self._generation_tail = generation_tail(lambda messages: self.render_prompt(messages, tools=tools))
+                    self._generation_tails = generation_tails(render)
                     break
                 except ChatTemplateError as error:
                     logger.debug("generation tail not rendered with tools=%s (%s)", tools, error)
-        return self._generation_tail
+        return self._generation_tails
 
     def render_prompt(
         self,

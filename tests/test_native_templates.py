@@ -99,14 +99,14 @@ def test_templates_without_tools_support_get_the_definitions_and_a_call_example(
     assert text.index("Answer briefly.") < text.index("What is the weather in Paris?")
 
 
-
 @pytest.mark.parametrize("template_id", VENDORED_IDS)
 def test_the_occlusion_finds_the_users_words_in_the_users_turn(template_id: str) -> None:
     # Where the question's words are (the occluded name's signal) is looked for before the template's generation
     # tail; the user's turn is where the rendering changes with the user's text. Role words are asked too: each is
-    # also in some template's headers. Tool-use templates that render only with tools are given them.
+    # also in some template's headers; and every thinking switch, which changes a reasoning template's tail.
+    # Tool-use templates that render only with tools are given them.
     from meta_spider.native import ChatTemplateError
-    from meta_spider.wrapper.signals import generation_tail, question_words
+    from meta_spider.wrapper.signals import THINKING_SWITCHES, generation_tails, question_words
 
     prompt = prompt_for(template_id)
     tools = None
@@ -114,19 +114,24 @@ def test_the_occlusion_finds_the_users_words_in_the_users_turn(template_id: str)
         prompt.render([USER])
     except ChatTemplateError:
         tools = [LOOKUP]
-    render = lambda messages: prompt.render(messages, tools=tools)  # noqa: E731
-    tail = generation_tail(render)
-    assert tail, "every vendored template writes something after the user's turn"
+
+    def render(messages: list[dict[str, Any]], thinking: bool | None) -> str:
+        return prompt.render(messages, tools=tools, enable_thinking=thinking)
+
+    tails = generation_tails(render)
+    assert tails, "every vendored template writes something after the user's turn"
     encode = lambda text: list(range(len(text)))  # noqa: E731  one token per character
     earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
-    for question in ("Where was Ada Lovelace born?", "assistant", "user", "model", "system"):
-        for history in ([], earlier):
-            asked = [SYSTEM, *history, {"role": "user", "content": question}]
-            text = render(asked)
-            other = render([*asked[:-1], {"role": "user", "content": "\ue004" * len(question)}])
-            users_turn = next(k for k, (a, b) in enumerate(zip(text, other)) if a != b)
-            words = question_words(encode, text, question, tail=tail)
-            assert words[0][0] == users_turn and words[-1][-1] == users_turn + len(question) - 1
+    for thinking in THINKING_SWITCHES:
+        for question in ("Where was Ada Lovelace born?", "assistant", "user", "model", "system"):
+            for history in ([], earlier):
+                asked = [SYSTEM, *history, {"role": "user", "content": question}]
+                text = render(asked, thinking)
+                other = render([*asked[:-1], {"role": "user", "content": "\ue004" * len(question)}], thinking)
+                users_turn = next(k for k, (a, b) in enumerate(zip(text, other)) if a != b)
+                words = question_words(encode, text, question, tails=tails)
+                assert words[0][0] == users_turn and words[-1][-1] == users_turn + len(question) - 1
+
 
 # llama.cpp's expected parses (tests/test-chat.cpp): template, model output,
 # calls (name, arguments, id or None), content and reasoning (both stripped).

@@ -126,12 +126,13 @@ def test_a_doubter_reading_the_occlusion_signal_is_told_the_question(model_folde
         lost = backend.read(prompt, question="Who painted it?")
     assert lost.extras["signals"]["occluded_name_logprob"] == 0.0 and "is not in the prompt" in caplog.text
     # The question is looked for in the user's turn, not in the assistant's header the template writes after it.
-    tail = backend.generation_tail()
-    assert tail and "assistant" in tail
+    (tail,) = backend.generation_tails()
+    assert "assistant" in tail
     asked = backend.render_prompt([{"role": "user", "content": "assistant"}])
     found = backend.question_words(asked, "assistant", ["occluded_name_logprob"])
-    user_turn = len(backend._encode_ids(asked[:asked.rindex("assistant", 0, len(asked) - len(tail)) + 9]))
-    assert found == [tuple(range(found[0][0], user_turn))]
+    start = asked.index("user\n") + len("user\n")
+    assert found == [tuple(range(len(backend._encode_ids(asked[:start])),
+                                 len(backend._encode_ids(asked[:start + len("assistant")]))))]
 
 
 def test_a_tool_use_template_that_renders_only_with_tools_still_has_its_tail(model_folder: Path) -> None:
@@ -142,13 +143,14 @@ def test_a_tool_use_template_that_renders_only_with_tools_still_has_its_tail(mod
     backend.tokenizer.chat_template = template_text("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use")
     with pytest.raises(ChatTemplateError):
         backend.render_prompt([{"role": "user", "content": "assistant"}])
-    tail = backend.generation_tail()
-    assert tail == "<|im_end|>\n<|im_start|>assistant\n"
+    assert backend.generation_tails() == ("<|im_end|>\n<|im_start|>assistant\n",)
     tools = [{"type": "function", "function": {"name": "calculator", "description": "Arithmetic.",
                                                 "parameters": {"type": "object", "properties": {}}}}]
     asked = backend.render_prompt([{"role": "user", "content": "assistant"}], tools=tools)
     found = backend.question_words(asked, "assistant", ["occluded_name_logprob"])
-    assert found == [tuple(range(found[0][0], len(backend._encode_ids(asked[:len(asked) - len(tail)]))))]
+    start = asked.rindex("<|im_start|>user\n") + len("<|im_start|>user\n")
+    assert found == [tuple(range(len(backend._encode_ids(asked[:start])),
+                                 len(backend._encode_ids(asked[:start + len("assistant")]))))]
 
 
 @pytest.mark.parametrize("read_position", ["prompt", "draft"])

@@ -148,21 +148,31 @@ def test_question_words_follow_the_tokenization_of_the_rendered_prompt() -> None
 def test_the_question_is_looked_for_before_the_template_tail() -> None:
     # "assistant" is also in the generation header the template writes after the user's turn: the words are the
     # user's, on the pipeline's path (pipe.generate, collection, evaluation) as on the backends'.
-    from meta_spider.wrapper.signals import generation_tail, question_words
+    from meta_spider.wrapper.signals import question_words
 
     tokenizer = shared_tokenizer()
     pipe = MetaSpiderPipeline(shared_model("qwen2"), tokenizer, MetaSpiderConfig(model_name="qwen2"))
-    tail = pipe.generation_tail()
-    assert tail == generation_tail(pipe.render) and "assistant" in tail
+    tails = pipe.generation_tails()
+    assert tails == ("<|im_end|>\n<|im_start|>assistant\n",)  # ChatML: no thinking switch
     text = pipe.render("assistant")
     encode = lambda prefix: tokenizer(prefix, add_special_tokens=False)["input_ids"]  # noqa: E731
-    user_turn = len(encode(text[:text.rindex("assistant", 0, len(text) - len(tail)) + len("assistant")]))
+    user_start = text.index("user\n") + len("user\n")
     words = pipe.question_words(text, "assistant")
-    assert words == question_words(encode, text, "assistant", tail=tail) and words[0][-1] == user_turn - 1
-    assert question_words(encode, text, "assistant")[0][-1] > user_turn  # without the tail: the header's word
+    assert words == [tuple(range(len(encode(text[:user_start])), len(encode(text[:user_start + len("assistant")]))))]
+    assert question_words(encode, text, "assistant")[0][0] > len(encode(text[:user_start])) + 1  # no tails: header
+    # A template that changes is found again.
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = original.replace("<|im_start|>assistant", "<|im_start|>model")
+        assert pipe.generation_tails() == ("<|im_end|>\n<|im_start|>model\n",)
+    finally:
+        tokenizer.chat_template = original
     # A tokenizer without a chat template has no tail: a plain string is searched whole.
     bare = MetaSpiderPipeline(shared_model("qwen2"), _without_template(tokenizer), MetaSpiderConfig(model_name="qwen2"))
-    assert bare.generation_tail() == "" and bare.question_words("Where was Ada born?", "Ada born?")
+    plain = "Where was Ada born?"
+    assert bare.generation_tails() == ()
+    assert bare.question_words(plain, "Ada born?") == question_words(encode, plain, "Ada born?")
+    assert len(bare.question_words(plain, "Ada born?")) == 2
 
 
 def _without_template(tokenizer):

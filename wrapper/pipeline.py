@@ -36,7 +36,7 @@ from meta_spider.wrapper.gates import AdaptiveGateControl, AnswerGate, RefreshGa
 from meta_spider.wrapper.layers import discover_decoder
 from meta_spider.wrapper.loading import freeze, load_base
 from meta_spider.wrapper.passes import DecodeStats, Pass1, ReadStates, TwoPassDecoder
-from meta_spider.wrapper.signals import Occlusion, generation_tail, last_user_text, question_words, reads_occlusion
+from meta_spider.wrapper.signals import Occlusion, generation_tails, last_user_text, question_words, reads_occlusion
 from meta_spider.wrapper.training import TrainingOutput, make_batch, teacher_forced_forward
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class MetaSpiderPipeline:
         (see :class:`~meta_spider.wrapper.gates.AnswerGate`); attaching a
         calibrated Doubter sets it from the Doubter's calibration."""
         self._gate_of: Doubter | None = None
-        self._generation_tail: str | None = None
+        self._generation_tails: tuple[Any, tuple[str, ...]] | None = None  # (the template they were found for, tails)
 
     @classmethod
     def from_pretrained(cls, config: MetaSpiderConfig, doubter: "Doubter | str | Path | None" = None) -> "MetaSpiderPipeline":
@@ -246,20 +246,29 @@ class MetaSpiderPipeline:
         ``occluded_name_logprob`` needs,
         :func:`~meta_spider.wrapper.signals.question_words`)."""
         return question_words(lambda prefix: self.tokenizer(prefix, add_special_tokens=False)["input_ids"], text,
-                              question, tail=self.generation_tail())
+                              question, tails=self.generation_tails())
 
-    def generation_tail(self) -> str:
+    def generation_tails(self) -> tuple[str, ...]:
         """What the chat template writes after the content of a last user
-        turn (end of turn, generation header); empty without a template or
-        when it cannot render one user turn alone."""
-        if self._generation_tail is None:
-            self._generation_tail = ""
-            if getattr(self.tokenizer, "chat_template", None):
+        turn (end of turn, generation header), with ``enable_thinking``
+        unset, off and on (:func:`~meta_spider.wrapper.signals.generation_tails`);
+        none without a template or when it cannot render one user turn
+        alone. Found again when the tokenizer's template changes."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if self._generation_tails is None or self._generation_tails[0] != template:
+            tails: tuple[str, ...] = ()
+            if template:
+                def render(messages: list[dict[str, str]], thinking: bool | None) -> str:
+                    switches = {} if thinking is None else {"enable_thinking": thinking}
+                    return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                              **switches)
+
                 try:
-                    self._generation_tail = generation_tail(self.render)
+                    tails = generation_tails(render)
                 except (ValueError, TemplateError) as error:  # a template that refuses one user turn alone
                     logger.debug("generation tail not rendered (%s)", error)
-        return self._generation_tail
+            self._generation_tails = (template, tails)
+        return self._generation_tails[1]
 
     def read_ids(self, input_ids: torch.Tensor, *, max_draft_tokens: int = 64,
                  words: Sequence[Sequence[int]] | None = None) -> Pass1:

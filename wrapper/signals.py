@@ -59,9 +59,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
-           "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "WINDOW", "check_signal_names",
-           "generation_tail", "last_user_text", "needs_draft", "question_words", "reads_occlusion", "reads_prompt",
-           "reads_reference", "reference_problem", "signal_vector", "token_logprobs", "without_word", "word_spans"]
+           "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "THINKING_SWITCHES", "WINDOW",
+           "check_signal_names", "generation_tails", "last_user_text", "needs_draft", "question_words",
+           "reads_occlusion", "reads_prompt", "reads_reference", "reference_problem", "signal_vector",
+           "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
@@ -139,25 +140,25 @@ def word_spans(question: str) -> list[tuple[int, int]]:
 
 
 def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str, *,
-                   tail: str = "") -> list[tuple[int, ...]]:
+                   tails: Sequence[str] = ()) -> list[tuple[int, ...]]:
     """The prompt positions of each word of ``question`` (its last
     :data:`OCCLUSION_MAX_WORDS` words), found at its last occurrence in the
-    rendered prompt ``text`` before ``tail`` (:func:`generation_tail`: what
-    the template writes after the last user turn, so that a question such as
-    "assistant" is not found in the assistant's header), which ``encode``
-    (the backend's own tokenization of a rendered prompt) turns into the
-    prompt's ids. A word's
-    positions run from the token count of ``text`` up to the end of the word
-    before it to that of ``text`` up to its own end (so a word's leading
-    space goes with it), never position 0 (it has no log-prob) nor one past
-    the prompt; words that add no token are left out, and an empty question
-    has none (the signal then reads 0). Raises ValueError when ``question``
-    is not in ``text``."""
+    rendered prompt ``text`` before the longest of ``tails`` it ends with
+    (:func:`generation_tails`: what the template writes after the last user
+    turn, so that a question such as "assistant" is not found in the
+    assistant's header), which ``encode`` (the backend's own tokenization of
+    a rendered prompt) turns into the prompt's ids. A word's positions run
+    from the token count of ``text`` up to the end of the word before it to
+    that of ``text`` up to its own end (so a word's leading space goes with
+    it), never position 0 (it has no log-prob) nor one past the prompt;
+    words that add no token are left out, and an empty question has none
+    (the signal then reads 0). Raises ValueError when ``question`` is not in
+    ``text``."""
     stripped = question.strip()
     if not stripped:
         return []
-    if tail and text.endswith(tail):
-        text = text[:len(text) - len(tail)]
+    ending = max((tail for tail in tails if tail and text.endswith(tail)), key=len, default="")
+    text = text[:len(text) - len(ending)]
     start = text.rfind(stripped)
     if start < 0:
         raise ValueError(f"signal 'occluded_name_logprob' reads the words of the user's question, and "
@@ -174,15 +175,26 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
     return words
 
 
-def generation_tail(render: Callable[[list[dict[str, str]]], str]) -> str:
+THINKING_SWITCHES = (None, False, True)
+"""``enable_thinking`` as a prompt may be rendered with (None: the
+template's default); reasoning templates write another generation header
+for each."""
+
+
+def generation_tails(render: Callable[[list[dict[str, str]], bool | None], str]) -> tuple[str, ...]:
     """What a chat template writes after the content of a conversation's
-    last user turn (its end of turn and the generation header), found by
-    ``render`` (messages to the rendered prompt, generation header included)
-    of one user turn holding a private-use mark; empty when the rendering
-    does not hold the mark. Errors of ``render`` propagate."""
+    last user turn (its end of turn and the generation header), once per
+    :data:`THINKING_SWITCHES`: ``render(messages, enable_thinking)`` renders
+    one user turn holding a private-use mark, generation header included.
+    The distinct non-empty tails, longest first. Errors of ``render``
+    propagate."""
     mark = "\ue002"
-    text = render([{"role": "user", "content": mark}])
-    return text[text.rindex(mark) + len(mark):] if mark in text else ""
+    tails = set()
+    for thinking in THINKING_SWITCHES:
+        text = render([{"role": "user", "content": mark}], thinking)
+        if mark in text and text[text.rindex(mark) + len(mark):]:
+            tails.add(text[text.rindex(mark) + len(mark):])
+    return tuple(sorted(tails, key=lambda tail: (-len(tail), tail)))
 
 
 def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
