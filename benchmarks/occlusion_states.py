@@ -11,7 +11,9 @@ is a retrieval the last token's state carries, leaving the name out should
 move it more for a known person than for an unknown one, which no pass-1
 log-prob reads.
 
-Printed: each feature's AUROC alone against the base's correctness, and a
+The draft is made again as the collection made it (greedy, the demo's
+24 tokens at most); a question without words (none in the world) is left
+out. Printed: each feature's AUROC alone against the base's correctness, and a
 logistic regression fitted on the training split's answerable questions
 (as the Doubter's signal mix is) on the demo's four signals, with the
 distances, with distances and cosines, and with the draft's summed log-prob
@@ -73,6 +75,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     distance = np.zeros((len(data.examples), layers))
     cosine = np.ones((len(data.examples), layers))
     drop = np.zeros(len(data.examples))
+    read = np.zeros(len(data.examples), dtype=bool)  # questions with words to occlude
 
     def last_states(ids: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -85,6 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         words = pipe.question_words(example["prompt_text"], example["question"])
         if not words:
             continue
+        read[index] = True
         draft = list(pipe.read_ids(torch.tensor([prompt]), max_draft_tokens=MAX_DRAFT_TOKENS, words=words).draft_ids)
         occlusion = pipe.collect_occlusions([example["prompt_text"]], [example["question"]], [prompt], [draft])[0]
         with torch.no_grad():
@@ -101,10 +105,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {count} questions read", file=sys.stderr, flush=True)
 
     unanswerable = np.array(unanswerable_examples(data.examples), dtype=bool)
+    left_out = sum(int((~read[index]).sum()) for index in rows.values())
+    rows = {split: index[read[index]] for split, index in rows.items()}  # questions without words: nothing read
     fit = rows["train"][~unanswerable[rows["train"]]]
     output = Report()
     say = output.say
     say(f"# python benchmarks/occlusion_states.py --run-dir {args.run_dir.name}")
+    say(f"left out, no words to occlude: {left_out}")
     say(f"fitted on {len(fit)} answerable train questions; scored: "
         + ", ".join(f"{split} {len(rows[split])}" for split in SCORED))
     say(f"{'AUROC':<52}" + "".join(f"{split:>17}" for split in SCORED))

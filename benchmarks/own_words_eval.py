@@ -122,7 +122,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"(collect + eval {seconds:.0f} s)")
     out.say(f"questions: {sizes} ({' and '.join(own_splits)} in the benchmarks' own frames); base accuracy on test "
             f"{report.behaviour.base_accuracy:.3f}; answer threshold {report.calibration['threshold']:.3f} "
-            f"({report.calibration['rule']}, validation)")
+            + ("(the checkpoint's own)" if report.calibration["rule"] == "fixed"
+               else f"({report.calibration['rule']}, validation)"))
     out.say(f"{'':<26}{'AUROC':>7} | {'at the Doubter coverage':^25} | {'at its own threshold':^33}".rstrip())
     out.say(f"{'':<26}{'':>7} | {'coverage':>9}{'know. loss':>12}    | {'threshold':>10}{'coverage':>10}"
             f"{'know. loss':>12}")

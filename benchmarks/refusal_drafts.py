@@ -58,6 +58,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         questions = json.loads(path.read_text("utf-8"))["questions"]
         labels = [bool(q["pass1_correct"]) for q in questions]
         declined = [is_refusal(q["base_answer"]) for q in questions]
+        if any(d and right for d, right in zip(declined, labels)):
+            print(f"{path}: some of its questions have the refusal as their right answer; this rule is for "
+                  "questions that have one (leave out reports of unanswerable splits such as test_outside)",
+                  file=sys.stderr)
+            return 2
         refused_p = [float(q["p_correct"]) for q, d in zip(questions, declined) if d]
         mean_p = sum(refused_p) / len(refused_p) if refused_p else float("nan")
         say()

@@ -8,7 +8,8 @@ evaluated run's reports (``report.json`` and ``report_<split>.json``, as
 ``metaloom eval`` and the demo leave them) with the leading pronoun ignored,
 and prints per split: the drafts that are wrong only by their pronoun (how
 many, about how many people, how many say "he" of a woman, their mean
-P(correct)), base accuracy and the AUROC of the Doubter's P(correct) and of
+P(correct), and how many of the confident errors they are), base accuracy
+and the AUROC of the Doubter's P(correct) and of
 every baseline's score under both scorings, and the Doubter's margin over the
 best baseline under both. No model runs: seconds.
 
@@ -37,6 +38,8 @@ SCORES = (("Doubter P(correct)", "p_correct"),
           ("linear probe", "probe_score"),
           ("first token max prob", "first_token_max_prob"))
 _PRONOUN = re.compile(r"^(he|she) ")
+CONFIDENT = 0.5
+"""P(correct) from which a wrong draft counts as a confident error."""
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -72,8 +75,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not path.is_file():
             say(f"\n{split}: no {path.name} in the run (metaloom eval --shifts writes it)")
             continue
-        questions = json.loads(path.read_text("utf-8"))["questions"]
-        examples = {example.id: example for example in dataset.split(split)}
+        examples = {example.id: example for example in dataset.split(split)
+                    if example.meta.get("answerable", True) is not False}  # a right answer to rescore
+        questions = [q for q in json.loads(path.read_text("utf-8"))["questions"] if q["id"] in examples]
         strict = [bool(q["pass1_correct"]) for q in questions]
         lenient = [s or fact(q["base_answer"]) == fact(examples[q["id"]].ground_truths[0])
                    for s, q in zip(strict, questions)]
@@ -84,6 +88,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         say()
         say(f"{split}: {len(questions)} questions; wrong only by the pronoun: {len(pronoun_only)} drafts about "
             f"{len(people)} people ({he_of_her} say 'he' of a woman), mean P(correct) {mean_p:.2f}")
+        confident = [q for s, q in zip(strict, questions) if not s and q["p_correct"] >= CONFIDENT]
+        say(f"  wrong drafts at P(correct) >= {CONFIDENT}: {len(confident)}, of which wrong only by the pronoun "
+            f"{sum(q in pronoun_only for q in confident)}")
         say(f"  base accuracy strict {sum(strict) / len(strict):.3f}, lenient {sum(lenient) / len(lenient):.3f}")
         say(f"  {'AUROC':<30}{'strict':>8}{'lenient':>9}")
         table = {}

@@ -328,3 +328,16 @@ def test_matched_coverage_ranks_a_good_scorer_above_a_bad_one() -> None:
     bad_result = evaluate_at_coverage(bad, pass1_correct, 0.5).metrics
     assert good_result.selective_accuracy == 1.0 and good_result.refusal_precision == 0.8
     assert bad_result.selective_accuracy == 0.2 and bad_result.knowledge_loss == 5 / 6
+
+
+def test_a_fixed_threshold_reports_what_it_does_on_the_scores() -> None:
+    from meta_spider.loom.evaluate.metrics import fixed_threshold
+
+    choice = fixed_threshold([0.1, 0.5, 0.9, 0.7], [False, False, True, True], np.float32(0.5))
+    assert (choice.threshold, choice.coverage, choice.risk, choice.n) == (0.5, 0.75, pytest.approx(1 / 3), 4)
+    assert choice.target_coverage is None and choice.target_risk is None
+    nothing = fixed_threshold([0.1, 0.5], [False, True], math.inf)
+    assert nothing.coverage == 0.0 and nothing.risk is None and nothing.to_dict()["threshold"] is None
+    for bad in (True, math.nan, "0.5"):
+        with pytest.raises(ValueError, match="threshold must be a number"):
+            fixed_threshold([0.1], [True], bad)

@@ -112,6 +112,7 @@ def test_keep_threshold_gates_at_the_checkpoints_own_calibration(trained: dict[s
     result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", uncalibrated, "--keep-threshold",
                       "--no-plot", "--quiet")
     assert result.exit_code != 0 and "carries no calibrated threshold" in result.output
+    assert str(uncalibrated) in "".join(result.output.split())
     assert "Traceback" not in result.output and not (run_dir / "report.json").exists()
     result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", uncalibrated, "--keep-threshold",
                       "--target-coverage", "0.5", "--no-plot", "--quiet")
@@ -119,14 +120,54 @@ def test_keep_threshold_gates_at_the_checkpoints_own_calibration(trained: dict[s
 
     calibrated = write_calibration(Path(shutil.copytree(trained["checkpoint"], tmp_path / "calibrated")),
                                    {"threshold": 0.85, "rule": "goals", "split": "validation"})
+    before = {path.name: path.read_bytes() for path in calibrated.iterdir()}
     result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", calibrated, "--keep-threshold",
                       "--no-plot", "--quiet")
     assert result.exit_code == 0, result.output
-    entry = json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]
-    assert entry["threshold"] == 0.85 and entry["rule"] == "fixed"
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["calibration"]["threshold"] == 0.85
+    assert report["calibration"]["threshold"] == 0.85 and report["calibration"]["rule"] == "fixed"
     answered = [q for q in report["questions"] if q["decision"] != "gate_refused"]
     refused = [q for q in report["questions"] if q["decision"] == "gate_refused"]
     assert answered and refused  # the threshold splits these questions: the gate is the checkpoint's
     assert all(q["p_correct"] >= 0.85 for q in answered) and all(q["p_correct"] < 0.85 for q in refused)
+    # Nothing new was chosen: neither run.json nor the checkpoint records anything.
+    assert not json.loads((run_dir / "run.json").read_text())["calibration"]
+    assert {path.name: path.read_bytes() for path in calibrated.iterdir()} == before
+
+    # A checkpoint calibrated to answer nothing (threshold null) is kept as such.
+    nothing = write_calibration(Path(shutil.copytree(trained["checkpoint"], tmp_path / "nothing")),
+                                {"threshold": None, "rule": "target_risk", "split": "validation"})
+    assert metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", nothing, "--keep-threshold",
+                    "--no-plot", "--quiet").exit_code == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["calibration"]["threshold"] is None and "answers nothing" in report["calibration"]["note"]
+    assert {q["decision"] for q in report["questions"]} == {"gate_refused"}
+
+
+def test_a_threshold_is_recorded_only_where_it_belongs(trained: dict[str, Path], tmp_path: Path, capsys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.wrapper.checkpoint import read_checkpoint_document
+
+    base, qa = trained["base"], trained["qa"]
+    run_dir = tmp_path / "run"
+    assert metaloom(capsys, *collect_args(run_dir, base, qa, "--pmi-signals", "--pmi-reference",
+                                          trained["checkpoint"])).exit_code == 0
+    own = Path(shutil.copytree(trained["checkpoint"], run_dir / "checkpoints" / "best"))
+    RunManifest.update_file(run_dir, checkpoint="checkpoints/best")
+    other = Path(shutil.copytree(trained["checkpoint"], tmp_path / "other"))
+    before = {path.name: path.read_bytes() for path in other.iterdir()}
+    # Its own checkpoint, given by a path relative to the shell: run.json and the checkpoint get the threshold.
+    monkeypatch.chdir(run_dir)
+    assert metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", "checkpoints/best", "--no-plot",
+                    "--quiet").exit_code == 0
+    recorded = json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]
+    assert read_checkpoint_document(own)[0]["calibration"]["threshold"] == recorded["threshold"]
+    # Another run's checkpoint: run.json keeps its own checkpoint's threshold, the other checkpoint is untouched.
+    (run_dir / "run.json").write_text((run_dir / "run.json").read_text().replace(
+        json.dumps(recorded["threshold"]), "0.123456"))
+    result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", other, "--no-plot")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]["threshold"] == 0.123456
+    assert {path.name: path.read_bytes() for path in other.iterdir()} == before
+    assert "in the report only" in " ".join(result.output.split())

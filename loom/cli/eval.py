@@ -6,11 +6,13 @@ from ``<run-dir>/activations/``, runs
 :class:`~meta_spider.loom.evaluate.comparison.BaselineComparison`, and writes
 ``<run-dir>/report.json`` (``report_<split>.json`` for a split other than
 ``test``), ``<run-dir>/risk_coverage.png`` (likewise; unless ``--no-plot``)
-and the Doubter's calibrated answer threshold into run.json's
-``calibration.doubter`` and into the checkpoint's ``doubter_config.json``
-when the checkpoint is this run's (chosen on the validation split; the
-evaluated text is generated under it unless ``--no-answer-gate``; a
-``--checkpoint`` from another run is never written to). ``--shifts`` evaluates
+and the Doubter's answer threshold (chosen on the validation split, or with
+``--keep-threshold`` the one the checkpoint carries; the evaluated text is
+generated under it unless ``--no-answer-gate``). A threshold chosen for a
+checkpoint inside the run folder goes into run.json's ``calibration.doubter``
+and into the checkpoint; one chosen for another run's ``--checkpoint`` goes
+into run.json only when the run has no checkpoint of its own, and that
+checkpoint is never written to (:func:`_record_calibration`). ``--shifts`` evaluates
 ``test`` and every shift split (:mod:`meta_spider.loom.evaluate.shifts`) the same
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
@@ -23,6 +25,7 @@ and files; the measuring is the comparison's.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +33,7 @@ import click
 
 from meta_spider.loom.collect.activations import atomic_write_text
 from meta_spider.loom.cli.errors import CommandError
+from meta_spider.agentcore.runfile import path_is_inside
 from meta_spider.loom.manifest import RunManifest
 
 __all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE", "eval_command", "outside_file",
@@ -99,9 +103,28 @@ def _calibrate_checkpoint(path: Optional[Path], entry: dict[str, Any]) -> None:
         write_calibration(path, {**entry, "refusal": entry.get("refusal", REFUSAL_SENTENCE)})
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` lies in ``folder`` (both resolved)."""
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+def _record_calibration(run_dir: Path, manifest: RunManifest, given: Optional[Path], evaluated: Optional[Path],
+                        entry: dict[str, Any], console: Any) -> None:
+    """Where the threshold just chosen goes: run.json and the checkpoint
+    when the checkpoint is this run's; run.json only when the run has none
+    of its own (questions of one's own for another run's Doubter); nowhere
+    but report.json when it was the checkpoint's own (``--keep-threshold``)
+    or when run.json's calibration belongs to this run's own checkpoint."""
+    where = RunManifest.path_in(run_dir)
+    if entry.get("rule") == "fixed":
+        console.print(f"the checkpoint's threshold was kept: {where} and {evaluated} are unchanged")
+        return
+    if given is None or path_is_inside(run_dir, str(Path(given).resolve())):  # a given path is the shell's
+        RunManifest.update_file(run_dir, calibration={"doubter": entry})
+        _calibrate_checkpoint(evaluated, entry)
+        return
+    own = manifest.resolve(run_dir, manifest.checkpoint) if manifest.checkpoint is not None else None
+    if own is not None:
+        console.print(f"the threshold chosen for {given} is in the report only: {where}'s calibration is for this "
+                      f"run's own checkpoint {own}, and {given} (another run's) keeps its own")
+        return
+    RunManifest.update_file(run_dir, calibration={"doubter": entry})
+    console.print(f"calibration recorded in {where} only: the checkpoint {given} is another run's and keeps its own")
 
 
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
@@ -182,14 +205,16 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                           if shifts else "pass --split, or collect that split"))
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
+    evaluated_checkpoint = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
     kept = None
     if keep_threshold:
-        kept = (pipe.doubter.calibration or {}).get("threshold")
-        if not isinstance(kept, (int, float)):
+        carried = pipe.doubter.calibration
+        if not carried or "threshold" not in carried:
             raise click.ClickException(
-                f"--keep-threshold: the checkpoint {checkpoint or manifest.checkpoint} carries no calibrated threshold "
-                "(run `metaloom eval` on the run it was trained in first, or leave out --keep-threshold to choose "
-                "one on this run's validation split)")
+                f"--keep-threshold: the checkpoint {evaluated_checkpoint} carries no calibrated threshold (run "
+                "`metaloom eval` on the run it was trained in first, or leave out --keep-threshold to choose one "
+                "on this run's validation split)")
+        kept = math.inf if carried["threshold"] is None else float(carried["threshold"])  # None: answer nothing
 
     fitted: dict[Any, Any] = {}  # the baselines are fitted once for every split
 
@@ -206,13 +231,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
         written.append(report_file(name))
         (run_dir / report_file(name)).write_text(report.to_json(), encoding="utf-8")
         if report.calibration is not None and name == next(iter(evaluated.reports)):
-            entry = {k: v for k, v in report.calibration.items() if k != "evaluated"}
-            RunManifest.update_file(run_dir, calibration={"doubter": entry})
-            if checkpoint is None or _inside(checkpoint, run_dir):
-                _calibrate_checkpoint(checkpoint or manifest.resolve(run_dir, manifest.checkpoint), entry)
-            else:
-                console.print(f"calibration recorded in {RunManifest.path_in(run_dir)} only: the checkpoint "
-                              f"{checkpoint} is another run's and keeps its own")
+            _record_calibration(run_dir, manifest, checkpoint, evaluated_checkpoint,
+                                {k: v for k, v in report.calibration.items() if k != "evaluated"}, console)
         if not no_plot:
             from meta_spider.loom.evaluate.plots import plot_risk_coverage
 

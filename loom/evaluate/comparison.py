@@ -451,5 +451,6 @@ class BaselineComparison:
             gate = selective_metrics(test_scores >= choice.threshold, labels[test_indices], labels[test_indices])
             entry["evaluated"] = gate.to_dict()
         if not math.isfinite(choice.threshold):
-            entry["note"] = "no threshold meets the target risk on the calibration split: answer nothing"
+            entry["note"] = ("the given threshold answers nothing" if rule == "fixed" else
+                             "no threshold meets the target risk on the calibration split: answer nothing")
         return entry

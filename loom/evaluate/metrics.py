@@ -29,6 +29,7 @@ This module knows nothing about models, prompts or datasets: it sees arrays.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -241,7 +242,7 @@ def fixed_threshold(scores: ArrayLike, correct: ArrayLike, threshold: float) -> 
     score = check_scores(scores, "scores")
     right = check_flags(correct, "correct")
     n = check_same_length(scores=score, correct=right)
-    if not isinstance(threshold, (int, float)) or math.isnan(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
         raise ValueError(f"threshold must be a number, got {threshold!r}")
     answered = score >= threshold
     risk = float((~right[answered]).mean()) if answered.any() else None
