@@ -156,6 +156,9 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     from meta_spider.agentcore.steps import FinalStep
     from meta_spider.agentcore.stream_display import ParsedStreamingBackend
 
+    if not question.strip():
+        raise click.BadParameter("the question is empty: ask something, e.g. meta-agent run \"What is 17*23?\"",
+                                 param_hint="QUESTION")
     launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context)
     console = Console()
     try:

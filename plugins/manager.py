@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -21,6 +22,8 @@ import pluggy
 
 from meta_spider.plugins import hookspecs
 from meta_spider.plugins.errors import MetaSpiderError
+
+logger = logging.getLogger(__name__)
 
 ENTRYPOINT_GROUP = "meta_spider"
 """Entry-point group third-party packages use to expose a plugin module."""
@@ -181,6 +184,13 @@ def _selected_entrypoints() -> list[tuple[importlib.metadata.EntryPoint, str | N
             if wanted is not None and entry_point.name not in wanted:
                 continue
             selected.append((entry_point, dist.metadata["Name"]))
+    if wanted:
+        unknown = sorted(wanted - {entry_point.name for entry_point, _ in selected})
+        if unknown:
+            installed = sorted({entry_point.name for dist in importlib.metadata.distributions()
+                                for entry_point in dist.entry_points if entry_point.group == ENTRYPOINT_GROUP})
+            logger.warning("%s names %s, which no installed plugin is (installed: %s); check the spelling",
+                           PLUGINS_ENV_VAR, ", ".join(map(repr, unknown)), ", ".join(installed) or "none")
     # Several installs of one distribution (e.g. editable plus a stale copy)
     # would register one name twice; the first on sys.path wins, as for imports.
     seen: set[str] = set()

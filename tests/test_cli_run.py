@@ -118,6 +118,9 @@ def test_unknown_policy_and_exhausted_script_fail_cleanly(plugin_manager, tmp_pa
     assert "echo-policy" in unknown.output  # the choices include the third-party policy
     exhausted = invoke(plugin_manager, "--script", str(write_script(tmp_path, [])), "question")
     assert exhausted.exit_code == 1 and "no scripted output left" in exhausted.output
+    for empty in ("", "   "):  # nothing asked: a usage error before any backend is built
+        asked = invoke(plugin_manager, "--script", str(write_script(tmp_path, [CAPITAL_FACT])), empty)
+        assert asked.exit_code == 2 and "the question is empty" in asked.output and "step 1" not in asked.output
 
 
 def test_real_console_script_runs_a_question(tmp_path: Path) -> None:

@@ -171,3 +171,42 @@ def test_a_threshold_is_recorded_only_where_it_belongs(trained: dict[str, Path],
     assert json.loads((run_dir / "run.json").read_text())["calibration"]["doubter"]["threshold"] == 0.123456
     assert {path.name: path.read_bytes() for path in other.iterdir()} == before
     assert "in the report only" in " ".join(result.output.split())
+
+
+def test_load_pipeline_takes_a_run_folder_alone(trained: dict[str, Path]) -> None:
+    import click
+
+    from meta_spider import load_pipeline
+    from meta_spider.loom.manifest import RunManifest
+
+    run_dir = trained["root"] / "run"
+    by_folder = load_pipeline(str(run_dir), checkpoint=trained["checkpoint"])
+    by_manifest = load_pipeline(RunManifest.load(run_dir), run_dir, trained["checkpoint"], None)
+    question = "What is the capital of France?"
+    assert by_folder.generate(question, max_new_tokens=4, return_result=True).p_correct == pytest.approx(
+        by_manifest.generate(question, max_new_tokens=4, return_result=True).p_correct)
+    with pytest.raises(click.ClickException, match="has no checkpoint"):
+        load_pipeline(run_dir)  # run.json names none: the error says to train or pass one
+    with pytest.raises(TypeError, match="needs its run folder"):
+        load_pipeline(RunManifest.load(run_dir))
+
+
+def test_keep_threshold_needs_no_validation_questions(trained: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    qa = Path(shutil.copytree(trained["qa"], tmp_path / "qa"))
+    (qa / "validation.jsonl").unlink()
+    run_dir = tmp_path / "no-validation"
+    assert metaloom(capsys, *collect_args(run_dir, trained["base"], qa, "--pmi-signals", "--pmi-reference",
+                                          trained["checkpoint"])).exit_code == 0
+    calibrated = write_calibration(Path(shutil.copytree(trained["checkpoint"], tmp_path / "calibrated")),
+                                   {"threshold": 0.85, "rule": "goals", "split": "validation"})
+    result = metaloom(capsys, "eval", "--run-dir", run_dir, "--checkpoint", calibrated, "--keep-threshold",
+                      "--no-plot", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["calibration"]["threshold"] == 0.85 and report["calibration"]["split"] is None
+    assert any("the given threshold gates" in note for note in report["notes"])
+    refused = [q for q in report["questions"] if q["decision"] == "gate_refused"]
+    assert refused and all(q["p_correct"] < 0.85 for q in refused)
+    assert all(q["p_correct"] >= 0.85 for q in report["questions"] if q["decision"] != "gate_refused")

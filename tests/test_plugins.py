@@ -79,6 +79,20 @@ def test_env_var_pins_third_party_plugins(monkeypatch: pytest.MonkeyPatch, pin: 
     assert all(name in plugin_distributions(pm) for name in DEFAULT_PLUGINS)  # built-ins always load
 
 
+def test_a_pinned_name_no_plugin_has_is_warned_about(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(PLUGINS_ENV_VAR, f"{EXAMPLE}x, {EXAMPLE}")
+    with caplog.at_level("WARNING", logger="meta_spider.plugins.manager"):
+        pm = make_plugin_manager()
+    assert EXAMPLE in plugin_distributions(pm)
+    assert f"'{EXAMPLE}x', which no installed plugin is (installed: " in caplog.text and EXAMPLE in caplog.text
+    caplog.clear()
+    monkeypatch.setenv(PLUGINS_ENV_VAR, EXAMPLE)
+    with caplog.at_level("WARNING", logger="meta_spider.plugins.manager"):
+        make_plugin_manager()
+    assert "no installed plugin" not in caplog.text
+
+
 def test_misspelt_hook_names_the_plugin() -> None:
     @hookimpl
     def register_tool(register):  # type: ignore[no-untyped-def]  # sic: register_tools

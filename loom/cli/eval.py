@@ -60,13 +60,23 @@ def outside_file(split: str) -> str:
     return f"outside_{split}.json"
 
 
-def load_pipeline(manifest: RunManifest, run_dir: Path, checkpoint: Optional[Path], device: Optional[str]) -> Any:
+def load_pipeline(manifest: "RunManifest | str | Path", run_dir: Optional[Path] = None,
+                  checkpoint: Optional[Path] = None, device: Optional[str] = None) -> Any:
     """The run's base with its trained Doubter (``checkpoint``, else run.json's)
-    and, once ``metaloom eval`` has calibrated the run, its answer gate; a
+    and, once ``metaloom eval`` has calibrated the run, its answer gate:
+    ``load_pipeline("RUN")``, or a loaded manifest with its ``run_dir``. A
     missing checkpoint is a ``ClickException`` saying what to do, a base or
     calibration that cannot load a :class:`CommandError`."""
     from meta_spider.loom.evaluate.evaluation import calibrated_answer_gate
     from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
+
+    if not isinstance(manifest, RunManifest):
+        run_dir = Path(manifest) if run_dir is None else Path(run_dir)
+        manifest = RunManifest.load(run_dir)
+    elif run_dir is None:
+        raise TypeError("load_pipeline(manifest, run_dir): a loaded manifest needs its run folder; "
+                        "or call load_pipeline(run_dir)")
+    run_dir = Path(run_dir)
 
     path = checkpoint or manifest.resolve(run_dir, manifest.checkpoint, "checkpoint")
     if path is None:
@@ -101,6 +111,26 @@ def _calibrate_checkpoint(path: Optional[Path], entry: dict[str, Any]) -> None:
 
     if path is not None:
         write_calibration(path, {**entry, "refusal": entry.get("refusal", REFUSAL_SENTENCE)})
+
+
+def _kept_threshold(path: Optional[Path]) -> Optional[float]:
+    """The threshold the checkpoint at ``path`` carries (``inf``: its
+    calibration answers nothing), for ``--keep-threshold``; a checkpoint
+    without one is a :class:`CommandError`. None when there is no checkpoint
+    to read (loading the pipeline then says why)."""
+    from meta_spider.wrapper.checkpoint import CheckpointError, read_checkpoint_document
+
+    if path is None:
+        return None
+    try:
+        carried = read_checkpoint_document(path)[0].get("calibration")
+    except CheckpointError:
+        return None  # loading it says what is wrong
+    if not carried or "threshold" not in carried:
+        raise CommandError(f"--keep-threshold: the checkpoint {path} carries no calibrated threshold",
+                           "run `metaloom eval` on the run it was trained in first, or leave out --keep-threshold "
+                           "to choose one on this run's validation split")
+    return math.inf if carried["threshold"] is None else float(carried["threshold"])  # None: answer nothing
 
 
 def _record_calibration(run_dir: Path, manifest: RunManifest, given: Optional[Path], evaluated: Optional[Path],
@@ -203,19 +233,10 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
             raise click.ClickException(f"the activations hold no {name!r} questions (they hold {activations.splits}); "
                                        + ("collect every test_* split (`metaloom collect` into a new run directory)"
                                           if shifts else "pass --split, or collect that split"))
+    evaluated_checkpoint = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
+    kept = _kept_threshold(evaluated_checkpoint) if keep_threshold else None  # checked before the base loads
     console.print(f"loading {manifest.model.name} with the Doubter")
     pipe = load_pipeline(manifest, run_dir, checkpoint, device)
-    evaluated_checkpoint = checkpoint or manifest.resolve(run_dir, manifest.checkpoint)
-    kept = None
-    if keep_threshold:
-        carried = pipe.doubter.calibration
-        if not carried or "threshold" not in carried:
-            raise click.ClickException(
-                f"--keep-threshold: the checkpoint {evaluated_checkpoint} carries no calibrated threshold (run "
-                "`metaloom eval` on the run it was trained in first, or leave out --keep-threshold to choose one "
-                "on this run's validation split)")
-        kept = math.inf if carried["threshold"] is None else float(carried["threshold"])  # None: answer nothing
-
     fitted: dict[Any, Any] = {}  # the baselines are fitted once for every split
 
     def comparison(benchmark: Any) -> Any:

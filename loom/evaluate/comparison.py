@@ -288,7 +288,11 @@ class BaselineComparison:
         if benchmark.calibration_split == benchmark.split:
             notes.append(f"the probe and the threshold are fitted on the evaluated split {benchmark.split!r}: "
                          "their numbers here are optimistic")
-        if not fit_indices:
+        if not fit_indices and self.threshold is not None:
+            notes.append(f"no {benchmark.calibration_split!r} split collected: no linear probe; the given threshold "
+                         "gates")
+            calibration = self._given_threshold(labels, test_indices, from_states, read_position)
+        elif not fit_indices:
             notes.append(f"no {benchmark.calibration_split!r} split collected: no linear probe, no calibration; "
                          "pass 2's own text decides")
         else:
@@ -297,6 +301,7 @@ class BaselineComparison:
         outcomes = self._generate(calibration)
         if calibration is not None:
             calibration["gated_generation"] = self.answer_gate
+        if fit_indices:
             key = ("probe", benchmark.calibration_split, len(states), read_position, self.probe_folds, self.probe_l2)
             try:
                 if key not in self.fitted:
@@ -315,7 +320,7 @@ class BaselineComparison:
             info["signal_baselines"] = {**fitted_signals.to_dict(), "split": self.fit_split,
                                         "read_position": read_position}
         baseline_thresholds = None
-        if calibration is not None:  # the same for every split of the collection: chosen once
+        if calibration is not None and fit_indices:  # the same for every split of the collection: chosen once
             key = ("baseline_thresholds", benchmark.calibration_split, self.fit_split, len(states), read_position,
                    tuple(benchmark.activations.recorded_signals), self.probe_folds, self.probe_l2,
                    self.target_risk, self.target_coverage, self.goals)
@@ -431,6 +436,19 @@ class BaselineComparison:
                                  description=f"evaluating {self.benchmark.split}")
         finally:
             pipe.answer_gate = previous
+
+    def _given_threshold(self, labels: np.ndarray, test_indices: list[int], test_scores: np.ndarray,
+                         read_position: str) -> dict[str, Any]:
+        """The calibration entry of a given threshold with no calibration
+        split to measure it on: what it does on the evaluated questions."""
+        threshold = float(self.threshold)
+        entry: dict[str, Any] = {"threshold": threshold if math.isfinite(threshold) else None, "coverage": None,
+                                 "risk": None, "target_coverage": None, "target_risk": None, "n": 0, "goals": None,
+                                 "score": "p_correct", "split": None, "read_position": read_position, "rule": "fixed"}
+        if test_indices:
+            gate = selective_metrics(test_scores >= threshold, labels[test_indices], labels[test_indices])
+            entry["evaluated"] = gate.to_dict()
+        return entry
 
     def _calibrate(self, states: np.ndarray, layers: list[int], labels: np.ndarray, fit_indices: list[int],
                    test_indices: list[int], test_scores: np.ndarray, read_position: str,

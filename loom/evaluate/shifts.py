@@ -152,16 +152,21 @@ class ShiftTable:
     rows: list[ShiftRow]
     threshold: float | None
     reports: dict[str, "ComparisonReport"] = field(default_factory=dict, repr=False)
+    threshold_source: str = "validation"
+    """Where the threshold came from: ``validation`` (chosen there) or ``checkpoint`` (the one it carries)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "calibration_split": "validation",
+        return {"threshold": self.threshold,
+                "calibration_split": "validation" if self.threshold_source == "validation" else None,
+                "threshold_source": self.threshold_source,
                 "splits": [row.to_dict() for row in self.rows],
                 "goals": [asdict(check) for check in self.goals()]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ShiftTable":
         """A table read back from ``shifts.json`` (without the full reports)."""
-        return cls([ShiftRow.from_dict(row) for row in data["splits"]], data.get("threshold"))
+        return cls([ShiftRow.from_dict(row) for row in data["splits"]], data.get("threshold"),
+                   threshold_source=data.get("threshold_source", "validation"))
 
     def row(self, split: str) -> ShiftRow | None:
         return next((row for row in self.rows if row.split == split), None)
@@ -227,7 +232,8 @@ class ShiftTable:
             return cell(row.outside.refused_share) if name == "refused" else str(row.outside.invented)
 
         threshold = "" if self.threshold is None else f", P(correct) >= {self.threshold:.3f}"
-        table = Table(title=f"Doubter under shift (answer threshold from validation{threshold})")
+        source = "from validation" if self.threshold_source == "validation" else "the checkpoint's"
+        table = Table(title=f"Doubter under shift (answer threshold {source}{threshold})")
         table.add_column("", no_wrap=True)
         for row in self.rows:  # test_paraphrase -> paraphrase: the columns stay narrow
             shift = row.split[len(SHIFT_PREFIX):] if row.split.startswith(SHIFT_PREFIX) else row.split
@@ -296,6 +302,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
     rows: list[ShiftRow] = []
     reports: dict[str, Any] = {}
     threshold: float | None = None
+    source = "validation"
     outside_items: dict[str, tuple[QABenchmark, float]] = {}
     for split in splits:
         started = time.perf_counter()
@@ -309,6 +316,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
             if threshold is None and report.calibration is not None:
                 threshold = report.calibration.get("threshold")
                 threshold = float("inf") if threshold is None else float(threshold)
+                source = "checkpoint" if report.calibration.get("rule") == "fixed" else "validation"
         unanswerable = QABenchmark(dataset, split=split, activations=activations, max_examples=max_examples)
         unanswerable.items = [item for item in everything if not is_answerable(item)]
         if unanswerable.items:
@@ -331,4 +339,5 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
             pipe.answer_gate = previous
         seconds = spent + time.perf_counter() - started
         rows[position] = _row(row.split, row.n, seconds, reports.get(row.split), outside_metrics(outcomes))
-    return ShiftTable(rows, None if threshold is None or threshold == float("inf") else threshold, reports)
+    return ShiftTable(rows, None if threshold is None or threshold == float("inf") else threshold, reports,
+                      threshold_source=source)
