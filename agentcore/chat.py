@@ -45,14 +45,13 @@ from rich.text import Text
 
 from meta_spider.agentcore.errors import AgentError
 from meta_spider.agentcore.launch import AgentLauncher
-from meta_spider.agentcore.render import step_renderable
+from meta_spider.agentcore.render import set_aside_note, step_renderable
 from meta_spider.agentcore.session import Session
 from meta_spider.agentcore.steps import FinalStep, ModelStep
 from meta_spider.agentcore.stream_display import ParsedStreamingBackend
 from meta_spider.agentcore.streaming import GenerationInterrupted
 from meta_spider.native.streaming import StreamEvent
 from meta_spider.plugins import MetaSpiderError
-from meta_spider.policies.actions import Answer, Refuse, ToolCall
 from meta_spider.tools.limits import safe_str
 
 __all__ = ["COMMANDS", "HISTORY_ENV_VAR", "ChatLoop", "SlashCompleter", "Turn", "default_history_path"]
@@ -152,21 +151,6 @@ def _key_bindings() -> KeyBindings:
         event.current_buffer.insert_text("\n")
 
     return bindings
-
-
-def set_aside_note(step: ModelStep) -> str | None:
-    """Why the text a model step streamed is not what the agent does with
-    it (the policy was unsure, so the renderer refuses or asks for a tool
-    call instead), or None when the streamed text is the step's own."""
-    action = step.action
-    if isinstance(action, (Answer, Refuse)) and action.text.strip() == step.decision.text.strip():
-        return None
-    if isinstance(action, Refuse) and action.reason != "model":
-        return f"set aside: {action.reason}; the agent refuses instead"
-    lookup = step.decision.metadata.get("lookup")
-    if isinstance(lookup, dict) and isinstance(action, ToolCall):
-        return f"set aside: {lookup.get('reason', 'unsure')}; the agent calls a tool instead"
-    return None
 
 
 class ChatLoop:

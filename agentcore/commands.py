@@ -152,8 +152,10 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
-    from meta_spider.agentcore.render import step_renderable
-    from meta_spider.agentcore.steps import FinalStep
+    from rich.text import Text
+
+    from meta_spider.agentcore.render import set_aside_note, step_renderable
+    from meta_spider.agentcore.steps import FinalStep, ModelStep
     from meta_spider.agentcore.stream_display import ParsedStreamingBackend
 
     if not question.strip():
@@ -184,6 +186,9 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
                 continue
             if streamed:
                 console.print()
+                note = set_aside_note(step) if isinstance(step, ModelStep) else None
+                if note is not None:  # the streamed text is not what the agent does with it: say so, as chat does
+                    console.print(Text(f"({note})", style="dim italic"))
                 streamed.clear()
             console.print(step_renderable(step))
             final = step if isinstance(step, FinalStep) else final

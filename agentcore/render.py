@@ -21,7 +21,7 @@ from rich.text import Text
 from meta_spider.agentcore.steps import FinalStep, ModelStep, Step, ToolStep, json_safe
 from meta_spider.policies.actions import Answer, Refuse, ToolCall
 
-__all__ = ["GAUGE_WIDTH", "call_text", "final_panel", "p_correct_gauge", "step_renderable"]
+__all__ = ["GAUGE_WIDTH", "call_text", "final_panel", "p_correct_gauge", "set_aside_note", "step_renderable"]
 
 GAUGE_WIDTH = 20
 _OBSERVATION_LIMIT = 600  # characters of a tool result shown; the model saw all of it
@@ -120,3 +120,18 @@ def step_renderable(step: Step) -> RenderableType:
     if isinstance(step, FinalStep):
         return final_panel(step)
     raise TypeError(f"not a step record: {step!r:.80}")
+
+
+def set_aside_note(step: ModelStep) -> str | None:
+    """Why the text a model step streamed is not what the agent does with
+    it (the policy was unsure, so the renderer refuses or asks for a tool
+    call instead), or None when the streamed text is the step's own."""
+    action = step.action
+    if isinstance(action, (Answer, Refuse)) and action.text.strip() == step.decision.text.strip():
+        return None
+    if isinstance(action, Refuse) and action.reason != "model":
+        return f"set aside: {action.reason}; the agent refuses instead"
+    lookup = step.decision.metadata.get("lookup")
+    if isinstance(lookup, dict) and isinstance(action, ToolCall):
+        return f"set aside: {lookup.get('reason', 'unsure')}; the agent calls a tool instead"
+    return None

@@ -280,3 +280,16 @@ def test_a_run_on_the_world_shows_the_model_only_the_current_question(plugin_man
         AgentLauncher(plugin_manager, settings, context="everything")
     result = invoke(plugin_manager, "--context", "everything", "hi")
     assert result.exit_code == 2 and "'everything' is not one of 'all', 'question'" in result.output
+
+
+def test_run_marks_streamed_text_the_agent_sets_aside(plugin_manager, tmp_path: Path) -> None:
+    # As chat does: an unsure guess streamed by pass 2 is not the reply when the agent looks the fact up instead.
+    call = CAPITAL_CALL.split("\n", 1)[1]  # the renderer prefills "<tool_call>\n"
+    script = write_script(tmp_path, [{"p_correct": 0.2}, "Emberhold.", call, CAPITAL_FACT])
+    result = invoke(plugin_manager, "--script", str(script), "--policy", "doubter", "What is the capital of Veloria?")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    guess = text.index("Emberhold.")
+    note = text.index("(set aside: p_correct 0.200 below threshold", guess)
+    assert "the agent calls a tool instead)" in text[note:] and text.index(f"│ {CAPITAL_FACT}") > note
+    assert text.count("set aside") == 1
