@@ -15,6 +15,12 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade "pip>=24" "setuptools>=77" wheel
 EXTRAS="${META_SPIDER_EXTRAS:-all}"
+# llama-cpp-python compiles llama.cpp, by default for the building CPU
+# (GGML_NATIVE). Some virtual machines list instructions they do not allow
+# (AMX tiles: quantized matmuls die with SIGILL), so build for any x86-64 CPU
+# with AVX2 unless CMAKE_ARGS is set. pip caches the wheel it builds: after
+# changing CMAKE_ARGS, `pip cache remove llama_cpp_python` forces a rebuild.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 case ",$EXTRAS," in
     *,all,*|*,llamacpp,*) echo "[setup] installing meta-spider[$EXTRAS] (llama-cpp-python compiles on the first run: ~10 min on 2 cores)" ;;
     *) echo "[setup] installing meta-spider[$EXTRAS]" ;;
