@@ -188,10 +188,13 @@ def test_last_user_text_is_the_question_the_occlusion_reads() -> None:
 
     assert last_user_text("Who?") == "Who?"
     messages = [{"role": "user", "content": "First?"}, {"role": "assistant", "content": "A."},
-                {"role": "user", "content": [{"type": "text", "text": "Where is"}, {"type": "image"},
+                {"role": "user", "content": [{"type": "text", "text": "Where is "}, {"type": "image"},
                                              {"type": "text", "text": "Ulm?"}]},
                 {"role": "tool", "content": "not found"}]
     assert last_user_text(messages) == "Where is Ulm?"
+    # parts are joined as a template renders them and as the server reads them: nothing between
+    assert last_user_text([{"role": "user", "content": [{"type": "text", "text": "Ulm"},
+                                                          {"type": "text", "text": "?"}]}]) == "Ulm?"
     with pytest.raises(ValueError, match="no user message"):
         last_user_text([{"role": "system", "content": "Be brief."}])
 

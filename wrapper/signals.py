@@ -199,9 +199,9 @@ def generation_tails(render: Callable[[list[dict[str, str]], bool | None], str])
 
 def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
     """The user's words in ``prompt``: the string itself, or the text of the
-    last user message (its text parts joined by spaces when the content is a
-    list of parts; empty when it has none); raises ValueError when there is
-    no user message."""
+    last user message (its text parts joined as a chat template renders them,
+    with nothing between, when the content is a list of parts; empty when it
+    has none); raises ValueError when there is no user message."""
     if isinstance(prompt, str):
         return prompt
     for message in reversed(list(prompt)):
@@ -209,8 +209,8 @@ def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
             continue
         content = message.get("content")
         if isinstance(content, list):
-            content = " ".join(part.get("text", "") for part in content
-                               if isinstance(part, Mapping) and part.get("type") == "text")
+            content = "".join(part.get("text", "") for part in content
+                              if isinstance(part, Mapping) and part.get("type") == "text")
         return content if isinstance(content, str) else ""
     raise ValueError("the prompt has no user message: the occlusion signal reads the user's question")
 
