@@ -113,6 +113,9 @@ def test_tiny_manifest_records_data_metrics_and_timings(tiny_world) -> None:
         assert 0.0 <= metrics["probe"][position]["auroc_test"] <= 1.0
     assert metrics["tool_use"]["parser"] == "native-hermes"
     assert manifest["timings"]["total_s"] > 0
+    import torch  # which kernels trained the base: another kind of CPU trains another base
+
+    assert manifest["kernels"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
     assert not list(tiny_world.path.rglob("*.bin")) and not list(tiny_world.path.rglob("*.pt"))
     assert (tiny_world.model_dir / "model.safetensors").exists()
 

@@ -65,6 +65,8 @@ def _print_summary(console: "object", manifest: dict, path: Path) -> None:
     table.add_column("value", justify="right")
     test = metrics["qa"]["test"]
     table.add_row("test QA exact match", f"{test['accuracy']:.3f} (n={test['n']})")
+    if "kernels" in manifest:  # absent from worlds built before it was recorded
+        table.add_row("trained with CPU kernels", manifest["kernels"]["torch_capability"])
     for bucket, row in test["by_bucket"].items():
         table.add_row(f"  {bucket}", f"{row['accuracy']:.3f} (n={row['n']})")
     for position in ("prompt", "draft"):

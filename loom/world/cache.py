@@ -203,5 +203,20 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
         "data_sha256": hashes, "corpus_tokens": int(sum(len(d) for d in docs)),
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "loss_first": losses[0], "loss_last": float(sum(losses[-20:]) / len(losses[-20:])),
-        "timings": timings, "metrics": metrics,
+        "timings": timings, "metrics": metrics, "kernels": build_kernels(),
     }
+
+
+KERNEL_SETTINGS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+"""Environment variables that choose torch's CPU kernels."""
+
+
+def build_kernels() -> dict[str, str]:
+    """Which CPU kernels trained the base: torch's capability (AVX2,
+    AVX512, ...) and any of :data:`KERNEL_SETTINGS` set. The base is the same
+    bits only where these are the same: training is chaotic, and the last
+    bits in which AVX-512 and AVX2 kernels differ grow into another model."""
+    import torch
+
+    return {"torch_capability": torch.backends.cpu.get_cpu_capability(),
+            **{name: os.environ[name] for name in KERNEL_SETTINGS if name in os.environ}}
