@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from report import Report
-from value_scoring import SCORES, SPLITS
+from value_scoring import SPLITS, say_auroc_columns
 
 
 def shown(path: Path) -> str:
@@ -68,20 +68,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         say()
         say(f"{shown(path)}: {len(questions)} questions, {sum(labels)} base-right; drafts that are "
             f"the refusal: {sum(declined)}, mean P(correct) {mean_p:.2f}")
-        say(f"  {'AUROC':<30}{'as reported':>12}{'refusal drafts last':>21}")
-        table = {}
-        for label, key in SCORES:
-            if any(q.get(key) is None for q in questions):
-                continue  # a baseline the report could not fit
-            scores = [float(q[key]) for q in questions]
+        def declined_last(scores: list[float]) -> float:
             floor = min(scores) - 1.0
-            last = [floor if d else s for s, d in zip(scores, declined)]
-            table[label] = (auroc(scores, labels), auroc(last, labels))
-            say(f"  {label:<30}{table[label][0]:>12.3f}{table[label][1]:>21.3f}")
-        doubter = table.pop(SCORES[0][0])
-        for index, name in ((0, "as reported"), (1, "refusal drafts last")):
-            best = max(table, key=lambda label: table[label][index])
-            say(f"  margin over the best baseline, {name}: {doubter[index] - table[best][index]:+.3f} ({best})")
+            return auroc([floor if d else s for s, d in zip(scores, declined)], labels)
+
+        say_auroc_columns(say, questions, (("as reported", 12, lambda scores: auroc(scores, labels)),
+                                           ("refusal drafts last", 21, declined_last)))
     output.write(args.output)
     return 0
 

@@ -26,7 +26,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 from report import Report
 
@@ -40,6 +40,26 @@ SCORES = (("Doubter P(correct)", "p_correct"),
 _PRONOUN = re.compile(r"^(he|she) ")
 CONFIDENT = 0.5
 """P(correct) from which a wrong draft counts as a confident error."""
+
+
+def say_auroc_columns(say: Callable[[str], None], questions: list[dict[str, Any]],
+                      columns: Sequence[tuple[str, int, Callable[[list[float]], float]]]) -> None:
+    """One row per score of :data:`SCORES` the report's ``questions`` hold
+    (a baseline the report could not fit has none), one column per
+    ``(header, width, AUROC of the scores)``; then, per column, the Doubter's
+    margin over the best other score."""
+    say(f"  {'AUROC':<30}" + "".join(f"{header:>{width}}" for header, width, _ in columns))
+    table = {}
+    for label, key in SCORES:
+        if any(q.get(key) is None for q in questions):
+            continue
+        scores = [float(q[key]) for q in questions]
+        table[label] = [rank(scores) for _, _, rank in columns]
+        say(f"  {label:<30}" + "".join(f"{value:>{width}.3f}" for value, (_, width, _) in zip(table[label], columns)))
+    doubter = table.pop(SCORES[0][0])
+    for index, (header, _, _) in enumerate(columns):
+        best = max(table, key=lambda label: table[label][index])
+        say(f"  margin over the best baseline, {header}: {doubter[index] - table[best][index]:+.3f} ({best})")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -92,16 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         say(f"  wrong drafts at P(correct) >= {CONFIDENT}: {len(confident)}, of which wrong only by the pronoun "
             f"{sum(q in pronoun_only for q in confident)}")
         say(f"  base accuracy strict {sum(strict) / len(strict):.3f}, lenient {sum(lenient) / len(lenient):.3f}")
-        say(f"  {'AUROC':<30}{'strict':>8}{'lenient':>9}")
-        table = {}
-        for label, key in SCORES:
-            scores = [float(q[key]) for q in questions]
-            table[label] = (auroc(scores, strict), auroc(scores, lenient))
-            say(f"  {label:<30}{table[label][0]:>8.3f}{table[label][1]:>9.3f}")
-        doubter = table.pop(SCORES[0][0])
-        for index, name in ((0, "strict"), (1, "lenient")):
-            best = max(table, key=lambda label: table[label][index])
-            say(f"  margin over the best baseline, {name}: {doubter[index] - table[best][index]:+.3f} ({best})")
+        say_auroc_columns(say, questions, (("strict", 8, lambda scores: auroc(scores, strict)),
+                                           ("lenient", 9, lambda scores: auroc(scores, lenient))))
     output.write(args.output)
     return 0
 
