@@ -154,6 +154,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.evaluate.shifts import shift_splits
     from meta_spider.loom.world import build_world
+    from meta_spider.loom.world.cache import describe_base
     from meta_spider.loom.world.dataset import WorldDataset
 
     console = console or Console()
@@ -161,7 +162,8 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     console.print(Rule(f"1/5 embedded world ({preset}, seed {seed})"))
     world = build_world(preset, seed=seed)
     metrics = world.metrics["qa"]["test"]
-    console.print(f"base at {world.model_dir}: test QA exact match {metrics['accuracy']:.3f}")
+    console.print(f"base at {world.model_dir} ({describe_base(world.manifest)}): "
+                  f"test QA exact match {metrics['accuracy']:.3f}")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path, recipe)
     console.print(f"run directory: {run_dir}")
     extra_dataset_args, collect_args, train_args = recipe_args(recipe)

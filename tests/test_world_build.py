@@ -113,9 +113,13 @@ def test_tiny_manifest_records_data_metrics_and_timings(tiny_world) -> None:
         assert 0.0 <= metrics["probe"][position]["auroc_test"] <= 1.0
     assert metrics["tool_use"]["parser"] == "native-hermes"
     assert manifest["timings"]["total_s"] > 0
-    import torch  # which kernels trained the base: another kind of CPU trains another base
+    # which kernels trained the base (another kind of CPU trains another
+    # base): the shipped base's, recorded where it was trained
+    from meta_spider.loom.world.shipped import ShippedBase
 
-    assert manifest["kernels"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert manifest["base"]["source"] == "shipped"
+    assert manifest["kernels"] == ShippedBase.find(manifest["key"]).kernels
+    assert manifest["kernels"]["torch_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX"}
     assert not list(tiny_world.path.rglob("*.bin")) and not list(tiny_world.path.rglob("*.pt"))
     assert (tiny_world.model_dir / "model.safetensors").exists()
 
@@ -137,6 +141,7 @@ def test_cache_is_reused_and_cli_reports(tiny_world, tmp_path) -> None:
                                         "--export-jsonl", str(export)])
     assert result.exit_code == 0, result.output
     assert "test QA exact match" in result.output and "probe AUROC" in result.output
+    assert "shipped (sha256" in result.output
     records = [json.loads(line) for line in export.read_text().splitlines()]
     assert len(records) == len(tiny_world.qa("test")) and records[0]["meta"]["split"] == "test"
 

@@ -26,18 +26,29 @@ def world() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="output folder (default: the user cache, keyed by version, preset and seed)")
 @click.option("--force", is_flag=True, help="rebuild even if a complete build exists")
+@click.option("--train", "train", is_flag=True,
+              help="train the base here even where one is shipped for this world, and say whether it came out "
+                   "bit-identical to the shipped one")
+@click.option("--ship", is_flag=True,
+              help="(maintainers) train the base here and write it into the package as this world's shipped base")
 @click.option("--export-jsonl", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the test QA split as JSONL here (the format your own data needs)")
-def build(preset: str, seed: int, out: Path | None, force: bool, export_jsonl: Path | None) -> None:
-    """Generate the world, train tokenizer and base, evaluate, cache."""
+def build(preset: str, seed: int, out: Path | None, force: bool, train: bool, ship: bool,
+          export_jsonl: Path | None) -> None:
+    """Generate the world, install its shipped base (or train one), evaluate, cache."""
     from rich.console import Console
 
-    from meta_spider.loom.world.cache import build_world
+    from meta_spider.loom.world.cache import MODEL_DIR, build_world
     from meta_spider.loom.world.dataset import export_qa_jsonl
+    from meta_spider.loom.world.shipped import ship as ship_base
 
     console = Console()
-    artifacts = build_world(preset, seed=seed, out=out, progress=True, force=force)
+    artifacts = build_world(preset, seed=seed, out=out, progress=True, force=force, train=train or ship)
     _print_summary(console, artifacts.manifest, artifacts.path)
+    if ship:
+        folder = ship_base(artifacts.manifest["key"], artifacts.path / MODEL_DIR, artifacts.manifest,
+                           command=f"metaloom world build --preset {preset} --seed {seed} --train")
+        console.print(f"shipped base written to {folder}")
     if export_jsonl is not None:
         export_qa_jsonl(artifacts, "test", export_jsonl)
         console.print(f"test QA written to {export_jsonl}")
@@ -59,12 +70,15 @@ def info(preset: str, seed: int) -> None:
 def _print_summary(console: "object", manifest: dict, path: Path) -> None:
     from rich.table import Table
 
+    from meta_spider.loom.world.cache import describe_base
+
     metrics = manifest["metrics"]
     table = Table(title=f"world {manifest['preset']['name']} seed {manifest['seed']}: {path}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     test = metrics["qa"]["test"]
     table.add_row("test QA exact match", f"{test['accuracy']:.3f} (n={test['n']})")
+    table.add_row("base", describe_base(manifest))
     if "kernels" in manifest:  # absent from worlds built before it was recorded
         table.add_row("trained with CPU kernels", manifest["kernels"]["torch_capability"])
     for bucket, row in test["by_bucket"].items():
@@ -87,3 +101,4 @@ def _print_summary(console: "object", manifest: dict, path: Path) -> None:
         table.add_row("calculator-call rate", f"{metrics['calculator_use']['rate']:.3f}")
     table.add_row("build time", f"{manifest['timings']['total_s']:.0f} s")
     console.print(table)  # type: ignore[attr-defined]
+

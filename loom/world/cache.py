@@ -1,9 +1,11 @@
 """Building and caching world artefacts.
 
-``build_world(preset, seed)`` generates the world, trains the tokenizer and
-the base, evaluates it and writes everything to a folder keyed by generator
+``build_world(preset, seed)`` generates the world, installs the base shipped
+for it (or trains the tokenizer and the base when none is shipped, or when
+asked to), evaluates it and writes everything to a folder keyed by generator
 version, preset and seed under the user cache directory (or ``out``). A
-complete folder is reused instead of rebuilt. Files are JSON, JSONL and
+complete folder is reused instead of rebuilt, after checking its model files
+against the hashes recorded when it was built. Files are JSON, JSONL and
 safetensors only. This module knows the pipeline's order, not its internals.
 """
 
@@ -24,6 +26,7 @@ from meta_spider.plugins.errors import MetaSpiderError
 from .generator import ALL_SPLITS, GENERATOR_VERSION, SHIFT_SPLITS, QAItem, World, generate_world
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
+from .shipped import ShippedBase, file_hashes, short
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -118,12 +121,15 @@ def export_data(world: World, out: Path) -> dict[str, str]:
 
 
 def build_world(preset: str | Preset = "small", seed: int = 0, out: str | Path | None = None,
-                progress: bool = True, force: bool = False) -> WorldArtifacts:
+                progress: bool = True, force: bool = False, train: bool = False) -> WorldArtifacts:
     """Build (or reuse) the world of ``preset`` and ``seed``.
 
-    Writes data JSONL, the tokenizer and the trained base (``model/``), and
-    ``world.json`` with timings and metrics. A folder holding a complete
-    ``world.json`` for the same key is reused unless ``force``.
+    Writes data JSONL, the tokenizer and the base (``model/``), and
+    ``world.json`` with timings and metrics. The base is the one shipped
+    for this world (:mod:`.shipped`) when there is one, else it is trained
+    here; ``train`` trains it here in any case. A folder holding a complete
+    ``world.json`` for the same key is reused unless ``force`` (or unless
+    ``train`` and its base was not trained here).
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     key = cache_key(preset, seed)
@@ -133,35 +139,123 @@ def build_world(preset: str | Preset = "small", seed: int = 0, out: str | Path |
     # once: the second waits for the first and then reuses its folder.
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build_or_reuse(preset, seed, key, path, progress, force)
+        return _build_or_reuse(preset, seed, key, path, progress, force, train)
 
 
-def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: bool, force: bool) -> WorldArtifacts:
+def base_source(manifest: dict[str, Any]) -> str:
+    """Where a built world's base came from: "shipped" or "trained" (worlds
+    built before bases were shipped trained theirs)."""
+    return manifest.get("base", {}).get("source", "trained")
+
+
+def describe_base(manifest: dict[str, Any]) -> str:
+    """Where a built world's base came from and how it compares with the
+    shipped one, in one line."""
+    weights = manifest.get("model_sha256", {}).get("model.safetensors")
+    shipped = manifest.get("base", {}).get("shipped_sha256")
+    if weights is None:  # built before hashes were recorded
+        return "trained here"
+    if base_source(manifest) == "shipped":
+        return f"shipped (sha256 {short(weights)}…)"
+    if shipped is None:
+        return f"trained here (sha256 {short(weights)}…; none is shipped for this world)"
+    if shipped == weights:
+        return f"trained here, bit-identical to the shipped base (sha256 {short(weights)}…)"
+    return (f"trained here (sha256 {short(weights)}…), not the shipped base ({short(shipped)}…): "
+            "another kind of CPU or another torch trains other bits")
+
+
+def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: bool, force: bool,
+                    train: bool) -> WorldArtifacts:
     manifest_path = path / MANIFEST
     if manifest_path.exists() and not force:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("key") != key:
             raise WorldBuildError(path, f"holds world {manifest.get('key')!r}, not {key!r}")
-        return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+        if not train or base_source(manifest) == "trained":
+            _check_model(path, manifest)
+            return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+    shipped = ShippedBase.find(key)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     from .progress import BuildProgress
 
-    with BuildProgress(enabled=progress, total_steps=preset.train.steps) as bar:
-        manifest = _build(preset, seed, path, bar.stage, bar.step)
+    install = shipped is not None and not train
+    with BuildProgress(enabled=progress, total_steps=None if install else preset.train.steps) as bar:
+        if install:
+            manifest = _install(preset, seed, path, shipped, bar.stage)
+        else:
+            manifest = _build(preset, seed, path, bar.stage, bar.step)
     manifest["key"] = key
+    manifest["model_sha256"] = file_hashes(path / MODEL_DIR)
+    manifest["base"] = {"source": "shipped" if install else "trained",
+                        "shipped_sha256": None if shipped is None else shipped.model_sha256}
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     # What a later reuse reads back (tuples become lists), so both agree.
     manifest = json.loads(manifest_path.read_text())
     return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
 
 
-def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
-           on_step: Callable[[int, float], None]) -> dict[str, Any]:
+def _check_model(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise unless the model files still have the hashes recorded when the
+    folder was built (worlds built before hashes were recorded pass)."""
+    recorded = manifest.get("model_sha256")
+    if recorded is None:
+        return
+    found = file_hashes(path / MODEL_DIR) if (path / MODEL_DIR).is_dir() else {}
+    for name, digest in sorted(recorded.items()):
+        if found.get(name) != digest:
+            problem = "is missing" if name not in found else f"has sha256 {short(found[name])}…, not {short(digest)}…"
+            raise WorldBuildError(path, f"{MODEL_DIR}/{name} {problem} as recorded when it was built")
+
+
+def _evaluate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", world: World,
+              preset: Preset) -> dict[str, Any]:
+    """The base's metrics on the world's splits, on the preset's thread count."""
     import torch
 
     from .evaluate import evaluate_world
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(preset.train.threads)
+    try:
+        return evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
+                              shifts={split: world.qa[split] for split in SHIFT_SPLITS},
+                              frames=preset.world.frames)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _install(preset: Preset, seed: int, path: Path, shipped: ShippedBase,
+             stage: Callable[[str], None]) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    stage("generating world")
+    world = generate_world(preset.world, seed)
+    hashes = export_data(world, path)
+    shipped.check_data(hashes)
+    timings["generate_s"] = time.perf_counter() - started
+    stage(f"installing the shipped base (sha256 {short(shipped.model_sha256)}…)")
+    shipped.install(path / MODEL_DIR)
+    model = AutoModelForCausalLM.from_pretrained(path / MODEL_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(path / MODEL_DIR)
+    stage("evaluating")
+    mark = time.perf_counter()
+    metrics = _evaluate(model, tokenizer, world, preset)
+    timings["evaluate_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - started
+    recorded = {name: shipped.manifest[name] for name in ("corpus_tokens", "parameters", "loss_first", "loss_last")}
+    return {
+        "generator_version": GENERATOR_VERSION, "seed": seed, "preset": preset.to_dict(),
+        "data_sha256": hashes, **recorded, "timings": timings, "metrics": metrics, "kernels": shipped.kernels,
+    }
+
+
+def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
+           on_step: Callable[[int, float], None]) -> dict[str, Any]:
     from .model import build_model, checkpoint_model
     from .tokenizer import train_tokenizer
     from .train import train_model
@@ -188,14 +282,7 @@ def _build(preset: Preset, seed: int, path: Path, stage: Callable[[str], None],
     tokenizer.save_pretrained(path / MODEL_DIR)
     stage("evaluating")
     mark = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(preset.train.threads)
-    try:
-        metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
-                                 shifts={split: world.qa[split] for split in SHIFT_SPLITS},
-                                 frames=preset.world.frames)
-    finally:
-        torch.set_num_threads(threads)
+    metrics = _evaluate(model, tokenizer, world, preset)
     timings["evaluate_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     return {

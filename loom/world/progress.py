@@ -16,7 +16,7 @@ from meta_spider.loom.progress import ProgressDisplay, ProgressLine
 class BuildProgress:
     """Context manager exposing ``stage(name)`` and ``step(step, loss)``."""
 
-    def __init__(self, enabled: bool, total_steps: int) -> None:
+    def __init__(self, enabled: bool, total_steps: int | None) -> None:
         self.total_steps = total_steps
         self._display = ProgressDisplay(enabled)
         self._stage = self._train = ProgressLine()
@@ -24,7 +24,8 @@ class BuildProgress:
     def __enter__(self) -> "BuildProgress":
         self._display.__enter__()
         self._stage = self._display.line("world")
-        self._train = self._display.line("train", self.total_steps)
+        if self.total_steps is not None:  # None: nothing is trained (a shipped base)
+            self._train = self._display.line("train", self.total_steps)
         return self
 
     def stage(self, name: str) -> None:
