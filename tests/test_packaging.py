@@ -130,7 +130,7 @@ def test_wheel_installs_only_the_namespace(tmp_path: Path) -> None:
         assert package.replace(".", "/") + "/__init__.py" in names
     assert not any("/compat/" in name for name in names)  # each published name once, at the top
     assert "meta_spider/loom/world/frames.json" in names  # the world's question wording is package data
-    shipped = [name for name in names if name.startswith("meta_spider/loom/world/bases/")]
+    shipped = [name for name in names if name.startswith("meta_spider/loom/world/shipped-bases/")]
     assert {name.rsplit("/", 1)[1] for name in shipped} >= {"model.safetensors", "tokenizer.json", "base.json"}
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "meta-agent = meta_spider.agentcore.cli:meta_agent" in entry_points

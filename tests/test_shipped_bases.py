@@ -1,4 +1,4 @@
-"""The bases shipped under loom/world/bases: each is the base of the world
+"""The bases shipped under loom/world/shipped-bases: each is the base of the world
 this version generates (same preset key, same data, same file hashes), a
 build installs it instead of training and checks every file, a damaged one
 or a damaged cache is refused by name, and the train / ship / install round

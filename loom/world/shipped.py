@@ -3,9 +3,9 @@
 Training a world's base takes minutes to a quarter of an hour on two cores,
 and the same training run gives other bits on another kind of CPU (the last
 bits in which AVX-512 and AVX2 kernels differ grow into another model). So
-the repository carries the bases the documented numbers were measured on,
-one folder per cache key under ``bases/``: the ``save_pretrained`` files of
-the base and its tokenizer, and ``base.json`` with every file's sha256, the
+the repository carries the bases the demo and the tests run on, one folder
+per cache key under ``shipped-bases/``: the ``save_pretrained`` files of the
+base and its tokenizer, and ``base.json`` with every file's sha256, the
 hashes of the data it was trained on, the kernels that trained it and the
 command that rebuilds it.
 
@@ -42,10 +42,10 @@ class ShippedBaseError(MetaSpiderError, RuntimeError, fields=("path", "problem")
 
 
 def bases_root() -> Path:
-    """Folder of shipped bases: ``$META_SPIDER_WORLD_BASES`` or ``bases/``
+    """Folder of shipped bases: ``$META_SPIDER_WORLD_BASES`` or ``shipped-bases/``
     next to this module."""
     override = os.environ.get(BASES_ENV_VAR)
-    return Path(override) if override else Path(__file__).parent / "bases"
+    return Path(override) if override else Path(__file__).parent / "shipped-bases"
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -61,7 +61,7 @@ def short(digest: str) -> str:
 
 @dataclass(frozen=True)
 class ShippedBase:
-    """One folder of ``bases/``: a trained base for one world key."""
+    """One folder of ``shipped-bases/``: a trained base for one world key."""
 
     path: Path
     manifest: dict[str, Any]
