@@ -69,6 +69,39 @@ def test_the_test_world_is_the_shipped_base_checked_on_reuse(tiny_world, tmp_pat
         build_world("tiny", seed=0, out=copy, progress=False)
 
 
+@pytest.mark.world
+@pytest.mark.slow
+def test_a_world_cached_before_hashes_were_recorded_is_compared_with_the_shipped_base(tiny_world, tmp_path) -> None:
+    from meta_spider.loom.world.cache import describe_base
+
+    def cached_long_ago(name: str, flip: bool) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(tiny_world.path, copy)
+        manifest = json.loads((copy / "world.json").read_text())
+        del manifest["model_sha256"], manifest["base"]
+        (copy / "world.json").write_text(json.dumps(manifest))
+        if flip:
+            weights = copy / "model" / "model.safetensors"
+            data = bytearray(weights.read_bytes())
+            data[-1] ^= 1
+            weights.write_bytes(bytes(data))
+        return copy
+
+    same = build_world("tiny", seed=0, out=cached_long_ago("same", flip=False), progress=False)
+    assert same.manifest["base"]["source"] == "trained"
+    assert "bit-identical to the shipped base" in describe_base(same.manifest)
+    other = build_world("tiny", seed=0, out=cached_long_ago("other", flip=True), progress=False)
+    assert "not the shipped base" in describe_base(other.manifest)
+    assert "`metaloom world build --force` installs the shipped one" in describe_base(other.manifest)
+    assert build_world("tiny", seed=0, out=other.path, progress=False).manifest == other.manifest  # recorded once
+    forced = build_world("tiny", seed=0, out=other.path, progress=False, force=True)
+    assert forced.manifest["base"]["source"] == "shipped"
+    gone = cached_long_ago("gone", flip=False)
+    (gone / "model" / "model.safetensors").unlink()
+    with pytest.raises(WorldBuildError, match=r"model/model\.safetensors is missing"):
+        build_world("tiny", seed=0, out=gone, progress=False)
+
+
 @pytest.fixture
 def bases_copy(tmp_path, monkeypatch) -> Path:
     """A writable copy of the shipped tiny base, which builds then read."""

@@ -151,10 +151,8 @@ def base_source(manifest: dict[str, Any]) -> str:
 def describe_base(manifest: dict[str, Any]) -> str:
     """Where a built world's base came from and how it compares with the
     shipped one, in one line."""
-    weights = manifest.get("model_sha256", {}).get("model.safetensors")
-    shipped = manifest.get("base", {}).get("shipped_sha256")
-    if weights is None:  # built before hashes were recorded
-        return "trained here"
+    weights = manifest["model_sha256"]["model.safetensors"]
+    shipped = manifest["base"]["shipped_sha256"]
     if base_source(manifest) == "shipped":
         return f"shipped (sha256 {short(weights)}…)"
     if shipped is None:
@@ -162,7 +160,8 @@ def describe_base(manifest: dict[str, Any]) -> str:
     if shipped == weights:
         return f"trained here, bit-identical to the shipped base (sha256 {short(weights)}…)"
     return (f"trained here (sha256 {short(weights)}…), not the shipped base ({short(shipped)}…): "
-            "another kind of CPU or another torch trains other bits")
+            "another kind of CPU or another torch trains other bits; `metaloom world build --force` "
+            "installs the shipped one")
 
 
 def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: bool, force: bool,
@@ -173,7 +172,12 @@ def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: b
         if manifest.get("key") != key:
             raise WorldBuildError(path, f"holds world {manifest.get('key')!r}, not {key!r}")
         if not train or base_source(manifest) == "trained":
-            _check_model(path, manifest)
+            if "model_sha256" in manifest:
+                _check_model(path, manifest)
+            elif not (path / MODEL_DIR / "model.safetensors").is_file():
+                raise WorldBuildError(path, f"{MODEL_DIR}/model.safetensors is missing")
+            else:  # built (and trained) before the hashes were recorded: record them now
+                manifest = _record_base(manifest_path, manifest, "trained", ShippedBase.find(key))
             return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
     shipped = ShippedBase.find(key)
     if path.exists():
@@ -188,21 +192,25 @@ def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: b
         else:
             manifest = _build(preset, seed, path, bar.stage, bar.step)
     manifest["key"] = key
-    manifest["model_sha256"] = file_hashes(path / MODEL_DIR)
-    manifest["base"] = {"source": "shipped" if install else "trained",
-                        "shipped_sha256": None if shipped is None else shipped.model_sha256}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    # What a later reuse reads back (tuples become lists), so both agree.
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _record_base(manifest_path, manifest, "shipped" if install else "trained", shipped)
     return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+
+
+def _record_base(manifest_path: Path, manifest: dict[str, Any], source: str,
+                 shipped: ShippedBase | None) -> dict[str, Any]:
+    """Write ``manifest`` with the model files' hashes and where the base
+    came from; returns it as a later reuse reads it back (tuples become
+    lists, so both agree)."""
+    manifest["model_sha256"] = file_hashes(manifest_path.parent / MODEL_DIR)
+    manifest["base"] = {"source": source, "shipped_sha256": None if shipped is None else shipped.model_sha256}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return json.loads(manifest_path.read_text())
 
 
 def _check_model(path: Path, manifest: dict[str, Any]) -> None:
     """Raise unless the model files still have the hashes recorded when the
-    folder was built (worlds built before hashes were recorded pass)."""
-    recorded = manifest.get("model_sha256")
-    if recorded is None:
-        return
+    folder was built."""
+    recorded = manifest["model_sha256"]
     found = file_hashes(path / MODEL_DIR) if (path / MODEL_DIR).is_dir() else {}
     for name, digest in sorted(recorded.items()):
         if found.get(name) != digest:
