@@ -18,8 +18,8 @@ import pytest
 from meta_spider.loom.world.cache import WorldBuildError, build_world, cache_key, export_data
 from meta_spider.loom.world.generator import generate_world
 from meta_spider.loom.world.presets import ModelSpec, TrainSpec, get_preset
-from meta_spider.loom.world.shipped import (BASES_ENV_VAR, SHIPPED_MANIFEST, ShippedBase, ShippedBaseError,
-                                            bases_root, file_hashes, ship)
+from meta_spider.loom.world.shipped import (BASES_ENV_VAR, SHIPPED_MANIFEST, ShipError, ShippedBase,
+                                            ShippedBaseError, bases_root, file_hashes, ship)
 
 SHIPPED_LIMIT_BYTES = 20 * 2**20
 """All shipped bases together stay under 20 MiB."""
@@ -162,5 +162,9 @@ def test_train_ship_install_round_trip_gives_the_same_bits_and_metrics(tmp_path,
     assert "bit-identical to the shipped base" in describe_base(again.manifest)
     assert build_world(micro, out=tmp_path / "installed", progress=False, train=True).manifest == again.manifest
 
+    blocked = tmp_path / "blocked"  # where an installed package's folder would be read-only
+    blocked.write_text("a file where the folder of shipped bases should be")
+    with pytest.raises(ShipError, match="cannot ship a base to .*blocked.*editable install"):
+        ship(key, trained.model_dir, trained.manifest, command="-", root=blocked)
     other = {**again.manifest, "base": {"source": "trained", "shipped_sha256": "f" * 64}}
     assert "not the shipped base (ffffffff…): another kind of CPU" in describe_base(other)

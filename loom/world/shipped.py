@@ -41,6 +41,13 @@ class ShippedBaseError(MetaSpiderError, RuntimeError, fields=("path", "problem")
                 "(git checkout -- {path}) or train the base here with `metaloom world build --train`")
 
 
+class ShipError(MetaSpiderError, RuntimeError, fields=("path", "problem")):
+    """A trained base could not be written as a shipped one."""
+
+    template = ("cannot ship a base to {path}: {problem}; ship from a clone with an editable install "
+                "(pip install -e .) or point META_SPIDER_WORLD_BASES at a writable folder")
+
+
 def bases_root() -> Path:
     """Folder of shipped bases: ``$META_SPIDER_WORLD_BASES`` or ``shipped-bases/``
     next to this module."""
@@ -122,12 +129,15 @@ def ship(key: str, model_dir: Path, manifest: dict[str, Any], command: str, root
     ``world.json`` is ``manifest``) as the shipped base of ``key``; returns
     its folder."""
     target = (root or bases_root()) / key
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for child in sorted(model_dir.iterdir()):
-        if child.is_file():
-            shutil.copyfile(child, target / child.name)
+    try:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for child in sorted(model_dir.iterdir()):
+            if child.is_file():
+                shutil.copyfile(child, target / child.name)
+    except OSError as error:
+        raise ShipError(target, error.strerror or str(error)) from None
     record = {
         "key": key, "files": file_hashes(target), "data_sha256": manifest["data_sha256"],
         "kernels": manifest["kernels"], "rebuild": command,
