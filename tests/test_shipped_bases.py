@@ -168,3 +168,17 @@ def test_train_ship_install_round_trip_gives_the_same_bits_and_metrics(tmp_path,
         ship(key, trained.model_dir, trained.manifest, command="-", root=blocked)
     other = {**again.manifest, "base": {"source": "trained", "shipped_sha256": "f" * 64}}
     assert "not the shipped base (ffffffff…): another kind of CPU" in describe_base(other)
+
+
+def test_world_info_names_the_shipped_base(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from meta_spider.loom.cli.world import world
+
+    monkeypatch.setenv("META_SPIDER_WORLD_CACHE", str(tmp_path))
+    result = CliRunner().invoke(world, ["info", "--preset", "small"])
+    shipped = ShippedBase.find(cache_key(get_preset("small"), 0))
+    assert result.exit_code == 0, result.output
+    assert "(not built)" in result.output and f"sha256 {shipped.model_sha256[:8]}" in result.output
+    monkeypatch.setenv(BASES_ENV_VAR, str(tmp_path / "none"))
+    assert "shipped base: none" in CliRunner().invoke(world, ["info", "--preset", "small"]).output

@@ -58,13 +58,20 @@ def build(preset: str, seed: int, out: Path | None, force: bool, train: bool, sh
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def info(preset: str, seed: int) -> None:
-    """Show where the world of PRESET and SEED is cached and whether it is built."""
+    """Show where the world of PRESET and SEED is cached, whether it is built,
+    and whether a base is shipped for it."""
     from meta_spider.loom.world.cache import MANIFEST, cache_key, cache_root
     from meta_spider.loom.world.presets import get_preset
+    from meta_spider.loom.world.shipped import ShippedBase, short
 
-    path = cache_root() / cache_key(get_preset(preset), seed)
+    key = cache_key(get_preset(preset), seed)
+    path = cache_root() / key
     state = "built" if (path / MANIFEST).exists() else "not built"
     click.echo(f"{path} ({state})")
+    shipped = ShippedBase.find(key)
+    click.echo(f"shipped base: {shipped.path} (sha256 {short(shipped.model_sha256)}…, trained with "
+               f"{shipped.kernels['torch_capability']} kernels)" if shipped else
+               "shipped base: none (a build trains the base)")
 
 
 def _print_summary(console: "object", manifest: dict, path: Path) -> None:
