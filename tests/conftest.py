@@ -53,8 +53,14 @@ def fake_backend():
 
 @pytest.fixture(scope="session")
 def tiny_world():
-    """The embedded ``tiny`` world, built once into the world cache (or taken
-    from it): every test that needs a trained base shares this one build."""
+    """The embedded ``tiny`` world, installed once into the world cache (or
+    taken from it): every test that needs a trained base shares this one,
+    the shipped base. A cache holding another base (trained before the base
+    shipped, on another kind of CPU) gets the shipped one instead."""
     from meta_spider.loom.world.cache import build_world
+    from meta_spider.loom.world.shipped import ShippedBase
 
-    return build_world("tiny", seed=0, progress=False)
+    world = build_world("tiny", seed=0, progress=False)
+    if world.manifest["model_sha256"] != ShippedBase.find(world.manifest["key"]).manifest["files"]:
+        world = build_world("tiny", seed=0, progress=False, force=True)
+    return world

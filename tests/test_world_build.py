@@ -117,7 +117,7 @@ def test_tiny_manifest_records_data_metrics_and_timings(tiny_world) -> None:
     # base): the shipped base's, recorded where it was trained
     from meta_spider.loom.world.shipped import ShippedBase
 
-    assert manifest["base"]["source"] == "shipped"
+    assert manifest["model_sha256"] == ShippedBase.find(manifest["key"]).manifest["files"]
     assert manifest["kernels"] == ShippedBase.find(manifest["key"]).kernels
     assert manifest["kernels"]["torch_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX"}
     assert not list(tiny_world.path.rglob("*.bin")) and not list(tiny_world.path.rglob("*.pt"))
@@ -141,7 +141,9 @@ def test_cache_is_reused_and_cli_reports(tiny_world, tmp_path) -> None:
                                         "--export-jsonl", str(export)])
     assert result.exit_code == 0, result.output
     assert "test QA exact match" in result.output and "probe AUROC" in result.output
-    assert "shipped (sha256" in result.output
+    from meta_spider.loom.world.shipped import ShippedBase
+
+    assert ShippedBase.find(tiny_world.manifest["key"]).model_sha256[:8] in result.output
     records = [json.loads(line) for line in export.read_text().splitlines()]
     assert len(records) == len(tiny_world.qa("test")) and records[0]["meta"]["split"] == "test"
 
