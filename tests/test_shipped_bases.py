@@ -63,7 +63,7 @@ def test_the_test_world_is_the_shipped_base_checked_on_reuse(tiny_world, tmp_pat
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    with pytest.raises(WorldBuildError, match=r"model/model\.safetensors has sha256 .* as recorded when it was built"):
+    with pytest.raises(WorldBuildError, match=r"model/model\.safetensors has sha256 \w{8}…, not the \w{8}… recorded when it was built"):
         build_world("tiny", seed=0, out=copy, progress=False)
     weights.unlink()
     with pytest.raises(WorldBuildError, match=r"model/model\.safetensors is missing"):
@@ -123,9 +123,13 @@ def test_a_damaged_shipped_base_is_refused_by_name(bases_copy, tmp_path) -> None
     weights.unlink()
     with pytest.raises(ShippedBaseError, match=r"file 'model\.safetensors' is missing"):
         build_world("tiny", seed=0, out=tmp_path / "b", progress=False)
+    manifest = json.loads((bases_copy / SHIPPED_MANIFEST).read_text())
+    (bases_copy / SHIPPED_MANIFEST).write_text(json.dumps({**manifest, "kernels": None, "loss_last": "low"}))
+    with pytest.raises(ShippedBaseError, match=r"base\.json lacks kernels, loss_last"):
+        build_world("tiny", seed=0, out=tmp_path / "c", progress=False)
     (bases_copy / SHIPPED_MANIFEST).write_text("{not json")
     with pytest.raises(ShippedBaseError, match="does not read as JSON"):
-        build_world("tiny", seed=0, out=tmp_path / "c", progress=False)
+        build_world("tiny", seed=0, out=tmp_path / "d", progress=False)
 
 
 def test_a_base_trained_on_other_data_is_refused(bases_copy, tmp_path) -> None:

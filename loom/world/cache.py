@@ -214,8 +214,9 @@ def _check_model(path: Path, manifest: dict[str, Any]) -> None:
     found = file_hashes(path / MODEL_DIR) if (path / MODEL_DIR).is_dir() else {}
     for name, digest in sorted(recorded.items()):
         if found.get(name) != digest:
-            problem = "is missing" if name not in found else f"has sha256 {short(found[name])}…, not {short(digest)}…"
-            raise WorldBuildError(path, f"{MODEL_DIR}/{name} {problem} as recorded when it was built")
+            problem = ("is missing" if name not in found else
+                       f"has sha256 {short(found[name])}…, not the {short(digest)}… recorded when it was built")
+            raise WorldBuildError(path, f"{MODEL_DIR}/{name} {problem}")
 
 
 def _evaluate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", world: World,

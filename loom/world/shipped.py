@@ -32,6 +32,10 @@ from meta_spider.plugins.errors import MetaSpiderError
 BASES_ENV_VAR = "META_SPIDER_WORLD_BASES"
 """Overrides the folder of shipped bases (tests point it at a temporary one)."""
 SHIPPED_MANIFEST = "base.json"
+MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "files": dict, "data_sha256": dict, "kernels": dict, "corpus_tokens": int, "parameters": int,
+    "loss_first": (int, float), "loss_last": (int, float)}
+"""What an install reads from ``base.json``, and of which JSON type."""
 
 
 class ShippedBaseError(MetaSpiderError, RuntimeError, fields=("path", "problem")):
@@ -84,8 +88,13 @@ class ShippedBase:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ShippedBaseError(path, f"{SHIPPED_MANIFEST} does not read as JSON ({error})") from None
-        if not isinstance(manifest, dict) or manifest.get("key") != key or not isinstance(manifest.get("files"), dict):
+        if not isinstance(manifest, dict) or manifest.get("key") != key:
             raise ShippedBaseError(path, f"{SHIPPED_MANIFEST} is not the manifest of world {key!r}")
+        missing = [name for name, kind in MANIFEST_FIELDS.items() if not isinstance(manifest.get(name), kind)]
+        if not missing and "model.safetensors" not in manifest["files"]:
+            missing = ["files['model.safetensors']"]
+        if missing:
+            raise ShippedBaseError(path, f"{SHIPPED_MANIFEST} lacks {', '.join(missing)}")
         return cls(path, manifest)
 
     @property
