@@ -53,6 +53,8 @@ FORMATS = {
     "activation dataset": _format(
         "loom/collect/activations.py", {"COLLECTION_FILE", "EXAMPLES_FILE", "SHARD_PREFIX", "SHARD_SUFFIX"},
         {"collection.json", "examples.jsonl"}),
+    "world folder": _format("loom/world/cache.py", {"MANIFEST"}, {"world.json"}),
+    "shipped base": _format("loom/world/shipped.py", {"SHIPPED_MANIFEST"}, {"base.json"}),
 }
 
 
