@@ -111,14 +111,15 @@ def one_round(url: str, model: str, clients: int, requests: int, max_tokens: int
         thread.join()
     wall = time.perf_counter() - start
     cpu = cpu_seconds(process) - cpu_start if process is not None else float("nan")
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    if not latencies:
+        raise RuntimeError(f"all {len(errors)} requests failed, e.g. {errors[0]}")
     ordered = sorted(latencies)
     return {"tokens_per_s": sum(tokens) / wall, "requests_per_s": len(latencies) / wall,
             "tokens_per_cpu_s": sum(tokens) / cpu if cpu > 0 else float("nan"),
             "p50": statistics.median(ordered),
             "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
-            "tokens": sum(tokens), "requests": len(latencies)}
+            "tokens": sum(tokens), "requests": len(latencies), "failed": len(errors),
+            "error": errors[0] if errors else None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,16 +188,21 @@ def main(argv: list[str] | None = None) -> None:
     out(f"# {description}")
     out(f"# {args.requests} requests per client per round, max_tokens {args.max_tokens}; meta-agent serve's "
         "doubter at threshold 0 (pass 1 and the injected pass 2 on every request)")
-    out(f"{'clients':>7}  {'server':<26}{'tokens':>7}{'tokens/s':>10}{'req/s':>7}{'p50 s':>8}{'p95 s':>8}"
-        f"{'vs reference':>14}{'tokens/cpu-s':>14}{'vs reference':>14}")
+    out(f"{'clients':>7}  {'server':<26}{'tokens':>7}{'failed':>7}{'tokens/s':>10}{'req/s':>7}{'p50 s':>8}"
+        f"{'p95 s':>8}{'vs reference':>14}{'tokens/cpu-s':>14}{'vs reference':>14}")
     for clients, by_server in results.items():
         reference_rate = by_server["llama_cpp.server"]["tokens_per_s"]
         reference_cpu = by_server["llama_cpp.server"]["tokens_per_cpu_s"]
         for label, result in by_server.items():
-            out(f"{clients:>7}  {label:<26}{result['tokens']:>7}{result['tokens_per_s']:>10.1f}"
+            out(f"{clients:>7}  {label:<26}{result['tokens']:>7}{result['failed']:>7}{result['tokens_per_s']:>10.1f}"
                 f"{result['requests_per_s']:>7.2f}{result['p50']:>8.2f}{result['p95']:>8.2f}"
                 f"{result['tokens_per_s'] / reference_rate:>13.3f}x{result['tokens_per_cpu_s']:>14.1f}"
                 f"{result['tokens_per_cpu_s'] / reference_cpu:>13.3f}x")
+    failures = [(clients, label, result) for clients, by_server in results.items()
+                for label, result in by_server.items() if result["failed"]]
+    for clients, label, result in failures:  # a server's rate counts its answered requests only
+        out(f"{label} at {clients} clients: {result['failed']} of {result['failed'] + result['requests']} requests "
+            f"failed, e.g. {result['error']}")
     for policy, goal in (("direct", 0.9), ("doubter", 0.8)):
         for key, what in (("tokens_per_s", "wall"), ("tokens_per_cpu_s", "per CPU second")):
             ratios = [by_server[f"meta-agent serve {policy}"][key] / by_server["llama_cpp.server"][key]
@@ -206,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.clients} clients; goal >= {goal})")
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ours = [label for _, label, _ in failures if label.startswith("meta-agent")]
+    if ours:
+        raise SystemExit(f"requests to {', '.join(sorted(set(ours)))} failed (above)")
 
 
 if __name__ == "__main__":
