@@ -55,9 +55,9 @@ def answer_states(model, tokenizer, prompts: list[str], drafts: list[str]) -> di
             at = start + int(chosen.argmin())  # the draft's least likely token
             for layer in range(1, len(out.hidden_states)):
                 states = out.hidden_states[layer][0]
-                pooled.setdefault(f"before, layer {layer}", []).append(states[at - 1].numpy())
-                pooled.setdefault(f"at, layer {layer}", []).append(states[at].numpy())
-                pooled.setdefault(f"draft mean, layer {layer}", []).append(states[start:].mean(0).numpy())
+                reads = {"before": states[at - 1], "at": states[at], "draft mean": states[start:].mean(0)}
+                for read in READS:
+                    pooled.setdefault(f"{read}, layer {layer}", []).append(reads[read].numpy())
     return {name: np.array(values, dtype=np.float64) for name, values in pooled.items()}
 
 

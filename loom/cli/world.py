@@ -108,4 +108,3 @@ def _print_summary(console: "object", manifest: dict, path: Path) -> None:
         table.add_row("calculator-call rate", f"{metrics['calculator_use']['rate']:.3f}")
     table.add_row("build time", f"{manifest['timings']['total_s']:.0f} s")
     console.print(table)  # type: ignore[attr-defined]
-

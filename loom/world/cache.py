@@ -26,7 +26,7 @@ from meta_spider.plugins.errors import MetaSpiderError
 from .generator import ALL_SPLITS, GENERATOR_VERSION, SHIFT_SPLITS, QAItem, World, generate_world
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
-from .shipped import ShippedBase, file_hashes, short
+from .shipped import TRAINING_RECORD, ShippedBase, file_hashes, short
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -256,7 +256,7 @@ def _install(preset: Preset, seed: int, path: Path, shipped: ShippedBase,
     metrics = _evaluate(model, tokenizer, world, preset)
     timings["evaluate_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
-    recorded = {name: shipped.manifest[name] for name in ("corpus_tokens", "parameters", "loss_first", "loss_last")}
+    recorded = {name: shipped.manifest[name] for name in TRAINING_RECORD}
     return {
         "generator_version": GENERATOR_VERSION, "seed": seed, "preset": preset.to_dict(),
         "data_sha256": hashes, **recorded, "timings": timings, "metrics": metrics, "kernels": shipped.kernels,

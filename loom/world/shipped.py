@@ -32,6 +32,9 @@ from meta_spider.plugins.errors import MetaSpiderError
 BASES_ENV_VAR = "META_SPIDER_WORLD_BASES"
 """Overrides the folder of shipped bases (tests point it at a temporary one)."""
 SHIPPED_MANIFEST = "base.json"
+TRAINING_RECORD = ("corpus_tokens", "parameters", "loss_first", "loss_last")
+"""What ``world.json`` says of the training run, carried by ``base.json`` to
+the worlds that install the base."""
 MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
     "files": dict, "data_sha256": dict, "kernels": dict, "corpus_tokens": int, "parameters": int,
     "loss_first": (int, float), "loss_last": (int, float)}
@@ -116,9 +119,9 @@ class ShippedBase:
             raise ShippedBaseError(self.path, f"it was trained on other data than this version generates "
                                               f"({', '.join(differing)} differ)")
 
-    def install(self, model_dir: Path) -> dict[str, str]:
+    def install(self, model_dir: Path) -> None:
         """Copy the base's files into ``model_dir``, checking each against
-        its recorded sha256; returns the hashes."""
+        its recorded sha256."""
         model_dir.mkdir(parents=True, exist_ok=True)
         for name, digest in sorted(self.manifest["files"].items()):
             source = self.path / name
@@ -130,7 +133,6 @@ class ShippedBase:
                 raise ShippedBaseError(self.path, f"{name} has sha256 {short(found)}…, "
                                                   f"{SHIPPED_MANIFEST} records {short(digest)}…")
             (model_dir / name).write_bytes(data)
-        return dict(self.manifest["files"])
 
 
 def ship(key: str, model_dir: Path, manifest: dict[str, Any], command: str, root: Path | None = None) -> Path:
@@ -150,7 +152,7 @@ def ship(key: str, model_dir: Path, manifest: dict[str, Any], command: str, root
     record = {
         "key": key, "files": file_hashes(target), "data_sha256": manifest["data_sha256"],
         "kernels": manifest["kernels"], "rebuild": command,
-        **{name: manifest[name] for name in ("corpus_tokens", "parameters", "loss_first", "loss_last")},
+        **{name: manifest[name] for name in TRAINING_RECORD},
         "train_s": manifest["timings"]["train_s"],
     }
     (target / SHIPPED_MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
