@@ -104,6 +104,22 @@ def test_a_world_cached_before_hashes_were_recorded_is_compared_with_the_shipped
         build_world("tiny", seed=0, out=gone, progress=False)
 
 
+@pytest.mark.world
+@pytest.mark.slow
+def test_a_damaged_world_json_is_refused_by_name(tiny_world, tmp_path) -> None:
+    copy = tmp_path / "world"
+    shutil.copytree(tiny_world.path, copy)
+    manifest = json.loads((copy / "world.json").read_text())
+    malformed = "has a malformed model_sha256 or base"
+    for text, problem in (("{not json", "does not read as JSON"), ("[1, 2]", "is not a JSON object"),
+                          (json.dumps({**manifest, "model_sha256": ["x"]}), malformed),
+                          (json.dumps({**manifest, "base": {"source": "stolen"}}), malformed)):
+        (copy / "world.json").write_text(text)
+        with pytest.raises(WorldBuildError, match=rf"world\.json {problem}.*delete it"):
+            build_world("tiny", seed=0, out=copy, progress=False)
+    assert (copy / "model" / "model.safetensors").exists()  # nothing deleted
+
+
 @pytest.fixture
 def bases_copy(tmp_path, monkeypatch) -> Path:
     """A writable copy of the shipped tiny base, which builds then read."""

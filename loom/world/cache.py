@@ -168,7 +168,7 @@ def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: b
                     train: bool) -> WorldArtifacts:
     manifest_path = path / MANIFEST
     if manifest_path.exists() and not force:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read_manifest(path)
         if manifest.get("key") != key:
             raise WorldBuildError(path, f"holds world {manifest.get('key')!r}, not {key!r}")
         if not train or base_source(manifest) == "trained":
@@ -194,6 +194,23 @@ def _build_or_reuse(preset: Preset, seed: int, key: str, path: Path, progress: b
     manifest["key"] = key
     manifest = _record_base(manifest_path, manifest, "shipped" if install else "trained", shipped)
     return WorldArtifacts(path=path, preset=preset, seed=seed, manifest=manifest)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The ``world.json`` of ``path``, checked for what a reuse reads of it
+    (the hash and provenance records are checked when present)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WorldBuildError(path, f"{MANIFEST} does not read as JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise WorldBuildError(path, f"{MANIFEST} is not a JSON object")
+    hashes, base = manifest.get("model_sha256", {}), manifest.get("base", {})
+    if not (isinstance(hashes, dict) and all(isinstance(v, str) for v in hashes.values())
+            and isinstance(base, dict) and base.get("source", "trained") in ("shipped", "trained")
+            and isinstance(base.get("shipped_sha256"), (str, type(None)))):
+        raise WorldBuildError(path, f"{MANIFEST} has a malformed model_sha256 or base record")
+    return manifest
 
 
 def _record_base(manifest_path: Path, manifest: dict[str, Any], source: str,
