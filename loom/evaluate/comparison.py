@@ -120,6 +120,16 @@ def _probability(name: str, scores: np.ndarray) -> np.ndarray:
     return np.clip(values, 0.0, 1.0)
 
 
+def _with_evaluated(entry: dict[str, Any], threshold: float, labels: np.ndarray, test_indices: list[int],
+                    test_scores: np.ndarray) -> dict[str, Any]:
+    """``entry`` with what ``threshold`` does on the evaluated questions
+    (``test_scores``, keeping the base's answers), when there are any."""
+    if test_indices:
+        gate = selective_metrics(test_scores >= threshold, labels[test_indices], labels[test_indices])
+        entry["evaluated"] = gate.to_dict()
+    return entry
+
+
 def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Mapping[str, Any]] = None,
                  calibration: Optional[Mapping[str, Any]] = None, probe: Optional[Mapping[str, Any]] = None,
                  notes: Sequence[str] = (),
@@ -445,10 +455,7 @@ class BaselineComparison:
         entry: dict[str, Any] = {"threshold": threshold if math.isfinite(threshold) else None, "coverage": None,
                                  "risk": None, "target_coverage": None, "target_risk": None, "n": 0, "goals": None,
                                  "score": "p_correct", "split": None, "read_position": read_position, "rule": "fixed"}
-        if test_indices:
-            gate = selective_metrics(test_scores >= threshold, labels[test_indices], labels[test_indices])
-            entry["evaluated"] = gate.to_dict()
-        return entry
+        return _with_evaluated(entry, threshold, labels, test_indices, test_scores)
 
     def _calibrate(self, states: np.ndarray, layers: list[int], labels: np.ndarray, fit_indices: list[int],
                    test_indices: list[int], test_scores: np.ndarray, read_position: str,
@@ -465,9 +472,7 @@ class BaselineComparison:
                 notes.append(note)
         entry = {**choice.to_dict(), "score": "p_correct", "split": self.benchmark.calibration_split,
                  "read_position": read_position, "rule": rule}
-        if test_indices:
-            gate = selective_metrics(test_scores >= choice.threshold, labels[test_indices], labels[test_indices])
-            entry["evaluated"] = gate.to_dict()
+        _with_evaluated(entry, choice.threshold, labels, test_indices, test_scores)
         if not math.isfinite(choice.threshold):
             entry["note"] = ("the given threshold answers nothing" if rule == "fixed" else
                              "no threshold meets the target risk on the calibration split: answer nothing")
