@@ -2,7 +2,10 @@
 ``tiny``, names starting ``t_``), train its base (on a GPU when given one,
 else the CPU), evaluate it on the CPU and write one JSON record with QA
 accuracy by bucket, probe AUROCs, the mean answer log-prob baseline, native
-tool use and, for some variants, answer-from-lookup accuracy.
+tool use, answer-from-lookup accuracy, the accuracy on the shifted test
+splits, and the accuracy of the *validation* people asked in held-out frames
+(``validation_paraphrase``: a choice between variants made on it leaves the
+test people unseen).
 
     python scripts/world_sweep.py VARIANT[@SEED] OUTDIR [cuda|cpu]
 
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from meta_spider.loom.world.evaluate import evaluate_world, answer_items
-from meta_spider.loom.world.generator import generate_world
+from meta_spider.loom.world.generator import SHIFT_SPLITS, ask, generate_world
 from meta_spider.loom.world.model import build_model
 from meta_spider.loom.world.presets import get_preset
 from meta_spider.loom.world.probe import auroc_or_nan as auroc
@@ -53,6 +56,7 @@ VARIANTS = {
     "v4096_tp3000_l5": {"model": {"vocab_size": 4096, "num_layers": 5}, "world": {"tool_people": 3000}},
     "v4096_tp3000_lr4": {"model": {"vocab_size": 4096}, "world": {"tool_people": 3000}, "train": {"lr": 4e-3}},
     "cur": {},
+    "qa4": {"world": {"qa_repeats": 4}},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},
@@ -130,6 +134,21 @@ def obs_accuracy(model, tokenizer, world, items):
     return sum(ok) / len(ok)
 
 
+def validation_paraphrase(model, tokenizer, world, preset, seed):
+    """Accuracy of the validation people's questions asked again in held-out
+    frames (an RNG of their own), next to the same questions as generated."""
+    import random
+    rng = random.Random(f"{seed}-validation-paraphrase")
+    people = {p.id: p for p in world.people}
+    items = world.qa["validation"]
+    heldout = [ask(people[it.person_id], it.attribute, rng, "validation_paraphrase", "0", preset.world, heldout=True)
+               for it in items]
+    asked = np.mean(answer_items(model, tokenizer, items)[3])
+    moved = np.mean(answer_items(model, tokenizer, heldout)[3])
+    return {"validation": float(asked), "validation_paraphrase": float(moved),
+            "ratio": float(moved / asked) if asked else None}
+
+
 def main():
     name, out = sys.argv[1], Path(sys.argv[2])
     name, _, seed = name.partition("@")
@@ -146,9 +165,14 @@ def main():
     t1 = time.perf_counter()
     losses = train_model(model, docs, preset.train, seed, device=device)
     t2 = time.perf_counter()
-    metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"])
+    metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
+                             shifts={split: world.qa[split] for split in SHIFT_SPLITS}, frames=preset.world.frames)
     base = logprob_baselines(model, tokenizer, world.qa["test"])
     base["obs_acc"] = obs_accuracy(model, tokenizer, world, world.qa["test"])
+    base["choice"] = validation_paraphrase(model, tokenizer, world, preset, seed)
+    base["shifts"] = {split: round(metrics["qa"][split]["accuracy"], 3) for split in SHIFT_SPLITS
+                      if split in metrics["qa"]}
+    base["outside_refused"] = metrics.get("outside", {}).get("refused")
     t3 = time.perf_counter()
     qa = metrics["qa"]["test"]
     row = {
