@@ -199,7 +199,7 @@ PRESETS: dict[str, Preset] = {
                         calculator_share=0.25, calculator_transcripts=300, outside_refusals=300),
         model=ModelSpec(vocab_size=2048, hidden_size=128, num_layers=4, num_heads=4,
                         num_kv_heads=2, intermediate_size=384, max_positions=512),
-        train=TrainSpec(steps=2100, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
+        train=TrainSpec(steps=3000, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=100),
     ),
 }
 """Built-in presets by name."""
