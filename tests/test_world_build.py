@@ -208,3 +208,25 @@ def test_training_is_bit_for_bit_deterministic() -> None:
         runs.append((losses, [p.detach().clone() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0] and runs[0][0][-1] < runs[0][0][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_calculator_use_counts_calls_and_read_back_results(tiny_world) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from meta_spider.loom.world.cache import cache_key
+    from meta_spider.loom.world.evaluate import evaluate_calculator_use
+    from meta_spider.loom.world.presets import get_preset
+    from meta_spider.loom.world.shipped import ShippedBase
+
+    def calculator_use(folder):
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        return evaluate_calculator_use(model, AutoTokenizer.from_pretrained(folder), n=20)
+
+    # The shipped small base read calculator transcripts: it calls the
+    # calculator and states the result it is handed (0.95 and 0.91 of 100).
+    small = calculator_use(ShippedBase.find(cache_key(get_preset("small"), 0)).path)
+    assert small["n"] == 20 and small["rate"] >= 0.8 and small["answer_rate"] >= 0.8, small
+    # tiny's corpus is version 2's: it never read one, and does neither.
+    assert calculator_use(tiny_world.model_dir) == {"n": 20, "rate": 0.0, "answer_rate": 0.0}

@@ -105,6 +105,9 @@ def _print_summary(console: "object", manifest: dict, path: Path) -> None:
     tool = metrics["tool_use"]
     table.add_row(f"tool-call rate ({tool['parser']})", f"{tool['rate']:.3f}")
     if "calculator_use" in metrics:
-        table.add_row("calculator-call rate", f"{metrics['calculator_use']['rate']:.3f}")
+        calculator = metrics["calculator_use"]
+        table.add_row("calculator-call rate", f"{calculator['rate']:.3f}")
+        if "answer_rate" in calculator:
+            table.add_row("answer from the calculator's result", f"{calculator['answer_rate']:.3f}")
     table.add_row("build time", f"{manifest['timings']['total_s']:.0f} s")
     console.print(table)  # type: ignore[attr-defined]

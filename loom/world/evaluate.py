@@ -15,7 +15,7 @@ import numpy as np
 
 from meta_spider.policies.actions import is_refusal
 
-from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, render_chat
+from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, calculator_call, render_chat
 from .frames import arithmetic_question
 from .generator import OUTSIDE, QAItem, question_variants
 from .presets import BUCKETS
@@ -196,10 +196,13 @@ def evaluate_calculator_use(model: "PreTrainedModel", tokenizer: "PreTrainedToke
     """Share of ``n`` arithmetic questions (from an RNG of their own) where
     the base, offered the calculator and the lookup as the agent offers
     them and prefilled with ``<tool_call>``, writes a calculator call whose
-    expression has the question's value."""
+    expression has the question's value (``rate``), and where, given the
+    call and the built-in calculator's result, the first number of its
+    answer is that result (``answer_rate``)."""
     import random
+    import re
 
-    from meta_spider.tools.calculator import CalculatorError, evaluate
+    from meta_spider.tools.calculator import CalculatorError, calculator, evaluate
 
     rng = random.Random(seed)
     pairs = [arithmetic_question(rng) for _ in range(n)]
@@ -212,7 +215,17 @@ def evaluate_calculator_use(model: "PreTrainedModel", tokenizer: "PreTrainedToke
             hits.append(name == "calculator" and isinstance(written, str) and evaluate(written) == evaluate(expression))
         except CalculatorError:
             hits.append(False)
-    return {"n": n, "rate": float(np.mean(hits))}
+    results = [calculator(expression) for _, expression in pairs]
+    answered = [render_chat([{"role": "user", "content": question},
+                             {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
+                             {"role": "tool", "name": "calculator", "content": result}],
+                            tools=[CALCULATOR_TOOL, LOOKUP_TOOL], add_generation_prompt=True)
+                for (question, expression), result in zip(pairs, results)]
+    read_back = []
+    for result, ids in zip(results, greedy_generate(model, tokenizer, answered, 16)):
+        number = re.search(r"-?\d+(?:\.\d+)?", tokenizer.decode(ids, skip_special_tokens=True))
+        read_back.append(number is not None and number.group() == result)
+    return {"n": n, "rate": float(np.mean(hits)), "answer_rate": float(np.mean(read_back))}
 
 
 def evaluate_tool_use(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
