@@ -150,13 +150,17 @@ def render_chat(
 def calculator_transcript(rng: random.Random) -> list[dict[str, Any]]:
     """The messages of one calculator episode: an arithmetic question, the
     call, the built-in calculator's result and "The answer is N."."""
-    question, expression = arithmetic_question(rng)
-    result = calculator(expression)
+    messages = calculator_exchange(*arithmetic_question(rng))
+    return messages + [{"role": "assistant", "content": f"The answer is {messages[-1]['content']}."}]
+
+
+def calculator_exchange(question: str, expression: str) -> list[dict[str, Any]]:
+    """``question``, the assistant's call of ``expression`` and the built-in
+    calculator's result: a calculator episode up to its answer."""
     return [
         {"role": "user", "content": question},
         {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
-        {"role": "tool", "name": "calculator", "content": result},
-        {"role": "assistant", "content": f"The answer is {result}."},
+        {"role": "tool", "name": "calculator", "content": calculator(expression)},
     ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from meta_spider.policies.actions import is_refusal
 
-from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, calculator_call, render_chat
+from .chat import CALCULATOR_TOOL, LOOKUP_TOOL, TOOL_CALL_OPEN, calculator_exchange, render_chat
 from .frames import arithmetic_question
 from .generator import OUTSIDE, QAItem, question_variants
 from .presets import BUCKETS
@@ -202,7 +202,7 @@ def evaluate_calculator_use(model: "PreTrainedModel", tokenizer: "PreTrainedToke
     import random
     import re
 
-    from meta_spider.tools.calculator import CalculatorError, calculator, evaluate
+    from meta_spider.tools.calculator import CalculatorError, evaluate
 
     rng = random.Random(seed)
     pairs = [arithmetic_question(rng) for _ in range(n)]
@@ -215,14 +215,12 @@ def evaluate_calculator_use(model: "PreTrainedModel", tokenizer: "PreTrainedToke
             hits.append(name == "calculator" and isinstance(written, str) and evaluate(written) == evaluate(expression))
         except CalculatorError:
             hits.append(False)
-    results = [calculator(expression) for _, expression in pairs]
-    answered = [render_chat([{"role": "user", "content": question},
-                             {"role": "assistant", "content": "", "tool_calls": [calculator_call(expression)]},
-                             {"role": "tool", "name": "calculator", "content": result}],
-                            tools=[CALCULATOR_TOOL, LOOKUP_TOOL], add_generation_prompt=True)
-                for (question, expression), result in zip(pairs, results)]
+    exchanges = [calculator_exchange(question, expression) for question, expression in pairs]
+    answered = [render_chat(messages, tools=[CALCULATOR_TOOL, LOOKUP_TOOL], add_generation_prompt=True)
+                for messages in exchanges]
     read_back = []
-    for result, ids in zip(results, greedy_generate(model, tokenizer, answered, 16)):
+    for messages, ids in zip(exchanges, greedy_generate(model, tokenizer, answered, 16)):
+        result = messages[-1]["content"]
         number = re.search(r"-?\d+(?:\.\d+)?", tokenizer.decode(ids, skip_special_tokens=True))
         read_back.append(number is not None and number.group() == result)
     return {"n": n, "rate": float(np.mean(hits)), "answer_rate": float(np.mean(read_back))}
