@@ -253,6 +253,25 @@ def test_world_dataset_asks_train_questions_in_more_training_wordings() -> None:
         WorldDataset("tiny", 0, train_frames=0)
 
 
+def test_world_dataset_asks_validation_questions_in_more_training_wordings() -> None:
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    spec = dataclasses.replace(get_preset("tiny"), world=SPEC)
+    plain, varied = WorldDataset(spec, 0), WorldDataset(spec, 0, validation_frames=3)
+    validation, asked = varied.split("validation"), plain.split("validation")
+    assert len(validation) == 3 * len(asked) and len({e.id for e in validation}) == len(validation)
+    assert [e for e in validation if "-v" not in e.id] == asked  # each question as generated, then two more
+    assert len({(e.meta["entity"], e.question) for e in validation}) > len(asked)  # other wordings
+    held_out = {f for a in ATTRIBUTES for f in question_frames(a, heldout=True)}
+    assert not any(e.question.replace(e.meta["entity"], "{name}") in held_out for e in validation)
+    for split in ("train", "test", "test_paraphrase"):
+        assert varied.split(split) == plain.split(split)
+    assert varied.options["validation_frames"] == 3 and "validation_frames" not in plain.options
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="validation_frames"):
+            WorldDataset("tiny", 0, validation_frames=bad)
+
+
 def test_world_dataset_adds_unanswerable_train_questions_from_a_bank_neither_base_nor_test_sees(world) -> None:
     from meta_spider.loom.world.dataset import WorldDataset
 

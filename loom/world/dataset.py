@@ -45,10 +45,11 @@ class WorldDataset(SplitDataset):
 
     def __init__(self, preset: "str | Preset" = "small", seed: int = 0, model_dir: Optional[Path] = None,
                  train_frames: int = 1, train_typos: float = 0.0, train_outside: int = 0,
-                 train_misspelt: float = 0.0) -> None:
+                 train_misspelt: float = 0.0, validation_frames: int = 1) -> None:
         spec = get_preset(preset) if isinstance(preset, str) else preset
-        if not isinstance(train_frames, int) or train_frames < 1:
-            raise ValueError(f"train_frames must be a whole number >= 1, got {train_frames!r}")
+        for name, frames in (("train_frames", train_frames), ("validation_frames", validation_frames)):
+            if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {frames!r}")
         if not 0.0 <= train_typos <= 1.0:
             raise ValueError(f"train_typos must be in [0, 1], got {train_typos!r}")
         if isinstance(train_outside, bool) or not isinstance(train_outside, int) or train_outside < 0:
@@ -62,6 +63,7 @@ class WorldDataset(SplitDataset):
         qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
               for split in ALL_SPLITS}
         qa["train"] = _train_variants(qa["train"], spec, seed, train_frames, train_typos)
+        qa["validation"] = _train_variants(qa["validation"], spec, seed, validation_frames, 0.0, "validation")
         if train_misspelt:
             qa["train"] += _misspelt_variants(qa["train"], seed, train_misspelt)
         if train_outside:
@@ -75,6 +77,8 @@ class WorldDataset(SplitDataset):
             options.update(train_outside=train_outside)
         if train_misspelt:
             options.update(train_misspelt=train_misspelt)
+        if validation_frames > 1:
+            options.update(validation_frames=validation_frames)
         super().__init__(DATASET_NAME, splits, options=options)
         self.model_dir = model_dir
         self._people = world.people
@@ -98,13 +102,15 @@ class WorldDataset(SplitDataset):
         return check_answer(prediction, example.ground_truths)
 
 
-def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float) -> list[QAItem]:
-    """Each train question asked in ``frames`` training frames (the first as
-    generated), a share ``typos`` of them with one typo outside the name:
-    wordings for the Doubter to learn from, never a held-out frame."""
+def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float,
+                    split: str = "train") -> list[QAItem]:
+    """Each question of ``split`` asked in ``frames`` training frames (the
+    first as generated), a share ``typos`` of them with one typo outside the
+    name: wordings for the Doubter to learn from (train) or to calibrate on
+    (validation), never a held-out frame."""
     if frames == 1 and not typos:
         return items
-    rng = random.Random(f"{seed}-train-variants")
+    rng = random.Random(f"{seed}-{split}-variants")
     out: list[QAItem] = []
     for item in items:
         for index in range(frames):
@@ -155,14 +161,18 @@ def outside_training_items(people: Sequence[Person], count: int, seed: int) -> l
 
 
 def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, train_frames: int = 1,
-                  train_typos: float = 0.0, train_outside: int = 0, train_misspelt: float = 0.0) -> WorldDataset:
+                  train_typos: float = 0.0, train_outside: int = 0, train_misspelt: float = 0.0,
+                  validation_frames: int = 1) -> WorldDataset:
     """Factory registered as ``world``; with ``build`` the base is built (or
     loaded from the cache) and its folder recorded as ``model_dir``;
     ``train_frames`` and ``train_typos`` vary the train questions' wording
     (:func:`_train_variants`); ``train_outside`` adds that many questions the
     world cannot answer to the train split
     (:func:`outside_training_items`), ``train_misspelt`` a share of the train
-    questions again with the name misspelt (:func:`_misspelt_variants`)."""
+    questions again with the name misspelt (:func:`_misspelt_variants`);
+    ``validation_frames`` asks each validation question in that many
+    training frames (what the answer threshold and the scope gate's veto
+    are calibrated on)."""
     model_dir = None
     if build:
         from .cache import build_world
@@ -170,7 +180,7 @@ def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, tra
         model_dir = build_world(preset, seed=seed, progress=False).model_dir
     return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=int(train_frames),
                         train_typos=float(train_typos), train_outside=int(train_outside),
-                        train_misspelt=float(train_misspelt))
+                        train_misspelt=float(train_misspelt), validation_frames=int(validation_frames))
 
 
 def export_qa_jsonl(artifacts: "WorldArtifacts", split: str, path: str | Path) -> int:
