@@ -327,3 +327,22 @@ def test_world_dataset_asks_a_share_of_train_questions_again_with_the_name_missp
     assert added.options["train_misspelt"] == 0.5 and WorldDataset(preset, 0, train_misspelt=0.5).split("train") == train
     with pytest.raises(ValueError, match="train_misspelt"):
         WorldDataset("tiny", 0, train_misspelt=1.5)
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_world_dataset_options_from_the_command_line_are_checked_not_cast(tiny_world, tmp_path: Path,
+                                                                         capsys) -> None:
+    from cli_helpers import metaloom
+
+    for option, named in (("validation_frames=1.5", "validation_frames must be a whole number >= 1, got 1.5"),
+                          ("train_frames=abc", "train_frames must be a whole number >= 1, got 'abc'"),
+                          ("train_outside=2.5", "train_outside must be a whole number >= 0, got 2.5"),
+                          ("train_typos=lots", "train_typos must be a number in [0, 1], got 'lots'"),
+                          ("train_misspelt=true", "train_misspelt must be a number in [0, 1], got True")):
+        result = metaloom(capsys, "collect", "--run-dir", tmp_path / "run", "--model-name", tiny_world.model_dir,
+                          "--dataset", "world", "--dataset-option", "preset=tiny", "--dataset-option", option,
+                          "--quiet")
+        output = " ".join(result.output.split())
+        assert result.exit_code != 0 and named in output and "correct that --dataset-option" in output, output
+        assert "Traceback" not in output and not (tmp_path / "run" / "run.json").exists()

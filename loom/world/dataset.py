@@ -50,12 +50,11 @@ class WorldDataset(SplitDataset):
         for name, frames in (("train_frames", train_frames), ("validation_frames", validation_frames)):
             if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {frames!r}")
-        if not 0.0 <= train_typos <= 1.0:
-            raise ValueError(f"train_typos must be in [0, 1], got {train_typos!r}")
+        for name, share in (("train_typos", train_typos), ("train_misspelt", train_misspelt)):
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {share!r}")
         if isinstance(train_outside, bool) or not isinstance(train_outside, int) or train_outside < 0:
             raise ValueError(f"train_outside must be a whole number >= 0, got {train_outside!r}")
-        if not 0.0 <= train_misspelt <= 1.0:
-            raise ValueError(f"train_misspelt must be in [0, 1], got {train_misspelt!r}")
         world = generate_world(spec.world, seed)
         # Tool-only people are a device of the base's training (name copying),
         # not part of the population questions are asked about: kept in, they
@@ -178,9 +177,10 @@ def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, tra
         from .cache import build_world
 
         model_dir = build_world(preset, seed=seed, progress=False).model_dir
-    return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=int(train_frames),
-                        train_typos=float(train_typos), train_outside=int(train_outside),
-                        train_misspelt=float(train_misspelt), validation_frames=int(validation_frames))
+    # Passed on as given: the dataset checks each (a cast here would read 1.5 frames as 1).
+    return WorldDataset(preset=preset, seed=seed, model_dir=model_dir, train_frames=train_frames,
+                        train_typos=train_typos, train_outside=train_outside, train_misspelt=train_misspelt,
+                        validation_frames=validation_frames)
 
 
 def export_qa_jsonl(artifacts: "WorldArtifacts", split: str, path: str | Path) -> int:
