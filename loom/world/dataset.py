@@ -61,8 +61,8 @@ class WorldDataset(SplitDataset):
         # would be most of the train split, all unanswerable.
         qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
               for split in ALL_SPLITS}
-        qa["train"] = _train_variants(qa["train"], spec, seed, train_frames, train_typos)
-        qa["validation"] = _train_variants(qa["validation"], spec, seed, validation_frames, 0.0, "validation")
+        qa["train"] = _wording_variants(qa["train"], spec, seed, train_frames, train_typos)
+        qa["validation"] = _wording_variants(qa["validation"], spec, seed, validation_frames, 0.0, "validation")
         if train_misspelt:
             qa["train"] += _misspelt_variants(qa["train"], seed, train_misspelt)
         if train_outside:
@@ -101,7 +101,7 @@ class WorldDataset(SplitDataset):
         return check_answer(prediction, example.ground_truths)
 
 
-def _train_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float,
+def _wording_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float,
                     split: str = "train") -> list[QAItem]:
     """Each question of ``split`` asked in ``frames`` training frames (the
     first as generated), a share ``typos`` of them with one typo outside the
@@ -165,7 +165,7 @@ def world_dataset(preset: str = "small", seed: int = 0, build: bool = False, tra
     """Factory registered as ``world``; with ``build`` the base is built (or
     loaded from the cache) and its folder recorded as ``model_dir``;
     ``train_frames`` and ``train_typos`` vary the train questions' wording
-    (:func:`_train_variants`); ``train_outside`` adds that many questions the
+    (:func:`_wording_variants`); ``train_outside`` adds that many questions the
     world cannot answer to the train split
     (:func:`outside_training_items`), ``train_misspelt`` a share of the train
     questions again with the name misspelt (:func:`_misspelt_variants`);

@@ -32,12 +32,12 @@ from meta_spider.plugins.errors import MetaSpiderError
 BASES_ENV_VAR = "META_SPIDER_WORLD_BASES"
 """Overrides the folder of shipped bases (tests point it at a temporary one)."""
 SHIPPED_MANIFEST = "base.json"
-TRAINING_RECORD = ("corpus_tokens", "parameters", "loss_first", "loss_last")
-"""What ``world.json`` says of the training run, carried by ``base.json`` to
-the worlds that install the base."""
+TRAINING_RECORD: dict[str, type | tuple[type, ...]] = {
+    "corpus_tokens": int, "parameters": int, "loss_first": (int, float), "loss_last": (int, float)}
+"""What ``world.json`` says of the training run (and of which JSON type),
+carried by ``base.json`` to the worlds that install the base."""
 MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "files": dict, "data_sha256": dict, "kernels": dict, "corpus_tokens": int, "parameters": int,
-    "loss_first": (int, float), "loss_last": (int, float)}
+    "files": dict, "data_sha256": dict, "kernels": dict, **TRAINING_RECORD}
 """What an install reads from ``base.json``, and of which JSON type."""
 
 
