@@ -53,6 +53,12 @@ OCCLUSION_SIGNALS_ARG = PMI_SIGNALS_ARG + ",occluded_name_logprob"
 OUTSIDE_TRAIN_QUESTIONS = 240
 """Unanswerable train questions the scope gate learns from (the world's
 ``train_outside`` dataset option)."""
+VALIDATION_FRAMES = 3
+"""Training frames each validation question of the default recipe is asked
+in (the world's ``validation_frames`` dataset option): the answer threshold
+and the scope gate's veto are calibrated on wordings that vary, so that a
+new wording falls below them no more often than a trained one (docs/loom.md,
+finding 19)."""
 RECIPES = ("occlusion", "scope", "pmi", "draft")
 """The demo's recipes, the default first: ``occlusion`` (``scope`` with the
 question's subject found by occlusion as a fourth signal), ``scope``
@@ -81,6 +87,7 @@ def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[st
         collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals",), PMI_SIGNALS_ARG
     else:
         collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals", "--occlusion-signals"), OCCLUSION_SIGNALS_ARG
+        dataset += ("--dataset-option", f"validation_frames={VALIDATION_FRAMES}")
     return dataset, collect, train + ("--logprob-signals", signals, "--p-correct-from", "signals")
 
 

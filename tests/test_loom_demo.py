@@ -58,6 +58,11 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     doubter = plain.doubter
     assert "occluded_name_logprob" in doubter.config.signals and doubter.signal_mix.linear.weight[0, 0].item() == 0.0
     assert doubter.scope_gate is not None and doubter.scope_gate.fitted
+    # ... calibrated on validation asked in several training wordings
+    from meta_spider.loom.demo import VALIDATION_FRAMES
+    assert manifest.dataset.options["validation_frames"] == VALIDATION_FRAMES > 1
+    plain_validation = len(WorldDataset("tiny", 0, tiny_world.model_dir).split("validation"))
+    assert manifest.dataset.sizes["validation"] == VALIDATION_FRAMES * plain_validation
     dataset = WorldDataset("tiny", 0, tiny_world.model_dir)
     examples = {example.id: example for example in dataset.split("test")}
     limit = report["benchmark"]["max_tokens"]
