@@ -2,8 +2,9 @@
 ``tiny``, names starting ``t_``), train its base (on a GPU when given one,
 else the CPU), evaluate it on the CPU and write one JSON record with QA
 accuracy by bucket, probe AUROCs, the mean answer log-prob baseline, native
-tool use, answer-from-lookup accuracy, the accuracy on the shifted test
-splits, and the accuracy of the *validation* people asked in held-out frames
+tool use, the calculator's call and read-back rates, answer-from-lookup
+accuracy, the accuracy on the shifted test splits, and the accuracy of the
+*validation* people asked in held-out frames
 (``validation_paraphrase``: a choice between variants made on it leaves the
 test people unseen).
 
@@ -57,6 +58,7 @@ VARIANTS = {
     "v4096_tp3000_lr4": {"model": {"vocab_size": 4096}, "world": {"tool_people": 3000}, "train": {"lr": 4e-3}},
     "cur": {},
     "qa4": {"world": {"qa_repeats": 4}},
+    "calc900": {"world": {"calculator_transcripts": 900}},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},
@@ -186,6 +188,7 @@ def main():
         "probe_draft": metrics["probe"]["draft"]["auroc_test"],
         "probe_draft_m": metrics["probe"]["draft"]["auroc_test_mentioned"],
         "tool": metrics["tool_use"]["rate"], "tool_bad": [e for e in metrics["tool_use"]["examples"] if not e["ok"]][:3],
+        "calculator": {k: metrics["calculator_use"][k] for k in ("rate", "answer_rate")},
         **base,
     }
     out.mkdir(parents=True, exist_ok=True)
