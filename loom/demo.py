@@ -177,8 +177,11 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}",
                     *extra_dataset_args]
     console.print(Rule("2/5 metaloom collect"))
+    steps: dict[str, float] = {}
+    step_started = time.perf_counter()
     _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
                    *collect_args], run_dir)
+    steps["collect"], step_started = time.perf_counter() - step_started, time.perf_counter()
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
         if recipe in GATED_RECIPES:  # the gate reads the first layer the collection holds
@@ -189,6 +192,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
         _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
+    steps["train"], step_started = time.perf_counter() - step_started, time.perf_counter()
     console.print(Rule("4/5 metaloom eval"))
     report_path, shifts_path = run_dir / REPORT_FILE, run_dir / SHIFTS_FILE
     dataset = WorldDataset(preset, seed, world.model_dir)
@@ -209,6 +213,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
             console.print(table.table())
             console.print(table.goals_table())
 
+    steps["eval"] = time.perf_counter() - step_started
     console.print(Rule("5/5 three questions"))
     from meta_spider.loom.cli.eval import load_pipeline
 
@@ -221,8 +226,10 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
         met = [check["passed"] for check in shift_data["goals"]]
         summary += f"; under shift: {sum(1 for value in met if value)}/{len(met)}"
     console.print(summary)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
-    return {"report": report_data, "questions": shown, "run_dir": str(run_dir), "shifts": shift_data}
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s ("
+                  + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in steps.items()) + ")")
+    return {"report": report_data, "questions": shown, "run_dir": str(run_dir), "shifts": shift_data,
+            "seconds": steps}
 
 
 def _read_reports(report_path: Path, shifts_path: Path | None, console: Console) -> Any:

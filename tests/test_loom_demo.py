@@ -76,6 +76,9 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     assert "skipped" in text and "shown, not recomputed" in text and "Doubter under shift" in text
     assert again["questions"] == shown and again["shifts"] == shifts
     assert "goals met on test:" in text and "under shift:" in text
+    # each step's seconds, the skipped ones too (they cost a check of what is there)
+    assert list(first["seconds"]) == list(again["seconds"]) == ["collect", "train", "eval"]
+    assert "(collect " in text and sum(again["seconds"].values()) < sum(first["seconds"].values())
 
     # A damaged report (or shift table) from an earlier eval is evaluated again, not a traceback: cut short, or
     # whole JSON with a figure of the wrong kind (a baseline's own threshold, a row's number).

@@ -1,0 +1,100 @@
+"""What the demo's run costs once the world is built, with validation asked
+as generated and in the default recipe's three frames, side by side in one run.
+
+The demo's three loom steps (`metaloom collect`, `metaloom train`, `metaloom
+eval --shifts`) run for both variants of its default recipe, each into a
+fresh temporary folder and in a process of its own (model loading included,
+as a user runs it); the steps are interleaved (both collections, then both
+trainings, then both evaluations) so that a machine slowing down during the
+run costs both alike. Printed: each step's wall-clock seconds, the totals,
+their ratio, and what each variant's evaluation found (answer threshold,
+goals under shift).
+
+    python benchmarks/demo_cost.py --output benchmarks/results/demo_cost.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from report import Report
+
+STEPS = ("collect", "train", "eval")
+BUDGET_S = 120
+"""What the demo's collection, training and evaluation should stay under on two cores."""
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.demo import RECIPES, VALIDATION_FRAMES, recipe_args
+    from meta_spider.loom.world import build_world
+
+    world = build_world(args.preset, seed=args.seed)
+    dataset, collect, train = recipe_args(RECIPES[0])
+    frames_option = ("--dataset-option", f"validation_frames={VALIDATION_FRAMES}")
+    plain = tuple(arg for pair in zip(dataset[::2], dataset[1::2]) if pair != frames_option for arg in pair)
+    variants = {"validation as generated": plain, f"validation in {VALIDATION_FRAMES} frames (default)": dataset}
+    base = ["--dataset", "world", "--dataset-option", f"preset={args.preset}", "--dataset-option", f"seed={args.seed}"]
+    seconds: dict[str, dict[str, float]] = {label: {} for label in variants}
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="demo-cost-") as scratch:
+        runs = {label: Path(scratch) / f"run{index}" for index, label in enumerate(variants)}
+        for step in STEPS:
+            for label, extra in variants.items():
+                run = runs[label]
+                if step == "collect":
+                    command = ["collect", "--run-dir", str(run), "--model-name", str(world.model_dir), *base, *extra,
+                               *collect, "--quiet"]
+                elif step == "train":
+                    layer = ActivationDataset.load(run / ACTIVATIONS_DIR).target_layers[0]
+                    command = ["train", "--run-dir", str(run), "--epochs", "4", *train, "--scope-layer", str(layer)]
+                else:
+                    command = ["eval", "--run-dir", str(run), "--shifts"]
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-c", "from meta_spider.agentcore.cli import metaloom; metaloom()",
+                                       *command], capture_output=True, text=True, check=False)
+                seconds[label][step] = time.perf_counter() - started
+                if done.returncode:
+                    print(f"metaloom {step} failed for {label} (exit {done.returncode}):\n{done.stderr[-4000:]}",
+                          file=sys.stderr)
+                    return done.returncode
+        for label, run in runs.items():
+            shifts = json.loads((run / "shifts.json").read_text())
+            sizes = json.loads((run / "run.json").read_text())["dataset"]["sizes"]
+            found[label] = {"threshold": shifts["threshold"], "questions": sum(sizes.values()),
+                            "goals": sum(1 for goal in shifts["goals"] if goal["passed"]), "of": len(shifts["goals"])}
+
+    out = Report()
+    out.say(f"# python benchmarks/demo_cost.py --preset {args.preset}   (world {args.preset}, seed {args.seed}; the "
+            f"demo's default recipe, `{RECIPES[0]}`; two cores)")
+    out.say(f"{'seconds':<36}" + "".join(f"{step:>10}" for step in STEPS) + f"{'total':>10}{'questions':>11}"
+            f"{'threshold':>11}{'goals':>8}")
+    for label in variants:
+        row = seconds[label]
+        info = found[label]
+        out.say(f"{label:<36}" + "".join(f"{row[step]:>10.1f}" for step in STEPS) + f"{sum(row.values()):>10.1f}"
+                f"{info['questions']:>11}{info['threshold']:>11.3f}{info['goals']:>5}/{info['of']}")
+    first, second = (sum(seconds[label].values()) for label in variants)
+    out.say(f"ratio three frames / as generated: {second / first:.2f}x "
+            + " ".join(f"({step} {seconds[list(variants)[1]][step] / seconds[list(variants)[0]][step]:.2f}x)"
+                       for step in STEPS))
+    out.say(f"within {BUDGET_S} s on this machine: as generated {first <= BUDGET_S}, three frames {second <= BUDGET_S}")
+    out.write(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
