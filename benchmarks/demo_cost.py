@@ -40,6 +40,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.loom.demo import RECIPES, VALIDATION_FRAMES, recipe_args
+    from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world import build_world
 
     world = build_world(args.preset, seed=args.seed)
@@ -73,7 +74,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     return done.returncode
         for label, run in runs.items():
             shifts = json.loads((run / "shifts.json").read_text())
-            sizes = json.loads((run / "run.json").read_text())["dataset"]["sizes"]
+            sizes = RunManifest.load(run).dataset.sizes
             found[label] = {"threshold": shifts["threshold"], "questions": sum(sizes.values()),
                             "goals": sum(1 for goal in shifts["goals"] if goal["passed"]), "of": len(shifts["goals"])}
 
