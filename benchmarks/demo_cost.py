@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
+from metaloom_process import run_metaloom
 from report import Report
 
 STEPS = ("collect", "train", "eval")
@@ -38,40 +37,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
-    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.demo import RECIPES, VALIDATION_FRAMES, recipe_args
+    from meta_spider.loom.demo import DEMO_EPOCHS, RECIPES, VALIDATION_FRAMES, recipe_args, scope_layer_args
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world import build_world
 
     world = build_world(args.preset, seed=args.seed)
-    dataset, collect, train = recipe_args(RECIPES[0])
-    frames_option = ("--dataset-option", f"validation_frames={VALIDATION_FRAMES}")
-    plain = tuple(arg for pair in zip(dataset[::2], dataset[1::2]) if pair != frames_option for arg in pair)
-    variants = {"validation as generated": plain, f"validation in {VALIDATION_FRAMES} frames (default)": dataset}
-    base = ["--dataset", "world", "--dataset-option", f"preset={args.preset}", "--dataset-option", f"seed={args.seed}"]
+    recipe = RECIPES[0]
+    variants = {"validation as generated": recipe_args(recipe, args.preset, args.seed, validation_frames=1),
+                f"validation in {VALIDATION_FRAMES} frames (default)": recipe_args(recipe, args.preset, args.seed)}
     seconds: dict[str, dict[str, float]] = {label: {} for label in variants}
     found: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="demo-cost-") as scratch:
         runs = {label: Path(scratch) / f"run{index}" for index, label in enumerate(variants)}
         for step in STEPS:
-            for label, extra in variants.items():
+            for label, (dataset, collect, train) in variants.items():
                 run = runs[label]
                 if step == "collect":
-                    command = ["collect", "--run-dir", str(run), "--model-name", str(world.model_dir), *base, *extra,
-                               *collect, "--quiet"]
+                    options = ["--run-dir", run, "--model-name", world.model_dir, *dataset, *collect, "--quiet"]
                 elif step == "train":
-                    layer = ActivationDataset.load(run / ACTIVATIONS_DIR).target_layers[0]
-                    command = ["train", "--run-dir", str(run), "--epochs", "4", *train, "--scope-layer", str(layer)]
+                    options = ["--run-dir", run, "--epochs", DEMO_EPOCHS, *train, *scope_layer_args(run, recipe)]
                 else:
-                    command = ["eval", "--run-dir", str(run), "--shifts"]
-                started = time.perf_counter()
-                done = subprocess.run([sys.executable, "-c", "from meta_spider.agentcore.cli import metaloom; metaloom()",
-                                       *command], capture_output=True, text=True, check=False)
-                seconds[label][step] = time.perf_counter() - started
-                if done.returncode:
-                    print(f"metaloom {step} failed for {label} (exit {done.returncode}):\n{done.stderr[-4000:]}",
-                          file=sys.stderr)
-                    return done.returncode
+                    options = ["--run-dir", run, "--shifts"]
+                seconds[label][step], status = run_metaloom(step, *options)
+                if status:
+                    print(f"({label})", file=sys.stderr)
+                    return status
         for label, run in runs.items():
             shifts = json.loads((run / "shifts.json").read_text())
             sizes = RunManifest.load(run).dataset.sizes

@@ -22,16 +22,15 @@ between the two's draft log-probs.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
+from metaloom_process import run_metaloom
 from report import Report
 
-COLLECT = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24", "--pmi-signals", "--quiet")
 LONG_PROMPT_TOKENS = 1500
 ROUNDS = 5
 
@@ -47,25 +46,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.demo import OUTSIDE_TRAIN_QUESTIONS
+    from meta_spider.loom.demo import recipe_args
     from meta_spider.loom.world import build_world
     from meta_spider.wrapper.signals import PMI_SIGNALS, SIGNALS, word_spans
 
     world = build_world(args.preset, seed=args.seed)
-    dataset = ["--dataset", "world", "--dataset-option", f"preset={args.preset}", "--dataset-option",
-               f"seed={args.seed}", "--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}"]
+    dataset, collect, _ = recipe_args("scope", args.preset, args.seed)  # the demo's collection, without occlusion
     seconds, runs = {}, {}
     with tempfile.TemporaryDirectory(prefix="occlusion-cost-") as scratch:
         for label, extra in (("without", ()), ("with", ("--occlusion-signals",))):
             run = Path(scratch) / label
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-c", "from meta_spider.agentcore.cli import metaloom; metaloom()",
-                                   "collect", "--run-dir", str(run), "--model-name", str(world.model_dir), *dataset,
-                                   *COLLECT, *extra], capture_output=True, text=True, check=False)
-            seconds[label] = time.perf_counter() - started
-            if done.returncode:
-                print(f"metaloom collect failed (exit {done.returncode}):\n{done.stderr[-4000:]}", file=sys.stderr)
-                return done.returncode
+            seconds[label], status = run_metaloom("collect", "--run-dir", run, "--model-name", world.model_dir,
+                                                  *dataset, *collect, "--quiet", *extra)
+            if status:
+                return status
             runs[label] = ActivationDataset.load(run / ACTIVATIONS_DIR)
         words = np.array([len(word_spans(record["question"])) for record in runs["with"].examples])
         kept = SIGNALS + PMI_SIGNALS

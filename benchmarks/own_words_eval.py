@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from metaloom_process import run_metaloom
 from own_frames import own_question
 from report import Report
 
@@ -107,11 +107,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("eval", ["--run-dir", str(run), "--checkpoint", checkpoint, "--no-plot",
                   *(["--keep-threshold"] if args.keep_threshold else [])]),
     ):
-        done = subprocess.run([sys.executable, "-c", "from meta_spider.agentcore.cli import metaloom; metaloom()",
-                               command, *options], capture_output=True, text=True, check=False)
-        if done.returncode:
-            print(f"metaloom {command} failed (exit {done.returncode}):\n{done.stderr[-4000:]}", file=sys.stderr)
-            return done.returncode
+        status = run_metaloom(command, *options)[1]
+        if status:
+            return status
     seconds = time.perf_counter() - started
     report = ComparisonReport.from_json((run / "report.json").read_text("utf-8"))
 

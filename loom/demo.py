@@ -72,23 +72,39 @@ GATED_RECIPES = ("occlusion", "scope")
 """Recipes with a scope gate (trained with ``--scope-layer``)."""
 
 
-def recipe_args(recipe: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """``(dataset, collect, train)`` extra options of a recipe (:data:`RECIPES`);
-    the gated ones also need ``--scope-layer`` (the collection's first target layer)."""
+def recipe_args(recipe: str, preset: str = "small", seed: int = 0, validation_frames: int = VALIDATION_FRAMES
+                ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``(dataset, collect, train)`` options of a recipe (:data:`RECIPES`) on
+    the world ``preset`` / ``seed``; the default recipe asks validation in
+    ``validation_frames`` training frames (1: as generated). The gated ones
+    also need :func:`scope_layer_args`."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {RECIPES}")
+    dataset: tuple[str, ...] = ("--dataset", "world", "--dataset-option", f"preset={preset}",
+                                "--dataset-option", f"seed={seed}")
     if recipe == "draft":
-        return (), DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
+        return dataset, DEMO_COLLECT_ARGS, DEMO_TRAIN_ARGS
     train = DEMO_TRAIN_ARGS[:DEMO_TRAIN_ARGS.index("--logprob-signals")]
     if recipe == "pmi":
-        return (), DEMO_COLLECT_ARGS + ("--pmi-signals",), train + ("--logprob-signals", PMI_SIGNALS_ARG)
-    dataset = ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}")
+        return dataset, DEMO_COLLECT_ARGS + ("--pmi-signals",), train + ("--logprob-signals", PMI_SIGNALS_ARG)
+    dataset += ("--dataset-option", f"train_outside={OUTSIDE_TRAIN_QUESTIONS}")
     if recipe == "scope":
         collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals",), PMI_SIGNALS_ARG
     else:
         collect, signals = DEMO_COLLECT_ARGS + ("--pmi-signals", "--occlusion-signals"), OCCLUSION_SIGNALS_ARG
-        dataset += ("--dataset-option", f"validation_frames={VALIDATION_FRAMES}")
+        if validation_frames > 1:
+            dataset += ("--dataset-option", f"validation_frames={validation_frames}")
     return dataset, collect, train + ("--logprob-signals", signals, "--p-correct-from", "signals")
+
+
+def scope_layer_args(run_dir: Path, recipe: str) -> tuple[str, ...]:
+    """``metaloom train``'s ``--scope-layer`` for a gated recipe (the first
+    layer the run's collection holds, which the gate reads); nothing for the others."""
+    if recipe not in GATED_RECIPES:
+        return ()
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+
+    return ("--scope-layer", str(ActivationDataset.load(Path(run_dir) / ACTIVATIONS_DIR).target_layers[0]))
 
 
 class DemoError(MetaSpiderError, RuntimeError, fields=("step", "message", "run_dir")):
@@ -173,9 +189,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
                   f"test QA exact match {metrics['accuracy']:.3f}")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(world.path, recipe)
     console.print(f"run directory: {run_dir}")
-    extra_dataset_args, collect_args, train_args = recipe_args(recipe)
-    dataset_args = ["--dataset", "world", "--dataset-option", f"preset={preset}", "--dataset-option", f"seed={seed}",
-                    *extra_dataset_args]
+    dataset_args, collect_args, train_args = recipe_args(recipe, preset, seed)
     console.print(Rule("2/5 metaloom collect"))
     steps: dict[str, float] = {}
     step_started = time.perf_counter()
@@ -184,12 +198,8 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     steps["collect"], step_started = time.perf_counter() - step_started, time.perf_counter()
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
-        if recipe in GATED_RECIPES:  # the gate reads the first layer the collection holds
-            from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-
-            layer = ActivationDataset.load(run_dir / ACTIVATIONS_DIR).target_layers[0]
-            train_args = (*train_args, "--scope-layer", str(layer))
-        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args], run_dir)
+        _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args,
+                       *scope_layer_args(run_dir, recipe)], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
     steps["train"], step_started = time.perf_counter() - step_started, time.perf_counter()
