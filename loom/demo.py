@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.rule import Rule
@@ -192,17 +192,17 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     dataset_args, collect_args, train_args = recipe_args(recipe, preset, seed)
     console.print(Rule("2/5 metaloom collect"))
     steps: dict[str, float] = {}
-    step_started = time.perf_counter()
+    lap = _stopwatch()
     _loom_command(["collect", "--run-dir", str(run_dir), "--model-name", str(world.model_dir), *dataset_args,
                    *collect_args], run_dir)
-    steps["collect"], step_started = time.perf_counter() - step_started, time.perf_counter()
+    steps["collect"] = lap()
     console.print(Rule("3/5 metaloom train"))
     if RunManifest.load(run_dir).checkpoint is None:
         _loom_command(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *train_args,
                        *scope_layer_args(run_dir, recipe)], run_dir)
     else:
         console.print("trained Doubter found in run.json: skipped (delete the run directory to train again)")
-    steps["train"], step_started = time.perf_counter() - step_started, time.perf_counter()
+    steps["train"] = lap()
     console.print(Rule("4/5 metaloom eval"))
     report_path, shifts_path = run_dir / REPORT_FILE, run_dir / SHIFTS_FILE
     dataset = WorldDataset(preset, seed, world.model_dir)
@@ -223,7 +223,7 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
             console.print(table.table())
             console.print(table.goals_table())
 
-    steps["eval"] = time.perf_counter() - step_started
+    steps["eval"] = lap()
     console.print(Rule("5/5 three questions"))
     from meta_spider.loom.cli.eval import load_pipeline
 
@@ -240,6 +240,19 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
                   + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in steps.items()) + ")")
     return {"report": report_data, "questions": shown, "run_dir": str(run_dir), "shifts": shift_data,
             "seconds": steps}
+
+
+def _stopwatch() -> Callable[[], float]:
+    """A lap timer: each call returns the seconds since the one before (or since it was made)."""
+    last = time.perf_counter()
+
+    def lap() -> float:
+        nonlocal last
+        now = time.perf_counter()
+        elapsed, last = now - last, now
+        return elapsed
+
+    return lap
 
 
 def _read_reports(report_path: Path, shifts_path: Path | None, console: Console) -> Any:
