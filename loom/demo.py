@@ -36,6 +36,10 @@ DEMO_EPOCHS = 4
 """Doubter training epochs of the demo run."""
 DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
 """Collection settings: the world's answers are short sentences."""
+DEMO_EVAL_ARGS: tuple[str, ...] = ("--batch-size", "16")
+"""Evaluation settings: pass 1 of 16 questions read as one batch, as the
+collection reads them (the demo's table is the same as one at a time:
+``benchmarks/eval_batch.py``)."""
 DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25",
                                      "--logprob-signals", "draft_logprob_mean,draft_logprob_min")
 """``metaloom train`` options of the ``draft`` recipe, the others' starting
@@ -209,7 +213,8 @@ def run_demo(preset: str = "small", seed: int = 0, run_dir: Path | None = None, 
     shifted = len(shift_splits(dataset.splits)) > 1  # test and at least one shift split
     found = _read_reports(report_path, shifts_path if shifted else None, console)
     if found is None:
-        _loom_command(["eval", "--run-dir", str(run_dir), *(["--shifts"] if shifted else [])], run_dir)
+        _loom_command(["eval", "--run-dir", str(run_dir), *DEMO_EVAL_ARGS, *(["--shifts"] if shifted else [])],
+                      run_dir)
         report_data = json.loads(report_path.read_text())
         shift_data = json.loads(shifts_path.read_text()) if shifted else None
     else:

@@ -99,6 +99,21 @@ def test_eval_options(fresh_run: Path) -> None:
     assert "Doubter vs baselines" not in result.output and "wrote" not in result.output  # --quiet
 
 
+def test_eval_in_batches_writes_the_report_of_one_question_at_a_time(fresh_run: Path, tmp_path: Path) -> None:
+    alone = Path(shutil.copytree(fresh_run, tmp_path / "alone"))
+    assert invoke("--run-dir", str(alone), "--no-plot", "--quiet").exit_code == 0
+    result = invoke("--run-dir", str(fresh_run), "--batch-size", "4", "--no-plot", "--quiet")
+    assert result.exit_code == 0, result.output
+    one, batched = (json.loads((run / "report.json").read_text()) for run in (alone, fresh_run))
+    assert (one["benchmark"]["batch_size"], batched["benchmark"]["batch_size"]) == (1, 4)
+    assert [(q["id"], q["text"], q["decision"]) for q in batched["questions"]] == \
+        [(q["id"], q["text"], q["decision"]) for q in one["questions"]]
+    assert [q["p_correct"] for q in batched["questions"]] == pytest.approx([q["p_correct"] for q in one["questions"]],
+                                                                           abs=1e-5)
+    refused = invoke("--run-dir", str(fresh_run), "--batch-size", "0")
+    assert refused.exit_code == 2 and "--batch-size" in refused.output
+
+
 def test_eval_agentic_writes_the_agent_report(fresh_run: Path) -> None:
     result = invoke("--run-dir", str(fresh_run), "--agentic", "--no-plot", "--max-examples", "2",
                     "--closed-book", "direct")

@@ -295,6 +295,34 @@ def test_run_benchmark_classifies_the_generated_text(tiny_run: dict[str, Any]) -
     assert any(q.text != q.base_answer for q in outcomes), "open gates should change some answers"
 
 
+def test_run_benchmark_in_batches_gives_each_question_its_own_outcome(tiny_run: dict[str, Any]) -> None:
+    """Pass 1 read four questions at a time (the last batch shorter) under a
+    gate that answers some and refuses others: every row as one at a time."""
+    from meta_spider.wrapper.gates import AnswerGate
+
+    pipe = tiny_run["pipe"]
+    pipe.attach(pipe.new_doubter(encoder_dim=16, ca_bottleneck_dim=16, ca_gate_init=0.9,
+                                 signals=["draft_logprob_mean"]))
+    benchmark = QABenchmark(tiny_run["dataset"], split="test", activations=tiny_run["activations"])
+    assert len(benchmark.items) % 4
+    try:
+        scores = sorted(q.p_correct for q in run_benchmark(pipe, benchmark, max_tokens=MAX_NEW_TOKENS))
+        pipe.answer_gate = AnswerGate(threshold=(scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2)
+        alone = run_benchmark(pipe, benchmark, max_tokens=MAX_NEW_TOKENS)
+        batched = run_benchmark(pipe, benchmark, max_tokens=MAX_NEW_TOKENS, batch_size=4)
+        for size in (0, True, 1.5):
+            with pytest.raises(ValueError, match="batch_size must be a positive int"):
+                run_benchmark(pipe, benchmark, max_tokens=MAX_NEW_TOKENS, batch_size=size)
+    finally:
+        pipe.answer_gate = None
+        pipe.detach_all()
+    assert {q.decision for q in alone} == {"gate_refused", "pass2"}
+    for one, many in zip(alone, batched):
+        assert (many.id, many.text, many.action, many.correct, many.decision) == \
+            (one.id, one.text, one.action, one.correct, one.decision)
+        assert many.p_correct == pytest.approx(one.p_correct, abs=1e-5)
+
+
 def test_run_benchmark_reads_the_gates_own_refusal_as_a_refusal(tiny_run: dict[str, Any],
                                                                  pipe_with_silent_doubter: Any) -> None:
     from meta_spider.wrapper.gates import AnswerGate

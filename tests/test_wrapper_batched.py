@@ -79,3 +79,51 @@ def test_a_read_without_prompts_or_draft_is_refused(pipe: MetaSpiderPipeline) ->
     for rows in ([row], [row, row]):
         with pytest.raises(ValueError, match="max_draft_tokens must be >= 1"):
             pipe.collect_states_ids(rows, max_draft_tokens=0)
+
+
+SMALL = {"encoder_dim": 16, "ca_bottleneck_dim": 16, "ca_num_heads": 2}
+
+
+@pytest.mark.parametrize("signals", [["draft_logprob_mean", "occluded_name_logprob"], []],
+                         ids=["draft-and-occlusion", "states-only"])
+def test_answer_batch_is_answer_ids_with_pass_1_read_together(pipe: MetaSpiderPipeline, signals: list[str]) -> None:
+    """Under an answer gate that refuses some prompts and answers others,
+    each prompt of a batch gets what it gets alone: the same decision, text
+    and draft, and P(correct) up to float rounding."""
+    from meta_spider.wrapper.gates import AnswerGate
+
+    doubter = pipe.attach(pipe.new_doubter(signals=signals, **SMALL))
+    try:
+        texts = [pipe.render(prompt) for prompt in PROMPTS[:5]]
+        prompts = [pipe.encode(text) for text in texts]
+        words = [pipe.question_words(text, prompt) for text, prompt in zip(texts, PROMPTS[:5])] if signals else None
+        alone = [pipe.answer_ids(ids, max_new_tokens=DRAFT, words=None if words is None else words[i])
+                 for i, ids in enumerate(prompts)]
+        scores = sorted(result.p_correct for result in alone)
+        pipe.answer_gate = AnswerGate((scores[1] + scores[2]) / 2)  # two refused, three answered
+        alone = [pipe.answer_ids(ids, max_new_tokens=DRAFT, words=None if words is None else words[i])
+                 for i, ids in enumerate(prompts)]
+        together = pipe.answer_batch(prompts, max_new_tokens=DRAFT, words=words)
+    finally:
+        pipe.answer_gate = None
+        pipe.detach(doubter)
+    assert sorted(result.decision for result in alone) == ["gate_refused"] * 2 + ["pass2"] * 3
+    for one, many in zip(alone, together):
+        assert (many.decision, many.text, many.token_ids, many.draft_text) == \
+            (one.decision, one.text, one.token_ids, one.draft_text)
+        assert many.p_correct == pytest.approx(one.p_correct, abs=1e-5)
+    assert (alone[0].draft_text is None) == (not signals)  # a Doubter that reads no draft signal drafts nothing
+
+
+def test_answer_batch_is_refused_without_what_it_needs(pipe: MetaSpiderPipeline) -> None:
+    prompts = [pipe.encode(pipe.render(prompt)) for prompt in PROMPTS[:2]]
+    doubter = pipe.attach(pipe.new_doubter(signals=["occluded_name_logprob"], **SMALL))
+    try:
+        with pytest.raises(ValueError, match="at least one prompt"):
+            pipe.answer_batch([])
+        with pytest.raises(ValueError, match="one words entry per prompt: 2 prompts, 1 words"):
+            pipe.answer_batch(prompts, words=[[(3,)]])
+        with pytest.raises(ValueError, match="needs each prompt's question words"):
+            pipe.answer_batch(prompts)
+    finally:
+        pipe.detach(doubter)

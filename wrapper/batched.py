@@ -11,7 +11,10 @@ of prompt and draft. Faster, above all on a GPU; states equal the batch-1
 read up to float rounding (padding changes the order of some sums), so one
 token may flip at a near tie. :func:`reference_logprobs` prefills prompts
 only, for the base's mean next-token distribution over them (the ``p_ref``
-of the PMI signals, :mod:`meta_spider.wrapper.signals`).
+of the PMI signals, :mod:`meta_spider.wrapper.signals`). :func:`read_pass1`
+is a Doubter's pass 1 on such a batch: the drafts read together, then the
+occlusion forwards batched across prompts, then each prompt encoded as the
+batch-1 read encodes it.
 
 This module knows token ids only: no chat templates, no text, no encoders.
 """
@@ -24,10 +27,11 @@ import numpy as np
 import torch
 
 from meta_spider.wrapper.collector import ActivationCollector, left_pad, padded_position_ids
-from meta_spider.wrapper.passes import ReadStates, TwoPassDecoder
-from meta_spider.wrapper.signals import token_logprobs
+from meta_spider.wrapper.doubter import Doubter
+from meta_spider.wrapper.passes import Pass1, ReadStates, TwoPassDecoder, encode_read
+from meta_spider.wrapper.signals import Occlusion, reads_occlusion, token_logprobs
 
-__all__ = ["REFERENCE_BATCH", "left_pad", "read_drafts", "reference_logprobs"]
+__all__ = ["REFERENCE_BATCH", "left_pad", "read_drafts", "read_pass1", "reference_logprobs"]
 
 REFERENCE_BATCH = 16
 """Prompts per prefill of :func:`reference_logprobs`: fixed, so the sum's
@@ -88,6 +92,39 @@ def read_drafts(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], layers: S
             draft_logprob_mean=float(draft_logprobs.mean()),
         ))
     return reads
+
+
+def read_pass1(decoder: TwoPassDecoder, doubter: Doubter, rows: Sequence[torch.Tensor], *, read_position: str,
+               max_draft_tokens: int, pad_token_id: int,
+               words: Sequence[Sequence[Sequence[int]]] | None = None) -> list[Pass1]:
+    """:meth:`TwoPassDecoder.read` for the prompt ids ``rows`` (1-D each) as
+    one batch: one :class:`Pass1` per row, without a cache (pass 2 prefills
+    the prompt again). ``words[i]`` are row i's question words, needed by a
+    Doubter that reads ``occluded_name_logprob``. A Doubter that neither
+    reads at the draft nor reads a draft signal still gets a one-token
+    draft here (the batch decodes one); it is dropped before encoding."""
+    if read_position not in ("prompt", "draft"):
+        raise ValueError(f"read_position must be 'prompt' or 'draft', got {read_position!r}")
+    config = doubter.config
+    drafts = read_position == "draft" or config.drafts
+    occluded = reads_occlusion(config.signals)
+    if occluded and (words is None or len(words) != len(rows)):
+        raise ValueError("this Doubter reads occluded_name_logprob, which needs each prompt's question words: give "
+                         f"words with one entry per prompt ({len(rows)}), got "
+                         f"{'none' if words is None else len(words)}")
+    reads = read_drafts(decoder, rows, config.target_layers, max_draft_tokens=max_draft_tokens if drafts else 1,
+                        pad_token_id=pad_token_id)
+    if not drafts:
+        for read in reads:
+            read.draft_states, read.draft_ids, read.draft_logprobs, read.draft_logprob_mean = None, [], None, None
+    occlusions: list[Occlusion | None] = [None] * len(rows)
+    if occluded:
+        assert words is not None
+        sums = decoder.occluded_draft_logprobs([row.tolist() for row in rows], [read.draft_ids for read in reads],
+                                               words, pad_token_id=pad_token_id)
+        occlusions = [Occlusion(row_words, row_sums) for row_words, row_sums in zip(words, sums)]
+    return [encode_read(doubter, read, row.unsqueeze(0), read_position=read_position, occlusion=occlusion)
+            for row, read, occlusion in zip(rows, reads, occlusions)]
 
 
 def reference_logprobs(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], *, pad_token_id: int) -> np.ndarray:

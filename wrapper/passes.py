@@ -327,25 +327,15 @@ class TwoPassDecoder:
             raise ValueError(f"a draft read (or a draft signal) needs max_draft_tokens >= 1, got {max_draft_tokens!r}")
         read = self.read_states(input_ids, config.target_layers, max_draft_tokens=max_draft_tokens if drafts else 0,
                                 logprobs=bool(config.signals))
-        states = read.draft_states if read_position == "draft" else read.prompt_states
-        signals = None
-        if config.signals:
-            occlusion = None
-            if reads_occlusion(config.signals):
-                if words is None:
-                    raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: give "
-                                     "its words' prompt positions (words=pipe.question_words(text, question))")
-                prompt = input_ids[0].tolist()
-                sums = self.occluded_draft_logprobs([prompt], [read.draft_ids], [words], pad_token_id=pad_token_id)
-                occlusion = Occlusion(words, sums[0])
-            reference = None if doubter.log_reference is None else doubter.log_reference.detach().cpu().numpy()
-            signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs, read.draft_logprobs,
-                                                     prompt_ids=input_ids[0].tolist(), log_reference=reference,
-                                                     occlusion=occlusion)).float().unsqueeze(0)
-        with torch.no_grad():
-            encoded = doubter.encode(states, signals)
-        return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
-                     cache=read.cache, signals=signals)
+        occlusion = None
+        if reads_occlusion(config.signals):
+            if words is None:
+                raise ValueError("this Doubter reads occluded_name_logprob, which needs the user's question: give "
+                                 "its words' prompt positions (words=pipe.question_words(text, question))")
+            sums = self.occluded_draft_logprobs([input_ids[0].tolist()], [read.draft_ids], [words],
+                                                pad_token_id=pad_token_id)
+            occlusion = Occlusion(words, sums[0])
+        return encode_read(doubter, read, input_ids, read_position=read_position, occlusion=occlusion)
 
     def read_reference(self, doubter: Doubter, input_ids: torch.Tensor, *, read_position: str = "prompt",
                        max_draft_tokens: int = 64) -> Pass1:
@@ -440,3 +430,24 @@ class TwoPassDecoder:
             logits = self.forward(first_input, cache)
             after_forward()
             yield from self._continue(logits, cache, max_new_tokens, stats, before_forward, after_forward)
+
+
+def encode_read(doubter: Doubter, read: ReadStates, input_ids: torch.Tensor, *, read_position: str,
+                occlusion: Occlusion | None = None) -> Pass1:
+    """The :class:`Pass1` of one prompt's ``read``: the states at
+    ``read_position`` and the pass-1 signals the Doubter reads (``occlusion``:
+    the draft's log-probs without each question word, for a Doubter that reads
+    ``occluded_name_logprob``), encoded. Shared by the batch-1 read and the
+    batched one (:func:`~meta_spider.wrapper.batched.read_pass1`)."""
+    config = doubter.config
+    states = read.draft_states if read_position == "draft" else read.prompt_states
+    signals = None
+    if config.signals:
+        reference = None if doubter.log_reference is None else doubter.log_reference.detach().cpu().numpy()
+        signals = torch.from_numpy(signal_vector(config.signals, read.prompt_logprobs, read.draft_logprobs,
+                                                 prompt_ids=input_ids[0].tolist(), log_reference=reference,
+                                                 occlusion=occlusion)).float().unsqueeze(0)
+    with torch.no_grad():
+        encoded = doubter.encode(states, signals)
+    return Pass1(input_ids=input_ids, layer_states=states, encoded=encoded, draft_ids=read.draft_ids,
+                 cache=read.cache, signals=signals)

@@ -4,9 +4,9 @@
 ``attach`` / ``detach`` / ``detach_all`` manage Doubters (attaching never
 touches the base: hooks exist only inside a generation or training call, so
 detaching restores the base exactly); ``generate`` renders a prompt with the
-tokenizer's chat template and runs the two passes (``answer_ids`` on ids),
-under the optional :class:`~meta_spider.wrapper.gates.AnswerGate` set as
-``pipe.answer_gate``; ``read_states`` collects
+tokenizer's chat template and runs the two passes (``answer_ids`` on ids,
+``answer_batch`` on several prompts with pass 1 batched), under the optional
+:class:`~meta_spider.wrapper.gates.AnswerGate` set as ``pipe.answer_gate``; ``read_states`` collects
 last-token states for batches, ``collect_states_ids`` both read positions,
 the draft and its log-probs for activation datasets (batched pass 1,
 :mod:`batched`); ``training_forward`` is the teacher-forced
@@ -27,7 +27,7 @@ import torch
 from jinja2 import TemplateError
 from torch import nn
 
-from meta_spider.wrapper.batched import left_pad, read_drafts, reference_logprobs
+from meta_spider.wrapper.batched import left_pad, read_drafts, read_pass1, reference_logprobs
 from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
@@ -360,6 +360,42 @@ class MetaSpiderPipeline:
             return GenerationResult(text=self.decode(token_ids), token_ids=token_ids,
                                     finish_reason=stats.finish_reason, decision="base")
         pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens, words=words)
+        return self._answer_after_read(input_ids, pass1, max_new_tokens=max_new_tokens,
+                                       dynamic_refresh=dynamic_refresh, agc=agc)
+
+    def answer_batch(
+        self,
+        prompts: Sequence[torch.Tensor],
+        *,
+        max_new_tokens: int = 64,
+        words: Sequence[Sequence[Sequence[int]]] | None = None,
+    ) -> list[GenerationResult]:
+        """:meth:`answer_ids` for several ``[1, T]`` prompts, pass 1 read as
+        one left-padded batch (:func:`~meta_spider.wrapper.batched.read_pass1`,
+        as a batched collection reads) and pass 2 per prompt. Faster; pass 1's
+        states and signals equal the batch-1 read's up to float rounding, so a
+        P(correct) at the gate's threshold or a draft token at a near tie may
+        come out the other way. One prompt, or no Doubter, takes
+        :meth:`answer_ids` itself. ``words[i]``: prompt i's question words."""
+        if not prompts:
+            raise ValueError("prompts is empty: give at least one prompt")
+        if words is not None and len(words) != len(prompts):
+            raise ValueError(f"give one words entry per prompt: {len(prompts)} prompts, {len(words)} words")
+        if self.doubter is None or len(prompts) == 1:
+            return [self.answer_ids(ids, max_new_tokens=max_new_tokens, words=None if words is None else words[i])
+                    for i, ids in enumerate(prompts)]
+        doubter = self.doubter
+        reads = read_pass1(self.decoder, doubter, [ids[0] for ids in prompts],
+                           read_position=doubter.config.read_position, max_draft_tokens=max_new_tokens,
+                           pad_token_id=self.pad_token_id, words=words)
+        return [self._answer_after_read(ids, pass1, max_new_tokens=max_new_tokens)
+                for ids, pass1 in zip(prompts, reads)]
+
+    def _answer_after_read(self, input_ids: torch.Tensor, pass1: Pass1, *, max_new_tokens: int,
+                           dynamic_refresh: bool = False,
+                           agc: "AdaptiveGateControl | bool | None" = None) -> GenerationResult:
+        """The answer gate on pass 1's P(correct), then pass 2 (and the base's
+        own answer if pass 2 refuses where the gate answered)."""
         gate = self.answer_gate
         common = dict(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
                       draft_text=self.decode(pass1.draft_ids) if pass1.draft_ids else None)

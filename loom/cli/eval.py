@@ -178,6 +178,9 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--max-examples", type=click.IntRange(min=1), default=None, help="evaluate at most N questions")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="generation limit (default: the collection's max_new_tokens)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="questions whose pass 1 is read as one batch (as `metaloom collect --batch-size` reads): "
+                   "faster; P(correct) equals the batch-1 read's up to float rounding")
 @click.option("--target-coverage", type=click.FloatRange(0.0, 1.0), default=None,
               help="calibrate the answer threshold for this validation coverage (default: the largest coverage "
                    "meeting the behaviour goals on validation)")
@@ -197,7 +200,8 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--no-plot", is_flag=True, help="do not write risk_coverage.png")
 @click.option("--quiet", is_flag=True, help="no progress bars and no summary")
 @click.pass_context
-def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, max_examples: Optional[int], max_tokens: Optional[int],
+def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, max_examples: Optional[int],
+                 max_tokens: Optional[int], batch_size: int,
                  target_coverage: Optional[float], target_risk: Optional[float], keep_threshold: bool,
                  no_answer_gate: bool,
                  checkpoint: Optional[Path],
@@ -242,11 +246,11 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     def comparison(benchmark: Any) -> Any:
         return BaselineComparison(pipe, benchmark, max_tokens=max_tokens, console=console,
                                   target_coverage=target_coverage, target_risk=target_risk, threshold=kept,
-                                  answer_gate=not no_answer_gate, fitted=fitted)
+                                  answer_gate=not no_answer_gate, fitted=fitted, batch_size=batch_size)
 
     evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
                                      max_tokens=max_tokens, max_examples=max_examples,
-                                     answer_gate_on=not no_answer_gate, console=console)
+                                     answer_gate_on=not no_answer_gate, console=console, batch_size=batch_size)
     written: list[str] = []
     for name, report in evaluated.reports.items():
         written.append(report_file(name))

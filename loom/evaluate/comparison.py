@@ -225,6 +225,8 @@ class BaselineComparison:
     signals are fitted on ``fit_split`` (``train``). ``fitted``, a dict
     shared by comparisons of several splits of one collection, keeps the
     baselines fitted, and their own thresholds chosen, once for all of them.
+    ``batch_size`` questions share one batched pass 1 (see
+    :func:`~meta_spider.loom.evaluate.evaluation.run_benchmark`).
     """
 
     def __init__(self, pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None, *,
@@ -232,7 +234,7 @@ class BaselineComparison:
                  target_risk: Optional[float] = None, goals: Optional[BehaviourGoals] = None,
                  threshold: Optional[float] = None,
                  answer_gate: bool = True, probe_folds: int = 5, probe_l2: float = 1.0,
-                 fit_split: str = "train", fitted: Optional[dict[Any, Any]] = None) -> None:
+                 fit_split: str = "train", fitted: Optional[dict[Any, Any]] = None, batch_size: int = 1) -> None:
         if target_coverage is not None and target_risk is not None:
             raise ValueError(f"give target_coverage or target_risk, not both; got {target_coverage!r} and {target_risk!r}")
         if goals is not None and (target_coverage is not None or target_risk is not None):
@@ -253,6 +255,7 @@ class BaselineComparison:
         self.probe_l2 = probe_l2
         self.fit_split = fit_split
         self.fitted = {} if fitted is None else fitted
+        self.batch_size = batch_size
 
     def _states(self) -> tuple[Any, list[int], str]:
         """States at the Doubter's read position and the collected layers."""
@@ -280,7 +283,8 @@ class BaselineComparison:
         if not benchmark.items:
             raise ValueError(f"benchmark {benchmark.describe()} has no questions to evaluate")
         notes: list[str] = []
-        info = {**benchmark.describe(), "max_tokens": self.max_tokens, "model": self.pipe.fingerprint(),
+        info = {**benchmark.describe(), "max_tokens": self.max_tokens, "batch_size": self.batch_size,
+                "model": self.pipe.fingerprint(),
                 "doubter": {"encoder_type": self.pipe.doubter.config.encoder_type,
                             "read_position": self.pipe.doubter.config.read_position,
                             "target_layers": list(self.pipe.doubter.config.target_layers)}}
@@ -443,7 +447,7 @@ class BaselineComparison:
             pipe.answer_gate = None
         try:
             return run_benchmark(pipe, self.benchmark, self.max_tokens, console=self.console,
-                                 description=f"evaluating {self.benchmark.split}")
+                                 description=f"evaluating {self.benchmark.split}", batch_size=self.batch_size)
         finally:
             pipe.answer_gate = previous
 

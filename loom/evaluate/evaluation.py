@@ -327,14 +327,17 @@ def _activation_tensors(activations: Any) -> dict[str, Any]:
 
 
 def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] = None,
-                  console: "Optional[Console]" = None, description: str = "evaluating") -> list[QuestionOutcome]:
+                  console: "Optional[Console]" = None, description: str = "evaluating",
+                  batch_size: int = 1) -> list[QuestionOutcome]:
     """Ask every question of ``benchmark`` with the Doubter attached and
     classify the generated text (see the module docstring). ``max_tokens``
     defaults to the collection's ``max_new_tokens`` (the base's pass-1
     answers were cut there; a different limit would make "confirm" look
-    like "correct"), else :data:`DEFAULT_MAX_TOKENS`. ``console`` shows a
-    progress bar. Without activations each question is first answered by
-    the bare base to recompute the oracle."""
+    like "correct"), else :data:`DEFAULT_MAX_TOKENS`. ``batch_size`` > 1
+    reads pass 1 of that many questions as one batch
+    (``pipe.answer_batch``): faster, equal to the batch-1 path up to float
+    rounding. ``console`` shows a progress bar. Without activations each
+    question is first answered by the bare base to recompute the oracle."""
     from meta_spider.wrapper.errors import NoDoubterError
 
     if pipe.doubter is None:
@@ -342,35 +345,48 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
     max_tokens = benchmark.default_max_tokens() if max_tokens is None else max_tokens
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     tensors = _activation_tensors(benchmark.activations) if benchmark.activations is not None else {}
     refusal = pipe.answer_gate.refusal if pipe.answer_gate is not None else REFUSAL_SENTENCE  # what the gate says
     outcomes: list[QuestionOutcome] = []
     with progress_bar(description, len(benchmark.items), enabled=console is not None, console=console,
                       transient=True) as bar:
-        for item in benchmark.items:
-            example, record = item.example, item.record or {}
-            input_ids = _prompt_ids(pipe, benchmark, item, tensors)
-            if item.index is not None:
-                base_answer = str(record.get("answer_text", ""))
-                oracle = bool(tensors["pass1_correct"][item.index]) if "pass1_correct" in tensors \
-                    else bool(record["pass1_correct"])
-            else:
-                base_answer = _base_answer(pipe, input_ids, max_tokens)
-                oracle = bool(benchmark.dataset.check_fn(base_answer, example))
-            result = pipe.answer_ids(input_ids, max_new_tokens=max_tokens,
-                                     words=_question_words(pipe, benchmark, item))
-            text = result.text
-            action = classify_action(text, base_answer, benchmark.normalizer(example), refusal)
-            correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
-            scores = {name: float(tensors[name][item.index]) for name in ("first_token_max_prob", "answer_mean_logprob")
-                      if item.index is not None and name in tensors}
-            outcomes.append(QuestionOutcome(
-                id=example.id, question=example.question, base_answer=base_answer, pass1_correct=oracle,
-                text=text, action=action, correct=correct, p_correct=result.p_correct, decision=result.decision,
-                **scores,
-            ))
-            bar.advance()
+        for start in range(0, len(benchmark.items), batch_size):
+            items = benchmark.items[start:start + batch_size]
+            prompts = [_prompt_ids(pipe, benchmark, item, tensors) for item in items]
+            words = [_question_words(pipe, benchmark, item) for item in items]
+            results = (pipe.answer_batch(prompts, max_new_tokens=max_tokens,
+                                         words=None if words[0] is None else words) if len(items) > 1
+                       else [pipe.answer_ids(prompts[0], max_new_tokens=max_tokens, words=words[0])])
+            for item, input_ids, result in zip(items, prompts, results):
+                outcomes.append(_outcome(pipe, benchmark, item, input_ids, result, tensors, max_tokens, refusal))
+                bar.advance()
     return outcomes
+
+
+def _outcome(pipe: Any, benchmark: QABenchmark, item: BenchmarkItem, input_ids: Any, result: Any,
+             tensors: Mapping[str, Any], max_tokens: int, refusal: str) -> QuestionOutcome:
+    """One question's row: the oracle (collected, else the bare base's
+    answer checked) and what the Doubter system's ``result`` did."""
+    example, record = item.example, item.record or {}
+    if item.index is not None:
+        base_answer = str(record.get("answer_text", ""))
+        oracle = bool(tensors["pass1_correct"][item.index]) if "pass1_correct" in tensors \
+            else bool(record["pass1_correct"])
+    else:
+        base_answer = _base_answer(pipe, input_ids, max_tokens)
+        oracle = bool(benchmark.dataset.check_fn(base_answer, example))
+    text = result.text
+    action = classify_action(text, base_answer, benchmark.normalizer(example), refusal)
+    correct = action != "refuse" and bool(benchmark.dataset.check_fn(text, example))
+    scores = {name: float(tensors[name][item.index]) for name in ("first_token_max_prob", "answer_mean_logprob")
+              if item.index is not None and name in tensors}
+    return QuestionOutcome(
+        id=example.id, question=example.question, base_answer=base_answer, pass1_correct=oracle,
+        text=text, action=action, correct=correct, p_correct=result.p_correct, decision=result.decision,
+        **scores,
+    )
 
 
 @dataclass

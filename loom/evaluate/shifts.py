@@ -283,7 +283,7 @@ def _row(split: str, n: int, seconds: float, report: "ComparisonReport | None",
 def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequence[str], *,
                          comparison: Callable[[QABenchmark], Any], max_tokens: int | None = None,
                          max_examples: int | None = None, answer_gate_on: bool = True,
-                         console: "Console | None" = None) -> ShiftTable:
+                         console: "Console | None" = None, batch_size: int = 1) -> ShiftTable:
     """Evaluate ``splits`` (collected in ``activations``) one after another.
 
     ``comparison(benchmark)`` builds the
@@ -292,7 +292,8 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
     unanswerable questions are generated under the threshold the first
     comparison calibrated on validation (the pipeline's own gate when no
     split had an answerable question), or, without ``answer_gate_on``,
-    judged on pass 2's own text as the comparison does then. Raises
+    judged on pass 2's own text as the comparison does then, ``batch_size``
+    questions to a batched pass 1 (the comparisons take their own). Raises
     ValueError naming a split the activations do not hold.
     """
     for split in splits:
@@ -334,7 +335,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
             pipe.answer_gate = answer_gate(threshold)
         try:
             outcomes = run_benchmark(pipe, benchmark, max_tokens, console=console,
-                                     description=f"evaluating {row.split} (no true answer)")
+                                     description=f"evaluating {row.split} (no true answer)", batch_size=batch_size)
         finally:
             pipe.answer_gate = previous
         seconds = spent + time.perf_counter() - started
