@@ -37,7 +37,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
-    from meta_spider.loom.demo import DEMO_EPOCHS, RECIPES, VALIDATION_FRAMES, recipe_args, scope_layer_args
+    from meta_spider.loom.demo import (DEMO_EPOCHS, DEMO_EVAL_ARGS, RECIPES, VALIDATION_FRAMES, recipe_args,
+                                       scope_layer_args)
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world import build_world
 
@@ -57,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 elif step == "train":
                     options = ["--run-dir", run, "--epochs", DEMO_EPOCHS, *train, *scope_layer_args(run, recipe)]
                 else:
-                    options = ["--run-dir", run, "--shifts"]
+                    options = ["--run-dir", run, *DEMO_EVAL_ARGS, "--shifts"]
                 seconds[label][step], status = run_metaloom(step, *options)
                 if status:
                     print(f"({label})", file=sys.stderr)
