@@ -1,5 +1,5 @@
-"""`metaloom eval --shifts` with pass 1 read one question at a time and in
-batches, side by side on one trained run: seconds, and whether the two give
+"""`metaloom eval --shifts` with the two passes run one question at a time
+and in batches, side by side on one trained run: seconds, and whether the two give
 the same table and the same per-question decisions.
 
     python benchmarks/eval_batch.py --run-dir RUN [--batch-size 16] [--rounds 2]
@@ -8,11 +8,11 @@ Each round evaluates a fresh copy of RUN (its activations, checkpoint and
 run.json; the reports it holds are not read) once per batch size, the two
 interleaved, each in a process of its own (model loading included), and
 keeps the last round's reports to compare: every cell of the shift table and
-goals, and per question of each answerable split the action taken and
-P(correct). A batched pass 1 equals the batch-1 read up to float rounding
-(left padding changes the order of some sums), so a P(correct) at the
-threshold could come out the other way; the script counts such questions
-rather than assuming there are none. Set ``META_SPIDER_WORLD_CACHE`` as the
+goals, and per question of each answerable split the action taken, the text
+generated and P(correct). Batched passes equal the batch-1 ones up to float
+rounding (left padding changes the order of some sums), so a P(correct) at
+the threshold or a token at a near tie could come out the other way; the
+script counts such questions rather than assuming there are none. Set ``META_SPIDER_WORLD_CACHE`` as the
 run was built with.
 """
 
@@ -65,13 +65,13 @@ def shift_cells(shifts: dict[str, Any]) -> dict[str, Any]:
 
 
 def question_rows(run: Path) -> dict[str, dict[str, Any]]:
-    """Per evaluated question (split/id): its action and P(correct)."""
+    """Per evaluated question (split/id): its action, text and P(correct)."""
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(run.glob("report*.json")):
         report = json.loads(path.read_text())
         split = report["benchmark"]["split"]
         for question in report["questions"]:
-            rows[f"{split}/{question['id']}"] = {"action": question["action"], "p_correct": question["p_correct"]}
+            rows[f"{split}/{question['id']}"] = {key: question[key] for key in ("action", "text", "p_correct")}
     return rows
 
 
@@ -110,6 +110,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              if cells[one].get(path) != cells[many].get(path))
     common = sorted(set(rows[one]) & set(rows[many]))
     flipped = [key for key in common if rows[one][key]["action"] != rows[many][key]["action"]]
+    reworded = [key for key in common if rows[one][key]["text"] != rows[many][key]["text"]]
     largest = max(abs(rows[one][key]["p_correct"] - rows[many][key]["p_correct"]) for key in common)
 
     out = Report()
@@ -125,9 +126,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             f" ({len(cells[one])} cells, seconds left out)")
     for path in differing_cells[:10]:
         out.say(f"  {path}: {cells[one].get(path)!r} -> {cells[many].get(path)!r}")
-    out.say(f"questions of the answerable splits: {len(common)}; action differs in {len(flipped)}; "
-            f"largest |P(correct) difference| {largest:.2e}")
-    for key in flipped[:10]:
+    out.say(f"questions of the answerable splits: {len(common)}; action differs in {len(flipped)}, generated text in "
+            f"{len(reworded)}; largest |P(correct) difference| {largest:.2e}")
+    for key in sorted(set(flipped) | set(reworded))[:10]:
         out.say(f"  {key}: {rows[one][key]} -> {rows[many][key]}")
     out.write(args.output)
     return 0

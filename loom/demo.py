@@ -37,9 +37,9 @@ DEMO_EPOCHS = 4
 DEMO_COLLECT_ARGS: tuple[str, ...] = ("--dtype", "float32", "--batch-size", "16", "--max-new-tokens", "24")
 """Collection settings: the world's answers are short sentences."""
 DEMO_EVAL_ARGS: tuple[str, ...] = ("--batch-size", "16")
-"""Evaluation settings: pass 1 of 16 questions read as one batch, as the
-collection reads them (the demo's table is the same as one at a time:
-``benchmarks/eval_batch.py``)."""
+"""Evaluation settings: 16 questions answered as one batch, both passes
+(the collection reads 16 at a time too); the demo's table is the same as
+one question at a time (``benchmarks/eval_batch.py``)."""
 DEMO_TRAIN_ARGS: tuple[str, ...] = ("--answer-loss-weight", "1.25",
                                      "--logprob-signals", "draft_logprob_mean,draft_logprob_min")
 """``metaloom train`` options of the ``draft`` recipe, the others' starting

@@ -89,10 +89,12 @@ SMALL = {"encoder_dim": 16, "ca_bottleneck_dim": 16, "ca_num_heads": 2}
 def test_answer_batch_is_answer_ids_with_pass_1_read_together(pipe: MetaSpiderPipeline, signals: list[str]) -> None:
     """Under an answer gate that refuses some prompts and answers others,
     each prompt of a batch gets what it gets alone: the same decision, text
-    and draft, and P(correct) up to float rounding."""
+    and draft, and P(correct) up to float rounding. The injection is open
+    (gates at 0.9), so each answered row's pass 2 depends on its own
+    cognitive tokens."""
     from meta_spider.wrapper.gates import AnswerGate
 
-    doubter = pipe.attach(pipe.new_doubter(signals=signals, **SMALL))
+    doubter = pipe.attach(pipe.new_doubter(signals=signals, ca_gate_init=0.9, **SMALL))
     try:
         texts = [pipe.render(prompt) for prompt in PROMPTS[:5]]
         prompts = [pipe.encode(text) for text in texts]
@@ -108,6 +110,8 @@ def test_answer_batch_is_answer_ids_with_pass_1_read_together(pipe: MetaSpiderPi
         pipe.answer_gate = None
         pipe.detach(doubter)
     assert sorted(result.decision for result in alone) == ["gate_refused"] * 2 + ["pass2"] * 3
+    plain = [list(pipe.stream_ids(ids, max_new_tokens=DRAFT, inject=False)) for ids in prompts]
+    assert any(result.token_ids != base for result, base in zip(alone, plain) if result.decision == "pass2")
     for one, many in zip(alone, together):
         assert (many.decision, many.text, many.token_ids, many.draft_text) == \
             (one.decision, one.text, one.token_ids, one.draft_text)
@@ -127,3 +131,49 @@ def test_answer_batch_is_refused_without_what_it_needs(pipe: MetaSpiderPipeline)
             pipe.answer_batch(prompts)
     finally:
         pipe.detach(doubter)
+
+
+@pytest.mark.parametrize("inject_positions", ["generation", "all"])
+def test_a_batched_pass_2_decodes_each_row_as_it_decodes_alone(pipe: MetaSpiderPipeline, inject_positions: str) -> None:
+    """Each row with its own cognitive tokens (from its own pass 1), rows of
+    different lengths stopping at different steps: the tokens and the finish
+    reason of ``stream_injected`` on that row alone."""
+    from meta_spider.wrapper.batched import decode_injected
+    from meta_spider.wrapper.passes import DecodeStats
+
+    doubter = pipe.attach(pipe.new_doubter(ca_gate_init=0.9, inject_positions=inject_positions, **SMALL))
+    try:
+        rows = [chat_ids(pipe.tokenizer, prompt)[0] for prompt in PROMPTS[:5]]
+        tokens = torch.cat([pipe.read_ids(row.unsqueeze(0), max_draft_tokens=DRAFT).encoded.cognitive_tokens
+                            for row in rows])
+
+        def decode_alone() -> list[tuple[list[int], str]]:
+            out = []
+            for row, own in zip(rows, tokens):
+                stats = DecodeStats()
+                ids = list(pipe.decoder.stream_injected(doubter, row.unsqueeze(0), own.unsqueeze(0), DRAFT,
+                                                        inject_positions=inject_positions, stats=stats))
+                out.append((ids, stats.finish_reason))
+            return out
+
+        # A stop token that some injected answers reach early, so the rows stop at different steps.
+        answers = [ids for ids, _ in decode_alone()]
+        inside = {t for ids in answers for t in ids[1:-1]}
+        stop = min(t for t in inside if 1 <= sum(t in ids[:-1] for ids in answers) <= 3)
+        eos = pipe.decoder.eos_token_ids
+        pipe.decoder.eos_token_ids = eos | {stop}
+        try:
+            alone = decode_alone()
+            together = decode_injected(pipe.decoder, doubter, rows, tokens, max_new_tokens=DRAFT,
+                                       pad_token_id=pipe.pad_token_id, inject_positions=inject_positions)
+        finally:
+            pipe.decoder.eos_token_ids = eos
+        with pytest.raises(ValueError, match="one set of cognitive tokens per prompt: 5 prompts"):
+            decode_injected(pipe.decoder, doubter, rows, tokens[:4], max_new_tokens=DRAFT, pad_token_id=0)
+        with pytest.raises(ValueError, match="two tokens or more"):
+            decode_injected(pipe.decoder, doubter, [rows[0], rows[1][:1]], tokens[:2], max_new_tokens=DRAFT,
+                            pad_token_id=0)
+    finally:
+        pipe.detach(doubter)
+    assert together == alone
+    assert len({len(ids) for ids, _ in alone}) > 1 and {reason for _, reason in alone} == {"eos", "length"}

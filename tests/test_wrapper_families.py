@@ -169,6 +169,20 @@ def test_hybrid_rolls_back_over_a_draft(family: str) -> None:
     assert result.token_ids == expected
 
 
+@pytest.mark.parametrize("family", sorted(HYBRID_FAMILIES))
+def test_hybrid_answers_a_left_padded_batch_as_one_prompt_at_a_time(family: str) -> None:
+    # Left padding runs through the recurrent layers too: each row of a batch
+    # (both passes, injection open) must still answer as it does alone.
+    pipe = _pipeline(family, target_layers=[2, 4])
+    pipe.attach(pipe.new_doubter(signals=["draft_logprob_mean"], ca_gate_init=0.9, **SMALL))
+    prompts = [chat_ids(shared_tokenizer(), prompt) for prompt in PROMPTS[:4]]
+    assert len({ids.shape[1] for ids in prompts}) > 1
+    alone = [pipe.answer_ids(ids, max_new_tokens=6) for ids in prompts]
+    together = pipe.answer_batch(prompts, max_new_tokens=6)
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+    assert [r.p_correct for r in together] == pytest.approx([r.p_correct for r in alone], abs=1e-5)
+
+
 @pytest.mark.parametrize("read_position", ["prompt", "draft"])
 @pytest.mark.parametrize("family", sorted(HYBRID_FAMILIES))
 def test_hybrid_cache_rolled_back_gives_the_base_next_token_logits(family: str, read_position: str) -> None:

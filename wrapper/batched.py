@@ -1,4 +1,4 @@
-"""Batched pass 1: several prompts prefilled and drafted greedily at once.
+"""Batched passes: several prompts prefilled and decoded greedily at once.
 
 :func:`read_drafts` left-pads the prompts into one batch with one shared
 cache and drafts every row greedily until it ends (end of sequence or
@@ -14,7 +14,8 @@ only, for the base's mean next-token distribution over them (the ``p_ref``
 of the PMI signals, :mod:`meta_spider.wrapper.signals`). :func:`read_pass1`
 is a Doubter's pass 1 on such a batch: the drafts read together, then the
 occlusion forwards batched across prompts, then each prompt encoded as the
-batch-1 read encodes it.
+batch-1 read encodes it; :func:`decode_injected` is pass 2 on such a batch,
+each row with its own cognitive tokens.
 
 This module knows token ids only: no chat templates, no text, no encoders.
 """
@@ -28,10 +29,11 @@ import torch
 
 from meta_spider.wrapper.collector import ActivationCollector, left_pad, padded_position_ids
 from meta_spider.wrapper.doubter import Doubter
+from meta_spider.wrapper.injection import InjectionState, injecting
 from meta_spider.wrapper.passes import Pass1, ReadStates, TwoPassDecoder, encode_read
 from meta_spider.wrapper.signals import Occlusion, reads_occlusion, token_logprobs
 
-__all__ = ["REFERENCE_BATCH", "left_pad", "read_drafts", "read_pass1", "reference_logprobs"]
+__all__ = ["REFERENCE_BATCH", "decode_injected", "left_pad", "read_drafts", "read_pass1", "reference_logprobs"]
 
 REFERENCE_BATCH = 16
 """Prompts per prefill of :func:`reference_logprobs`: fixed, so the sum's
@@ -125,6 +127,57 @@ def read_pass1(decoder: TwoPassDecoder, doubter: Doubter, rows: Sequence[torch.T
         occlusions = [Occlusion(row_words, row_sums) for row_words, row_sums in zip(words, sums)]
     return [encode_read(doubter, read, row.unsqueeze(0), read_position=read_position, occlusion=occlusion)
             for row, read, occlusion in zip(rows, reads, occlusions)]
+
+
+def decode_injected(decoder: TwoPassDecoder, doubter: Doubter, rows: Sequence[torch.Tensor],
+                    cognitive_tokens: torch.Tensor, *, max_new_tokens: int, pad_token_id: int,
+                    inject_positions: str = "generation") -> list[tuple[list[int], str]]:
+    """Pass 2 (:meth:`TwoPassDecoder.stream_injected`, without AGC or
+    refresh) on the prompt ids ``rows`` (1-D each, two tokens or more) as one
+    left-padded batch, row i with ``cognitive_tokens[i]`` (``[B, N, d]``):
+    per row the greedy token ids and ``"eos"`` or ``"length"``. With
+    ``inject_positions="generation"`` every prompt token but the last is
+    prefilled without injection and the last re-decoded with it; ``"all"``
+    prefills the whole prompt with injection. Finished rows feed padding
+    that nothing attends to."""
+    if inject_positions not in ("generation", "all"):
+        raise ValueError(f"inject_positions must be 'generation' or 'all', got {inject_positions!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    if not rows or any(len(row) < 2 for row in rows) or cognitive_tokens.shape[0] != len(rows):
+        raise ValueError(f"a batched pass 2 needs prompts of two tokens or more and one set of cognitive tokens per "
+                         f"prompt: {len(rows)} prompts (shortest {min((len(row) for row in rows), default=0)}), "
+                         f"{cognitive_tokens.shape[0]} sets")
+    size = len(rows)
+    cache = decoder.new_cache()
+    if inject_positions == "generation":  # the cache of every prompt token but the last is the base's own
+        input_ids, mask = left_pad([row[:-1] for row in rows], pad_token_id)
+        decoder.forward_rows(input_ids, cache, mask, padded_position_ids(mask))
+        input_ids = torch.stack([row[-1] for row in rows]).unsqueeze(1)
+        mask = torch.cat([mask, torch.ones(size, 1, dtype=mask.dtype)], dim=1)
+        positions = (mask.sum(dim=1) - 1).unsqueeze(1)
+    else:
+        input_ids, mask = left_pad(list(rows), pad_token_id)
+        positions = padded_position_ids(mask)
+    with injecting(decoder.structure.layers, doubter, InjectionState(cognitive_tokens=cognitive_tokens)):
+        logits = decoder.forward_rows(input_ids, cache, mask, positions)
+        tokens: list[list[int]] = [[] for _ in rows]
+        finish = ["length"] * size
+        active = torch.ones(size, dtype=torch.bool)
+        next_position = mask.sum(dim=1)
+        for step in range(max_new_tokens):
+            chosen = logits.argmax(dim=-1)
+            for i in torch.nonzero(active).flatten().tolist():
+                tokens[i].append(int(chosen[i]))
+                if tokens[i][-1] in decoder.eos_token_ids:
+                    finish[i], active[i] = "eos", False
+            if step == max_new_tokens - 1 or not bool(active.any()):
+                break
+            feed = torch.where(active, chosen, torch.full_like(chosen, pad_token_id))
+            mask = torch.cat([mask, active.long().unsqueeze(1)], dim=1)
+            logits = decoder.forward_rows(feed.unsqueeze(1), cache, mask, next_position.unsqueeze(1))
+            next_position = next_position + active.long()
+    return list(zip(tokens, finish))
 
 
 def reference_logprobs(decoder: TwoPassDecoder, rows: Sequence[torch.Tensor], *, pad_token_id: int) -> np.ndarray:

@@ -12,8 +12,8 @@ cache back to every prompt token before the last (recurrent layers of hybrid
 models restore the state they kept before that token) and re-decodes only
 that token with injection on; ``"all"`` re-prefills the whole prompt with
 injection. AGC and dynamic refresh act between forwards. :meth:`forward_rows`
-is the same cached forward for a padded batch, which batched pass 1
-(:mod:`meta_spider.wrapper.batched`) decodes with.
+is the same cached forward for a padded batch, which the batched passes
+(:mod:`meta_spider.wrapper.batched`) decode with.
 
 This module knows token ids only: no chat templates, no text.
 """

@@ -5,7 +5,7 @@
 touches the base: hooks exist only inside a generation or training call, so
 detaching restores the base exactly); ``generate`` renders a prompt with the
 tokenizer's chat template and runs the two passes (``answer_ids`` on ids,
-``answer_batch`` on several prompts with pass 1 batched), under the optional
+``answer_batch`` on several prompts as batches), under the optional
 :class:`~meta_spider.wrapper.gates.AnswerGate` set as ``pipe.answer_gate``; ``read_states`` collects
 last-token states for batches, ``collect_states_ids`` both read positions,
 the draft and its log-probs for activation datasets (batched pass 1,
@@ -27,7 +27,7 @@ import torch
 from jinja2 import TemplateError
 from torch import nn
 
-from meta_spider.wrapper.batched import left_pad, read_drafts, read_pass1, reference_logprobs
+from meta_spider.wrapper.batched import decode_injected, left_pad, read_drafts, read_pass1, reference_logprobs
 from meta_spider.wrapper.collector import ActivationCollector, last_token_positions, padded_position_ids
 from meta_spider.wrapper.config import DoubterConfig, MetaSpiderConfig
 from meta_spider.wrapper.doubter import Doubter, base_fingerprint
@@ -370,43 +370,70 @@ class MetaSpiderPipeline:
         max_new_tokens: int = 64,
         words: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> list[GenerationResult]:
-        """:meth:`answer_ids` for several ``[1, T]`` prompts, pass 1 read as
-        one left-padded batch (:func:`~meta_spider.wrapper.batched.read_pass1`,
-        as a batched collection reads) and pass 2 per prompt. Faster; pass 1's
-        states and signals equal the batch-1 read's up to float rounding, so a
-        P(correct) at the gate's threshold or a draft token at a near tie may
-        come out the other way. One prompt, or no Doubter, takes
+        """:meth:`answer_ids` for several ``[1, T]`` prompts as left-padded
+        batches: pass 1 read together (:func:`~meta_spider.wrapper.batched.read_pass1`,
+        as a batched collection reads), then pass 2 of every prompt the gate
+        answers decoded together (:func:`~meta_spider.wrapper.batched.decode_injected`,
+        the cache prefilled again). Faster; the states, signals and logits
+        equal the batch-1 path's up to float rounding, so a P(correct) at the
+        gate's threshold or a token at a near tie may come out the other way.
+        One prompt, no Doubter, or a prompt of one token takes
         :meth:`answer_ids` itself. ``words[i]``: prompt i's question words."""
         if not prompts:
             raise ValueError("prompts is empty: give at least one prompt")
         if words is not None and len(words) != len(prompts):
             raise ValueError(f"give one words entry per prompt: {len(prompts)} prompts, {len(words)} words")
-        if self.doubter is None or len(prompts) == 1:
+        doubter = self.doubter
+        if doubter is None or len(prompts) == 1 or min(ids.shape[1] for ids in prompts) < 2:
             return [self.answer_ids(ids, max_new_tokens=max_new_tokens, words=None if words is None else words[i])
                     for i, ids in enumerate(prompts)]
-        doubter = self.doubter
         reads = read_pass1(self.decoder, doubter, [ids[0] for ids in prompts],
                            read_position=doubter.config.read_position, max_draft_tokens=max_new_tokens,
                            pad_token_id=self.pad_token_id, words=words)
-        return [self._answer_after_read(ids, pass1, max_new_tokens=max_new_tokens)
-                for ids, pass1 in zip(prompts, reads)]
+        results: list[GenerationResult | None] = [self._gate_refusal(pass1) for pass1 in reads]
+        answered = [i for i, result in enumerate(results) if result is None]
+        if answered:
+            decoded = decode_injected(self.decoder, doubter, [prompts[i][0] for i in answered],
+                                      torch.cat([reads[i].encoded.cognitive_tokens for i in answered]),
+                                      max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id,
+                                      inject_positions=doubter.config.inject_positions)
+            for i, (token_ids, finish_reason) in zip(answered, decoded):
+                stats = DecodeStats(finish_reason=finish_reason, prompt_cache="prefilled")
+                results[i] = self._pass2_result(prompts[i], reads[i], token_ids, stats, max_new_tokens)
+        return [result for result in results if result is not None]
 
     def _answer_after_read(self, input_ids: torch.Tensor, pass1: Pass1, *, max_new_tokens: int,
                            dynamic_refresh: bool = False,
                            agc: "AdaptiveGateControl | bool | None" = None) -> GenerationResult:
-        """The answer gate on pass 1's P(correct), then pass 2 (and the base's
-        own answer if pass 2 refuses where the gate answered)."""
-        gate = self.answer_gate
-        common = dict(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
-                      draft_text=self.decode(pass1.draft_ids) if pass1.draft_ids else None)
-        if gate is not None and not gate.answers(pass1.p_correct):
-            token_ids = self.tokenizer(gate.refusal, add_special_tokens=False)["input_ids"]
-            return GenerationResult(text=gate.refusal, token_ids=list(token_ids), finish_reason="gate",
-                                    decision="gate_refused", **common)
+        """The answer gate on pass 1's P(correct), then pass 2."""
+        refused = self._gate_refusal(pass1)
+        if refused is not None:
+            return refused
         stats = DecodeStats()
         with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, pass1=pass1,
                                      dynamic_refresh=dynamic_refresh, agc=agc, stats=stats)) as stream:
             token_ids = list(stream)
+        return self._pass2_result(input_ids, pass1, token_ids, stats, max_new_tokens)
+
+    def _pass1_view(self, pass1: Pass1) -> dict[str, Any]:
+        """What every result says of pass 1."""
+        return dict(p_correct=pass1.p_correct, cognitive_tokens=pass1.encoded.cognitive_tokens[0].detach(),
+                    draft_text=self.decode(pass1.draft_ids) if pass1.draft_ids else None)
+
+    def _gate_refusal(self, pass1: Pass1) -> GenerationResult | None:
+        """The answer gate's refusal when P(correct) is below its threshold, else None."""
+        gate = self.answer_gate
+        if gate is None or gate.answers(pass1.p_correct):
+            return None
+        token_ids = self.tokenizer(gate.refusal, add_special_tokens=False)["input_ids"]
+        return GenerationResult(text=gate.refusal, token_ids=list(token_ids), finish_reason="gate",
+                                decision="gate_refused", **self._pass1_view(pass1))
+
+    def _pass2_result(self, input_ids: torch.Tensor, pass1: Pass1, token_ids: list[int], stats: DecodeStats,
+                      max_new_tokens: int) -> GenerationResult:
+        """Pass 2's tokens as the answer, or, where the gate answered and pass
+        2 still wrote a refusal, the base's own answer: the Doubter vouched for it."""
+        gate = self.answer_gate
         text, decision = self.decode(token_ids), "pass2"
         if gate is not None and gate.is_refusal(text):
             stats = DecodeStats()
@@ -421,7 +448,7 @@ class MetaSpiderPipeline:
         return GenerationResult(
             text=text, token_ids=token_ids, finish_reason=stats.finish_reason, refreshes=stats.refreshes,
             reused_prompt_cache=stats.reused_prompt_cache, prompt_cache=stats.prompt_cache, decision=decision,
-            **common,
+            **self._pass1_view(pass1),
         )
 
     # ------------------------------------------------------------ batches

@@ -179,8 +179,9 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None,
               help="generation limit (default: the collection's max_new_tokens)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="questions whose pass 1 is read as one batch (as `metaloom collect --batch-size` reads): "
-                   "faster; P(correct) equals the batch-1 read's up to float rounding")
+              help="questions answered as one batch: pass 1 read together (as `metaloom collect --batch-size` "
+                   "reads), pass 2 of those the gate answers decoded together; faster, equal to one at a time "
+                   "up to float rounding")
 @click.option("--target-coverage", type=click.FloatRange(0.0, 1.0), default=None,
               help="calibrate the answer threshold for this validation coverage (default: the largest coverage "
                    "meeting the behaviour goals on validation)")

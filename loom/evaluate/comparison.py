@@ -225,7 +225,7 @@ class BaselineComparison:
     signals are fitted on ``fit_split`` (``train``). ``fitted``, a dict
     shared by comparisons of several splits of one collection, keeps the
     baselines fitted, and their own thresholds chosen, once for all of them.
-    ``batch_size`` questions share one batched pass 1 (see
+    ``batch_size`` questions are answered as one batch (see
     :func:`~meta_spider.loom.evaluate.evaluation.run_benchmark`).
     """
 

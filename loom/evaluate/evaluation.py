@@ -334,9 +334,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
     defaults to the collection's ``max_new_tokens`` (the base's pass-1
     answers were cut there; a different limit would make "confirm" look
     like "correct"), else :data:`DEFAULT_MAX_TOKENS`. ``batch_size`` > 1
-    reads pass 1 of that many questions as one batch
-    (``pipe.answer_batch``): faster, equal to the batch-1 path up to float
-    rounding. ``console`` shows a progress bar. Without activations each
+    answers that many questions as one batch (``pipe.answer_batch``: both
+    passes batched): faster, equal to one at a time up to float rounding. ``console`` shows a progress bar. Without activations each
     question is first answered by the bare base to recompute the oracle."""
     from meta_spider.wrapper.errors import NoDoubterError
 

@@ -293,7 +293,7 @@ def run_shift_evaluation(pipe: Any, dataset: Any, activations: Any, splits: Sequ
     comparison calibrated on validation (the pipeline's own gate when no
     split had an answerable question), or, without ``answer_gate_on``,
     judged on pass 2's own text as the comparison does then, ``batch_size``
-    questions to a batched pass 1 (the comparisons take their own). Raises
+    questions to a batch (the comparisons take their own). Raises
     ValueError naming a split the activations do not hold.
     """
     for split in splits:
