@@ -30,6 +30,8 @@ split (AUROC for P(correct)).
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -67,6 +69,23 @@ def name_reads(model, tokenizer, prompts: list[str], entities: list[str]) -> np.
     return rows
 
 
+def named_in(prompt: str, entity: str) -> str:
+    """The name as the prompt writes it: ``entity`` itself, else the
+    prompt's run of words of the same count that differs from it least."""
+    if not entity or entity in prompt:
+        return entity
+    words = prompt.replace("?", " ").replace(".", " ").replace(",", " ").split()
+    width = len(entity.split())
+    candidates = [" ".join(words[i:i + width]) for i in range(len(words) - width + 1)]
+    return max(candidates, key=lambda c: difflib.SequenceMatcher(None, c, entity).ratio(), default="")
+
+
+def doubter_signals(run_dir: Path) -> tuple[str, ...]:
+    """The pass-1 signals the run's Doubter reads."""
+    config = json.loads((run_dir / "checkpoints" / "best" / "doubter_config.json").read_text())
+    return tuple(config["config"]["signals"])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a run of the embedded world (the demo's)")
@@ -96,12 +115,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(manifest.model.name).eval()
     tokenizer = AutoTokenizer.from_pretrained(manifest.model.name)
     prompts = [e["prompt_text"] for e in data.examples]
-    # a misspelt question names the misspelt entity; the example keeps the one it means
-    entities = [entity.get(e["id"], "") for e in data.examples]
-    entities = [_named(prompt, name) for prompt, name in zip(prompts, entities)]
+    entities = [named_in(prompt, entity.get(e["id"], "")) for prompt, e in zip(prompts, data.examples)]
     reads = name_reads(model, tokenizer, prompts, entities)
     correct = data.tensor("pass1_correct").numpy().astype(bool)
-    own = list(manifest_signals(args.run_dir))
+    own = list(doubter_signals(args.run_dir))
     signals = data.signals(own).numpy().astype(np.float64)
     rows = {split: np.array(data.split_indices(split)) for split in ("train", *SCORED) if split in data.splits}
     have = ~np.isnan(reads).any(axis=1)
@@ -131,26 +148,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         auroc_row(f"{name} alone", reads[:, [k]])
     out.write(args.output)
     return 0
-
-
-def _named(prompt: str, entity: str) -> str:
-    """The name as the prompt writes it: ``entity`` itself, else the
-    prompt's run of words of the same count that differs from it least."""
-    if not entity or entity in prompt:
-        return entity
-    words = prompt.replace("?", " ").replace(".", " ").replace(",", " ").split()
-    width = len(entity.split())
-    candidates = [" ".join(words[i:i + width]) for i in range(len(words) - width + 1)]
-    import difflib
-
-    return max(candidates, key=lambda c: difflib.SequenceMatcher(None, c, entity).ratio(), default="")
-
-
-def manifest_signals(run_dir: Path) -> tuple[str, ...]:
-    import json
-
-    config = json.loads((run_dir / "checkpoints" / "best" / "doubter_config.json").read_text())
-    return tuple(config["config"]["signals"])
 
 
 if __name__ == "__main__":
