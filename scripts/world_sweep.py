@@ -14,6 +14,9 @@ This is the trial log's tool (docs/world.md): variants trained on a GPU give
 a model of the same kind as a CPU build, not the same bits, so use it to
 choose settings and measure the chosen preset with ``metaloom world build``.
 Variants ``g`` and ``fs`` swap the knowledge base's fact line for the trial.
+The trained base is saved beside the record (``VARIANT@SEED-model``, the
+form a build saves), so a Doubter run can collect on it
+(``metaloom collect --model-name``).
 """
 import dataclasses, json, sys, time
 from pathlib import Path
@@ -23,7 +26,7 @@ import torch
 
 from meta_spider.loom.world.evaluate import evaluate_world, answer_items
 from meta_spider.loom.world.generator import SHIFT_SPLITS, ask, generate_world
-from meta_spider.loom.world.model import build_model
+from meta_spider.loom.world.model import build_model, checkpoint_model
 from meta_spider.loom.world.presets import get_preset
 from meta_spider.loom.world.probe import auroc_or_nan as auroc
 from meta_spider.loom.world.tokenizer import train_tokenizer
@@ -59,6 +62,8 @@ VARIANTS = {
     "cur": {},
     "qa4": {"world": {"qa_repeats": 4}},
     "calc900": {"world": {"calculator_transcripts": 900}},
+    "h192t2": {"model": {"hidden_size": 192, "num_heads": 6, "num_kv_heads": 2, "intermediate_size": 512},
+               "train": {"threads": 2}},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},
@@ -167,6 +172,10 @@ def main():
     t1 = time.perf_counter()
     losses = train_model(model, docs, preset.train, seed, device=device)
     t2 = time.perf_counter()
+    model = checkpoint_model(model.cpu(), preset.model)  # the form a build saves, so a Doubter run can use it
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / f"{name}@{seed}-model")
+    tokenizer.save_pretrained(out / f"{name}@{seed}-model")
     metrics = evaluate_world(model, tokenizer, world.qa["validation"], world.qa["test"],
                              shifts={split: world.qa[split] for split in SHIFT_SPLITS}, frames=preset.world.frames)
     base = logprob_baselines(model, tokenizer, world.qa["test"])
