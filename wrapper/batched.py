@@ -120,8 +120,7 @@ def read_pass1(decoder: TwoPassDecoder, doubter: Doubter, rows: Sequence[torch.T
         for read in reads:
             read.draft_states, read.draft_ids, read.draft_logprobs, read.draft_logprob_mean = None, [], None, None
     occlusions: list[Occlusion | None] = [None] * len(rows)
-    if occluded:
-        assert words is not None
+    if occluded and words is not None:  # checked above: an occluding Doubter has words
         sums = decoder.occluded_draft_logprobs([row.tolist() for row in rows], [read.draft_ids for read in reads],
                                                words, pad_token_id=pad_token_id)
         occlusions = [Occlusion(row_words, row_sums) for row_words, row_sums in zip(words, sums)]

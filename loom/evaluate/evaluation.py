@@ -335,8 +335,9 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
     answers were cut there; a different limit would make "confirm" look
     like "correct"), else :data:`DEFAULT_MAX_TOKENS`. ``batch_size`` > 1
     answers that many questions as one batch (``pipe.answer_batch``: both
-    passes batched): faster, equal to one at a time up to float rounding. ``console`` shows a progress bar. Without activations each
-    question is first answered by the bare base to recompute the oracle."""
+    passes batched): faster, equal to one at a time up to float rounding.
+    ``console`` shows a progress bar. Without activations each question is
+    first answered by the bare base to recompute the oracle."""
     from meta_spider.wrapper.errors import NoDoubterError
 
     if pipe.doubter is None:
@@ -354,10 +355,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
         for start in range(0, len(benchmark.items), batch_size):
             items = benchmark.items[start:start + batch_size]
             prompts = [_prompt_ids(pipe, benchmark, item, tensors) for item in items]
-            words = [_question_words(pipe, benchmark, item) for item in items]
-            results = (pipe.answer_batch(prompts, max_new_tokens=max_tokens,
-                                         words=None if words[0] is None else words) if len(items) > 1
-                       else [pipe.answer_ids(prompts[0], max_new_tokens=max_tokens, words=words[0])])
+            words = [_question_words(pipe, benchmark, item) for item in items]  # all None or none
+            results = pipe.answer_batch(prompts, max_new_tokens=max_tokens, words=None if words[0] is None else words)
             for item, input_ids, result in zip(items, prompts, results):
                 outcomes.append(_outcome(pipe, benchmark, item, input_ids, result, tensors, max_tokens, refusal))
                 bar.advance()
