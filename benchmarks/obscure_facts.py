@@ -1,0 +1,81 @@
+"""Does the Doubter know a fact the base never read about a person it knows?
+
+The embedded world leaves one attribute of a third of the mentioned people
+out of every biography and chat (docs/world.md, "obscure attributes"): a
+familiar name with a fact the base never read, the case a reader of the
+name's familiarity cannot tell from a known fact. This script splits an
+evaluated run's questions about people the base read about (one mention or
+more) into those asking such a never-read fact and the rest, and prints per
+split: how many, how often the base is right, how many the Doubter system
+answered and how many of those answers are wrong, the mean P(correct) of
+the base's wrong drafts, and the share of all the wrong answers the system
+gave that are never-read facts. No model runs: seconds.
+
+    python benchmarks/obscure_facts.py --run-dir RUN --output benchmarks/results/obscure_facts.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from report import Report
+
+REPORTS = (("test", "report.json"), ("test_paraphrase", "report_test_paraphrase.json"),
+           ("test_misspelt", "report_test_misspelt.json"))
+
+
+def summary(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    wrong_drafts = [q["p_correct"] for q in questions if not q["pass1_correct"]]
+    answered = [q for q in questions if q["action"] != "refuse"]
+    return {"n": len(questions), "base_right": sum(q["pass1_correct"] for q in questions),
+            "answered": len(answered), "answered_wrong": sum(not q["correct"] for q in answered),
+            "p_wrong": sum(wrong_drafts) / len(wrong_drafts) if wrong_drafts else float("nan")}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="a run of the embedded world, evaluated")
+    parser.add_argument("--output", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.world.dataset import WorldDataset
+
+    manifest = RunManifest.load(args.run_dir)
+    if manifest.dataset.name != "world":
+        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world", file=sys.stderr)
+        return 2
+    dataset = WorldDataset(**manifest.dataset.options)
+    out = Report()
+    out.say(f"# python benchmarks/obscure_facts.py --run-dir RUN   (RUN: {manifest.dataset.options})")
+    out.say("questions about people the base read about (one mention or more); 'never read': the attribute was "
+            "left out of every text")
+    out.say(f"{'split':<17}{'fact':<12}{'n':>6}{'base right':>12}{'answered':>10}{'of them wrong':>15}"
+            f"{'P(correct), wrong drafts':>26}")
+    for split, name in REPORTS:
+        path = args.run_dir / name
+        if not path.is_file():
+            out.say(f"{split:<17}(no {name}: run `metaloom eval --shifts` first)")
+            continue
+        meta = {example.id: example.meta for example in dataset.split(split)}
+        questions = [q for q in json.loads(path.read_text())["questions"] if meta[q["id"]].get("mentions", 0) > 0]
+        groups = {"never read": [q for q in questions if meta[q["id"]].get("obscure")],
+                  "read": [q for q in questions if not meta[q["id"]].get("obscure")]}
+        rows = {kind: summary(group) for kind, group in groups.items()}
+        for kind, row in rows.items():
+            out.say(f"{split:<17}{kind:<12}{row['n']:>6}{row['base_right']:>12}{row['answered']:>10}"
+                    f"{row['answered_wrong']:>15}{row['p_wrong']:>26.3f}")
+        wrong = rows["never read"]["answered_wrong"] + rows["read"]["answered_wrong"]
+        if wrong:
+            out.say(f"{split:<17}never-read facts: {rows['never read']['answered_wrong']} of the {wrong} wrong answers "
+                    f"given about people the base read about")
+    out.write(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
