@@ -84,8 +84,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 2 or args.rounds < 1:
         parser.error("--batch-size must be >= 2 and --rounds >= 1")
-    if not (args.run_dir / "run.json").is_file():
-        parser.error(f"{args.run_dir} holds no run.json: give a trained run directory")
+    from meta_spider.loom.manifest import ManifestError, RunManifest
+
+    try:
+        options = RunManifest.load(args.run_dir).dataset.options
+    except ManifestError as error:
+        parser.error(f"{error} (give a trained run directory)")
 
     sizes = (1, args.batch_size)
     seconds: dict[int, list[float]] = {size: [] for size in sizes}
@@ -115,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     out = Report()
     out.say(f"# python benchmarks/eval_batch.py --run-dir RUN --batch-size {args.batch_size} --rounds {args.rounds}"
-            f"   (RUN: {json.loads((args.run_dir / 'run.json').read_text())['dataset']['options']}; two cores)")
+            f"   (RUN: {options}; two cores)")
     out.say(f"{'metaloom eval --shifts':<28}{'median s':>10}   every round's seconds")
     for size in sizes:
         out.say(f"{'--batch-size ' + str(size):<28}{statistics.median(seconds[size]):>10.1f}   "

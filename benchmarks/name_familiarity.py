@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -80,10 +79,12 @@ def named_in(prompt: str, entity: str) -> str:
     return max(candidates, key=lambda c: difflib.SequenceMatcher(None, c, entity).ratio(), default="")
 
 
-def doubter_signals(run_dir: Path) -> tuple[str, ...]:
+def doubter_signals(run_dir: Path, manifest) -> tuple[str, ...]:
     """The pass-1 signals the run's Doubter reads."""
-    config = json.loads((run_dir / "checkpoints" / "best" / "doubter_config.json").read_text())
-    return tuple(config["config"]["signals"])
+    from meta_spider.wrapper.checkpoint import read_checkpoint_document
+
+    document, _ = read_checkpoint_document(manifest.resolve(run_dir, manifest.checkpoint))
+    return tuple(document["config"]["signals"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -118,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     entities = [named_in(prompt, entity.get(e["id"], "")) for prompt, e in zip(prompts, data.examples)]
     reads = name_reads(model, tokenizer, prompts, entities)
     correct = data.tensor("pass1_correct").numpy().astype(bool)
-    own = list(doubter_signals(args.run_dir))
+    own = list(doubter_signals(args.run_dir, manifest))
     signals = data.signals(own).numpy().astype(np.float64)
     rows = {split: np.array(data.split_indices(split)) for split in ("train", *SCORED) if split in data.splits}
     have = ~np.isnan(reads).any(axis=1)

@@ -84,17 +84,30 @@ def test_a_read_without_prompts_or_draft_is_refused(pipe: MetaSpiderPipeline) ->
 SMALL = {"encoder_dim": 16, "ca_bottleneck_dim": 16, "ca_num_heads": 2}
 
 
+OPEN = 0.05
+"""Injection gates at which this tiny base's answers change and differ from
+row to row with each row's own cognitive tokens (at 0.9 every row repeats
+one token)."""
+
+
+def seeded_doubter(pipe: MetaSpiderPipeline, **options: object):  # noqa: ANN201 - a Doubter
+    """A new Doubter whose initial weights do not depend on which tests ran before."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return pipe.new_doubter(**options, **SMALL)
+
+
 @pytest.mark.parametrize("signals", [["draft_logprob_mean", "occluded_name_logprob"], []],
                          ids=["draft-and-occlusion", "states-only"])
 def test_answer_batch_is_answer_ids_with_pass_1_read_together(pipe: MetaSpiderPipeline, signals: list[str]) -> None:
     """Under an answer gate that refuses some prompts and answers others,
     each prompt of a batch gets what it gets alone: the same decision, text
     and draft, and P(correct) up to float rounding. The injection is open
-    (gates at 0.9), so each answered row's pass 2 depends on its own
+    (:data:`OPEN`), so each answered row's pass 2 depends on its own
     cognitive tokens."""
     from meta_spider.wrapper.gates import AnswerGate
 
-    doubter = pipe.attach(pipe.new_doubter(signals=signals, ca_gate_init=0.9, **SMALL))
+    doubter = pipe.attach(seeded_doubter(pipe, signals=signals, ca_gate_init=OPEN))
     try:
         texts = [pipe.render(prompt) for prompt in PROMPTS[:5]]
         prompts = [pipe.encode(text) for text in texts]
@@ -141,7 +154,7 @@ def test_a_batched_pass_2_decodes_each_row_as_it_decodes_alone(pipe: MetaSpiderP
     from meta_spider.wrapper.batched import decode_injected
     from meta_spider.wrapper.passes import DecodeStats
 
-    doubter = pipe.attach(pipe.new_doubter(ca_gate_init=0.9, inject_positions=inject_positions, **SMALL))
+    doubter = pipe.attach(seeded_doubter(pipe, ca_gate_init=OPEN, inject_positions=inject_positions))
     try:
         rows = [chat_ids(pipe.tokenizer, prompt)[0] for prompt in PROMPTS[:5]]
         tokens = torch.cat([pipe.read_ids(row.unsqueeze(0), max_draft_tokens=DRAFT).encoded.cognitive_tokens
@@ -156,16 +169,18 @@ def test_a_batched_pass_2_decodes_each_row_as_it_decodes_alone(pipe: MetaSpiderP
                 out.append((ids, stats.finish_reason))
             return out
 
-        # A stop token that some injected answers reach early, so the rows stop at different steps.
+        # A stop token inside the first row's injected answer, the one fewest other rows reach: the rows then
+        # stop at different steps.
         answers = [ids for ids, _ in decode_alone()]
-        inside = {t for ids in answers for t in ids[1:-1]}
-        stop = min(t for t in inside if 1 <= sum(t in ids[:-1] for ids in answers) <= 3)
+        stop = min(answers[0][1:-1], key=lambda t: (sum(t in ids for ids in answers), t))
         eos = pipe.decoder.eos_token_ids
         pipe.decoder.eos_token_ids = eos | {stop}
         try:
             alone = decode_alone()
             together = decode_injected(pipe.decoder, doubter, rows, tokens, max_new_tokens=DRAFT,
                                        pad_token_id=pipe.pad_token_id, inject_positions=inject_positions)
+            swapped = decode_injected(pipe.decoder, doubter, rows, tokens.flip(0), max_new_tokens=DRAFT,
+                                      pad_token_id=pipe.pad_token_id, inject_positions=inject_positions)
         finally:
             pipe.decoder.eos_token_ids = eos
         with pytest.raises(ValueError, match="one set of cognitive tokens per prompt: 5 prompts"):
@@ -176,4 +191,5 @@ def test_a_batched_pass_2_decodes_each_row_as_it_decodes_alone(pipe: MetaSpiderP
     finally:
         pipe.detach(doubter)
     assert together == alone
+    assert swapped != together  # each row decodes with its own cognitive tokens
     assert len({len(ids) for ids, _ in alone}) > 1 and {reason for _, reason in alone} == {"eos", "length"}
