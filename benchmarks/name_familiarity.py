@@ -108,7 +108,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     manifest = RunManifest.load(args.run_dir)
     options = manifest.dataset.options
     if manifest.dataset.name != "world":
-        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world", file=sys.stderr)
+        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world",
+              file=sys.stderr)
         return 2
     dataset = WorldDataset(**options)
     entity = {example.id: str(example.meta.get("entity", "")) for split in data.splits

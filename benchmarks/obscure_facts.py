@@ -9,7 +9,12 @@ more) into those asking such a never-read fact and the rest, and prints per
 split: how many, how often the base is right, how many the Doubter system
 answered and how many of those answers are wrong, the mean P(correct) of
 the base's wrong drafts, and the share of all the wrong answers the system
-gave that are never-read facts. No model runs: seconds.
+gave that are never-read facts. Then whether any reader of the Doubter's
+inputs could tell: logistic regressions fitted on the training split's
+questions about known people for "this fact was never read", on the
+collected states (each read position and layer), the Doubter's signals and
+both, scored by AUROC on validation and the test splits. No model runs:
+seconds.
 
     python benchmarks/obscure_facts.py --run-dir RUN --output benchmarks/results/obscure_facts.txt
 """
@@ -47,7 +52,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     manifest = RunManifest.load(args.run_dir)
     if manifest.dataset.name != "world":
-        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world", file=sys.stderr)
+        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world",
+              file=sys.stderr)
         return 2
     dataset = WorldDataset(**manifest.dataset.options)
     out = Report()
@@ -73,8 +79,55 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wrong:
             out.say(f"{split:<17}never-read facts: {rows['never read']['answered_wrong']} of the {wrong} wrong answers "
                     f"given about people the base read about")
+    readers(args.run_dir, meta_of(dataset), out)
     out.write(args.output)
     return 0
+
+
+def meta_of(dataset: Any) -> dict[str, Any]:
+    """Every question's world metadata by id."""
+    return {example.id: example.meta for split in dataset.splits for example in dataset.split(split)}
+
+
+def readers(run_dir: Path, meta: dict[str, Any], out: Report) -> None:
+    """AUROC of logistic regressions for "the fact was never read" among
+    questions about people the base read about."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
+    from meta_spider.loom.manifest import RunManifest
+    from meta_spider.wrapper.checkpoint import read_checkpoint_document
+
+    data = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
+    manifest = RunManifest.load(run_dir)
+    document, _ = read_checkpoint_document(manifest.resolve(run_dir, manifest.checkpoint))
+    signals = data.signals(list(document["config"]["signals"])).numpy()
+    reads = [("the Doubter's signals", signals)]
+    for position in ("prompt", "draft"):
+        states = data.states(position).numpy()
+        for index, layer in enumerate(data.target_layers):
+            reads.append((f"{position} state, layer {layer}", states[:, index]))
+            reads.append((f"{position} state, layer {layer} + signals", np.column_stack([states[:, index], signals])))
+    scored = [split for split in ("validation", "test", "test_paraphrase", "test_misspelt") if split in data.splits]
+    rows, labels = {}, {}
+    for split in ("train", *scored):
+        rows[split] = np.array([i for i in data.split_indices(split)
+                                if meta.get(data.examples[i]["id"], {}).get("mentions", 0) > 0])
+        labels[split] = np.array([bool(meta[data.examples[i]["id"]].get("obscure")) for i in rows[split]])
+    out.say()
+    out.say(f"can a reader tell? 'never read' among questions about known people, logistic regressions fitted on "
+            f"train ({int(labels['train'].sum())} of {len(rows['train'])}; C = 0.1), AUROC")
+    out.say(f"{'reads':<40}" + "".join(f"{split:>17}" for split in scored))
+    for name, features in reads:
+        scaler = StandardScaler().fit(features[rows["train"]])
+        fitted = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(features[rows["train"]]),
+                                                              labels["train"])
+        scores = {split: fitted.decision_function(scaler.transform(features[rows[split]])) for split in scored}
+        cells = "".join(f"{roc_auc_score(labels[split], scores[split]):>17.3f}" for split in scored)
+        out.say(f"{name:<40}{cells}")
 
 
 if __name__ == "__main__":
