@@ -193,3 +193,22 @@ def test_a_batched_pass_2_decodes_each_row_as_it_decodes_alone(pipe: MetaSpiderP
     assert together == alone
     assert swapped != together  # each row decodes with its own cognitive tokens
     assert len({len(ids) for ids, _ in alone}) > 1 and {reason for _, reason in alone} == {"eos", "length"}
+
+
+def test_generate_batch_answers_chat_prompts_as_generate_does(pipe: MetaSpiderPipeline) -> None:
+    """Chat prompts rendered, their question words found (the occlusion
+    signal needs them) and answered as one batch: what ``generate`` says to
+    each; with no Doubter attached, the base's own greedy answers."""
+    prompts = [PROMPTS[0], [{"role": "user", "content": PROMPTS[1]}], PROMPTS[2], PROMPTS[3]]
+    plain = pipe.generate_batch(prompts, max_new_tokens=DRAFT)
+    assert plain == [pipe.generate(prompt, max_new_tokens=DRAFT) for prompt in prompts]
+    doubter = pipe.attach(seeded_doubter(pipe, signals=["occluded_name_logprob"], ca_gate_init=OPEN))
+    try:
+        alone = [pipe.generate(prompt, max_new_tokens=DRAFT, return_result=True) for prompt in prompts]
+        together = pipe.generate_batch(prompts, max_new_tokens=DRAFT, return_result=True)
+        texts = pipe.generate_batch(prompts, max_new_tokens=DRAFT)
+    finally:
+        pipe.detach(doubter)
+    assert [r.text for r in together] == [r.text for r in alone] == texts
+    assert [r.p_correct for r in together] == pytest.approx([r.p_correct for r in alone], abs=1e-5)
+    assert [r.text for r in alone] != plain  # the injection is open: pass 2 is not the base

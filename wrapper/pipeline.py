@@ -4,8 +4,8 @@
 ``attach`` / ``detach`` / ``detach_all`` manage Doubters (attaching never
 touches the base: hooks exist only inside a generation or training call, so
 detaching restores the base exactly); ``generate`` renders a prompt with the
-tokenizer's chat template and runs the two passes (``answer_ids`` on ids,
-``answer_batch`` on several prompts as batches), under the optional
+tokenizer's chat template and runs the two passes (``answer_ids`` on ids;
+``generate_batch`` and ``answer_batch`` on several prompts as batches), under the optional
 :class:`~meta_spider.wrapper.gates.AnswerGate` set as ``pipe.answer_gate``; ``read_states`` collects
 last-token states for batches, ``collect_states_ids`` both read positions,
 the draft and its log-probs for activation datasets (batched pass 1,
@@ -334,12 +334,32 @@ class MetaSpiderPipeline:
         ``self.answer_gate`` when one is set. Returns the text, or a
         :class:`GenerationResult` with ``return_result=True``."""
         text = self.render(prompt)
-        words = None
-        if self.doubter is not None and reads_occlusion(self.doubter.config.signals):
-            words = self.question_words(text, last_user_text(prompt))
         result = self.answer_ids(self.encode(text), max_new_tokens=max_new_tokens, dynamic_refresh=dynamic_refresh,
-                                 agc=agc, words=words)
+                                 agc=agc, words=self._words(text, prompt))
         return result if return_result else result.text
+
+    def generate_batch(
+        self,
+        prompts: Sequence[PromptLike],
+        *,
+        max_new_tokens: int = 64,
+        return_result: bool = False,
+    ) -> "list[str] | list[GenerationResult]":
+        """:meth:`generate` for several prompts at once, both passes as
+        left-padded batches (:meth:`answer_batch`): the same answers up to
+        float rounding, in less time. No AGC or dynamic refresh here."""
+        texts = [self.render(prompt) for prompt in prompts]
+        words = [self._words(text, prompt) for text, prompt in zip(texts, prompts)]
+        results = self.answer_batch([self.encode(text) for text in texts], max_new_tokens=max_new_tokens,
+                                    words=None if None in words else words)
+        return results if return_result else [result.text for result in results]
+
+    def _words(self, text: str, prompt: PromptLike) -> list[tuple[int, ...]] | None:
+        """The user's question words in the rendered ``text`` when the active
+        Doubter reads the occlusion signal, else None."""
+        if self.doubter is None or not reads_occlusion(self.doubter.config.signals):
+            return None
+        return self.question_words(text, last_user_text(prompt))
 
     def answer_ids(
         self,
