@@ -5,13 +5,14 @@
 touches the base: hooks exist only inside a generation or training call, so
 detaching restores the base exactly); ``generate`` renders a prompt with the
 tokenizer's chat template and runs the two passes (``answer_ids`` on ids;
-``generate_batch`` and ``answer_batch`` on several prompts as batches), under the optional
-:class:`~meta_spider.wrapper.gates.AnswerGate` set as ``pipe.answer_gate``; ``read_states`` collects
-last-token states for batches, ``collect_states_ids`` both read positions,
-the draft and its log-probs for activation datasets (batched pass 1,
-:mod:`batched`); ``training_forward`` is the teacher-forced
-forward the trainer backpropagates through. The token-level work lives in
-:mod:`passes` and :mod:`training`; this module owns text and bookkeeping.
+``generate_batch`` and ``answer_batch`` on several prompts as batches),
+under the optional :class:`~meta_spider.wrapper.gates.AnswerGate` set as
+``pipe.answer_gate``; ``read_states`` collects last-token states for
+batches, ``collect_states_ids`` both read positions, the draft and its
+log-probs for activation datasets (batched pass 1, :mod:`batched`);
+``training_forward`` is the teacher-forced forward the trainer
+backpropagates through. The token-level work lives in :mod:`passes` and
+:mod:`training`; this module owns text and bookkeeping.
 """
 
 from __future__ import annotations
