@@ -30,7 +30,6 @@ split (AUROC for P(correct)).
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -66,17 +65,6 @@ def name_reads(model, tokenizer, prompts: list[str], entities: list[str]) -> np.
             actual = predicting.gather(1, ids[0, later, None])[:, 0].numpy()
             rows[index] = (expect.mean(), actual.mean(), (expect - actual).max())
     return rows
-
-
-def named_in(prompt: str, entity: str) -> str:
-    """The name as the prompt writes it: ``entity`` itself, else the
-    prompt's run of words of the same count that differs from it least."""
-    if not entity or entity in prompt:
-        return entity
-    words = prompt.replace("?", " ").replace(".", " ").replace(",", " ").split()
-    width = len(entity.split())
-    candidates = [" ".join(words[i:i + width]) for i in range(len(words) - width + 1)]
-    return max(candidates, key=lambda c: difflib.SequenceMatcher(None, c, entity).ratio(), default="")
 
 
 def doubter_signals(run_dir: Path, manifest) -> tuple[str, ...]:
@@ -117,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(manifest.model.name).eval()
     tokenizer = AutoTokenizer.from_pretrained(manifest.model.name)
     prompts = [e["prompt_text"] for e in data.examples]
-    entities = [named_in(prompt, entity.get(e["id"], "")) for prompt, e in zip(prompts, data.examples)]
+    entities = [entity.get(e["id"], "") for e in data.examples]  # as the question writes it, misspelt or not
     reads = name_reads(model, tokenizer, prompts, entities)
     correct = data.tensor("pass1_correct").numpy().astype(bool)
     own = list(doubter_signals(args.run_dir, manifest))

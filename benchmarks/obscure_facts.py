@@ -29,8 +29,7 @@ from typing import Any, Optional
 
 from report import Report
 
-REPORTS = (("test", "report.json"), ("test_paraphrase", "report_test_paraphrase.json"),
-           ("test_misspelt", "report_test_misspelt.json"))
+SPLITS = ("test", "test_paraphrase", "test_misspelt")
 
 
 def summary(questions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -47,6 +46,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
+    from meta_spider.loom.cli.eval import report_file
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world.dataset import WorldDataset
 
@@ -55,19 +55,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world",
               file=sys.stderr)
         return 2
-    dataset = WorldDataset(**manifest.dataset.options)
+    meta = meta_of(WorldDataset(**manifest.dataset.options))
     out = Report()
     out.say(f"# python benchmarks/obscure_facts.py --run-dir RUN   (RUN: {manifest.dataset.options})")
     out.say("questions about people the base read about (one mention or more); 'never read': the attribute was "
             "left out of every text")
     out.say(f"{'split':<17}{'fact':<12}{'n':>6}{'base right':>12}{'answered':>10}{'of them wrong':>15}"
             f"{'P(correct), wrong drafts':>26}")
-    for split, name in REPORTS:
+    for split in SPLITS:
+        name = report_file(split)
         path = args.run_dir / name
         if not path.is_file():
             out.say(f"{split:<17}(no {name}: run `metaloom eval --shifts` first)")
             continue
-        meta = {example.id: example.meta for example in dataset.split(split)}
         questions = [q for q in json.loads(path.read_text())["questions"] if meta[q["id"]].get("mentions", 0) > 0]
         groups = {"never read": [q for q in questions if meta[q["id"]].get("obscure")],
                   "read": [q for q in questions if not meta[q["id"]].get("obscure")]}
@@ -79,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wrong:
             out.say(f"{split:<17}never-read facts: {rows['never read']['answered_wrong']} of the {wrong} wrong answers "
                     f"given about people the base read about")
-    readers(args.run_dir, meta_of(dataset), out)
+    readers(args.run_dir, meta, out)
     out.write(args.output)
     return 0
 
