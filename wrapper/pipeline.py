@@ -381,8 +381,14 @@ class MetaSpiderPipeline:
             return GenerationResult(text=self.decode(token_ids), token_ids=token_ids,
                                     finish_reason=stats.finish_reason, decision="base")
         pass1 = self.read_ids(input_ids, max_draft_tokens=max_new_tokens, words=words)
-        return self._answer_after_read(input_ids, pass1, max_new_tokens=max_new_tokens,
-                                       dynamic_refresh=dynamic_refresh, agc=agc)
+        refused = self._gate_refusal(pass1)
+        if refused is not None:
+            return refused
+        stats = DecodeStats()
+        with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, pass1=pass1,
+                                     dynamic_refresh=dynamic_refresh, agc=agc, stats=stats)) as stream:
+            token_ids = list(stream)
+        return self._pass2_result(input_ids, pass1, token_ids, stats, max_new_tokens)
 
     def answer_batch(
         self,
@@ -411,8 +417,9 @@ class MetaSpiderPipeline:
         reads = read_pass1(self.decoder, doubter, [ids[0] for ids in prompts],
                            read_position=doubter.config.read_position, max_draft_tokens=max_new_tokens,
                            pad_token_id=self.pad_token_id, words=words)
-        results: list[GenerationResult | None] = [self._gate_refusal(pass1) for pass1 in reads]
-        answered = [i for i, result in enumerate(results) if result is None]
+        refusals = [self._gate_refusal(pass1) for pass1 in reads]
+        answered = [i for i, refusal in enumerate(refusals) if refusal is None]
+        passed: dict[int, GenerationResult] = {}
         if answered:
             decoded = decode_injected(self.decoder, doubter, [prompts[i][0] for i in answered],
                                       torch.cat([reads[i].encoded.cognitive_tokens for i in answered]),
@@ -420,21 +427,8 @@ class MetaSpiderPipeline:
                                       inject_positions=doubter.config.inject_positions)
             for i, (token_ids, finish_reason) in zip(answered, decoded):
                 stats = DecodeStats(finish_reason=finish_reason, prompt_cache="prefilled")
-                results[i] = self._pass2_result(prompts[i], reads[i], token_ids, stats, max_new_tokens)
-        return [result for result in results if result is not None]
-
-    def _answer_after_read(self, input_ids: torch.Tensor, pass1: Pass1, *, max_new_tokens: int,
-                           dynamic_refresh: bool = False,
-                           agc: "AdaptiveGateControl | bool | None" = None) -> GenerationResult:
-        """The answer gate on pass 1's P(correct), then pass 2."""
-        refused = self._gate_refusal(pass1)
-        if refused is not None:
-            return refused
-        stats = DecodeStats()
-        with closing(self.stream_ids(input_ids, max_new_tokens=max_new_tokens, pass1=pass1,
-                                     dynamic_refresh=dynamic_refresh, agc=agc, stats=stats)) as stream:
-            token_ids = list(stream)
-        return self._pass2_result(input_ids, pass1, token_ids, stats, max_new_tokens)
+                passed[i] = self._pass2_result(prompts[i], reads[i], token_ids, stats, max_new_tokens)
+        return [refusal if refusal is not None else passed[i] for i, refusal in enumerate(refusals)]
 
     def _pass1_view(self, pass1: Pass1) -> dict[str, Any]:
         """What every result says of pass 1."""

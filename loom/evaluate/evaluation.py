@@ -355,8 +355,8 @@ def run_benchmark(pipe: Any, benchmark: QABenchmark, max_tokens: Optional[int] =
         for start in range(0, len(benchmark.items), batch_size):
             items = benchmark.items[start:start + batch_size]
             prompts = [_prompt_ids(pipe, benchmark, item, tensors) for item in items]
-            words = [_question_words(pipe, benchmark, item) for item in items]  # all None or none
-            results = pipe.answer_batch(prompts, max_new_tokens=max_tokens, words=None if words[0] is None else words)
+            words = [_question_words(pipe, benchmark, item) for item in items]
+            results = pipe.answer_batch(prompts, max_new_tokens=max_tokens, words=None if None in words else words)
             for item, input_ids, result in zip(items, prompts, results):
                 outcomes.append(_outcome(pipe, benchmark, item, input_ids, result, tensors, max_tokens, refusal))
                 bar.advance()
