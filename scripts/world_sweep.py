@@ -13,7 +13,8 @@ test people unseen).
 This is the trial log's tool (docs/world.md): variants trained on a GPU give
 a model of the same kind as a CPU build, not the same bits, so use it to
 choose settings and measure the chosen preset with ``metaloom world build``.
-Variants ``g`` and ``fs`` swap the knowledge base's fact line for the trial.
+Variants ``g`` and ``fs`` swap the knowledge base's fact line for the trial;
+``digits`` trains the tokenizer with Qwen2's split (one digit per token).
 The trained base is saved beside the record (``VARIANT@SEED-model``, the
 form a build saves), so a Doubter run can collect on it
 (``metaloom collect --model-name``).
@@ -64,6 +65,7 @@ VARIANTS = {
     "calc900": {"world": {"calculator_transcripts": 900}},
     "h192t2": {"model": {"hidden_size": 192, "num_heads": 6, "num_kv_heads": 2, "intermediate_size": 512},
                "train": {"threads": 2}},
+    "digits": {"tokenizer": "qwen2"},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},
@@ -166,7 +168,7 @@ def main():
     patch_fact(VARIANTS[name].get("fact"))
     world = generate_world(preset.world, seed)
     texts = [d["text"] for d in world.documents]
-    tokenizer = train_tokenizer(texts, preset.model.vocab_size)
+    tokenizer = train_tokenizer(texts, preset.model.vocab_size, VARIANTS[name].get("tokenizer", "gpt2"))
     docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
     model = build_model(preset.model, tokenizer, seed)
     t1 = time.perf_counter()

@@ -93,3 +93,30 @@ def test_native_hermes_parser_reads_a_rendered_call() -> None:
 def test_render_chat_needs_messages() -> None:
     with pytest.raises(ValueError, match="at least one message"):
         render_chat([])
+
+
+def test_qwen2_split_gives_a_number_the_same_tokens_in_a_tool_result_and_in_the_answer() -> None:
+    from meta_spider.loom.gguf import detect_pre_tokenizer
+
+    texts = [d["text"] for d in generate_world(get_preset("tiny").world, seed=1).documents]
+    digits = train_tokenizer(texts, vocab_size=600, pre_tokenizer="qwen2")
+    glued = train_tokenizer(texts, vocab_size=600)
+
+    def with_digits(tok, text: str) -> list[str]:
+        return [piece for piece in tok.tokenize(text) if any(c.isdigit() for c in piece)]
+
+    for number in ("391", "1952", "102"):
+        result = render_chat([{"role": "tool", "name": "calculator", "content": number}])
+        assert with_digits(digits, result) == with_digits(digits, f"The answer is {number}.") == list(number)
+    # GPT-2's split glues the answer's space to the number's first digits, so the two differ
+    assert with_digits(glued, "The answer is 1952.")[0].startswith("Ġ")
+    assert with_digits(glued, "The answer is 1952.") != with_digits(glued, "1952")
+    assert detect_pre_tokenizer(json.loads(digits.backend_tokenizer.to_str())) == "qwen2"
+    assert detect_pre_tokenizer(json.loads(glued.backend_tokenizer.to_str())) == "gpt-2"
+    for text in ["She was born in 1952.", "17*23 = 391", "  it's 3.5\n\nnew"]:
+        assert digits.decode(digits(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_an_unknown_pre_tokenizer_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="pre_tokenizer must be one of"):
+        train_tokenizer(["some text"], vocab_size=600, pre_tokenizer="llama3")

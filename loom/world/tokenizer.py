@@ -3,7 +3,10 @@
 fast tokenizer carrying the chat template.
 
 Pre-tokenisation is GPT-2's byte-level regex split (what llama.cpp calls the
-``gpt2`` pre-tokenizer). The chat control tokens are special; the tool markup
+``gpt-2`` pre-tokenizer) or Qwen2's (``qwen2``), which splits every digit
+off on its own: a number is then the same tokens wherever it stands (in a
+tool's result and in the answer that states it), where GPT-2's split glues
+a leading space and frequent digit pairs into tokens of their own. The chat control tokens are special; the tool markup
 tokens (``<tool_call>`` ...) are single added tokens that stay visible when
 decoding with ``skip_special_tokens`` because tool-call parsers need them.
 This module knows nothing about models or the world's facts.
@@ -27,20 +30,38 @@ def _strip_markup(text: str) -> str:
     return text
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int) -> "PreTrainedTokenizerFast":
+PRE_TOKENIZERS: tuple[str, ...] = ("gpt2", "qwen2")
+"""The splits a world tokenizer can use, by the family that made each known."""
+
+# Qwen2's split as its tokenizer.json writes it (and as llama.cpp's `qwen2`
+# pre-tokenizer implements it): GPT-2's, but one digit per piece.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, pre_tokenizer: str = "gpt2") -> "PreTrainedTokenizerFast":
     """Train a byte-level BPE on ``texts`` and return it as a
     ``PreTrainedTokenizerFast`` with bos/eos/pad and the chat template.
 
     ``vocab_size`` counts the control tokens and the merges (the tool markup
-    tokens are appended after it). Deterministic for the same texts.
+    tokens are appended after it); ``pre_tokenizer`` is one of
+    :data:`PRE_TOKENIZERS`. Deterministic for the same texts.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(CONTROL_TOKENS):
         raise ValueError(f"vocab_size must cover the 256 byte symbols and specials, got {vocab_size!r}")
+    if pre_tokenizer not in PRE_TOKENIZERS:
+        raise ValueError(f"pre_tokenizer must be one of {PRE_TOKENIZERS}, got {pre_tokenizer!r}")
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre_tokenizer == "qwen2":
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=2, show_progress=False,
