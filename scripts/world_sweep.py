@@ -14,7 +14,8 @@ This is the trial log's tool (docs/world.md): variants trained on a GPU give
 a model of the same kind as a CPU build, not the same bits, so use it to
 choose settings and measure the chosen preset with ``metaloom world build``.
 Variants ``g`` and ``fs`` swap the knowledge base's fact line for the trial;
-``digits`` trains the tokenizer with Qwen2's split (one digit per token).
+``digits`` trains the tokenizer with Qwen2's split (one digit per token),
+``gpt2digits`` with GPT-2's after the digits are split off.
 The trained base is saved beside the record (``VARIANT@SEED-model``, the
 form a build saves), so a Doubter run can collect on it
 (``metaloom collect --model-name``).
@@ -66,6 +67,7 @@ VARIANTS = {
     "h192t2": {"model": {"hidden_size": 192, "num_heads": 6, "num_kv_heads": 2, "intermediate_size": 512},
                "train": {"threads": 2}},
     "digits": {"tokenizer": "qwen2"},
+    "gpt2digits": {"tokenizer": "gpt2-digits"},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},

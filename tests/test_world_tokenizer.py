@@ -95,11 +95,12 @@ def test_render_chat_needs_messages() -> None:
         render_chat([])
 
 
-def test_qwen2_split_gives_a_number_the_same_tokens_in_a_tool_result_and_in_the_answer() -> None:
-    from meta_spider.loom.gguf import detect_pre_tokenizer
+def test_digit_splits_give_a_number_the_same_tokens_in_a_tool_result_and_in_the_answer() -> None:
+    from meta_spider.loom.gguf import UnknownPreTokenizerError, detect_pre_tokenizer
 
     texts = [d["text"] for d in generate_world(get_preset("tiny").world, seed=1).documents]
     digits = train_tokenizer(texts, vocab_size=600, pre_tokenizer="qwen2")
+    split_off = train_tokenizer(texts, vocab_size=600, pre_tokenizer="gpt2-digits")
     glued = train_tokenizer(texts, vocab_size=600)
 
     def with_digits(tok, text: str) -> list[str]:
@@ -107,14 +108,18 @@ def test_qwen2_split_gives_a_number_the_same_tokens_in_a_tool_result_and_in_the_
 
     for number in ("391", "1952", "102"):
         result = render_chat([{"role": "tool", "name": "calculator", "content": number}])
-        assert with_digits(digits, result) == with_digits(digits, f"The answer is {number}.") == list(number)
+        for tok in (digits, split_off):
+            assert with_digits(tok, result) == with_digits(tok, f"The answer is {number}.") == list(number)
     # GPT-2's split glues the answer's space to the number's first digits, so the two differ
     assert with_digits(glued, "The answer is 1952.")[0].startswith("Ġ")
     assert with_digits(glued, "The answer is 1952.") != with_digits(glued, "1952")
     assert detect_pre_tokenizer(json.loads(digits.backend_tokenizer.to_str())) == "qwen2"
     assert detect_pre_tokenizer(json.loads(glued.backend_tokenizer.to_str())) == "gpt-2"
+    with pytest.raises(UnknownPreTokenizerError):  # no llama.cpp pre-tokenizer is mapped for it yet
+        detect_pre_tokenizer(json.loads(split_off.backend_tokenizer.to_str()))
     for text in ["She was born in 1952.", "17*23 = 391", "  it's 3.5\n\nnew"]:
-        assert digits.decode(digits(text, add_special_tokens=False)["input_ids"]) == text
+        for tok in (digits, split_off):
+            assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_an_unknown_pre_tokenizer_is_refused_by_name() -> None:

@@ -3,10 +3,12 @@
 fast tokenizer carrying the chat template.
 
 Pre-tokenisation is GPT-2's byte-level regex split (what llama.cpp calls the
-``gpt-2`` pre-tokenizer) or Qwen2's (``qwen2``), which splits every digit
-off on its own: a number is then the same tokens wherever it stands (in a
-tool's result and in the answer that states it), where GPT-2's split glues
-a leading space and frequent digit pairs into tokens of their own. The chat control tokens are special; the tool markup
+``gpt-2`` pre-tokenizer), or one that splits every digit off on its own, so
+that a number is the same tokens wherever it stands (in a tool's result and
+in the answer that states it) where GPT-2's split glues a leading space and
+frequent digit pairs into tokens of their own: Qwen2's split (``qwen2``),
+or GPT-2's after the digits are split off, as StarCoder's tokenizer does
+(``gpt2-digits``). The chat control tokens are special; the tool markup
 tokens (``<tool_call>`` ...) are single added tokens that stay visible when
 decoding with ``skip_special_tokens`` because tool-call parsers need them.
 This module knows nothing about models or the world's facts.
@@ -30,7 +32,7 @@ def _strip_markup(text: str) -> str:
     return text
 
 
-PRE_TOKENIZERS: tuple[str, ...] = ("gpt2", "qwen2")
+PRE_TOKENIZERS: tuple[str, ...] = ("gpt2", "qwen2", "gpt2-digits")
 """The splits a world tokenizer can use, by the family that made each known."""
 
 # Qwen2's split as its tokenizer.json writes it (and as llama.cpp's `qwen2`
@@ -59,6 +61,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, pre_tokenizer: str = 
         bpe.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    elif pre_tokenizer == "gpt2-digits":
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ])
     else:
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
