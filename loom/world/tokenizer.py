@@ -33,10 +33,12 @@ def _strip_markup(text: str) -> str:
 
 
 PRE_TOKENIZERS: tuple[str, ...] = ("gpt2", "qwen2", "gpt2-digits")
-"""The splits a world tokenizer can use, by the family that made each known."""
+"""The splits a world tokenizer can train with: GPT-2's, Qwen2's, and GPT-2's
+after the digits are split off."""
 
 # Qwen2's split as its tokenizer.json writes it (and as llama.cpp's `qwen2`
-# pre-tokenizer implements it): GPT-2's, but one digit per piece.
+# pre-tokenizer implements it): near GPT-2's, but one digit per piece, one
+# non-letter kept with the letters after it, line breaks kept together.
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
