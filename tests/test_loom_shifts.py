@@ -105,8 +105,9 @@ def test_shift_table_read_back_refuses_a_figure_of_the_wrong_kind() -> None:
 
 def test_shift_goals_by_hand() -> None:
     table = ShiftTable([
-        ShiftRow("test", 100, 1.0, base_accuracy=0.5, auroc=0.90, best_baseline="signals_logistic",
-                 best_baseline_auroc=0.86, coverage=0.5, refusal_precision=0.85, knowledge_loss=0.1),
+        ShiftRow("test", 100, 1.0, base_accuracy=0.5, auroc=0.90, mean_p_correct=0.45, ece=0.07,
+                 best_baseline="signals_logistic", best_baseline_auroc=0.86, coverage=0.5, refusal_precision=0.85,
+                 knowledge_loss=0.1),
         ShiftRow("test_paraphrase", 100, 1.0, base_accuracy=0.35, auroc=0.84, best_baseline="signals_logistic",
                  best_baseline_auroc=0.83, coverage=0.4, refusal_precision=0.79, knowledge_loss=0.3),
         ShiftRow("test_outside", 20, 1.0, outside=OutsideMetrics(20, 19, 1, 0.95, 0.5)),
@@ -134,7 +135,7 @@ def test_eval_shifts_writes_the_side_by_side_table(fresh_run: Path) -> None:
     result = invoke("--run-dir", str(fresh_run), "--shifts", "--no-plot", *LENIENT)
     assert result.exit_code == 0, result.output
     assert "Doubter under shift" in result.output and "paraphrase" in result.output and "invented" in result.output
-    assert "Goals under shift" in result.output
+    assert "Goals under shift" in result.output and "calibration error (ECE)" in result.output
     shifts = json.loads((fresh_run / "shifts.json").read_text())
     rows = {row["split"]: row for row in shifts["splits"]}
     assert list(rows) == ["test", "test_outside", "test_paraphrase"]
@@ -151,6 +152,9 @@ def test_eval_shifts_writes_the_side_by_side_table(fresh_run: Path) -> None:
         assert row["coverage"] == behaviour["coverage"] and row["knowledge_loss"] == behaviour["knowledge_loss"]
         assert row["refusal_precision"] == behaviour["refusal_precision"]
         assert row["auroc"] == (report["doubter"]["scores"] or {}).get("auroc")
+        # calibration beside ranking: the Doubter's ECE and how sure it is on the whole, against the base's accuracy
+        assert row["ece"] == report["doubter"]["scores"]["ece"]
+        assert row["mean_p_correct"] == pytest.approx(np.mean([q["p_correct"] for q in report["questions"]]))
         # the best baseline gated at its own threshold (the linear probe, fitted on validation, has none)
         own = next(b for b in report["baselines"] if b["name"] == row["best_baseline"])["own_threshold"]
         assert (own is None) == (row["best_baseline"] == "linear_probe")

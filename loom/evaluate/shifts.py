@@ -111,6 +111,10 @@ class ShiftRow:
     seconds: float
     base_accuracy: float | None = None
     auroc: float | None = None
+    mean_p_correct: float | None = None
+    """The Doubter's mean P(correct): beside ``base_accuracy``, how sure it is on the whole."""
+    ece: float | None = None
+    """The Doubter's expected calibration error (10 equal-width bins)."""
     best_baseline: str | None = None
     best_baseline_auroc: float | None = None
     best_baseline_coverage: float | None = None
@@ -242,6 +246,8 @@ class ShiftTable:
             ("questions", lambda row: str(row.n)),
             ("base accuracy", lambda row: cell(row.base_accuracy)),
             ("Doubter AUROC", lambda row: cell(row.auroc)),
+            ("mean P(correct)", lambda row: cell(row.mean_p_correct)),
+            ("calibration error (ECE)", lambda row: cell(row.ece)),
             ("best baseline AUROC", lambda row: cell(row.best_baseline_auroc)),
             ("best baseline", lambda row: row.best_baseline or "-"),
             ("coverage", lambda row: cell(row.coverage)),
@@ -266,11 +272,13 @@ def _row(split: str, n: int, seconds: float, report: "ComparisonReport | None",
          outside: OutsideMetrics | None) -> ShiftRow:
     if report is None:
         return ShiftRow(split, n, seconds, outside=outside)
-    behaviour, best = report.behaviour, report.best_baseline
+    behaviour, best, scores = report.behaviour, report.best_baseline, report.doubter_scores
     own = None if best is None or best.own_threshold is None else best.own_threshold.metrics
+    mean_p = None if scores is None else sum(q.p_correct for q in report.questions) / len(report.questions)
     return ShiftRow(
         split, n, seconds, base_accuracy=behaviour.base_accuracy,
-        auroc=None if report.doubter_scores is None else report.doubter_scores.auroc,
+        auroc=None if scores is None else scores.auroc,
+        mean_p_correct=mean_p, ece=None if scores is None else scores.ece,
         best_baseline=None if best is None else best.name,
         best_baseline_auroc=None if best is None or best.scores is None else best.scores.auroc,
         best_baseline_coverage=None if own is None else own.coverage,
