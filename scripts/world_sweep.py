@@ -68,6 +68,7 @@ VARIANTS = {
                "train": {"threads": 2}},
     "digits": {"tokenizer": "qwen2"},
     "gpt2digits": {"tokenizer": "gpt2-digits"},
+    "gpt2digits_s3600": {"tokenizer": "gpt2-digits", "train": {"steps": 3600}},
     "g": {"fact": "g"},
     "fs": {"fact": "fs"},
     "fs_tt2": {"fact": "fs", "world": {"tool_transcripts_per_person": 2}},
