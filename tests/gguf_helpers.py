@@ -56,8 +56,9 @@ def training_sentences(n: int = 400, seed: int = 0) -> list[str]:
 def build_tokenizer(split: str = "gpt2", vocab_size: int = 400, add_bos: bool = False) -> Any:
     """A transformers fast tokenizer: byte-level BPE trained on `training_sentences`.
 
-    `split` is 'gpt2' (ByteLevel with its own regex) or 'qwen2' (Split regex
-    then ByteLevel without regex). `add_bos` installs a post-processor that
+    `split` is 'gpt2' (ByteLevel with its own regex), 'gpt2-digits' (the
+    digits split off one by one first, as StarCoder's tokenizer does) or
+    'qwen2' (Split regex then ByteLevel without regex). `add_bos` installs a post-processor that
     prepends <|endoftext|> as bos, as Llama-style tokenizers do.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -66,13 +67,18 @@ def build_tokenizer(split: str = "gpt2", vocab_size: int = 400, add_bos: bool = 
     tokenizer = Tokenizer(models.BPE())
     if split == "gpt2":
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    elif split == "gpt2-digits":
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
     elif split == "qwen2":
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
     else:
-        raise ValueError(f"split must be 'gpt2' or 'qwen2', got {split!r}")
+        raise ValueError(f"split must be 'gpt2', 'gpt2-digits' or 'qwen2', got {split!r}")
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

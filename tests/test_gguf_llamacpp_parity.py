@@ -1,7 +1,8 @@
 """Exported GGUF bases run in stock llama-cpp-python like the transformers model they came from.
 
-For a tiny Qwen2 (Qwen2 split regex, no bos, hidden 256 so k-quants apply)
-and a tiny Llama (GPT-2 split, bos added, hidden 64, attention biases), both
+For a tiny Qwen2 (Qwen2 split regex, no bos, hidden 256 so k-quants apply),
+a tiny Llama (GPT-2 split, bos added, hidden 64, attention biases) and one
+whose tokenizer splits the digits off before GPT-2 splitting (no bos), all
 drawn at a large init scale and trained 80 AdamW steps so top-1 is decisive
 (see gguf_helpers; untrained small-init models have near-tied logits whose
 top-1 flips under f16 rounding): the f32 export
@@ -38,6 +39,9 @@ MODELS = {
                   init_std=0.075),
     "llama": dict(arch="llama", split="gpt2", add_bos=True, hidden=64, intermediate=128, heads=4, kv_heads=2,
                   attention_bias=True),
+    # GPT-2 splitting after the digits are split off one by one (StarCoder's and SmolLM's tokenizers)
+    "llama-digits": dict(arch="llama", split="gpt2-digits", add_bos=False, hidden=64, intermediate=128, heads=4,
+                         kv_heads=2),
 }
 TOKENIZATION_STRINGS = [
     "Ada was born in Kuba in 1950.",

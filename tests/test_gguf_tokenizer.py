@@ -40,6 +40,14 @@ def test_qwen2_split_regex_maps_to_qwen2(qwen2_split_tokenizer):
     assert detect_pre_tokenizer(_json(qwen2_split_tokenizer)) == "qwen2"
 
 
+def test_digits_split_off_before_gpt2_splitting_maps_to_starcoder():
+    data = _json(build_tokenizer(split="gpt2-digits"))
+    assert detect_pre_tokenizer(data) == "starcoder"
+    data["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = False  # runs of digits: no llama.cpp match
+    with pytest.raises(UnknownPreTokenizerError, match="Digits"):
+        detect_pre_tokenizer(data)
+
+
 def test_unknown_split_regex_is_a_typed_error_naming_the_pre_tokenizer(qwen2_split_tokenizer):
     data = _json(qwen2_split_tokenizer)
     data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{L}+|\s+"

@@ -62,7 +62,8 @@ class UnknownPreTokenizerError(UnsupportedTokenizerError, fields=("pre_tokenizer
         self.known = tuple(self.known)
         self.reason = ("the tokenizer's pre-tokenizer matches none that llama.cpp implements (known here: "
                        f"{', '.join(self.known)}); retrain the tokenizer with ByteLevel(add_prefix_space=False, "
-                       "use_regex=True) (GPT-2 splitting) or the Qwen2 split regex")
+                       "use_regex=True) (GPT-2 splitting), with Digits(individual_digits=True) before it, or the Qwen2 "
+                       "split regex")
         self.detail = self.pre_tokenizer
 
 

@@ -37,7 +37,7 @@ _SPLIT_REGEX_TO_PRE: dict[str, str] = {
 }
 # llama.cpp's names (llama-vocab.cpp): GPT-2 splitting is "gpt-2" with a hyphen;
 # an unknown name such as "gpt2" makes llama.cpp refuse to load the file.
-KNOWN_PRE_TOKENIZERS: tuple[str, ...] = ("gpt-2", "qwen2", "llama-bpe")
+KNOWN_PRE_TOKENIZERS: tuple[str, ...] = ("gpt-2", "qwen2", "llama-bpe", "starcoder")
 
 # Added tokens that look like control markup are control tokens in llama.cpp
 # even when transformers does not flag them special (the converter does the same).
@@ -78,18 +78,24 @@ def detect_pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
     """Map a tokenizer.json's pre-tokenizer to a llama.cpp pre-tokenizer name or raise.
 
     Accepts ByteLevel(use_regex=True, add_prefix_space=False) alone (GPT-2
-    splitting, llama.cpp's "gpt-2"), or a Sequence of one regex Split (Isolated) followed by
-    ByteLevel(use_regex=False), whose regex is a known one.
+    splitting, llama.cpp's "gpt-2"); the same after Digits(individual_digits=True)
+    (every digit its own piece, then GPT-2 splitting: StarCoder's and SmolLM's
+    tokenizers, llama.cpp's "starcoder"); or a Sequence of one regex Split
+    (Isolated) followed by ByteLevel(use_regex=False), whose regex is a known one.
     """
     pre = tokenizer_json.get("pre_tokenizer")
     if not isinstance(pre, dict):
         raise UnknownPreTokenizerError(pre, KNOWN_PRE_TOKENIZERS)
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [step.get("type") for step in steps]
-    if kinds == ["ByteLevel"]:
-        level = steps[0]
-        if level.get("use_regex", True) and not level.get("add_prefix_space", False):
+    if kinds in (["ByteLevel"], ["Digits", "ByteLevel"]):
+        level = steps[-1]
+        if not level.get("use_regex", True) or level.get("add_prefix_space", False):
+            raise UnknownPreTokenizerError(pre, KNOWN_PRE_TOKENIZERS)
+        if kinds == ["ByteLevel"]:
             return "gpt-2"
+        if steps[0].get("individual_digits", False):
+            return "starcoder"
         raise UnknownPreTokenizerError(pre, KNOWN_PRE_TOKENIZERS)
     if kinds == ["Split", "ByteLevel"]:
         split, level = steps
