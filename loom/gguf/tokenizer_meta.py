@@ -90,13 +90,11 @@ def detect_pre_tokenizer(tokenizer_json: dict[str, Any]) -> str:
     kinds = [step.get("type") for step in steps]
     if kinds in (["ByteLevel"], ["Digits", "ByteLevel"]):
         level = steps[-1]
-        if not level.get("use_regex", True) or level.get("add_prefix_space", False):
-            raise UnknownPreTokenizerError(pre, KNOWN_PRE_TOKENIZERS)
-        if kinds == ["ByteLevel"]:
+        gpt2_split = level.get("use_regex", True) and not level.get("add_prefix_space", False)
+        if gpt2_split and kinds == ["ByteLevel"]:
             return "gpt-2"
-        if steps[0].get("individual_digits", False):
+        if gpt2_split and steps[0].get("individual_digits", False):
             return "starcoder"
-        raise UnknownPreTokenizerError(pre, KNOWN_PRE_TOKENIZERS)
     if kinds == ["Split", "ByteLevel"]:
         split, level = steps
         regex = (split.get("pattern") or {}).get("Regex")
