@@ -79,7 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wrong:
             out.say(f"{split:<17}never-read facts: {rows['never read']['answered_wrong']} of the {wrong} wrong answers "
                     f"given about people the base read about")
-    readers(args.run_dir, meta, out)
+    readers(args.run_dir, manifest, meta, out)
     out.write(args.output)
     return 0
 
@@ -89,7 +89,7 @@ def meta_of(dataset: Any) -> dict[str, Any]:
     return {example.id: example.meta for split in dataset.splits for example in dataset.split(split)}
 
 
-def readers(run_dir: Path, meta: dict[str, Any], out: Report) -> None:
+def readers(run_dir: Path, manifest: Any, meta: dict[str, Any], out: Report) -> None:
     """AUROC of logistic regressions for "the fact was never read" among
     questions about people the base read about."""
     import numpy as np
@@ -98,11 +98,9 @@ def readers(run_dir: Path, meta: dict[str, Any], out: Report) -> None:
     from sklearn.preprocessing import StandardScaler
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
-    from meta_spider.loom.manifest import RunManifest
     from meta_spider.wrapper.checkpoint import read_checkpoint_document
 
     data = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
-    manifest = RunManifest.load(run_dir)
     document, _ = read_checkpoint_document(manifest.resolve(run_dir, manifest.checkpoint))
     signals = data.signals(list(document["config"]["signals"])).numpy()
     reads = [("the Doubter's signals", signals)]
