@@ -220,6 +220,10 @@ class ChatLoop:
             self.console.print(Text("This run's base was trained on one question per chat: it reads only the "
                                     "current question. The session keeps every turn; start with --context all to "
                                     "show the model the whole conversation.", style="dim"))
+        if self.agent.direct_tools:
+            self.console.print(Text(f"The result of {', '.join(self.agent.direct_tools)} is the answer: the model "
+                                    "does not restate it. Start with --direct-tools '' to have it restate "
+                                    "every result.", style="dim"))
         while True:
             try:
                 line = self.prompt_session.prompt(f"{self.policy_name}> ")

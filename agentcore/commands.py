@@ -94,6 +94,11 @@ _TOOL_FAMILY_OPTION = click.option(
     "--tool-family", default=None, type=click.Choice([family.value for family in ToolCallFamily], case_sensitive=False),
     help="The tool-call syntax the model writes (default: run.json's renderer setting, else detected from the "
          "chat template).")
+_DIRECT_TOOLS_OPTION = click.option(
+    "--direct-tools", "direct_tools", default=None, metavar="NAME[,NAME...]",
+    help="Tools whose result is the answer: a turn that calls only these ends with their results, the model "
+         "does not restate them (default: the tools the run's dataset trained its base to state, as the embedded "
+         "world's calculator, else none; --direct-tools '' for none).")
 _CONTEXT_OPTION = click.option(
     "--context", default=None, type=click.Choice(["all", "question"]),
     help="What the model reads of the conversation: all of it, or only the current question with its tool calls "
@@ -119,14 +124,21 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "else every registered one), e.g. --tools lookup."),
         _TOOL_FAMILY_OPTION,
         _CONTEXT_OPTION,
+        _DIRECT_TOOLS_OPTION,
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
+def _names(option: str | None) -> list[str] | None:
+    """A comma-separated option as names (None when it was not given)."""
+    return None if option is None else [name.strip() for name in option.split(",") if name.strip()]
+
+
 def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
-              tool_names: str | None = None, tool_family: str | None = None, context: str | None = None) -> Any:
+              tool_names: str | None = None, tool_family: str | None = None, context: str | None = None,
+              direct_tools: str | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
@@ -134,9 +146,9 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
 
     try:
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
-        names = None if tool_names is None else [name.strip() for name in tool_names.split(",") if name.strip()]
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
-                             max_steps=max_steps, tool_names=names, tool_family=tool_family, context=context)
+                             max_steps=max_steps, tool_names=_names(tool_names), tool_family=tool_family,
+                             context=context, direct_tools=_names(direct_tools))
     except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -148,7 +160,7 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
 @click.pass_context
 def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy: str | None,
                 backend: str | None, script: Path | None, max_steps: int, tool_names: str | None,
-                tool_family: str | None, context: str | None, as_json: bool) -> None:
+                tool_family: str | None, context: str | None, direct_tools: str | None, as_json: bool) -> None:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
@@ -161,7 +173,7 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     if not question.strip():
         raise click.BadParameter("the question is empty: ask something, e.g. meta-agent run \"What is 17*23?\"",
                                  param_hint="QUESTION")
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools)
     console = Console()
     try:
         agent = launcher.build_agent(policy=policy, backend=backend)
@@ -213,13 +225,13 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
 @click.pass_context
 def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None,
                  script: Path | None, max_steps: int, tool_names: str | None, tool_family: str | None,
-                 context: str | None, history: Path | None, no_trace: bool) -> None:
+                 context: str | None, direct_tools: str | None, history: Path | None, no_trace: bool) -> None:
     """Chat with the agent in the terminal. Enter sends; end a line with a
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
     from meta_spider.agentcore.chat import ChatLoop
 
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
     except MetaSpiderError as exc:
@@ -250,14 +262,15 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
               help="Most model steps per request with --server-tools.")
 @_TOOL_FAMILY_OPTION
 @_CONTEXT_OPTION
+@_DIRECT_TOOLS_OPTION
 @click.option("--model-name", default=None, help="The model id clients send (default: the run directory's name).")
 @click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="JSON script of outputs for the 'fake' backend (default: the built-in demo).")
 @click.pass_context
 def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None, host: str,
                   port: int, api_key: str | None, parallel: int, server_tools: bool, tool_names: str | None,
-                  max_steps: int, tool_family: str | None, context: str | None, model_name: str | None,
-                  script: Path | None) -> None:
+                  max_steps: int, tool_family: str | None, context: str | None, direct_tools: str | None,
+                  model_name: str | None, script: Path | None) -> None:
     """Serve the agent over the OpenAI chat API: POST /v1/chat/completions,
     GET /v1/models, GET /health. Every reply carries a 'meta_spider' object
     with P(correct), the decision (answer, lookup or refuse) and the threshold."""
@@ -272,7 +285,8 @@ def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, 
 
     name = model_name or (run_dir.resolve().name if run_dir is not None else "meta-spider-demo")
     try:
-        pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context),
+        pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context,
+                                                 direct_tools),
                                model_id=name,
                                policy=policy, backend=backend, parallel=parallel, server_tools=server_tools)
     except (AgentError, BackendError, PluginError) as exc:

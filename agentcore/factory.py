@@ -143,13 +143,15 @@ def build_agent(
     max_steps: int = 8,
     system_prompt: str | None = None,
     context: str = "all",
+    direct_tools: tuple[str, ...] = (),
 ) -> MetaAgent:
     """The agent: ``backend``, ``policy`` and ``renderer`` by registered name
     (built with their settings; the policy with ``calibration`` through
     :func:`build_policy`) or as objects; the backend wrapped by
     :func:`stop_at_turn_end`; ``tools`` as given, else every registered tool
     (``lookup`` answering from ``knowledge_base``); ``context``: what the
-    model reads of a session (:attr:`MetaAgent.context`). A renderer with a
+    model reads of a session (:attr:`MetaAgent.context`); ``direct_tools``:
+    tools whose result is the answer (:attr:`MetaAgent.direct_tools`). A renderer with a
     ``family`` set (``--tool-family``) has the backend's prompts show that
     family's syntax too (:func:`~meta_spider.backends.base.use_tool_family`).
     ``pm`` may be None when nothing is looked up by name (a default plugin
@@ -180,4 +182,5 @@ def build_agent(
     if family is not None:  # the prompts teach the syntax the renderer parses
         use_tool_family(backend, family)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
-                     max_steps=max_steps, system_prompt=system_prompt, context=context)
+                     max_steps=max_steps, system_prompt=system_prompt, context=context,
+                     direct_tools=direct_tools)

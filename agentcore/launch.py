@@ -32,8 +32,8 @@ from meta_spider.agentcore.factory import (
 )
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
-from meta_spider.agentcore.run_dataset import (dataset_context, dataset_knowledge_base, dataset_lookup_schema,
-                                               dataset_tool_names, load_run_dataset)
+from meta_spider.agentcore.run_dataset import (dataset_context, dataset_direct_tools, dataset_knowledge_base,
+                                               dataset_lookup_schema, dataset_tool_names, load_run_dataset)
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
 from meta_spider.agentcore.session import CONTEXTS
 from meta_spider.backends.base import InferenceBackend
@@ -82,6 +82,10 @@ class AgentLauncher:
     """What the model reads of a conversation (``--context``: ``all`` or
     ``question``); None: what the run's dataset says its base can read, else
     ``all``."""
+    direct_tools: Sequence[str] | None = None
+    """Tools whose result is the answer (``--direct-tools``; see
+    :attr:`~meta_spider.agentcore.loop.MetaAgent.direct_tools`); None: those
+    the run's dataset names among the tools offered, else none."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -96,7 +100,7 @@ class AgentLauncher:
             knowledge_base = self.run_settings.make_knowledge_base()
         if self.context is not None and self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
-        if knowledge_base is None or self.tool_names is None or self.context is None:
+        if knowledge_base is None or self.tool_names is None or self.context is None or self.direct_tools is None:
             dataset = load_run_dataset(self.pm, self.run_settings)
         if self.context is None:  # a base trained on one question per chat reads only the current one
             self.context = dataset_context(dataset) or "all"
@@ -115,6 +119,12 @@ class AgentLauncher:
             if not len(self.tools):
                 logger.warning("the run's dataset names the tools %s, none of them registered: the agent offers no "
                                "tool (name some with --tools)", list(trained))
+        if self.direct_tools is None:
+            self.direct_tools = tuple(name for name in dataset_direct_tools(dataset) if name in self.tools)
+        else:
+            self.direct_tools = tuple(self.direct_tools)
+            for name in self.direct_tools:
+                self.tools[name]  # not offered: UnknownToolError naming the tools that are
 
     # ------------------------------------------------------------ names
 
@@ -202,4 +212,5 @@ class AgentLauncher:
             max_steps=self.max_steps,
             system_prompt=self.system_prompt,
             context=self.context,
+            direct_tools=tuple(self.direct_tools or ()),
         )

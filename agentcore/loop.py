@@ -11,7 +11,9 @@ observations; framework failures propagate as project errors, and anything
 else a policy or renderer raises is wrapped in :class:`AgentStepError`
 naming the step. Tools run under a deadline and a result cap
 (:mod:`meta_spider.tools.limits`); a call nested too deeply to render is an
-unreadable call attempt. Where observations go in the
+unreadable call attempt. A turn whose calls all go to ``direct_tools`` and
+all return a result ends the run with those results as the answer (the
+model does not restate them). Where observations go in the
 chat: a call that was parsed gets a ``tool`` message answering its id; a turn
 whose call attempts could *all* not be parsed has no call to answer, so the
 model's raw text is kept as its assistant turn and the error comes back as a
@@ -69,6 +71,11 @@ class MetaAgent:
     """What the model reads of the session (:data:`~meta_spider.agentcore.session.CONTEXTS`): ``all`` of it, or
     the ``question`` this run answers, with its tool calls and the system prompt (a :class:`QuestionView`: for a
     base trained on one question per chat, earlier turns are noise that changes its answers)."""
+    direct_tools: tuple[str, ...] = ()
+    """Tools whose result is the answer: when every call of a turn goes to one of them and each returns a
+    result, the run ends with the results (joined by newlines) as an :class:`Answer` of source ``"tool"``. For a
+    small base that restates a calculator's result less reliably than it calls the calculator. A call that
+    fails still goes back to the model, as any failed call does."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -81,6 +88,11 @@ class MetaAgent:
             raise ValueError(f"max_result_chars must be a positive int, got {self.max_result_chars!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if not isinstance(self.direct_tools, (tuple, list)) or not all(isinstance(n, str) for n in self.direct_tools):
+            raise ValueError(f"direct_tools must be a sequence of tool names, got {self.direct_tools!r:.80}")
+        for name in self.direct_tools:
+            self.tools[name]  # a tool the agent does not offer: UnknownToolError naming the ones it does
+        self.direct_tools = tuple(self.direct_tools)
 
     # ------------------------------------------------------------ running
 
@@ -110,7 +122,15 @@ class MetaAgent:
                 session.add_assistant(action.text)
                 yield FinalStep("refuse", action, index, session)
                 return
-            yield from self._run_tools(index, action, decision.text, session)
+            tool_steps: list[ToolStep] = []
+            for step in self._run_tools(index, action, decision.text, session):
+                tool_steps.append(step)
+                yield step
+            direct = self._direct_answer(action, tool_steps)
+            if direct is not None:
+                session.add_assistant(direct.text)
+                yield FinalStep("answer", direct, index, session)
+                return
         yield FinalStep("max_steps", None, self.max_steps, session)
 
     def ask(self, session_or_question: Session | str) -> FinalStep:
@@ -133,6 +153,17 @@ class MetaAgent:
         raise TypeError(f"run() takes a Session or a question string, got {session_or_question!r:.80}")
 
     # ------------------------------------------------------------ tools
+
+    def _direct_answer(self, action: ToolCall, steps: list[ToolStep]) -> Answer | None:
+        """The answer a turn of :attr:`direct_tools` calls gives, or None when
+        the model must read the results (another tool, a failure, no call)."""
+        if not action.calls or action.failures or not self.direct_tools:
+            return None
+        if not all(call.name in self.direct_tools for call in action.calls):
+            return None
+        if not all(step.kind is ObservationKind.RESULT for step in steps):
+            return None
+        return Answer("\n".join(step.observation for step in steps), source="tool")
 
     def _run_tools(self, index: int, action: ToolCall, raw_text: str, session: Session) -> Iterator[ToolStep]:
         if not action.calls:

@@ -104,7 +104,9 @@ def _tool_step(step: ToolStep) -> RenderableType:
 def final_panel(step: FinalStep) -> Panel:
     """The answer (or refusal, or "no answer") in a titled panel."""
     if step.outcome == "answer":
-        return Panel(Text(step.text or ""), title="answer", title_align="left", border_style="bold white")
+        direct = isinstance(step.action, Answer) and step.action.source == "tool"
+        title = "answer: the tool's result" if direct else "answer"
+        return Panel(Text(step.text or ""), title=title, title_align="left", border_style="bold white")
     if step.outcome == "refuse":
         return Panel(Text(step.text or ""), title="refusal", title_align="left", border_style="magenta")
     return Panel(Text(f"no answer after {step.model_steps} model steps"), title="max steps", title_align="left",

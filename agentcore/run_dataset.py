@@ -9,8 +9,9 @@ description of the tool, ``agent_tools``, the names of the tools its
 base's transcripts offered (a small base trained on two tools answers
 differently once a third one's schema stands in its prompt), and
 ``agent_context``, ``"question"`` when its base was trained on one question
-per chat and earlier turns only confuse it. The embedded world provides all
-four. This module reads those duck-typed hooks; it knows
+per chat and earlier turns only confuse it, and ``agent_direct_tools``, the
+tools whose result its base was trained to state as the answer. The
+embedded world provides all five. This module reads those duck-typed hooks; it knows
 nothing about any particular dataset.
 """
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 
     from meta_spider.agentcore.rundir import RunSettings
 
-__all__ = ["dataset_context", "dataset_knowledge_base", "dataset_lookup_schema", "dataset_tool_names",
-           "load_run_dataset"]
+__all__ = ["dataset_context", "dataset_direct_tools", "dataset_knowledge_base", "dataset_lookup_schema",
+           "dataset_tool_names", "load_run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,15 @@ def dataset_tool_names(dataset: Any) -> tuple[str, ...] | None:
     names = getattr(dataset, "agent_tools", None)
     if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
         return None
+    return tuple(names)
+
+
+def dataset_direct_tools(dataset: Any) -> tuple[str, ...]:
+    """The tools whose result ``dataset``'s base states as its answer
+    (``agent_direct_tools``: a sequence of names), else none."""
+    names = getattr(dataset, "agent_direct_tools", None)
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        return ()
     return tuple(names)
 
 

@@ -167,7 +167,7 @@ def action_to_dict(action: Action) -> dict[str, Any]:
     """One action as plain JSON types, with a ``"type"`` of ``"answer"``,
     ``"refuse"`` or ``"tool_call"``."""
     if isinstance(action, Answer):
-        return {"type": "answer", "text": action.text}
+        return {"type": "answer", "text": action.text, "source": action.source}
     if isinstance(action, Refuse):
         return {"type": "refuse", "text": action.text, "reason": action.reason}
     if isinstance(action, ToolCall):

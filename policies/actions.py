@@ -33,9 +33,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Answer:
-    """Reply to the user with ``text``; ends the question."""
+    """Reply to the user with ``text``; ends the question. ``source`` says
+    who wrote it: ``"model"``, or ``"tool"`` when the text is the result of
+    a tool whose result is the answer (the loop's ``direct_tools``)."""
 
     text: str
+    source: str = "model"
 
 
 @dataclass(frozen=True)

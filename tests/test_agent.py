@@ -9,6 +9,7 @@ import pytest
 
 from meta_spider.agentcore import (
     ActionTypeError,
+    Answer,
     MetaAgent,
     ModelStep,
     Refuse,
@@ -21,7 +22,7 @@ from meta_spider.agentcore import (
 from meta_spider.backends import BackendError, FakeBackend, FakeBackendExhausted
 from meta_spider.plugins import UnknownComponentError
 from meta_spider.policies import REFUSAL_SENTENCE, DefaultRenderer, DirectPolicy, LatentDecision
-from meta_spider.tools import Tool, ToolRegistry
+from meta_spider.tools import Tool, ToolRegistry, UnknownToolError
 
 
 def call(name: str, **arguments: object) -> str:
@@ -106,6 +107,44 @@ def test_two_parallel_calls_in_one_turn(tools: ToolRegistry) -> None:
     assert [s.observation for s in steps[1:3]] == ["4", "9"]
     assert [s.call.call_id for s in steps[1:3]] == ["call00001", "call00002"]
     assert steps[0].action.content == "Let me compute both."
+
+
+def test_a_direct_tools_result_is_the_answer(tools: ToolRegistry) -> None:
+    # The model is never asked to restate the result: its scripted restatement stays unread.
+    backend = FakeBackend([call("calculator", expression="17*23"), "The answer is 3911."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, direct_tools=("calculator",))
+    steps = list(agent.run("What is 17*23?"))
+    assert kinds(steps) == ["ToolCall", "tool:result", "final:answer"]
+    final = steps[-1]
+    assert final.text == "391" and final.action == Answer("391", source="tool") and final.model_steps == 1
+    assert final.to_dict()["action"] == {"type": "answer", "text": "391", "source": "tool"}
+    assert len(backend.history) == 1
+    assert [m["role"] for m in final.session.messages] == ["user", "assistant", "tool", "assistant"]
+    assert final.session.messages[-1] == {"role": "assistant", "content": "391"}
+    # Two direct calls in one turn: both results, in call order.
+    backend = FakeBackend([call("calculator", expression="2+2") + "\n" + call("calculator", expression="3*3")])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, direct_tools=["calculator"])
+    assert agent.ask("2+2 and 3*3?").text == "4\n9"
+
+
+@pytest.mark.parametrize("first_turn", [
+    call("calculator", expression="1/0"),  # the tool raised: the model reads the error
+    call("calculator", expression="2+2") + "\n" + call("explode", reason="x"),  # a tool that is not direct
+    call("calculator", expression="2+2") + "\n<tool_call>\n{broken\n</tool_call>",  # an unreadable attempt
+    call("calculator", expr="2+2"),  # bad arguments
+])
+def test_a_turn_that_is_not_all_direct_results_goes_back_to_the_model(tools: ToolRegistry, first_turn: str) -> None:
+    backend = FakeBackend([first_turn, "Done."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, direct_tools=("calculator",))
+    final = agent.ask("Compute.")
+    assert final.text == "Done." and final.action.source == "model" and len(backend.history) == 2
+
+
+def test_direct_tools_must_be_tools_the_agent_offers(tools: ToolRegistry) -> None:
+    with pytest.raises(UnknownToolError, match="unknown tool 'weather'; available tools: calculator"):
+        MetaAgent(FakeBackend(), DirectPolicy(), DefaultRenderer(), tools, direct_tools=("weather",))
+    with pytest.raises(ValueError, match="direct_tools must be a sequence of tool names, got 'calculator'"):
+        MetaAgent(FakeBackend(), DirectPolicy(), DefaultRenderer(), tools, direct_tools="calculator")  # type: ignore[arg-type]
 
 
 def test_unknown_tool_becomes_an_observation_and_the_model_recovers(tools: ToolRegistry) -> None:

@@ -71,7 +71,7 @@ def test_run_json_prints_the_step_records(plugin_manager, tmp_path: Path) -> Non
         "error": None,
     }
     assert steps[3] == {"type": "final", "outcome": "answer", "text": CAPITAL_FACT, "model_steps": 2,
-                        "action": {"type": "answer", "text": CAPITAL_FACT}}
+                        "action": {"type": "answer", "text": CAPITAL_FACT, "source": "model"}}
 
 
 def test_run_dir_supplies_policy_settings_and_backend(plugin_manager, tmp_path: Path) -> None:
@@ -261,6 +261,34 @@ def test_a_run_on_the_world_offers_only_the_tools_its_base_was_trained_with(plug
     assert offered("small") == ("calculator", "lookup")
     assert offered("tiny") == ("lookup",)  # tiny's base never saw a calculator chat
     assert offered("small", tool_names=["lookup", "shout"]) == ("lookup", "shout")
+
+
+def test_a_run_on_the_world_gives_the_calculators_result_as_the_answer(plugin_manager, tmp_path: Path) -> None:
+    """The world's base restates the calculator's result and copies some
+    wrongly ("17*23" -> "The answer is 3911."): a run on a world with
+    calculator chats takes the calculator's result as the answer unless
+    ``--direct-tools`` says otherwise; ``tiny`` has no calculator."""
+    from meta_spider.agentcore.launch import AgentLauncher
+
+    def direct(preset: str, **options: object) -> tuple[str, ...]:
+        (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": preset}}}))
+        return AgentLauncher(plugin_manager, read_run_settings(tmp_path), **options).build_agent().direct_tools
+
+    assert AgentLauncher(plugin_manager).build_agent().direct_tools == ()  # no run: every model restates
+    assert direct("small") == ("calculator",)
+    assert direct("tiny") == ()
+    assert direct("small", direct_tools=[]) == ()
+    assert direct("tiny", direct_tools=["lookup"]) == ("lookup",)
+    result = invoke(plugin_manager, "--run-dir", str(tmp_path), "--direct-tools", "lookup,weather", "hi")
+    assert result.exit_code == 1 and "unknown tool 'weather'; available tools: lookup" in result.output
+    # The scripted demo: a calculator call whose result ends the run, the model's next reply unread.
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17*23"}}\n</tool_call>'
+    script = write_script(tmp_path, [call, "The answer is 3911."])
+    result = invoke(plugin_manager, "--script", str(script), "--direct-tools", "calculator", "--json", "17*23?")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["text"] == "391"
+    result = invoke(plugin_manager, "--script", str(script), "--direct-tools", "calculator", "17*23?")
+    assert result.exit_code == 0 and "answer: the tool's result" in result.output, result.output
 
 
 def test_a_run_on_the_world_shows_the_model_only_the_current_question(plugin_manager, tmp_path: Path) -> None:

@@ -122,3 +122,45 @@ def test_tiny_world_answers_what_the_base_knows_and_looks_up_what_it_does_not(ti
     assert final.outcome == "answer" and check_answer(final.text, known_example["ground_truths"])
     assert final.text == answered["text"]
     assert sum(message["role"] == "user" for message in session.messages) == 2
+
+
+@pytest.mark.world
+def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(plugin_manager, tmp_path: Path) -> None:
+    """The shipped ``small`` base calls the calculator for "What is 17*23?"
+    but restates its 391 as "The answer is 3911." (benchmarks/
+    calculator_readback.py): a run on the world gives the calculator's result
+    as the answer, and without that the base's own restatement is what
+    comes back. The policy trusts every draft, as the Doubter trusts this
+    one: the base's refusal draft then becomes a tool call."""
+    import dataclasses
+
+    from meta_spider.agentcore import build_agent
+    from meta_spider.agentcore.launch import AgentLauncher
+    from meta_spider.agentcore.rundir import read_run_settings
+    from meta_spider.loom.world.cache import cache_key
+    from meta_spider.loom.world.presets import get_preset
+    from meta_spider.loom.world.shipped import ShippedBase
+    from meta_spider.policies import DirectPolicy
+
+    class TrustEveryDraft(DirectPolicy):
+        def decide(self, session, backend, tools):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(super().decide(session, backend, tools), confident=True)
+
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": "small"}}}))
+    launcher = AgentLauncher(plugin_manager, read_run_settings(tmp_path))
+    assert launcher.direct_tools == ("calculator",) and launcher.tools.names() == ("calculator", "lookup")
+    backend = TransformersBackend.from_settings(str(ShippedBase.find(cache_key(get_preset("small"), 0)).path),
+                                                dtype="float32")
+
+    def ask(direct_tools: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        agent = build_agent(plugin_manager, backend=backend, policy=TrustEveryDraft(), tools=launcher.tools,
+                            context=launcher.context, direct_tools=direct_tools)
+        return list(agent.run("What is 17*23?"))
+
+    steps = ask(launcher.direct_tools)
+    calls = [step for step in steps if getattr(step, "call", None) is not None]
+    assert [(step.call.name, step.call.arguments, step.observation) for step in calls] == [
+        ("calculator", {"expression": "17*23"}, "391")]
+    assert steps[-1].outcome == "answer" and steps[-1].text == "391" and steps[-1].action.source == "tool"
+    restated = ask(())[-1]
+    assert restated.text == "The answer is 3911." and restated.action.source == "model"

@@ -85,6 +85,10 @@ class WorldDataset(SplitDataset):
         self.agent_tools: tuple[str, ...] = ("calculator", "lookup") if calculator else ("lookup",)
         """The tools the base's tool chats offered: the agent offers only these
         by default (a third tool's schema in the prompt derails the base)."""
+        self.agent_direct_tools: tuple[str, ...] = ("calculator",) if calculator else ()
+        """The base answers a calculator question by restating the result
+        ("The answer is N."), and copies some results wrongly: the agent
+        gives the calculator's result as the answer instead."""
         self.agent_context = "question"
         """The base was trained on one question per chat: the agent shows it
         only the current question (earlier turns change its answers)."""
