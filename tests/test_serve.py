@@ -38,9 +38,9 @@ KEY = "test-key"
 
 def serve_pool(pm, run_settings: RunSettings, *, model_id: str, policy: str, backend: str, parallel: int = 1,
                server_tools: bool = False, api_key: str | None = KEY, tool_names: list[str] | None = None,
-               context: str | None = None):
+               context: str | None = None, direct_tools: list[str] | None = None):
     pool = AgentPool.build(lambda: AgentLauncher(pm, run_settings, max_steps=4, tool_names=tool_names,
-                                                 context=context),
+                                                 context=context, direct_tools=direct_tools),
                            model_id=model_id, policy=policy, backend=backend, parallel=parallel,
                            server_tools=server_tools)
     return running_server(create_app(pool, api_key=api_key))
@@ -139,6 +139,19 @@ def test_server_tools_run_the_lookup_inside_the_agent_loop(taught_run: Path) -> 
         reply = client(url).chat.completions.create(
             model="taught", messages=[{"role": "user", "content": "What is the capital of Veloria?"}])
     assert reply.choices[0].message.content == "Amberhold" and not reply.choices[0].message.tool_calls
+    assert (meta(reply)["decision"], meta(reply)["outcome"]) == ("lookup", "answer")
+
+
+def test_server_tools_give_a_direct_tools_result_as_the_reply(taught_run: Path) -> None:
+    from meta_spider.plugins import make_plugin_manager
+
+    with serve_pool(make_plugin_manager(), read_run_settings(taught_run), model_id="taught", policy="doubter",
+                    backend="transformers", server_tools=True, tool_names=["lookup"],
+                    direct_tools=["lookup"]) as url:
+        reply = client(url).chat.completions.create(
+            model="taught", messages=[{"role": "user", "content": "What is the capital of Veloria?"}])
+    # The lookup's own text, not the model's "Amberhold" after reading it.
+    assert reply.choices[0].message.content == "Veloria: capital Amberhold."
     assert (meta(reply)["decision"], meta(reply)["outcome"]) == ("lookup", "answer")
 
 
