@@ -7,6 +7,8 @@ import types
 from typing import Literal, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meta_spider.plugins import PluginRegistrationError, hookimpl, make_plugin_manager
 from meta_spider.tools import (
@@ -399,3 +401,49 @@ def test_lookup_tool_takes_the_schema_a_base_was_trained_with() -> None:
                 {"name": "lookup", "parameters": {"properties": {"q": {}}}}, "lookup"):
         with pytest.raises(ValueError, match="lookup schema"):
             make_lookup_tool(knowledge_base, bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- typo-tolerant keys
+
+
+def _osa(a: str, b: str) -> int:
+    """Optimal string alignment distance, written out plainly for the check."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[-1][-1]
+
+
+def test_typo_index_finds_the_one_key_a_query_names() -> None:
+    from meta_spider.tools import TypoIndex
+
+    index = TypoIndex(["Mira Tollan", "Oskar Feldgrun", "Ida Brenn", "Ada", "Ida Brent"])
+    for query in ("Mira Tollan", "mira  TOLLAN?", "MiraTollan", "Mria Tollan", "Mira Tolan", "Mira Tolllan",
+                  "Mira Tellan"):
+        assert index.find(query) == "Mira Tollan", query
+    assert index.find("Mria Tolan") is None  # two edits in nine characters: one allowed
+    assert index.find("Osakr Feldgrn") == "Oskar Feldgrun"  # two edits in twelve: two allowed
+    assert index.find("Osakr Fldgrn") is None  # three edits
+    assert index.find("Mira Tollan Smith") is None
+    assert index.find("Ida Bren") is None  # as near to Ida Brenn as to Ida Brent: no guess
+    assert index.find("Ida Brenn") == "Ida Brenn"
+    assert index.find("Ado") is None and index.find("ada") == "Ada"  # a short query must match exactly
+    assert index.find("") is None and index.find("?!") is None
+    assert TypoIndex(["Mira Tollan"], max_edits=0).find("Mria Tollan") is None
+    with pytest.raises(ValueError, match="max_edits must be a non-negative int, got -1"):
+        TypoIndex([], max_edits=-1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(st.text("abcde", min_size=1, max_size=14), min_size=1, max_size=12, unique=True),
+       query=st.text("abcde", min_size=0, max_size=14))
+def test_typo_index_agrees_with_the_plain_edit_distance(keys: list[str], query: str) -> None:
+    from meta_spider.tools import TypoIndex
+
+    allowance = min(2, len(query) // TypoIndex.CHARS_PER_EDIT)
+    near = sorted((_osa(query, key), key) for key in keys if _osa(query, key) <= allowance)
+    expected = None if not near or (len(near) > 1 and near[0][0] == near[1][0]) else near[0][1]
+    assert TypoIndex(keys).find(query) == expected

@@ -23,6 +23,7 @@ from meta_spider.loom.world.generator import (
     GENERATOR_VERSION,
     OUTSIDE,
     SHIFT_SPLITS,
+    fact_line,
     generate_world,
     question_variants,
 )
@@ -123,6 +124,22 @@ def test_knowledge_base_matches_the_corpus(world) -> None:
         assert kb.lookup(result.split(":")[0]) == result
     someone = world.people[0]
     assert kb.lookup(f"  {someone.name.upper()}? ") == kb.lookup(someone.name)
+
+
+def test_knowledge_base_finds_a_misspelt_name_and_no_one_for_a_far_one(world) -> None:
+    """Every one of test_misspelt's names (one edit) finds its person's
+    record, as a search box would; a name many edits from everyone finds
+    nothing."""
+    kb = KnowledgeBase.from_people(world.people)
+    people = {p.id: p for p in world.people}
+    misspelt = [item for item in world.qa["test_misspelt"] if item.person_id >= 0]
+    assert misspelt
+    for item in misspelt:
+        assert item.entity != people[item.person_id].name
+        assert kb.lookup(item.entity) == fact_line(people[item.person_id])
+    someone = people[misspelt[0].person_id].name
+    assert kb.lookup(someone.replace(" ", "")) == fact_line(people[misspelt[0].person_id])
+    assert kb.lookup(someone[::-1]) is None and kb.lookup("Zq") is None
     assert kb.lookup("Nobody Atall") is None and kb.lookup(42) is None  # type: ignore[arg-type]
 
 

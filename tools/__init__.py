@@ -26,6 +26,7 @@ from meta_spider.tools.knowledge import (
     DictKnowledgeBase,
     EmptyKnowledgeBase,
     KnowledgeBase,
+    TypoIndex,
     make_lookup_tool,
 )
 from meta_spider.tools.registry import ToolEntry, ToolRegistry
@@ -48,6 +49,7 @@ __all__ = [
     "ToolEntry",
     "ToolError",
     "ToolRegistry",
+    "TypoIndex",
     "UnknownToolError",
     "calculator",
     "evaluate",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 from meta_spider.tools.errors import NothingFound
 from meta_spider.tools.tool import Tool
@@ -21,6 +21,7 @@ __all__ = [
     "EmptyKnowledgeBase",
     "KnowledgeBase",
     "LOOKUP_TOOL_NAME",
+    "TypoIndex",
     "make_lookup_tool",
     "normalise_query",
 ]
@@ -44,6 +45,85 @@ def normalise_query(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = re.sub(r"[^\w\s]", " ", text)
     return " ".join(text.split())
+
+
+class TypoIndex:
+    """The one key a query names despite its typos.
+
+    Keys and queries are compared after :func:`normalise_query` with the
+    spaces taken out ("Mira  tollan?" and "MiraTollan" name "Mira Tollan").
+    A query names a key within its allowance of edits (insertions,
+    deletions, substitutions and swaps of two adjacent characters: the
+    optimal string alignment distance): one per :attr:`CHARS_PER_EDIT`
+    characters of the query, at most ``max_edits``, so a short query must
+    match exactly. The nearest key wins; two keys equally near name
+    nothing, as does a query too far from every key. Candidates come from a
+    symmetric-delete index (each key with up to ``max_edits`` characters
+    left out), built on the first query that is not a key itself.
+    """
+
+    CHARS_PER_EDIT = 6
+
+    def __init__(self, keys: Iterable[str], *, max_edits: int = 2) -> None:
+        if isinstance(max_edits, bool) or not isinstance(max_edits, int) or max_edits < 0:
+            raise ValueError(f"max_edits must be a non-negative int, got {max_edits!r}")
+        self.max_edits = max_edits
+        self._keys: dict[str, str] = {}
+        for key in keys:
+            self._keys.setdefault(_compact(key), key)
+        self._deletes: dict[str, list[str]] | None = None
+
+    def find(self, query: str) -> str | None:
+        """The key ``query`` names, or None."""
+        compact = _compact(query)
+        if compact in self._keys:
+            return self._keys[compact]
+        allowance = min(self.max_edits, len(compact) // self.CHARS_PER_EDIT)
+        if allowance == 0:
+            return None
+        if self._deletes is None:
+            self._deletes = {}
+            for key in self._keys:
+                for variant in _deletions(key, self.max_edits):
+                    self._deletes.setdefault(variant, []).append(key)
+        candidates = {key for variant in _deletions(compact, allowance) for key in self._deletes.get(variant, ())}
+        scored = sorted((distance, key) for key in candidates
+                        if (distance := _edit_distance(compact, key, allowance)) <= allowance)
+        if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
+            return None  # nothing near enough, or two keys as near: no guess
+        return self._keys[scored[0][1]]
+
+
+def _compact(text: str) -> str:
+    return normalise_query(text).replace(" ", "")
+
+
+def _deletions(text: str, depth: int) -> set[str]:
+    """``text`` with every choice of up to ``depth`` characters left out."""
+    found, frontier = {text}, {text}
+    for _ in range(depth):
+        frontier = {word[:i] + word[i + 1:] for word in frontier for i in range(len(word))} - found
+        found |= frontier
+    return found
+
+
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance of ``a`` and ``b``, or ``limit + 1``
+    once it is sure to exceed ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    before: list[int] = []
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        previous, row = row, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], before[j - 2] + 1)
+        if min(row) > limit:
+            return limit + 1
+        before = previous
+    return row[-1]
 
 
 class DictKnowledgeBase:

@@ -2,7 +2,9 @@
 person, queried by name. It backs the ``lookup`` tool.
 
 It satisfies ``lookup(query: str) -> str | None`` and has a ``name``; it knows
-nothing about models, prompts or how the tool is registered.
+nothing about models, prompts or how the tool is registered. Like a search
+box it forgives typos: a name a few edits from one person's (and nearer to
+no other) finds that person (:class:`~meta_spider.tools.knowledge.TypoIndex`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Iterable
+
+from meta_spider.tools.knowledge import TypoIndex
 
 from .generator import Person, fact_line
 
@@ -34,6 +38,7 @@ class KnowledgeBase:
         self._index = {_key(p.name): p for p in self.people}
         if len(self._index) != len(self.people):
             raise ValueError(f"people names must be unique; got {len(self.people) - len(self._index)!r} duplicates")
+        self._typos = TypoIndex(self._index)
 
     @classmethod
     def from_people(cls, people: Iterable[Person], name: str = "lookup") -> "KnowledgeBase":
@@ -42,10 +47,13 @@ class KnowledgeBase:
 
     def lookup(self, query: str) -> str | None:
         """The fact record of the person named ``query`` (case-insensitive,
-        spacing-insensitive), or None when no such person exists."""
+        spacing-insensitive, forgiving a typo or two: the record names the
+        person found), or None when no person is named."""
         if not isinstance(query, str):
             return None
         person = self._index.get(_key(query))
+        if person is None and (key := self._typos.find(query)) is not None:
+            person = self._index[key]
         return fact_line(person) if person is not None else None
 
     def person(self, query: str) -> Person | None:
