@@ -32,6 +32,8 @@ class KnowledgeBase:
 
     people: tuple[Person, ...]
     name: str = "lookup"
+    forgive_typos: bool = True
+    """False: only a name spelt right (up to case, spacing and end punctuation) finds its person."""
 
     def __post_init__(self) -> None:
         self.people = tuple(self.people)
@@ -41,9 +43,10 @@ class KnowledgeBase:
         self._typos = TypoIndex(self._index)
 
     @classmethod
-    def from_people(cls, people: Iterable[Person], name: str = "lookup") -> "KnowledgeBase":
+    def from_people(cls, people: Iterable[Person], name: str = "lookup", *,
+                    forgive_typos: bool = True) -> "KnowledgeBase":
         """Build from the generator's people."""
-        return cls(tuple(people), name=name)
+        return cls(tuple(people), name=name, forgive_typos=forgive_typos)
 
     def lookup(self, query: str) -> str | None:
         """The fact record of the person named ``query`` (case-insensitive,
@@ -52,7 +55,7 @@ class KnowledgeBase:
         if not isinstance(query, str):
             return None
         person = self._index.get(_key(query))
-        if person is None and (key := self._typos.find(query)) is not None:
+        if person is None and self.forgive_typos and (key := self._typos.find(query)) is not None:
             person = self._index[key]
         return fact_line(person) if person is not None else None
 
