@@ -3,6 +3,7 @@ the knowledge-base lookup tool."""
 
 from __future__ import annotations
 
+import time
 import types
 from typing import Literal, Optional
 
@@ -432,6 +433,8 @@ def test_typo_index_finds_the_one_key_a_query_names() -> None:
     assert index.find("Ida Brenn") == "Ida Brenn"
     assert index.find("Ado") is None and index.find("ada") == "Ada"  # a short query must match exactly
     assert index.find("") is None and index.find("?!") is None
+    started = time.perf_counter()
+    assert index.find("Mira Tollan " * 100_000) is None and time.perf_counter() - started < 5  # 1.2 MB
     assert TypoIndex(["Mira Tollan"], max_edits=0).find("Mria Tollan") is None
     with pytest.raises(ValueError, match="max_edits must be a non-negative int, got -1"):
         TypoIndex([], max_edits=-1)

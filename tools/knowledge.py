@@ -71,6 +71,7 @@ class TypoIndex:
         self._keys: dict[str, str] = {}
         for key in keys:
             self._keys.setdefault(_compact(key), key)
+        self._longest = max(map(len, self._keys), default=0)
         self._deletes: dict[str, list[str]] | None = None
 
     def find(self, query: str) -> str | None:
@@ -79,8 +80,8 @@ class TypoIndex:
         if compact in self._keys:
             return self._keys[compact]
         allowance = min(self.max_edits, len(compact) // self.CHARS_PER_EDIT)
-        if allowance == 0:
-            return None
+        if allowance == 0 or len(compact) > self._longest + allowance:
+            return None  # a long query (a model's runaway text) is far from every key: no work
         if self._deletes is None:
             self._deletes = {}
             for key in self._keys:
