@@ -19,7 +19,6 @@ edits the query was from the asked person's name.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -38,18 +37,19 @@ def lookups(report: Any, names: dict[str, str]) -> tuple[Counter, Counter]:
     found: Counter = Counter()
     edits: Counter = Counter()
     for task, results in zip(report.tasks, report.results["doubter"]):
-        name = names[task.id]
+        name = names.get(task.id)  # None: a general question about no one in the world
         for step in results.steps:
             call = step.get("call") if step.get("type") == "tool" else None
             if not call or call["name"] != "lookup":
                 continue
             query = str(call["arguments"].get("query", ""))
-            distance = _edit_distance(_compact(query), _compact(name), 3)
+            distance = 3 if name is None else _edit_distance(_compact(query), _compact(name), 3)
             edits["3 or more" if distance > 2 else str(distance)] += 1
             if step["kind"] != "result":
                 found["no one"] += 1
             else:
-                found["the asked person" if step["observation"].startswith(f"{name}:") else "another person"] += 1
+                asked = name is not None and step["observation"].startswith(f"{name}:")
+                found["the asked person" if asked else "another person"] += 1
     return found, edits
 
 
@@ -59,28 +59,29 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
-    run_file = args.run_dir / "run.json"
-    try:
-        dataset = json.loads(run_file.read_text())["dataset"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"not a run directory with a readable run.json ({error})", file=sys.stderr)
-        return 2
-    if not isinstance(dataset, dict) or dataset.get("name") != "world":
-        print("the run is not on the embedded world", file=sys.stderr)
-        return 2
 
     import torch
 
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import read_run_settings
     from meta_spider.loom.evaluate.agentic import run_agentic_eval
+    from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world.generator import generate_world
     from meta_spider.loom.world.knowledge import KnowledgeBase
     from meta_spider.loom.world.presets import get_preset
-    from meta_spider.plugins import make_plugin_manager
+    from meta_spider.plugins import MetaSpiderError, make_plugin_manager
 
+    try:
+        manifest = RunManifest.load(args.run_dir)
+    except MetaSpiderError as error:
+        print(f"cannot read the run: {error}", file=sys.stderr)
+        return 2
+    if manifest.dataset.name != "world":
+        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world",
+              file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    options = dataset.get("options") or {}
+    options = manifest.dataset.options
     world = generate_world(get_preset(options.get("preset", "small")).world, int(options.get("seed", 0)))
     people = {person.id: person.name for person in world.people}
     pm = make_plugin_manager()
