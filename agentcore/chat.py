@@ -351,9 +351,10 @@ class ChatLoop:
         table = Table(title=f"{len(self.agent.tools.names())} tools")
         table.add_column("tool", no_wrap=True, style="bold")
         table.add_column("description", overflow="fold")
+        table.add_column("result is the answer", no_wrap=True)
         for name in self.agent.tools.names():
             tool = self.agent.tools.get(name)
-            table.add_row(name, tool.description if tool else "")
+            table.add_row(name, tool.description if tool else "", "yes" if name in self.agent.direct_tools else "")
         self.console.print(table)
 
     def _switch(self, kind: str, arguments: list[str], current: str, names: Iterable[str],

@@ -59,6 +59,15 @@ def fake_of(launcher: AgentLauncher) -> Any:
     return launcher.make_backend("fake").inner  # the ScriptedBackend under its StopBackend
 
 
+def test_tools_marks_the_tools_whose_result_is_the_answer(plugin_manager, tmp_path: Path) -> None:
+    launcher = AgentLauncher(plugin_manager, script=parse_script({"outputs": [], "facts": FACTS}),
+                             direct_tools=["calculator"])
+    _chat, out = run_chat(launcher, "/tools\r/exit\r", tmp_path)
+    assert "The result of calculator is the answer" in out
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert rows["calculator"].rstrip(" │").endswith("yes") and not rows["lookup"].rstrip(" │").endswith("yes")
+
+
 def test_ask_trace_switch_policy_save_load_tools(plugin_manager, tmp_path: Path) -> None:
     saved = tmp_path / "session.json"
     launcher = launcher_for(plugin_manager, [CAPITAL_CALL, CAPITAL_FACT, "Amberhold lies on the river Sel."])
