@@ -224,6 +224,10 @@ class ChatLoop:
             self.console.print(Text(f"The result of {', '.join(self.agent.direct_tools)} is the answer: the model "
                                     "does not restate it. Start with --direct-tools '' to have it restate "
                                     "every result.", style="dim"))
+        if self.agent.ground_arguments:
+            self.console.print(Text("A call's argument that nearly copies the question's words is replaced by "
+                                    "those words (the trace shows what the model wrote); --no-ground-arguments "
+                                    "runs calls as written.", style="dim"))
         while True:
             try:
                 line = self.prompt_session.prompt(f"{self.policy_name}> ")

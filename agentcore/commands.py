@@ -99,6 +99,10 @@ _DIRECT_TOOLS_OPTION = click.option(
     help="Tools whose result is the answer: a turn that calls only these ends with their results, the model "
          "does not restate them (default: the tools the run's dataset trained its base to state, as the embedded "
          "world's calculator, else none; --direct-tools '' for none).")
+_GROUND_OPTION = click.option(
+    "--ground-arguments/--no-ground-arguments", "ground_arguments", default=None,
+    help="Replace a call's argument that nearly copies a run of the question's words with those words (default: "
+         "what the run's dataset says, on for the embedded world, whose base miscopies names, else off).")
 _CONTEXT_OPTION = click.option(
     "--context", default=None, type=click.Choice(["all", "question"]),
     help="What the model reads of the conversation: all of it, or only the current question with its tool calls "
@@ -125,6 +129,7 @@ def _agent_options(command: Callable[..., Any]) -> Callable[..., Any]:
         _TOOL_FAMILY_OPTION,
         _CONTEXT_OPTION,
         _DIRECT_TOOLS_OPTION,
+        _GROUND_OPTION,
     ]
     for option in reversed(options):
         command = option(command)
@@ -138,7 +143,7 @@ def _names(option: str | None) -> list[str] | None:
 
 def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max_steps: int,
               tool_names: str | None = None, tool_family: str | None = None, context: str | None = None,
-              direct_tools: str | None = None) -> Any:
+              direct_tools: str | None = None, ground_arguments: bool | None = None) -> Any:
     # Imported here: `meta-agent tools` should not pay for the REPL's imports.
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import RunSettings, read_run_settings
@@ -148,7 +153,7 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
         settings = read_run_settings(run_dir) if run_dir is not None else RunSettings()
         return AgentLauncher(plugin_manager(ctx), settings, load_script(script) if script else None,
                              max_steps=max_steps, tool_names=_names(tool_names), tool_family=tool_family,
-                             context=context, direct_tools=_names(direct_tools))
+                             context=context, direct_tools=_names(direct_tools), ground_arguments=ground_arguments)
     except MetaSpiderError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -160,7 +165,8 @@ def _launcher(ctx: click.Context, run_dir: Path | None, script: Path | None, max
 @click.pass_context
 def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy: str | None,
                 backend: str | None, script: Path | None, max_steps: int, tool_names: str | None,
-                tool_family: str | None, context: str | None, direct_tools: str | None, as_json: bool) -> None:
+                tool_family: str | None, context: str | None, direct_tools: str | None,
+                ground_arguments: bool | None, as_json: bool) -> None:
     """Answer QUESTION once and show how: the policy's decision (with
     P(correct) when it has one), tool calls with arguments and results, and
     the final action."""
@@ -173,7 +179,8 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
     if not question.strip():
         raise click.BadParameter("the question is empty: ask something, e.g. meta-agent run \"What is 17*23?\"",
                                  param_hint="QUESTION")
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools,
+                         ground_arguments)
     console = Console()
     try:
         agent = launcher.build_agent(policy=policy, backend=backend)
@@ -225,13 +232,15 @@ def run_command(ctx: click.Context, question: str, run_dir: Path | None, policy:
 @click.pass_context
 def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None,
                  script: Path | None, max_steps: int, tool_names: str | None, tool_family: str | None,
-                 context: str | None, direct_tools: str | None, history: Path | None, no_trace: bool) -> None:
+                 context: str | None, direct_tools: str | None, ground_arguments: bool | None,
+                 history: Path | None, no_trace: bool) -> None:
     """Chat with the agent in the terminal. Enter sends; end a line with a
     backslash (or press Esc then Enter) for a new line; Tab completes slash
     commands; Ctrl-C stops a generation; Ctrl-D or /exit leaves."""
     from meta_spider.agentcore.chat import ChatLoop
 
-    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools)
+    launcher = _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context, direct_tools,
+                         ground_arguments)
     try:
         loop = ChatLoop(launcher, policy=policy, backend=backend, history=history, show_trace=not no_trace)
     except MetaSpiderError as exc:
@@ -263,6 +272,7 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
 @_TOOL_FAMILY_OPTION
 @_CONTEXT_OPTION
 @_DIRECT_TOOLS_OPTION
+@_GROUND_OPTION
 @click.option("--model-name", default=None, help="The model id clients send (default: the run directory's name).")
 @click.option("--script", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="JSON script of outputs for the 'fake' backend (default: the built-in demo).")
@@ -270,7 +280,7 @@ def chat_command(ctx: click.Context, run_dir: Path | None, policy: str | None, b
 def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, backend: str | None, host: str,
                   port: int, api_key: str | None, parallel: int, server_tools: bool, tool_names: str | None,
                   max_steps: int, tool_family: str | None, context: str | None, direct_tools: str | None,
-                  model_name: str | None, script: Path | None) -> None:
+                  ground_arguments: bool | None, model_name: str | None, script: Path | None) -> None:
     """Serve the agent over the OpenAI chat API: POST /v1/chat/completions,
     GET /v1/models, GET /health. Every reply carries a 'meta_spider' object
     with P(correct), the decision (answer, lookup or refuse) and the threshold."""
@@ -286,7 +296,7 @@ def serve_command(ctx: click.Context, run_dir: Path | None, policy: str | None, 
     name = model_name or (run_dir.resolve().name if run_dir is not None else "meta-spider-demo")
     try:
         pool = AgentPool.build(lambda: _launcher(ctx, run_dir, script, max_steps, tool_names, tool_family, context,
-                                                 direct_tools),
+                                                 direct_tools, ground_arguments),
                                model_id=name,
                                policy=policy, backend=backend, parallel=parallel, server_tools=server_tools)
     except (AgentError, BackendError, PluginError) as exc:

@@ -144,6 +144,7 @@ def build_agent(
     system_prompt: str | None = None,
     context: str = "all",
     direct_tools: tuple[str, ...] = (),
+    ground_arguments: bool = False,
 ) -> MetaAgent:
     """The agent: ``backend``, ``policy`` and ``renderer`` by registered name
     (built with their settings; the policy with ``calibration`` through
@@ -151,7 +152,9 @@ def build_agent(
     :func:`stop_at_turn_end`; ``tools`` as given, else every registered tool
     (``lookup`` answering from ``knowledge_base``); ``context``: what the
     model reads of a session (:attr:`MetaAgent.context`); ``direct_tools``:
-    tools whose result is the answer (:attr:`MetaAgent.direct_tools`). A renderer with a
+    tools whose result is the answer (:attr:`MetaAgent.direct_tools`);
+    ``ground_arguments``: calls' arguments grounded in the user's words
+    (:attr:`MetaAgent.ground_arguments`). A renderer with a
     ``family`` set (``--tool-family``) has the backend's prompts show that
     family's syntax too (:func:`~meta_spider.backends.base.use_tool_family`).
     ``pm`` may be None when nothing is looked up by name (a default plugin
@@ -183,4 +186,4 @@ def build_agent(
         use_tool_family(backend, family)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
                      max_steps=max_steps, system_prompt=system_prompt, context=context,
-                     direct_tools=direct_tools)
+                     direct_tools=direct_tools, ground_arguments=ground_arguments)

@@ -32,8 +32,9 @@ from meta_spider.agentcore.factory import (
 )
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
-from meta_spider.agentcore.run_dataset import (dataset_context, dataset_direct_tools, dataset_knowledge_base,
-                                               dataset_lookup_schema, dataset_tool_names, load_run_dataset)
+from meta_spider.agentcore.run_dataset import (dataset_context, dataset_direct_tools, dataset_ground_arguments,
+                                               dataset_knowledge_base, dataset_lookup_schema, dataset_tool_names,
+                                               load_run_dataset)
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
 from meta_spider.agentcore.session import CONTEXTS
 from meta_spider.backends.base import InferenceBackend
@@ -86,6 +87,10 @@ class AgentLauncher:
     """Tools whose result is the answer (``--direct-tools``; see
     :attr:`~meta_spider.agentcore.loop.MetaAgent.direct_tools`); None: those
     the run's dataset names among the tools offered, else none."""
+    ground_arguments: bool | None = None
+    """Ground calls' arguments in the user's words (``--ground-arguments``;
+    see :attr:`~meta_spider.agentcore.loop.MetaAgent.ground_arguments`);
+    None: what the run's dataset says, else no."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -100,8 +105,11 @@ class AgentLauncher:
             knowledge_base = self.run_settings.make_knowledge_base()
         if self.context is not None and self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
-        if knowledge_base is None or self.tool_names is None or self.context is None or self.direct_tools is None:
+        if (knowledge_base is None or self.tool_names is None or self.context is None or self.direct_tools is None
+                or self.ground_arguments is None):
             dataset = load_run_dataset(self.pm, self.run_settings)
+        if self.ground_arguments is None:
+            self.ground_arguments = dataset_ground_arguments(dataset)
         if self.context is None:  # a base trained on one question per chat reads only the current one
             self.context = dataset_context(dataset) or "all"
         if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
@@ -213,4 +221,5 @@ class AgentLauncher:
             system_prompt=self.system_prompt,
             context=self.context,
             direct_tools=tuple(self.direct_tools or ()),
+            ground_arguments=bool(self.ground_arguments),
         )

@@ -23,10 +23,12 @@ message after a plain assistant turn).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
+from meta_spider.agentcore.grounding import ground_call
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
@@ -44,6 +46,7 @@ from meta_spider.tools.limits import (
     safe_str,
     valid_arguments,
 )
+from meta_spider.wrapper.signals import last_user_text
 
 __all__ = ["MetaAgent", "INVALID_CALL_NAME"]
 
@@ -76,6 +79,10 @@ class MetaAgent:
     result, the run ends with the results (joined by newlines) as an :class:`Answer` of source ``"tool"``. For a
     small base that restates a calculator's result less reliably than it calls the calculator. A call that
     fails still goes back to the model, as any failed call does."""
+    ground_arguments: bool = False
+    """Ground each parsed call's string arguments in the user's last message before it runs: an argument that
+    nearly copies a run of its words becomes that run (:mod:`~meta_spider.agentcore.grounding`; the tool step
+    keeps what the model wrote). For a small base that miscopies names and numbers from the question."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -174,9 +181,16 @@ class MetaAgent:
             for failure, note in zip(action.failures, notes):
                 yield ToolStep(index, None, note, ObservationKind.UNPARSEABLE, failure.reason)
             return
+        written = action.calls
+        if self.ground_arguments:
+            question = _question(session)
+            action = ToolCall(tuple(ground_call(call, question) for call in action.calls), action.content,
+                              action.failures)
         calls = session.add_tool_calls(action.calls, action.content)
-        for call in calls:
+        for call, original in zip(calls, written):
             step = self._execute(index, call)
+            if call.arguments != original.arguments:
+                step = dataclasses.replace(step, written=dict(original.arguments))
             session.add_tool_result(
                 ToolResultRecord(
                     index, call.name, dict(call.arguments), call.call_id, step.observation, step.kind.value
@@ -215,6 +229,14 @@ class MetaAgent:
             note = f"Error: tool {call.name!r} raised {reason}"
             return ToolStep(index, call, note, ObservationKind.TOOL_RAISED, reason)
         return ToolStep(index, call, text, ObservationKind.RESULT)
+
+
+def _question(session: Session) -> str:
+    """The user's last message (what grounding compares arguments with); empty without one."""
+    try:
+        return last_user_text(session.messages)
+    except ValueError:
+        return ""
 
 
 def _without_unrenderable_calls(action: ToolCall) -> ToolCall:

@@ -9,9 +9,10 @@ description of the tool, ``agent_tools``, the names of the tools its
 base's transcripts offered (a small base trained on two tools answers
 differently once a third one's schema stands in its prompt), and
 ``agent_context``, ``"question"`` when its base was trained on one question
-per chat and earlier turns only confuse it, and ``agent_direct_tools``, the
-tools whose result its base was trained to state as the answer. The
-embedded world provides all five. This module reads those duck-typed hooks; it knows
+per chat and earlier turns only confuse it, ``agent_direct_tools``, the
+tools whose result its base was trained to state as the answer, and
+``agent_ground_arguments``, True when its base miscopies the question's
+words into its calls. The embedded world provides all six. This module reads those duck-typed hooks; it knows
 nothing about any particular dataset.
 """
 
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 
     from meta_spider.agentcore.rundir import RunSettings
 
-__all__ = ["dataset_context", "dataset_direct_tools", "dataset_knowledge_base", "dataset_lookup_schema",
-           "dataset_tool_names", "load_run_dataset"]
+__all__ = ["dataset_context", "dataset_direct_tools", "dataset_ground_arguments", "dataset_knowledge_base",
+           "dataset_lookup_schema", "dataset_tool_names", "load_run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ def dataset_direct_tools(dataset: Any) -> tuple[str, ...]:
     if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
         return ()
     return tuple(names)
+
+
+def dataset_ground_arguments(dataset: Any) -> bool:
+    """Whether ``dataset``'s base should have its calls' arguments grounded
+    in the user's words (``agent_ground_arguments`` is True)."""
+    return getattr(dataset, "agent_ground_arguments", None) is True
 
 
 def dataset_context(dataset: Any) -> str | None:

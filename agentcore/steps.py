@@ -85,6 +85,10 @@ class ToolStep:
     kind: ObservationKind
     error: str | None = None
     """The exception text for failed calls."""
+    written: dict[str, Any] | None = None
+    """The arguments as the model wrote them, when grounding them in the
+    user's words changed them (:mod:`meta_spider.agentcore.grounding`);
+    ``call`` holds the ones that ran."""
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,7 @@ class ToolStep:
             "kind": self.kind.value,
             "ok": self.ok,
             "error": self.error,
+            "written": None if self.written is None else json_safe(self.written),
         }
 
 

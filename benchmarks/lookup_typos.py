@@ -1,4 +1,4 @@
-"""The agent under misspelt names: a lookup that forgives typos against one that does not.
+"""The agent under misspelt names: grounded calls and a lookup that forgives typos, against neither.
 
 When the Doubter doubts the base about a misspelt name, the agent looks
 the name up; the base writes the query as the user spelt it (or miscopies
@@ -7,11 +7,13 @@ refuses a question the bare base might have answered. This script runs
 the agent comparison of a world run (`metaloom eval --agentic
 --closed-book direct`: the doubter policy with the lookup against the
 direct policy without tools, the run's own calibration) on each split
-twice, side by side on one loaded backend: with the world's lookup as it
-ships (forgiving typos: `tools.TypoIndex`) and with exact names only. Per
-split and lookup: pass rates, broke and rescued, and what the doubter's
-lookups found (the asked person, another person, no one), by how many
-edits the query was from the asked person's name.
+three ways, side by side on one loaded backend: as a world run does it
+(the query grounded in the question's words, `agentcore.grounding`, and
+the world's lookup forgiving typos, `tools.TypoIndex`), with the typos
+forgiven but the query as the base wrote it, and with neither. Per split
+and way: pass rates, broke and rescued, and what the doubter's lookups
+found (the asked person, another person, no one), by how many edits the
+query that ran was from the asked person's name.
 
     python benchmarks/lookup_typos.py --run-dir RUN --output FILE
 """
@@ -32,7 +34,7 @@ SPLITS = ("test", "test_paraphrase", "test_misspelt")
 
 def lookups(report: Any, names: dict[str, str]) -> tuple[Counter, Counter]:
     """What the doubter's lookups found, and the edits from each query to the asked person's name."""
-    from meta_spider.tools.knowledge import _compact, _edit_distance
+    from meta_spider.tools.knowledge import _compact, edit_distance
 
     found: Counter = Counter()
     edits: Counter = Counter()
@@ -43,7 +45,7 @@ def lookups(report: Any, names: dict[str, str]) -> tuple[Counter, Counter]:
             if not call or call["name"] != "lookup":
                 continue
             query = str(call["arguments"].get("query", ""))
-            distance = 3 if name is None else _edit_distance(_compact(query), _compact(name), 3)
+            distance = 3 if name is None else edit_distance(_compact(query), _compact(name), 3)
             edits["3 or more" if distance > 2 else str(distance)] += 1
             if step["kind"] != "result":
                 found["no one"] += 1
@@ -87,8 +89,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     pm = make_plugin_manager()
     launcher = AgentLauncher(pm, read_run_settings(args.run_dir))
     backend = launcher.make_backend(launcher.default_backend)
-    ways = (("forgiving typos", KnowledgeBase.from_people(world.people)),
-            ("exact names", KnowledgeBase.from_people(world.people, forgive_typos=False)))
+    forgiving = KnowledgeBase.from_people(world.people)
+    exact = KnowledgeBase.from_people(world.people, forgive_typos=False)
+    ways = (("grounded, typos", forgiving, True), ("typos", forgiving, False), ("neither", exact, False))
 
     out = Report()
     out.say(f"# python benchmarks/lookup_typos.py --run-dir RUN --splits {args.splits}")
@@ -98,10 +101,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         names = {item.id: people[item.person_id] for item in world.qa[split] if item.person_id >= 0}
         out.say()
         out.say(f"## {split}")
-        for way, knowledge_base in ways:
+        for way, knowledge_base, ground in ways:
             start = time.perf_counter()
             report = run_agentic_eval(args.run_dir, split=split, backend=backend, knowledge_base=knowledge_base,
-                                      plugin_manager=pm, closed_book=("direct",))
+                                      plugin_manager=pm, closed_book=("direct",), ground_arguments=ground)
             seconds = time.perf_counter() - start
             direct, doubter = report.metrics("direct"), report.metrics("doubter")
             found, edits = lookups(report, names)

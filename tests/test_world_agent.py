@@ -152,10 +152,10 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     backend = TransformersBackend.from_settings(str(ShippedBase.find(cache_key(get_preset("small"), 0)).path),
                                                 dtype="float32")
 
-    def ask(direct_tools: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    def ask(direct_tools: tuple[str, ...], question: str = "What is 17*23?", ground: bool = False):  # type: ignore[no-untyped-def]
         agent = build_agent(plugin_manager, backend=backend, policy=TrustEveryDraft(), tools=launcher.tools,
-                            context=launcher.context, direct_tools=direct_tools)
-        return list(agent.run("What is 17*23?"))
+                            context=launcher.context, direct_tools=direct_tools, ground_arguments=ground)
+        return list(agent.run(question))
 
     steps = ask(launcher.direct_tools)
     calls = [step for step in steps if getattr(step, "call", None) is not None]
@@ -164,3 +164,12 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     assert steps[-1].outcome == "answer" and steps[-1].text == "391" and steps[-1].action.source == "tool"
     restated = ask(())[-1]
     assert restated.text == "The answer is 3911." and restated.action.source == "model"
+    # Spaced, the base miscopies the question's 23 into its call; grounded (a world run's default), it runs 17 * 23.
+    assert launcher.ground_arguments is True
+    miscopied = [step for step in ask(launcher.direct_tools, "What is 17 * 23?") if getattr(step, "call", None)]
+    assert [(step.call.arguments, step.observation) for step in miscopied] == [({"expression": "17 * 22"}, "374")]
+    steps = ask(launcher.direct_tools, "What is 17 * 23?", ground=True)
+    grounded = [step for step in steps if getattr(step, "call", None)]
+    assert [(step.call.arguments, step.written, step.observation) for step in grounded] == [
+        ({"expression": "17 * 23"}, {"expression": "17 * 22"}, "391")]
+    assert steps[-1].text == "391"

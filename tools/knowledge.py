@@ -22,6 +22,7 @@ __all__ = [
     "KnowledgeBase",
     "LOOKUP_TOOL_NAME",
     "TypoIndex",
+    "edit_distance",
     "make_lookup_tool",
     "normalise_query",
 ]
@@ -89,7 +90,7 @@ class TypoIndex:
                     self._deletes.setdefault(variant, []).append(key)
         candidates = {key for variant in _deletions(compact, allowance) for key in self._deletes.get(variant, ())}
         scored = sorted((distance, key) for key in candidates
-                        if (distance := _edit_distance(compact, key, allowance)) <= allowance)
+                        if (distance := edit_distance(compact, key, allowance)) <= allowance)
         if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
             return None  # nothing near enough, or two keys as near: no guess
         return self._keys[scored[0][1]]
@@ -108,9 +109,10 @@ def _deletions(text: str, depth: int) -> set[str]:
     return found
 
 
-def _edit_distance(a: str, b: str, limit: int) -> int:
-    """Optimal string alignment distance of ``a`` and ``b``, or ``limit + 1``
-    once it is sure to exceed ``limit``."""
+def edit_distance(a: str, b: str, limit: int) -> int:
+    """Optimal string alignment distance of ``a`` and ``b`` (insertions,
+    deletions, substitutions and swaps of two adjacent characters), or
+    ``limit + 1`` once it is sure to exceed ``limit``."""
     if abs(len(a) - len(b)) > limit:
         return limit + 1
     before: list[int] = []

@@ -192,7 +192,8 @@ class AgentPool:
         # The worker's agent with this request's view of its backend.
         agent = build_agent(None, backend=backend, policy=worker.agent.policy, renderer=worker.agent.renderer,
                             tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt,
-                            context=worker.agent.context, direct_tools=worker.agent.direct_tools)
+                            context=worker.agent.context, direct_tools=worker.agent.direct_tools,
+                            ground_arguments=worker.agent.ground_arguments)
         if self.server_tools and not request.tools:
             first, action, outcome = self._run_loop(agent, session)
         else:

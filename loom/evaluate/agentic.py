@@ -253,6 +253,7 @@ class AgentComparison:
         plugin_manager: "pluggy.PluginManager | None" = None,
         record_steps: bool = True,
         closed_book: Sequence[str] = (),
+        ground_arguments: bool = False,
     ) -> None:
         """``pipe_or_backend``: an InferenceBackend, or a MetaSpiderPipeline
         (run through the transformers backend); ``doubter``: a Doubter or a
@@ -263,7 +264,9 @@ class AgentComparison:
         baseline. ``check_fn(answer_text, task)`` defaults to normalised
         exact match against the expected answer and aliases. Policies named
         in ``closed_book`` run without the tasks' tools (a base that calls
-        a tool for every question otherwise never shows what it knows)."""
+        a tool for every question otherwise never shows what it knows).
+        ``ground_arguments``: the agents ground their calls' arguments in
+        the question's words (:attr:`MetaAgent.ground_arguments`)."""
         if isinstance(policies, str) or len(policies) < 1:
             raise ValueError(f"policies must be a non-empty sequence of policies or names, got {policies!r}")
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
@@ -280,6 +283,7 @@ class AgentComparison:
             raise ValueError(f"closed_book must name policies of this comparison {list(self.policies)}, "
                              f"got {closed_book!r}")
         self.closed_book = tuple(closed_book)
+        self.ground_arguments = bool(ground_arguments)
 
     def _build_policies(self, specs: Sequence[PolicySpec], settings: dict[str, Mapping[str, Any]],
                         pm: "pluggy.PluginManager | None") -> dict[str, Policy]:
@@ -308,7 +312,8 @@ class AgentComparison:
         # Every reply ends at its turn's end, as in `meta-agent run`: build_agent wraps the backend.
         agent = build_agent(None, backend=self.backend, policy=self.policies[policy_name], renderer=self.renderer,
                             tools=ToolRegistry(tools, source="task"), max_steps=self.max_steps,
-                            system_prompt=task.system_prompt or self.system_prompt)
+                            system_prompt=task.system_prompt or self.system_prompt,
+                            ground_arguments=self.ground_arguments)
         records: list[dict[str, Any]] = []
         final: FinalStep | None = None
         tool_calls = 0
@@ -396,6 +401,7 @@ def run_agentic_eval(
     plugin_manager: "pluggy.PluginManager | None" = None,
     output: str | os.PathLike[str] | None = None,
     closed_book: Sequence[str] = (),
+    ground_arguments: bool | None = None,
 ) -> AgentComparisonReport:
     """Run the agentic comparison for the run in ``run_dir``.
 
@@ -405,7 +411,8 @@ def run_agentic_eval(
     backend is ``backend``, else run.json's (``backend_name`` or its
     default), and the policies are built with run.json's settings and
     calibration, as ``meta-agent run`` builds them; policies named in
-    ``closed_book`` get no tools. Prints the summary to ``console`` and
+    ``closed_book`` get no tools; ``ground_arguments`` as ``meta-agent run``
+    decides it (None: what the run's dataset says). Prints the summary to ``console`` and
     writes the report to ``output`` when given.
     """
     from meta_spider.agentcore.launch import AgentLauncher
@@ -436,10 +443,12 @@ def run_agentic_eval(
         max_steps=max_steps,
         system_prompt=settings.system_prompt,
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])), closed_book=closed_book,
+        ground_arguments=bool(launcher.ground_arguments if ground_arguments is None else ground_arguments),
     )
     report = comparison.run(tasks)
     report.settings.update(run_dir=str(Path(run_dir)), dataset=getattr(dataset, "name", "?"), split=split,
-                           knowledge_base=getattr(knowledge_base, "name", None))
+                           knowledge_base=getattr(knowledge_base, "name", None),
+                           ground_arguments=comparison.ground_arguments)
     if console is not None:
         console.print(report.summary())
     if output is not None:

@@ -89,6 +89,10 @@ class WorldDataset(SplitDataset):
         """The base answers a calculator question by restating the result
         ("The answer is N."), and copies some results wrongly: the agent
         gives the calculator's result as the answer instead."""
+        self.agent_ground_arguments = True
+        """The base miscopies names and numbers from the question into its
+        calls ("Beastruin Gromton" for "Beastruinwyn Gromton"): the agent
+        grounds them in the question's words."""
         self.agent_context = "question"
         """The base was trained on one question per chat: the agent shows it
         only the current question (earlier turns change its answers)."""

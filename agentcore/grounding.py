@@ -1,0 +1,91 @@
+"""Grounding a call's arguments in the user's words.
+
+A small model asked about "Beastruinwyn Gromton" looks up "Beastruin
+Gromton"; asked "What is 17 * 23?" it calls the calculator with "17 * 22":
+it meant to copy part of the question and miscopied it. :func:`ground_call`
+replaces each string argument that nearly copies a run of the question's
+words with that run, as the user wrote it: the nearest run of as many
+words as the argument or one more, by edit distance (insertions,
+deletions, substitutions and swaps of adjacent characters, case and spaces
+ignored), when it is at most :data:`MAX_FRACTION` of the argument's length
+away and no other run is as near. An argument that copies exactly (any
+part of the question, up to case and spaces), or
+that is far from every run (the model's own words), is left as it is; so
+is one the model spelt better than the user did ("Paris" for the user's
+"Pari" becomes "Pari"), which is why it is a choice of the run, not a
+default: a lookup that forgives typos (:class:`~meta_spider.tools.TypoIndex`)
+finds either.
+
+It knows nothing about tools: the agent loop applies it to every parsed
+call when its ``ground_arguments`` is on (a run's dataset can ask for it:
+``agent_ground_arguments``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from meta_spider.policies.actions import ToolInvocation
+from meta_spider.tools.knowledge import edit_distance
+
+__all__ = ["MAX_FRACTION", "ground_call", "ground_text"]
+
+MAX_FRACTION = 0.5
+"""Most edits, as a share of the argument's characters (spaces left out), between an argument and the run of
+the question's words it is taken to copy."""
+
+_MAX_ARGUMENT = 200
+_MAX_QUESTION = 4000
+_WORD = re.compile(r"\S+")
+_EDGE_PUNCTUATION = "\"'.,;:!?()[]{}"
+_POSSESSIVES = ("'s", "\u2019s")
+
+
+def _compact(text: str) -> str:
+    return "".join(text.split()).casefold()
+
+
+def ground_text(value: str, question: str) -> str:
+    """``value``, or the run of ``question``'s words it nearly copies."""
+    target = _compact(value)
+    if not target or len(value) > _MAX_ARGUMENT or len(question) > _MAX_QUESTION:
+        return value
+    if target in _compact(question):
+        return value  # a copy, if not of whole words ("Mira Tollan" from "Mira Tollan's")
+    words = []  # (start, end) of each word, sentence punctuation at its edges and a possessive left out
+    for match in _WORD.finditer(question):
+        text = match.group()
+        left = len(text) - len(text.lstrip(_EDGE_PUNCTUATION))
+        right = len(text.rstrip(_EDGE_PUNCTUATION))
+        if text[left:right].endswith(_POSSESSIVES):  # "Tollan's job": the name is "Tollan"
+            right -= 2
+        if left < right:
+            words.append((match.start() + left, match.start() + right))
+    limit = int(MAX_FRACTION * len(target))
+    count = len(value.split())
+    best: list[tuple[int, str]] = []
+    for size in (count, count + 1):  # a model drops a word it miscopies more often than it adds one
+        for first in range(len(words) - size + 1):
+            run = question[words[first][0]:words[first + size - 1][1]]
+            distance = edit_distance(target, _compact(run), limit)
+            if distance <= limit:
+                best.append((distance, run))
+    if not best:
+        return value
+    best.sort(key=lambda item: item[0])
+    distance, run = best[0]
+    if distance == 0 or any(other[0] == distance and _compact(other[1]) != _compact(run) for other in best[1:]):
+        return value  # copied exactly, or two runs as near: keep the model's own
+    return run
+
+
+def ground_call(call: ToolInvocation, question: str) -> ToolInvocation:
+    """``call`` with each top-level string argument grounded in ``question``
+    (:func:`ground_text`); the same object when nothing changed."""
+    arguments: Mapping[str, Any] = call.arguments
+    grounded = {key: ground_text(value, question) if isinstance(value, str) else value
+                for key, value in arguments.items()}
+    if grounded == dict(arguments):
+        return call
+    return ToolInvocation(call.name, grounded, call.call_id, call.raw)
