@@ -1,8 +1,8 @@
 """Arithmetic through the whole agent: does the answer carry the calculator's result?
 
 `calculator_readback.py` measures the base's copy alone. This script asks
-the agent of a run (its own policy, backend, tools and context, as
-`meta-agent run --run-dir RUN` builds it) "What is 17*23?" and then COUNT
+the agent of a run (its own policy, backend, tools, context and argument
+grounding, as `meta-agent run --run-dir RUN` builds it) "What is 17*23?" and then COUNT
 arithmetic questions drawn as the world draws them, from an RNG of their
 own, twice: with the calculator's result as the answer (a world run's
 default, `--direct-tools calculator`) and with the model restating it
