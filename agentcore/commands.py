@@ -101,8 +101,9 @@ _DIRECT_TOOLS_OPTION = click.option(
          "world's calculator, else none; --direct-tools '' for none).")
 _GROUND_OPTION = click.option(
     "--ground-arguments/--no-ground-arguments", "ground_arguments", default=None,
-    help="Replace a call's argument that nearly copies a run of the question's words with those words (default: "
-         "what the run's dataset says, on for the embedded world, whose base miscopies names, else off).")
+    help="Replace a call's argument that nearly copies a run of the question's words with those words, and run "
+         "the tools the run's dataset names only with the question's words (the world's lookup: a name the model "
+         "made up finds no one). Default: what the run's dataset says, on for the embedded world, else off.")
 _CONTEXT_OPTION = click.option(
     "--context", default=None, type=click.Choice(["all", "question"]),
     help="What the model reads of the conversation: all of it, or only the current question with its tool calls "

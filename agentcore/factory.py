@@ -145,6 +145,7 @@ def build_agent(
     context: str = "all",
     direct_tools: tuple[str, ...] = (),
     ground_arguments: bool = False,
+    grounded_tools: tuple[str, ...] = (),
 ) -> MetaAgent:
     """The agent: ``backend``, ``policy`` and ``renderer`` by registered name
     (built with their settings; the policy with ``calibration`` through
@@ -154,7 +155,8 @@ def build_agent(
     model reads of a session (:attr:`MetaAgent.context`); ``direct_tools``:
     tools whose result is the answer (:attr:`MetaAgent.direct_tools`);
     ``ground_arguments``: calls' arguments grounded in the user's words
-    (:attr:`MetaAgent.ground_arguments`). A renderer with a
+    (:attr:`MetaAgent.ground_arguments`); ``grounded_tools``: tools whose
+    arguments must be the user's words (:attr:`MetaAgent.grounded_tools`). A renderer with a
     ``family`` set (``--tool-family``) has the backend's prompts show that
     family's syntax too (:func:`~meta_spider.backends.base.use_tool_family`).
     ``pm`` may be None when nothing is looked up by name (a default plugin
@@ -186,4 +188,4 @@ def build_agent(
         use_tool_family(backend, family)
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
                      max_steps=max_steps, system_prompt=system_prompt, context=context,
-                     direct_tools=direct_tools, ground_arguments=ground_arguments)
+                     direct_tools=direct_tools, ground_arguments=ground_arguments, grounded_tools=grounded_tools)

@@ -18,7 +18,10 @@ finds either.
 
 It knows nothing about tools: the agent loop applies it to every parsed
 call when its ``ground_arguments`` is on (a run's dataset can ask for it:
-``agent_ground_arguments``).
+``agent_ground_arguments``), and for the tools whose arguments must be the
+user's words (``grounded_tools``: the world's lookup, whose query is a
+name the user gave) :func:`ungrounded` finds an argument that is not, a
+name the model made up: the call does not run and finds nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Mapping
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.knowledge import edit_distance
 
-__all__ = ["MAX_FRACTION", "ground_call", "ground_text"]
+__all__ = ["MAX_FRACTION", "ground_call", "ground_text", "grounding", "ungrounded"]
 
 MAX_FRACTION = 0.5
 """Most edits, as a share of the argument's characters (spaces left out), between an argument and the run of
@@ -48,11 +51,18 @@ def _compact(text: str) -> str:
 
 def ground_text(value: str, question: str) -> str:
     """``value``, or the run of ``question``'s words it nearly copies."""
+    return grounding(value, question)[0]
+
+
+def grounding(value: str, question: str) -> tuple[str, bool]:
+    """``value`` grounded in ``question`` (:func:`ground_text`), and whether
+    it is the question's words: a copy, or near enough to a run of them
+    (two runs as near count too). A value too long to compare is not."""
     target = _compact(value)
     if not target or len(value) > _MAX_ARGUMENT or len(question) > _MAX_QUESTION:
-        return value
+        return value, False
     if target in _compact(question):
-        return value  # a copy, if not of whole words ("Mira Tollan" from "Mira Tollan's")
+        return value, True  # a copy, if not of whole words ("Mira Tollan" from "Mira Tollan's")
     words = []  # (start, end) of each word, sentence punctuation at its edges and a possessive left out
     for match in _WORD.finditer(question):
         text = match.group()
@@ -72,12 +82,21 @@ def ground_text(value: str, question: str) -> str:
             if distance <= limit:
                 best.append((distance, run))
     if not best:
-        return value
+        return value, False
     best.sort(key=lambda item: item[0])
     distance, run = best[0]
     if distance == 0 or any(other[0] == distance and _compact(other[1]) != _compact(run) for other in best[1:]):
-        return value  # copied exactly, or two runs as near: keep the model's own
-    return run
+        return value, True  # copied exactly, or two runs as near: keep the model's own
+    return run, True
+
+
+def ungrounded(call: ToolInvocation, question: str) -> str | None:
+    """The first top-level string argument of ``call`` that is not the
+    question's words (:func:`grounding`), or None when every one is."""
+    for value in call.arguments.values():
+        if isinstance(value, str) and not grounding(value, question)[1]:
+            return value
+    return None
 
 
 def ground_call(call: ToolInvocation, question: str) -> ToolInvocation:

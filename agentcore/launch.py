@@ -33,8 +33,8 @@ from meta_spider.agentcore.factory import (
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.rundir import RunSettings
 from meta_spider.agentcore.run_dataset import (dataset_context, dataset_direct_tools, dataset_ground_arguments,
-                                               dataset_knowledge_base, dataset_lookup_schema, dataset_tool_names,
-                                               load_run_dataset)
+                                               dataset_grounded_tools, dataset_knowledge_base, dataset_lookup_schema,
+                                               dataset_tool_names, load_run_dataset)
 from meta_spider.agentcore.script import BackendScript, ScriptedBackend, parse_script
 from meta_spider.agentcore.session import CONTEXTS
 from meta_spider.backends.base import InferenceBackend
@@ -90,7 +90,9 @@ class AgentLauncher:
     ground_arguments: bool | None = None
     """Ground calls' arguments in the user's words (``--ground-arguments``;
     see :attr:`~meta_spider.agentcore.loop.MetaAgent.ground_arguments`);
-    None: what the run's dataset says, else no."""
+    None: what the run's dataset says, else no. With it, the tools the
+    dataset names as taking only the user's words
+    (:attr:`~meta_spider.agentcore.loop.MetaAgent.grounded_tools`) do."""
 
     def __post_init__(self) -> None:
         if self.system_prompt is None:  # ask with the run's own system prompt
@@ -110,6 +112,7 @@ class AgentLauncher:
             dataset = load_run_dataset(self.pm, self.run_settings)
         if self.ground_arguments is None:
             self.ground_arguments = dataset_ground_arguments(dataset)
+        self._grounded_tools = dataset_grounded_tools(dataset) if self.ground_arguments else ()
         if self.context is None:  # a base trained on one question per chat reads only the current one
             self.context = dataset_context(dataset) or "all"
         if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
@@ -127,6 +130,7 @@ class AgentLauncher:
             if not len(self.tools):
                 logger.warning("the run's dataset names the tools %s, none of them registered: the agent offers no "
                                "tool (name some with --tools)", list(trained))
+        self._grounded_tools = tuple(name for name in self._grounded_tools if name in self.tools)
         if self.direct_tools is None:
             self.direct_tools = tuple(name for name in dataset_direct_tools(dataset) if name in self.tools)
         else:
@@ -222,4 +226,10 @@ class AgentLauncher:
             context=self.context,
             direct_tools=tuple(self.direct_tools or ()),
             ground_arguments=bool(self.ground_arguments),
+            grounded_tools=self.grounded_tools,
         )
+
+    @property
+    def grounded_tools(self) -> tuple[str, ...]:
+        """The offered tools whose arguments must be the user's words (the run's dataset's, with grounding on)."""
+        return self._grounded_tools

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
-from meta_spider.agentcore.grounding import ground_call
+from meta_spider.agentcore.grounding import ground_call, ungrounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
@@ -83,6 +83,10 @@ class MetaAgent:
     """Ground each parsed call's string arguments in the user's last message before it runs: an argument that
     nearly copies a run of its words becomes that run (:mod:`~meta_spider.agentcore.grounding`; the tool step
     keeps what the model wrote). For a small base that miscopies names and numbers from the question."""
+    grounded_tools: tuple[str, ...] = ()
+    """Tools whose string arguments must be the user's words (a copy or a near copy of a run of the last user
+    message): a call to one with an argument that is not (a name the model made up) does not run; the model reads
+    that nothing was found, and the call is recorded ``not_found``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -95,11 +99,13 @@ class MetaAgent:
             raise ValueError(f"max_result_chars must be a positive int, got {self.max_result_chars!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
-        if not isinstance(self.direct_tools, (tuple, list)) or not all(isinstance(n, str) for n in self.direct_tools):
-            raise ValueError(f"direct_tools must be a sequence of tool names, got {self.direct_tools!r:.80}")
-        for name in self.direct_tools:
-            self.tools[name]  # a tool the agent does not offer: UnknownToolError naming the ones it does
-        self.direct_tools = tuple(self.direct_tools)
+        for field in ("direct_tools", "grounded_tools"):
+            names = getattr(self, field)
+            if not isinstance(names, (tuple, list)) or not all(isinstance(name, str) for name in names):
+                raise ValueError(f"{field} must be a sequence of tool names, got {names!r:.80}")
+            for name in names:
+                self.tools[name]  # a tool the agent does not offer: UnknownToolError naming the ones it does
+            setattr(self, field, tuple(names))
 
     # ------------------------------------------------------------ running
 
@@ -182,13 +188,18 @@ class MetaAgent:
                 yield ToolStep(index, None, note, ObservationKind.UNPARSEABLE, failure.reason)
             return
         written = action.calls
+        question = _question(session) if self.ground_arguments or self.grounded_tools else ""
         if self.ground_arguments:
-            question = _question(session)
             action = ToolCall(tuple(ground_call(call, question) for call in action.calls), action.content,
                               action.failures)
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
-            step = self._execute(index, call)
+            made_up = ungrounded(call, question) if call.name in self.grounded_tools else None
+            if made_up is not None:
+                note = f"No entry found for {made_up!r}: the question does not name it."
+                step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not in the question's words")
+            else:
+                step = self._execute(index, call)
             if call.arguments != original.arguments:
                 step = dataclasses.replace(step, written=dict(original.arguments))
             session.add_tool_result(

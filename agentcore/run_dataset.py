@@ -12,7 +12,8 @@ differently once a third one's schema stands in its prompt), and
 per chat and earlier turns only confuse it, ``agent_direct_tools``, the
 tools whose result its base was trained to state as the answer, and
 ``agent_ground_arguments``, True when its base miscopies the question's
-words into its calls. The embedded world provides all six. This module reads those duck-typed hooks; it knows
+words into its calls, with ``agent_grounded_tools``, the tools whose
+arguments must be the user's words. The embedded world provides them all. This module reads those duck-typed hooks; it knows
 nothing about any particular dataset.
 """
 
@@ -30,8 +31,8 @@ if TYPE_CHECKING:
 
     from meta_spider.agentcore.rundir import RunSettings
 
-__all__ = ["dataset_context", "dataset_direct_tools", "dataset_ground_arguments", "dataset_knowledge_base",
-           "dataset_lookup_schema", "dataset_tool_names", "load_run_dataset"]
+__all__ = ["dataset_context", "dataset_direct_tools", "dataset_ground_arguments", "dataset_grounded_tools",
+           "dataset_knowledge_base", "dataset_lookup_schema", "dataset_tool_names", "load_run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,15 @@ def dataset_ground_arguments(dataset: Any) -> bool:
     """Whether ``dataset``'s base should have its calls' arguments grounded
     in the user's words (``agent_ground_arguments`` is True)."""
     return getattr(dataset, "agent_ground_arguments", None) is True
+
+
+def dataset_grounded_tools(dataset: Any) -> tuple[str, ...]:
+    """The tools whose arguments must be the user's words for ``dataset``'s
+    base (``agent_grounded_tools``: a sequence of names), else none."""
+    names = getattr(dataset, "agent_grounded_tools", None)
+    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        return ()
+    return tuple(names)
 
 
 def dataset_context(dataset: Any) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meta_spider.agentcore import MetaAgent
-from meta_spider.agentcore.grounding import ground_call, ground_text
+from meta_spider.agentcore.grounding import ground_call, ground_text, grounding, ungrounded
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
@@ -38,6 +38,17 @@ from meta_spider.tools.tool import Tool
 ])
 def test_ground_text(argument: str, question: str, grounded: str) -> None:
     assert ground_text(argument, question) == grounded
+
+
+def test_grounding_says_whether_an_argument_is_the_questions_words() -> None:
+    question = "Where was Beastruinwyn Gromton born?"
+    assert grounding("Beastruin Gromton", question) == ("Beastruinwyn Gromton", True)
+    assert grounding("Beastruinwyn Gromton", question) == ("Beastruinwyn Gromton", True)
+    assert grounding("Zithan Bruford", question) == ("Zithan Bruford", False)
+    assert grounding("x" * 300, question) == ("x" * 300, False)
+    call = ToolInvocation("lookup", {"query": "Gromton", "note": "Zithan Bruford", "limit": 2})
+    assert ungrounded(call, question) == "Zithan Bruford"
+    assert ungrounded(ToolInvocation("lookup", {"query": "Gromton", "limit": 2}), question) is None
 
 
 def test_ground_call_touches_only_top_level_strings_and_keeps_an_unchanged_call() -> None:
@@ -84,11 +95,33 @@ def test_the_loop_runs_the_grounded_call_and_keeps_what_the_model_wrote(tools: T
     assert steps[1].kind.value == "not_found"
 
 
+def test_a_grounded_tool_does_not_run_for_a_name_the_question_does_not_give(tools: ToolRegistry) -> None:
+    ran: list[str] = []
+    facts = DictKnowledgeBase({"Mira Tollan": "Mira Tollan: born in Kuba.", "Zed Quux": "Zed Quux: born in Ora."})
+    lookup = make_lookup_tool(facts)
+    registry = ToolRegistry()
+    registry.register(Tool(lookup.name, lookup.description, lookup.parameters,
+                           lambda query: ran.append(query) or lookup.function(query=query)), source="tests")
+    backend = FakeBackend([call("lookup", query="Zed Quux"), "Never read."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    steps = list(agent.run("Who invented the telephone?"))
+    assert steps[1].kind.value == "not_found" and not steps[1].ok and ran == []
+    assert steps[1].observation == "No entry found for 'Zed Quux': the question does not name it."
+    assert steps[-1].session.tool_results[0].kind == "not_found"
+    backend = FakeBackend([call("lookup", query="Mira Tollan"), "Kuba."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    assert agent.ask("Where was Mira Tollan born?").text == "Kuba." and ran == ["Mira Tollan"]
+    with pytest.raises(ValueError, match="grounded_tools must be a sequence of tool names"):
+        MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools="lookup")  # type: ignore[arg-type]
+
+
 def test_a_world_run_grounds_arguments_unless_told_not_to(plugin_manager, tmp_path: Path) -> None:
     from meta_spider.agentcore.launch import AgentLauncher
 
     assert AgentLauncher(plugin_manager).build_agent().ground_arguments is False
     (tmp_path / "run.json").write_text(json.dumps({"dataset": {"name": "world", "options": {"preset": "tiny"}}}))
     settings = read_run_settings(tmp_path)
-    assert AgentLauncher(plugin_manager, settings).build_agent().ground_arguments is True
-    assert AgentLauncher(plugin_manager, settings, ground_arguments=False).build_agent().ground_arguments is False
+    agent = AgentLauncher(plugin_manager, settings).build_agent()
+    assert (agent.ground_arguments, agent.grounded_tools) == (True, ("lookup",))
+    agent = AgentLauncher(plugin_manager, settings, ground_arguments=False).build_agent()
+    assert (agent.ground_arguments, agent.grounded_tools) == (False, ())

@@ -193,7 +193,8 @@ class AgentPool:
         agent = build_agent(None, backend=backend, policy=worker.agent.policy, renderer=worker.agent.renderer,
                             tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt,
                             context=worker.agent.context, direct_tools=worker.agent.direct_tools,
-                            ground_arguments=worker.agent.ground_arguments)
+                            ground_arguments=worker.agent.ground_arguments,
+                            grounded_tools=worker.agent.grounded_tools)
         if self.server_tools and not request.tools:
             first, action, outcome = self._run_loop(agent, session)
         else:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from meta_spider.agentcore.factory import build_agent, build_policy
-from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
+from meta_spider.agentcore.run_dataset import dataset_grounded_tools, dataset_knowledge_base, dataset_lookup_schema
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ToolStep
 from meta_spider.loom.datasets import check_answer
 from meta_spider.policies.base import ActionRenderer, Policy
@@ -254,6 +254,7 @@ class AgentComparison:
         record_steps: bool = True,
         closed_book: Sequence[str] = (),
         ground_arguments: bool = False,
+        grounded_tools: Sequence[str] = (),
     ) -> None:
         """``pipe_or_backend``: an InferenceBackend, or a MetaSpiderPipeline
         (run through the transformers backend); ``doubter``: a Doubter or a
@@ -266,7 +267,10 @@ class AgentComparison:
         in ``closed_book`` run without the tasks' tools (a base that calls
         a tool for every question otherwise never shows what it knows).
         ``ground_arguments``: the agents ground their calls' arguments in
-        the question's words (:attr:`MetaAgent.ground_arguments`)."""
+        the question's words (:attr:`MetaAgent.ground_arguments`);
+        ``grounded_tools``: tools whose arguments must be the question's
+        words (:attr:`MetaAgent.grounded_tools`; tools a task does not
+        offer are left out)."""
         if isinstance(policies, str) or len(policies) < 1:
             raise ValueError(f"policies must be a non-empty sequence of policies or names, got {policies!r}")
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
@@ -284,6 +288,7 @@ class AgentComparison:
                              f"got {closed_book!r}")
         self.closed_book = tuple(closed_book)
         self.ground_arguments = bool(ground_arguments)
+        self.grounded_tools = tuple(grounded_tools)
 
     def _build_policies(self, specs: Sequence[PolicySpec], settings: dict[str, Mapping[str, Any]],
                         pm: "pluggy.PluginManager | None") -> dict[str, Policy]:
@@ -313,7 +318,9 @@ class AgentComparison:
         agent = build_agent(None, backend=self.backend, policy=self.policies[policy_name], renderer=self.renderer,
                             tools=ToolRegistry(tools, source="task"), max_steps=self.max_steps,
                             system_prompt=task.system_prompt or self.system_prompt,
-                            ground_arguments=self.ground_arguments)
+                            ground_arguments=self.ground_arguments,
+                            grounded_tools=tuple(name for name in self.grounded_tools
+                                                 if any(tool.name == name for tool in tools)))
         records: list[dict[str, Any]] = []
         final: FinalStep | None = None
         tool_calls = 0
@@ -444,11 +451,13 @@ def run_agentic_eval(
         system_prompt=settings.system_prompt,
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])), closed_book=closed_book,
         ground_arguments=bool(launcher.ground_arguments if ground_arguments is None else ground_arguments),
+        grounded_tools=launcher.grounded_tools if ground_arguments is None else
+        (dataset_grounded_tools(dataset) if ground_arguments else ()),
     )
     report = comparison.run(tasks)
     report.settings.update(run_dir=str(Path(run_dir)), dataset=getattr(dataset, "name", "?"), split=split,
                            knowledge_base=getattr(knowledge_base, "name", None),
-                           ground_arguments=comparison.ground_arguments)
+                           ground_arguments=comparison.ground_arguments, grounded_tools=list(comparison.grounded_tools))
     if console is not None:
         console.print(report.summary())
     if output is not None:
