@@ -17,6 +17,8 @@ This module knows nothing about run directories, scripts or terminals.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any, Mapping
 
 import pluggy
@@ -37,6 +39,7 @@ __all__ = [
     "build_backend",
     "build_policy",
     "build_renderer",
+    "rebuild_agent",
     "stop_at_turn_end",
 ]
 
@@ -189,3 +192,13 @@ def build_agent(
     return MetaAgent(backend=stop_at_turn_end(backend), policy=policy, renderer=renderer, tools=tools,
                      max_steps=max_steps, system_prompt=system_prompt, context=context,
                      direct_tools=direct_tools, ground_arguments=ground_arguments, grounded_tools=grounded_tools)
+
+
+def rebuild_agent(agent: MetaAgent, *, backend: InferenceBackend) -> MetaAgent:
+    """``agent`` with another backend (a request's view of its own), built
+    by :func:`build_agent` with every setting ``agent`` has that
+    :func:`build_agent` takes (found by name, so a new setting is carried
+    without being listed here)."""
+    taken = set(inspect.signature(build_agent).parameters) - {"pm", "backend"}
+    settings = {field.name: getattr(agent, field.name) for field in dataclasses.fields(agent) if field.name in taken}
+    return build_agent(None, backend=backend, **settings)

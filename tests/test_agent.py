@@ -393,3 +393,16 @@ def test_build_agent_resolves_plugin_names(plugin_manager) -> None:
     assert agent.backend.pending == 1  # the echo policy never ran the model
     with pytest.raises(UnknownComponentError, match="no policy named 'nosuch'.*direct, doubter, echo-policy, probe"):
         build_agent(plugin_manager, backend="fake", policy="nosuch")
+
+
+def test_rebuild_agent_keeps_every_setting_and_swaps_the_backend(tools: ToolRegistry) -> None:
+    from meta_spider.agentcore.factory import rebuild_agent
+
+    agent = build_agent(None, backend=FakeBackend(), policy=DirectPolicy(), tools=tools, max_steps=3,
+                        system_prompt="Be exact.", context="question", direct_tools=("calculator",),
+                        ground_arguments=True, grounded_tools=("lookup",))
+    other = FakeBackend(["2"])
+    rebuilt = rebuild_agent(agent, backend=other)
+    assert rebuilt.backend.inner is other and rebuilt.policy is agent.policy and rebuilt.tools is agent.tools
+    assert (rebuilt.max_steps, rebuilt.system_prompt, rebuilt.context, rebuilt.direct_tools, rebuilt.ground_arguments,
+            rebuilt.grounded_tools) == (3, "Be exact.", "question", ("calculator",), True, ("lookup",))

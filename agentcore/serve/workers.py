@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from meta_spider.agentcore.factory import build_agent
+from meta_spider.agentcore.factory import rebuild_agent
 from meta_spider.agentcore.launch import AgentLauncher
 from meta_spider.agentcore.loop import MetaAgent
 from meta_spider.agentcore.serve.protocol import ChatRequest, ServedReply, ServeRequestError
@@ -189,12 +189,8 @@ class AgentPool:
             # The run's Doubter was trained and calibrated on prompts with the run's system prompt.
             messages.insert(0, {"role": "system", "content": system_prompt})
         session = Session(messages=messages)
-        # The worker's agent with this request's view of its backend.
-        agent = build_agent(None, backend=backend, policy=worker.agent.policy, renderer=worker.agent.renderer,
-                            tools=worker.agent.tools, max_steps=worker.agent.max_steps, system_prompt=system_prompt,
-                            context=worker.agent.context, direct_tools=worker.agent.direct_tools,
-                            ground_arguments=worker.agent.ground_arguments,
-                            grounded_tools=worker.agent.grounded_tools)
+        # The worker's agent, every setting kept, with this request's view of its backend.
+        agent = rebuild_agent(worker.agent, backend=backend)
         if self.server_tools and not request.tools:
             first, action, outcome = self._run_loop(agent, session)
         else:
