@@ -112,7 +112,6 @@ class AgentLauncher:
             dataset = load_run_dataset(self.pm, self.run_settings)
         if self.ground_arguments is None:
             self.ground_arguments = dataset_ground_arguments(dataset)
-        self._grounded_tools = dataset_grounded_tools(dataset) if self.ground_arguments else ()
         if self.context is None:  # a base trained on one question per chat reads only the current one
             self.context = dataset_context(dataset) or "all"
         if knowledge_base is None:  # else the facts of the run's own dataset, as its base was trained to ask
@@ -130,7 +129,8 @@ class AgentLauncher:
             if not len(self.tools):
                 logger.warning("the run's dataset names the tools %s, none of them registered: the agent offers no "
                                "tool (name some with --tools)", list(trained))
-        self._grounded_tools = tuple(name for name in self._grounded_tools if name in self.tools)
+        grounded = dataset_grounded_tools(dataset) if self.ground_arguments else ()
+        self._grounded_tools = tuple(name for name in grounded if name in self.tools)
         if self.direct_tools is None:
             self.direct_tools = tuple(name for name in dataset_direct_tools(dataset) if name in self.tools)
         else:

@@ -52,22 +52,24 @@ def dataset_lookup_schema(dataset: Any) -> Mapping[str, Any] | None:
     return schema if isinstance(schema, Mapping) else None
 
 
-def dataset_tool_names(dataset: Any) -> tuple[str, ...] | None:
-    """The tools ``dataset``'s base was trained to be offered
-    (``agent_tools``: a sequence of names), or None when it names none."""
-    names = getattr(dataset, "agent_tools", None)
+def _names(dataset: Any, hook: str) -> tuple[str, ...] | None:
+    """``dataset``'s ``hook`` as a tuple of tool names, or None when it is not a sequence of names."""
+    names = getattr(dataset, hook, None)
     if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
         return None
     return tuple(names)
 
 
+def dataset_tool_names(dataset: Any) -> tuple[str, ...] | None:
+    """The tools ``dataset``'s base was trained to be offered
+    (``agent_tools``: a sequence of names), or None when it names none."""
+    return _names(dataset, "agent_tools")
+
+
 def dataset_direct_tools(dataset: Any) -> tuple[str, ...]:
     """The tools whose result ``dataset``'s base states as its answer
     (``agent_direct_tools``: a sequence of names), else none."""
-    names = getattr(dataset, "agent_direct_tools", None)
-    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
-        return ()
-    return tuple(names)
+    return _names(dataset, "agent_direct_tools") or ()
 
 
 def dataset_ground_arguments(dataset: Any) -> bool:
@@ -79,10 +81,7 @@ def dataset_ground_arguments(dataset: Any) -> bool:
 def dataset_grounded_tools(dataset: Any) -> tuple[str, ...]:
     """The tools whose arguments must be the user's words for ``dataset``'s
     base (``agent_grounded_tools``: a sequence of names), else none."""
-    names = getattr(dataset, "agent_grounded_tools", None)
-    if isinstance(names, str) or not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
-        return ()
-    return tuple(names)
+    return _names(dataset, "agent_grounded_tools") or ()
 
 
 def dataset_context(dataset: Any) -> str | None:

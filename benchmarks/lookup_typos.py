@@ -34,7 +34,10 @@ SPLITS = ("test", "test_paraphrase", "test_misspelt")
 
 def lookups(report: Any, names: dict[str, str]) -> tuple[Counter, Counter]:
     """What the doubter's lookups found, and the edits from each query to the asked person's name."""
-    from meta_spider.tools.knowledge import _compact, edit_distance
+    from meta_spider.tools.knowledge import edit_distance, normalise_query
+
+    def compact(text: str) -> str:
+        return normalise_query(text).replace(" ", "")
 
     found: Counter = Counter()
     edits: Counter = Counter()
@@ -45,7 +48,7 @@ def lookups(report: Any, names: dict[str, str]) -> tuple[Counter, Counter]:
             if not call or call["name"] != "lookup":
                 continue
             query = str(call["arguments"].get("query", ""))
-            distance = 3 if name is None else edit_distance(_compact(query), _compact(name), 3)
+            distance = 3 if name is None else edit_distance(compact(query), compact(name), 3)
             edits["3 or more" if distance > 2 else str(distance)] += 1
             if step["kind"] != "result":
                 found["no one"] += 1

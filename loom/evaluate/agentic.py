@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from meta_spider.agentcore.factory import build_agent, build_policy
-from meta_spider.agentcore.run_dataset import dataset_grounded_tools, dataset_knowledge_base, dataset_lookup_schema
+from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ToolStep
 from meta_spider.loom.datasets import check_answer
 from meta_spider.policies.base import ActionRenderer, Policy
@@ -441,7 +441,8 @@ def run_agentic_eval(
     tasks = tasks_from_dataset(dataset, split, tools=tools, max_tasks=max_tasks)
     if not tasks:
         raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', '?')!r} has no examples to run")
-    launcher = AgentLauncher(pm, settings, knowledge_base=knowledge_base, max_steps=max_steps)
+    launcher = AgentLauncher(pm, settings, knowledge_base=knowledge_base, max_steps=max_steps,
+                             ground_arguments=ground_arguments)
     if backend is None:
         backend = launcher.make_backend(backend_name or launcher.default_backend)
     examples = {task.id: task.metadata["example"] for task in tasks}
@@ -450,9 +451,7 @@ def run_agentic_eval(
         max_steps=max_steps,
         system_prompt=settings.system_prompt,
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])), closed_book=closed_book,
-        ground_arguments=bool(launcher.ground_arguments if ground_arguments is None else ground_arguments),
-        grounded_tools=launcher.grounded_tools if ground_arguments is None else
-        (dataset_grounded_tools(dataset) if ground_arguments else ()),
+        ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools,
     )
     report = comparison.run(tasks)
     report.settings.update(run_dir=str(Path(run_dir)), dataset=getattr(dataset, "name", "?"), split=split,
