@@ -9,6 +9,16 @@ VENV="${META_SPIDER_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then
+    # A fresh environment with every extra takes about 2 GB (torch,
+    # transformers, llama-cpp-python and its build); say so before pip
+    # fails half-way with "No space left on device".
+    NEED_MB=2500
+    FREE_MB=$(df -Pm "$(dirname "$VENV")" 2>/dev/null | awk 'NR==2 {print $4}')
+    if [ -n "$FREE_MB" ] && [ "$FREE_MB" -lt "$NEED_MB" ]; then
+        echo "[setup] only ${FREE_MB} MB free under $(dirname "$VENV"); a new environment needs about ${NEED_MB} MB." >&2
+        echo "[setup] free some space (old virtual environments, 'pip cache purge') or set META_SPIDER_VENV to a folder on a disk with room." >&2
+        exit 1
+    fi
     echo "[setup] creating virtual environment $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
