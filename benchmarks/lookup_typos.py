@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from report import Report
+from world_run import NotAWorldRun, open_world_agent
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt")
 
@@ -67,31 +68,20 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import torch
 
-    from meta_spider.agentcore.launch import AgentLauncher
-    from meta_spider.agentcore.rundir import read_run_settings
     from meta_spider.loom.evaluate.agentic import run_agentic_eval
-    from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world.generator import generate_world
     from meta_spider.loom.world.knowledge import KnowledgeBase
     from meta_spider.loom.world.presets import get_preset
-    from meta_spider.plugins import MetaSpiderError, make_plugin_manager
 
-    try:
-        manifest = RunManifest.load(args.run_dir)
-    except MetaSpiderError as error:
-        print(f"cannot read the run: {error}", file=sys.stderr)
-        return 2
-    if manifest.dataset.name != "world":
-        print(f"{args.run_dir}: the run's dataset is {manifest.dataset.name!r}, not the embedded world",
-              file=sys.stderr)
-        return 2
     torch.set_num_threads(1)
+    try:
+        manifest, pm, _launcher, backend = open_world_agent(args.run_dir)
+    except NotAWorldRun as error:
+        print(error, file=sys.stderr)
+        return 2
     options = manifest.dataset.options
     world = generate_world(get_preset(options.get("preset", "small")).world, int(options.get("seed", 0)))
     people = {person.id: person.name for person in world.people}
-    pm = make_plugin_manager()
-    launcher = AgentLauncher(pm, read_run_settings(args.run_dir))
-    backend = launcher.make_backend(launcher.default_backend)
     forgiving = KnowledgeBase.from_people(world.people)
     exact = KnowledgeBase.from_people(world.people, forgive_typos=False)
     ways = (("grounded, typos", forgiving, True), ("typos", forgiving, False), ("neither", exact, False))
