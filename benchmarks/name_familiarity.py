@@ -18,7 +18,10 @@ Per question, over the name's tokens after its first:
 
 - ``name_expect``: the mean highest next-token log-prob;
 - ``name_actual``: the mean log-prob of the tokens there;
-- ``name_gap``: the largest highest-minus-actual.
+- ``name_gap``: the largest highest-minus-actual;
+- ``name_trimmed``: the sum of the log-probs of the tokens there without the
+  two lowest (a one-edit misspelling changes one or two of the name's
+  tokens; the rest are as predictable as before if the base knows the name).
 
 Logistic regressions fitted on the training split (no misspelt names in it)
 on the Doubter's own signals with and without these, scored on every test
@@ -39,11 +42,13 @@ import numpy as np
 from report import Report
 
 SCORED = ("validation", "test", "test_paraphrase", "test_misspelt")
-FEATURES = ("name_expect", "name_actual", "name_gap")
+TRIMMED = 2
+"""How many of the name's least probable tokens ``name_trimmed`` leaves out."""
+FEATURES = ("name_expect", "name_actual", "name_gap", "name_trimmed")
 
 
 def name_reads(model, tokenizer, prompts: list[str], entities: list[str]) -> np.ndarray:
-    """``[N, 3]``: :data:`FEATURES` of each prompt's entity (NaN where the
+    """``[N, 4]``: :data:`FEATURES` of each prompt's entity (NaN where the
     prompt does not hold it, or the name is one token)."""
     import torch
 
@@ -63,7 +68,7 @@ def name_reads(model, tokenizer, prompts: list[str], entities: list[str]) -> np.
             predicting = logprobs[[k - 1 for k in later]]
             expect = predicting.max(-1).values.numpy()
             actual = predicting.gather(1, ids[0, later, None])[:, 0].numpy()
-            rows[index] = (expect.mean(), actual.mean(), (expect - actual).max())
+            rows[index] = (expect.mean(), actual.mean(), (expect - actual).max(), np.sort(actual)[TRIMMED:].sum())
     return rows
 
 
@@ -133,9 +138,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     auroc_row("the Doubter's signals", signals)
     for k, name in enumerate(FEATURES):
         auroc_row(f"  + {name}", np.column_stack([signals, reads[:, k]]))
-    auroc_row(f"  + all three", np.column_stack([signals, reads]))
+    auroc_row("  + all four", np.column_stack([signals, reads]))
     for k, name in enumerate(FEATURES):
         auroc_row(f"{name} alone", reads[:, [k]])
+    occluded = own.index("occluded_name_logprob") if "occluded_name_logprob" in own else None
+    if occluded is not None:  # the trimmed read in place of the Doubter's own read of the name
+        kept = [k for k in range(len(own)) if k != occluded]
+        auroc_row("  name_trimmed instead of occluded_name_logprob",
+                  np.column_stack([signals[:, kept], reads[:, FEATURES.index("name_trimmed")]]))
     out.write(args.output)
     return 0
 
