@@ -15,6 +15,7 @@ traceback). This module knows nothing about what the commands do.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass
@@ -156,12 +157,34 @@ def run_group(group_name: str | None, argv: Sequence[str] | None, prog_name: str
     except Exception as exc:
         if os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0"):
             raise
+        problem = storage_problem(exc)
+        if problem is not None:  # the machine's, not a bug
+            _fail(prog_name, problem)
         _fail(
             prog_name,
             f"unexpected {type(exc).__name__}: {_error_text(exc)} "
             f"(a bug in meta-spider or a plugin; {DEBUG_ENV_VAR}=1 shows the traceback)",
             status=2,
         )
+
+
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "a file outgrew this process's file size limit (ulimit -f)",
+}
+"""The write failures that are the machine's, not the command's, by errno."""
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What to tell the user when ``exc`` is a write the machine refused
+    (:data:`STORAGE_ERRORS`); None for any other exception."""
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRORS:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"{STORAGE_ERRORS[exc.errno]}{where}. Make room (or raise the limit) and run the same command again: "
+            "what was written is kept, `metaloom collect` goes on from the last complete shard and "
+            "`metaloom train --resume` from the last epoch")
 
 
 def _error_text(exc: BaseException) -> str:

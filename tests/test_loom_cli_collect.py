@@ -7,6 +7,7 @@ refuses to mix bases or settings with errors that say what to do.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,42 @@ def test_changed_settings_on_resume_are_refused(run, model_dir: Path, qa_dir: Pa
     result = run(*base_args(tmp_path, model_dir, qa_dir), "--max-new-tokens", "5", "--force")
     assert result.exit_code == 0, result.output
     assert ActivationDataset.load(tmp_path / ACTIVATIONS_DIR).max_new_tokens == 5
+
+
+def test_a_write_the_machine_refuses_is_one_line_and_the_rerun_collects_everything(
+        model_dir: Path, qa_dir: Path, tmp_path: Path) -> None:
+    # A real refused write: a file size limit (Python ignores SIGXFSZ, so the write fails with EFBIG, as a
+    # full disk fails with ENOSPC). It is the machine's problem, not a bug: status 1, what to do, no traceback.
+    import resource
+
+    run_dir = tmp_path / "run"
+    args = [str(Path(sys.executable).parent / "metaloom"), "collect", *base_args(run_dir, model_dir, qa_dir)]
+    env = {key: value for key, value in os.environ.items() if key != PLUGINS_ENV_VAR}
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
+
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, preexec_fn=small_files, timeout=300)
+    assert refused.returncode == 1, refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith("metaloom: error: a file outgrew this process's file size limit (ulimit -f)"), error
+    assert "run the same command again" in error and "Traceback" not in refused.stderr
+    resumed = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    dataset = ActivationDataset.load(run_dir / ACTIVATIONS_DIR)
+    assert dataset.complete and len(dataset.examples) == 8
+
+
+def test_storage_problems_by_errno() -> None:
+    import errno
+
+    from meta_spider.agentcore.cli import storage_problem
+
+    full = storage_problem(OSError(errno.ENOSPC, "No space left on device", "/data/run/shard-00003.safetensors"))
+    assert full.startswith("no space left on the device writing /data/run/shard-00003.safetensors. Make room")
+    assert storage_problem(OSError(errno.EDQUOT, "Disk quota exceeded")).startswith("the disk quota is used up. ")
+    assert storage_problem(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert storage_problem(ValueError("no space")) is None
 
 
 def test_out_of_range_layers_are_a_clear_error(run, model_dir: Path, qa_dir: Path, tmp_path: Path, capsys) -> None:
