@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
@@ -306,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"The demo keeps every step in {error.run_dir}; a folder left by another version of "
                       "meta-spider or other settings cannot be resumed. Delete it to start the run over, "
                       "or pass --run-dir NEW_FOLDER.")
+        return 1
+    except OSError as error:
+        from meta_spider.agentcore.cli import storage_problem
+
+        problem = storage_problem(error)
+        if problem is None:
+            raise
+        console.print(f"[red]demo stopped[/]: {escape(problem)}")
         return 1
     return 0
 

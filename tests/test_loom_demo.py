@@ -116,3 +116,24 @@ def test_the_help_names_the_default_recipe_and_every_other(capsys: pytest.Captur
     text = " ".join(capsys.readouterr().out.split())
     assert f"{RECIPES[0]} (default):" in text
     assert all(f"{recipe}:" in text for recipe in RECIPES[1:])
+
+
+def test_a_write_the_machine_refuses_stops_the_demo_with_what_to_do(tmp_path: Path) -> None:
+    # A real refused write (a file size limit; Python ignores SIGXFSZ, so the write fails with EFBIG, as a full
+    # disk fails with ENOSPC) while the world is installed: one message, status 1, no traceback.
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "META_SPIDER_WORLD_CACHE": str(tmp_path / "worlds")}
+    result = subprocess.run([sys.executable, "-m", "meta_spider.loom.demo", "--preset", "tiny", "--run-dir",
+                             str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                            preexec_fn=small_files, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "demo stopped: a file outgrew this process's file size limit (ulimit -f)" in result.stdout
+    assert "run the same command again" in " ".join(result.stdout.split())
+    assert "Traceback" not in result.stdout + result.stderr
