@@ -38,6 +38,10 @@ from meta_spider.tools.calculator import MAX_DEPTH, MAX_EXPRESSION_LENGTH
         ("floor(2.7) + ceil(2.1)", "5"),
         ("2 * pi", "6.28318530717959"),
         ("17 * 23 + 4", "395"),
+        ("17 x 23", "391"),  # as people write it: x after an operand, the signs
+        ("(2 + 3) X 4", "20"),
+        ("17 \u00d7 23", "391"),
+        ("9 \u00f7 4", "2.25"),
         ("2 ** 100", "1267650600228229401496703205376"),
     ],
 )
@@ -59,6 +63,7 @@ def test_evaluate_returns_numbers() -> None:
         ("().__class__", CalculatorSyntaxError, "unexpected character '.'"),
         ("()", CalculatorSyntaxError, "expected a number, found ')'"),
         ("x + 1", CalculatorSyntaxError, "unknown name 'x'"),
+        ("3 x x", CalculatorSyntaxError, "unknown name 'x'"),  # x multiplies only after an operand
         ("sqrt", CalculatorSyntaxError, "needs arguments"),
         ("2 ^ 3", CalculatorSyntaxError, "use ** for powers"),
         ("", CalculatorSyntaxError, "empty"),

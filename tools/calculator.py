@@ -9,7 +9,10 @@ precedence, ``**`` right-associative and binding tighter than unary minus)::
     power  := atom ("**" unary)?
     atom   := NUMBER | NAME | NAME "(" expr ("," expr)* ")" | "(" expr ")"
 
-Names are a fixed whitelist of constants and math functions. Limits on
+People write multiplication and division as they learnt them: ``×`` and
+``÷`` are ``*`` and ``/``, and so is an ``x`` between two operands
+(``17 x 23``; no name is ``x``). Names are a fixed whitelist of constants
+and math functions. Limits on
 length, nesting and result size turn hostile input into a typed
 :class:`CalculatorError` before it can exhaust time or memory. The module
 knows nothing about tools or models; :func:`calculator` is the tool function.
@@ -92,8 +95,10 @@ _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|//|[-+*/%(),]))"
+    r"|(?P<op>\*\*|//|[-+*/%(),\u00d7\u00f7]))"
 )
+_SIGNS = {"\u00d7": "*", "\u00f7": "/"}
+"""Operators written as people write them, and the operator each is."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,11 @@ def _tokenize(expression: str) -> list[_Token]:
             hint = " (use ** for powers)" if char == "^" else ""
             raise CalculatorSyntaxError(expression, f"unexpected character {char!r}{hint}", bad)
         kind = match.lastgroup or "op"
-        tokens.append(_Token(kind, match.group(kind), match.start(kind)))
+        text = match.group(kind)
+        if kind == "name" and text in ("x", "X") and tokens and (tokens[-1].kind == "number"
+                                                                  or tokens[-1].text == ")"):
+            kind, text = "op", "*"  # "17 x 23": x after an operand multiplies
+        tokens.append(_Token(kind, _SIGNS.get(text, text) if kind == "op" else text, match.start(kind)))
         position = match.end()
     tokens.append(_Token("end", "", len(expression)))
     return tokens
