@@ -5,10 +5,13 @@ Gromton"; asked "What is 17 * 23?" it calls the calculator with "17 * 22":
 it meant to copy part of the question and miscopied it. :func:`ground_call`
 replaces each string argument that nearly copies a run of the question's
 words with that run, as the user wrote it: the nearest run of as many
-words as the argument or one more, by edit distance (insertions,
-deletions, substitutions and swaps of adjacent characters, case and spaces
-ignored), when it is at most :data:`MAX_FRACTION` of the argument's length
-away and no other run is as near. An argument that copies exactly (any
+words holding the argument's names and numbers in their order, or one
+more among them, never a number for a word (so "17 + 23" may copy "17*23",
+"8 * 48" does not copy "by 48", and "Besa Gromton" does not copy
+"Gromton"), by edit distance (insertions, deletions, substitutions and swaps of
+adjacent characters, case and spaces ignored), when it is at most
+:data:`MAX_FRACTION` of the argument's length away and no other run is as
+near. An argument that copies exactly (any
 part of the question, up to case and spaces), or
 that is far from every run (the model's own words), is left as it is; so
 is one the model spelt better than the user did ("Paris" for the user's
@@ -41,12 +44,29 @@ the question's words it is taken to copy."""
 _MAX_ARGUMENT = 200
 _MAX_QUESTION = 4000
 _WORD = re.compile(r"\S+")
+_TOKEN = re.compile(r"\w+")
 _EDGE_PUNCTUATION = "\"'.,;:!?()[]{}"
 _POSSESSIVES = ("'s", "\u2019s")
 
 
 def _compact(text: str) -> str:
     return "".join(text.split()).casefold()
+
+
+def _kinds(text: str) -> str:
+    """Each name or number of ``text`` in order: "n" for a number, "w" for a word."""
+    return "".join("n" if token.isdigit() else "w" for token in _TOKEN.findall(text))
+
+
+def _keeps(kinds: str, run_kinds: str) -> bool:
+    """Whether a run with ``run_kinds`` can be what an argument with ``kinds``
+    miscopied: the same names and numbers in order, or one more anywhere
+    among them (a model drops a word it miscopies more often than it adds
+    one); never a number for a word or a word for a number."""
+    if len(run_kinds) == len(kinds):
+        return run_kinds == kinds
+    return len(run_kinds) == len(kinds) + 1 and any(run_kinds[:k] + run_kinds[k + 1:] == kinds
+                                                    for k in range(len(run_kinds)))
 
 
 def ground_text(value: str, question: str) -> str:
@@ -73,11 +93,18 @@ def grounding(value: str, question: str) -> tuple[str, bool]:
         if left < right:
             words.append((match.start() + left, match.start() + right))
     limit = int(MAX_FRACTION * len(target))
-    count = len(value.split())
+    kinds = _kinds(value)
+    sizes = [(len(_compact(question[start:end])), _kinds(question[start:end])) for start, end in words]
     best: list[tuple[int, str]] = []
-    for size in (count, count + 1):  # a model drops a word it miscopies more often than it adds one
-        for first in range(len(words) - size + 1):
-            run = question[words[first][0]:words[first + size - 1][1]]
+    for first in range(len(words)):  # every run of words that could be near enough
+        length, run_kinds = 0, ""
+        for last in range(first, len(words)):
+            length, run_kinds = length + sizes[last][0], run_kinds + sizes[last][1]
+            if length > len(target) + limit or len(run_kinds) > len(kinds) + 1:
+                break
+            if length < len(target) - limit or not _keeps(kinds, run_kinds):
+                continue
+            run = question[words[first][0]:words[last][1]]
             distance = edit_distance(target, _compact(run), limit)
             if distance <= limit:
                 best.append((distance, run))

@@ -9,7 +9,10 @@ default, `--direct-tools calculator`) and with the model restating it
 (`--direct-tools ''`). Per way: how many answers are right (the result
 itself, or exactly "The answer is RESULT."), how many runs called the
 calculator with an expression of the right value, how many ended in a
-refusal, and the wrong answers. Both ways run side by side in one process;
+refusal, and the wrong answers. Then the same for OWN_WORDS, arithmetic
+asked as people ask it and as the world never does ("Compute 17 x 23",
+"What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
+question with its right answer. Both ways run side by side in one process;
 each question is a new session. About a minute per way on one core.
 
     python benchmarks/calculator_agent.py --run-dir RUN --output FILE
@@ -28,6 +31,18 @@ from report import Report
 
 CHAT_QUESTION = ("What is 17*23?", "17*23")
 WAYS = (("the calculator's result is the answer", ("calculator",)), ("the model restates it", ()))
+OWN_WORDS = (
+    ("Calculate 17*23.", "17*23"), ("Compute 17 x 23", "17*23"), ("What is 17 \u00d7 23?", "17*23"),
+    ("17*23=?", "17*23"), ("How much is 123+456?", "123+456"), ("what's 1000 - 1", "1000-1"),
+    ("Please work out 45 * 12.", "45*12"), ("Can you calculate 144 / 12?", "144/12"),
+    ("What do you get if you multiply 25 by 4?", "25*4"), ("What is 2 to the power of 10?", "2**10"),
+    ("Add 350 and 275.", "350+275"), ("What is 81 \u00f7 9?", "81/9"), ("Subtract 58 from 200.", "200-58"),
+    ("Quick: 64 * 3?", "64*3"), ("I need 999 + 1, please.", "999+1"),
+    ("What is the sum of 12, 30 and 8?", "12+30+8"), ("Compute (7 + 5) * 3", "(7+5)*3"),
+    ("What is 7 x 8?", "7*8"), ("How much is 19 \u00d7 21?", "19*21"), ("What's 250 divided by 5?", "250/5"),
+)
+"""Arithmetic in people's words, the world's frames none of them, with an
+expression of the right value."""
 
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -108,6 +123,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         for record in wrong:
             called = "right call" if record["called"] else "no right call"
             out.say(f"  {record['result']:>8}  {record['outcome']}, {called}: {record['text']!r}")
+        own = ask_all(agent, list(OWN_WORDS))
+        out.say(f"own words: right {sum(record['right'] for record in own)} of {len(own)}; calculator called with "
+                f"the right value: {sum(record['called'] for record in own)}; refused: "
+                f"{sum(record['outcome'] == 'refuse' for record in own)}")
+        for (question, _expression), record in zip(OWN_WORDS, own):
+            if not record["right"]:
+                out.say(f"  {question!r} ({record['result']})  {record['outcome']}: {record['text']!r}")
     out.write(args.output)
     return 0
 

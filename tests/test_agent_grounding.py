@@ -26,6 +26,9 @@ from meta_spider.tools.tool import Tool
     ("DesgrenwynVoullnberg", "Where does Drousgrenard Voullnud work?", "Drousgrenard Voullnud"),
     ("mira tolan", "Where was Mira Tollan born?", "Mira Tollan"),  # case is the user's too
     ("17*23", "What is 17*23?", "17*23"),  # an exact copy stays
+    ("17 + 23", "Calculate 17*23.", "17*23"),  # the model's spacing: as many numbers, not as many words
+    ("17*33", "Compute 17 x 23", "17 x 23"),
+    ("8 * 48", "What is 8 multiplied by 48?", "8 * 48"),  # never a word for a number
     ("Mira Tollan", "where was mira tollan born", "Mira Tollan"),  # only case and spaces differ: a copy
     ("Mira Tollan", "What is Mira Tollan's job?", "Mira Tollan"),  # a copy of part of a word run stays
     ("Mira Tolan", "What is Mira Tollan\u2019s job?", "Mira Tollan"),  # a possessive is not part of the name
