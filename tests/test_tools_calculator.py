@@ -40,6 +40,8 @@ from meta_spider.tools.calculator import MAX_DEPTH, MAX_EXPRESSION_LENGTH
         ("17 * 23 + 4", "395"),
         ("17 x 23", "391"),  # as people write it: x after an operand, the signs
         ("(2 + 3) X 4", "20"),
+        ("17x23", "391"),
+        ("2x3x4", "24"),
         ("17 \u00d7 23", "391"),
         ("9 \u00f7 4", "2.25"),
         ("2 ** 100", "1267650600228229401496703205376"),
@@ -64,6 +66,7 @@ def test_evaluate_returns_numbers() -> None:
         ("()", CalculatorSyntaxError, "expected a number, found ')'"),
         ("x + 1", CalculatorSyntaxError, "unknown name 'x'"),
         ("3 x x", CalculatorSyntaxError, "unknown name 'x'"),  # x multiplies only after an operand
+        ("3 xy", CalculatorSyntaxError, "unexpected 'xy'"),
         ("sqrt", CalculatorSyntaxError, "needs arguments"),
         ("2 ^ 3", CalculatorSyntaxError, "use ** for powers"),
         ("", CalculatorSyntaxError, "empty"),

@@ -11,7 +11,7 @@ precedence, ``**`` right-associative and binding tighter than unary minus)::
 
 People write multiplication and division as they learnt them: ``×`` and
 ``÷`` are ``*`` and ``/``, and so is an ``x`` between two operands
-(``17 x 23``; no name is ``x``). Names are a fixed whitelist of constants
+(``17 x 23``, ``17x23``; no name is ``x``). Names are a fixed whitelist of constants
 and math functions. Limits on
 length, nesting and result size turn hostile input into a typed
 :class:`CalculatorError` before it can exhaust time or memory. The module
@@ -97,6 +97,8 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<op>\*\*|//|[-+*/%(),\u00d7\u00f7]))"
 )
+_TIMES = re.compile(r"[xX](?:\d|$)")
+"""A name that is an ``x`` before a number or alone: multiplication after an operand."""
 _SIGNS = {"\u00d7": "*", "\u00f7": "/"}
 """Operators written as people write them, and the operator each is."""
 
@@ -122,10 +124,13 @@ def _tokenize(expression: str) -> list[_Token]:
             raise CalculatorSyntaxError(expression, f"unexpected character {char!r}{hint}", bad)
         kind = match.lastgroup or "op"
         text = match.group(kind)
-        if kind == "name" and text in ("x", "X") and tokens and (tokens[-1].kind == "number"
+        start = match.start(kind)
+        if kind == "name" and _TIMES.match(text) and tokens and (tokens[-1].kind == "number"
                                                                   or tokens[-1].text == ")"):
-            kind, text = "op", "*"  # "17 x 23": x after an operand multiplies
-        tokens.append(_Token(kind, _SIGNS.get(text, text) if kind == "op" else text, match.start(kind)))
+            tokens.append(_Token("op", "*", start))  # "17 x 23", "17x23": x after an operand multiplies
+            position = start + 1
+            continue
+        tokens.append(_Token(kind, _SIGNS.get(text, text) if kind == "op" else text, start))
         position = match.end()
     tokens.append(_Token("end", "", len(expression)))
     return tokens
