@@ -4,14 +4,14 @@ A small model asked about "Beastruinwyn Gromton" looks up "Beastruin
 Gromton"; asked "What is 17 * 23?" it calls the calculator with "17 * 22":
 it meant to copy part of the question and miscopied it. :func:`ground_call`
 replaces each string argument that nearly copies a run of the question's
-words with that run, as the user wrote it: the nearest run of as many
-words holding the argument's names and numbers in their order, or one
-more among them, never a number for a word (so "17 + 23" may copy "17*23",
+words with that run, as the user wrote it: the nearest run of words
+holding the argument's names and numbers in their order, or one more
+among them, never a number for a word (so "17 + 23" may copy "17*23",
 "8 * 48" does not copy "by 48", and "Besa Gromton" does not copy
-"Gromton"), by edit distance (insertions, deletions, substitutions and swaps of
-adjacent characters, case and spaces ignored), when it is at most
-:data:`MAX_FRACTION` of the argument's length away and no other run is as
-near. An argument that copies exactly (any
+"Gromton"), by edit distance (insertions, deletions, substitutions and
+swaps of adjacent characters, case and spaces ignored), when it is at
+most :data:`MAX_FRACTION` of the argument's length away and no other run
+is as near. An argument that copies exactly (any
 part of the question, up to case and spaces), or
 that is far from every run (the model's own words), is left as it is; so
 is one the model spelt better than the user did ("Paris" for the user's

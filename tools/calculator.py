@@ -11,9 +11,9 @@ precedence, ``**`` right-associative and binding tighter than unary minus)::
 
 People write multiplication and division as they learnt them: ``×`` and
 ``÷`` are ``*`` and ``/``, and so is an ``x`` between two operands
-(``17 x 23``, ``17x23``; no name is ``x``). Names are a fixed whitelist of constants
-and math functions. Limits on
-length, nesting and result size turn hostile input into a typed
+(``17 x 23``, ``17x23``; no name is ``x``). Names are a fixed whitelist of
+constants and math functions. Limits on length, nesting and result size
+turn hostile input into a typed
 :class:`CalculatorError` before it can exhaust time or memory. The module
 knows nothing about tools or models; :func:`calculator` is the tool function.
 """
