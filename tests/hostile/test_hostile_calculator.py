@@ -43,7 +43,8 @@ def _call(args: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 expressions = st.recursive(
     numbers,
     lambda inner: st.one_of(
-        st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), inner).map(" ".join),
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "x", "\u00d7", "\u00f7"]),
+                  inner).map(" ".join),
         inner.map(lambda text: f"-{text}"),
         inner.map(lambda text: f"({text})"),
         _call(inner),
