@@ -33,7 +33,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -44,17 +44,26 @@ SPLITS = ("train", "test", "test_outside")
 QUANTILES = (0.02, 0.05)
 
 
-def reads_after_lookup(report: Any, backend: Any) -> tuple[list[bool], np.ndarray, np.ndarray, np.ndarray]:
-    """Per doubter result whose first successful lookup found a record: the
-    agent's answer was right, and pass 1's reads on the conversation up to
-    that tool result (P(correct); the scope logit; the signals and the
-    scope layer's state, as one row)."""
+class Reads(NamedTuple):
+    """Per question whose lookup found a record: whether the agent's answer
+    after it was right, and pass 1's reads on the conversation up to that
+    tool result."""
+
+    right: np.ndarray
+    p_correct: np.ndarray
+    scope: np.ndarray
+    """The scope gate's logit."""
+    rows: np.ndarray
+    """The signals, then the scope layer's state."""
+
+
+def reads_after_lookup(report: Any, backend: Any) -> Reads:
+    """:class:`Reads` of every doubter result whose first successful lookup found a record."""
     import torch
 
     from meta_spider.native import ParsedToolCall, assistant_tool_calls_message, tool_result_message
 
-    doubter = backend.pipeline.doubter
-    gate = doubter.scope_gate
+    gate = backend.pipeline.doubter.scope_gate
     right, p_correct, scope, rows = [], [], [], []
     for task, result in zip(report.tasks, report.results["doubter"]):
         found = [step for step in result.steps if step.get("type") == "tool" and step.get("kind") == "result"]
@@ -73,7 +82,7 @@ def reads_after_lookup(report: Any, backend: Any) -> tuple[list[bool], np.ndarra
         right.append(bool(result.correct))
         p_correct.append(float(introspection.p_correct))
         rows.append(np.concatenate([signals[0].numpy(), states[gate.layer_index].numpy()]))
-    return right, np.array(p_correct), np.array(scope), np.array(rows)
+    return Reads(np.array(right, dtype=bool), np.array(p_correct), np.array(scope), np.array(rows))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -108,30 +117,29 @@ def main(argv: Optional[list[str]] = None) -> int:
         start = time.perf_counter()
         report = run_agentic_eval(args.run_dir, split=split, backend=backend, plugin_manager=pm,
                                   policies=("doubter",))
-        right, p_correct, scope, rows = reads_after_lookup(report, backend)
-        reads[split] = (np.array(right), p_correct, scope, rows)
-        out.say(f"{split}: {len(report.tasks)} questions, {len(right)} with a record found, the answer after it "
-                f"right {sum(right)} ({time.perf_counter() - start:.0f} s)")
+        reads[split] = reads_after_lookup(report, backend)
+        out.say(f"{split}: {len(report.tasks)} questions, {len(reads[split].right)} with a record found, the "
+                f"answer after it right {int(reads[split].right.sum())} ({time.perf_counter() - start:.0f} s)")
 
-    train_right, train_p, _, train_rows = reads["train"]
-    right = reads["test"][0]
-    invented = ~reads["test_outside"][0]
+    train_right = reads["train"].right
+    right = reads["test"].right
+    invented = ~reads["test_outside"].right
 
     def logit(p: np.ndarray) -> np.ndarray:
         p = np.clip(p, 1e-9, 1 - 1e-9)
         return np.log(p) - np.log1p(-p)
 
-    def fitted(width: int | None):
-        features = {split: np.column_stack([value[3][:, :width], logit(value[1])]) if width is not None
-                    else np.column_stack([value[3], logit(value[1])]) for split, value in reads.items()}
+    def fitted(width: int | None):  # the first ``width`` columns of the rows (None: all) and the P(correct) logit
+        features = {split: np.column_stack([value.rows[:, :width], logit(value.p_correct)])
+                    for split, value in reads.items()}
         scaler = StandardScaler().fit(features["train"])
         model = LogisticRegression(C=0.1, max_iter=5000).fit(scaler.transform(features["train"]), train_right)
         return {split: model.decision_function(scaler.transform(value)) for split, value in features.items()}
 
-    signal_count = len(backend.pipeline.doubter.config.signals)
+    signal_count = len(doubter.config.signals)
     scores = {
-        "P(correct) re-read": {split: value[1] for split, value in reads.items()},
-        "scope gate logit": {split: value[2] for split, value in reads.items()},
+        "P(correct) re-read": {split: value.p_correct for split, value in reads.items()},
+        "scope gate logit": {split: value.scope for split, value in reads.items()},
         "logistic: signals + P(correct) logit": fitted(signal_count),
         "logistic: those + the scope layer's state": fitted(None),
     }
