@@ -109,6 +109,13 @@ def test_broken_checkpoints_raise_checkpoint_errors(tmp_path: Path) -> None:
     (folder / CHECKPOINT_CONFIG_FILE).write_text(json.dumps(document))
     with pytest.raises(CheckpointError):
         Doubter.from_checkpoint(folder)
+    # a calibration whose gate after a lookup is unusable: named, at load
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    folder = _pipeline().new_doubter(**SMALL).save_checkpoint(tmp_path / "calibrated")
+    write_calibration(folder, {"threshold": 0.5, "after_lookup": {"tool": "lookup", "signals": ["x"]}})
+    with pytest.raises(CheckpointError, match=r"unusable gate after a lookup \('after_lookup.weight' must be a list"):
+        Doubter.from_checkpoint(folder)
 
 
 def test_doubter_is_about_two_percent_of_a_half_billion_base_at_default_sizes() -> None:

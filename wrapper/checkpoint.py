@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from meta_spider.wrapper.after_lookup import ENTRY_KEY as AFTER_LOOKUP_KEY
+from meta_spider.wrapper.after_lookup import AfterLookupGate
 from meta_spider.wrapper.config import DoubterConfig
 from meta_spider.wrapper.constants import (
     CHECKPOINT_CONFIG_FILE,
@@ -83,6 +85,11 @@ def calibration_problem(entry: Any) -> str | None:
     value = entry["threshold"]
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
         return f"has threshold {value!r:.40}, which must be a number or null"
+    if entry.get(AFTER_LOOKUP_KEY) is not None:
+        try:
+            AfterLookupGate.from_entry(entry[AFTER_LOOKUP_KEY])
+        except ValueError as error:
+            return f"has an unusable gate after a lookup ({error})"
     return None
 
 
