@@ -211,6 +211,9 @@ def test_option_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert default_splits(["test_misspelt", "test", "validation", "train", "test_outside"]) == [
         "train", "validation", "test", "test_misspelt", "test_outside"]
     assert default_splits(["dev", "auxiliary_train"]) == ["dev", "auxiliary_train"]
+    # then the questions asked with their lookup, which eval fits the gate after a lookup on
+    assert default_splits(["validation_lookup", "test_outside", "train_lookup", "test", "train", "x_lookup"]) == [
+        "train", "test", "test_outside", "train_lookup", "validation_lookup"]
 
 
 def test_importing_the_command_stays_light() -> None:

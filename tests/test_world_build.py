@@ -157,7 +157,8 @@ def test_world_dataset_registration_and_lookup_tool(tiny_world) -> None:
     register_world_dataset(lambda name, factory: registered.setdefault(name, factory))
     dataset = registered["world"](preset="tiny", seed=0)
     assert isinstance(dataset, WorldDataset) and set(dataset.splits) == {
-        "train", "validation", "test", "test_paraphrase", "test_misspelt", "test_outside"}
+        "train", "validation", "test", "test_paraphrase", "test_misspelt", "test_outside", "train_lookup",
+        "validation_lookup"}
     outside = dataset.split("test_outside")
     assert outside and all(e.meta["answerable"] is False for e in outside)
     assert dataset.check_fn("I don't know.", outside[0]) and not dataset.check_fn("Paris.", outside[0])

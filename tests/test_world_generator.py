@@ -326,6 +326,51 @@ def test_world_dataset_adds_unanswerable_train_questions_from_a_bank_neither_bas
         outside_training_items([], 10_000, 0)
 
 
+def test_world_dataset_asks_questions_with_their_lookup_as_the_agent_would_see_them() -> None:
+    from meta_spider.loom.world.chat import render_chat
+    from meta_spider.loom.world.dataset import LOOKUP_QUESTIONS, WorldDataset
+    from meta_spider.native import ParsedToolCall, assistant_tool_calls_message, tool_result_message
+
+    preset = dataclasses.replace(get_preset("tiny"), world=SPEC)
+    dataset = WorldDataset(preset, 0, train_outside=40, validation_frames=2)
+    knowledge = dataset.knowledge_base()
+    train = dataset.split("train_lookup")
+    by_id = {e.id: e for e in dataset.split("train")}
+    asked = [e for e in train if e.id.removesuffix("-lookup") in by_id]  # as asked in the train split
+    answerable = [e for e in asked if e.meta["answerable"]]
+    assert 0 < len(answerable) <= LOOKUP_QUESTIONS
+    assert len(asked) - len(answerable) == 20  # every unanswerable one about a person (half the 40)
+    for example in asked:  # the same question, looked up by its person's name, with the person's record
+        lookup = example.meta["lookup"]
+        assert example.question == by_id[example.id.removesuffix("-lookup")].question
+        assert lookup["query"] == example.meta["entity"] and lookup["record"] == knowledge.lookup(lookup["query"])
+    # each also in another training wording, and with the name misspelt by one edit, looked up as misspelt
+    reworded = [e for e in train if e.id.endswith("-f-lookup")]
+    misspelt = [e for e in train if e.id.endswith("-m-lookup")]
+    assert len(reworded) == len(asked) and len(misspelt) > len(asked) // 2
+    assert all(e.meta["entity"] in e.question and e.meta["lookup"]["query"] == e.meta["entity"] for e in reworded)
+    for example in misspelt:
+        wrong = example.meta["lookup"]["query"]
+        assert wrong != example.meta["entity"] and wrong in example.question
+        assert example.meta["lookup"]["record"] == knowledge.lookup(wrong)
+    # validation: the chosen questions in every validation wording
+    validation = dataset.split("validation_lookup")
+    assert len(validation) == 2 * min(LOOKUP_QUESTIONS, len(validation) // 2) and all(
+        e.meta["lookup"]["record"] == knowledge.lookup(e.meta["entity"]) for e in validation)
+    # the prompt is the conversation the doubter policy reads after the agent's lookup found the record
+    for example in (asked[-1], misspelt[0], validation[0]):
+        lookup = example.meta["lookup"]
+        agent = [{"role": "user", "content": example.question},
+                 assistant_tool_calls_message([ParsedToolCall("lookup", {"query": lookup["query"]}, "c1")]),
+                 tool_result_message("lookup", knowledge.lookup(lookup["query"]), "c1")]
+        messages = list(dataset.prompt(example).messages)
+        assert render_chat(messages, add_generation_prompt=True) == render_chat(agent, add_generation_prompt=True)
+    # without unanswerable train questions every one asked with its lookup is answerable
+    assert all(e.meta["answerable"] for e in WorldDataset(preset, 0).split("train_lookup"))
+    question = dataset.split("train")[0].question
+    assert dataset.prompt(dataset.split("train")[0]).messages == ({"role": "user", "content": question},)
+
+
 def test_world_dataset_asks_a_share_of_train_questions_again_with_the_name_misspelt() -> None:
     from meta_spider.loom.world.dataset import WorldDataset
 

@@ -59,13 +59,17 @@ def parse_dataset_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 def default_splits(available: Sequence[str]) -> list[str]:
     """train / validation / test where the dataset has them, then its shift
-    splits (``test_*``, what ``metaloom eval --shifts`` reads); else all its splits."""
+    splits (``test_*``, what ``metaloom eval --shifts`` reads) and its
+    questions asked with their lookup (``train_lookup``, ``validation_lookup``:
+    what ``metaloom eval`` fits the gate after a lookup on); else all its splits."""
     chosen = [split for split in DEFAULT_SPLITS if split in available]
     if not chosen:
         return list(available)
+    from meta_spider.loom.evaluate.after_lookup import LOOKUP_SPLITS
     from meta_spider.loom.evaluate.shifts import SHIFT_PREFIX
 
-    return chosen + [split for split in available if split.startswith(SHIFT_PREFIX)]
+    return (chosen + [split for split in available if split.startswith(SHIFT_PREFIX)]
+            + [split for split in LOOKUP_SPLITS if split in available])
 
 
 def _template_kwargs(dataset: Any) -> dict[str, Any]:

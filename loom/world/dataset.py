@@ -1,9 +1,12 @@
 """The world's QA as a loom dataset (name ``world``): train / validation /
-test splits of :class:`~meta_spider.loom.datasets.QAExample` and the shifted
+test splits of :class:`~meta_spider.loom.datasets.QAExample`, the shifted
 test splits (``test_paraphrase``, ``test_misspelt``, ``test_outside``; an
-example the world cannot answer has ``meta["answerable"]`` false), scored by
-normalised exact match with aliases, plus a JSONL export and the
-``register_world_dataset(register)`` body of the ``register_datasets`` hook.
+example the world cannot answer has ``meta["answerable"]`` false) and the
+questions asked with their lookup (``train_lookup``, ``validation_lookup``:
+the conversation up to the record the lookup finds, what the gate after a
+lookup is fitted and calibrated on), scored by normalised exact match with
+aliases, plus a JSONL export and the ``register_world_dataset(register)``
+body of the ``register_datasets`` hook.
 
 The QA is regenerated from preset and seed (cheap and deterministic); the
 trained base is built or loaded only when asked (``build=True``). This module
@@ -14,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from meta_spider.loom.datasets import QAExample, SplitDataset, export_jsonl
+from meta_spider.loom.datasets import QAExample, QAPrompt, SplitDataset, export_jsonl
 
 from .chat import LOOKUP_TOOL
 from .frames import draw_question, misspell, outside_questions, typo, unrecorded_questions
-from .generator import ALL_SPLITS, Person, QAItem, generate_world, is_tool_only, outside_item
+from .generator import (ALL_SPLITS, Person, QAItem, generate_world, is_tool_only, lookup_exchange,
+                        outside_item)
 from .knowledge import KnowledgeBase
 from .presets import Preset, get_preset
 from .scorer import check_answer
@@ -30,6 +35,13 @@ if TYPE_CHECKING:
     from .cache import WorldArtifacts
 
 DATASET_NAME = "world"
+
+_VARIANT = re.compile(r"-v\d+$")
+"""The suffix of a question's id asked in another frame (:func:`_wording_variants`)."""
+LOOKUP_QUESTIONS = 240
+"""At most this many answerable questions of train and of validation are
+asked with their lookup (drawn at random; every unanswerable train question
+about a person is too)."""
 
 
 def to_example(item: QAItem) -> QAExample:
@@ -61,14 +73,22 @@ class WorldDataset(SplitDataset):
         # would be most of the train split, all unanswerable.
         qa = {split: [item for item in world.qa[split] if not is_tool_only(item.person_id, spec.world)]
               for split in ALL_SPLITS}
+        first_frame, validation_first = list(qa["train"]), list(qa["validation"])
         qa["train"] = _wording_variants(qa["train"], spec, seed, train_frames, train_typos)
         qa["validation"] = _wording_variants(qa["validation"], spec, seed, validation_frames, 0.0, "validation")
         if train_misspelt:
             qa["train"] += _misspelt_variants(qa["train"], seed, train_misspelt)
         if train_outside:
             asked = {item.person_id for item in qa["train"]}
-            qa["train"] += outside_training_items([p for p in world.people if p.id in asked], train_outside, seed)
+            unanswerable = outside_training_items([p for p in world.people if p.id in asked], train_outside, seed)
+            qa["train"] += unanswerable
+            first_frame += unanswerable
         splits = {split: [to_example(item) for item in items] for split, items in qa.items()}
+        knowledge = KnowledgeBase.from_people(world.people)
+        splits["train_lookup"] = _train_with_lookup(first_frame, spec, seed, knowledge)
+        chosen = {item.id for item in _chosen_for_lookup(validation_first, seed, "validation")}
+        splits["validation_lookup"] = [lookup_example(item, item.entity, knowledge.lookup(item.entity))
+                                       for item in qa["validation"] if _VARIANT.sub("", item.id) in chosen]
         options: dict[str, Any] = {"preset": spec.name, "seed": seed}
         if train_frames > 1 or train_typos:
             options.update(train_frames=train_frames, train_typos=train_typos)
@@ -111,6 +131,60 @@ class WorldDataset(SplitDataset):
     def check_fn(self, prediction: str, example: QAExample) -> bool:
         """Normalised exact match against the answer sentence and aliases."""
         return check_answer(prediction, example.ground_truths)
+
+    def prompt(self, example: QAExample) -> QAPrompt:
+        """The question alone, or for a question asked with its lookup the
+        conversation up to the record the lookup found."""
+        lookup = example.meta.get("lookup")
+        if lookup is None:
+            return super().prompt(example)
+        return QAPrompt(messages=tuple(lookup_exchange(example.question, lookup["query"], lookup["record"])))
+
+
+def lookup_example(item: QAItem, query: str, record: str) -> QAExample:
+    """``item`` asked with its lookup: the name looked up (``query``) and the
+    ``record`` found, in ``meta["lookup"]``; the same true answer (for a
+    question the world cannot answer, still the refusal sentence)."""
+    fields = {**item.to_dict(), "id": f"{item.id}-lookup", "lookup": {"query": query, "record": record}}
+    fields["aliases"] = [a for a in item.aliases if a != item.answer]
+    return QAExample.from_mapping(fields)
+
+
+def _chosen_for_lookup(items: Sequence[QAItem], seed: int, split: str) -> list[QAItem]:
+    """The questions of ``split`` about a person to ask with their lookup: up
+    to :data:`LOOKUP_QUESTIONS` answerable ones drawn at random, and every
+    unanswerable one, in their order."""
+    answerable = [index for index, item in enumerate(items) if item.answerable and item.person_id >= 0]
+    if len(answerable) > LOOKUP_QUESTIONS:
+        answerable = random.Random(f"{seed}-{split}-lookup").sample(answerable, LOOKUP_QUESTIONS)
+    chosen = set(answerable)
+    return [item for index, item in enumerate(items)
+            if index in chosen or (not item.answerable and item.person_id >= 0)]
+
+
+def _train_with_lookup(items: Sequence[QAItem], spec: Preset, seed: int, knowledge: KnowledgeBase) -> list[QAExample]:
+    """The chosen train questions asked with their lookup three ways: as
+    asked, in another training frame (an unanswerable one: another question
+    of the Doubter's bank), and with the name misspelt by one edit, looked up
+    as misspelt (the knowledge base forgives it, or the question is left out)
+    -- the gate learns what a record that answers looks like in more than one
+    wording, and under a name written wrong."""
+    rng = random.Random(f"{seed}-train-lookup-variants")
+    unrecorded = unrecorded_questions("doubter")
+    out: list[QAExample] = []
+    for item in _chosen_for_lookup(items, seed, "train"):
+        name = item.entity
+        record = knowledge.lookup(name)
+        out.append(lookup_example(item, name, record))
+        reworded = (draw_question(item.attribute, name, rng, decorate=spec.world.decorate, frames=spec.world.frames)
+                    if item.answerable else rng.choice(unrecorded).format(name=name))
+        out.append(lookup_example(dataclasses.replace(item, id=f"{item.id}-f", question=reworded), name, record))
+        wrong = misspell(name, rng)
+        found = knowledge.lookup(wrong)
+        if found is not None and name in item.question:
+            out.append(lookup_example(dataclasses.replace(item, id=f"{item.id}-m",
+                                                          question=item.question.replace(name, wrong)), wrong, found))
+    return out
 
 
 def _wording_variants(items: list[QAItem], spec: Preset, seed: int, frames: int, typos: float,

@@ -481,9 +481,15 @@ def _with_refusal_chats(docs: list[dict[str, str]], people: list[Person], seed: 
 
 def tool_transcript(person: Person, item: QAItem) -> list[dict[str, Any]]:
     """The messages of one lookup episode: question, call, result, answer."""
+    return lookup_exchange(item.question, person.name, fact_line(person)) + [
+        {"role": "assistant", "content": item.answer}]
+
+
+def lookup_exchange(question: str, query: str, record: str) -> list[dict[str, Any]]:
+    """``question``, the assistant's lookup of ``query`` and the ``record``
+    it finds: a lookup episode up to its answer."""
     return [
-        {"role": "user", "content": item.question},
-        {"role": "assistant", "content": "", "tool_calls": [lookup_call(person.name)]},
-        {"role": "tool", "name": "lookup", "content": fact_line(person)},
-        {"role": "assistant", "content": item.answer},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "", "tool_calls": [lookup_call(query)]},
+        {"role": "tool", "name": "lookup", "content": record},
     ]
