@@ -202,6 +202,23 @@ def read_facts(path: str | os.PathLike[str]) -> dict[str, str]:
     raise RunFileError(str(target), None, "expected query -> fact strings", fix)
 
 
+def _check_calibration_entry(path: Path, calibration: Mapping[str, Any], scorer: str) -> None:
+    """A calibration entry the policies can gate on (a threshold, and the
+    gate after a lookup when it carries one), or a :class:`RunFileError`
+    naming the field: found when run.json is read, not once a model has loaded."""
+    from meta_spider.policies.doubter import resolve_threshold
+    from meta_spider.wrapper.after_lookup import ENTRY_KEY, AfterLookupGate
+
+    entry = calibration[scorer]
+    try:
+        resolve_threshold(None, calibration, scorer)
+        if isinstance(entry, Mapping) and entry.get(ENTRY_KEY) is not None:
+            AfterLookupGate.from_entry(entry[ENTRY_KEY])
+    except ValueError as error:
+        raise RunFileError(path, f"calibration.{scorer}", str(error),
+                           "Regenerate it with `metaloom eval --run-dir D`.") from error
+
+
 def read_run_settings(run_dir: str | os.PathLike[str]) -> RunSettings:
     """Read the agent's fields from ``<run_dir>/run.json``.
 
@@ -245,6 +262,8 @@ def run_settings(run_file: RunFile) -> RunSettings:
     if not isinstance(calibration, Mapping):
         raise RunFileError(path, "calibration", f"expected an object of scorer -> {{\"threshold\": ...}}, "
                            f"got {calibration!r:.80}", "Regenerate it with `metaloom eval --run-dir D`.")
+    for scorer in calibration:
+        _check_calibration_entry(path, calibration, str(scorer))
     knowledge_base = data.get("knowledge_base") or {}
     if not isinstance(knowledge_base, Mapping):
         raise RunFileError(path, "knowledge_base", f"expected an object, got {knowledge_base!r:.80}",

@@ -30,6 +30,16 @@ the lookup holds nothing for them), the policy refuses without asking the
 model: it was unsure, or said it did not know, and the lookup did not
 know either; an answer now would be the base's own guess.
 
+A record found is not always an answer: asked for something the record does
+not hold, a small base answers from it with what it does hold. When the
+calibration carries a gate after a lookup
+(:class:`~meta_spider.wrapper.after_lookup.AfterLookupGate`, fitted by
+``metaloom eval`` on questions asked with their lookup) and every result
+since the question came from the agent's own run of the tool it was fitted
+on (not a client's tool result), pass 1 reads the conversation up to the
+result once more, and below the gate's threshold the policy refuses
+instead of answering (``gate_after_lookup``, on by default).
+
 This module knows nothing about tool-call syntax or how the backend reads
 and injects; it never imports torch.
 """
@@ -44,6 +54,8 @@ from typing import Any, ClassVar, Mapping, Sequence
 from meta_spider.backends.base import Completion, InferenceBackend
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
+from meta_spider.wrapper.after_lookup import ENTRY_KEY as AFTER_LOOKUP_KEY
+from meta_spider.wrapper.after_lookup import AfterLookupGate
 from meta_spider.wrapper.signals import last_user_text
 
 __all__ = [
@@ -51,6 +63,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DoubterPolicy",
     "ThresholdSetting",
+    "after_lookup_gate",
     "pending_tool_kinds",
     "resolve_threshold",
     "tool_result_pending",
@@ -61,6 +74,9 @@ logger = logging.getLogger(__name__)
 NOT_FOUND = "not_found"
 """The observation kind of a tool call that found nothing
 (``meta_spider.agentcore.steps.ObservationKind.NOT_FOUND``)."""
+FOUND = "result"
+"""The observation kind of a tool call that returned a result
+(``ObservationKind.RESULT``)."""
 
 DEFAULT_THRESHOLD = 0.5
 """The answer threshold when neither a setting nor the run's calibration
@@ -133,6 +149,18 @@ def _since_question(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, 
     return after[::-1]
 
 
+def after_lookup_gate(entry: Mapping[str, Any] | None) -> AfterLookupGate | None:
+    """The gate after a lookup a calibration entry carries (None when it
+    carries none); ValueError naming the malformed field."""
+    if not isinstance(entry, Mapping) or entry.get(AFTER_LOOKUP_KEY) is None:
+        return None
+    try:
+        return AfterLookupGate.from_entry(entry[AFTER_LOOKUP_KEY])
+    except ValueError as error:
+        raise ValueError(f"the calibration's gate after a lookup is unusable: {error}; run `metaloom eval` again "
+                         "to fit it anew") from error
+
+
 def pending_tool_kinds(session: SessionView) -> list[str]:
     """The observation kind (``not_found``, ``result``, ...) of each tool
     message after the last user turn, matched to the session's tool-result
@@ -170,8 +198,13 @@ class DoubterPolicy:
     gate_after_tool_result: bool = False
     """Re-read and gate even when a tool result answers the question (see the
     module docstring for why the default skips the gate there)."""
+    gate_after_lookup: bool = True
+    """Refuse after a record found when the calibration's gate after a lookup
+    judges that it does not answer the question (see the module docstring)."""
     gate: ThresholdSetting = field(init=False)
     """The resolved threshold and its source."""
+    record_gate: AfterLookupGate | None = field(init=False, default=None)
+    """The gate after a lookup: run.json's calibration, else the Doubter's own."""
 
     name: ClassVar[str] = "doubter"
     host_keywords: ClassVar[tuple[str, ...]] = ("calibration",)
@@ -188,6 +221,7 @@ class DoubterPolicy:
             raise ValueError(f"calibration_key must be a non-empty string, got {self.calibration_key!r}")
         self.stop = tuple(self.stop)
         self.gate = resolve_threshold(self.threshold, self.calibration, self.calibration_key)
+        self.record_gate = after_lookup_gate((self.calibration or {}).get(self.calibration_key))
         if not self.gate.calibrated:
             logger.warning(
                 "%s policy: run.json has no calibration[%r]; gating on the Doubter's own calibration when its "
@@ -204,7 +238,12 @@ class DoubterPolicy:
         if pending and not self.gate_after_tool_result:
             if all(kind == NOT_FOUND for kind in pending):
                 return self._refuse_after_misses(messages, backend)
-            return self._answer_from_observation(messages, backend, tools)
+            judged: dict[str, Any] = {}
+            if self._judges_records(messages, pending):
+                judged = self._judge_record(messages, backend)
+                if judged["score"] < judged["threshold"]:
+                    return self._refuse_record(messages, backend, judged)
+            return self._answer_from_observation(messages, backend, tools, judged)
         prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
                                        enable_thinking=self.enable_thinking)
         introspection = backend.read(prompt, question=_question(messages))
@@ -225,7 +264,10 @@ class DoubterPolicy:
     def _adopt_doubter_calibration(self, entry: Mapping[str, Any] | None) -> None:
         """Without an explicit threshold or run.json's calibration, gate on
         the one the Doubter carries (its checkpoint or GGUF sidecar): the
-        same threshold ``metaloom eval`` wrote into run.json."""
+        same threshold ``metaloom eval`` wrote into run.json; likewise its
+        gate after a lookup."""
+        if self.record_gate is None and not (self.calibration or {}).get(self.calibration_key):
+            self.record_gate = after_lookup_gate(entry)
         if self.gate.calibrated or not entry:
             return
         setting = resolve_threshold(None, {self.calibration_key: entry}, self.calibration_key)
@@ -240,8 +282,39 @@ class DoubterPolicy:
                         injected=False)  # nothing was generated
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
+    def _judges_records(self, messages: list[Any], pending: list[str]) -> bool:
+        """Whether the gate after a lookup judges this step: it is on, there is
+        one, and every tool message since the question is a miss or a record
+        the agent's own run of the gate's tool found (a client's own tool
+        result, or another tool's, is not what it was fitted on)."""
+        if not self.gate_after_lookup or self.record_gate is None:
+            return False
+        results = [message for message in _since_question(messages) if message.get("role") == "tool"]
+        return all(kind == NOT_FOUND or (kind == FOUND and message.get("name") == self.record_gate.tool)
+                   for message, kind in zip(results, pending))
+
+    def _judge_record(self, messages: list[Any], backend: InferenceBackend) -> dict[str, Any]:
+        """Pass 1 on the conversation up to the tool result, scored by the gate after a lookup."""
+        assert self.record_gate is not None
+        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
+                                       enable_thinking=self.enable_thinking)
+        introspection = backend.read(prompt, question=_question(messages))
+        p_correct = min(1.0, max(0.0, float(introspection.p_correct)))
+        extras = introspection.extras or {}
+        score = self.record_gate.score(p_correct, extras.get("signals") or {}, extras.get("layer_states"))
+        return {"score": score, "threshold": self.record_gate.threshold, "p_correct": p_correct}
+
+    def _refuse_record(self, messages: list[Any], backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:
+        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
+                                       enable_thinking=self.enable_thinking)
+        metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
+        metadata.update(finish_reason=None, injected=False, after_lookup=judged,
+                        gate=f"refused: the record found does not answer the question (gate after a lookup "
+                             f"{judged['score']:.3f} < {judged['threshold']:.3f})")
+        return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
+
     def _answer_from_observation(
-        self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog
+        self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog, judged: dict[str, Any]
     ) -> LatentDecision:
         schemas = tools.schemas() if tools is not None else []
         prompt = backend.render_prompt(messages, tools=schemas or None, add_generation_prompt=True,
@@ -249,6 +322,8 @@ class DoubterPolicy:
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop)
         metadata = self._metadata(prompt, completion)
         metadata.update(gate="skipped: a tool result follows the question", injected=False)
+        if judged:
+            metadata.update(gate="passed: the gate after a lookup judges the record an answer", after_lookup=judged)
         return LatentDecision(text=completion.text, metadata=metadata)
 
     def _metadata(self, prompt: str, completion: Completion) -> dict[str, Any]:

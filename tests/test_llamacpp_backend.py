@@ -465,6 +465,18 @@ def test_tiny_world_pass1_injected_logits_and_decisions_match_transformers(tmp_p
     for prompt in prompts[:5]:
         assert exact.generate(prompt, max_new_tokens=24, inject=exact.read(prompt)).text == reference.generate(
             prompt, max_new_tokens=24, inject=reference.read(prompt)).text
+    # the gate after a lookup scores a llama.cpp read as it scores the same read through transformers
+    from meta_spider.wrapper.after_lookup import AfterLookupGate
+
+    width = 1 + model.config.hidden_size  # the P(correct) logit and the second target layer's state
+    rng = np.random.default_rng(0)
+    gate = AfterLookupGate("lookup", (), 1, np.zeros(width), np.ones(width), rng.normal(size=width) / width**0.5,
+                           0.0, 0.0)
+    for prompt in prompts[:5]:
+        want, got = reference.read(prompt), exact.read(prompt)
+        expected = gate.score(want.p_correct, want.extras.get("signals", {}), want.extras["layer_states"])
+        assert gate.score(got.p_correct, got.extras.get("signals", {}), got.extras["layer_states"]) == pytest.approx(
+            expected, abs=1e-3)
     threshold = float(np.median([p for p, _ in rows]))
     agreement = float(np.mean([(p >= threshold) == (q >= threshold) for p, q in rows]))
     print(f"\ntiny world: f16 decision agreement {agreement:.3f} over {len(rows)} questions")
@@ -485,7 +497,9 @@ def test_the_sidecar_carries_the_calibration_and_the_run_defaults_to_the_doubter
     document.pop("policy", None)
     document.pop("calibration", None)
     (run / "run.json").write_text(json.dumps(document))
-    entry = {"threshold": 0.5, "split": "validation", "rule": "goals", "score": "p_correct"}
+    gate = {"tool": "lookup", "signals": [], "layer_index": None, "mean": [0.0], "scale": [1.0], "weight": [1.0],
+            "bias": 0.0, "threshold": 0.0}  # the gate after a lookup travels in the same entry
+    entry = {"threshold": 0.5, "split": "validation", "rule": "goals", "score": "p_correct", "after_lookup": gate}
     write_calibration(run / "checkpoints" / "best", entry)
     sidecar = Path(document["backends"]["llamacpp"]["sidecar_path"])
     sidecar = sidecar if sidecar.is_absolute() else run / sidecar

@@ -69,6 +69,21 @@ def test_demo_runs_the_pipeline_then_reuses_it(tiny_world, tmp_path: Path, capsy
     agree = [is_refusal(plain.generate(dataset.prompt(examples[q["id"]]).messages, max_new_tokens=limit))
              == (q["action"] == "refuse") for q in report["questions"]]
     assert len(agree) == report["benchmark"]["n"] and sum(agree) == len(agree)
+    # eval fitted the gate after a lookup on the questions asked with their lookup; the checkpoint carries it, and
+    # the run's agent judges every record it finds with it before answering from it
+    gate = manifest.calibration["doubter"]["after_lookup"]
+    assert gate["tool"] == "lookup" and gate["n_fit"] == manifest.dataset.sizes["train_lookup"] > gate["n_wrong"] > 0
+    assert report["calibration"]["after_lookup"] == gate and doubter.calibration["after_lookup"] == gate
+    from meta_spider.loom.evaluate.agentic import run_agentic_eval
+
+    outside = run_agentic_eval(run, split="test_outside", policies=("doubter",)).results["doubter"]
+    judged = [step["decision"]["metadata"] for result in outside for step in result.steps
+              if step.get("type") == "model" and "after_lookup" in step["decision"]["metadata"]]
+    found = sum(any(step.get("type") == "tool" and step.get("kind") == "result" for step in result.steps)
+                for result in outside)
+    assert len(judged) == found > 0
+    assert all(m["gate"].startswith("refused" if m["after_lookup"]["score"] < gate["threshold"] else "passed")
+               for m in judged)
 
     console = Console(record=True, width=1000)  # the temporary paths are long: no wrapping
     again = run_demo("tiny", 0, run, console=console)

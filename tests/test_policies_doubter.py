@@ -274,3 +274,77 @@ def test_renderer_keeps_its_direct_policy_behaviour() -> None:
     off = DefaultRenderer(lookup_when_uncertain=False)
     assert isinstance(off.render(LatentDecision("x", confident=False), Session(), FakeBackend(), tools), Refuse)
 
+
+
+def record_gate(threshold: float = 0.0, tool: str = "lookup") -> dict:
+    """A gate after a lookup reading only the P(correct) logit: it answers where the re-read P(correct) >= 0.5
+    (threshold 0)."""
+    return {"tool": tool, "signals": [], "layer_index": None, "mean": [0.0], "scale": [1.0], "weight": [1.0],
+            "bias": 0.0, "threshold": threshold}
+
+
+def test_gate_after_a_lookup_refuses_a_record_that_does_not_answer() -> None:
+    policy = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate()}})
+    backend = FakeBackend([introspection(0.2), "?", CALL_BODY, introspection(0.1)])
+    steps = list(agent(backend, lookup_tools(), policy).run(QUESTION))
+    final = steps[-1]
+    assert (final.outcome, final.text) == ("refuse", REFUSAL_SENTENCE)
+    decision = steps[-2].decision
+    assert decision.metadata["gate"].startswith("refused: the record found does not answer the question")
+    assert decision.metadata["after_lookup"]["score"] == pytest.approx(math.log(0.1 / 0.9))
+    # pass 1 read the conversation up to the record, without the tool definitions, told the user's question
+    assert len(backend.reads) == 2 and "<tool_response>" in backend.reads[1] and "<tools>" not in backend.reads[1]
+    assert backend.read_questions == [QUESTION, QUESTION] and len(backend.calls) == 2  # nothing generated after it
+
+
+def test_gate_after_a_lookup_lets_a_record_that_answers_through() -> None:
+    policy = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate()}})
+    backend = FakeBackend([introspection(0.2), "?", CALL_BODY, introspection(0.8), "It is Amberhold."])
+    steps = list(agent(backend, lookup_tools(), policy).run(QUESTION))
+    assert (steps[-1].outcome, steps[-1].text) == ("answer", "It is Amberhold.")
+    decision = steps[-2].decision
+    assert decision.metadata["gate"].startswith("passed") and decision.metadata["after_lookup"]["score"] > 0
+    assert "<tools>" in backend.calls[-1].prompt and backend.calls[-1].inject is None  # answered as before
+
+
+def test_gate_after_a_lookup_judges_only_its_own_tool_and_can_be_switched_off() -> None:
+    other = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate(tool="search")}})
+    off = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate()}},
+                        gate_after_lookup=False)
+    for policy in (other, off):
+        backend = FakeBackend([introspection(0.2), "?", CALL_BODY, "It is Amberhold."])
+        assert agent(backend, lookup_tools(), policy).ask(QUESTION).text == "It is Amberhold."
+        assert len(backend.reads) == 1
+
+
+def test_gate_after_a_lookup_comes_from_the_doubter_when_run_json_has_none() -> None:
+    carried = {"threshold": 0.5, "after_lookup": record_gate()}
+    first = Introspection(p_correct=0.2, cognitive_tokens=[[0.0] * 4] * 2, calibration=carried)
+    policy = DoubterPolicy()
+    assert policy.record_gate is None
+    backend = FakeBackend([first, "?", CALL_BODY, introspection(0.1)])
+    assert agent(backend, lookup_tools(), policy).ask(QUESTION).text == REFUSAL_SENTENCE
+    assert policy.record_gate is not None and policy.record_gate.tool == "lookup"
+
+
+def test_a_malformed_gate_after_a_lookup_names_the_field() -> None:
+    broken = {**record_gate(), "scale": [0.0]}
+    with pytest.raises(ValueError, match=r"gate after a lookup is unusable: 'after_lookup.scale' holds a number that "
+                                         r"is not positive; run `metaloom eval` again"):
+        DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": broken}})
+    with pytest.raises(ValueError, match=r"'after_lookup.tool' must name a tool"):
+        DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": {**record_gate(), "tool": 3}}})
+
+
+def test_gate_after_a_lookup_leaves_a_clients_own_tool_result_alone() -> None:
+    class Client:  # a server request's conversation: the client ran the tool, nothing in the session records it
+        messages = [{"role": "user", "content": QUESTION},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"type": "function", "id": "c1", "function": {"name": "lookup", "arguments": {"query": "x"}}}]},
+                    {"role": "tool", "name": "lookup", "tool_call_id": "c1", "content": FACT}]
+        tool_results = ()
+
+    policy = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate()}})
+    backend = FakeBackend(["It is Amberhold."])
+    decision = policy.decide(Client(), backend, lookup_tools())
+    assert decision.text == "It is Amberhold." and backend.reads == [] and "after_lookup" not in decision.metadata

@@ -12,7 +12,11 @@ generated under it unless ``--no-answer-gate``). A threshold chosen for a
 checkpoint inside the run folder goes into run.json's ``calibration.doubter``
 and into the checkpoint; one chosen for another run's ``--checkpoint`` goes
 into run.json only when the run has no checkpoint of its own, and that
-checkpoint is never written to (:func:`_record_calibration`). ``--shifts`` evaluates
+checkpoint is never written to (:func:`_record_calibration`). When the
+activations hold the questions asked with their lookup (``train_lookup``,
+``validation_lookup``), the gate after a lookup is fitted there
+(:mod:`meta_spider.loom.evaluate.after_lookup`) and kept in the same
+calibration entry (``after_lookup``). ``--shifts`` evaluates
 ``test`` and every shift split (:mod:`meta_spider.loom.evaluate.shifts`) the same
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
@@ -157,6 +161,23 @@ def _record_calibration(run_dir: Path, manifest: RunManifest, given: Optional[Pa
     console.print(f"calibration recorded in {where} only: the checkpoint {given} is another run's and keeps its own")
 
 
+def _fit_after_lookup(pipe: Any, activations: Any, console: Any) -> Optional[dict[str, Any]]:
+    """The gate after a lookup fitted on the collected lookup splits, as its
+    calibration entry; None (with a note when the rows could not teach it)
+    when there is none to fit."""
+    from meta_spider.loom.evaluate.after_lookup import fit_after_lookup_gate
+
+    try:
+        fit = fit_after_lookup_gate(pipe.doubter, activations)
+    except ValueError as error:
+        console.print(f"note: no gate after a lookup: {error}")
+        return None
+    if fit is None:
+        return None
+    console.print(fit.summary())
+    return fit.to_entry()
+
+
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.datasets import DatasetError, create_dataset
@@ -214,6 +235,7 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset, ActivationFormatError
     from meta_spider.loom.evaluate.comparison import BaselineComparison
     from meta_spider.loom.evaluate.shifts import run_shift_evaluation, shift_splits
+    from meta_spider.wrapper.after_lookup import ENTRY_KEY
 
     if target_coverage is not None and target_risk is not None:
         raise click.UsageError("give --target-coverage or --target-risk, not both")
@@ -252,11 +274,15 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
     evaluated = run_shift_evaluation(pipe, dataset, activations, splits, comparison=comparison,
                                      max_tokens=max_tokens, max_examples=max_examples,
                                      answer_gate_on=not no_answer_gate, console=console, batch_size=batch_size)
+    after_lookup = _fit_after_lookup(pipe, activations, console)
     written: list[str] = []
     for name, report in evaluated.reports.items():
+        calibrated = report.calibration is not None and name == next(iter(evaluated.reports))
+        if calibrated and after_lookup is not None:
+            report.calibration[ENTRY_KEY] = after_lookup
         written.append(report_file(name))
         (run_dir / report_file(name)).write_text(report.to_json(), encoding="utf-8")
-        if report.calibration is not None and name == next(iter(evaluated.reports)):
+        if calibrated:
             _record_calibration(run_dir, manifest, checkpoint, evaluated_checkpoint,
                                 {k: v for k, v in report.calibration.items() if k != "evaluated"}, console)
         if not no_plot:

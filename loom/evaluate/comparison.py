@@ -205,6 +205,26 @@ def build_report(outcomes: Sequence[QuestionOutcome], *, benchmark: Optional[Map
 # ------------------------------------------------------------------ runner
 
 
+def doubter_p_correct(doubter: Any, activations: Any, states: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """The Doubter's P(correct) on collected rows ``indices``: ``states``
+    ``[n, L, d]`` at its read position over the collected layers, and the
+    collected signals it reads."""
+    import torch
+
+    layers = list(activations.target_layers)
+    wanted = list(doubter.config.target_layers)
+    missing = [layer for layer in wanted if layer not in layers]
+    if missing:
+        raise ValueError(f"the Doubter reads layers {missing} that the activation dataset did not collect "
+                         f"(it holds {layers}); collect with the Doubter's target layers")
+    picked = states[list(indices)][:, [layers.index(layer) for layer in wanted]]
+    names = doubter.config.signals
+    signals = activations.signals(names)[list(indices)] if names else None
+    with torch.no_grad():
+        logits = doubter.encode(torch.from_numpy(picked), signals).p_correct_logit
+    return torch.sigmoid(logits.double()).cpu().numpy()
+
+
 class BaselineComparison:
     """Run ``benchmark`` through ``pipe`` (Doubter attached) and compare.
 
@@ -264,19 +284,7 @@ class BaselineComparison:
         return activations.states(read_position).numpy(), list(activations.target_layers), read_position
 
     def _doubter_p_correct(self, states: np.ndarray, layers: list[int], indices: list[int]) -> np.ndarray:
-        import torch
-
-        wanted = list(self.pipe.doubter.config.target_layers)
-        missing = [layer for layer in wanted if layer not in layers]
-        if missing:
-            raise ValueError(f"the Doubter reads layers {missing} that the activation dataset did not collect "
-                             f"(it holds {layers}); collect with the Doubter's target layers")
-        picked = states[indices][:, [layers.index(layer) for layer in wanted]]
-        names = self.pipe.doubter.config.signals
-        signals = self.benchmark.activations.signals(names)[indices] if names else None
-        with torch.no_grad():
-            logits = self.pipe.doubter.encode(torch.from_numpy(picked), signals).p_correct_logit
-        return torch.sigmoid(logits.double()).cpu().numpy()
+        return doubter_p_correct(self.pipe.doubter, self.benchmark.activations, states, indices)
 
     def run(self) -> ComparisonReport:
         benchmark = self.benchmark

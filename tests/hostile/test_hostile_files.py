@@ -104,6 +104,13 @@ HOSTILE_RUN_FILES = {
                          "policy.settings.checkpoint"),
     "external-paths-junk": ({**RUN, "external_paths": "everywhere"}, "external_paths"),
     "array": (b"[]", "expected a JSON object"),
+    "calibration-threshold-text": ({**RUN, "calibration": {"doubter": {"threshold": "high"}}},
+                                   "field 'calibration.doubter': calibration['doubter']['threshold'] must be a number"),
+    "calibration-entry-list": ({**RUN, "calibration": {"doubter": [0.5]}},
+                               "field 'calibration.doubter': calibration['doubter'] must be an object"),
+    "after-lookup-scale": ({**RUN, "calibration": {"doubter": {"threshold": 0.5, "after_lookup": {
+        "tool": "lookup", "signals": [], "layer_index": None, "mean": [0], "scale": [0], "weight": [1], "bias": 0,
+        "threshold": 0}}}}, "field 'calibration.doubter': 'after_lookup.scale' holds a number that is not positive"),
 }
 
 
@@ -242,6 +249,25 @@ def test_a_calibration_threshold_that_is_not_a_number_is_refused_where_it_is_rea
     doubter = random_doubter()
     doubter.calibration = {"threshold": threshold}
     with pytest.raises(SidecarError, match="which must be a number or null"):
+        load_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
+
+
+def test_an_unusable_gate_after_a_lookup_is_refused_where_it_is_read(saved, tmp_path: Path) -> None:
+    from test_deploy_sidecar import random_doubter
+
+    from meta_spider.backends.llamacpp.sidecar_format import SidecarError
+    from meta_spider.loom.gguf.sidecar import SIDECAR_FILE, export_sidecar, load_sidecar
+    from meta_spider.wrapper.checkpoint import write_calibration
+
+    entry = {"threshold": 0.5, "after_lookup": {"tool": "lookup", "signals": [], "layer_index": None, "mean": [0.0],
+                                                "scale": [1.0], "weight": [float("nan")], "bias": 0.0, "threshold": 0}}
+    folder = Path(shutil.copytree(saved[0], tmp_path / "checkpoint"))
+    write_calibration(folder, entry)
+    with pytest.raises(CheckpointError, match="unusable gate after a lookup .'after_lookup.weight' holds a number"):
+        Doubter.from_checkpoint(folder)
+    doubter = random_doubter()
+    doubter.calibration = entry
+    with pytest.raises(SidecarError, match="unusable gate after a lookup"):
         load_sidecar(export_sidecar(doubter, tmp_path / SIDECAR_FILE))
 
 
