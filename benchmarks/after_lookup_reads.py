@@ -3,14 +3,15 @@
 Asked about a recorded person's unrecorded attribute ("What is X's shoe
 size?"), the agent looks X up, finds X's record, and the base answers
 from it with another attribute ("He works as a translator."): it never
-read a lookup whose record lacks what was asked. The doubter policy does
-not gate after a tool result (policies/doubter.py says why). This script
-asks whether a read there could: it runs the run's agent comparison
-(doubter policy only, with the world's lookup, as a world run does it) on
-the train, test and test_outside splits, and for every question whose
-lookup found a record, reads pass 1 once more on the conversation up to
-the tool result (rendered as the policy renders pass 1: without tool
-definitions), as ``gate_after_tool_result`` would. Reads scored:
+read a lookup whose record lacks what was asked. This script asked
+whether a read there could tell them apart (it could: the doubter policy
+now has a gate after a lookup, measured in ``after_lookup_gate.py``): it
+runs the run's agent comparison (the doubter policy with that gate off,
+with the world's lookup, as a world run does it) on the train, test and
+test_outside splits, and for every question whose lookup found a record,
+reads pass 1 once more on the conversation up to the tool result
+(rendered as the policy renders pass 1: without tool definitions). Reads
+scored:
 
 - P(correct) re-read: the Doubter as it is, on a prompt it was not trained on;
 - the scope gate's logit there;
@@ -22,7 +23,7 @@ definitions), as ``gate_after_tool_result`` would. Reads scored:
 Per read: AUROC of test's right answers against test_outside's invented
 ones, and, at a threshold at train's 2 % and 5 % quantile of right
 answers, the share of test's right answers it would refuse and of
-test_outside's invented ones it would catch. Nothing is built from it.
+test_outside's invented ones it would catch.
 
     python benchmarks/after_lookup_reads.py --run-dir RUN --output FILE
 """
@@ -30,6 +31,7 @@ test_outside's invented ones it would catch. Nothing is built from it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from report import Report
-from world_run import NotAWorldRun, open_world_agent
+from world_run import NotAWorldRun, compare_policies, open_world_agent
 
 SPLITS = ("train", "test", "test_outside")
 QUANTILES = (0.02, 0.05)
@@ -96,27 +98,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
-    from meta_spider.loom.evaluate.agentic import run_agentic_eval
-
     torch.set_num_threads(2)
     try:
-        manifest, pm, _launcher, backend = open_world_agent(args.run_dir)
+        agent = open_world_agent(args.run_dir)
     except NotAWorldRun as error:
         print(error, file=sys.stderr)
         return 2
+    manifest, backend = agent.manifest, agent.backend
     doubter = getattr(getattr(backend, "pipeline", None), "doubter", None)
     if "train_outside" not in manifest.dataset.options or doubter is None or doubter.scope_gate is None:
         print(f"{args.run_dir}: needs a world run with unanswerable train questions and a Doubter with a scope "
               "gate (the demo's), on the transformers backend", file=sys.stderr)
         return 2
 
+    ungated = dataclasses.replace(agent.launcher.make_policy("doubter"), gate_after_lookup=False)
     out = Report()
     out.say(f"# python benchmarks/after_lookup_reads.py --run-dir RUN   (RUN: {manifest.dataset.options})")
     reads = {}
     for split in SPLITS:
         start = time.perf_counter()
-        report = run_agentic_eval(args.run_dir, split=split, backend=backend, plugin_manager=pm,
-                                  policies=("doubter",))
+        report = compare_policies(agent, split, [("doubter", ungated)])
         reads[split] = reads_after_lookup(report, backend)
         out.say(f"{split}: {len(report.tasks)} questions, {len(reads[split].right)} with a record found, the "
                 f"answer after it right {int(reads[split].right.sum())} ({time.perf_counter() - start:.0f} s)")

@@ -37,3 +37,24 @@ def open_world_agent(run_dir: Path) -> WorldAgent:
     plugin_manager = make_plugin_manager()
     launcher = AgentLauncher(plugin_manager, read_run_settings(run_dir))
     return WorldAgent(manifest, plugin_manager, launcher, launcher.make_backend(launcher.default_backend))
+
+
+def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, Any]]) -> Any:
+    """The agent comparison ``metaloom eval --agentic --split SPLIT`` runs on
+    the world run (its dataset's questions, with the world's lookup), with
+    ``policies`` (``(name, policy)`` pairs) in place of the registered ones."""
+    from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
+    from meta_spider.loom.datasets import create_dataset
+    from meta_spider.loom.evaluate.agentic import AgentComparison, tasks_from_dataset
+    from meta_spider.tools.knowledge import make_lookup_tool
+
+    dataset = create_dataset(agent.plugin_manager, agent.manifest.dataset.name, **agent.manifest.dataset.options)
+    tool = make_lookup_tool(dataset_knowledge_base(dataset), dataset_lookup_schema(dataset))
+    tasks = tasks_from_dataset(dataset, split, tools=(tool,))
+    examples = {task.id: task.metadata["example"] for task in tasks}
+    launcher = agent.launcher
+    comparison = AgentComparison(
+        agent.backend, policies=policies, renderer=launcher.make_renderer(), system_prompt=launcher.system_prompt,
+        check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])),
+        ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools)
+    return comparison.run(tasks)
