@@ -239,13 +239,12 @@ class DoubterPolicy:
             if all(kind == NOT_FOUND for kind in pending):
                 return self._refuse_after_misses(messages, backend)
             judged: dict[str, Any] = {}
-            if self._judges_records(messages, pending):
-                judged = self._judge_record(messages, backend)
+            if self.gate_after_lookup and self.record_gate is not None and self._judges(messages, pending):
+                judged = self._judge_record(self.record_gate, messages, backend)
                 if judged["score"] < judged["threshold"]:
                     return self._refuse_record(messages, backend, judged)
             return self._answer_from_observation(messages, backend, tools, judged)
-        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
-                                       enable_thinking=self.enable_thinking)
+        prompt = self._bare_prompt(messages, backend)
         introspection = backend.read(prompt, question=_question(messages))
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop,
                                       inject=introspection if self.inject else None)
@@ -275,38 +274,37 @@ class DoubterPolicy:
         logger.info("%s policy: gating on the Doubter's own calibration, P(correct) >= %.4g", self.name, setting.value)
 
     def _refuse_after_misses(self, messages: list[Any], backend: InferenceBackend) -> LatentDecision:
-        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
-                                       enable_thinking=self.enable_thinking)
+        prompt = self._bare_prompt(messages, backend)
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
         metadata.update(finish_reason=None, gate="refused: every lookup since the question found nothing",
                         injected=False)  # nothing was generated
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
-    def _judges_records(self, messages: list[Any], pending: list[str]) -> bool:
-        """Whether the gate after a lookup judges this step: it is on, there is
-        one, and every tool message since the question is a miss or a record
-        the agent's own run of the gate's tool found (a client's own tool
-        result, or another tool's, is not what it was fitted on)."""
-        if not self.gate_after_lookup or self.record_gate is None:
-            return False
+    def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:
+        """The conversation as pass 1 reads it: without tool definitions."""
+        return backend.render_prompt(messages, tools=None, add_generation_prompt=True,
+                                     enable_thinking=self.enable_thinking)
+
+    def _judges(self, messages: list[Any], pending: list[str]) -> bool:
+        """Whether the gate after a lookup judges this step: every tool message
+        since the question is a miss or a record the agent's own run of the
+        gate's tool found (a client's own tool result, or another tool's, is
+        not what it was fitted on)."""
+        assert self.record_gate is not None
         results = [message for message in _since_question(messages) if message.get("role") == "tool"]
         return all(kind == NOT_FOUND or (kind == FOUND and message.get("name") == self.record_gate.tool)
                    for message, kind in zip(results, pending))
 
-    def _judge_record(self, messages: list[Any], backend: InferenceBackend) -> dict[str, Any]:
-        """Pass 1 on the conversation up to the tool result, scored by the gate after a lookup."""
-        assert self.record_gate is not None
-        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
-                                       enable_thinking=self.enable_thinking)
-        introspection = backend.read(prompt, question=_question(messages))
+    def _judge_record(self, gate: AfterLookupGate, messages: list[Any], backend: InferenceBackend) -> dict[str, Any]:
+        """Pass 1 on the conversation up to the tool result, scored by ``gate``."""
+        introspection = backend.read(self._bare_prompt(messages, backend), question=_question(messages))
         p_correct = min(1.0, max(0.0, float(introspection.p_correct)))
         extras = introspection.extras or {}
-        score = self.record_gate.score(p_correct, extras.get("signals") or {}, extras.get("layer_states"))
-        return {"score": score, "threshold": self.record_gate.threshold, "p_correct": p_correct}
+        score = gate.score(p_correct, extras.get("signals") or {}, extras.get("layer_states"))
+        return {"score": score, "threshold": gate.threshold, "p_correct": p_correct}
 
     def _refuse_record(self, messages: list[Any], backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:
-        prompt = backend.render_prompt(messages, tools=None, add_generation_prompt=True,
-                                       enable_thinking=self.enable_thinking)
+        prompt = self._bare_prompt(messages, backend)
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
         metadata.update(finish_reason=None, injected=False, after_lookup=judged,
                         gate=f"refused: the record found does not answer the question (gate after a lookup "
