@@ -277,7 +277,7 @@ class DoubterPolicy:
         prompt = self._bare_prompt(messages, backend)
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
         metadata.update(finish_reason=None, gate="refused: every lookup since the question found nothing",
-                        injected=False)  # nothing was generated
+                        refusal_reason="every lookup found nothing", injected=False)  # nothing was generated
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
     def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:
@@ -306,9 +306,10 @@ class DoubterPolicy:
     def _refuse_record(self, messages: list[Any], backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:
         prompt = self._bare_prompt(messages, backend)
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
-        metadata.update(finish_reason=None, injected=False, after_lookup=judged,
-                        gate=f"refused: the record found does not answer the question (gate after a lookup "
-                             f"{judged['score']:.3f} < {judged['threshold']:.3f})")
+        reason = (f"the record found does not answer the question: gate after a lookup {judged['score']:.3f} < "
+                  f"{judged['threshold']:.3f}")
+        metadata.update(finish_reason=None, injected=False, after_lookup=judged, gate=f"refused: {reason}",
+                        refusal_reason=reason)
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
     def _answer_from_observation(

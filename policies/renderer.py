@@ -22,7 +22,9 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
   (default :data:`REFUSAL_SENTENCE`).
 
 A confident (or unjudged) decision is an ``Answer``, unless its text is (or
-starts with) that refusal sentence, which makes a ``Refuse``; when a gated
+starts with) that refusal sentence, which makes a ``Refuse`` (its reason
+``"model"``, or the policy's ``metadata["refusal_reason"]`` when the policy
+wrote the refusal in the model's place); when a gated
 decision was confident yet the model wrote that sentence, it takes the
 uncertain path above (a lookup when one is available). The renderer knows
 nothing about how confidence was computed.
@@ -119,8 +121,8 @@ class DefaultRenderer:
             if uncertain == "the model refused":
                 return Refuse(text=text, reason="model")
             return Refuse(text=self.refusal, reason=uncertain)
-        if self.is_refusal(text):
-            return Refuse(text=text, reason="model")
+        if self.is_refusal(text):  # the model's own words, or a refusal the policy gave in its place
+            return Refuse(text=text, reason=str(decision.metadata.get("refusal_reason", "model")))
         return Answer(text=text)
 
     def _uncertainty(self, decision: LatentDecision) -> str | None:

@@ -100,6 +100,7 @@ def test_a_lookup_that_finds_nothing_ends_in_a_refusal_not_a_guess() -> None:
                                                              "No entry found for 'capital of Veloria'.")
     assert (final.outcome, final.text) == ("refuse", REFUSAL_SENTENCE)
     assert second.decision.metadata["gate"].startswith("refused: every lookup")
+    assert final.action.reason == "every lookup found nothing"  # what the trace shows, not "model"
     assert len(backend.calls) == 2  # the answer after the miss was never generated
     assert final.session.tool_results[-1].kind == "not_found"  # kept in the session (and its file)
     # Only the results after the last question count, and one hit among misses is answered from.
@@ -292,6 +293,7 @@ def test_gate_after_a_lookup_refuses_a_record_that_does_not_answer() -> None:
     decision = steps[-2].decision
     assert decision.metadata["gate"].startswith("refused: the record found does not answer the question")
     assert decision.metadata["after_lookup"]["score"] == pytest.approx(math.log(0.1 / 0.9))
+    assert final.action.reason.startswith("the record found does not answer the question: gate after a lookup -2.197")
     # pass 1 read the conversation up to the record, without the tool definitions, told the user's question
     assert len(backend.reads) == 2 and "<tool_response>" in backend.reads[1] and "<tools>" not in backend.reads[1]
     assert backend.read_questions == [QUESTION, QUESTION] and len(backend.calls) == 2  # nothing generated after it
