@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from report import Report
-from world_run import NotAWorldRun, compare_policies, open_world_agent
+from world_run import compare_policies, world_agent_or_say_why
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt", "test_outside")
 GATED, UNGATED = "doubter", "doubter, no gate after a lookup"
@@ -45,10 +45,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    try:
-        agent = open_world_agent(args.run_dir)
-    except NotAWorldRun as error:
-        print(error, file=sys.stderr)
+    agent = world_agent_or_say_why(args.run_dir)
+    if agent is None:
         return 2
     gated = agent.launcher.make_policy("doubter")
     if getattr(gated, "record_gate", None) is None:

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from report import Report
-from world_run import NotAWorldRun, compare_policies, open_world_agent
+from world_run import compare_policies, world_agent_or_say_why
 
 SPLITS = ("train", "test", "test_outside")
 QUANTILES = (0.02, 0.05)
@@ -99,10 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     torch.set_num_threads(2)
-    try:
-        agent = open_world_agent(args.run_dir)
-    except NotAWorldRun as error:
-        print(error, file=sys.stderr)
+    agent = world_agent_or_say_why(args.run_dir)
+    if agent is None:
         return 2
     manifest, backend = agent.manifest, agent.backend
     doubter = getattr(getattr(backend, "pipeline", None), "doubter", None)

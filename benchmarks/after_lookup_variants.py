@@ -31,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 
 from report import Report
-from world_run import NotAWorldRun, open_world_agent
+from world_run import world_agent_or_say_why
 
 HELD_OUT = ("test", "test_paraphrase", "test_misspelt", "test_outside")
 ASKED = re.compile(r"-(f|m)-lookup$")
@@ -91,10 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from meta_spider.wrapper.after_lookup import gate_features
 
     torch.set_num_threads(2)
-    try:
-        agent = open_world_agent(args.run_dir)
-    except NotAWorldRun as error:
-        print(error, file=sys.stderr)
+    agent = world_agent_or_say_why(args.run_dir)
+    if agent is None:
         return 2
     pipe = agent.backend.pipeline
     doubter = pipe.doubter

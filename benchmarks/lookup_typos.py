@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from report import Report
-from world_run import NotAWorldRun, open_world_agent
+from world_run import world_agent_or_say_why
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt")
 
@@ -74,11 +74,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     from meta_spider.loom.world.presets import get_preset
 
     torch.set_num_threads(1)
-    try:
-        manifest, pm, _launcher, backend = open_world_agent(args.run_dir)
-    except NotAWorldRun as error:
-        print(error, file=sys.stderr)
+    agent = world_agent_or_say_why(args.run_dir)
+    if agent is None:
         return 2
+    manifest, pm, backend = agent.manifest, agent.plugin_manager, agent.backend
     options = manifest.dataset.options
     world = generate_world(get_preset(options.get("preset", "small")).world, int(options.get("seed", 0)))
     people = {person.id: person.name for person in world.people}

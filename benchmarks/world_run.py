@@ -39,6 +39,18 @@ def open_world_agent(run_dir: Path) -> WorldAgent:
     return WorldAgent(manifest, plugin_manager, launcher, launcher.make_backend(launcher.default_backend))
 
 
+def world_agent_or_say_why(run_dir: Path) -> WorldAgent | None:
+    """:func:`open_world_agent`, or None after printing why it cannot (the
+    caller exits with status 2)."""
+    import sys
+
+    try:
+        return open_world_agent(run_dir)
+    except NotAWorldRun as error:
+        print(error, file=sys.stderr)
+        return None
+
+
 def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, Any]]) -> Any:
     """The agent comparison ``metaloom eval --agentic --split SPLIT`` runs on
     the world run (its dataset's questions, with the world's lookup), with
