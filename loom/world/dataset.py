@@ -145,9 +145,9 @@ def lookup_example(item: QAItem, query: str, record: str) -> QAExample:
     """``item`` asked with its lookup: the name looked up (``query``) and the
     ``record`` found, in ``meta["lookup"]``; the same true answer (for a
     question the world cannot answer, still the refusal sentence)."""
-    fields = {**item.to_dict(), "id": f"{item.id}-lookup", "lookup": {"query": query, "record": record}}
-    fields["aliases"] = [a for a in item.aliases if a != item.answer]
-    return QAExample.from_mapping(fields)
+    example = to_example(item)
+    return dataclasses.replace(example, id=f"{item.id}-lookup",
+                               meta={**example.meta, "lookup": {"query": query, "record": record}})
 
 
 def _chosen_for_lookup(items: Sequence[QAItem], seed: int, split: str) -> list[QAItem]:
