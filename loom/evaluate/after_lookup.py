@@ -98,7 +98,8 @@ def fit_after_lookup_gate(doubter: Any, activations: Any, *,
     rows = {}
     for name, indices in zip(LOOKUP_SPLITS, (fit, calibrate)):
         p_correct = doubter_p_correct(doubter, activations, states, indices)
-        signals = activations.signals(config.signals).numpy()[indices] if config.signals else np.zeros((len(indices), 0))
+        signals = (activations.signals(config.signals).numpy()[indices] if config.signals
+                   else np.zeros((len(indices), 0)))
         state = None
         if layer_index is not None:
             state = states[indices][:, list(activations.target_layers).index(config.target_layers[layer_index])]
