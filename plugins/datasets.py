@@ -31,7 +31,11 @@ class QADataset(Protocol):
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """Names of the available splits."""
+        """Names of the available splits. Beside train / validation / test,
+        loom reads ``test_*`` as shift splits (``metaloom eval --shifts``) and
+        ``train_lookup`` / ``validation_lookup`` as questions asked with their
+        lookup, whose :meth:`prompt` is the conversation up to the record the
+        lookup found (``metaloom eval`` fits the gate after a lookup there)."""
         ...
 
     def split(self, name: str) -> list[Any]:
