@@ -364,3 +364,21 @@ def test_register_builtin_datasets_through_a_plugin_manager() -> None:
     assert isinstance(dataset, MMLUDataset) and dataset.describe()["options"]["mcq_direct"] is True
     with pytest.raises(UnknownComponentError, match="available: jsonl, mmlu"):
         create_dataset(pm, "world")
+
+
+def test_a_split_given_as_a_function_is_built_once_on_first_use() -> None:
+    from meta_spider.loom.datasets import SplitDataset, UnknownSplitError
+
+    built = []
+
+    def costly() -> list[QAExample]:
+        built.append(1)
+        return [QAExample(id="1", question="Q?", answer="A")]
+
+    dataset = SplitDataset("lazy", {"train": [QAExample(id="0", question="P?", answer="B")], "extra": costly})
+    assert dataset.splits == ("train", "extra") and built == []  # naming the splits builds nothing
+    assert dataset.split("train")[0].id == "0" and built == []
+    assert [e.id for e in dataset.split("extra")] == ["1"] and [e.id for e in dataset.split("extra")] == ["1"]
+    assert built == [1] and dataset.describe()["sizes"] == {"train": 1, "extra": 1}
+    with pytest.raises(UnknownSplitError):
+        dataset.split("nope")

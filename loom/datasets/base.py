@@ -13,7 +13,7 @@ replace). This module knows nothing about file formats or models.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from meta_spider.loom.datasets.errors import UnknownSplitError
 from meta_spider.loom.datasets.mcq import extract_choice_letter, format_mcq, mcq_template_kwargs
@@ -131,7 +131,9 @@ class QAPrompt:
 class SplitDataset:
     """A dataset whose splits are lists held in memory.
 
-    Subclasses set the splits in their constructor and override
+    Subclasses set the splits in their constructor (a split may be given
+    as a function returning its examples, built on first use: one that is
+    costly to build and only some commands read) and override
     :meth:`prompt` / :meth:`check_fn` where the defaults do not fit. The
     defaults: a free-form question is the user message and is scored by
     normalised exact match against the answer and aliases (first line only);
@@ -144,7 +146,7 @@ class SplitDataset:
     def __init__(
         self,
         name: str,
-        splits: Mapping[str, Sequence[QAExample]],
+        splits: Mapping[str, Sequence[QAExample] | Callable[[], Sequence[QAExample]]],
         options: Optional[Mapping[str, Any]] = None,
         system_prompt: Optional[str] = None,
         mcq_direct: bool = False,
@@ -157,17 +159,20 @@ class SplitDataset:
         self.options = dict(options or {})
         self.system_prompt = system_prompt
         self.mcq_direct = mcq_direct
-        self._splits = {canonical_split(k): list(v) for k, v in splits.items()}
+        self._splits: dict[str, Any] = {canonical_split(k): v if callable(v) else list(v)
+                                        for k, v in splits.items()}
 
     @property
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)
 
     def split(self, name: str) -> list[QAExample]:
-        try:
-            return list(self._splits[canonical_split(name)])
-        except KeyError:
-            raise UnknownSplitError(self.name, name, self.splits) from None
+        key = canonical_split(name)
+        if key not in self._splits:
+            raise UnknownSplitError(self.name, name, self.splits)
+        if callable(self._splits[key]):  # built on first use
+            self._splits[key] = list(self._splits[key]())
+        return list(self._splits[key])
 
     def _messages(self, user_text: str) -> tuple[dict[str, str], ...]:
         messages = [{"role": "user", "content": user_text}]
@@ -191,9 +196,9 @@ class SplitDataset:
             "name": self.name,
             "options": dict(self.options),
             "splits": list(self.splits),
-            "sizes": {name: len(examples) for name, examples in self._splits.items()},
+            "sizes": {name: len(self.split(name)) for name in self.splits},
         }
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{k}={len(v)}" for k, v in self._splits.items())
+        sizes = ", ".join(f"{name}={len(self.split(name))}" for name in self.splits)
         return f"{type(self).__name__}(name={self.name!r}, {sizes})"

@@ -84,11 +84,11 @@ class WorldDataset(SplitDataset):
             qa["train"] += unanswerable
             first_frame += unanswerable
         splits = {split: [to_example(item) for item in items] for split, items in qa.items()}
-        knowledge = KnowledgeBase.from_people(world.people)
-        splits["train_lookup"] = _train_with_lookup(first_frame, spec, seed, knowledge)
-        chosen = {item.id for item in _chosen_for_lookup(validation_first, seed, "validation")}
-        splits["validation_lookup"] = [lookup_example(item, item.entity, knowledge.lookup(item.entity))
-                                       for item in qa["validation"] if _VARIANT.sub("", item.id) in chosen]
+        # Built on first use: the typo-forgiving lookups of misspelt names cost
+        # about half a second, and only collection reads these splits.
+        splits["train_lookup"] = lambda: _train_with_lookup(first_frame, spec, seed, self.knowledge_base())
+        splits["validation_lookup"] = lambda: _validation_with_lookup(validation_first, qa["validation"], seed,
+                                                                      self.knowledge_base())
         options: dict[str, Any] = {"preset": spec.name, "seed": seed}
         if train_frames > 1 or train_typos:
             options.update(train_frames=train_frames, train_typos=train_typos)
@@ -160,6 +160,15 @@ def _chosen_for_lookup(items: Sequence[QAItem], seed: int, split: str) -> list[Q
     chosen = set(answerable)
     return [item for index, item in enumerate(items)
             if index in chosen or (not item.answerable and item.person_id >= 0)]
+
+
+def _validation_with_lookup(first_frame: Sequence[QAItem], asked: Sequence[QAItem], seed: int,
+                            knowledge: KnowledgeBase) -> list[QAExample]:
+    """The chosen validation questions (of ``first_frame``) asked with their
+    lookup in every frame ``asked`` holds them in."""
+    chosen = {item.id for item in _chosen_for_lookup(first_frame, seed, "validation")}
+    return [lookup_example(item, item.entity, knowledge.lookup(item.entity))
+            for item in asked if _VARIANT.sub("", item.id) in chosen]
 
 
 def _train_with_lookup(items: Sequence[QAItem], spec: Preset, seed: int, knowledge: KnowledgeBase) -> list[QAExample]:
