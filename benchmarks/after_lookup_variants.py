@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ FIRST_FRAME = re.compile(r"-v\d+-lookup$")
 
 def held_out_with_lookup(dataset: Any) -> dict[str, list[Any]]:
     """Each held-out split's questions about someone the lookup finds, asked with that lookup."""
-    from meta_spider.loom.datasets import QAExample
+    from meta_spider.loom.world.dataset import with_lookup
 
     knowledge = dataset.knowledge_base()
     splits = {}
@@ -52,27 +52,27 @@ def held_out_with_lookup(dataset: Any) -> dict[str, list[Any]]:
             name = example.meta.get("entity")
             record = knowledge.lookup(name) if name and name in example.question else None
             if record is not None:
-                fields = {"id": f"{example.id}-lookup", "question": example.question, "answer": example.answer,
-                          "aliases": list(example.aliases), **dict(example.meta),
-                          "lookup": {"query": name, "record": record}}
-                asked.append(QAExample.from_mapping(fields))
+                asked.append(with_lookup(example, name, record))
         splits[f"{split}_lookup"] = asked
     return splits
 
 
-def rows_of(doubter: Any, activations: Any, split: str) -> dict[str, Any]:
-    """A split's reads: ids, right or not, P(correct), the signals and the gate layer's state."""
+def rows_of(doubter: Any, activations: Any, splits: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each split's reads: ids, right or not, P(correct), the signals and the gate layer's state."""
     from meta_spider.loom.evaluate.comparison import doubter_p_correct
 
     config = doubter.config
-    indices = activations.split_indices(split)
     states = activations.states(config.read_position).numpy()
+    signals = activations.signals(config.signals).numpy()
+    right = activations.tensor("pass1_correct").numpy().astype(bool)
     layer = list(activations.target_layers).index(config.target_layers[doubter.scope_gate.layer_index])
-    return {"id": np.array([activations.examples[i]["id"] for i in indices]),
-            "right": activations.tensor("pass1_correct").numpy().astype(bool)[indices],
-            "p": doubter_p_correct(doubter, activations, states, indices),
-            "signals": activations.signals(config.signals).numpy()[indices],
-            "state": states[indices][:, layer]}
+    rows = {}
+    for split in splits:
+        indices = activations.split_indices(split)
+        rows[split] = {"id": np.array([activations.examples[i]["id"] for i in indices]), "right": right[indices],
+                       "p": doubter_p_correct(doubter, activations, states, indices), "signals": signals[indices],
+                       "state": states[indices][:, layer]}
+    return rows
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -109,9 +109,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         signals=collected.recorded_signals, log_reference=doubter.log_reference.numpy(), show_progress=False)
     with tempfile.TemporaryDirectory() as folder:
         read = collector.collect_dataset(dataset, list(extra), output_dir=folder)
-        held_out = {split: rows_of(doubter, read, split) for split in extra}
+        held_out = rows_of(doubter, read, list(extra))
     seconds = time.perf_counter() - start
-    fit, calibrate = rows_of(doubter, collected, FIT_SPLIT), rows_of(doubter, collected, THRESHOLD_SPLIT)
+    fit, calibrate = rows_of(doubter, collected, (FIT_SPLIT, THRESHOLD_SPLIT)).values()
 
     def features(rows: dict[str, Any], signals: bool, state: bool) -> np.ndarray:
         return gate_features(rows["p"], rows["signals"] if signals else np.zeros((len(rows["p"]), 0)),

@@ -240,9 +240,10 @@ class DoubterPolicy:
                 return self._refuse_after_misses(messages, backend)
             judged: dict[str, Any] = {}
             if self.gate_after_lookup and self.record_gate is not None and self._judges(messages, pending):
-                judged = self._judge_record(self.record_gate, messages, backend)
+                prompt = self._bare_prompt(messages, backend)
+                judged = self._judge_record(self.record_gate, prompt, messages, backend)
                 if judged["score"] < judged["threshold"]:
-                    return self._refuse_record(messages, backend, judged)
+                    return self._refuse_record(prompt, judged)
             return self._answer_from_observation(messages, backend, tools, judged)
         prompt = self._bare_prompt(messages, backend)
         introspection = backend.read(prompt, question=_question(messages))
@@ -295,16 +296,16 @@ class DoubterPolicy:
         return all(kind == NOT_FOUND or (kind == FOUND and message.get("name") == self.record_gate.tool)
                    for message, kind in zip(results, pending))
 
-    def _judge_record(self, gate: AfterLookupGate, messages: list[Any], backend: InferenceBackend) -> dict[str, Any]:
-        """Pass 1 on the conversation up to the tool result, scored by ``gate``."""
-        introspection = backend.read(self._bare_prompt(messages, backend), question=_question(messages))
+    def _judge_record(self, gate: AfterLookupGate, prompt: str, messages: list[Any],
+                      backend: InferenceBackend) -> dict[str, Any]:
+        """Pass 1 on ``prompt`` (the conversation up to the tool result), scored by ``gate``."""
+        introspection = backend.read(prompt, question=_question(messages))
         p_correct = min(1.0, max(0.0, float(introspection.p_correct)))
         extras = introspection.extras or {}
         score = gate.score(p_correct, extras.get("signals") or {}, extras.get("layer_states"))
         return {"score": score, "threshold": gate.threshold, "p_correct": p_correct}
 
-    def _refuse_record(self, messages: list[Any], backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:
-        prompt = self._bare_prompt(messages, backend)
+    def _refuse_record(self, prompt: str, judged: dict[str, Any]) -> LatentDecision:
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
         reason = (f"the record found does not answer the question: gate after a lookup {judged['score']:.3f} < "
                   f"{judged['threshold']:.3f}")

@@ -93,17 +93,17 @@ def fit_after_lookup_gate(doubter: Any, activations: Any, *,
         raise ValueError(f"no {THRESHOLD_SPLIT} answer is right: nothing to set the gate's threshold on")
     config = doubter.config
     states = activations.states(config.read_position).numpy()
+    signals = (activations.signals(config.signals).numpy() if config.signals
+               else np.zeros((len(correct), 0)))
     scope = getattr(doubter, "scope_gate", None)
     layer_index = None if scope is None else int(scope.layer_index)
     rows = {}
     for name, indices in zip(LOOKUP_SPLITS, (fit, calibrate)):
         p_correct = doubter_p_correct(doubter, activations, states, indices)
-        signals = (activations.signals(config.signals).numpy()[indices] if config.signals
-                   else np.zeros((len(indices), 0)))
         state = None
         if layer_index is not None:
             state = states[indices][:, list(activations.target_layers).index(config.target_layers[layer_index])]
-        rows[name] = gate_features(p_correct, signals, state)
+        rows[name] = gate_features(p_correct, signals[indices], state)
     probe = LogisticProbe(L2 / len(fit)).fit(rows[FIT_SPLIT], correct[fit])
     right = probe.decision_function(rows[THRESHOLD_SPLIT])[correct[calibrate]]
     threshold = float(np.quantile(right, quantile))

@@ -145,8 +145,14 @@ def lookup_example(item: QAItem, query: str, record: str) -> QAExample:
     """``item`` asked with its lookup: the name looked up (``query``) and the
     ``record`` found, in ``meta["lookup"]``; the same true answer (for a
     question the world cannot answer, still the refusal sentence)."""
-    example = to_example(item)
-    return dataclasses.replace(example, id=f"{item.id}-lookup",
+    return with_lookup(to_example(item), query, record)
+
+
+def with_lookup(example: QAExample, query: str, record: str) -> QAExample:
+    """``example`` asked with its lookup: id suffixed ``-lookup``, the name
+    looked up and the record found in ``meta["lookup"]`` (what
+    :meth:`WorldDataset.prompt` renders)."""
+    return dataclasses.replace(example, id=f"{example.id}-lookup",
                                meta={**example.meta, "lookup": {"query": query, "record": record}})
 
 
