@@ -13,8 +13,16 @@ gave that are never-read facts. Then whether any reader of the Doubter's
 inputs could tell: logistic regressions fitted on the training split's
 questions about known people for "this fact was never read", on the
 collected states (each read position and layer), the Doubter's signals and
-both, scored by AUROC on validation and the test splits. No model runs:
-seconds.
+both, scored by AUROC on validation and the test splits. And what knowing
+would be worth: the AUROC of the Doubter's P(correct) with the base's wrong
+drafts of never-read facts ranked last, against the best baseline as it
+is. No model runs: seconds.
+
+``--name-swap`` adds one more reader (one forward of the base per prompt
+and per invented name, about 40 s): how much less likely the base's draft
+becomes when the name is replaced by an invented one (the name where the
+world put it), on the idea that a fact never read is a guess the base
+would make about anyone.
 
     python benchmarks/obscure_facts.py --run-dir RUN --output benchmarks/results/obscure_facts.txt
 """
@@ -30,6 +38,10 @@ from typing import Any, Optional
 from report import Report
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt")
+BASELINES = ("signals_score", "probe_signals_score", "answer_mean_logprob", "probe_score", "first_token_max_prob")
+"""The per-question scores of the report's baselines."""
+INVENTED = ("Qerlin Vostrapek", "Amdo Fiskelwyn", "Turi Belmanox")
+"""Names no world generates (its syllables differ), put in place of the question's name by ``--name-swap``."""
 
 
 def summary(questions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -43,6 +55,8 @@ def summary(questions: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a run of the embedded world, evaluated")
+    parser.add_argument("--name-swap", action="store_true",
+                        help="also read the draft's log-prob with the name swapped for invented ones (runs the base)")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
 
@@ -62,13 +76,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             "left out of every text")
     out.say(f"{'split':<17}{'fact':<12}{'n':>6}{'base right':>12}{'answered':>10}{'of them wrong':>15}"
             f"{'P(correct), wrong drafts':>26}")
+    evaluated = {}
     for split in SPLITS:
         name = report_file(split)
         path = args.run_dir / name
         if not path.is_file():
             out.say(f"{split:<17}(no {name}: run `metaloom eval --shifts` first)")
             continue
-        questions = [q for q in json.loads(path.read_text())["questions"] if meta[q["id"]].get("mentions", 0) > 0]
+        evaluated[split] = json.loads(path.read_text())["questions"]
+        questions = [q for q in evaluated[split] if meta[q["id"]].get("mentions", 0) > 0]
         groups = {"never read": [q for q in questions if meta[q["id"]].get("obscure")],
                   "read": [q for q in questions if not meta[q["id"]].get("obscure")]}
         rows = {kind: summary(group) for kind, group in groups.items()}
@@ -79,9 +95,35 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wrong:
             out.say(f"{split:<17}never-read facts: {rows['never read']['answered_wrong']} of the {wrong} wrong answers "
                     f"given about people the base read about")
-    readers(args.run_dir, manifest, meta, out)
+    ceiling(evaluated, meta, out)
+    readers(args.run_dir, manifest, meta, out, name_swap=args.name_swap)
     out.write(args.output)
     return 0
+
+
+def ceiling(evaluated: dict[str, list[dict[str, Any]]], meta: dict[str, Any], out: Report) -> None:
+    """AUROC of P(correct) as it is and with the base's wrong drafts of
+    never-read facts ranked last (a Doubter that knew them), beside the best
+    baseline as it is, on the answerable questions."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    out.say()
+    out.say("if the Doubter alone knew the never-read facts: AUROC of P(correct) with the base's wrong drafts of "
+            "them ranked last, against the best baseline as it is")
+    out.say(f"{'split':<17}{'wrong, never read':>19}{'Doubter':>9}{'knowing':>9}{'best baseline':>15}"
+            f"{'margin':>8}{'knowing':>9}")
+    for split, questions in evaluated.items():
+        questions = [q for q in questions if meta[q["id"]].get("answerable", True)]
+        right = np.array([bool(q["pass1_correct"]) for q in questions])
+        p_correct = np.array([q["p_correct"] for q in questions], dtype=float)
+        unread = np.array([bool(meta[q["id"]].get("obscure")) for q in questions]) & ~right
+        knowing = np.where(unread, p_correct.min() - 1.0, p_correct)
+        best = max(roc_auc_score(right, [q[name] for q in questions]) for name in BASELINES
+                   if all(q.get(name) is not None for q in questions))
+        doubter, known = roc_auc_score(right, p_correct), roc_auc_score(right, knowing)
+        out.say(f"{split:<17}{int(unread.sum()):>19}{doubter:>9.3f}{known:>9.3f}{best:>15.3f}"
+                f"{doubter - best:>+8.3f}{known - best:>+9.3f}")
 
 
 def meta_of(dataset: Any) -> dict[str, Any]:
@@ -89,7 +131,39 @@ def meta_of(dataset: Any) -> dict[str, Any]:
     return {example.id: example.meta for split in dataset.splits for example in dataset.split(split)}
 
 
-def readers(run_dir: Path, manifest: Any, meta: dict[str, Any], out: Report) -> None:
+def name_swap_drops(manifest: Any, data: Any, meta: dict[str, Any], indices: Any) -> Any:
+    """``[N, 2]``: how much the draft's summed and least log-prob fall, on
+    average over :data:`INVENTED`, with the question's name (as the world
+    wrote it into the prompt) swapped for an invented one; NaN elsewhere."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(manifest.model.name).eval()
+    tokenizer = AutoTokenizer.from_pretrained(manifest.model.name)
+
+    def draft_logprobs(prompt: str, draft: list[int]) -> Any:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = torch.tensor([prompt_ids + draft])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0, len(prompt_ids) - 1:-1].double(), -1)
+        return logprobs.gather(1, ids[0, len(prompt_ids):, None])[:, 0].numpy()
+
+    drops = np.full((len(data.examples), 2), np.nan)
+    for index in indices:
+        example = data.examples[index]
+        name, prompt = str(meta[example["id"]].get("entity", "")), example["prompt_text"]
+        draft = tokenizer(example["answer_text"], add_special_tokens=False).input_ids
+        if not name or name not in prompt or not draft:
+            continue
+        own = draft_logprobs(prompt, draft)
+        swapped = np.mean([draft_logprobs(prompt.replace(name, other), draft) for other in INVENTED], axis=0)
+        drops[index] = (own.sum() - swapped.sum(), own.min() - swapped.min())
+    return drops
+
+
+def readers(run_dir: Path, manifest: Any, meta: dict[str, Any], out: Report, *, name_swap: bool = False) -> None:
     """AUROC of logistic regressions for "the fact was never read" among
     questions about people the base read about."""
     import numpy as np
@@ -115,11 +189,16 @@ def readers(run_dir: Path, manifest: Any, meta: dict[str, Any], out: Report) -> 
         rows[split] = np.array([i for i in data.split_indices(split)
                                 if meta.get(data.examples[i]["id"], {}).get("mentions", 0) > 0])
         labels[split] = np.array([bool(meta[data.examples[i]["id"]].get("obscure")) for i in rows[split]])
+    if name_swap:
+        drops = name_swap_drops(manifest, data, meta, np.concatenate(list(rows.values())))
+        reads.append(("the draft's drop with the name swapped", drops))
+        reads.append(("that drop + signals", np.column_stack([drops, signals])))
     out.say()
     out.say(f"can a reader tell? 'never read' among questions about known people, logistic regressions fitted on "
             f"train ({int(labels['train'].sum())} of {len(rows['train'])}; C = 0.1), AUROC")
     out.say(f"{'reads':<40}" + "".join(f"{split:>17}" for split in scored))
     for name, features in reads:
+        features = np.nan_to_num(features)
         scaler = StandardScaler().fit(features[rows["train"]])
         fitted = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(features[rows["train"]]),
                                                               labels["train"])
