@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
-from meta_spider.agentcore.grounding import ground_call, ungrounded
+from meta_spider.agentcore.grounding import expression_problem, ground_call, is_expression, ungrounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
@@ -84,9 +84,10 @@ class MetaAgent:
     nearly copies a run of its words becomes that run (:mod:`~meta_spider.agentcore.grounding`; the tool step
     keeps what the model wrote). For a small base that miscopies names and numbers from the question."""
     grounded_tools: tuple[str, ...] = ()
-    """Tools whose string arguments must be the user's words (a copy or a near copy of a run of the last user
-    message): a call to one with an argument that is not (a name the model made up) does not run; the model reads
-    that nothing was found, and the call is recorded ``not_found``."""
+    """Tools whose string arguments must come from the user's last message: its words (a copy or a near copy of a
+    run of them), or for an arithmetic expression its numbers: a call to one with an argument that does not (a name
+    or a number the model made up) does not run; the model reads that nothing was found, and the call is recorded
+    ``not_found``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -195,7 +196,10 @@ class MetaAgent:
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
             made_up = ungrounded(call, question) if call.name in self.grounded_tools else None
-            if made_up is not None:
+            if made_up is not None and is_expression(made_up):
+                note = f"Not computed: {made_up!r} {expression_problem(made_up, question)}."
+                step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not the question's arithmetic")
+            elif made_up is not None:
                 note = f"No entry found for {made_up!r}: the question does not name it."
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not in the question's words")
             else:

@@ -12,8 +12,11 @@ calculator with an expression of the right value, how many ended in a
 refusal, and the wrong answers. Then the same for OWN_WORDS, arithmetic
 asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
-question with its right answer. Both ways run side by side in one process;
-each question is a new session. About a minute per way on one core.
+question with its right answer, and LATER_WORDS, written later; and PEOPLE
+test questions about people asked in lower case without a question mark,
+counting those answered with a calculator's result. Both ways run side by
+side in one process; each question is a new session. About a minute and a
+half per way on one core.
 
     python benchmarks/calculator_agent.py --run-dir RUN --output FILE
 """
@@ -43,6 +46,29 @@ OWN_WORDS = (
 )
 """Arithmetic in people's words, the world's frames none of them, with an
 expression of the right value."""
+LATER_WORDS = (
+    ("What's 48 plus 17?", "48+17"), ("how much is 300 minus 45", "300-45"), ("Multiply 13 and 7 for me.", "13*7"),
+    ("What is twelve times eleven?", "12*11"), ("Can you divide 96 by 8?", "96/8"), ("Work out 1234 + 4321.", "1234+4321"),
+    ("whats 56*9", "56*9"), ("If I have 15 apples and buy 27 more, how many do I have?", "15+27"),
+    ("What is 2500 / 50?", "2500/50"), ("Tell me 33 x 3.", "33*3"), ("Sum of 70 and 80?", "70+80"),
+    ("What is 9 squared?", "9**2"), ("Half of 86?", "86/2"), ("What's 7 percent of 200?", "7*200/100"),
+    ("Calculate 88 - 29", "88-29"), ("How many is 6 times 7", "6*7"), ("what do 45 and 55 add up to", "45+55"),
+    ("Please compute 17 * 19.", "17*19"), ("What's the product of 14 and 15?", "14*15"),
+    ("Take 1000 away from 5000.", "5000-1000"),
+)
+"""More of them, written after the agent's calculator was held to the
+question's numbers and used for nothing else; three need a number the
+question does not write ("squared", "half", "percent")."""
+LAST_WORDS = (
+    ("What is 144 divided by 12?", "144/12"), ("add 19 to 23", "19+23"), ("What's 81 minus 18", "81-18"),
+    ("Can you multiply 21 by 3?", "21*3"), ("What is the difference between 90 and 35?", "90-35"),
+    ("Total of 120 and 35?", "120+35"), ("What is 5 times 25?", "5*25"), ("Divide 500 by 4 please", "500/4"),
+    ("How much is 64 over 8?", "64/8"), ("What is 3 to the power of 4?", "3**4"), ("Whats 11 plus 99", "11+99"),
+    ("Subtract 15 from 40", "40-15"), ("The product of 9 and 12?", "9*12"), ("I want 250 minus 75.", "250-75"),
+    ("What do 8 and 9 make when multiplied?", "8*9"), ("quotient of 72 and 6", "72/6"),
+)
+"""And more, written before the operation a question names in words was
+checked against the call's operators, and used for nothing else."""
 
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -76,6 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="a run whose dataset offers the calculator")
     parser.add_argument("--count", type=int, default=200, help="arithmetic questions besides 17*23")
     parser.add_argument("--seed", type=int, default=999, help="the questions' RNG seed")
+    parser.add_argument("--people", type=int, default=100,
+                        help="test questions about people, asked in lower case without a question mark")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if not (args.run_dir / "run.json").is_file():
@@ -104,8 +132,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"the run's agent offers no calculator (tools: {', '.join(agents[0].tools.names())})", file=sys.stderr)
         return 2
 
+    people: list[str] = []
+    if args.people:
+        from meta_spider.loom.world.dataset import WorldDataset
+
+        test = list(WorldDataset(**settings.dataset.get("options", {})).split("test"))
+        people = [example.question.rstrip("?").lower() for example in random.Random(args.seed).sample(
+            test, min(args.people, len(test)))]
     out = Report()
-    out.say(f"# python benchmarks/calculator_agent.py --run-dir RUN --count {args.count} --seed {args.seed}")
+    out.say(f"# python benchmarks/calculator_agent.py --run-dir RUN --count {args.count} --seed {args.seed} "
+            f"--people {args.people}")
     out.say(f"run: {args.run_dir.name} (policy {launchers[0].default_policy}, backend {launchers[0].default_backend})")
     out.say("right: the final answer is the result, or exactly 'The answer is RESULT.'")
     for (way, _tools), agent in zip(WAYS, agents):
@@ -123,15 +159,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         for record in wrong:
             called = "right call" if record["called"] else "no right call"
             out.say(f"  {record['result']:>8}  {record['outcome']}, {called}: {record['text']!r}")
-        own = ask_all(agent, list(OWN_WORDS))
-        out.say(f"own words: right {sum(record['right'] for record in own)} of {len(own)}; calculator called with "
-                f"the right value: {sum(record['called'] for record in own)}; refused: "
-                f"{sum(record['outcome'] == 'refuse' for record in own)}")
-        for (question, _expression), record in zip(OWN_WORDS, own):
-            if not record["right"]:
-                out.say(f"  {question!r} ({record['result']})  {record['outcome']}: {record['text']!r}")
+        for label, words in (("own words", OWN_WORDS), ("own words, written later", LATER_WORDS),
+                             ("own words, written last", LAST_WORDS)):
+            own = ask_all(agent, list(words))
+            refused = sum(record["outcome"] == "refuse" for record in own)
+            right = sum(record["right"] for record in own)
+            out.say(f"{label}: right {right} of {len(own)}; calculator called with the right value: "
+                    f"{sum(record['called'] for record in own)}; refused: {refused}; wrong answers: "
+                    f"{len(own) - right - refused}")
+            for (question, _expression), record in zip(words, own):
+                if not record["right"]:
+                    out.say(f"  {question!r} ({record['result']})  {record['outcome']}: {record['text']!r}")
+        if people:
+            answers = [step for step in (final_step(agent, question) for question in people)]
+            numbers = [step for step in answers if step is not None and step.outcome == "answer"
+                       and getattr(step.action, "source", "") == "tool"]
+            out.say(f"{len(people)} test questions about people, lower case, no question mark: "
+                    f"{len(numbers)} answered with the calculator's result "
+                    f"({', '.join(repr(step.text) for step in numbers[:6])}{', ...' if len(numbers) > 6 else ''})")
     out.write(args.output)
     return 0
+
+
+def final_step(agent: Any, question: str) -> Any:
+    """The last step of one run of ``agent`` on ``question``."""
+    last = None
+    for step in agent.run(question):
+        last = step
+    return last
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ refuse exactly the questions the lookup just rescued. That step is a plain
 generation with the tools offered, so the model answers from the
 observation (or calls again in its own format). When every result since
 the question is a miss (the session records those calls as ``not_found``:
-the lookup holds nothing for them), the policy refuses without asking the
+the lookup holds nothing for them, or the call named what the question does
+not give), the policy refuses without asking the
 model: it was unsure, or said it did not know, and the lookup did not
 know either; an answer now would be the base's own guess.
 
@@ -277,8 +278,10 @@ class DoubterPolicy:
     def _refuse_after_misses(self, messages: list[Any], backend: InferenceBackend) -> LatentDecision:
         prompt = self._bare_prompt(messages, backend)
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
-        metadata.update(finish_reason=None, gate="refused: every lookup since the question found nothing",
-                        refusal_reason="every lookup found nothing", injected=False)  # nothing was generated
+        names = {message.get("name") for message in _since_question(messages) if message.get("role") == "tool"}
+        calls = "lookup" if names == {"lookup"} else "tool call"
+        metadata.update(finish_reason=None, gate=f"refused: every {calls} since the question found nothing",
+                        refusal_reason=f"every {calls} found nothing", injected=False)  # nothing was generated
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
     def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from meta_spider.agentcore import MetaAgent
-from meta_spider.agentcore.grounding import ground_call, ground_text, grounding, ungrounded
+from meta_spider.agentcore.grounding import (expression_problem, ground_call, ground_numbers, ground_text, grounding,
+                                             named_operations, question_numbers, ungrounded)
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
@@ -52,6 +53,86 @@ def test_grounding_says_whether_an_argument_is_the_questions_words() -> None:
     call = ToolInvocation("lookup", {"query": "Gromton", "note": "Zithan Bruford", "limit": 2})
     assert ungrounded(call, question) == "Zithan Bruford"
     assert ungrounded(ToolInvocation("lookup", {"query": "Gromton", "limit": 2}), question) is None
+
+
+@pytest.mark.parametrize("question, numbers", [
+    ("What's 12 plus 30?", ["12", "30"]),
+    ("what is twelve times four", ["12", "4"]),
+    ("Add 1,000 and 2.50 to 07", ["1000", "2.5", "7"]),
+    ("twenty-one and one hundred and five; a thousand, nineteen ninety", ["21", "105", "1000", "19", "90"]),
+    ("one and two", ["1", "2"]),
+    ("Where was Mira Tollan born?", []),
+])
+def test_question_numbers_in_digits_and_in_words(question: str, numbers: list[str]) -> None:
+    assert sorted(question_numbers(question)) == sorted(numbers)
+
+
+@pytest.mark.parametrize("expression, question, grounded", [
+    ("14 + 30", "What's 12 plus 30?", "12 + 30"),  # one number miscopied, an edit away: the user's
+    ("22 * 4", "What do you get if you multiply 25 by 4?", "25 * 4"),
+    ("12 + 3", "What's 12 plus 30?", "12 + 30"),
+    ("100 - 1", "what's 1000 - 1", "1000 - 1"),
+    ("14 + 35", "What's 12 plus 30?", "14 + 35"),  # two differ: not a miscopy we can undo
+    ("12 + 45", "What's 12 plus 30?", "12 + 45"),  # more than an edit away
+    ("3*3600", "How many seconds are in 3 hours?", "3*3600"),  # more numbers than the question: the model's own
+    ("30 - 12", "What's 12 plus 30?", "30 - 12"),  # every number the question's
+])
+def test_ground_numbers_puts_back_one_miscopied_number(expression: str, question: str, grounded: str) -> None:
+    assert ground_numbers(expression, question) == grounded
+
+
+@pytest.mark.parametrize("expression, question, grounded", [
+    ("25*4", "What do you get if you multiply 25 by 4?", "25*4"),  # not "25 by 4": the calculator cannot read it
+    ("350+275", "Add 350 and 275.", "350+275"),
+    ("17 + 23", "Calculate 17*23.", "17*23"),  # an arithmetic run is still copied
+    ("14 + 30", "What's 12 plus 30?", "12 + 30"),
+])
+def test_an_expression_is_grounded_only_by_arithmetic(expression: str, question: str, grounded: str) -> None:
+    call = ToolInvocation("calculator", {"expression": expression})
+    assert ground_call(call, question).arguments == {"expression": grounded}
+
+
+def test_an_expression_must_hold_the_questions_numbers() -> None:
+    def made_up(expression: str, question: str) -> str | None:
+        return ungrounded(ToolInvocation("calculator", {"expression": expression}), question)
+
+    assert made_up("30 - 34", "what year was shamor shuson born") == "30 - 34"
+    assert made_up("14 + 30", "What's 12 plus 30?") == "14 + 30"  # ungrounded until ground_numbers mends it
+    assert made_up("12*4", "what is twelve times four") is None
+    assert made_up("2^10", "What is 2 to the power of 10?") is None
+    assert made_up("1,000 + 1", "a thousand plus one") is None
+    # A name is still held to the question's words.
+    assert ungrounded(ToolInvocation("lookup", {"query": "Zed Quux"}), "What's 12 plus 30?") == "Zed Quux"
+
+
+@pytest.mark.parametrize("question, operations", [
+    ("Sum of 70 and 80?", {"add"}),
+    ("Can you divide 96 by 8?", {"divide"}),
+    ("What do you get if you multiply 25 by 4?", {"multiply"}),  # "by" alone names nothing
+    ("What is 2 to the power of 10?", {"raise"}),
+    ("Compute 17 x 23", {"multiply"}),
+    ("what's 1000 - 1", {"subtract"}),
+    ("Compute (7 + 5) * 3", {"add", "multiply"}),
+    ("What is twenty-one?", set()),  # a hyphen in a word is no minus
+    ("Where was Mira Tollan born?", set()),
+])
+def test_named_operations_in_words_and_symbols(question: str, operations: set[str]) -> None:
+    assert named_operations(question) == operations
+
+
+@pytest.mark.parametrize("expression, question, problem", [
+    ("70/80", "Sum of 70 and 80?", "divides where the question asks to add"),
+    ("2+10", "What is 2 to the power of 10?", "adds where the question asks to raise to a power"),
+    ("1000 + 1", "what's 1000 - 1", "adds where the question asks to subtract"),
+    ("30 - 34", "what year was Mira Tollan born", "holds 30, which the question does not give"),
+    ("2**10", "What is 2 to the power of 10?", None),
+    ("(7+5)*3", "Compute (7 + 5) * 3", None),  # two operations named: not checked
+    ("15+27", "If I have 15 apples and buy 27 more, how many do I have?", None),
+    ("12*4", "what is twelve times four", None),
+])
+def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
+                                                            problem: str | None) -> None:
+    assert expression_problem(expression, question) == problem
 
 
 def test_ground_call_touches_only_top_level_strings_and_keeps_an_unchanged_call() -> None:
@@ -116,6 +197,21 @@ def test_a_grounded_tool_does_not_run_for_a_name_the_question_does_not_give(tool
     assert agent.ask("Where was Mira Tollan born?").text == "Kuba." and ran == ["Mira Tollan"]
     with pytest.raises(ValueError, match="grounded_tools must be a sequence of tool names"):
         MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools="lookup")  # type: ignore[arg-type]
+
+
+def test_a_grounded_calculator_does_not_compute_numbers_the_question_does_not_give(tools: ToolRegistry) -> None:
+    backend = FakeBackend([call("calculator", expression="30 - 34"), "-4"])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, ground_arguments=True,
+                      grounded_tools=("lookup", "calculator"))
+    steps = list(agent.run("what year was Mira Tollan born"))
+    assert steps[1].kind.value == "not_found" and not steps[1].ok
+    assert steps[1].observation == "Not computed: '30 - 34' holds 30, which the question does not give."
+    backend = FakeBackend([call("calculator", expression="14 + 30"), "42"])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), tools, ground_arguments=True,
+                      grounded_tools=("lookup", "calculator"))
+    steps = list(agent.run("What's 12 plus 30?"))
+    assert (steps[1].call.arguments, steps[1].written, steps[1].observation) == (
+        {"expression": "12 + 30"}, {"expression": "14 + 30"}, "42")
 
 
 def test_a_world_run_grounds_arguments_unless_told_not_to(plugin_manager, tmp_path: Path) -> None:

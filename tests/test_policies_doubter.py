@@ -86,6 +86,26 @@ def test_uncertain_with_lookup_makes_a_native_call_then_answers_from_the_observa
     assert second.decision.metadata["threshold_source"] == "explicit"
 
 
+def test_a_calculation_of_numbers_the_question_does_not_give_ends_in_a_refusal() -> None:
+    """The world's base, asked "what year was shamor shuson born", called the
+    calculator with "30 - 34" and answered -4: a grounded calculator does
+    not compute it, and the policy refuses as after a lookup that found
+    nothing, saying which."""
+    from meta_spider.tools.calculator import calculator
+    from meta_spider.tools.tool import Tool
+
+    tools = lookup_tools()
+    tools.register(Tool.from_function(calculator), source="tests")
+    body = '{"name": "calculator", "arguments": {"expression": "30 - 34"}}\n</tool_call>'
+    backend = FakeBackend([introspection(0.2), "I don't know.", body, "-4"])
+    steps = list(MetaAgent(StopBackend(backend), DoubterPolicy(threshold=0.5), DefaultRenderer(), tools, max_steps=4,
+                           ground_arguments=True, grounded_tools=("calculator",)).run("what year was Mira Tollan born"))
+    tool, final = steps[1], steps[-1]
+    assert (tool.call.name, tool.kind.value) == ("calculator", "not_found")
+    assert (final.outcome, final.text, final.action.reason) == ("refuse", REFUSAL_SENTENCE,
+                                                                "every tool call found nothing")
+
+
 def test_a_lookup_that_finds_nothing_ends_in_a_refusal_not_a_guess() -> None:
     """Unsure, the model looked the fact up and the knowledge base has no
     entry: the policy refuses instead of asking the model to answer from an

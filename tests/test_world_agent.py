@@ -152,9 +152,11 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     backend = TransformersBackend.from_settings(str(ShippedBase.find(cache_key(get_preset("small"), 0)).path),
                                                 dtype="float32")
 
-    def ask(direct_tools: tuple[str, ...], question: str = "What is 17*23?", ground: bool = False):  # type: ignore[no-untyped-def]
+    def ask(direct_tools: tuple[str, ...], question: str = "What is 17*23?", ground: bool = False,  # type: ignore[no-untyped-def]
+            grounded_tools: tuple[str, ...] = ()):
         agent = build_agent(plugin_manager, backend=backend, policy=TrustEveryDraft(), tools=launcher.tools,
-                            context=launcher.context, direct_tools=direct_tools, ground_arguments=ground)
+                            context=launcher.context, direct_tools=direct_tools, ground_arguments=ground,
+                            grounded_tools=grounded_tools)
         return list(agent.run(question))
 
     steps = ask(launcher.direct_tools)
@@ -173,3 +175,16 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     assert [(step.call.arguments, step.written, step.observation) for step in grounded] == [
         ({"expression": "17 * 23"}, {"expression": "17 * 22"}, "391")]
     assert steps[-1].text == "391"
+    # In words of one's own it miscopies a number no run of words holds ("12 plus 30" is no expression):
+    # grounding puts the question's number back. Asked about a person without a question mark it calculates
+    # numbers it made up: a world run's calculator takes only the question's numbers.
+    plus = [step for step in ask(launcher.direct_tools, "What's 12 plus 30?") if getattr(step, "call", None)]
+    assert [(step.call.arguments, step.observation) for step in plus] == [({"expression": "14 + 30"}, "44")]
+    steps = ask(launcher.direct_tools, "What's 12 plus 30?", ground=True)
+    assert steps[-1].text == "42" and steps[-1].action.source == "tool"
+    assert launcher.grounded_tools == ("lookup", "calculator")
+    steps = ask(launcher.direct_tools, "what year was shamor shuson born", ground=True,
+                grounded_tools=launcher.grounded_tools)
+    made_up = [step for step in steps if getattr(step, "call", None) and step.call.name == "calculator"]
+    assert made_up and all(step.kind.value == "not_found" for step in made_up)
+    assert "-4" not in [step.text for step in steps if hasattr(step, "text")]

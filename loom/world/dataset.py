@@ -113,10 +113,13 @@ class WorldDataset(SplitDataset):
         """The base miscopies names and numbers from the question into its
         calls ("Beastruin Gromton" for "Beastruinwyn Gromton"): the agent
         grounds them in the question's words."""
-        self.agent_grounded_tools: tuple[str, ...] = ("lookup",)
+        self.agent_grounded_tools: tuple[str, ...] = ("lookup", "calculator") if calculator else ("lookup",)
         """A lookup is of a person the question names: one of a name the
         base made up ("Who invented the telephone?" -> "Zithan Bruford")
-        finds no one, even when a person's name is a typo away from it."""
+        finds no one, even when a person's name is a typo away from it; a
+        calculation is of the question's numbers: one with a number the
+        base made up ("What's 12 plus 30?" -> "14 + 30" is put back to "12 +
+        30"; "what year was he born" -> "30 - 34" does not run)."""
         self.agent_context = "question"
         """The base was trained on one question per chat: the agent shows it
         only the current question (earlier turns change its answers)."""
