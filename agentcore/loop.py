@@ -27,8 +27,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
+from meta_spider.agentcore.arithmetic import expression_problem, is_expression
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
-from meta_spider.agentcore.grounding import expression_problem, ground_call, is_expression, ungrounded
+from meta_spider.agentcore.grounding import ground_call, ungrounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend

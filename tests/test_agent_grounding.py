@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from meta_spider.agentcore import MetaAgent
-from meta_spider.agentcore.grounding import (expression_problem, ground_call, ground_numbers, ground_text, grounding,
-                                             named_operations, question_numbers, ungrounded)
+from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers, named_operations, question_numbers
+from meta_spider.agentcore.grounding import ground_call, ground_text, grounding, ungrounded
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
