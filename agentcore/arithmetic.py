@@ -36,8 +36,11 @@ _OPERATION_WORDS = {
     "multiply": ("times", "multiply", "multiplied", "product", "double", "triple"),
     "divide": ("divide", "divided", "over", "quotient", "half", "per"),
     "raise": ("power", "squared", "cubed"),
+    "take a percentage": ("percent", "percentage"),
 }
-"""The operations a question can name in words, by the words that name them."""
+"""The operations a question can name in words, by the words that name them.
+A percentage is one no expression of the question's numbers alone computes
+(the calculator's ``%`` is the remainder)."""
 _OPERATION_SYMBOLS = (
     ("raise", re.compile(r"\*\*|\^")),
     ("multiply", re.compile(r"(?<!\*)\*(?!\*)|\u00d7|(?<=[\d\s)])x(?=[\s\d(])", re.IGNORECASE)),
@@ -45,6 +48,8 @@ _OPERATION_SYMBOLS = (
     ("add", re.compile(r"\+")),
     ("subtract", re.compile(r"(?<=[\d\s)])-(?=[\s\d(])")),
 )
+_PERCENT = re.compile(r"\d\s*%")
+"""A percentage, as a question writes it ("15%")."""
 """The operations arithmetic writes, by the symbols that write them (a minus between operands, not a sign)."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
           "raise": "raises to a power"}
@@ -139,12 +144,14 @@ def _symbol_operations(text: str) -> set[str]:
 
 def named_operations(question: str) -> set[str]:
     """The operations ``question`` names: "add", "subtract", "multiply",
-    "divide", "raise", in words ("the product of") or in symbols between
-    numbers ("17*23", "7 x 8")."""
+    "divide", "raise", "take a percentage", in words ("the product of") or
+    in symbols between numbers ("17*23", "7 x 8", "15%")."""
     if len(question) > MAX_QUESTION:
         return set()
     words = set(re.findall(r"[a-z]+", question.casefold()))
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
+    if _PERCENT.search(question):
+        named.add("take a percentage")
     for run in re.findall(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", question, re.IGNORECASE):
         named |= _symbol_operations(run)
     return named
@@ -162,6 +169,6 @@ def expression_problem(value: str, question: str) -> str | None:
     named, done = named_operations(question), _symbol_operations(value)
     if len(named) == 1 and done and not named <= done:
         (asked,) = named
-        asking = "raise to a power" if asked == "raise" else asked
+        asking = {"raise": "raise to a power"}.get(asked, asked)
         return f"{' and '.join(sorted(_VERBS[operation] for operation in done))} where the question asks to {asking}"
     return None

@@ -114,6 +114,8 @@ def test_an_expression_must_hold_the_questions_numbers() -> None:
     ("what's 1000 - 1", {"subtract"}),
     ("Compute (7 + 5) * 3", {"add", "multiply"}),
     ("What is twenty-one?", set()),  # a hyphen in a word is no minus
+    ("What's 15% of 80?", {"take a percentage"}),
+    ("Seven percent of 200", {"take a percentage"}),
     ("Where was Mira Tollan born?", set()),
 ])
 def test_named_operations_in_words_and_symbols(question: str, operations: set[str]) -> None:
@@ -125,6 +127,7 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("2+10", "What is 2 to the power of 10?", "adds where the question asks to raise to a power"),
     ("1000 + 1", "what's 1000 - 1", "adds where the question asks to subtract"),
     ("30 - 34", "what year was Mira Tollan born", "holds 30, which the question does not give"),
+    ("15 * 80", "What's 15% of 80?", "multiplies where the question asks to take a percentage"),
     ("2**10", "What is 2 to the power of 10?", None),
     ("(7+5)*3", "Compute (7 + 5) * 3", None),  # two operations named: not checked
     ("15+27", "If I have 15 apples and buy 27 more, how many do I have?", None),
