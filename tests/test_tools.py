@@ -440,6 +440,20 @@ def test_typo_index_finds_the_one_key_a_query_names() -> None:
         TypoIndex([], max_edits=-1)
 
 
+def test_typo_index_finds_the_one_key_a_run_of_the_querys_words_names() -> None:
+    from meta_spider.tools import TypoIndex
+
+    index = TypoIndex(["Mira Tollan", "Oskar Feldgrun", "Ida Brenn", "Ida Brent"])
+    assert index.find_within("Mira Tolan was born") == "Mira Tollan"  # a typo and words around the name
+    assert index.find_within("me Oskar Feldgrun's occupation") == "Oskar Feldgrun"
+    assert index.find_within("Mira Tollan and Oskar Feldgrun") is None  # two keys named: no guess
+    assert index.find_within("Ida Bren born") is None  # as near to two keys
+    assert index.find_within("Who invented the telephone") is None
+    assert index.find_within("Mira Tollan") is None  # the query itself is find's, not a run of it
+    assert index.find_within("Mira Tollan " + "x " * 20) is None  # longer than MAX_WORDS: not read
+    assert index.find_within("") is None
+
+
 @settings(max_examples=300, deadline=None)
 @given(keys=st.lists(st.text("abcde", min_size=1, max_size=14), min_size=1, max_size=12, unique=True),
        query=st.text("abcde", min_size=0, max_size=14))

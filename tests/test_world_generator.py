@@ -140,6 +140,7 @@ def test_knowledge_base_finds_a_misspelt_name_and_no_one_for_a_far_one(world) ->
     someone = people[misspelt[0].person_id].name
     assert kb.lookup(someone.replace(" ", "")) == fact_line(people[misspelt[0].person_id])
     assert kb.lookup(someone[::-1]) is None and kb.lookup("Zq") is None
+    assert kb.lookup(f"{misspelt[0].entity} was born") == fact_line(people[misspelt[0].person_id])  # words around
     exact = KnowledgeBase.from_people(world.people, forgive_typos=False)
     assert exact.lookup(misspelt[0].entity) is None and exact.lookup(someone) == kb.lookup(someone)
     assert kb.lookup("Nobody Atall") is None and kb.lookup(42) is None  # type: ignore[arg-type]

@@ -64,6 +64,8 @@ class TypoIndex:
     """
 
     CHARS_PER_EDIT = 6
+    MAX_WORDS = 8
+    """Longest query (in words) :meth:`find_within` reads runs of."""
 
     def __init__(self, keys: Iterable[str], *, max_edits: int = 2) -> None:
         if isinstance(max_edits, bool) or not isinstance(max_edits, int) or max_edits < 0:
@@ -94,6 +96,21 @@ class TypoIndex:
         if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
             return None  # nothing near enough, or two keys as near: no guess
         return self._keys[scored[0][1]]
+
+    def find_within(self, query: str) -> str | None:
+        """The key a run of ``query``'s words names (:meth:`find`): the
+        longest runs first, and only when the runs of that length name one
+        key ("Fersteara Hzounmark was born" names "Fersteara Hazounmark";
+        runs naming two keys name nothing), or None."""
+        words = normalise_query(query).split()
+        if len(words) > self.MAX_WORDS:
+            return None
+        for size in range(len(words) - 1, 0, -1):
+            found = {key for start in range(len(words) - size + 1)
+                     if (key := self.find(" ".join(words[start:start + size]))) is not None}
+            if found:
+                return found.pop() if len(found) == 1 else None
+        return None
 
 
 def _compact(text: str) -> str:

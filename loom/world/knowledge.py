@@ -4,7 +4,8 @@ person, queried by name. It backs the ``lookup`` tool.
 It satisfies ``lookup(query: str) -> str | None`` and has a ``name``; it knows
 nothing about models, prompts or how the tool is registered. Like a search
 box it forgives typos: a name a few edits from one person's (and nearer to
-no other) finds that person (:class:`~meta_spider.tools.knowledge.TypoIndex`).
+no other) finds that person, and so does a query with words around the
+name (:class:`~meta_spider.tools.knowledge.TypoIndex`).
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ class KnowledgeBase:
 
     def lookup(self, query: str) -> str | None:
         """The fact record of the person named ``query`` (case-insensitive,
-        spacing-insensitive, forgiving a typo or two: the record names the
-        person found), or None when no person is named."""
+        spacing-insensitive, forgiving a typo or two, or named by a run of
+        its words, "Mira Tolan was born": the record names the person found),
+        or None when no person is named."""
         if not isinstance(query, str):
             return None
         person = self._index.get(_key(query))
-        if person is None and self.forgive_typos and (key := self._typos.find(query)) is not None:
-            person = self._index[key]
+        if person is None and self.forgive_typos:
+            key = self._typos.find(query) or self._typos.find_within(query)
+            person = self._index[key] if key is not None else None
         return fact_line(person) if person is not None else None
 
     def person(self, query: str) -> Person | None:
