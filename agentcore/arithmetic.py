@@ -48,6 +48,8 @@ _OPERATION_SYMBOLS = (
     ("add", re.compile(r"\+")),
     ("subtract", re.compile(r"(?<=[\d\s)])-(?=[\s\d(])")),
 )
+_WRITTEN = re.compile(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", re.IGNORECASE)
+"""A run of a question that may be arithmetic written out ("17*23 + 5"): it is when it holds an operator."""
 _PERCENT = re.compile(r"\d\s*%")
 """A percentage, as a question writes it ("15%")."""
 """The operations arithmetic writes, by the symbols that write them (a minus between operands, not a sign)."""
@@ -152,20 +154,35 @@ def named_operations(question: str) -> set[str]:
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
     if _PERCENT.search(question):
         named.add("take a percentage")
-    for run in re.findall(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", question, re.IGNORECASE):
+    for run in _WRITTEN.findall(question):
         named |= _symbol_operations(run)
     return named
 
 
+def _written_numbers(question: str) -> list[str] | None:
+    """The numbers of the one expression ``question`` writes out in symbols
+    ("What is 17*23 + 5?": 17, 23, 5), or None when it writes none or several."""
+    runs = [run for run in _WRITTEN.findall(question) if _symbol_operations(run)]
+    return [_canonical(number) for number in _NUMBER.findall(runs[0])] if len(runs) == 1 else None
+
+
 def expression_problem(value: str, question: str) -> str | None:
     """Why the arithmetic ``value`` is not the question's: it holds a number
-    the question does not give (:func:`question_numbers`), or the question
-    names one operation (:func:`named_operations`) and ``value`` does not
-    do it; None when neither."""
+    the question does not give (:func:`question_numbers`), it leaves out one
+    of the expression the question writes out ("17*23" for "What is 17*23 +
+    5?"), or the question names one operation (:func:`named_operations`)
+    and ``value`` does not do it; None when none of these."""
+    if len(question) > MAX_QUESTION:
+        return f"cannot be checked against a question over {MAX_QUESTION} characters"
     given = set(question_numbers(question))
+    written = [_canonical(number) for number in _NUMBER.findall(value)]
     for number in _NUMBER.findall(value):
         if _canonical(number) not in given:
             return f"holds {number}, which the question does not give"
+    for number in _written_numbers(question) or ():
+        if number not in written:
+            return f"leaves out {number}, which the question gives"
+        written.remove(number)
     named, done = named_operations(question), _symbol_operations(value)
     if len(named) == 1 and done and not named <= done:
         (asked,) = named

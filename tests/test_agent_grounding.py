@@ -128,6 +128,9 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("1000 + 1", "what's 1000 - 1", "adds where the question asks to subtract"),
     ("30 - 34", "what year was Mira Tollan born", "holds 30, which the question does not give"),
     ("15 * 80", "What's 15% of 80?", "multiplies where the question asks to take a percentage"),
+    ("17*23", "what is 17*23 + 5", "leaves out 5, which the question gives"),
+    ("17*23+5", "what is 17*23 + 5", None),
+    ("17 * 23", "Where was Mira Tollan born? And what is 17*23?", None),
     ("2**10", "What is 2 to the power of 10?", None),
     ("(7+5)*3", "Compute (7 + 5) * 3", None),  # two operations named: not checked
     ("15+27", "If I have 15 apples and buy 27 more, how many do I have?", None),
