@@ -1,43 +1,20 @@
-"""Grounding a call's arguments in the user's words.
+"""Grounding a call's arguments in the user's question; knows nothing about tools.
 
-A small model asked about "Beastruinwyn Gromton" looks up "Beastruin
-Gromton"; asked "What is 17 * 23?" it calls the calculator with "17 * 22":
-it meant to copy part of the question and miscopied it. :func:`ground_call`
-replaces each string argument that nearly copies a run of the question's
-words with that run, as the user wrote it: the nearest run of words
-holding the argument's names and numbers in their order, or one more
-among them, never a number for a word (so "17 + 23" may copy "17*23",
-"8 * 48" does not copy "by 48", and "Besa Gromton" does not copy
-"Gromton"), by edit distance (insertions, deletions, substitutions and
-swaps of adjacent characters, case and spaces ignored), when it is at
-most :data:`MAX_FRACTION` of the argument's length away and no other run
-is as near. An argument that copies exactly (any
-part of the question, up to case and spaces), or
-that is far from every run (the model's own words), is left as it is; so
-is one the model spelt better than the user did ("Paris" for the user's
-"Pari" becomes "Pari"), which is why it is a choice of the run, not a
-default: a lookup that forgives typos (:class:`~meta_spider.tools.TypoIndex`)
-finds either.
-
-An arithmetic expression (numbers and operators only) is held to the
-question's numbers rather than its words: "What's 12 plus 30?" is not
-copied by "12 + 30", but each of its numbers is one the question gives,
-in digits or in words ("twelve", "twenty-one", "a hundred"). One the
-model miscopied, where the expression has as many numbers as the question
-writes in digits and only that one differs, by one edit, from the
-question's number in its place ("14 + 30"), becomes the question's
-(:func:`~meta_spider.agentcore.arithmetic.ground_numbers`). Where the
-question names one operation ("Sum of 70 and 80?"), an expression that
-does not do it ("70/80") is the model's own too
-(:mod:`~meta_spider.agentcore.arithmetic`).
-
-It knows nothing about tools: the agent loop applies it to every parsed
-call when its ``ground_arguments`` is on (a run's dataset can ask for it:
-``agent_ground_arguments``), and for the tools whose arguments must come
-from the question (``grounded_tools``: the world's lookup, whose query is
-a name the user gave, and its calculator, whose numbers are the user's)
-:func:`ungrounded` finds an argument that does not, a name or a number the
-model made up: the call does not run and finds nothing.
+A small model miscopies what it meant to copy ("Beastruin Gromton" for
+"Beastruinwyn Gromton", "17 * 22" for "17 * 23"). :func:`ground_call`
+replaces an argument that nearly copies a run of the question's words with
+that run as the user wrote it: the nearest run holding the argument's names
+and numbers in order (or one more among them, never a number for a word),
+at most :data:`MAX_FRACTION` of its length away by edit distance, with no
+other run as near; an arithmetic argument only by an arithmetic run, or
+with one miscopied number put back (:mod:`~meta_spider.agentcore.arithmetic`).
+An exact copy and an argument far from every run are left as they are;
+one the model spelt better than the user is not ("Paris" for the user's
+"Pari" becomes "Pari"), which is why grounding is a run's choice, not a
+default (a lookup that forgives typos finds either). For the tools whose arguments
+must come from the question (the agent loop's ``grounded_tools``: the
+world's lookup and calculator), :func:`ungrounded` finds one that does not,
+a name or a number the model made up, and the call does not run.
 """
 
 from __future__ import annotations
