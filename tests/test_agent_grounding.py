@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meta_spider.agentcore import MetaAgent
 from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers, named_operations, question_numbers
@@ -139,6 +141,23 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
 def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
                                                             problem: str | None) -> None:
     assert expression_problem(expression, question) == problem
+
+
+ARITHMETIC_TEXT = st.text("0123456789 .,+-*/^%()x\u00d7\u00f7abcdefghijklmnopqrstuvwxyz'?", max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(argument=ARITHMETIC_TEXT, question=ARITHMETIC_TEXT)
+def test_grounding_any_text_never_raises_and_keeps_what_it_cannot_mend(argument: str, question: str) -> None:
+    """Whatever a model writes and a user asks: a string back, and a call
+    whose every argument comes from the question once grounded is one
+    :func:`ungrounded` accepts, or names the argument it does not."""
+    call = ToolInvocation("calculator", {"expression": argument})
+    grounded = ground_call(call, question)
+    assert isinstance(grounded.arguments["expression"], str)
+    assert ungrounded(grounded, question) in (None, grounded.arguments["expression"])
+    if expression_problem(argument, question) is None and argument.strip():
+        assert ground_numbers(argument, question) == argument  # nothing to mend in the question's own arithmetic
 
 
 def test_ground_call_touches_only_top_level_strings_and_keeps_an_unchanged_call() -> None:
