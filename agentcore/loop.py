@@ -86,9 +86,10 @@ class MetaAgent:
     keeps what the model wrote). For a small base that miscopies names and numbers from the question."""
     grounded_tools: tuple[str, ...] = ()
     """Tools whose string arguments must come from the user's last message: its words (a copy or a near copy of a
-    run of them), or for an arithmetic expression its numbers: a call to one with an argument that does not (a name
-    or a number the model made up) does not run; the model reads that nothing was found, and the call is recorded
-    ``not_found``."""
+    run of them), or for an arithmetic expression its numbers and operation. A search among them (a tool over a
+    knowledge base, the ``lookup``) called with a query that does not searches the question itself; any other
+    call with an argument that does not (a number the model made up) does not run: the model reads that nothing
+    was found, and the call is recorded ``not_found``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -180,6 +181,20 @@ class MetaAgent:
             return None
         return Answer("\n".join(step.observation for step in steps), source="tool")
 
+    def _search_the_question(self, call: ToolInvocation, question: str) -> ToolInvocation:
+        """A grounded search's call (a tool over a knowledge base) whose query is
+        not the question's words searches the question itself: a lookup is of
+        what the question names, and a small model writes a name it made up
+        where it cannot copy the user's (asked in lower case, the world's base
+        writes "Zaior Heshunlund" for "shamor shuson")."""
+        if call.name not in self.grounded_tools or "knowledge_base" not in self.tools[call.name].metadata:
+            return call
+        made_up = ungrounded(call, question)
+        if made_up is None or is_expression(made_up):
+            return call
+        arguments = {key: question if value == made_up else value for key, value in call.arguments.items()}
+        return ToolInvocation(call.name, arguments, call.call_id, call.raw)
+
     def _run_tools(self, index: int, action: ToolCall, raw_text: str, session: Session) -> Iterator[ToolStep]:
         if not action.calls:
             # Nothing parsed: keep what the model wrote and tell it why it failed.
@@ -194,6 +209,9 @@ class MetaAgent:
         if self.ground_arguments:
             action = ToolCall(tuple(ground_call(call, question) for call in action.calls), action.content,
                               action.failures)
+        if self.grounded_tools and question:
+            action = ToolCall(tuple(self._search_the_question(call, question) for call in action.calls),
+                              action.content, action.failures)
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
             made_up = ungrounded(call, question) if call.name in self.grounded_tools else None

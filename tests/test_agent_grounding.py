@@ -239,6 +239,39 @@ def test_a_grounded_calculator_does_not_compute_numbers_the_question_does_not_gi
         {"expression": "12 + 30"}, {"expression": "14 + 30"}, "42")
 
 
+def test_a_grounded_search_with_a_made_up_query_searches_the_question() -> None:
+    """Asked in lower case the world's base writes a name it made up; a lookup
+    is of what the question names, so the question itself is searched (a
+    knowledge base that finds a name among other words finds the person)."""
+    searched: list[str] = []
+
+    class Names:
+        name = "names"
+
+        def lookup(self, query: str) -> str | None:
+            searched.append(query)
+            return "Mira Tollan: born in Kuba." if "mira tollan" in query.casefold() else None
+
+    registry = ToolRegistry([make_lookup_tool(Names())])
+    backend = FakeBackend([call("lookup", query="Zaior Heshunlund"), "She was born in Kuba."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    steps = list(agent.run("where was mira tollan born"))
+    assert searched == ["where was mira tollan born"]
+    assert (steps[1].call.arguments, steps[1].written, steps[1].observation) == (
+        {"query": "where was mira tollan born"}, {"query": "Zaior Heshunlund"}, "Mira Tollan: born in Kuba.")
+    assert steps[-1].text == "She was born in Kuba."
+    # A question that names no one finds no one, whatever the model made up.
+    backend = FakeBackend([call("lookup", query="Zithan Bruford"), "Never read."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    steps = list(agent.run("Who invented the telephone?"))
+    assert steps[1].kind.value == "not_found" and searched[-1] == "Who invented the telephone?"
+    # A query that is the question's words runs as written.
+    backend = FakeBackend([call("lookup", query="mira tollan"), "Kuba."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    list(agent.run("where was mira tollan born"))
+    assert searched[-1] == "mira tollan"
+
+
 def test_a_world_run_grounds_arguments_unless_told_not_to(plugin_manager, tmp_path: Path) -> None:
     from meta_spider.agentcore.launch import AgentLauncher
 

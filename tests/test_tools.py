@@ -450,7 +450,7 @@ def test_typo_index_finds_the_one_key_a_run_of_the_querys_words_names() -> None:
     assert index.find_within("Ida Bren born") is None  # as near to two keys
     assert index.find_within("Who invented the telephone") is None
     assert index.find_within("Mira Tollan") is None  # the query itself is find's, not a run of it
-    assert index.find_within("Mira Tollan " + "x " * 20) is None  # longer than MAX_WORDS: not read
+    assert index.find_within("Mira Tollan " + "x " * TypoIndex.MAX_WORDS) is None  # longer than MAX_WORDS: not read
     assert index.find_within("") is None
 
 

@@ -188,3 +188,11 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     made_up = [step for step in steps if getattr(step, "call", None) and step.call.name == "calculator"]
     assert made_up and all(step.kind.value == "not_found" for step in made_up)
     assert "-4" not in [step.text for step in steps if hasattr(step, "text")]
+    # Asked in lower case it writes a name it made up into its lookup; a lookup is of what the question names,
+    # so the question itself is searched, and the world's lookup finds the name among its words.
+    steps = ask(launcher.direct_tools, "where was shamor shuson born", ground=True,
+                grounded_tools=launcher.grounded_tools)
+    lookups = [step for step in steps if getattr(step, "call", None) and step.call.name == "lookup"]
+    assert lookups and lookups[0].written is not None and lookups[0].written != lookups[0].call.arguments
+    assert lookups[0].call.arguments == {"query": "where was shamor shuson born"}
+    assert lookups[0].ok and lookups[0].observation.startswith("Shamor Shuson: born 1914")

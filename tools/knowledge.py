@@ -64,7 +64,7 @@ class TypoIndex:
     """
 
     CHARS_PER_EDIT = 6
-    MAX_WORDS = 8
+    MAX_WORDS = 16
     """Longest query (in words) :meth:`find_within` reads runs of."""
 
     def __init__(self, keys: Iterable[str], *, max_edits: int = 2) -> None:

@@ -116,7 +116,8 @@ class WorldDataset(SplitDataset):
         self.agent_grounded_tools: tuple[str, ...] = ("lookup", "calculator") if calculator else ("lookup",)
         """A lookup is of a person the question names: one of a name the
         base made up ("Who invented the telephone?" -> "Zithan Bruford")
-        finds no one, even when a person's name is a typo away from it; a
+        searches the question instead, which names no one there, even when a
+        person's name is a typo away from the made-up one; a
         calculation is of the question's numbers: one with a number the
         base made up ("What's 12 plus 30?" -> "14 + 30" is put back to "12 +
         30"; "what year was he born" -> "30 - 34" does not run)."""
