@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from readers import logistic_aurocs, say_validation_pick
 from report import Report
 
 SCORED = ("validation", "test", "test_paraphrase", "test_misspelt")
@@ -69,9 +70,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import StandardScaler
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
@@ -98,10 +96,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     train = rows["train"]
 
     def aurocs(features: np.ndarray, c: float) -> dict[str, float]:
-        scaler = StandardScaler().fit(features[train])
-        fitted = LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(features[train]), correct[train])
-        score = fitted.decision_function(scaler.transform(features))
-        return {split: roc_auc_score(correct[rows[split]], score[rows[split]]) for split in SCORED}
+        return logistic_aurocs(features, correct, rows, SCORED, c=c)
 
     output = Report()
     say = output.say
@@ -120,12 +115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         row(f"{name}", aurocs(pooled, STATES_C))
         with_signals[name] = aurocs(np.column_stack([signals, pooled]), STATES_C)
         row("  + signals", with_signals[name])
-    pick = max(with_signals, key=lambda name: with_signals[name]["validation"])
-    say()
-    say(f"chosen on validation: {pick} + signals")
-    row("  that read + signals", with_signals[pick])
-    row("  signals alone", alone)
-    row("  difference", {split: with_signals[pick][split] - alone[split] for split in SCORED})
+    say_validation_pick(say, row, with_signals, alone, SCORED)
     output.write(args.output)
     return 0
 
