@@ -102,7 +102,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     dataset = create_dataset(agent.plugin_manager, agent.manifest.dataset.name, **agent.manifest.dataset.options)
     extra = held_out_with_lookup(dataset)
-    dataset._splits.update(extra)  # asked as any split is: the collector renders dataset.prompt(example)
+    for name, examples in extra.items():  # asked as any split is: the collector renders dataset.prompt(example)
+        dataset.add_split(name, examples)
     start = time.perf_counter()
     collector = ActivationDatasetCollector(
         pipe, max_new_tokens=collected.info["max_new_tokens"], target_layers=collected.target_layers, batch_size=16,

@@ -382,3 +382,14 @@ def test_a_split_given_as_a_function_is_built_once_on_first_use() -> None:
     assert built == [1] and dataset.describe()["sizes"] == {"train": 1, "extra": 1}
     with pytest.raises(UnknownSplitError):
         dataset.split("nope")
+
+
+def test_a_split_can_be_added_and_is_asked_as_the_others() -> None:
+    from meta_spider.loom.datasets import SplitDataset
+
+    dataset = SplitDataset("added", {"train": [QAExample(id="0", question="P?", answer="B")]})
+    dataset.add_split("held_lookup", [QAExample(id="1", question="Q?", answer="A")])
+    assert dataset.splits == ("train", "held_lookup")
+    assert dataset.prompt(dataset.split("held_lookup")[0]).messages == ({"role": "user", "content": "Q?"},)
+    dataset.add_split("later", lambda: [QAExample(id="2", question="R?", answer="C")])
+    assert [e.id for e in dataset.split("later")] == ["2"]

@@ -166,6 +166,12 @@ class SplitDataset:
     def splits(self) -> tuple[str, ...]:
         return tuple(self._splits)
 
+    def add_split(self, name: str,
+                  examples: Sequence[QAExample] | Callable[[], Sequence[QAExample]]) -> None:
+        """Add (or replace) split ``name``, asked as every split is (:meth:`prompt`);
+        ``examples`` may be a function building them on first use."""
+        self._splits[canonical_split(name)] = examples if callable(examples) else list(examples)
+
     def split(self, name: str) -> list[QAExample]:
         key = canonical_split(name)
         if key not in self._splits:
