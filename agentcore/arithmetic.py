@@ -175,9 +175,10 @@ def expression_problem(value: str, question: str) -> str | None:
     if len(question) > MAX_QUESTION:
         return f"cannot be checked against a question over {MAX_QUESTION} characters"
     given = set(question_numbers(question))
-    written = [_canonical(number) for number in _NUMBER.findall(value)]
-    for number in _NUMBER.findall(value):
-        if _canonical(number) not in given:
+    numbers = _NUMBER.findall(value)
+    written = [_canonical(number) for number in numbers]
+    for number, canonical in zip(numbers, written):
+        if canonical not in given:
             return f"holds {number}, which the question does not give"
     for number in _written_numbers(question) or ():
         if number not in written:

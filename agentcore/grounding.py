@@ -26,7 +26,7 @@ from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers,
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.knowledge import edit_distance
 
-__all__ = ["MAX_FRACTION", "ground_call", "ground_text", "grounding", "ungrounded"]
+__all__ = ["MAX_FRACTION", "ground_call", "ground_text", "grounding", "unfounded", "ungrounded"]
 
 MAX_FRACTION = 0.5
 """Most edits, as a share of the argument's characters (spaces left out), between an argument and the run of
@@ -109,21 +109,29 @@ def grounding(value: str, question: str) -> tuple[str, bool]:
     return run, True
 
 
-def ungrounded(call: ToolInvocation, question: str) -> str | None:
+def unfounded(call: ToolInvocation, question: str) -> tuple[str, str | None] | None:
     """The first top-level string argument of ``call`` that does not come
-    from the question, or None when every one does: an arithmetic
-    expression that is not the question's arithmetic
-    (:func:`~meta_spider.agentcore.arithmetic.expression_problem`), any other argument that is not the
-    question's words (:func:`grounding`)."""
+    from the question, and why when it is arithmetic, or None when every one
+    does: an arithmetic expression that is not the question's arithmetic
+    (why: :func:`~meta_spider.agentcore.arithmetic.expression_problem`), any
+    other argument that is not the question's words (:func:`grounding`; why:
+    None)."""
     for value in call.arguments.values():
         if not isinstance(value, str):
             continue
         if is_expression(value):
-            if expression_problem(value, question) is not None:
-                return value
+            problem = expression_problem(value, question)
+            if problem is not None:
+                return value, problem
         elif not grounding(value, question)[1]:
-            return value
+            return value, None
     return None
+
+
+def ungrounded(call: ToolInvocation, question: str) -> str | None:
+    """The argument :func:`unfounded` finds, or None."""
+    found = unfounded(call, question)
+    return None if found is None else found[0]
 
 
 def ground_call(call: ToolInvocation, question: str) -> ToolInvocation:

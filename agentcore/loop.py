@@ -27,9 +27,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
-from meta_spider.agentcore.arithmetic import expression_problem, is_expression
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
-from meta_spider.agentcore.grounding import ground_call, ungrounded
+from meta_spider.agentcore.grounding import ground_call, unfounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ObservationKind, Step, ToolStep
 from meta_spider.backends.base import InferenceBackend
@@ -37,6 +36,7 @@ from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocatio
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.plugins import MetaSpiderError
 from meta_spider.tools import NothingFound, ToolArgumentError, ToolRegistry
+from meta_spider.tools.knowledge import is_search
 from meta_spider.tools.limits import (
     DEFAULT_MAX_RESULT_CHARS,
     DEFAULT_TIME_LIMIT,
@@ -187,11 +187,12 @@ class MetaAgent:
         what the question names, and a small model writes a name it made up
         where it cannot copy the user's (asked in lower case, the world's base
         writes "Zaior Heshunlund" for "shamor shuson")."""
-        if call.name not in self.grounded_tools or "knowledge_base" not in self.tools[call.name].metadata:
+        if call.name not in self.grounded_tools or not is_search(self.tools[call.name]):
             return call
-        made_up = ungrounded(call, question)
-        if made_up is None or is_expression(made_up):
+        found = unfounded(call, question)
+        if found is None or found[1] is not None:  # every argument the question's, or arithmetic: not a query
             return call
+        made_up = found[0]
         arguments = {key: question if value == made_up else value for key, value in call.arguments.items()}
         return ToolInvocation(call.name, arguments, call.call_id, call.raw)
 
@@ -214,12 +215,12 @@ class MetaAgent:
                               action.content, action.failures)
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
-            made_up = ungrounded(call, question) if call.name in self.grounded_tools else None
-            if made_up is not None and is_expression(made_up):
-                note = f"Not computed: {made_up!r} {expression_problem(made_up, question)}."
+            found = unfounded(call, question) if call.name in self.grounded_tools else None
+            if found is not None and found[1] is not None:
+                note = f"Not computed: {found[0]!r} {found[1]}."
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not the question's arithmetic")
-            elif made_up is not None:
-                note = f"No entry found for {made_up!r}: the question does not name it."
+            elif found is not None:
+                note = f"No entry found for {found[0]!r}: the question does not name it."
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not in the question's words")
             else:
                 step = self._execute(index, call)

@@ -19,15 +19,19 @@ from meta_spider.tools.tool import Tool
 __all__ = [
     "DictKnowledgeBase",
     "EmptyKnowledgeBase",
+    "KNOWLEDGE_BASE_KEY",
     "KnowledgeBase",
     "LOOKUP_TOOL_NAME",
     "TypoIndex",
     "edit_distance",
+    "is_search",
     "make_lookup_tool",
     "normalise_query",
 ]
 
 LOOKUP_TOOL_NAME = "lookup"
+KNOWLEDGE_BASE_KEY = "knowledge_base"
+"""Where a tool made by :func:`make_lookup_tool` names its knowledge base in its metadata."""
 
 
 @runtime_checkable
@@ -177,6 +181,11 @@ class EmptyKnowledgeBase:
         return None
 
 
+def is_search(tool: Tool) -> bool:
+    """Whether ``tool`` answers from a knowledge base (one :func:`make_lookup_tool` made)."""
+    return KNOWLEDGE_BASE_KEY in tool.metadata
+
+
 def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | None = None) -> Tool:
     """The ``lookup`` tool answering from ``knowledge_base``.
 
@@ -214,5 +223,5 @@ def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | 
         description=description,
         parameters=parameters,
         function=lookup,
-        metadata={"knowledge_base": knowledge_base.name},
+        metadata={KNOWLEDGE_BASE_KEY: knowledge_base.name},
     )
