@@ -6,7 +6,7 @@ replaces an argument that nearly copies a run of the question's words with
 that run as the user wrote it: the nearest run holding the argument's names
 and numbers in order (or one more among them, never a number for a word),
 at most :data:`MAX_FRACTION` of its length away by edit distance, with no
-other run as near; an arithmetic argument only by an arithmetic run, or
+other run as near (of two as near, the one without a word more wins); an arithmetic argument only by an arithmetic run, or
 with one miscopied number put back (:mod:`~meta_spider.agentcore.arithmetic`).
 An exact copy and an argument far from every run are left as they are;
 one the model spelt better than the user is not ("Paris" for the user's
@@ -99,12 +99,13 @@ def grounding(value: str, question: str) -> tuple[str, bool]:
                 continue
             distance = edit_distance(target, _compact(run), limit)
             if distance <= limit:
-                best.append((distance, run))
+                best.append((distance, run_kinds != kinds, run))
     if not best:
         return value, False
-    best.sort(key=lambda item: item[0])
-    distance, run = best[0]
-    if distance == 0 or any(other[0] == distance and _compact(other[1]) != _compact(run) for other in best[1:]):
+    best.sort(key=lambda item: item[:2])  # nearest; of those as near, one with the argument's names and numbers
+    distance, extra, run = best[0]
+    if distance == 0 or any(other[:2] == (distance, extra) and _compact(other[2]) != _compact(run)
+                            for other in best[1:]):
         return value, True  # copied exactly, or two runs as near: keep the model's own
     return run, True
 

@@ -39,6 +39,8 @@ from meta_spider.tools.tool import Tool
     ("Drathan Parziley", "What is the capital of France?", "Drathan Parziley"),
     ("Besa Gromton", "Where was Besatrainwyn Gromton born?", "Besa Gromton"),  # a dropped word is not guessed
     ("Ida Bren", "Is Ida Brenn related to Ida Brent?", "Ida Bren"),  # two runs as near: no guess
+    # As near as a run with a word more ("Rouia Salfrod born"): the run with as many words wins.
+    ("Raiia Salfroford", "Where was Rouia Salfrod born?", "Rouia Salfrod"),
     ("", "What is 17*23?", ""),
     ("17 * 22", "", "17 * 22"),
 ])
