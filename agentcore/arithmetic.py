@@ -1,7 +1,9 @@
 """What arithmetic a question asks: its numbers and the operation it names.
 
 Knows nothing about tools or calls: :mod:`~meta_spider.agentcore.grounding`
-holds a calculator's expression to the question with it. A number is given
+holds a calculator's expression to the question with it, and the agent loop
+computes what :func:`question_expression` reads when the model's own
+expression is not the question's. A number is given
 in digits ("1,000", "2.5") or in English words ("twenty-one", "a hundred
 and five"), each compared in one spelling; an operation is named in words
 ("the product of", "divided by") or in symbols between numbers ("17*23",
@@ -13,9 +15,13 @@ from __future__ import annotations
 
 import re
 
+from meta_spider.tools.calculator import CalculatorError, CalculatorSyntaxError, evaluate
 from meta_spider.tools.knowledge import edit_distance
 
-__all__ = ["expression_problem", "ground_numbers", "is_expression", "named_operations", "question_numbers"]
+__all__ = [
+    "expression_problem", "ground_numbers", "is_expression", "named_operations", "question_expression",
+    "question_numbers",
+]
 
 MAX_EXPRESSION = 200
 """Longest expression (characters) read as arithmetic."""
@@ -41,7 +47,7 @@ _OPERATION_WORDS = {
 """The operations a question can name in words, by the words that name them.
 A percentage is one no expression of the question's numbers alone computes
 (the calculator's ``%`` is the remainder)."""
-_OPERATION_SYMBOLS = (
+_OPERATION_SYMBOLS = (  # a minus between operands, not a sign
     ("raise", re.compile(r"\*\*|\^")),
     ("multiply", re.compile(r"(?<!\*)\*(?!\*)|\u00d7|(?<=[\d\s)])x(?=[\s\d(])", re.IGNORECASE)),
     ("divide", re.compile(r"/|\u00f7")),
@@ -52,9 +58,13 @@ _WRITTEN = re.compile(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", re.IGNORECAS
 """A run of a question that may be arithmetic written out ("17*23 + 5"): it is when it holds an operator."""
 _PERCENT = re.compile(r"\d\s*%")
 """A percentage, as a question writes it ("15%")."""
-"""The operations arithmetic writes, by the symbols that write them (a minus between operands, not a sign)."""
+_IMPLIED = {"double": "2", "half": "2", "squared": "2", "triple": "3", "cubed": "3", "percent": "100",
+            "percentage": "100"}
+"""The number an operation word brings with it ("half of 86" is 86 / 2)."""
+_HUNDREDTHS = re.compile(r"/\s*100(?![\d.])")
+"""An expression taking a percentage: one that divides by 100."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
-          "raise": "raises to a power"}
+          "raise": "raises to a power", "take a percentage": "takes a percentage"}
 
 
 def _canonical(number: str) -> str:
@@ -65,37 +75,47 @@ def _canonical(number: str) -> str:
     return digits.lstrip("0") or "0"
 
 
-def _spelt_numbers(text: str) -> list[str]:
-    """The numbers ``text`` writes in English words, in order ("twenty-one",
-    "a hundred and five"; "one and two" is two numbers)."""
-    found: list[str] = []
+def _spelt_numbers(text: str) -> list[tuple[int, int, str]]:
+    """The numbers ``text`` writes in English words, in order, each with
+    where it starts and ends ("twenty-one", "a hundred and five"; "one and
+    two" is two numbers)."""
+    found: list[tuple[int, int, str]] = []
     total = current = 0
+    start = end = 0  # where the number being read starts, and where its last word ends
     last = ""  # the kind of the number's last word: "unit" (0-19), "tens", "scale", or "" outside a number
-    words = re.findall(r"[a-z]+|[^\sa-z-]", text.casefold())  # punctuation ends a number; a hyphen does not
+    # punctuation ends a number; a hyphen does not
+    matches = list(re.finditer(r"[a-z]+|[^\sa-z-]", text, re.IGNORECASE | re.ASCII))
+    words = [match.group().casefold() for match in matches]
 
     def close() -> None:
         nonlocal total, current, last
         if last:
-            found.append(str(total + current))
+            found.append((start, end, str(total + current)))
         total = current = 0
         last = ""
 
     for index, word in enumerate(words):
         following = words[index + 1] if index + 1 < len(words) else ""
+        if not last and (word in _UNITS or word in _TENS):
+            start = matches[index].start()
+        elif not last and word in _SCALES and index > 0 and words[index - 1] == "a":
+            start = matches[index - 1].start()
         if word in _UNITS:
             if last == "unit" or last == "tens" and _UNITS[word] >= 10:
                 close()
-            current, last = current + _UNITS[word], "unit"
+                start = matches[index].start()
+            current, last, end = current + _UNITS[word], "unit", matches[index].end()
         elif word in _TENS:
             if last in ("unit", "tens"):
                 close()
-            current, last = current + _TENS[word], "tens"
+                start = matches[index].start()
+            current, last, end = current + _TENS[word], "tens", matches[index].end()
         elif word in _SCALES and (last or index > 0 and words[index - 1] == "a"):
             if _SCALES[word] == 100:
                 current = (current or 1) * 100
             else:
                 total, current = total + (current or 1) * _SCALES[word], 0
-            last = "scale"
+            last, end = "scale", matches[index].end()
         elif word == "a" and following in _SCALES:
             continue
         elif not (word == "and" and last == "scale" and (following in _UNITS or following in _TENS)):
@@ -104,12 +124,18 @@ def _spelt_numbers(text: str) -> list[str]:
     return found
 
 
+def _numbers_at(question: str) -> list[tuple[int, int, str]]:
+    """Each number ``question`` gives, in digits or in words, in order, with where it starts and ends."""
+    digits = [(match.start(), match.end(), _canonical(match.group())) for match in _NUMBER.finditer(question)]
+    return sorted(digits + _spelt_numbers(question))
+
+
 def question_numbers(question: str) -> list[str]:
-    """The numbers ``question`` gives, in digits then in words, each in one
-    spelling ("1,000" and "a thousand" are both "1000")."""
+    """The numbers ``question`` gives, in digits or in words, in order, each
+    in one spelling ("1,000" and "a thousand" are both "1000")."""
     if len(question) > MAX_QUESTION:
         return []
-    return [_canonical(number) for number in _NUMBER.findall(question)] + _spelt_numbers(question)
+    return [number for _start, _end, number in _numbers_at(question)]
 
 
 def is_expression(value: str) -> bool:
@@ -159,6 +185,13 @@ def named_operations(question: str) -> set[str]:
     return named
 
 
+def _implied_numbers(question: str) -> set[str]:
+    """The numbers ``question``'s operation words bring with them (:data:`_IMPLIED`; "15%" brings 100)."""
+    words = set(re.findall(r"[a-z]+", question.casefold()))
+    implied = {number for word, number in _IMPLIED.items() if word in words}
+    return implied | ({"100"} if _PERCENT.search(question) else set())
+
+
 def _written_numbers(question: str) -> list[str] | None:
     """The numbers of the one expression ``question`` writes out in symbols
     ("What is 17*23 + 5?": 17, 23, 5), or None when it writes none or several."""
@@ -168,13 +201,15 @@ def _written_numbers(question: str) -> list[str] | None:
 
 def expression_problem(value: str, question: str) -> str | None:
     """Why the arithmetic ``value`` is not the question's: it holds a number
-    the question does not give (:func:`question_numbers`), it leaves out one
+    the question does not give (:func:`question_numbers`, or one its
+    operation word brings: "half" a 2, "percent" a 100), it leaves out one
     of the expression the question writes out ("17*23" for "What is 17*23 +
     5?"), or the question names one operation (:func:`named_operations`)
-    and ``value`` does not do it; None when none of these."""
+    and ``value`` does not do it (a percentage is a division by 100; "12,
+    30" does nothing); None when none of these."""
     if len(question) > MAX_QUESTION:
         return f"cannot be checked against a question over {MAX_QUESTION} characters"
-    given = set(question_numbers(question))
+    given = set(question_numbers(question)) | _implied_numbers(question)
     numbers = _NUMBER.findall(value)
     written = [_canonical(number) for number in numbers]
     for number, canonical in zip(numbers, written):
@@ -185,8 +220,91 @@ def expression_problem(value: str, question: str) -> str | None:
             return f"leaves out {number}, which the question gives"
         written.remove(number)
     named, done = named_operations(question), _symbol_operations(value)
-    if len(named) == 1 and done and not named <= done:
+    if _HUNDREDTHS.search(value):
+        done.add("take a percentage")
+    if len(named) == 1 and not named <= done:
         (asked,) = named
         asking = {"raise": "raise to a power"}.get(asked, asked)
-        return f"{' and '.join(sorted(_VERBS[operation] for operation in done))} where the question asks to {asking}"
+        doing = " and ".join(sorted(_VERBS[operation] for operation in done)) or "computes nothing"
+        return f"{doing} where the question asks to {asking}"
     return None
+
+
+def _for_calculator(run: str) -> str:
+    """An expression as a question writes it ("7 x 8", "81 \u00f7 9", "1,000 + 5") as the calculator reads it."""
+    run = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", run)
+    run = re.sub(r"\u00d7|(?<=[\d\s)])x(?=[\s\d(])", "*", run, flags=re.IGNORECASE)
+    return run.replace("\u00f7", "/").replace("^", "**").strip()
+
+
+def question_expression(question: str) -> str | None:
+    """The arithmetic ``question`` states plainly, as the calculator reads
+    it, or None when it states none or leaves room for doubt.
+
+    Plainly is: one expression written out in symbols and no other number
+    or operation ("What is 17*23 + 5?"); or, in words, one operation
+    (:func:`named_operations`) on the question's numbers in the order it
+    gives them ("300 minus 45"), every number added or multiplied ("the sum
+    of 12, 30 and 8"), one number doubled, halved, squared or cubed, "P
+    percent of N", "A to the power of B", and two numbers subtracted or
+    divided the other way round when "from", "than" or "into" stands between
+    them ("Subtract 58 from 200", "4 less than 10"), or larger less smaller
+    for "the difference between". Never for a comparison ("how much more
+    is 50 than 20"), "how many times", a rate ("per"), a number written with
+    a sign, an expression the calculator cannot read, or a question
+    :func:`expression_problem` would not pass as its own.
+    """
+    if len(question) > MAX_QUESTION:
+        return None
+    numbers = _numbers_at(question)
+    named = named_operations(question)
+    runs = [run for run in _WRITTEN.findall(question) if _symbol_operations(run)]
+    if runs:
+        if len(runs) > 1 or not named <= _symbol_operations(runs[0]) or len(numbers) != len(
+                _NUMBER.findall(runs[0])):
+            return None
+        expression = _for_calculator(runs[0])
+    elif len(named) != 1 or len(numbers) > 8 or re.search(r"-\s*\d", question):
+        return None
+    else:
+        expression = _worded_expression(question, named.pop(), numbers)
+    if expression is None or expression_problem(expression, question) is not None:
+        return None
+    try:
+        evaluate(expression)
+    except CalculatorSyntaxError:  # "(+0": written out, but not arithmetic the calculator reads
+        return None
+    except CalculatorError:  # the question's own arithmetic, which the calculator refuses (a division by zero)
+        pass
+    return expression
+
+
+def _worded_expression(question: str, operation: str, numbers: list[tuple[int, int, str]]) -> str | None:
+    """:func:`question_expression` for a question that names ``operation`` in words."""
+    text = question.casefold()
+    words = set(re.findall(r"[a-z]+", text))
+    values = [value for _start, _end, value in numbers]
+    if "than" in words and operation != "subtract" or "per" in words or "how many times" in text:
+        return None
+    one = {"double": "* 2", "triple": "* 3", "half": "/ 2", "squared": "** 2", "cubed": "** 3"}
+    alone = [f"{values[0]} {suffix}" for word, suffix in one.items() if word in words and len(values) == 1]
+    if any(word in words for word in one):
+        return alone[0] if len(alone) == 1 else None
+    if operation in ("add", "multiply"):
+        return f" {'+' if operation == 'add' else '*'} ".join(values) if len(values) >= 2 else None
+    if len(values) != 2:
+        return None
+    (_, first_end, first), (second_start, _, second) = numbers
+    between = set(re.findall(r"[a-z]+", text[first_end:second_start]))
+    if operation == "take a percentage":
+        percent = question[first_end:second_start].lstrip()
+        return f"{first} / 100 * {second}" if re.match(r"(%|percent)\s+of\b", percent, re.IGNORECASE) else None
+    if operation == "raise":
+        return f"{first} ** {second}" if "power" in words else None
+    if operation == "subtract" and "difference" in words:
+        low, high = sorted((first, second), key=float)
+        return f"{high} - {low}"
+    symbol = "-" if operation == "subtract" else "/"
+    if between & {"from", "than", "into"}:
+        first, second = second, first
+    return f"{first} {symbol} {second}"

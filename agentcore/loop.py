@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
+from meta_spider.agentcore.arithmetic import question_expression
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
 from meta_spider.agentcore.grounding import ground_call, unfounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
@@ -36,6 +37,7 @@ from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocatio
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.plugins import MetaSpiderError
 from meta_spider.tools import NothingFound, ToolArgumentError, ToolRegistry
+from meta_spider.tools.builtin import is_calculator
 from meta_spider.tools.knowledge import is_search
 from meta_spider.tools.limits import (
     DEFAULT_MAX_RESULT_CHARS,
@@ -175,26 +177,61 @@ class MetaAgent:
         the model must read the results (another tool, a failure, no call)."""
         if not action.calls or action.failures or not self.direct_tools:
             return None
-        if not all(call.name in self.direct_tools for call in action.calls):
-            return None
+        if not all(step.call is not None and step.call.name in self.direct_tools for step in steps):
+            return None  # the calls as they ran: a search of arithmetic may have become a calculation
         if not all(step.kind is ObservationKind.RESULT for step in steps):
             return None
         return Answer("\n".join(step.observation for step in steps), source="tool")
 
-    def _search_the_question(self, call: ToolInvocation, question: str) -> ToolInvocation:
-        """A grounded search's call (a tool over a knowledge base) whose query is
-        not the question's words searches the question itself: a lookup is of
-        what the question names, and a small model writes a name it made up
-        where it cannot copy the user's (asked in lower case, the world's base
-        writes "Zaior Heshunlund" for "shamor shuson")."""
-        if call.name not in self.grounded_tools or not is_search(self.tools[call.name]):
+    def _from_the_question(self, call: ToolInvocation, question: str) -> ToolInvocation:
+        """A grounded tool's call with the argument it made up taken from the
+        question instead, or the call as it is.
+
+        A search (a tool over a knowledge base) whose query is not the
+        question's words searches the question itself: a lookup is of what
+        the question names, and a small model writes a name it made up where
+        it cannot copy the user's (asked in lower case, the world's base
+        writes "Zaior Heshunlund" for "shamor shuson"). A calculator whose
+        expression is not the question's arithmetic computes the arithmetic
+        the question states plainly, when it does
+        (:func:`~meta_spider.agentcore.arithmetic.question_expression`: the
+        base writes "3-1 Dreal / 3" for "seventeen times twenty-three")."""
+        if call.name not in self.grounded_tools:
             return call
         found = unfounded(call, question)
-        if found is None or found[1] is not None:  # every argument the question's, or arithmetic: not a query
+        if found is None:
             return call
-        made_up = found[0]
-        arguments = {key: question if value == made_up else value for key, value in call.arguments.items()}
+        made_up, problem = found
+        tool = self.tools[call.name]
+        if is_search(tool) and problem is None:  # arithmetic is not a query
+            calculation = self._calculation(question, call.call_id, call.raw)
+            if calculation is not None:
+                return calculation
+            replacement: str | None = question
+        elif is_calculator(tool):
+            replacement = question_expression(question)
+        else:
+            replacement = None
+        if replacement is None:
+            return call
+        arguments = {key: replacement if value == made_up else value for key, value in call.arguments.items()}
         return ToolInvocation(call.name, arguments, call.call_id, call.raw)
+
+    def _calculation(self, question: str, call_id: str | None, raw: str) -> ToolInvocation | None:
+        """The call of the first grounded calculator (one string argument) on
+        the arithmetic ``question`` states plainly, or None: a search the
+        model made up for such a question ("Lomelle Ganson" for "What is 6
+        cubed?") is a calculation it did not think of."""
+        expression = question_expression(question)
+        if expression is None:
+            return None
+        for name in self.grounded_tools:
+            tool = self.tools[name]
+            strings = [key for key, schema in tool.parameters.get("properties", {}).items()
+                       if isinstance(schema, dict) and schema.get("type") == "string"]
+            if is_calculator(tool) and len(strings) == 1:
+                return ToolInvocation(name, {strings[0]: expression}, call_id, raw)
+        return None
 
     def _run_tools(self, index: int, action: ToolCall, raw_text: str, session: Session) -> Iterator[ToolStep]:
         if not action.calls:
@@ -211,13 +248,13 @@ class MetaAgent:
             action = ToolCall(tuple(ground_call(call, question) for call in action.calls), action.content,
                               action.failures)
         if self.grounded_tools and question:
-            action = ToolCall(tuple(self._search_the_question(call, question) for call in action.calls),
+            action = ToolCall(tuple(self._from_the_question(call, question) for call in action.calls),
                               action.content, action.failures)
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
             found = unfounded(call, question) if call.name in self.grounded_tools else None
-            if found is not None and found[1] is not None:
-                note = f"Not computed: {found[0]!r} {found[1]}."
+            if found is not None and (found[1] is not None or is_calculator(self.tools[call.name])):
+                note = f"Not computed: {found[0]!r} {found[1] or 'is not arithmetic the question asks'}."
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not the question's arithmetic")
             elif found is not None:
                 note = f"No entry found for {found[0]!r}: the question does not name it."

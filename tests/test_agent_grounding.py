@@ -12,13 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meta_spider.agentcore import MetaAgent
-from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers, named_operations, question_numbers
+from meta_spider.agentcore.arithmetic import (
+    expression_problem,
+    ground_numbers,
+    named_operations,
+    question_expression,
+    question_numbers,
+)
 from meta_spider.agentcore.grounding import ground_call, ground_text, grounding, ungrounded
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools import DictKnowledgeBase, ToolRegistry, make_lookup_tool
+from meta_spider.tools.builtin import CALCULATOR_TOOL, is_calculator
 from meta_spider.tools.calculator import calculator
 from meta_spider.tools.tool import Tool
 
@@ -69,6 +76,11 @@ def test_grounding_says_whether_an_argument_is_the_questions_words() -> None:
 ])
 def test_question_numbers_in_digits_and_in_words(question: str, numbers: list[str]) -> None:
     assert sorted(question_numbers(question)) == sorted(numbers)
+
+
+def test_question_numbers_come_in_the_order_the_question_gives_them() -> None:
+    assert question_numbers("Take twenty-one away from 5,000 and add a hundred and five") == ["21", "5000", "105"]
+    assert question_numbers("What is Seventeen times TWENTY-THREE?") == ["17", "23"]
 
 
 @pytest.mark.parametrize("expression, question, grounded", [
@@ -139,10 +151,63 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("(7+5)*3", "Compute (7 + 5) * 3", None),  # two operations named: not checked
     ("15+27", "If I have 15 apples and buy 27 more, how many do I have?", None),
     ("12*4", "what is twelve times four", None),
+    ("86/2", "Half of 86?", None),  # the 2 comes with "half"
+    ("9**2", "What is 9 squared?", None),
+    ("15 / 100 * 80", "What's 15% of 80?", None),  # a percentage is a division by 100
+    ("7/100*200", "Seven percent of 200", None),
+    ("86*3", "Half of 86?", "holds 3, which the question does not give"),
+    ("12, 30", "What is the sum of 12, 30 and 8?", "computes nothing where the question asks to add"),
 ])
 def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
                                                             problem: str | None) -> None:
     assert expression_problem(expression, question) == problem
+
+
+@pytest.mark.parametrize("question, expression, value", [
+    ("What is seventeen times twenty-three", "17 * 23", "391"),
+    ("What is 17*23 + 5?", "17*23 + 5", "396"),
+    ("What is 7 x 8?", "7 * 8", "56"),
+    ("What is 81 \u00f7 9?", "81 / 9", "9"),
+    ("Compute 2^8", "2**8", "256"),
+    ("1,000 + 5?", "1000 + 5", "1005"),
+    ("What is the sum of 12, 30 and 8?", "12 + 30 + 8", "50"),
+    ("If I have 15 apples and buy 27 more, how many do I have?", "15 + 27", "42"),
+    ("What do 8 and 9 make when multiplied?", "8 * 9", "72"),
+    ("how much is 300 minus 45", "300 - 45", "255"),
+    ("Subtract 58 from 200.", "200 - 58", "142"),  # "from" between them: the other way round
+    ("What is 5 less than 20?", "20 - 5", "15"),
+    ("What is the difference between 35 and 90?", "90 - 35", "55"),
+    ("Divide 500 by 4 please", "500 / 4", "125"),
+    ("What's 7 percent of 200?", "7 / 100 * 200", "14"),
+    ("How much is 15% of 240?", "15 / 100 * 240", "36"),
+    ("What is 3 to the power of 4?", "3 ** 4", "81"),
+    ("What is 9 squared?", "9 ** 2", "81"),
+    ("Half of 86?", "86 / 2", "43"),
+    ("Double 45", "45 * 2", "90"),
+])
+def test_question_expression_reads_the_arithmetic_a_question_states(question: str, expression: str,
+                                                                    value: str) -> None:
+    assert question_expression(question) == expression
+    assert calculator(expression) == value
+
+
+@pytest.mark.parametrize("question", [
+    "How much more is 50 than 20?",  # a comparison: "more" does not add
+    "How many times does 8 go into 64?",  # "times" does not multiply
+    "If 3 pens cost 6 dollars, what is the price per pen?",  # a rate: which way is not said
+    "What is -5 plus 3?",  # a sign the numbers would lose
+    "What is 10 squared plus 1?",  # two operations in words
+    "What is 17*23 plus 5?",  # an expression and an operation in words besides
+    "What is 17*23 and 4*5?",  # two expressions
+    "Increase 200 by 7%.",  # a percentage without "of"
+    "What is 2 to the power of 10 and 3?",  # three numbers for a power
+    "Double 45 and 3",
+    "Where was Mira Tollan born in 1920?",
+    "What is 12 and 30?",  # no operation
+    "",
+])
+def test_question_expression_leaves_what_a_question_does_not_state_plainly(question: str) -> None:
+    assert question_expression(question) is None
 
 
 ARITHMETIC_TEXT = st.text("0123456789 .,+-*/^%()x\u00d7\u00f7abcdefghijklmnopqrstuvwxyz'?", max_size=60)
@@ -160,6 +225,22 @@ def test_grounding_any_text_never_raises_and_keeps_what_it_cannot_mend(argument:
     assert ungrounded(grounded, question) in (None, grounded.arguments["expression"])
     if expression_problem(argument, question) is None and argument.strip():
         assert ground_numbers(argument, question) == argument  # nothing to mend in the question's own arithmetic
+
+
+@settings(max_examples=400, deadline=None)
+@given(question=ARITHMETIC_TEXT)
+def test_the_arithmetic_a_question_states_is_its_own_and_computes(question: str) -> None:
+    """What :func:`question_expression` reads is an expression the check
+    holds to be the question's, and one the calculator reads."""
+    from meta_spider.tools.calculator import CalculatorError, CalculatorSyntaxError
+
+    expression = question_expression(question)
+    if expression is not None:
+        assert expression_problem(expression, question) is None
+        try:
+            calculator(expression)
+        except CalculatorError as error:  # a division by zero is the question's, not a misreading
+            assert not isinstance(error, CalculatorSyntaxError), error
 
 
 def test_ground_call_touches_only_top_level_strings_and_keeps_an_unchanged_call() -> None:
@@ -272,6 +353,64 @@ def test_a_grounded_search_with_a_made_up_query_searches_the_question() -> None:
     agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
     list(agent.run("where was mira tollan born"))
     assert searched[-1] == "mira tollan"
+
+
+def test_a_grounded_calculator_computes_the_arithmetic_the_question_states() -> None:
+    """The base writes an expression it made up ("3-1 Dreal / 3" for
+    "seventeen times twenty-three") or the wrong one ("15 * 240" for "15% of
+    240"); a grounded calculator computes what the question states plainly
+    instead, and the result is the answer where the calculator is direct."""
+    assert is_calculator(CALCULATOR_TOOL) and not is_calculator(Tool.from_function(calculator))
+    registry = ToolRegistry([CALCULATOR_TOOL])
+
+    def first_call(question: str, expression: str) -> object:
+        backend = FakeBackend([call("calculator", expression=expression), "The answer is 0."])
+        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("calculator",),
+                          direct_tools=("calculator",))
+        steps = list(agent.run(question))
+        return steps[1], steps[-1]
+
+    step, final = first_call("what is seventeen times twenty-three", "3-1 Dreal / 3")
+    assert (step.call.arguments, step.written, step.observation) == (
+        {"expression": "17 * 23"}, {"expression": "3-1 Dreal / 3"}, "391")
+    assert (final.outcome, final.text) == ("answer", "391")
+    step, final = first_call("How much is 15% of 240?", "15 * 240")
+    assert (step.call.arguments["expression"], final.text) == ("15 / 100 * 240", "36")
+    step, _ = first_call("What is 12 times 7?", "12 * 7")  # the question's own: runs as written
+    assert (step.call.arguments, step.written) == ({"expression": "12 * 7"}, None)
+    # A question that states no plain arithmetic: nothing runs, and the note says why.
+    step, final = first_call("How many times does 8 go into 64?", "3 Dreal")
+    assert (step.kind.value, step.observation) == (
+        "not_found", "Not computed: '3 Dreal' is not arithmetic the question asks.")
+    assert final.outcome == "answer" and final.text == "The answer is 0."  # the model reads the note, not a result
+
+
+def test_a_made_up_search_for_a_question_that_states_arithmetic_is_its_calculation() -> None:
+    """The world's base sometimes looks up a name it made up ("Lomelle
+    Ganson" for "What is 6 cubed?"); the question names no one and states
+    arithmetic, so the grounded calculator computes it, as the answer where
+    the calculator is direct."""
+    registry = ToolRegistry([CALCULATOR_TOOL, make_lookup_tool(DictKnowledgeBase({"Mira Tollan": "born in Kuba."}))])
+
+    def run(question: str, query: str, grounded: tuple[str, ...] = ("lookup", "calculator")) -> list:
+        backend = FakeBackend([call("lookup", query=query), "I don't know."])
+        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=grounded,
+                          direct_tools=("calculator",))
+        return list(agent.run(question))
+
+    steps = run("What is 6 cubed?", "Lomelle Ganson")
+    assert (steps[1].call.name, steps[1].call.arguments, steps[1].written, steps[1].observation) == (
+        "calculator", {"expression": "6 ** 3"}, {"query": "Lomelle Ganson"}, "216")
+    assert (steps[-1].outcome, steps[-1].text) == ("answer", "216")
+    assert steps[-1].session.messages[1]["tool_calls"][0]["function"]["name"] == "calculator"
+    # A question about a person, or a calculator that is not grounded: the search of the question.
+    steps = run("Where was Mira Tollan born in 1920?", "Zaior Heshunlund")
+    assert (steps[1].call.name, steps[1].call.arguments) == ("lookup", {"query": "Where was Mira Tollan born in 1920?"})
+    steps = run("What is 6 cubed?", "Lomelle Ganson", grounded=("lookup",))
+    assert (steps[1].call.name, steps[1].kind.value) == ("lookup", "not_found")
+    # A query that is the question's words is the model's search and runs as written.
+    steps = run("What is 6 cubed?", "6 cubed")
+    assert (steps[1].call.name, steps[1].call.arguments) == ("lookup", {"query": "6 cubed"})
 
 
 def test_a_world_run_grounds_arguments_unless_told_not_to(plugin_manager, tmp_path: Path) -> None:

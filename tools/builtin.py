@@ -8,6 +8,7 @@ supplies one). This module knows nothing about the agent loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from meta_spider.plugins import hookimpl
@@ -15,7 +16,17 @@ from meta_spider.tools.calculator import calculator
 from meta_spider.tools.knowledge import EmptyKnowledgeBase, make_lookup_tool
 from meta_spider.tools.tool import Tool
 
-CALCULATOR_TOOL = Tool.from_function(calculator)
+__all__ = ["ARITHMETIC_KEY", "CALCULATOR_TOOL", "is_calculator", "register_tools"]
+
+ARITHMETIC_KEY = "arithmetic"
+"""Where a tool that evaluates an arithmetic expression says so in its metadata (``True``)."""
+
+CALCULATOR_TOOL = dataclasses.replace(Tool.from_function(calculator), metadata={ARITHMETIC_KEY: True})
+
+
+def is_calculator(tool: Tool) -> bool:
+    """Whether ``tool`` evaluates arithmetic (its metadata says so, as the built-in ``calculator``'s does)."""
+    return tool.metadata.get(ARITHMETIC_KEY) is True
 
 
 @hookimpl
