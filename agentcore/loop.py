@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
-from meta_spider.agentcore.arithmetic import question_expression
+from meta_spider.agentcore.arithmetic import named_operations, question_expression, question_numbers
 from meta_spider.agentcore.errors import ActionTypeError, AgentStepError
 from meta_spider.agentcore.grounding import ground_call, unfounded
 from meta_spider.agentcore.session import CONTEXTS, QuestionView, Session, ToolResultRecord
@@ -36,7 +36,7 @@ from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.plugins import MetaSpiderError
-from meta_spider.tools import NothingFound, ToolArgumentError, ToolRegistry
+from meta_spider.tools import NothingFound, Tool, ToolArgumentError, ToolRegistry
 from meta_spider.tools.builtin import is_calculator
 from meta_spider.tools.knowledge import is_search
 from meta_spider.tools.limits import (
@@ -195,7 +195,12 @@ class MetaAgent:
         expression is not the question's arithmetic computes the arithmetic
         the question states plainly, when it does
         (:func:`~meta_spider.agentcore.arithmetic.question_expression`: the
-        base writes "3-1 Dreal / 3" for "seventeen times twenty-three")."""
+        base writes "3-1 Dreal / 3" for "seventeen times twenty-three").
+        And one tool for the other, when the loop grounds both: a made-up
+        search for a question that states arithmetic is its calculation
+        ("Lomelle Ganson" for "What is 6 cubed?"), a made-up calculation for
+        a question that gives no number and names no operation is a search
+        of the question ("60 / 34" for "where was shamor shuson born")."""
         if call.name not in self.grounded_tools:
             return call
         found = unfounded(call, question)
@@ -204,33 +209,31 @@ class MetaAgent:
         made_up, problem = found
         tool = self.tools[call.name]
         if is_search(tool) and problem is None:  # arithmetic is not a query
-            calculation = self._calculation(question, call.call_id, call.raw)
-            if calculation is not None:
-                return calculation
-            replacement: str | None = question
+            expression = question_expression(question)
+            other = self._grounded_call(is_calculator, expression, call) if expression is not None else None
+            replacement = question
         elif is_calculator(tool):
             replacement = question_expression(question)
+            arithmetic = replacement is not None or bool(question_numbers(question) or named_operations(question))
+            other = None if arithmetic else self._grounded_call(is_search, question, call)
         else:
-            replacement = None
+            return call
+        if other is not None:
+            return other
         if replacement is None:
             return call
         arguments = {key: replacement if value == made_up else value for key, value in call.arguments.items()}
         return ToolInvocation(call.name, arguments, call.call_id, call.raw)
 
-    def _calculation(self, question: str, call_id: str | None, raw: str) -> ToolInvocation | None:
-        """The call of the first grounded calculator (one string argument) on
-        the arithmetic ``question`` states plainly, or None: a search the
-        model made up for such a question ("Lomelle Ganson" for "What is 6
-        cubed?") is a calculation it did not think of."""
-        expression = question_expression(question)
-        if expression is None:
-            return None
+    def _grounded_call(self, kind: Callable[[Tool], bool], value: str, call: ToolInvocation) -> ToolInvocation | None:
+        """A call, in ``call``'s place, of the first grounded tool of ``kind``
+        whose one string argument is ``value``, or None when there is none."""
         for name in self.grounded_tools:
             tool = self.tools[name]
             strings = [key for key, schema in tool.parameters.get("properties", {}).items()
                        if isinstance(schema, dict) and schema.get("type") == "string"]
-            if is_calculator(tool) and len(strings) == 1:
-                return ToolInvocation(name, {strings[0]: expression}, call_id, raw)
+            if name != call.name and kind(tool) and len(strings) == 1:
+                return ToolInvocation(name, {strings[0]: value}, call.call_id, call.raw)
         return None
 
     def _run_tools(self, index: int, action: ToolCall, raw_text: str, session: Session) -> Iterator[ToolStep]:

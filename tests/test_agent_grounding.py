@@ -413,6 +413,39 @@ def test_a_made_up_search_for_a_question_that_states_arithmetic_is_its_calculati
     assert (steps[1].call.name, steps[1].call.arguments) == ("lookup", {"query": "6 cubed"})
 
 
+def test_a_made_up_calculation_for_a_question_without_arithmetic_is_a_search_of_it() -> None:
+    """Asked "where was mira tollan born", the world's base sometimes calls
+    the calculator with numbers it made up ("60 / 34"); the question gives
+    no number and names no operation, so it is searched instead."""
+
+    class Names:  # finds a name among other words, as the world's knowledge base does
+        name = "names"
+
+        def lookup(self, query: str) -> str | None:
+            return "born in Kuba." if "mira tollan" in query.casefold() else None
+
+    registry = ToolRegistry([CALCULATOR_TOOL, make_lookup_tool(Names())])
+
+    def run(question: str, expression: str, grounded: tuple[str, ...] = ("lookup", "calculator")) -> list:
+        backend = FakeBackend([call("calculator", expression=expression), "She was born in Kuba."])
+        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=grounded,
+                          direct_tools=("calculator",))
+        return list(agent.run(question))
+
+    steps = run("Where was Mira Tollan born?", "60 / 34")
+    assert (steps[1].call.name, steps[1].call.arguments, steps[1].written, steps[1].observation) == (
+        "lookup", {"query": "Where was Mira Tollan born?"}, {"expression": "60 / 34"}, "born in Kuba.")
+    assert (steps[-1].outcome, steps[-1].text) == ("answer", "She was born in Kuba.")  # the model reads the record
+    # A question with a number or an operation word is arithmetic that is not plain: nothing runs.
+    for question in ("Where was Mira Tollan born in 1920?", "How many times does Mira Tollan travel?"):
+        steps = run(question, "60 / 34")
+        assert (steps[1].call.name, steps[1].kind.value) == ("calculator", "not_found"), question
+    # Without a grounded search there is nothing to turn to.
+    steps = run("Where was Mira Tollan born?", "60 / 34", grounded=("calculator",))
+    assert (steps[1].call.name, steps[1].observation) == (
+        "calculator", "Not computed: '60 / 34' holds 60, which the question does not give.")
+
+
 def test_a_world_run_grounds_arguments_unless_told_not_to(plugin_manager, tmp_path: Path) -> None:
     from meta_spider.agentcore.launch import AgentLauncher
 
