@@ -12,7 +12,9 @@ calculator with an expression of the right value, how many ended in a
 refusal, and the wrong answers. Then the same for OWN_WORDS, arithmetic
 asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
-question with its right answer, and LATER_WORDS, written later; and PEOPLE
+question with its right answer, and LATER_WORDS, LAST_WORDS,
+HELDOUT_WORDS and FRESH_WORDS, each written later (their docstrings say
+which change each was written before); and PEOPLE
 test questions about people asked in lower case without a question mark,
 counting those answered with a calculator's result. Both ways run side by
 side in one process; each question is a new session. About a minute and a
@@ -69,6 +71,39 @@ LAST_WORDS = (
 )
 """And more, written before the operation a question names in words was
 checked against the call's operators, and used for nothing else."""
+HELDOUT_WORDS = (
+    ("What is 48 plus 52?", "48+52"), ("Could you multiply 13 by 13 for me?", "13*13"), ("what's 7 times 6", "7*6"),
+    ("How much is 900 minus 123?", "900-123"), ("Find 20 percent of 150.", "20/100*150"),
+    ("What is 250 / 10?", "250/10"), ("What is fifteen plus twenty?", "15+20"), ("Take 12 from 50.", "50-12"),
+    ("What is 6 cubed?", "6**3"), ("Double 45.", "45*2"), ("What's the total of 5, 10 and 15?", "5+10+15"),
+    ("Multiply 11 and 12.", "11*12"), ("What is 1000 divided by 8?", "1000/8"),
+    ("Give me the sum of 333 and 667.", "333+667"), ("What is 2 + 3 * 4?", "2+3*4"), ("Compute 81 over 9", "81/9"),
+    ("How much is 45% of 80?", "45/100*80"), ("Subtract 7 from 100.", "100-7"), ("twenty five times four?", "25*4"),
+    ("How much do 19 and 23 add up to?", "19+23"), ("What's 64 divided by four?", "64/4"),
+    ("How many times does 8 go into 64?", "64/8"), ("What is 5 less than 20?", "20-5"),
+    ("How much more is 50 than 20?", "50-20"), ("Increase 200 by 7%.", "200*1.07"),
+    ("If 3 pens cost 6 dollars, what does one pen cost?", "6/3"), ("What is 10 squared plus 1?", "10**2+1"),
+)
+"""And more, written before a made-up calculation was replaced with the
+arithmetic the question states; the last six ask what a question's numbers
+and one operation word alone would get wrong, and were in mind while that
+rule was written. Its first measure showed most of the rest refused because
+the base had looked up a made-up name, which is why such a lookup became the
+question's calculation: held out for the first change, not for the second."""
+FRESH_WORDS = (
+    ("What is 37 plus 58?", "37+58"), ("calculate 14 times 16", "14*16"), ("Please add 1200 and 800", "1200+800"),
+    ("What's 95 minus 17?", "95-17"), ("How much is 7 multiplied by 9?", "7*9"),
+    ("What is 360 divided by 12?", "360/12"), ("Work out 3.5 plus 1.25", "3.5+1.25"), ("what is 10% of 90", "10/100*90"),
+    ("What's eight plus nine?", "8+9"), ("What is 11 squared?", "11**2"), ("Can you tell me what 56 + 44 is?", "56+44"),
+    ("Find the product of 6, 7 and 2.", "6*7*2"), ("What do you get when you subtract 30 from 75?", "75-30"),
+    ("what's half of 250", "250/2"), ("Compute 2^8", "2**8"), ("What is 100 - 37?", "100-37"),
+    ("Tell me 13 x 4.", "13*4"), ("How much is forty minus eight?", "40-8"),
+    ("I have 12 cookies and eat 5. How many are left?", "12-5"), ("What is 3 plus 4 times 2?", "3+4*2"),
+    ("A train goes 60 miles per hour for 3 hours. How far does it go?", "60*3"),
+    ("What is the average of 4 and 8?", "(4+8)/2"),
+)
+"""And more, written after both changes and before either was measured on
+them, and used for nothing else."""
 
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -160,7 +195,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             called = "right call" if record["called"] else "no right call"
             out.say(f"  {record['result']:>8}  {record['outcome']}, {called}: {record['text']!r}")
         for label, words in (("own words", OWN_WORDS), ("own words, written later", LATER_WORDS),
-                             ("own words, written last", LAST_WORDS)):
+                             ("own words, written last", LAST_WORDS), ("own words, held out", HELDOUT_WORDS),
+                             ("own words, written fresh", FRESH_WORDS)):
             own = ask_all(agent, list(words))
             refused = sum(record["outcome"] == "refuse" for record in own)
             right = sum(record["right"] for record in own)
