@@ -96,21 +96,18 @@ def _spelt_numbers(text: str) -> list[tuple[int, int, str]]:
 
     for index, word in enumerate(words):
         following = words[index + 1] if index + 1 < len(words) else ""
-        if not last and (word in _UNITS or word in _TENS):
-            start = matches[index].start()
-        elif not last and word in _SCALES and index > 0 and words[index - 1] == "a":
-            start = matches[index - 1].start()
         if word in _UNITS:
             if last == "unit" or last == "tens" and _UNITS[word] >= 10:
                 close()
-                start = matches[index].start()
+            start = start if last else matches[index].start()
             current, last, end = current + _UNITS[word], "unit", matches[index].end()
         elif word in _TENS:
             if last in ("unit", "tens"):
                 close()
-                start = matches[index].start()
+            start = start if last else matches[index].start()
             current, last, end = current + _TENS[word], "tens", matches[index].end()
         elif word in _SCALES and (last or index > 0 and words[index - 1] == "a"):
+            start = start if last else matches[index - 1].start()  # "a hundred" starts at "a"
             if _SCALES[word] == 100:
                 current = (current or 1) * 100
             else:
