@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from meta_spider.agentcore.cli import CliState
 from meta_spider.backends.transformers import TransformersBackend
+from meta_spider.policies.actions import ToolInvocation
 from test_cli_run_doubter import agent_run
 
 
@@ -185,8 +186,12 @@ def test_the_small_worlds_agent_answers_17_times_23_with_the_calculators_result(
     assert launcher.grounded_tools == ("lookup", "calculator")
     steps = ask(launcher.direct_tools, "what year was shamor shuson born", ground=True,
                 grounded_tools=launcher.grounded_tools)
-    made_up = [step for step in steps if getattr(step, "call", None) and step.call.name == "calculator"]
-    assert made_up and all(step.kind.value == "not_found" for step in made_up)
+    # The question gives no number and names no operation: the made-up calculation ("30 - 34") is a search of it.
+    made_up = [step for step in steps if getattr(step, "call", None) and "expression" in (step.written or {})]
+    assert made_up and all(step.call == ToolInvocation("lookup", {"query": "what year was shamor shuson born"},
+                                                       step.call.call_id, step.call.raw) for step in made_up)
+    assert made_up[0].ok and made_up[0].observation.startswith("Shamor Shuson: born 1914")
+    assert not any(getattr(step, "call", None) and step.call.name == "calculator" for step in steps)
     assert "-4" not in [step.text for step in steps if hasattr(step, "text")]
     # Asked in lower case it writes a name it made up into its lookup; a lookup is of what the question names,
     # so the question itself is searched, and the world's lookup finds the name among its words.
