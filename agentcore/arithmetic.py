@@ -58,9 +58,12 @@ _WRITTEN = re.compile(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", re.IGNORECAS
 """A run of a question that may be arithmetic written out ("17*23 + 5"): it is when it holds an operator."""
 _PERCENT = re.compile(r"\d\s*%")
 """A percentage, as a question writes it ("15%")."""
-_IMPLIED = {"double": "2", "half": "2", "squared": "2", "triple": "3", "cubed": "3", "percent": "100",
-            "percentage": "100"}
-"""The number an operation word brings with it ("half of 86" is 86 / 2)."""
+_ON_ONE_NUMBER = {"double": ("*", "2"), "triple": ("*", "3"), "half": ("/", "2"), "squared": ("**", "2"),
+                  "cubed": ("**", "3")}
+"""Words that name an operation on one number, with the operator and the number they bring ("half of 86" is 86 / 2)."""
+_IMPLIED = {word: number for word, (_operator, number) in _ON_ONE_NUMBER.items()} | {"percent": "100",
+                                                                                     "percentage": "100"}
+"""The number an operation word brings with it."""
 _HUNDREDTHS = re.compile(r"/\s*100(?![\d.])")
 """An expression taking a percentage: one that divides by 100."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
@@ -73,6 +76,16 @@ def _canonical(number: str) -> str:
     if "." in digits:
         digits = digits.rstrip("0").rstrip(".")
     return digits.lstrip("0") or "0"
+
+
+def _words(text: str) -> set[str]:
+    """The words of ``text``, case folded (what operation words are looked up in)."""
+    return set(re.findall(r"[a-z]+", text.casefold()))
+
+
+def _written_runs(question: str) -> list[str]:
+    """The runs of ``question`` that write arithmetic out in symbols ("17*23 + 5")."""
+    return [run for run in _WRITTEN.findall(question) if _symbol_operations(run)]
 
 
 def _spelt_numbers(text: str) -> list[tuple[int, int, str]]:
@@ -173,18 +186,18 @@ def named_operations(question: str) -> set[str]:
     in symbols between numbers ("17*23", "7 x 8", "15%")."""
     if len(question) > MAX_QUESTION:
         return set()
-    words = set(re.findall(r"[a-z]+", question.casefold()))
+    words = _words(question)
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
     if _PERCENT.search(question):
         named.add("take a percentage")
-    for run in _WRITTEN.findall(question):
+    for run in _written_runs(question):
         named |= _symbol_operations(run)
     return named
 
 
 def _implied_numbers(question: str) -> set[str]:
     """The numbers ``question``'s operation words bring with them (:data:`_IMPLIED`; "15%" brings 100)."""
-    words = set(re.findall(r"[a-z]+", question.casefold()))
+    words = _words(question)
     implied = {number for word, number in _IMPLIED.items() if word in words}
     return implied | ({"100"} if _PERCENT.search(question) else set())
 
@@ -192,7 +205,7 @@ def _implied_numbers(question: str) -> set[str]:
 def _written_numbers(question: str) -> list[str] | None:
     """The numbers of the one expression ``question`` writes out in symbols
     ("What is 17*23 + 5?": 17, 23, 5), or None when it writes none or several."""
-    runs = [run for run in _WRITTEN.findall(question) if _symbol_operations(run)]
+    runs = _written_runs(question)
     return [_canonical(number) for number in _NUMBER.findall(runs[0])] if len(runs) == 1 else None
 
 
@@ -255,7 +268,7 @@ def question_expression(question: str) -> str | None:
         return None
     numbers = _numbers_at(question)
     named = named_operations(question)
-    runs = [run for run in _WRITTEN.findall(question) if _symbol_operations(run)]
+    runs = _written_runs(question)
     if runs:
         if len(runs) > 1 or not named <= _symbol_operations(runs[0]) or len(numbers) != len(
                 _NUMBER.findall(runs[0])):
@@ -279,20 +292,19 @@ def question_expression(question: str) -> str | None:
 def _worded_expression(question: str, operation: str, numbers: list[tuple[int, int, str]]) -> str | None:
     """:func:`question_expression` for a question that names ``operation`` in words."""
     text = question.casefold()
-    words = set(re.findall(r"[a-z]+", text))
+    words = _words(question)
     values = [value for _start, _end, value in numbers]
     if "than" in words and operation != "subtract" or "per" in words or "how many times" in text:
         return None
-    one = {"double": "* 2", "triple": "* 3", "half": "/ 2", "squared": "** 2", "cubed": "** 3"}
-    alone = [f"{values[0]} {suffix}" for word, suffix in one.items() if word in words and len(values) == 1]
-    if any(word in words for word in one):
-        return alone[0] if len(alone) == 1 else None
+    on_one = [(operator, number) for word, (operator, number) in _ON_ONE_NUMBER.items() if word in words]
+    if on_one:
+        return f"{values[0]} {on_one[0][0]} {on_one[0][1]}" if len(on_one) == 1 and len(values) == 1 else None
     if operation in ("add", "multiply"):
         return f" {'+' if operation == 'add' else '*'} ".join(values) if len(values) >= 2 else None
     if len(values) != 2:
         return None
     (_, first_end, first), (second_start, _, second) = numbers
-    between = set(re.findall(r"[a-z]+", text[first_end:second_start]))
+    between = _words(question[first_end:second_start])
     if operation == "take a percentage":
         percent = question[first_end:second_start].lstrip()
         return f"{first} / 100 * {second}" if re.match(r"(%|percent)\s+of\b", percent, re.IGNORECASE) else None
