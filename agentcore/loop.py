@@ -88,10 +88,10 @@ class MetaAgent:
     keeps what the model wrote). For a small base that miscopies names and numbers from the question."""
     grounded_tools: tuple[str, ...] = ()
     """Tools whose string arguments must come from the user's last message: its words (a copy or a near copy of a
-    run of them), or for an arithmetic expression its numbers and operation. A search among them (a tool over a
-    knowledge base, the ``lookup``) called with a query that does not searches the question itself; any other
-    call with an argument that does not (a number the model made up) does not run: the model reads that nothing
-    was found, and the call is recorded ``not_found``."""
+    run of them), or for an arithmetic expression its numbers and operation. A call with an argument that does
+    not takes it from the question where it can (:meth:`_from_the_question`: a search of the question, the
+    arithmetic the question states, or the other grounded tool's call); otherwise it does not run: the model
+    reads that nothing was found, and the call is recorded ``not_found``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:

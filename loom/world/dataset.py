@@ -118,9 +118,12 @@ class WorldDataset(SplitDataset):
         base made up ("Who invented the telephone?" -> "Zithan Bruford")
         searches the question instead, which names no one there, even when a
         person's name is a typo away from the made-up one; a
-        calculation is of the question's numbers: one with a number the
-        base made up ("What's 12 plus 30?" -> "14 + 30" is put back to "12 +
-        30"; "what year was he born" -> "30 - 34" does not run)."""
+        calculation is of the question's numbers: a number the base
+        miscopied an edit away is put back ("What's 12 plus 30?" -> "14 +
+        30" runs "12 + 30"), and a calculation it made up computes the
+        arithmetic the question states plainly, or, for a question with no
+        number and no operation word ("what year was he born" -> "30 - 34"),
+        searches the question."""
         self.agent_context = "question"
         """The base was trained on one question per chat: the agent shows it
         only the current question (earlier turns change its answers)."""
