@@ -260,6 +260,15 @@ def call(name: str, **arguments: object) -> str:
     return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
 
 
+def run_grounded(registry: ToolRegistry, question: str, model_call: str, reply: str,
+                 grounded: tuple[str, ...] = ("lookup", "calculator")) -> list:
+    """The steps of one run in which the model writes ``model_call`` and then
+    ``reply``, ``grounded`` tools grounded and the calculator direct."""
+    agent = MetaAgent(FakeBackend([model_call, reply]), DirectPolicy(), DefaultRenderer(), registry,
+                      grounded_tools=grounded, direct_tools=("calculator",))
+    return list(agent.run(question))
+
+
 @pytest.fixture
 def tools() -> ToolRegistry:
     registry = ToolRegistry()
@@ -364,10 +373,8 @@ def test_a_grounded_calculator_computes_the_arithmetic_the_question_states() -> 
     registry = ToolRegistry([CALCULATOR_TOOL])
 
     def first_call(question: str, expression: str) -> object:
-        backend = FakeBackend([call("calculator", expression=expression), "The answer is 0."])
-        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("calculator",),
-                          direct_tools=("calculator",))
-        steps = list(agent.run(question))
+        steps = run_grounded(registry, question, call("calculator", expression=expression), "The answer is 0.",
+                             grounded=("calculator",))
         return steps[1], steps[-1]
 
     step, final = first_call("what is seventeen times twenty-three", "3-1 Dreal / 3")
@@ -393,10 +400,7 @@ def test_a_made_up_search_for_a_question_that_states_arithmetic_is_its_calculati
     registry = ToolRegistry([CALCULATOR_TOOL, make_lookup_tool(DictKnowledgeBase({"Mira Tollan": "born in Kuba."}))])
 
     def run(question: str, query: str, grounded: tuple[str, ...] = ("lookup", "calculator")) -> list:
-        backend = FakeBackend([call("lookup", query=query), "I don't know."])
-        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=grounded,
-                          direct_tools=("calculator",))
-        return list(agent.run(question))
+        return run_grounded(registry, question, call("lookup", query=query), "I don't know.", grounded)
 
     steps = run("What is 6 cubed?", "Lomelle Ganson")
     assert (steps[1].call.name, steps[1].call.arguments, steps[1].written, steps[1].observation) == (
@@ -427,10 +431,8 @@ def test_a_made_up_calculation_for_a_question_without_arithmetic_is_a_search_of_
     registry = ToolRegistry([CALCULATOR_TOOL, make_lookup_tool(Names())])
 
     def run(question: str, expression: str, grounded: tuple[str, ...] = ("lookup", "calculator")) -> list:
-        backend = FakeBackend([call("calculator", expression=expression), "She was born in Kuba."])
-        agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=grounded,
-                          direct_tools=("calculator",))
-        return list(agent.run(question))
+        return run_grounded(registry, question, call("calculator", expression=expression), "She was born in Kuba.",
+                            grounded)
 
     steps = run("Where was Mira Tollan born?", "60 / 34")
     assert (steps[1].call.name, steps[1].call.arguments, steps[1].written, steps[1].observation) == (
