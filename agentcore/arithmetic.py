@@ -66,6 +66,16 @@ _IMPLIED = {word: number for word, (_operator, number) in _ON_ONE_NUMBER.items()
 """The number an operation word brings with it."""
 _HUNDREDTHS = re.compile(r"/\s*100(?![\d.])")
 """An expression taking a percentage: one that divides by 100."""
+_COMPARISONS = (
+    (re.compile(r"\bhow many times\b", re.IGNORECASE), "divide", "times"),
+    (re.compile(r"\bhow (?:much|many) (?:more|bigger|larger|greater|higher|older|taller|longer|less|fewer|smaller|lower"
+                r"|younger|shorter)\b", re.IGNORECASE), "subtract", "more"),
+)
+"""Questions that compare two numbers, each with the operation it asks and
+the operation word it uses otherwise: "how many times does 8 go into 64"
+divides, "how much more is 50 than 20" subtracts."""
+_SMALLER = {"less", "fewer", "smaller", "lower", "younger", "shorter"}
+"""Words that put the larger number second around "than" ("5 less than 20" is 20 - 5)."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
           "raise": "raises to a power", "take a percentage": "takes a percentage"}
 
@@ -75,7 +85,8 @@ def _canonical(number: str) -> str:
     digits = number.replace(",", "")
     if "." in digits:
         digits = digits.rstrip("0").rstrip(".")
-    return digits.lstrip("0") or "0"
+    digits = digits.lstrip("0") or "0"
+    return "0" + digits if digits.startswith(".") else digits  # "0.5", which the calculator reads; ".5" it does not
 
 
 def _words(text: str) -> set[str]:
@@ -187,7 +198,10 @@ def named_operations(question: str) -> set[str]:
     if len(question) > MAX_QUESTION:
         return set()
     words = _words(question)
+    compared = {operation: word for phrase, operation, word in _COMPARISONS if phrase.search(question)}
+    words -= set(compared.values())
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
+    named |= compared.keys()
     if _PERCENT.search(question):
         named.add("take a percentage")
     for run in _written_runs(question):
@@ -257,12 +271,15 @@ def question_expression(question: str) -> str | None:
     gives them ("300 minus 45"), every number added or multiplied ("the sum
     of 12, 30 and 8"), one number doubled, halved, squared or cubed, "P
     percent of N", "A to the power of B", and two numbers subtracted or
-    divided the other way round when "from", "than" or "into" stands between
-    them ("Subtract 58 from 200", "4 less than 10"), or larger less smaller
-    for "the difference between". Never for a comparison ("how much more
-    is 50 than 20"), "how many times", a rate ("per"), a number written with
-    a sign, an expression the calculator cannot read, or a question
-    :func:`expression_problem` would not pass as its own.
+    divided the other way round when "from" stands between them ("Subtract
+    58 from 200"), "into" without "divide" ("how many times does 8 go into
+    64") or "than" after a word for smaller ("4 less than 10"), and in the
+    order given when "than" follows a word for larger ("how much more is 50
+    than 20", "how many times larger is 60 than 12"), or larger less smaller
+    for "the difference between". Never for a comparison with neither
+    "than" nor "into" ("how many times does 8 fit in 64"), a rate ("per"),
+    a number written with a sign, an expression the calculator cannot read,
+    or a question :func:`expression_problem` would not pass as its own.
     """
     if len(question) > MAX_QUESTION:
         return None
@@ -291,10 +308,10 @@ def question_expression(question: str) -> str | None:
 
 def _worded_expression(question: str, operation: str, numbers: list[tuple[int, int, str]]) -> str | None:
     """:func:`question_expression` for a question that names ``operation`` in words."""
-    text = question.casefold()
     words = _words(question)
     values = [value for _start, _end, value in numbers]
-    if "than" in words and operation != "subtract" or "per" in words or "how many times" in text:
+    compares = any(phrase.search(question) for phrase, _operation, _word in _COMPARISONS)
+    if "than" in words and operation not in ("subtract", "divide") or "per" in words:
         return None
     on_one = [(operator, number) for word, (operator, number) in _ON_ONE_NUMBER.items() if word in words]
     if on_one:
@@ -313,7 +330,10 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     if operation == "subtract" and "difference" in words:
         low, high = sorted((first, second), key=float)
         return f"{high} - {low}"
+    if compares and not between & {"than", "into"}:
+        return None
     symbol = "-" if operation == "subtract" else "/"
-    if between & {"from", "than", "into"}:
+    if ("from" in between or "into" in between and not words & {"divide", "divided"}
+            or "than" in between and words & _SMALLER):
         first, second = second, first
     return f"{first} {symbol} {second}"

@@ -13,7 +13,7 @@ refusal, and the wrong answers. Then the same for OWN_WORDS, arithmetic
 asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
 question with its right answer, and LATER_WORDS, LAST_WORDS,
-HELDOUT_WORDS and FRESH_WORDS, each written later (their docstrings say
+HELDOUT_WORDS, FRESH_WORDS, NEWEST_WORDS and UNSEEN_WORDS, each written later (their docstrings say
 which change each was written before); and PEOPLE
 test questions about people asked in lower case without a question mark,
 counting those answered with a calculator's result. Both ways run side by
@@ -104,6 +104,37 @@ FRESH_WORDS = (
 )
 """And more, written after both changes and before either was measured on
 them, and used for nothing else."""
+NEWEST_WORDS = (
+    ("How many times does 7 go into 91?", "91/7"), ("How many 6s are in 48?", "48/6"),
+    ("How much bigger is 90 than 35?", "90-35"), ("How many more is 120 than 85?", "120-85"),
+    ("By how much does 300 exceed 175?", "300-175"), ("What is 45 more than 30?", "45+30"),
+    ("How many times larger is 60 than 12?", "60/12"), ("What's 18 times 3?", "18*3"),
+    ("Sum up 15, 25 and 35.", "15+25+35"), ("what is 250 take away 80", "250-80"),
+    ("Divide 84 into 7 equal parts; how big is each?", "84/7"), ("What is 1/4 of 200?", "200/4"),
+    ("Whats 9 x 9", "9*9"), ("what is twenty divided by four", "20/4"), ("Compute 15 squared.", "15**2"),
+    ("How much is 3 cubed?", "3**3"), ("What's 12.5 times 4?", "12.5*4"), ("Triple 21.", "21*3"),
+    ("What is 30 percent of 70?", "30/100*70"), ("Add 5 to 17, please.", "5+17"),
+    ("What do you get if you take 9 from 40?", "40-9"), ("Minus 14 from 60?", "60-14"),
+    ("How many days are in 6 weeks?", "6*7"), ("What is 1000 times 0.5?", "1000*0.5"),
+)
+"""And more, written before comparisons ("how many times does 8 go into
+64", "how much more is 50 than 20") were read as the operation they ask,
+and used for nothing else; a third of them compare two numbers. They were
+in mind while that rule was written ("divide 84 into 7" is why "into"
+without "divide" alone reverses), so they measure it in sight."""
+UNSEEN_WORDS = (
+    ("How many times does 12 go into 144?", "144/12"), ("How much taller is 190 than 165?", "190-165"),
+    ("How much less is 40 than 100?", "100-40"), ("what's 64 divided by 16", "64/16"),
+    ("Please multiply 23 by 11.", "23*11"), ("What is 17 plus 38 plus 5?", "17+38+5"),
+    ("How much is 2.5 times 8?", "2.5*8"), ("Compute 0.25 * 400", "0.25*400"), ("What is 7 to the power of 3?", "7**3"),
+    ("What's 50% of 64?", "50/100*64"), ("Twice 35?", "35*2"),
+    ("If you split 90 into 3 groups, how many in each?", "90/3"), ("What is 1000 minus 1?", "1000-1"),
+    ("How many more is 75 than 60?", "75-60"), ("Divide 120 by 8.", "120/8"), ("what is nine times nine", "9*9"),
+    ("Subtract 0.5 from 3", "3-0.5"), ("How many times smaller is 5 than 40?", "40/5"),
+    ("What's the sum of 101 and 202?", "101+202"), ("What is 13 squared?", "13**2"),
+)
+"""And more, written after that rule and before it was measured on them,
+and used for nothing else."""
 
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -196,7 +227,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             out.say(f"  {record['result']:>8}  {record['outcome']}, {called}: {record['text']!r}")
         for label, words in (("own words", OWN_WORDS), ("own words, written later", LATER_WORDS),
                              ("own words, written last", LAST_WORDS), ("own words, held out", HELDOUT_WORDS),
-                             ("own words, written fresh", FRESH_WORDS)):
+                             ("own words, written fresh", FRESH_WORDS),
+                             ("own words, written newest", NEWEST_WORDS), ("own words, unseen", UNSEEN_WORDS)):
             own = ask_all(agent, list(words))
             refused = sum(record["outcome"] == "refuse" for record in own)
             right = sum(record["right"] for record in own)

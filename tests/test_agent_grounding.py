@@ -133,6 +133,9 @@ def test_an_expression_must_hold_the_questions_numbers() -> None:
     ("What's 15% of 80?", {"take a percentage"}),
     ("Seven percent of 200", {"take a percentage"}),
     ("Where was Mira Tollan born?", set()),
+    ("How many times does 8 go into 64?", {"divide"}),  # a comparison: "times" does not multiply
+    ("How much more is 50 than 20?", {"subtract"}),  # nor "more" add
+    ("What is 45 more than 30?", {"add"}),
 ])
 def test_named_operations_in_words_and_symbols(question: str, operations: set[str]) -> None:
     assert named_operations(question) == operations
@@ -157,6 +160,8 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("7/100*200", "Seven percent of 200", None),
     ("86*3", "Half of 86?", "holds 3, which the question does not give"),
     ("12, 30", "What is the sum of 12, 30 and 8?", "computes nothing where the question asks to add"),
+    ("8*64", "How many times does 8 go into 64?", "multiplies where the question asks to divide"),
+    ("50+20", "How much more is 50 than 20?", "adds where the question asks to subtract"),
 ])
 def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
                                                             problem: str | None) -> None:
@@ -184,6 +189,12 @@ def test_expression_problem_names_what_is_not_the_questions(expression: str, que
     ("What is 9 squared?", "9 ** 2", "81"),
     ("Half of 86?", "86 / 2", "43"),
     ("Double 45", "45 * 2", "90"),
+    ("What is 1000 times 0.5?", "1000 * 0.5", "500"),  # a number under one keeps its 0
+    ("How many times does 8 go into 64?", "64 / 8", "8"),  # "into": the other way round
+    ("Divide 84 into 7 equal parts", "84 / 7", "12"),  # ... but not after "divide"
+    ("How much more is 50 than 20?", "50 - 20", "30"),  # "than" after a word for larger: in order
+    ("How many times larger is 60 than 12?", "60 / 12", "5"),
+    ("How much smaller is 20 than 50?", "50 - 20", "30"),  # after a word for smaller: the other way round
 ])
 def test_question_expression_reads_the_arithmetic_a_question_states(question: str, expression: str,
                                                                     value: str) -> None:
@@ -192,8 +203,8 @@ def test_question_expression_reads_the_arithmetic_a_question_states(question: st
 
 
 @pytest.mark.parametrize("question", [
-    "How much more is 50 than 20?",  # a comparison: "more" does not add
-    "How many times does 8 go into 64?",  # "times" does not multiply
+    "How many times does 8 fit in 64?",  # a comparison with neither "than" nor "into": which way is not said
+    "What is 45 more than 30?",  # "than" with an addition
     "If 3 pens cost 6 dollars, what is the price per pen?",  # a rate: which way is not said
     "What is -5 plus 3?",  # a sign the numbers would lose
     "What is 10 squared plus 1?",  # two operations in words
@@ -386,7 +397,7 @@ def test_a_grounded_calculator_computes_the_arithmetic_the_question_states() -> 
     step, _ = first_call("What is 12 times 7?", "12 * 7")  # the question's own: runs as written
     assert (step.call.arguments, step.written) == ({"expression": "12 * 7"}, None)
     # A question that states no plain arithmetic: nothing runs, and the note says why.
-    step, final = first_call("How many times does 8 go into 64?", "3 Dreal")
+    step, final = first_call("How many times does 8 fit in 64?", "3 Dreal")
     assert (step.kind.value, step.observation) == (
         "not_found", "Not computed: '3 Dreal' is not arithmetic the question asks.")
     assert final.outcome == "answer" and final.text == "The answer is 0."  # the model reads the note, not a result
