@@ -26,7 +26,7 @@ from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers,
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.knowledge import edit_distance
 
-__all__ = ["MAX_FRACTION", "ground_call", "ground_text", "grounding", "unfounded", "ungrounded"]
+__all__ = ["MAX_FRACTION", "complete_word", "ground_call", "ground_text", "grounding", "unfounded", "ungrounded"]
 
 MAX_FRACTION = 0.5
 """Most edits, as a share of the argument's characters (spaces left out), between an argument and the run of
@@ -135,13 +135,32 @@ def ungrounded(call: ToolInvocation, question: str) -> str | None:
     return None if found is None else found[0]
 
 
-def ground_call(call: ToolInvocation, question: str) -> ToolInvocation:
+def complete_word(value: str, question: str) -> str:
+    """``value`` with the word it was cut off inside written out: when it is a
+    copy of ``question``'s text from a word's start that ends inside one word
+    ("capital of Velor" from "the capital of Veloria?"), that copy to the
+    word's end; anything else (a whole copy, one of two words, no copy) as
+    it is."""
+    cut = value.strip()
+    if not cut or len(value) > _MAX_ARGUMENT or len(question) > _MAX_QUESTION:
+        return value
+    copy = r"(?<!\w)" + re.escape(cut)
+    if re.search(copy + r"(?!\w)", question):
+        return value
+    words = {match.group() for match in re.finditer(copy + r"\w+", question)}
+    return words.pop() if len(words) == 1 else value
+
+
+def ground_call(call: ToolInvocation, question: str, cut: bool = False) -> ToolInvocation:
     """``call`` with each top-level string argument grounded in ``question``
     (:func:`ground_text`, then
-    :func:`~meta_spider.agentcore.arithmetic.ground_numbers`); the same object when
+    :func:`~meta_spider.agentcore.arithmetic.ground_numbers`), after the word
+    it was cut off inside is written out (:func:`complete_word`) when ``cut``
+    (a call closed where the model broke it off); the same object when
     nothing changed."""
     arguments: Mapping[str, Any] = call.arguments
-    grounded = {key: ground_numbers(ground_text(value, question), question) if isinstance(value, str) else value
+    grounded = {key: ground_numbers(ground_text(complete_word(value, question) if cut else value, question),
+                                    question) if isinstance(value, str) else value
                 for key, value in arguments.items()}
     if grounded == dict(arguments):
         return call

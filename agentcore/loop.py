@@ -183,7 +183,7 @@ class MetaAgent:
             return None
         return Answer("\n".join(step.observation for step in steps), source="tool")
 
-    def _from_the_question(self, call: ToolInvocation, question: str) -> ToolInvocation:
+    def _from_the_question(self, call: ToolInvocation, question: str, grounded: tuple[str, ...]) -> ToolInvocation:
         """A grounded tool's call with the argument it made up taken from the
         question instead, or the call as it is.
 
@@ -200,8 +200,9 @@ class MetaAgent:
         search for a question that states arithmetic is its calculation
         ("Lomelle Ganson" for "What is 6 cubed?"), a made-up calculation for
         a question that gives no number and names no operation is a search
-        of the question ("60 / 34" for "where was shamor shuson born")."""
-        if call.name not in self.grounded_tools:
+        of the question ("60 / 34" for "where was shamor shuson born").
+        ``grounded`` names the tools grounded for this call's turn."""
+        if call.name not in grounded:
             return call
         found = unfounded(call, question)
         if found is None:
@@ -210,12 +211,12 @@ class MetaAgent:
         tool = self.tools[call.name]
         if is_search(tool) and problem is None:  # arithmetic is not a query
             expression = question_expression(question)
-            other = self._grounded_call(is_calculator, expression, call) if expression is not None else None
+            other = self._grounded_call(is_calculator, expression, call, grounded) if expression is not None else None
             replacement = question
         elif is_calculator(tool):
             replacement = question_expression(question)
             arithmetic = replacement is not None or bool(question_numbers(question) or named_operations(question))
-            other = None if arithmetic else self._grounded_call(is_search, question, call)
+            other = None if arithmetic else self._grounded_call(is_search, question, call, grounded)
         else:
             return call
         if other is not None:
@@ -225,10 +226,11 @@ class MetaAgent:
         arguments = {key: replacement if value == made_up else value for key, value in call.arguments.items()}
         return ToolInvocation(call.name, arguments, call.call_id, call.raw)
 
-    def _grounded_call(self, kind: Callable[[Tool], bool], value: str, call: ToolInvocation) -> ToolInvocation | None:
-        """A call, in ``call``'s place, of the first grounded tool of ``kind``
-        whose one string argument is ``value``, or None when there is none."""
-        for name in self.grounded_tools:
+    def _grounded_call(self, kind: Callable[[Tool], bool], value: str, call: ToolInvocation,
+                       grounded: tuple[str, ...]) -> ToolInvocation | None:
+        """A call, in ``call``'s place, of the first tool of ``grounded`` of
+        ``kind`` whose one string argument is ``value``, or None when there is none."""
+        for name in grounded:
             tool = self.tools[name]
             strings = [key for key, schema in tool.parameters.get("properties", {}).items()
                        if isinstance(schema, dict) and schema.get("type") == "string"]
@@ -246,16 +248,19 @@ class MetaAgent:
                 yield ToolStep(index, None, note, ObservationKind.UNPARSEABLE, failure.reason)
             return
         written = action.calls
-        question = _question(session) if self.ground_arguments or self.grounded_tools else ""
-        if self.ground_arguments:
-            action = ToolCall(tuple(ground_call(call, question) for call in action.calls), action.content,
-                              action.failures)
-        if self.grounded_tools and question:
-            action = ToolCall(tuple(self._from_the_question(call, question) for call in action.calls),
-                              action.content, action.failures)
+        # A call the renderer closed where the model broke it off is held to the question, whatever its tool.
+        grounded = self.grounded_tools + tuple(
+            call.name for call in action.calls if action.healed and call.name not in self.grounded_tools)
+        question = _question(session) if self.ground_arguments or grounded else ""
+        if self.ground_arguments or action.healed:
+            action = dataclasses.replace(
+                action, calls=tuple(ground_call(call, question, cut=action.healed) for call in action.calls))
+        if grounded and question:
+            action = dataclasses.replace(
+                action, calls=tuple(self._from_the_question(call, question, grounded) for call in action.calls))
         calls = session.add_tool_calls(action.calls, action.content)
         for call, original in zip(calls, written):
-            found = unfounded(call, question) if call.name in self.grounded_tools else None
+            found = unfounded(call, question) if call.name in grounded else None
             if found is not None and (found[1] is not None or is_calculator(self.tools[call.name])):
                 note = f"Not computed: {found[0]!r} {found[1] or 'is not arithmetic the question asks'}."
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not the question's arithmetic")
@@ -329,7 +334,7 @@ def _without_unrenderable_calls(action: ToolCall) -> ToolCall:
     # By identity: comparing the calls would compare (and recurse into) their arguments.
     deep_ids = {id(call) for call in deep}
     kept = tuple(call for call in action.calls if id(call) not in deep_ids)
-    return _with_valid_text(ToolCall(kept, action.content, action.failures + failures))
+    return _with_valid_text(dataclasses.replace(action, calls=kept, failures=action.failures + failures))
 
 
 def _with_valid_text(action: ToolCall) -> ToolCall:
@@ -338,7 +343,7 @@ def _with_valid_text(action: ToolCall) -> ToolCall:
     calls = tuple(
         ToolInvocation(call.name, valid_arguments(call.arguments), call.call_id, call.raw) for call in action.calls
     )
-    return ToolCall(calls, action.content, action.failures)
+    return dataclasses.replace(action, calls=calls)
 
 
 def _unparsed_observation(failure: UnparsedCall) -> str:

@@ -78,6 +78,10 @@ class ToolCall:
     calls: tuple[ToolInvocation, ...] = ()
     content: str = ""
     failures: tuple[UnparsedCall, ...] = field(default=())
+    healed: bool = False
+    """The renderer closed ``calls`` where the model broke them off
+    (:func:`~meta_spider.native.heal.heal_call`); the agent loop holds their
+    arguments to the question, as it does a grounded tool's."""
 
     def __post_init__(self) -> None:
         if not self.calls and not self.failures:

@@ -16,8 +16,14 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
   model completes it (stopping at the family's close marker,
   :meth:`~meta_spider.native.NativeToolRenderer.call_end`, restored after
   the cut) and ``prefix + completion`` is parsed. A parsed call becomes the
-  ``ToolCall``; an unparseable one a ``Refuse`` whose reason carries the
-  parse failure (also kept in ``decision.metadata["lookup"]``);
+  ``ToolCall``. A call the model broke off inside its JSON (a newline in
+  the argument, a second key, the token budget spent) is closed where it
+  broke (:func:`~meta_spider.native.heal.heal_call`) and becomes a
+  ``ToolCall`` marked ``healed`` when it then parses into calls of offered
+  tools, each with every argument its tool requires and no other; anything
+  else unparseable a ``Refuse`` whose reason carries the
+  parse failure (also kept in ``decision.metadata["lookup"]``, with the
+  healed text under ``"healed"``);
 * without one, the renderer refuses with its ``refusal`` sentence
   (default :data:`REFUSAL_SENTENCE`).
 
@@ -36,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meta_spider.backends.base import InferenceBackend
+from meta_spider.native.heal import heal_call
 from meta_spider.policies.actions import (
     REFUSAL_SENTENCE, Action, Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall, is_refusal,
 )
@@ -165,6 +172,13 @@ class DefaultRenderer:
         if end is not None and completion.finish_reason == "stop" and not written.rstrip().endswith(end):
             written += end  # the backend cut the close marker off with the stop string
         result = parser.parse(written)
+        healed = None if result.tool_calls else heal_call(written, prefix, end)
+        if healed is not None:
+            mended = parser.parse(healed)
+            if mended.tool_calls and not mended.failures and all(_fits(call, tools) for call in mended.tool_calls):
+                result = mended
+            else:
+                healed = None
         decision.metadata["lookup"] = {
             "reason": uncertain,
             "family": parser.family.value,
@@ -173,18 +187,35 @@ class DefaultRenderer:
             "finish_reason": completion.finish_reason,
             "calls": [call.name for call in result.tool_calls],
             "failures": [{"reason": failure.reason, "raw": failure.raw} for failure in result.failures],
+            "healed": healed,
         }
         if result.tool_calls:
-            return _tool_call(result)
+            return _tool_call(result, healed=healed is not None)
         problem = "; ".join(failure.reason for failure in result.failures) or "the completion holds no call"
         return Refuse(text=self.refusal, reason=f"{uncertain}; the lookup call could not be parsed ({problem})")
 
 
-def _tool_call(result: Any) -> ToolCall:
+def _fits(call: Any, tools: ToolCatalog) -> bool:
+    """Whether ``call`` names a tool of ``tools`` and gives every argument its
+    schema requires and no other (what a healed call must do to run)."""
+    if call.name not in tools:
+        return False
+    for schema in tools.schemas():
+        function = schema.get("function", schema) if isinstance(schema, dict) else {}
+        if function.get("name") == call.name:
+            parameters = function.get("parameters") or {}
+            known = set(parameters.get("properties") or {})
+            required = set(parameters.get("required") or ())
+            return isinstance(call.arguments, dict) and required <= call.arguments.keys() <= known
+    return False
+
+
+def _tool_call(result: Any, healed: bool = False) -> ToolCall:
     return ToolCall(
         calls=tuple(
             ToolInvocation(call.name, dict(call.arguments), call.call_id, call.raw) for call in result.tool_calls
         ),
         content=result.content.strip(),
         failures=tuple(UnparsedCall(failure.reason, failure.raw) for failure in result.failures),
+        healed=healed,
     )

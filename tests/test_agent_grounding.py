@@ -19,7 +19,7 @@ from meta_spider.agentcore.arithmetic import (
     question_expression,
     question_numbers,
 )
-from meta_spider.agentcore.grounding import ground_call, ground_text, grounding, ungrounded
+from meta_spider.agentcore.grounding import complete_word, ground_call, ground_text, grounding, ungrounded
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
@@ -252,6 +252,22 @@ def test_the_arithmetic_a_question_states_is_its_own_and_computes(question: str)
             calculator(expression)
         except CalculatorError as error:  # a division by zero is the question's, not a misreading
             assert not isinstance(error, CalculatorSyntaxError), error
+
+
+@pytest.mark.parametrize("value, question, completed", [
+    ("capital of Velor", "What is the capital of Veloria?", "capital of Veloria"),  # cut inside a word
+    ("Br", "Where was Brwimziolek Riomsealski born?", "Brwimziolek"),
+    ("Vea ", "What is the job of Veaellle Ruberg?", "Veaellle"),
+    ("capital", "What is the capital of Veloria?", "capital"),  # a whole word: as it is
+    ("ital", "What is the capital of Veloria?", "ital"),  # not from a word's start
+    ("Ve", "Is Veloria near Venmark?", "Ve"),  # the start of two words
+    ("Zed", "What is the capital of Veloria?", "Zed"),  # no copy
+])
+def test_complete_word_writes_out_the_word_a_cut_argument_ends_inside(value: str, question: str,
+                                                                      completed: str) -> None:
+    assert complete_word(value, question) == completed
+    call = ToolInvocation("lookup", {"query": value})
+    assert ground_call(call, question, cut=True).arguments["query"] == ground_text(completed, question)
 
 
 def test_ground_call_touches_only_top_level_strings_and_keeps_an_unchanged_call() -> None:

@@ -175,6 +175,38 @@ def test_unparseable_call_refuses_and_records_the_failure() -> None:
     assert final.outcome == "refuse" and "could not be parsed" in final.action.reason
 
 
+def test_a_call_the_model_broke_off_is_closed_and_held_to_the_question() -> None:
+    """The world's base, asked for a lookup, often breaks its call off inside
+    the argument ("9 * 9\n</tool_response>", "Rouia Sal 1987 in" and the
+    end of its output): the renderer closes the call where it broke, and the
+    loop holds its arguments to the question, though this agent grounds no
+    tool."""
+    def first_steps(body: str) -> list:  # type: ignore[type-arg]
+        backend = FakeBackend([introspection(0.2), "I don't know.", body, "It is Amberhold."])
+        return list(agent(backend, lookup_tools()).run(QUESTION))
+
+    model, tool, _, final = first_steps('{"name": "lookup", "arguments": {"query": "capital of Veloria\n</tool_resp')
+    assert model.action.healed and [(c.name, c.arguments) for c in model.action.calls] == [
+        ("lookup", {"query": "capital of Veloria"})]
+    assert model.decision.metadata["lookup"]["healed"] == (
+        '<tool_call>\n{"name": "lookup", "arguments": {"query": "capital of Veloria"}}</tool_call>')
+    assert model.decision.metadata["lookup"]["failures"] == []
+    assert (tool.observation, final.text) == (FACT, "It is Amberhold.")
+    # Cut short: a near copy of the question's words becomes them ...
+    _, tool, _, final = first_steps('{"name": "lookup", "arguments": {"query": "capital of Velor')
+    assert (tool.call.arguments, tool.written, tool.observation) == (
+        {"query": "capital of Veloria"}, {"query": "capital of Velor"}, FACT)
+    # ... and a made-up one searches the question.
+    _, tool, *_ = first_steps('{"name": "lookup", "arguments": {"query": "Zed Qu')
+    assert (tool.call.arguments, tool.written) == ({"query": QUESTION}, {"query": "Zed Qu"})
+    # A closed call that gives an argument its tool does not take, or lacks one it needs, is refused as before.
+    for body in ('{"name": "lookup", "arguments": {"query": "capital", "parameters": {"type": "obj',
+                 '{"name": "lookup", "arguments": {"query": ', '{"name": "weather", "arguments": {"city": "Ve'):
+        model, final = first_steps(body)[:2]
+        assert final.outcome == "refuse" and "could not be parsed" in final.action.reason
+        assert model.decision.metadata["lookup"]["healed"] is None
+
+
 def test_confident_refusal_from_pass_two_looks_up_or_refuses() -> None:
     # The model's own "I don't know" is uncertainty: with a lookup it looks up...
     backend = FakeBackend([introspection(0.95), "I don't know.", CALL_BODY, "Amberhold."])
