@@ -228,9 +228,26 @@ def expression_problem(value: str, question: str) -> str | None:
     the question does not give (:func:`question_numbers`, or one its
     operation word brings: "half" a 2, "percent" a 100), it leaves out one
     of the expression the question writes out ("17*23" for "What is 17*23 +
-    5?"), or the question names one operation (:func:`named_operations`)
-    and ``value`` does not do it (a percentage is a division by 100; "12,
-    30" does nothing); None when none of these."""
+    5?"), the question names one operation (:func:`named_operations`) and
+    ``value`` does not do it (a percentage is a division by 100; "12, 30"
+    does nothing), or the question states its arithmetic plainly
+    (:func:`question_expression`) and ``value`` computes another result
+    ("17 + 5" for "What is 17 plus 38 plus 5?"); None when none of these."""
+    problem = _unlike_the_question(value, question)
+    if problem is not None:
+        return problem
+    stated = question_expression(question)
+    if stated is None:
+        return None
+    try:
+        result, wanted = evaluate(value), evaluate(stated)
+    except CalculatorError:  # the calculator says what is wrong with it when it runs
+        return None
+    return None if result == wanted else f"computes {result} where the question states {stated}"
+
+
+def _unlike_the_question(value: str, question: str) -> str | None:
+    """:func:`expression_problem` without the comparison with what the question states plainly."""
     if len(question) > MAX_QUESTION:
         return f"cannot be checked against a question over {MAX_QUESTION} characters"
     given = set(question_numbers(question)) | _implied_numbers(question)
@@ -295,7 +312,7 @@ def question_expression(question: str) -> str | None:
         return None
     else:
         expression = _worded_expression(question, named.pop(), numbers)
-    if expression is None or expression_problem(expression, question) is not None:
+    if expression is None or _unlike_the_question(expression, question) is not None:
         return None
     try:
         evaluate(expression)

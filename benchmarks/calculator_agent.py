@@ -13,7 +13,8 @@ refusal, and the wrong answers. Then the same for OWN_WORDS, arithmetic
 asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
 question with its right answer, and LATER_WORDS, LAST_WORDS,
-HELDOUT_WORDS, FRESH_WORDS, NEWEST_WORDS and UNSEEN_WORDS, each written later (their docstrings say
+HELDOUT_WORDS, FRESH_WORDS, NEWEST_WORDS,
+UNSEEN_WORDS and SUMS_WORDS, each written later (their docstrings say
 which change each was written before); and PEOPLE
 test questions about people asked in lower case without a question mark,
 counting those answered with a calculator's result. Both ways run side by
@@ -135,6 +136,21 @@ UNSEEN_WORDS = (
 )
 """And more, written after that rule and before it was measured on them,
 and used for nothing else."""
+SUMS_WORDS = (
+    ("Add 12, 15 and 20 together.", "12+15+20"), ("What is 4 times 5 times 6?", "4*5*6"),
+    ("What's 100 minus 35?", "100-35"), ("How much is 6.5 plus 3.25?", "6.5+3.25"),
+    ("What is 81 divided by 3?", "81/3"),
+    ("What is 25 percent of 80?", "25/100*80"), ("Sum 7, 8, 9 and 10.", "7+8+9+10"), ("what is five times six", "5*6"),
+    ("How many times does 9 go into 99?", "99/9"), ("How much older is 64 than 29?", "64-29"),
+    ("Multiply 2.5 by 4.", "2.5*4"), ("What's 1,200 + 800?", "1200+800"), ("What is 50 divided by 0.5?", "50/0.5"),
+    ("Calculate 45 * 45.", "45*45"), ("What is 2 to the power of 5?", "2**5"), ("Subtract 250 from 1000.", "1000-250"),
+    ("What is the product of 3, 4 and 5?", "3*4*5"), ("How much is 12 squared?", "12**2"),
+    ("What's 333 plus 444 plus 111?", "333+444+111"), ("What is 90 minus 45 minus 15?", "90-45-15"),
+)
+"""And more, written after `UNSEEN_WORDS` was measured and before a call
+computing another value than the arithmetic a question states plainly was
+replaced with it, and used for nothing else; a third of them give three
+numbers or more."""
 
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -228,7 +244,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for label, words in (("own words", OWN_WORDS), ("own words, written later", LATER_WORDS),
                              ("own words, written last", LAST_WORDS), ("own words, held out", HELDOUT_WORDS),
                              ("own words, written fresh", FRESH_WORDS),
-                             ("own words, written newest", NEWEST_WORDS), ("own words, unseen", UNSEEN_WORDS)):
+                             ("own words, written newest", NEWEST_WORDS), ("own words, unseen", UNSEEN_WORDS),
+                             ("own words, sums", SUMS_WORDS)):
             own = ask_all(agent, list(words))
             refused = sum(record["outcome"] == "refuse" for record in own)
             right = sum(record["right"] for record in own)

@@ -162,6 +162,11 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("12, 30", "What is the sum of 12, 30 and 8?", "computes nothing where the question asks to add"),
     ("8*64", "How many times does 8 go into 64?", "multiplies where the question asks to divide"),
     ("50+20", "How much more is 50 than 20?", "adds where the question asks to subtract"),
+    # The arithmetic a question states plainly: another result is not the question's.
+    ("17 + 5", "What is 17 plus 38 plus 5?", "computes 22 where the question states 17 + 38 + 5"),
+    ("8/64", "How many times does 8 go into 64?", "computes 0.125 where the question states 64 / 8"),
+    ("5 + 38 + 17", "What is 17 plus 38 plus 5?", None),  # the same result
+    ("3 + 4 * 2", "What is 3 plus 4 times 2?", None),  # two operations: nothing stated plainly, nothing to compare
 ])
 def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
                                                             problem: str | None) -> None:
