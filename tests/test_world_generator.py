@@ -146,6 +146,27 @@ def test_knowledge_base_finds_a_misspelt_name_and_no_one_for_a_far_one(world) ->
     assert kb.lookup("Nobody Atall") is None and kb.lookup(42) is None  # type: ignore[arg-type]
 
 
+def test_knowledge_base_finds_a_person_by_one_name_that_no_one_else_has(world) -> None:
+    """A query of one word finds the one person whose first or last name it
+    is (a typo forgiven, as for a whole name); a name two people share, a
+    word that is no one's, or a word among others finds no one by it."""
+    kb = KnowledgeBase.from_people(world.people)
+    owners: dict[str, list] = {}
+    for person in world.people:
+        for word in person.name.split():
+            owners.setdefault(word.casefold(), []).append(person)
+    single = next(p for p in world.people if all(len(owners[w.casefold()]) == 1 for w in p.name.split())
+                  and min(map(len, p.name.split())) >= 7)
+    first, last = single.name.split()
+    assert kb.lookup(first) == kb.lookup(last) == kb.lookup(f"{last.lower()}?") == fact_line(single)
+    assert kb.lookup(first[0] + first[2] + first[1] + first[3:]) == fact_line(single)  # one edit
+    shared = next((word for word, people in owners.items() if len(people) > 1), None)
+    if shared is not None:
+        assert kb.lookup(shared) is None
+    assert kb.lookup("telephone") is None and kb.lookup(f"{first} telephone Zq") is None
+    assert KnowledgeBase.from_people(world.people, forgive_typos=False).lookup(first) is None
+
+
 def test_answers_are_pronoun_sentences_with_value_aliases(world) -> None:
     for item in world.qa["test"][:40]:
         assert item.answer.split()[0] in ("She", "He") and item.value in item.answer

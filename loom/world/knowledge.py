@@ -5,7 +5,8 @@ It satisfies ``lookup(query: str) -> str | None`` and has a ``name``; it knows
 nothing about models, prompts or how the tool is registered. Like a search
 box it forgives typos: a name a few edits from one person's (and nearer to
 no other) finds that person, and so does a query with words around the
-name (:class:`~meta_spider.tools.knowledge.TypoIndex`).
+name (:class:`~meta_spider.tools.knowledge.TypoIndex`), and a query of one
+word that is one person's first or last name and no one else's.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class KnowledgeBase:
         if len(self._index) != len(self.people):
             raise ValueError(f"people names must be unique; got {len(self.people) - len(self._index)!r} duplicates")
         self._typos = TypoIndex(self._index)
+        self._named: dict[str, set[str]] = {}  # each word of a name: the people whose name has it
+        for key in self._index:
+            for word in key.split():
+                self._named.setdefault(word, set()).add(key)
+        self._words = TypoIndex(self._named)
 
     @classmethod
     def from_people(cls, people: Iterable[Person], name: str = "lookup", *,
@@ -52,15 +58,25 @@ class KnowledgeBase:
     def lookup(self, query: str) -> str | None:
         """The fact record of the person named ``query`` (case-insensitive,
         spacing-insensitive, forgiving a typo or two, or named by a run of
-        its words, "Mira Tolan was born": the record names the person found),
-        or None when no person is named."""
+        its words, "Mira Tolan was born", or by one word of one person's
+        name alone, "Tolan": the record names the person found), or None
+        when no person is named."""
         if not isinstance(query, str):
             return None
         person = self._index.get(_key(query))
         if person is None and self.forgive_typos:
-            key = self._typos.find(query) or self._typos.find_within(query)
+            key = self._typos.find(query) or self._typos.find_within(query) or self._by_one_name(query)
             person = self._index[key] if key is not None else None
         return fact_line(person) if person is not None else None
+
+    def _by_one_name(self, query: str) -> str | None:
+        """The key of the one person a one-word ``query`` names by a word of
+        their name (a typo or two forgiven), or None: a longer query, a word
+        of several people's names, or none."""
+        words = _key(query).split()
+        word = self._words.find(words[0]) if len(words) == 1 else None
+        people = self._named.get(word, set()) if word is not None else set()
+        return next(iter(people)) if len(people) == 1 else None
 
     def person(self, query: str) -> Person | None:
         """The person named ``query`` or None."""
