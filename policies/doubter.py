@@ -57,6 +57,7 @@ from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
 from meta_spider.wrapper.after_lookup import ENTRY_KEY as AFTER_LOOKUP_KEY
 from meta_spider.wrapper.after_lookup import AfterLookupGate
+from meta_spider.wrapper.checkpoint import usable_threshold
 from meta_spider.wrapper.signals import last_user_text
 
 __all__ = [
@@ -127,7 +128,7 @@ def resolve_threshold(
     value = entry["threshold"]
     if value is None:  # the calibration found no threshold meeting its target: answer nothing
         return ThresholdSetting(math.inf, f"calibration:{key}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if not usable_threshold(value):
         raise ValueError(f"calibration[{key!r}]['threshold'] must be a number or null, got {value!r}")
     return ThresholdSetting(float(value), f"calibration:{key}")
 

@@ -76,14 +76,21 @@ def scope_gate_problem(tensors: Mapping[str, Any], num_features: int) -> str | N
     return None
 
 
+def usable_threshold(value: Any) -> bool:
+    """Whether ``value`` is a calibrated threshold: a number (not a bool, not
+    NaN), or None for "answer nothing". Every reader of a calibration entry
+    (the checkpoint's, the sidecar's, the doubter policy's) holds it to this."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value))
+
+
 def calibration_problem(entry: Any) -> str | None:
     """What makes ``entry`` unusable as a calibration entry (an object with
-    a ``threshold`` that is a number, or null for "answer nothing"), or None.
-    The checkpoint's and the sidecar's readers and the answer gate share it."""
+    a :func:`usable_threshold` ``threshold``), or None. The checkpoint's and
+    the sidecar's readers and the answer gate share it."""
     if not isinstance(entry, Mapping) or "threshold" not in entry:
         return "must be an object with a 'threshold'"
     value = entry["threshold"]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+    if not usable_threshold(value):
         return f"has threshold {value!r:.40}, which must be a number or null"
     if entry.get(AFTER_LOOKUP_KEY) is not None:
         try:
