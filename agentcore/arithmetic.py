@@ -89,6 +89,12 @@ def _canonical(number: str) -> str:
     return "0" + digits if digits.startswith(".") else digits  # "0.5", which the calculator reads; ".5" it does not
 
 
+def _compared(question: str) -> dict[str, str]:
+    """The operations ``question``'s comparisons ask (:data:`_COMPARISONS`),
+    each with the operation word its phrase uses otherwise."""
+    return {operation: word for phrase, operation, word in _COMPARISONS if phrase.search(question)}
+
+
 def _words(text: str) -> set[str]:
     """The words of ``text``, case folded (what operation words are looked up in)."""
     return set(re.findall(r"[a-z]+", text.casefold()))
@@ -198,7 +204,7 @@ def named_operations(question: str) -> set[str]:
     if len(question) > MAX_QUESTION:
         return set()
     words = _words(question)
-    compared = {operation: word for phrase, operation, word in _COMPARISONS if phrase.search(question)}
+    compared = _compared(question)
     words -= set(compared.values())
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
     named |= compared.keys()
@@ -327,7 +333,6 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     """:func:`question_expression` for a question that names ``operation`` in words."""
     words = _words(question)
     values = [value for _start, _end, value in numbers]
-    compares = any(phrase.search(question) for phrase, _operation, _word in _COMPARISONS)
     if "than" in words and operation not in ("subtract", "divide") or "per" in words:
         return None
     on_one = [(operator, number) for word, (operator, number) in _ON_ONE_NUMBER.items() if word in words]
@@ -347,7 +352,7 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     if operation == "subtract" and "difference" in words:
         low, high = sorted((first, second), key=float)
         return f"{high} - {low}"
-    if compares and not between & {"than", "into"}:
+    if _compared(question) and not between & {"than", "into"}:
         return None
     symbol = "-" if operation == "subtract" else "/"
     if ("from" in between or "into" in between and not words & {"divide", "divided"}

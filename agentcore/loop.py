@@ -249,8 +249,9 @@ class MetaAgent:
             return
         written = action.calls
         # A call the renderer closed where the model broke it off is held to the question, whatever its tool.
-        grounded = self.grounded_tools + tuple(
-            call.name for call in action.calls if action.healed and call.name not in self.grounded_tools)
+        grounded = self.grounded_tools
+        if action.healed:
+            grounded = tuple(dict.fromkeys(grounded + tuple(call.name for call in action.calls)))
         question = _question(session) if self.ground_arguments or grounded else ""
         if self.ground_arguments or action.healed:
             action = dataclasses.replace(
