@@ -38,46 +38,88 @@ _TENS = {word: 10 * value for value, word in enumerate("twenty thirty forty fift
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _OPERATION_WORDS = {
     "add": ("plus", "add", "adds", "added", "sum", "total", "more"),
-    "subtract": ("minus", "subtract", "subtracted", "less", "difference", "away", "deduct", "fewer"),
-    "multiply": ("times", "multiply", "multiplied", "product", "double", "triple"),
-    "divide": ("divide", "divided", "over", "quotient", "half", "per"),
+    "subtract": ("minus", "subtract", "subtracted", "less", "difference", "away", "deduct", "fewer", "exceed",
+                 "exceeds"),
+    "multiply": ("times", "multiply", "multiplied", "product", "double", "triple", "twice"),
+    "divide": ("divide", "divided", "over", "quotient", "half", "halve", "per", "share", "shared", "split"),
     "raise": ("power", "squared", "cubed"),
     "take a percentage": ("percent", "percentage"),
+    "take a remainder": ("remainder", "modulo", "mod"),
 }
 """The operations a question can name in words, by the words that name them.
 A percentage is one no expression of the question's numbers alone computes
 (the calculator's ``%`` is the remainder)."""
+_SHARING_OUT = {"share", "shared", "split"}
+"""Words for sharing out: the number shared out is the one they come before
+("share 48 among 6" and "5 friends share 60" both divide the number shared)."""
+_SHARING = {"divide", "divided"} | _SHARING_OUT
+"""Words that divide the number they come before, "into" or not ("split 90 into 3")."""
 _OPERATION_SYMBOLS = (  # a minus between operands, not a sign
     ("raise", re.compile(r"\*\*|\^")),
     ("multiply", re.compile(r"(?<!\*)\*(?!\*)|\u00d7|(?<=[\d\s)])x(?=[\s\d(])", re.IGNORECASE)),
     ("divide", re.compile(r"/|\u00f7")),
     ("add", re.compile(r"\+")),
     ("subtract", re.compile(r"(?<=[\d\s)])-(?=[\s\d(])")),
+    ("take a remainder", re.compile(r"(?<=[\d\s)])%(?=\s*[\d(])")),
 )
 _WRITTEN = re.compile(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", re.IGNORECASE)
 """A run of a question that may be arithmetic written out ("17*23 + 5"): it is when it holds an operator."""
-_PERCENT = re.compile(r"\d\s*%")
+_PERCENT = re.compile(r"\d\s*%(?!\s*[\d(])")
 """A percentage, as a question writes it ("15%")."""
-_ON_ONE_NUMBER = {"double": ("*", "2"), "triple": ("*", "3"), "half": ("/", "2"), "squared": ("**", "2"),
-                  "cubed": ("**", "3")}
+_ON_ONE_NUMBER = {"double": ("*", "2"), "twice": ("*", "2"), "triple": ("*", "3"), "half": ("/", "2"),
+                  "halve": ("/", "2"), "squared": ("**", "2"), "cubed": ("**", "3")}
 """Words that name an operation on one number, with the operator and the number they bring ("half of 86" is 86 / 2)."""
 _IMPLIED = {word: number for word, (_operator, number) in _ON_ONE_NUMBER.items()} | {"percent": "100",
                                                                                      "percentage": "100"}
 """The number an operation word brings with it."""
 _HUNDREDTHS = re.compile(r"/\s*100(?![\d.])")
 """An expression taking a percentage: one that divides by 100."""
-_COMPARISONS = (
-    (re.compile(r"\bhow many times\b", re.IGNORECASE), "divide", "times"),
-    (re.compile(r"\bhow (?:much|many) (?:more|bigger|larger|greater|higher|older|taller|longer|less|fewer|smaller|lower"
-                r"|younger|shorter)\b", re.IGNORECASE), "subtract", "more"),
+_COMPARATIVE = "more|bigger|larger|greater|higher|older|taller|longer|less|fewer|smaller|lower|younger|shorter"
+_NUMERAL = r"\d[\d,]*(?:\.\d+)?"
+_PHRASES = (
+    (re.compile(r"\bhow many times\b", re.IGNORECASE), "divide", "times", True),
+    (re.compile(rf"\bhow (?:much|many) (?:{_COMPARATIVE})\b", re.IGNORECASE), "subtract", "more", True),
+    (re.compile(rf"\bby how (?:much|many)\b[^?.!]*\b(?:{_COMPARATIVE})\b", re.IGNORECASE), "subtract", "more", True),
+    (re.compile(rf"\bhow many {_NUMERAL}'?s\b", re.IGNORECASE), "divide", "", False),
+    (re.compile(rf"\btake\s+(?:{_NUMERAL}|(?:{'|'.join([*_UNITS, *_TENS])})(?:-[a-z]+)?)\s+(?:away\s+)?from\b",
+                re.IGNORECASE), "subtract", "", False),
 )
-"""Questions that compare two numbers, each with the operation it asks and
-the operation word it uses otherwise: "how many times does 8 go into 64"
-divides, "how much more is 50 than 20" subtracts."""
+"""Phrases that name an operation their words alone do not, each with the
+operation it asks, the operation word it uses otherwise and whether it
+compares two numbers (then only "than" or "into" between them says which
+way round): "how many times does 8 go into 64" divides, "how much more is
+50 than 20" and "by how much is 50 greater than 20" subtract; "how many 5s
+are in 65" divides, "take 9 from 40" subtracts."""
+_GROUPS = re.compile(rf"\bhow many {_NUMERAL}'?s\b[^?.!]*\bin(?:to)?\b", re.IGNORECASE)
+"""How many of one number another holds ("how many 5s are there in 65"): the second divided by the first."""
+_DENOMINATORS = {"half": "2", "halves": "2", "third": "3", "thirds": "3", "quarter": "4", "quarters": "4",
+                 "fourth": "4", "fourths": "4", "fifth": "5", "fifths": "5", "sixth": "6", "sixths": "6",
+                 "seventh": "7", "sevenths": "7", "eighth": "8", "eighths": "8", "ninth": "9", "ninths": "9",
+                 "tenth": "10", "tenths": "10"}
+_FRACTION_OF = re.compile(r"\b(?:an?\s+|(?:one|two|three|four|five|six|seven|eight|nine|\d+)[\s-]+)?"
+                          rf"({'|'.join(_DENOMINATORS)})\s+of\b", re.IGNORECASE)
+"""A fraction of a number in words ("a quarter of 84", "three quarters of 200", "one third of 27")."""
+_DIGIT_FRACTION_OF = re.compile(r"(?<![\d.])\d+\s*/\s*\d+\s+of\s+(?=\d)", re.IGNORECASE)
+"""A fraction of a number in digits ("2/5 of 50")."""
+_CHAINED = (("**", r"to the power of|raised to the power of|raised to"), ("*", r"times|multiplied by|x|\*|\u00d7"),
+            ("/", r"divided by|over|\u00f7|/"), ("+", r"plus|\+"), ("-", r"minus|-"), ("%", r"mod|modulo"))
+"""The operators a chain of numbers names between each two ("250 plus 250 minus 100")."""
+_POSTFIX = {"squared": "2", "cubed": "3"}
+_GAP = re.compile(rf"\s*(?:({'|'.join(_POSTFIX)})\b)?\s*,?\s*((?:and\s+)?then\s+)?"
+                  rf"(?:{'|'.join(f'(?P<o{k}>{words})' for k, (_symbol, words) in enumerate(_CHAINED))})\s*",
+                  re.IGNORECASE)
+"""What a chain writes between two numbers: a power of the first ("4 squared plus 9"), "then" (what came
+before is computed first), the operator."""
+_YES_OR_NO = re.compile(r"\s*(?:is|are|was|were|does|did)\b", re.IGNORECASE)
+"""A question that asks whether, not how much ("Is 50 more than 20?"; not "Can you ..." or "Do you know ...",
+which ask for the result)."""
 _SMALLER = {"less", "fewer", "smaller", "lower", "younger", "shorter"}
 """Words that put the larger number second around "than" ("5 less than 20" is 20 - 5)."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
-          "raise": "raises to a power", "take a percentage": "takes a percentage"}
+          "raise": "raises to a power", "take a percentage": "takes a percentage",
+          "take a remainder": "takes a remainder"}
+_SYMBOLS = {"subtract": "-", "divide": "/", "take a remainder": "%"}
+"""The operator of an operation on two numbers in the order given."""
 
 
 def _canonical(number: str) -> str:
@@ -89,10 +131,22 @@ def _canonical(number: str) -> str:
     return "0" + digits if digits.startswith(".") else digits  # "0.5", which the calculator reads; ".5" it does not
 
 
-def _compared(question: str) -> dict[str, str]:
-    """The operations ``question``'s comparisons ask (:data:`_COMPARISONS`),
-    each with the operation word its phrase uses otherwise."""
-    return {operation: word for phrase, operation, word in _COMPARISONS if phrase.search(question)}
+def _phrased(question: str) -> dict[str, str]:
+    """The operations ``question``'s phrases ask (:data:`_PHRASES`), each
+    with the operation word its phrase uses otherwise ("" for none)."""
+    return {operation: word for phrase, operation, word, _compares in _PHRASES if phrase.search(question)}
+
+
+def _compares(question: str) -> bool:
+    """Whether ``question`` compares two numbers (:data:`_PHRASES`)."""
+    return any(compares and phrase.search(question) for phrase, _operation, _word, compares in _PHRASES)
+
+
+def _fraction(question: str) -> tuple[re.Match[str], str] | None:
+    """The one fraction of a number ``question`` names in words, with its
+    denominator, or None when it names none or several."""
+    found = list(_FRACTION_OF.finditer(question))
+    return (found[0], _DENOMINATORS[found[0].group(1).casefold()]) if len(found) == 1 else None
 
 
 def _words(text: str) -> set[str]:
@@ -204,10 +258,14 @@ def named_operations(question: str) -> set[str]:
     if len(question) > MAX_QUESTION:
         return set()
     words = _words(question)
-    compared = _compared(question)
-    words -= set(compared.values())
+    phrased = _phrased(question)
+    words -= set(phrased.values())
     named = {operation for operation, names in _OPERATION_WORDS.items() if words.intersection(names)}
-    named |= compared.keys()
+    named |= phrased.keys()
+    if "take a remainder" in named:  # "the remainder when 29 is divided by 4"
+        named.discard("divide")
+    if _fraction(question) is not None:
+        named.add("divide")
     if _PERCENT.search(question):
         named.add("take a percentage")
     for run in _written_runs(question):
@@ -219,6 +277,8 @@ def _implied_numbers(question: str) -> set[str]:
     """The numbers ``question``'s operation words bring with them (:data:`_IMPLIED`; "15%" brings 100)."""
     words = _words(question)
     implied = {number for word, number in _IMPLIED.items() if word in words}
+    fraction = _fraction(question)
+    implied |= {fraction[1]} if fraction is not None else set()
     return implied | ({"100"} if _PERCENT.search(question) else set())
 
 
@@ -289,35 +349,48 @@ def question_expression(question: str) -> str | None:
     it, or None when it states none or leaves room for doubt.
 
     Plainly is: one expression written out in symbols and no other number
-    or operation ("What is 17*23 + 5?"); or, in words, one operation
-    (:func:`named_operations`) on the question's numbers in the order it
-    gives them ("300 minus 45"), every number added or multiplied ("the sum
-    of 12, 30 and 8"), one number doubled, halved, squared or cubed, "P
-    percent of N", "A to the power of B", and two numbers subtracted or
-    divided the other way round when "from" stands between them ("Subtract
-    58 from 200"), "into" without "divide" ("how many times does 8 go into
-    64") or "than" after a word for smaller ("4 less than 10"), and in the
-    order given when "than" follows a word for larger ("how much more is 50
-    than 20", "how many times larger is 60 than 12"), or larger less smaller
-    for "the difference between". Never for a comparison with neither
-    "than" nor "into" ("how many times does 8 fit in 64"), a rate ("per"),
-    a number written with a sign, an expression the calculator cannot read,
-    or a question :func:`expression_problem` would not pass as its own.
+    or operation ("What is 17*23 + 5?"), or a fraction of a number in digits
+    ("2/5 of 50"); or, in words, one operation (:func:`named_operations`) on
+    the question's numbers in the order it gives them ("300 minus 45"),
+    every number added or multiplied ("the sum of 12, 30 and 8", "45 more
+    than 30"), one number doubled, halved, squared or cubed, a fraction of a
+    number ("three quarters of 200"), "P percent of N", "A to the power of
+    B", the remainder of A divided by B, how many of A are in B, and two
+    numbers subtracted or divided the other way round when "from" stands
+    between them ("Subtract 58 from 200"), "into" without a word for
+    sharing out ("how many times does 8 go into 64", but "split 90 into 3"),
+    a word for sharing out ("5 friends share 60") or "than" after a word
+    for smaller ("4 less than 10"), and in the order
+    given when "than" follows a word for larger ("how much more is 50 than
+    20", "by how much is 500 greater than 320"), or larger less smaller for
+    "the difference between"; or a chain of numbers with an operator
+    between each two ("250 plus 250 minus 100", "4 squared plus 9", "144
+    divided by 12, then times 3": what comes before "then" first). Never
+    for a comparison with neither "than" nor "into" ("how many times does 8
+    fit in 64"), a rate ("per"), a question that asks whether ("Is 50 more
+    than 20?"), a number written with a sign, an expression the calculator
+    cannot read, or a question :func:`expression_problem` would not pass as
+    its own.
     """
     if len(question) > MAX_QUESTION:
         return None
     numbers = _numbers_at(question)
     named = named_operations(question)
     runs = _written_runs(question)
-    if runs:
+    fraction = _DIGIT_FRACTION_OF.search(question)
+    if fraction is not None and len(runs) == 1 and len(numbers) == 3 and named == {"divide"}:
+        (_, _, numerator), (_, _, denominator), (_, _, whole) = numbers
+        expression: str | None = f"{numerator} / {denominator} * {whole}"
+    elif runs:
         if len(runs) > 1 or not named <= _symbol_operations(runs[0]) or len(numbers) != len(
                 _NUMBER.findall(runs[0])):
             return None
         expression = _for_calculator(runs[0])
-    elif len(named) != 1 or len(numbers) > 8 or re.search(r"-\s*\d", question):
+    elif len(numbers) > 8 or re.search(r"-\s*\d", question) or _YES_OR_NO.match(question):
         return None
     else:
-        expression = _worded_expression(question, named.pop(), numbers)
+        expression = _worded_expression(question, named.pop(), numbers) if len(named) == 1 else None
+        expression = expression or _chained_expression(question, numbers)
     if expression is None or _unlike_the_question(expression, question) is not None:
         return None
     try:
@@ -333,8 +406,14 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     """:func:`question_expression` for a question that names ``operation`` in words."""
     words = _words(question)
     values = [value for _start, _end, value in numbers]
-    if "than" in words and operation not in ("subtract", "divide") or "per" in words:
+    more_than = operation == "add" and re.search(r"\bmore than\b", question, re.IGNORECASE) is not None
+    if "than" in words and operation not in ("subtract", "divide") and not more_than or "per" in words:
         return None
+    if len(_FRACTION_OF.findall(question)) > 1:
+        return None
+    fraction = _fraction(question)
+    if fraction is not None:
+        return _fraction_expression(question, fraction, numbers)
     on_one = [(operator, number) for word, (operator, number) in _ON_ONE_NUMBER.items() if word in words]
     if on_one:
         return f"{values[0]} {on_one[0][0]} {on_one[0][1]}" if len(on_one) == 1 and len(values) == 1 else None
@@ -352,10 +431,50 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     if operation == "subtract" and "difference" in words:
         low, high = sorted((first, second), key=float)
         return f"{high} - {low}"
-    if _compared(question) and not between & {"than", "into"}:
+    if operation == "divide" and _GROUPS.search(question):
+        return f"{second} / {first}"
+    if _compares(question) and not between & {"than", "into"} or operation not in _SYMBOLS:
         return None
-    symbol = "-" if operation == "subtract" else "/"
-    if ("from" in between or "into" in between and not words & {"divide", "divided"}
+    if ("from" in between or "into" in between and not words & _SHARING or between & _SHARING_OUT
             or "than" in between and words & _SMALLER):
         first, second = second, first
-    return f"{first} {symbol} {second}"
+    return f"{first} {_SYMBOLS[operation]} {second}"
+
+
+def _fraction_expression(question: str, fraction: tuple[re.Match[str], str],
+                         numbers: list[tuple[int, int, str]]) -> str | None:
+    """A fraction of the one number that follows it ("three quarters of
+    200": 200 * 3 / 4), or None when other numbers stand elsewhere."""
+    match, denominator = fraction
+    whole = [number for number in numbers if number[0] >= match.end()]
+    numerator = [number for number in numbers if match.start() <= number[0] < match.end()]
+    if len(whole) != 1 or len(numerator) + 1 != len(numbers) or question[match.end():whole[0][0]].strip():
+        return None
+    times = numerator[0][2] if numerator else "1"
+    return f"{whole[0][2]} / {denominator}" if times == "1" else f"{whole[0][2]} * {times} / {denominator}"
+
+
+def _chained_expression(question: str, numbers: list[tuple[int, int, str]]) -> str | None:
+    """:func:`question_expression` for a chain of numbers with an operator
+    in words between each two (:data:`_GAP`), none before the first, at
+    most "squared" or "cubed" after the last."""
+    if len(numbers) < 2 or _phrased(question) or named_operations(question[:numbers[0][0]]):
+        return None
+    rest = question[numbers[-1][1]:]
+    last = re.match(rf"\s*({'|'.join(_POSTFIX)})\b", rest, re.IGNORECASE)
+    if last is not None:
+        rest = rest[last.end():]
+    if named_operations(rest) or _FRACTION_OF.search(question):
+        return None
+    expression = numbers[0][2]
+    for (_, end, _), (start, _, value) in zip(numbers, numbers[1:]):
+        gap = _GAP.fullmatch(question[end:start])
+        if gap is None:
+            return None
+        if gap.group(1):
+            expression += f" ** {_POSTFIX[gap.group(1).casefold()]}"
+        if gap.group(2):
+            expression = f"({expression})"
+        symbol = next(symbol for k, (symbol, _words) in enumerate(_CHAINED) if gap.group(f"o{k}"))
+        expression += f" {symbol} {value}"
+    return expression + (f" ** {_POSTFIX[last.group(1).casefold()]}" if last is not None else "")

@@ -198,7 +198,7 @@ class MetaAgent:
         base writes "3-1 Dreal / 3" for "seventeen times twenty-three").
         And one tool for the other, when the loop grounds both: a made-up
         search for a question that states arithmetic is its calculation
-        ("Lomelle Ganson" for "What is 6 cubed?"), a made-up calculation for
+        ("Lomelle Ganson", or "188/2", for "What is 6 cubed?"), a made-up calculation for
         a question that gives no number and names no operation is a search
         of the question ("60 / 34" for "where was shamor shuson born").
         ``grounded`` names the tools grounded for this call's turn."""
@@ -209,10 +209,10 @@ class MetaAgent:
             return call
         made_up, problem = found
         tool = self.tools[call.name]
-        if is_search(tool) and problem is None:  # arithmetic is not a query
+        if is_search(tool):  # arithmetic is not a query
             expression = question_expression(question)
             other = self._grounded_call(is_calculator, expression, call, grounded) if expression is not None else None
-            replacement = question
+            replacement = question if problem is None else None
         elif is_calculator(tool):
             replacement = question_expression(question)
             arithmetic = replacement is not None or bool(question_numbers(question) or named_operations(question))

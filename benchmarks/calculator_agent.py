@@ -14,7 +14,7 @@ asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
 question with its right answer, and LATER_WORDS, LAST_WORDS,
 HELDOUT_WORDS, FRESH_WORDS, NEWEST_WORDS,
-UNSEEN_WORDS and SUMS_WORDS, each written later (their docstrings say
+UNSEEN_WORDS, SUMS_WORDS, FORMS_WORDS and POST_WORDS, each written later (their docstrings say
 which change each was written before); and PEOPLE
 test questions about people asked in lower case without a question mark,
 counting those answered with a calculator's result. Both ways run side by
@@ -152,6 +152,39 @@ computing another value than the arithmetic a question states plainly was
 replaced with it, and used for nothing else; a third of them give three
 numbers or more."""
 
+FORMS_WORDS = (
+    ("What is 100 minus 30 minus 20?", "100-30-20"), ("Take 15 away from 60.", "60-15"),
+    ("What is twice 42?", "42*2"), ("What is a quarter of 84?", "84/4"), ("What's three quarters of 200?", "200*3/4"),
+    ("What is one third of 27?", "27/3"), ("How many 5s are there in 65?", "65/5"),
+    ("By how much is 500 greater than 320?", "500-320"), ("What is the remainder when 29 is divided by 4?", "29%4"),
+    ("If I share 48 sweets equally among 6 children, how many does each get?", "48/6"), ("Double 37.", "37*2"),
+    ("What is 8 times 7 times 2?", "8*7*2"), ("Halve 96.", "96/2"), ("What is 2/5 of 50?", "2/5*50"),
+    ("What do 14 and 28 add up to?", "14+28"), ("Deduct 45 from 300.", "300-45"), ("What is 17 more than 45?", "45+17"),
+    ("What is 9 less than 50?", "50-9"), ("How much is 15% of 300?", "15/100*300"), ("What's 6 cubed?", "6**3"),
+    ("What is 144 divided by 12, then times 3?", "144/12*3"), ("Tell me what 4 squared plus 9 is.", "4**2+9"),
+    ("Calculate 250 plus 250 minus 100.", "250+250-100"), ("How many hours are in 3 days?", "3*24"),
+)
+"""And more, written after `SUMS_WORDS` was measured and before any rule
+for the forms `NEWEST_WORDS`, `UNSEEN_WORDS` and `SUMS_WORDS` left wrong or
+refused (a chain of one operation, "twice", "take ... from", a fraction of a
+number, "how many 5s in", "exceed") was written; used for nothing else.
+Half are those forms in new words, half forms no set asked before."""
+
+POST_WORDS = (
+    ("What is 60 minus 25 minus 5?", "60-25-5"), ("Take 8 from 50.", "50-8"), ("What is twice 19?", "19*2"),
+    ("What is a fifth of 45?", "45/5"), ("What is two thirds of 60?", "60*2/3"), ("What is 3/4 of 80?", "3/4*80"),
+    ("How many 4s are in 36?", "36/4"), ("By how much is 90 bigger than 55?", "90-55"),
+    ("What's the remainder when 50 is divided by 7?", "50%7"), ("Split 72 into 8 equal groups.", "72/8"),
+    ("What is 12 more than 30?", "12+30"), ("Halve 130.", "130/2"), ("What is 5 squared minus 4?", "5**2-4"),
+    ("What is 100 divided by 4, then plus 5?", "100/4+5"), ("Calculate 7 times 6 plus 8.", "7*6+8"),
+    ("How much does 400 exceed 150 by?", "400-150"), ("What is 81 mod 10?", "81%10"),
+    ("What's 2 to the power of 6 minus 1?", "2**6-1"), ("How many weeks are in 21 days?", "21/7"),
+    ("If 5 friends share 60 dollars equally, how much does each get?", "60/5"),
+)
+"""And more, written after the rules `FORMS_WORDS` was written for (chains,
+fractions, "twice", remainders, sharing out, "how many 5s in") and before
+they were measured on them; used for nothing else."""
+
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """Each question in a new session: the final text, whether a calculator
@@ -245,7 +278,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              ("own words, written last", LAST_WORDS), ("own words, held out", HELDOUT_WORDS),
                              ("own words, written fresh", FRESH_WORDS),
                              ("own words, written newest", NEWEST_WORDS), ("own words, unseen", UNSEEN_WORDS),
-                             ("own words, sums", SUMS_WORDS)):
+                             ("own words, sums", SUMS_WORDS), ("own words, forms", FORMS_WORDS),
+                             ("own words, after the forms", POST_WORDS)):
             own = ask_all(agent, list(words))
             refused = sum(record["outcome"] == "refuse" for record in own)
             right = sum(record["right"] for record in own)
