@@ -149,7 +149,8 @@ def _check_run_dir(run_dir: Path, model_name: str, force: bool, ranks: Any) -> R
               help="dataset factory option (repeatable), e.g. preset=tiny, path=qa.jsonl")
 @click.option("--mcq-direct", is_flag=True, help="multiple choice: letter-only answers, thinking switched off")
 @click.option("--splits", default=None,
-              help="comma-separated splits (default: train,validation,test where present, and every test_* split)")
+              help="comma-separated splits (default: train,validation,test where present, every test_* split, "
+                   "and train_lookup,validation_lookup where present)")
 @click.option("--max-examples", type=click.IntRange(min=1), default=None, help="at most N examples per split")
 @click.option("--target-layers", default="late", show_default=True, help="'late', 'all' or indices like 10,12,14")
 @click.option("--cross-attn-layers", default=None, help="layers pass 2 injects after (default: the target layers)")

@@ -27,6 +27,7 @@ from typing import Any, Optional
 import click
 
 from meta_spider.loom.train.config import EARLY_STOPPING_METRICS, MIXED_PRECISION, OPTIMIZERS, TrainerConfig
+from meta_spider.wrapper.signals import KNOWN_SIGNALS, SIGNALS, check_signal_names
 
 TRAINING_FILE = "training.json"
 
@@ -40,8 +41,6 @@ def _signal_names(ctx: click.Context, param: click.Parameter, value: Optional[st
     abbreviation of its own ``--signals-to-handle``.)"""
     if value is None:
         return None
-    from meta_spider.wrapper.signals import SIGNALS, check_signal_names
-
     names = SIGNALS if value.strip() == "all" else tuple(part.strip() for part in value.split(",") if part.strip())
     try:
         return check_signal_names(names)
@@ -61,8 +60,6 @@ def _p_correct_source(options: dict[str, Any]) -> None:
     """Apply ``--p-correct-from`` to the options: ``states`` reads no signals,
     ``signals`` and ``both`` read ``--logprob-signals`` (default: all), and
     ``signals`` gives the encoder's own logit weight 0."""
-    from meta_spider.wrapper.signals import SIGNALS
-
     source = options.pop("p_correct_from", None)
     if source == "states" and options.get("signals"):
         raise click.UsageError("--p-correct-from states reads no pass-1 signals: leave out --logprob-signals")
@@ -121,7 +118,8 @@ def _trainer_config(options: dict[str, Any]) -> TrainerConfig:
 @click.option("--encoder-gate-init", type=float, default=None)
 @click.option("--logprob-signals", "signals", callback=_signal_names, default=None, metavar="NAMES",
               help="pass-1 log-prob signals the Doubter's P(correct) also reads: comma-separated names from "
-                   "prompt_logprob_sum, prompt_logprob_mean, draft_logprob_mean, draft_logprob_min, or 'all'")
+                   f"{', '.join(KNOWN_SIGNALS)} (the last two need a collection made with --pmi-signals and "
+                   f"--occlusion-signals), or 'all' ({', '.join(SIGNALS)})")
 @click.option("--p-correct-from", "p_correct_from", type=click.Choice(P_CORRECT_SOURCES), default=None,
               help="what P(correct) reads: the hidden states (no signals), the pass-1 signals alone (the encoder's "
                    "logit gets weight 0), or both; signals and both read --logprob-signals, default all")

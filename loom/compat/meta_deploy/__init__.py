@@ -1,5 +1,5 @@
 """``meta_deploy``: the published name of the llama.cpp export. Every name is
-the project's own object (``meta_spider.loom.gguf.deploy``, ``loom.gguf``);
+the project's own object (``meta_spider.loom.gguf``: ``deploy``, ``sidecar``, ``writer``);
 importing this module imports nothing heavy."""
 
 from meta_spider.plugins.lazy import publish
