@@ -270,8 +270,9 @@ class MetaAgent:
                 step = ToolStep(index, call, note, ObservationKind.NOT_FOUND, "not in the question's words")
             else:
                 step = self._execute(index, call)
-            if call.arguments != original.arguments:
-                step = dataclasses.replace(step, written=dict(original.arguments))
+            if call.arguments != original.arguments or call.name != original.name:
+                step = dataclasses.replace(step, written=dict(original.arguments),
+                                           written_tool=original.name if call.name != original.name else None)
             session.add_tool_result(
                 ToolResultRecord(
                     index, call.name, dict(call.arguments), call.call_id, step.observation, step.kind.value

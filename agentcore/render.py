@@ -96,7 +96,7 @@ def _tool_step(step: ToolStep) -> RenderableType:
     grid.add_row(Text(f"  tool [{mark}]", style=f"bold {style}"), Text(name, style=style))
     if step.written is not None and step.call is not None:
         grid.add_row(Text("    grounded", style="dim"),
-                     Text(f"in the question; the model wrote {call_text(step.call.name, step.written)}",
+                     Text(f"in the question; the model wrote {call_text(step.written_tool or step.call.name, step.written)}",
                           style="dim"))
     observation = step.observation
     if len(observation) > _OBSERVATION_LIMIT:

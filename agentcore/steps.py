@@ -89,6 +89,10 @@ class ToolStep:
     """The arguments as the model wrote them, when grounding them in the
     user's words changed them (:mod:`meta_spider.agentcore.grounding`);
     ``call`` holds the ones that ran."""
+    written_tool: str | None = None
+    """The tool the model called, when grounding ran another in its place (a
+    lookup of a made-up name for a question that states arithmetic runs the
+    calculator)."""
 
     @property
     def ok(self) -> bool:
@@ -104,6 +108,7 @@ class ToolStep:
             "ok": self.ok,
             "error": self.error,
             "written": None if self.written is None else json_safe(self.written),
+            "written_tool": self.written_tool,
         }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from meta_spider.agentcore import MetaAgent
 from meta_spider.agentcore.arithmetic import (
@@ -20,6 +21,7 @@ from meta_spider.agentcore.arithmetic import (
     question_numbers,
 )
 from meta_spider.agentcore.grounding import complete_word, ground_call, ground_text, grounding, ungrounded
+from meta_spider.agentcore.render import step_renderable
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
 from meta_spider.policies import DefaultRenderer, DirectPolicy
@@ -472,6 +474,10 @@ def test_a_made_up_search_for_a_question_that_states_arithmetic_is_its_calculati
     steps = run("What is 6 cubed?", "Lomelle Ganson")
     assert (steps[1].call.name, steps[1].call.arguments, steps[1].written, steps[1].observation) == (
         "calculator", {"expression": "6 ** 3"}, {"query": "Lomelle Ganson"}, "216")
+    assert steps[1].written_tool == "lookup" and steps[1].to_dict()["written_tool"] == "lookup"
+    console = Console(width=200, record=True)
+    console.print(step_renderable(steps[1]))
+    assert 'the model wrote lookup({"query": "Lomelle Ganson"})' in console.export_text()
     assert (steps[-1].outcome, steps[-1].text) == ("answer", "216")
     assert steps[-1].session.messages[1]["tool_calls"][0]["function"]["name"] == "calculator"
     # A question about a person, or a calculator that is not grounded: the search of the question.

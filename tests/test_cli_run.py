@@ -70,6 +70,7 @@ def test_run_json_prints_the_step_records(plugin_manager, tmp_path: Path) -> Non
         "ok": True,
         "error": None,
         "written": None,
+        "written_tool": None,
     }
     assert steps[3] == {"type": "final", "outcome": "answer", "text": CAPITAL_FACT, "model_steps": 2,
                         "action": {"type": "answer", "text": CAPITAL_FACT, "source": "model"}}
