@@ -296,6 +296,35 @@ def test_the_arithmetic_a_question_states_is_its_own_and_computes(question: str)
             assert not isinstance(error, CalculatorSyntaxError), error
 
 
+_SPOKEN = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbers=st.lists(st.integers(1, 999), min_size=2, max_size=6),
+       operators=st.lists(st.sampled_from(sorted(_SPOKEN)), min_size=5, max_size=5),
+       opening=st.sampled_from(["What is ", "Calculate ", "what's ", "Tell me "]))
+def test_a_spoken_chain_computes_what_its_symbols_do(numbers: list[int], operators: list[str], opening: str) -> None:
+    """A chain of numbers with an operator word between each two reads as
+    the same arithmetic written in symbols, the calculator's precedence included."""
+    spoken = " ".join(f"{_SPOKEN[op]} {n}" for op, n in zip(operators, numbers[1:]))
+    written = " ".join(f"{op} {n}" for op, n in zip(operators, numbers[1:]))
+    expression = question_expression(f"{opening}{numbers[0]} {spoken}?")
+    assert expression is not None
+    assert calculator(expression) == calculator(f"{numbers[0]} {written}")  # numbers from 1: no division by zero
+
+
+@given(times=st.integers(1, 9), whole=st.integers(1, 5000),
+       denominator=st.sampled_from([("half", 2), ("third", 3), ("quarter", 4), ("fifth", 5), ("tenth", 10)]))
+def test_a_fraction_of_a_number_in_words_is_that_share_of_it(times: int, whole: int,
+                                                             denominator: tuple[str, int]) -> None:
+    word, parts = denominator
+    spelt = ["a", "two", "three", "four", "five", "six", "seven", "eight", "nine"][times - 1]
+    plural = word if times == 1 else ("halves" if word == "half" else word + "s")
+    expression = question_expression(f"What is {spelt} {plural} of {whole}?")
+    assert expression is not None
+    assert float(calculator(expression)) == pytest.approx(whole * times / parts)
+
+
 @pytest.mark.parametrize("value, question, completed", [
     ("capital of Velor", "What is the capital of Veloria?", "capital of Veloria"),  # cut inside a word
     ("Br", "Where was Brwimziolek Riomsealski born?", "Brwimziolek"),
