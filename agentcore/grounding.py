@@ -14,11 +14,14 @@ one the model spelt better than the user is not ("Paris" for the user's
 default (a lookup that forgives typos finds either). For the tools whose arguments
 must come from the question (the agent loop's ``grounded_tools``: the
 world's lookup and calculator), :func:`ungrounded` finds one that does not,
-a name or a number the model made up, and the call does not run.
+a name or a number the model made up, and the call does not run. The other
+way round, :func:`respelled` writes a name the user misspelt as a record
+found for the question spells it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Mapping
 
@@ -26,7 +29,8 @@ from meta_spider.agentcore.arithmetic import expression_problem, ground_numbers,
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.knowledge import edit_distance
 
-__all__ = ["MAX_FRACTION", "complete_word", "ground_call", "ground_text", "grounding", "unfounded", "ungrounded"]
+__all__ = ["MAX_FRACTION", "complete_word", "ground_call", "ground_text", "grounding", "respelled", "unfounded",
+           "ungrounded"]
 
 MAX_FRACTION = 0.5
 """Most edits, as a share of the argument's characters (spaces left out), between an argument and the run of
@@ -38,6 +42,84 @@ _WORD = re.compile(r"\S+")
 _TOKEN = re.compile(r"\w+")
 _EDGE_PUNCTUATION = "\"'.,;:!?()[]{}"
 _POSSESSIVES = ("'s", "\u2019s")
+_MAX_RECORD = 2000
+"""Characters of a record read for names (a record names its subject first)."""
+_NAME_WORDS = 4
+"""Most words of a name :func:`respelled` writes as a record spells it."""
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each word of ``text``, sentence punctuation at its
+    edges and a possessive left out ("Tollan's job?": "Tollan", "job")."""
+    words = []
+    for match in _WORD.finditer(text):
+        word = match.group()
+        left = len(word) - len(word.lstrip(_EDGE_PUNCTUATION))
+        right = len(word.rstrip(_EDGE_PUNCTUATION))
+        if word[left:right].endswith(_POSSESSIVES):
+            right -= 2
+        if left < right:
+            words.append((match.start() + left, match.start() + right))
+    return words
+
+
+def _names(record: str) -> list[str]:
+    """The names ``record`` writes: runs of one to :data:`_NAME_WORDS`
+    capitalised words with only spaces between them ("Mira Tollan: born in
+    Kuba." names "Mira Tollan" and "Kuba")."""
+    names, run = [], []
+    spans = _word_spans(record[:_MAX_RECORD])
+    for index, (start, end) in enumerate(spans):
+        word = record[start:end]
+        joined = bool(run) and record[spans[index - 1][1]:start] == " "
+        if not word[:1].isupper():
+            word = ""
+        if run and not (word and joined):
+            names.append(run)
+            run = []
+        if word:
+            run.append(word)
+    if run:
+        names.append(run)
+    return [" ".join(run) for run in names if len(run) <= _NAME_WORDS]
+
+
+@functools.lru_cache(maxsize=1024)
+def respelled(text: str, record: str) -> str:
+    """``text`` with each name it misspells written as ``record`` spells it:
+    a run of capitalised words of ``text``, as many as a name of ``record``
+    has (:func:`_names`), each an edit from the name's word (two from a word
+    of eight letters or more), not all alike ("Could you tell me when
+    Zerpieth Kilrideg was born?" with the record "Zerpieth Kilridge: born
+    1975 ..." reads "... when Zerpieth Kilridge was born?"). A copy, a word
+    the user did not capitalise and a name under five letters are left as
+    they are; so is all of ``text`` when it is too long to read."""
+    if len(text) > _MAX_QUESTION or not record:
+        return text
+    spans = _word_spans(text)
+    found: list[tuple[int, int, str]] = []
+    for name in sorted(set(_names(record)), key=len, reverse=True):
+        parts = name.split(" ")
+        if sum(map(len, parts)) < 5:
+            continue
+        for first in range(len(spans) - len(parts) + 1):
+            run = spans[first:first + len(parts)]
+            words = [text[start:end] for start, end in run]
+            if words == parts or not all(word[:1].isupper() for word in words):
+                continue
+            if any(not text[end:start].isspace() for (_, end), (start, _) in zip(run, run[1:])):
+                continue
+            if all(edit_distance(word, part, 1 if len(part) < 8 else 2) <= (1 if len(part) < 8 else 2)
+                   for word, part in zip(words, parts)):
+                found.append((run[0][0], run[-1][1], name))
+    out, last = [], len(text)
+    for start, end, name in sorted(found, reverse=True):  # from the end, so earlier places stay where they are
+        if end <= last:
+            out.append(text[end:last])
+            out.append(name)
+            last = start
+    out.append(text[:last])
+    return "".join(reversed(out))
+
+
 def _compact(text: str) -> str:
     return "".join(text.split()).casefold()
 
@@ -72,15 +154,7 @@ def grounding(value: str, question: str) -> tuple[str, bool]:
         return value, False
     if target in _compact(question):
         return value, True  # a copy, if not of whole words ("Mira Tollan" from "Mira Tollan's")
-    words = []  # (start, end) of each word, sentence punctuation at its edges and a possessive left out
-    for match in _WORD.finditer(question):
-        text = match.group()
-        left = len(text) - len(text.lstrip(_EDGE_PUNCTUATION))
-        right = len(text.rstrip(_EDGE_PUNCTUATION))
-        if text[left:right].endswith(_POSSESSIVES):  # "Tollan's job": the name is "Tollan"
-            right -= 2
-        if left < right:
-            words.append((match.start() + left, match.start() + right))
+    words = _word_spans(question)
     limit = int(MAX_FRACTION * len(target))
     kinds = _kinds(value)
     arithmetic = is_expression(value)  # copies only a run that is arithmetic too ("25*4" is not "25 by 4")

@@ -91,7 +91,8 @@ class MetaAgent:
     run of them), or for an arithmetic expression its numbers and operation. A call with an argument that does
     not takes it from the question where it can (:meth:`_from_the_question`: a search of the question, the
     arithmetic the question states, or the other grounded tool's call); otherwise it does not run: the model
-    reads that nothing was found, and the call is recorded ``not_found``."""
+    reads that nothing was found, and the call is recorded ``not_found``. A record one of them that searches
+    found spells the names the user misspelt, as the model reads the conversation (:class:`QuestionView`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 1:
@@ -160,8 +161,12 @@ class MetaAgent:
         return final
 
     def view(self, session: Session) -> Session | QuestionView:
-        """What the policy and the renderer read of ``session`` (:attr:`context`), from its last user turn on."""
-        return session if self.context == "all" else QuestionView.of(session)
+        """What the policy and the renderer read of ``session`` (:attr:`context`: all of it, or from its last
+        user turn on), where a record a grounded search found spells the names the user misspelt."""
+        respelled_by = tuple(name for name in self.grounded_tools if is_search(self.tools[name]))
+        if self.context == "all":
+            return QuestionView(session, 0, respelled_by) if respelled_by else session
+        return QuestionView.of(session, respelled_by=respelled_by)
 
     def _session(self, session_or_question: Session | str) -> Session:
         if isinstance(session_or_question, Session):

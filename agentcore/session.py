@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from meta_spider.agentcore.errors import SessionFormatError, SessionWriteError
+from meta_spider.agentcore.grounding import respelled
 from meta_spider.native import ParsedToolCall, assistant_tool_calls_message, tool_result_message
 from meta_spider.policies.actions import ToolInvocation
 from meta_spider.tools.limits import MAX_NESTING, nesting_depth, safe_str
@@ -275,23 +276,67 @@ def _record_problem(record: Any) -> str | None:
 class QuestionView:
     """A session as a base that answers one question at a time reads it:
     the system messages, then the user turn at ``start`` and everything after
-    it (its tool calls, their results, notes about unreadable calls). The
-    session itself keeps every turn; the view follows what is appended to it."""
+    it (its tool calls, their results, notes about unreadable calls; from 0:
+    the whole session). The session itself keeps every turn; the view follows
+    what is appended to it.
+
+    Once a call of a tool in ``respelled_by`` has found a record, the view's
+    question and call arguments write a name the user misspelt as the record
+    spells it (:func:`~meta_spider.agentcore.grounding.respelled`): a small
+    base that read "Zerpieth Kilridge" answers from the record about her, and
+    less often when asked about "Zerpieth Kilrideg". The session keeps what
+    the user wrote."""
 
     session: Session
     start: int
+    respelled_by: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, session: Session) -> "QuestionView":
+    def of(cls, session: Session, respelled_by: tuple[str, ...] = ()) -> "QuestionView":
         """The view from the session's last user turn (its current question)."""
         starts = [index for index, message in enumerate(session.messages) if message.get("role") == "user"]
-        return cls(session, starts[-1] if starts else 0)
+        return cls(session, starts[-1] if starts else 0, tuple(respelled_by))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         earlier = self.session.messages[:self.start]
-        return [message for message in earlier if message.get("role") == "system"] + self.session.messages[self.start:]
+        messages = [message for message in earlier if message.get("role") == "system"] + self.session.messages[self.start:]
+        records = self._records(messages)
+        return [_respelled(message, records) for message in messages] if records else messages
 
     @property
     def tool_results(self) -> list[ToolResultRecord]:
         return self.session.tool_results
+
+    def _records(self, messages: list[dict[str, Any]]) -> tuple[str, ...]:
+        """What the calls of :attr:`respelled_by` found among ``messages``' tool results."""
+        if not self.respelled_by:
+            return ()
+        shown = {message.get("content") for message in messages if message.get("role") == "tool"}
+        return tuple(record.content for record in self.session.tool_results
+                     if record.ok and record.name in self.respelled_by and record.content in shown)
+
+
+def _respelled(message: dict[str, Any], records: tuple[str, ...]) -> dict[str, Any]:
+    """A user turn, or an assistant turn's call arguments, with the names the
+    ``records`` spell otherwise written as they spell them; others as they are."""
+    def respell(text: str) -> str:
+        for record in records:
+            text = respelled(text, record)
+        return text
+
+    if message.get("role") == "user" and isinstance(message.get("content"), str):
+        return {**message, "content": respell(message["content"])}
+    if message.get("role") == "assistant" and message.get("tool_calls"):
+        calls = []
+        for call in message["tool_calls"]:
+            function = dict(call.get("function", {}))
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                function["arguments"] = respell(arguments)
+            elif isinstance(arguments, dict):
+                function["arguments"] = {key: respell(value) if isinstance(value, str) else value
+                                         for key, value in arguments.items()}
+            calls.append({**call, "function": function})
+        return {**message, "tool_calls": calls}
+    return message

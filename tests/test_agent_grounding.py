@@ -20,7 +20,14 @@ from meta_spider.agentcore.arithmetic import (
     question_expression,
     question_numbers,
 )
-from meta_spider.agentcore.grounding import complete_word, ground_call, ground_text, grounding, ungrounded
+from meta_spider.agentcore.grounding import (
+    complete_word,
+    ground_call,
+    ground_text,
+    grounding,
+    respelled,
+    ungrounded,
+)
 from meta_spider.agentcore.render import step_renderable
 from meta_spider.agentcore.rundir import read_run_settings
 from meta_spider.backends import FakeBackend
@@ -323,6 +330,60 @@ def test_a_fraction_of_a_number_in_words_is_that_share_of_it(times: int, whole: 
     expression = question_expression(f"What is {spelt} {plural} of {whole}?")
     assert expression is not None
     assert float(calculator(expression)) == pytest.approx(whole * times / parts)
+
+
+@pytest.mark.parametrize("text, record, respelt", [
+    ("Could you tell me when Zerpieth Kilrideg was born?", "Zerpieth Kilridge: born 1975 in Fealtrorara.",
+     "Could you tell me when Zerpieth Kilridge was born?"),
+    ("What is Sathk Stagothski's job?", "Sathek Stagothski: born 1990", "What is Sathek Stagothski's job?"),
+    ("Did Mira Tolan meet Zerpieth Kilrideg?", "Mira Tollan: born in Kuba; Zerpieth Kilridge: born in Goka.",
+     "Did Mira Tollan meet Zerpieth Kilridge?"),  # every name the record writes
+    ("Where was Mira Tollan born?", "Mira Tollan: born in Kuba.", "Where was Mira Tollan born?"),  # a copy
+    ("where was mira tolan born?", "Mira Tollan: born in Kuba.", "where was mira tolan born?"),  # not capitalised
+    ("Where was Mira Tallon born?", "Mira Tollan: born in Kuba.", "Where was Mira Tallon born?"),  # two edits: another
+    ("Was he born in Gkoa?", "Mira Tollan: born in Goka.", "Was he born in Gkoa?"),  # under five letters
+    ("Is Mira, Tolan here?", "Mira Tollan: born in Kuba.", "Is Mira, Tolan here?"),  # not one run of words
+    ("Where was Mira Tolan born?", "", "Where was Mira Tolan born?"),
+])
+def test_respelled_writes_a_misspelt_name_as_the_record_spells_it(text: str, record: str, respelt: str) -> None:
+    assert respelled(text, record) == respelt
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80), record=st.text(max_size=120))
+def test_respelling_any_text_never_raises_and_settles_at_once(text: str, record: str) -> None:
+    once = respelled(text, record)
+    assert isinstance(once, str) and respelled(once, record) == once
+
+
+class _Forgiving:
+    """A knowledge base that finds Mira Tollan under one misspelling, as the world's forgives typos."""
+
+    name = "people"
+
+    def lookup(self, query: str) -> str | None:
+        return "Mira Tollan: born in Kuba." if "tolan" in query.casefold() else None
+
+
+@pytest.mark.parametrize("context, grounded, respelt", [
+    ("question", ("lookup",), True),
+    ("question", (), False),  # a search not held to the question: its record does not respell it
+    ("all", ("lookup",), True),  # the whole conversation, respelt the same
+    ("all", (), False),
+])
+def test_the_question_the_model_reads_after_a_record_spells_its_name(context: str, grounded: tuple[str, ...],
+                                                                     respelt: bool) -> None:
+    registry = ToolRegistry([make_lookup_tool(_Forgiving())])
+    backend = FakeBackend([call("lookup", query="Mira Tolan"), "She was born in Kuba."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, context=context, grounded_tools=grounded)
+    final = agent.ask("Where was Mira Tolan born?")
+    assert final.text == "She was born in Kuba."
+    after_the_record = backend.history[1]
+    assert ("Where was Mira Tollan born?" in after_the_record) is respelt
+    assert ('"query": "Mira Tollan"' in after_the_record) is respelt  # the call as the model reads it back
+    assert "Where was Mira Tolan born?" in backend.history[0]  # before a record: as the user wrote it
+    assert final.session.messages[0]["content"] == "Where was Mira Tolan born?"  # the session keeps the user's words
+    assert final.session.tool_results[0].arguments == {"query": "Mira Tolan"}
 
 
 @pytest.mark.parametrize("value, question, completed", [
