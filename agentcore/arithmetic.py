@@ -104,7 +104,8 @@ _DIGIT_FRACTION_OF = re.compile(r"(?<![\d.])\d+\s*/\s*\d+\s+of\s+(?=\d)", re.IGN
 _CHAINED = (("**", r"to the power of|raised to the power of|raised to"), ("*", r"times|multiplied by|x|\*|\u00d7"),
             ("/", r"divided by|over|\u00f7|/"), ("+", r"plus|\+"), ("-", r"minus|-"), ("%", r"mod|modulo"))
 """The operators a chain of numbers names between each two ("250 plus 250 minus 100")."""
-_POSTFIX = {"squared": "2", "cubed": "3"}
+_POSTFIX = {word: number for word, (operator, number) in _ON_ONE_NUMBER.items() if operator == "**"}
+"""Powers written after their number ("4 squared"), with the exponent each brings."""
 _GAP = re.compile(rf"\s*(?:({'|'.join(_POSTFIX)})\b)?\s*,?\s*((?:and\s+)?then\s+)?"
                   rf"(?:{'|'.join(f'(?P<o{k}>{words})' for k, (_symbol, words) in enumerate(_CHAINED))})\s*",
                   re.IGNORECASE)

@@ -46,6 +46,8 @@ _MAX_RECORD = 2000
 """Characters of a record read for names (a record names its subject first)."""
 _NAME_WORDS = 4
 """Most words of a name :func:`respelled` writes as a record spells it."""
+
+
 def _word_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` of each word of ``text``, sentence punctuation at its
     edges and a possessive left out ("Tollan's job?": "Tollan", "job")."""
@@ -82,6 +84,12 @@ def _names(record: str) -> list[str]:
     return [" ".join(run) for run in names if len(run) <= _NAME_WORDS]
 
 
+def _misspells(word: str, part: str) -> bool:
+    """Whether ``word`` is at most an edit from ``part`` (two from a word of eight letters or more)."""
+    allowed = 1 if len(part) < 8 else 2
+    return edit_distance(word, part, allowed) <= allowed
+
+
 @functools.lru_cache(maxsize=1024)
 def respelled(text: str, record: str) -> str:
     """``text`` with each name it misspells written as ``record`` spells it:
@@ -107,8 +115,7 @@ def respelled(text: str, record: str) -> str:
                 continue
             if any(not text[end:start].isspace() for (_, end), (start, _) in zip(run, run[1:])):
                 continue
-            if all(edit_distance(word, part, 1 if len(part) < 8 else 2) <= (1 if len(part) < 8 else 2)
-                   for word, part in zip(words, parts)):
+            if all(_misspells(word, part) for word, part in zip(words, parts)):
                 found.append((run[0][0], run[-1][1], name))
     out, last = [], len(text)
     for start, end, name in sorted(found, reverse=True):  # from the end, so earlier places stay where they are
