@@ -97,9 +97,13 @@ def respelled(text: str, record: str) -> str:
     has (:func:`_names`), each an edit from the name's word (two from a word
     of eight letters or more), not all alike ("Could you tell me when
     Zerpieth Kilrideg was born?" with the record "Zerpieth Kilridge: born
-    1975 ..." reads "... when Zerpieth Kilridge was born?"). A copy, a word
-    the user did not capitalise and a name under five letters are left as
-    they are; so is all of ``text`` when it is too long to read."""
+    1975 ..." reads "... when Zerpieth Kilridge was born?"). A name of two
+    words or more typed all in lower case counts too, its case aside ("when
+    was zerpieth kilrideg born?" reads "when was Zerpieth Kilridge born?"):
+    the base read every name capitalised. A copy, a one-word name the user
+    did not capitalise (a word like "these" is an edit from a record's
+    "There") and a name under five letters are left as they are; so is all
+    of ``text`` when it is too long to read."""
     if len(text) > _MAX_QUESTION or not record:
         return text
     spans = _word_spans(text)
@@ -111,11 +115,13 @@ def respelled(text: str, record: str) -> str:
         for first in range(len(spans) - len(parts) + 1):
             run = spans[first:first + len(parts)]
             words = [text[start:end] for start, end in run]
-            if words == parts or not all(word[:1].isupper() for word in words):
+            lowered = len(parts) > 1 and all(word.islower() for word in words)
+            if words == parts or not (lowered or all(word[:1].isupper() for word in words)):
                 continue
             if any(not text[end:start].isspace() for (_, end), (start, _) in zip(run, run[1:])):
                 continue
-            if all(_misspells(word, part) for word, part in zip(words, parts)):
+            pairs = [(word.casefold(), part.casefold()) if lowered else (word, part) for word, part in zip(words, parts)]
+            if all(_misspells(word, part) for word, part in pairs):
                 found.append((run[0][0], run[-1][1], name))
     out, last = [], len(text)
     for start, end, name in sorted(found, reverse=True):  # from the end, so earlier places stay where they are

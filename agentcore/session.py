@@ -281,11 +281,12 @@ class QuestionView:
     what is appended to it.
 
     Once a call of a tool in ``respelled_by`` has found a record, the view's
-    question and call arguments write a name the user misspelt as the record
-    spells it (:func:`~meta_spider.agentcore.grounding.respelled`): a small
-    base that read "Zerpieth Kilridge" answers from the record about her, and
-    less often when asked about "Zerpieth Kilrideg". The session keeps what
-    the user wrote."""
+    question and call arguments write a name the user misspelt, or typed in
+    lower case, as the record spells it
+    (:func:`~meta_spider.agentcore.grounding.respelled`): a small base that
+    read "Zerpieth Kilridge" answers from the record about her, and less
+    often when asked about "Zerpieth Kilrideg" or "zerpieth kilridge". The
+    session keeps what the user wrote."""
 
     session: Session
     start: int

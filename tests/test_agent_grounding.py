@@ -339,7 +339,11 @@ def test_a_fraction_of_a_number_in_words_is_that_share_of_it(times: int, whole: 
     ("Did Mira Tolan meet Zerpieth Kilrideg?", "Mira Tollan: born in Kuba; Zerpieth Kilridge: born in Goka.",
      "Did Mira Tollan meet Zerpieth Kilridge?"),  # every name the record writes
     ("Where was Mira Tollan born?", "Mira Tollan: born in Kuba.", "Where was Mira Tollan born?"),  # a copy
-    ("where was mira tolan born?", "Mira Tollan: born in Kuba.", "where was mira tolan born?"),  # not capitalised
+    ("where was mira tolan born?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # lower case
+    ("where was mira tollan born", "Mira Tollan: born in Kuba.", "where was Mira Tollan born"),  # lower case, a copy
+    ("where was Mira tolan born?", "Mira Tollan: born in Kuba.", "where was Mira tolan born?"),  # neither case
+    ("where is fealtrorara?", "Zerpieth Kilridge: born in Fealtrorara.", "where is fealtrorara?"),  # one word
+    ("are these hers?", "There Kilridge: a botanist.", "are these hers?"),
     ("Where was Mira Tallon born?", "Mira Tollan: born in Kuba.", "Where was Mira Tallon born?"),  # two edits: another
     ("Was he born in Gkoa?", "Mira Tollan: born in Goka.", "Was he born in Gkoa?"),  # under five letters
     ("Is Mira, Tolan here?", "Mira Tollan: born in Kuba.", "Is Mira, Tolan here?"),  # not one run of words
@@ -384,6 +388,17 @@ def test_the_question_the_model_reads_after_a_record_spells_its_name(context: st
     assert "Where was Mira Tolan born?" in backend.history[0]  # before a record: as the user wrote it
     assert final.session.messages[0]["content"] == "Where was Mira Tolan born?"  # the session keeps the user's words
     assert final.session.tool_results[0].arguments == {"query": "Mira Tolan"}
+
+
+def test_a_name_typed_in_lower_case_is_read_as_the_record_writes_it() -> None:
+    registry = ToolRegistry([make_lookup_tool(_Forgiving())])
+    backend = FakeBackend([call("lookup", query="mira tolan"), "She was born in Kuba."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    final = agent.ask("where was mira tolan born")
+    assert "where was Mira Tollan born" in backend.history[1]
+    assert '"query": "Mira Tollan"' in backend.history[1]
+    assert "where was mira tolan born" in backend.history[0]
+    assert final.session.messages[0]["content"] == "where was mira tolan born"
 
 
 @pytest.mark.parametrize("value, question, completed", [
