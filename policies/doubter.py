@@ -39,7 +39,12 @@ calibration carries a gate after a lookup
 since the question came from the agent's own run of the tool it was fitted
 on (not a client's tool result), pass 1 reads the conversation up to the
 result once more, and below the gate's threshold the policy refuses
-instead of answering (``gate_after_lookup``, on by default).
+instead of answering (``gate_after_lookup``, on by default). At or above
+it, the answer is generated at the prompt the gate read, without the tool
+definitions, so the answer given is the one pass 1 drafted and the gate
+judged: with the tools offered, a small base asked in words it never read
+often answers with another fact of the record than the one it drafted
+(docs/results.md).
 
 This module knows nothing about tool-call syntax or how the backend reads
 and injects; it never imports torch.
@@ -240,13 +245,13 @@ class DoubterPolicy:
         if pending and not self.gate_after_tool_result:
             if all(kind == NOT_FOUND for kind in pending):
                 return self._refuse_after_misses(messages, backend)
-            judged: dict[str, Any] = {}
             if self.gate_after_lookup and self.record_gate is not None and self._judges(messages, pending):
                 prompt = self._bare_prompt(messages, backend)
                 judged = self._judge_record(self.record_gate, prompt, messages, backend)
                 if judged["score"] < judged["threshold"]:
                     return self._refuse_record(prompt, judged)
-            return self._answer_from_observation(messages, backend, tools, judged)
+                return self._answer_judged(prompt, backend, judged)
+            return self._answer_from_observation(messages, backend, tools)
         prompt = self._bare_prompt(messages, backend)
         introspection = backend.read(prompt, question=_question(messages))
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop,
@@ -317,17 +322,22 @@ class DoubterPolicy:
                         refusal_reason=reason)
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
-    def _answer_from_observation(
-        self, messages: list[Any], backend: InferenceBackend, tools: ToolCatalog, judged: dict[str, Any]
-    ) -> LatentDecision:
+    def _answer_judged(self, prompt: str, backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:
+        """The answer at ``prompt``, the conversation up to the record as the gate after a lookup read it."""
+        completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop)
+        metadata = self._metadata(prompt, completion)
+        metadata.update(gate="passed: the gate after a lookup judges the record an answer", after_lookup=judged,
+                        injected=False)
+        return LatentDecision(text=completion.text, metadata=metadata)
+
+    def _answer_from_observation(self, messages: list[Any], backend: InferenceBackend,
+                                 tools: ToolCatalog) -> LatentDecision:
         schemas = tools.schemas() if tools is not None else []
         prompt = backend.render_prompt(messages, tools=schemas or None, add_generation_prompt=True,
                                        enable_thinking=self.enable_thinking)
         completion = backend.generate(prompt, max_new_tokens=self.max_new_tokens, stop=self.stop)
         metadata = self._metadata(prompt, completion)
         metadata.update(gate="skipped: a tool result follows the question", injected=False)
-        if judged:
-            metadata.update(gate="passed: the gate after a lookup judges the record an answer", after_lookup=judged)
         return LatentDecision(text=completion.text, metadata=metadata)
 
     def _metadata(self, prompt: str, completion: Completion) -> dict[str, Any]:

@@ -358,7 +358,9 @@ def test_gate_after_a_lookup_lets_a_record_that_answers_through() -> None:
     assert (steps[-1].outcome, steps[-1].text) == ("answer", "It is Amberhold.")
     decision = steps[-2].decision
     assert decision.metadata["gate"].startswith("passed") and decision.metadata["after_lookup"]["score"] > 0
-    assert "<tools>" in backend.calls[-1].prompt and backend.calls[-1].inject is None  # answered as before
+    # the answer comes from the prompt the gate read (no tool definitions), so it is the one the gate judged
+    assert backend.calls[-1].prompt == backend.reads[-1] and "<tools>" not in backend.calls[-1].prompt
+    assert backend.calls[-1].inject is None and decision.metadata["prompt"] == backend.reads[-1]
 
 
 def test_gate_after_a_lookup_judges_only_its_own_tool_and_can_be_switched_off() -> None:
@@ -368,7 +370,7 @@ def test_gate_after_a_lookup_judges_only_its_own_tool_and_can_be_switched_off() 
     for policy in (other, off):
         backend = FakeBackend([introspection(0.2), "?", CALL_BODY, "It is Amberhold."])
         assert agent(backend, lookup_tools(), policy).ask(QUESTION).text == "It is Amberhold."
-        assert len(backend.reads) == 1
+        assert len(backend.reads) == 1 and "<tools>" in backend.calls[-1].prompt  # answered with the tools offered
 
 
 def test_gate_after_a_lookup_comes_from_the_doubter_when_run_json_has_none() -> None:

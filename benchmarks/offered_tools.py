@@ -1,0 +1,91 @@
+"""The agent with the lookup alone, and with every tool `meta-agent run` offers.
+
+`metaloom eval --agentic` offers the world's questions the lookup alone;
+the agent a user starts (`meta-agent chat` / `run --run-dir RUN`) offers
+the calculator too, and a chat template writes every offered tool's
+definition into the prompt. This script runs the run's doubter policy (its
+calibration and gate after a lookup, as `metaloom eval --agentic` builds
+it) on each split both ways, side by side on one loaded backend: the
+lookup alone, and the run's agent's own tools (calculator and lookup). Per
+split and way: right answers, refusals, wrong answers, and of the
+questions whose lookup found a record, how many were answered right and
+how many wrong.
+
+    python benchmarks/offered_tools.py --run-dir RUN --output FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from report import Report
+from world_run import world_agent_or_say_why
+
+SPLITS = ("test", "test_paraphrase", "test_misspelt", "test_outside")
+
+
+def found_record(result: Any) -> bool:
+    """Whether one of the result's tool calls found something."""
+    return any(step.get("type") == "tool" and step.get("kind") == "result" for step in result.steps)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, required=True, help="a world run evaluated by `metaloom eval`")
+    parser.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated (default {','.join(SPLITS)})")
+    parser.add_argument("--output", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(2)
+    world = world_agent_or_say_why(args.run_dir)
+    if world is None:
+        return 2
+    from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
+    from meta_spider.loom.datasets import create_dataset
+    from meta_spider.loom.evaluate.agentic import AgentComparison, tasks_from_dataset
+    from meta_spider.tools.knowledge import make_lookup_tool
+
+    launcher = world.launcher
+    offered = launcher.build_agent().tools  # what `meta-agent run --run-dir RUN` offers
+    dataset = create_dataset(world.plugin_manager, world.manifest.dataset.name, **world.manifest.dataset.options)
+    lookup = make_lookup_tool(dataset_knowledge_base(dataset), dataset_lookup_schema(dataset))
+    others = tuple(offered[name] for name in offered.names() if name != lookup.name)
+    ways = (("the lookup alone", (lookup,)),
+            (" and ".join([*(tool.name for tool in others), lookup.name]), (*others, lookup)))
+    out = Report()
+    out.say(f"# python benchmarks/offered_tools.py --run-dir RUN   (RUN: {world.manifest.dataset.options})")
+    out.say(f"{'split':<16}{'tools offered':<26}{'right':>7}{'refused':>9}{'wrong':>7}"
+            f"{'record found: right':>21}{'wrong':>7}{'refused':>9}")
+    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+        start = time.perf_counter()
+        for name, tools in ways:
+            tasks = tasks_from_dataset(dataset, split, tools=tools)
+            examples = {task.id: task.metadata["example"] for task in tasks}
+            comparison = AgentComparison(
+                world.backend, policies=[("doubter", launcher.make_policy("doubter"))],
+                renderer=launcher.make_renderer(), system_prompt=launcher.system_prompt,
+                check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])),
+                ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools)
+            results = comparison.run(tasks).results["doubter"]
+            right = sum(bool(r.correct) for r in results)
+            refused = sum(bool(r.refused) for r in results)
+            found = [r for r in results if found_record(r)]
+            out.say(f"{split:<16}{name:<26}{right:>7}{refused:>9}{len(results) - right - refused:>7}"
+                    f"{sum(bool(r.correct) for r in found):>21}"
+                    f"{sum(not r.correct and not r.refused for r in found):>7}{sum(bool(r.refused) for r in found):>9}")
+        out.say(f"{'':<16}({len(tasks)} questions each way, {time.perf_counter() - start:.0f} s)")
+    out.say()
+    out.say("right / refused / wrong: the doubter agent's final answers; record found: the questions whose lookup "
+            "found someone's record, by how the agent answered them. On test_outside no answer is right.")
+    out.write(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
