@@ -21,18 +21,13 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from report import Report
-from world_run import compare_policies, world_agent_or_say_why
+from world_run import OUTCOME_COLUMNS, compare_policies, outcome_columns, world_agent_or_say_why
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt", "test_outside")
 GATED, UNGATED = "doubter", "doubter, no gate after a lookup"
-
-
-def found_record(result: Any) -> bool:
-    """Whether one of the result's tool calls found something."""
-    return any(step.get("type") == "tool" and step.get("kind") == "result" for step in result.steps)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -60,19 +55,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     out.say(f"# gate: {gated.record_gate.tool!r}, threshold {gated.record_gate.threshold:.3f}, "
             f"{len(gated.record_gate.weight)} features")
     out.say()
-    out.say(f"{'split':<16}{'policy':<34}{'right':>7}{'refused':>9}{'wrong':>7}"
-            f"{'record found: right':>21}{'wrong':>7}{'refused':>9}")
+    out.say(f"{'split':<16}{'policy':<34}{OUTCOME_COLUMNS}")
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         start = time.perf_counter()
         report = compare_policies(agent, split, [(GATED, gated), (UNGATED, ungated)])
         for name in (GATED, UNGATED):
-            results = report.results[name]
-            right = sum(bool(r.correct) for r in results)
-            refused = sum(bool(r.refused) for r in results)
-            found = [r for r in results if found_record(r)]
-            out.say(f"{split:<16}{name:<34}{right:>7}{refused:>9}{len(results) - right - refused:>7}"
-                    f"{sum(bool(r.correct) for r in found):>21}"
-                    f"{sum(not r.correct and not r.refused for r in found):>7}{sum(bool(r.refused) for r in found):>9}")
+            out.say(f"{split:<16}{name:<34}{outcome_columns(report.results[name])}")
         out.say(f"{'':<16}({len(report.tasks)} questions, {time.perf_counter() - start:.0f} s)")
     out.say()
     out.say("right / refused / wrong: the agent's final answers; record found: the questions whose lookup found "

@@ -20,17 +20,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from report import Report
-from world_run import world_agent_or_say_why
+from world_run import OUTCOME_COLUMNS, outcome_columns, world_agent_or_say_why
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt", "test_outside")
-
-
-def found_record(result: Any) -> bool:
-    """Whether one of the result's tool calls found something."""
-    return any(step.get("type") == "tool" and step.get("kind") == "result" for step in result.steps)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -60,8 +55,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             (" and ".join([*(tool.name for tool in others), lookup.name]), (*others, lookup)))
     out = Report()
     out.say(f"# python benchmarks/offered_tools.py --run-dir RUN   (RUN: {world.manifest.dataset.options})")
-    out.say(f"{'split':<16}{'tools offered':<26}{'right':>7}{'refused':>9}{'wrong':>7}"
-            f"{'record found: right':>21}{'wrong':>7}{'refused':>9}")
+    out.say(f"{'split':<16}{'tools offered':<26}{OUTCOME_COLUMNS}")
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         start = time.perf_counter()
         for name, tools in ways:
@@ -72,13 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 renderer=launcher.make_renderer(), system_prompt=launcher.system_prompt,
                 check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])),
                 ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools)
-            results = comparison.run(tasks).results["doubter"]
-            right = sum(bool(r.correct) for r in results)
-            refused = sum(bool(r.refused) for r in results)
-            found = [r for r in results if found_record(r)]
-            out.say(f"{split:<16}{name:<26}{right:>7}{refused:>9}{len(results) - right - refused:>7}"
-                    f"{sum(bool(r.correct) for r in found):>21}"
-                    f"{sum(not r.correct and not r.refused for r in found):>7}{sum(bool(r.refused) for r in found):>9}")
+            out.say(f"{split:<16}{name:<26}{outcome_columns(comparison.run(tasks).results['doubter'])}")
         out.say(f"{'':<16}({len(tasks)} questions each way, {time.perf_counter() - start:.0f} s)")
     out.say()
     out.say("right / refused / wrong: the doubter agent's final answers; record found: the questions whose lookup "

@@ -70,3 +70,21 @@ def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, An
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])),
         ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools)
     return comparison.run(tasks)
+
+
+OUTCOME_COLUMNS = f"{'right':>7}{'refused':>9}{'wrong':>7}{'record found: right':>21}{'wrong':>7}{'refused':>9}"
+"""The header of :func:`outcome_columns`."""
+
+
+def outcome_columns(results: Any) -> str:
+    """Agent comparison results (one policy's, one split's) as columns: right
+    answers, refusals, wrong answers, and of the questions whose lookup found
+    someone's record, how many were answered right, wrong and refused."""
+    def counts(rows: list) -> tuple[int, int, int]:
+        right, refused = sum(bool(r.correct) for r in rows), sum(bool(r.refused) for r in rows)
+        return right, refused, len(rows) - right - refused
+
+    found = [r for r in results if any(step.get("type") == "tool" and step.get("kind") == "result"
+                                       for step in r.steps)]
+    (right, refused, wrong), (found_right, found_refused, found_wrong) = counts(list(results)), counts(found)
+    return f"{right:>7}{refused:>9}{wrong:>7}{found_right:>21}{found_wrong:>7}{found_refused:>9}"
