@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from report import Report
-from world_run import OUTCOME_COLUMNS, outcome_columns, world_agent_or_say_why
+from world_run import OUTCOME_COLUMNS, compare_policies, outcome_columns, world_agent_or_say_why
 
 SPLITS = ("test", "test_paraphrase", "test_misspelt", "test_outside")
 
@@ -41,33 +41,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     world = world_agent_or_say_why(args.run_dir)
     if world is None:
         return 2
-    from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
-    from meta_spider.loom.datasets import create_dataset
-    from meta_spider.loom.evaluate.agentic import AgentComparison, tasks_from_dataset
-    from meta_spider.tools.knowledge import make_lookup_tool
-
-    launcher = world.launcher
-    offered = launcher.build_agent().tools  # what `meta-agent run --run-dir RUN` offers
-    dataset = create_dataset(world.plugin_manager, world.manifest.dataset.name, **world.manifest.dataset.options)
-    lookup = make_lookup_tool(dataset_knowledge_base(dataset), dataset_lookup_schema(dataset))
-    others = tuple(offered[name] for name in offered.names() if name != lookup.name)
-    ways = (("the lookup alone", (lookup,)),
-            (" and ".join([*(tool.name for tool in others), lookup.name]), (*others, lookup)))
+    offered = world.launcher.build_agent().tools  # what `meta-agent run --run-dir RUN` offers
+    both = tuple(offered[name] for name in offered.names())
+    ways = (("the lookup alone", ()), (" and ".join(offered.names()), both))
     out = Report()
     out.say(f"# python benchmarks/offered_tools.py --run-dir RUN   (RUN: {world.manifest.dataset.options})")
     out.say(f"{'split':<16}{'tools offered':<26}{OUTCOME_COLUMNS}")
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         start = time.perf_counter()
-        for name, tools in ways:
-            tasks = tasks_from_dataset(dataset, split, tools=tools)
-            examples = {task.id: task.metadata["example"] for task in tasks}
-            comparison = AgentComparison(
-                world.backend, policies=[("doubter", launcher.make_policy("doubter"))],
-                renderer=launcher.make_renderer(), system_prompt=launcher.system_prompt,
-                check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])),
-                ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools)
-            out.say(f"{split:<16}{name:<26}{outcome_columns(comparison.run(tasks).results['doubter'])}")
-        out.say(f"{'':<16}({len(tasks)} questions each way, {time.perf_counter() - start:.0f} s)")
+        for name, also in ways:
+            report = compare_policies(world, split, [("doubter", world.launcher.make_policy("doubter"))], also=also)
+            out.say(f"{split:<16}{name:<26}{outcome_columns(report.results['doubter'])}")
+        out.say(f"{'':<16}({len(report.tasks)} questions each way, {time.perf_counter() - start:.0f} s)")
     out.say()
     out.say("right / refused / wrong: the doubter agent's final answers; record found: the questions whose lookup "
             "found someone's record, by how the agent answered them. On test_outside no answer is right.")

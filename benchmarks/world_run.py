@@ -6,7 +6,7 @@ as ``python benchmarks/NAME.py``, with this folder first on the path)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 
 class NotAWorldRun(Exception):
@@ -51,10 +51,13 @@ def world_agent_or_say_why(run_dir: Path) -> WorldAgent | None:
         return None
 
 
-def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, Any]]) -> Any:
+def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, Any]], *,
+                     also: Sequence[Any] = ()) -> Any:
     """The agent comparison ``metaloom eval --agentic --split SPLIT`` runs on
     the world run (its dataset's questions, with the world's lookup), with
-    ``policies`` (``(name, policy)`` pairs) in place of the registered ones."""
+    ``policies`` (``(name, policy)`` pairs) in place of the registered ones;
+    ``also``: tools offered before the lookup (one named as the lookup is
+    left out)."""
     from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
     from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.evaluate.agentic import AgentComparison, tasks_from_dataset
@@ -62,7 +65,7 @@ def compare_policies(agent: WorldAgent, split: str, policies: list[tuple[str, An
 
     dataset = create_dataset(agent.plugin_manager, agent.manifest.dataset.name, **agent.manifest.dataset.options)
     tool = make_lookup_tool(dataset_knowledge_base(dataset), dataset_lookup_schema(dataset))
-    tasks = tasks_from_dataset(dataset, split, tools=(tool,))
+    tasks = tasks_from_dataset(dataset, split, tools=(*(other for other in also if other.name != tool.name), tool))
     examples = {task.id: task.metadata["example"] for task in tasks}
     launcher = agent.launcher
     comparison = AgentComparison(
