@@ -103,9 +103,20 @@ def respelled(text: str, record: str) -> str:
     the base read every name capitalised. A copy, a one-word name the user
     did not capitalise (a word like "these" is an edit from a record's
     "There") and a name under five letters are left as they are; so is all
-    of ``text`` when it is too long to read."""
+    of ``text`` when it is too long to read. A text typed all in capitals
+    reads in lower case, its names as the record writes them ("WHERE WAS
+    MIRA TOLLAN BORN?" reads "where was Mira Tollan born?"), when it writes
+    one of them; else it stays as it is."""
     if len(text) > _MAX_QUESTION or not record:
         return text
+    if text.isupper():
+        lowered = _respelled(text.lower(), record)
+        return lowered if lowered != text.lower() else text
+    return _respelled(text, record)
+
+
+def _respelled(text: str, record: str) -> str:
+    """:func:`respelled` of a text not typed all in capitals."""
     spans = _word_spans(text)
     found: list[tuple[int, int, str]] = []
     for name in sorted(set(_names(record)), key=len, reverse=True):

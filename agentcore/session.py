@@ -282,11 +282,12 @@ class QuestionView:
 
     Once a call of a tool in ``respelled_by`` has found a record, the view's
     question and call arguments write a name the user misspelt, or typed in
-    lower case, as the record spells it
+    lower case, as the record spells it, and a question typed all in
+    capitals reads in lower case around it
     (:func:`~meta_spider.agentcore.grounding.respelled`): a small base that
     read "Zerpieth Kilridge" answers from the record about her, and less
-    often when asked about "Zerpieth Kilrideg" or "zerpieth kilridge". The
-    session keeps what the user wrote."""
+    often when asked about "Zerpieth Kilrideg", "zerpieth kilridge" or
+    "ZERPIETH KILRIDGE". The session keeps what the user wrote."""
 
     session: Session
     start: int

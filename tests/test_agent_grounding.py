@@ -342,6 +342,9 @@ def test_a_fraction_of_a_number_in_words_is_that_share_of_it(times: int, whole: 
     ("where was mira tolan born?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # lower case
     ("where was mira tollan born", "Mira Tollan: born in Kuba.", "where was Mira Tollan born"),  # lower case, a copy
     ("where was Mira tolan born?", "Mira Tollan: born in Kuba.", "where was Mira tolan born?"),  # neither case
+    ("WHERE WAS MIRA TOLAN BORN?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # capitals
+    ("WHERE WAS MIRA TOLLAN BORN?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # capitals, a copy
+    ("WHERE IS FEALTRORARA?", "Zerpieth Kilridge: born in Fealtrorara.", "WHERE IS FEALTRORARA?"),  # no name: as typed
     ("where is fealtrorara?", "Zerpieth Kilridge: born in Fealtrorara.", "where is fealtrorara?"),  # one word
     ("are these hers?", "There Kilridge: a botanist.", "are these hers?"),
     ("Where was Mira Tallon born?", "Mira Tollan: born in Kuba.", "Where was Mira Tallon born?"),  # two edits: another
@@ -390,15 +393,17 @@ def test_the_question_the_model_reads_after_a_record_spells_its_name(context: st
     assert final.session.tool_results[0].arguments == {"query": "Mira Tolan"}
 
 
-def test_a_name_typed_in_lower_case_is_read_as_the_record_writes_it() -> None:
+@pytest.mark.parametrize("typed, name", [("where was mira tolan born", "mira tolan"),
+                                         ("WHERE WAS MIRA TOLAN BORN", "MIRA TOLAN")])
+def test_a_name_typed_in_lower_case_or_capitals_is_read_as_the_record_writes_it(typed: str, name: str) -> None:
     registry = ToolRegistry([make_lookup_tool(_Forgiving())])
-    backend = FakeBackend([call("lookup", query="mira tolan"), "She was born in Kuba."])
+    backend = FakeBackend([call("lookup", query=name), "She was born in Kuba."])
     agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
-    final = agent.ask("where was mira tolan born")
+    final = agent.ask(typed)
     assert "where was Mira Tollan born" in backend.history[1]
     assert '"query": "Mira Tollan"' in backend.history[1]
-    assert "where was mira tolan born" in backend.history[0]
-    assert final.session.messages[0]["content"] == "where was mira tolan born"
+    assert typed in backend.history[0]
+    assert final.session.messages[0]["content"] == typed
 
 
 @pytest.mark.parametrize("value, question, completed", [
