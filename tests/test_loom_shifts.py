@@ -191,8 +191,39 @@ def test_eval_of_one_shift_split_writes_its_own_report(fresh_run: Path) -> None:
 def test_eval_shifts_usage_errors(fresh_run: Path) -> None:
     result = invoke("--run-dir", str(fresh_run), "--shifts", "--split", "validation")
     assert result.exit_code == 2 and "--shifts evaluates test and every test_* split" in result.output
-    result = invoke("--run-dir", str(fresh_run), "--shifts", "--agentic")
-    assert result.exit_code == 2 and "leave out --split and --agentic" in result.output
+    assert result.exit_code == 2 and "leave out --split" in result.output
+
+
+def test_eval_shifts_with_the_agent_writes_its_table_beside(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--shifts", "--agentic", "--no-plot", "--max-examples", "3",
+                    "--closed-book", "direct", *LENIENT)
+    assert result.exit_code == 0, result.output
+    assert "Agent under shift" in result.output
+    files = {"test": "agentic_report.json", "test_outside": "agentic_report_test_outside.json",
+             "test_paraphrase": "agentic_report_test_paraphrase.json"}
+    rows = json.loads((fresh_run / "agentic_shifts.json").read_text())["splits"]
+    assert [(row["split"], row["policy"]) for row in rows] == [
+        (split, policy) for split in files for policy in ("direct", "doubter")]
+    for row in rows:
+        report = json.loads((fresh_run / files[row["split"]]).read_text())
+        assert report["settings"]["split"] == row["split"] and report["num_tasks"] == row["n"] == 3
+        results = [task["results"][row["policy"]] for task in report["tasks"]]
+        assert row["right"] == sum(r["correct"] for r in results)
+        assert row["refused"] == sum(r["outcome"] == "refuse" for r in results)
+        assert row["wrong"] == sum(r["outcome"] == "answer" and not r["correct"] for r in results)
+        assert row["right"] + row["refused"] + row["wrong"] + row["max_steps"] == 3
+    # the questions of each split, as that split asks them
+    paraphrase = json.loads((fresh_run / files["test_paraphrase"]).read_text())
+    assert all(task["question"].startswith("Please, ") for task in paraphrase["tasks"])
+
+
+def test_eval_agentic_on_another_split_keeps_the_test_report(fresh_run: Path) -> None:
+    result = invoke("--run-dir", str(fresh_run), "--split", "test_paraphrase", "--agentic", "--no-plot",
+                    "--max-examples", "2", *LENIENT)
+    assert result.exit_code == 0, result.output
+    report = json.loads((fresh_run / "agentic_report_test_paraphrase.json").read_text())
+    assert report["settings"]["split"] == "test_paraphrase" and report["num_tasks"] == 2
+    assert not (fresh_run / "agentic_report.json").exists() and not (fresh_run / "agentic_shifts.json").exists()
 
 
 def test_eval_shifts_of_a_run_collected_without_one(fresh_run: Path) -> None:

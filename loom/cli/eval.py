@@ -21,9 +21,12 @@ calibration entry (``after_lookup``). ``--shifts`` evaluates
 way and writes their side-by-side table to ``shifts.json``; questions
 without a true answer are counted as refused or invented (``--split S``
 alone writes those of S to ``outside_<S>.json``). ``--agentic`` also
-runs the agent comparison (``meta_spider.loom.evaluate.agentic.run_agentic_eval``) and
-writes ``<run-dir>/agentic_report.json``. This module knows only options
-and files; the measuring is the comparison's.
+runs the agent comparison (``meta_spider.loom.evaluate.agentic.run_agentic_eval``) on
+the evaluated split and writes ``<run-dir>/agentic_report.json``
+(``agentic_report_<split>.json`` for another split); with ``--shifts`` on
+each split, and their side-by-side table
+(:mod:`meta_spider.loom.evaluate.agentic_shifts`) to ``agentic_shifts.json``.
+This module knows only options and files; the measuring is the comparison's.
 """
 
 from __future__ import annotations
@@ -40,18 +43,24 @@ from meta_spider.loom.cli.errors import CommandError
 from meta_spider.agentcore.runfile import path_is_inside
 from meta_spider.loom.manifest import RunManifest
 
-__all__ = ["AGENTIC_REPORT_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE", "eval_command", "outside_file",
-           "plot_file", "report_file"]
+__all__ = ["AGENTIC_REPORT_FILE", "AGENTIC_SHIFTS_FILE", "PLOT_FILE", "REPORT_FILE", "SHIFTS_FILE",
+           "agentic_file", "eval_command", "outside_file", "plot_file", "report_file"]
 
 REPORT_FILE = "report.json"
 PLOT_FILE = "risk_coverage.png"
 AGENTIC_REPORT_FILE = "agentic_report.json"
 SHIFTS_FILE = "shifts.json"
+AGENTIC_SHIFTS_FILE = "agentic_shifts.json"
 
 
 def report_file(split: str) -> str:
     """``report.json`` for ``test``, ``report_<split>.json`` for any other split."""
     return REPORT_FILE if split == "test" else f"report_{split}.json"
+
+
+def agentic_file(split: str) -> str:
+    """``agentic_report.json`` for ``test``, ``agentic_report_<split>.json`` for any other split."""
+    return AGENTIC_REPORT_FILE if split == "test" else f"agentic_report_{split}.json"
 
 
 def plot_file(split: str) -> str:
@@ -178,6 +187,33 @@ def _fit_after_lookup(pipe: Any, activations: Any, console: Any) -> Optional[dic
     return fit.to_entry()
 
 
+def _agentic(ctx: click.Context, run_dir: Path, splits: list[str], dataset: Any, max_examples: Optional[int],
+             closed_book: tuple[str, ...], shifts: bool, console: Any) -> list[str]:
+    """The agent comparison on each of ``splits`` (its report per split; with
+    ``shifts`` the side-by-side table too); the names of the files written."""
+    from meta_spider.agentcore.cli import plugin_manager
+    from meta_spider.loom.evaluate.agentic import run_agentic_eval
+    from meta_spider.loom.evaluate.agentic_shifts import agent_shift_rows, agent_shift_table
+
+    reports, written = {}, []
+    for name in splits:
+        console.print(f"agent comparison on {name}")
+        try:  # it prints its own summary to the console
+            reports[name] = run_agentic_eval(run_dir, console=console, split=name, max_tasks=max_examples,
+                                             closed_book=closed_book, dataset=dataset,
+                                             plugin_manager=plugin_manager(ctx))
+        except ValueError as error:  # e.g. --closed-book naming a policy the comparison does not run
+            raise CommandError(str(error), "name a policy the agent comparison runs") from error
+        atomic_write_text(run_dir / agentic_file(name), reports[name].to_json() + "\n")
+        written.append(agentic_file(name))
+    if shifts:
+        rows = agent_shift_rows(reports)
+        console.print(agent_shift_table(rows))
+        atomic_write_text(run_dir / AGENTIC_SHIFTS_FILE, json.dumps({"splits": rows}, indent=2) + "\n")
+        written.append(AGENTIC_SHIFTS_FILE)
+    return written
+
+
 def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
     from meta_spider.agentcore.cli import plugin_manager
     from meta_spider.loom.datasets import DatasetError, create_dataset
@@ -216,7 +252,9 @@ def _load_dataset(ctx: click.Context, manifest: RunManifest) -> Any:
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
               help="Doubter checkpoint (default: run.json's 'checkpoint')")
 @click.option("--device", default=None, help="torch device (default: run.json's model.device)")
-@click.option("--agentic", is_flag=True, help="also run the agent comparison (agentic_report.json)")
+@click.option("--agentic", is_flag=True,
+              help="also run the agent comparison (agentic_report.json; with --shifts on every split, side by "
+                   "side in agentic_shifts.json)")
 @click.option("--closed-book", "closed_book", multiple=True, metavar="POLICY",
               help="with --agentic: run POLICY without tools (repeatable), e.g. --closed-book direct")
 @click.option("--no-plot", is_flag=True, help="do not write risk_coverage.png")
@@ -244,9 +282,8 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                "and --target-risk, which choose one")
     if closed_book and not agentic:
         raise click.UsageError("--closed-book applies to the agent comparison: add --agentic")
-    if shifts and (split != "test" or agentic):
-        raise click.UsageError("--shifts evaluates test and every test_* split, without the agent comparison: "
-                               "leave out --split and --agentic")
+    if shifts and split != "test":
+        raise click.UsageError("--shifts evaluates test and every test_* split: leave out --split")
     console = Console(stderr=True, quiet=quiet)
     manifest = RunManifest.load(run_dir)
     try:
@@ -308,15 +345,5 @@ def eval_command(ctx: click.Context, run_dir: Path, split: str, shifts: bool, ma
                                      sort_keys=True) + "\n")
         written.append(outside_file(split))
     if agentic:
-        from meta_spider.loom.evaluate.agentic import run_agentic_eval
-
-        # it prints its own summary to the console
-        try:
-            agentic_report = run_agentic_eval(run_dir, console=console, split=split, max_tasks=max_examples,
-                                              closed_book=closed_book)
-        except ValueError as error:  # e.g. --closed-book naming a policy the comparison does not run
-            raise CommandError(str(error), "name a policy the agent comparison runs") from error
-        text = agentic_report.to_json()
-        (run_dir / AGENTIC_REPORT_FILE).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        written.append(AGENTIC_REPORT_FILE)
+        written += _agentic(ctx, run_dir, splits, dataset, max_examples, closed_book, shifts, console)
     console.print(f"wrote {', '.join(str(run_dir / name) for name in written)}")
