@@ -1,7 +1,7 @@
 """The agent with the lookup alone, and with every tool `meta-agent run` offers.
 
-`metaloom eval --agentic` offers the world's questions the lookup alone;
-the agent a user starts (`meta-agent chat` / `run --run-dir RUN`) offers
+`metaloom eval --agentic` offered the world's questions the lookup alone
+(it now offers the agent's own tools); the agent a user starts (`meta-agent chat` / `run --run-dir RUN`) offers
 the calculator too, and a chat template writes every offered tool's
 definition into the prompt. This script runs the run's doubter policy (its
 calibration and gate after a lookup, as `metaloom eval --agentic` builds

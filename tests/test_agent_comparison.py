@@ -15,7 +15,7 @@ from meta_spider.backends import FakeBackend
 from meta_spider.backends.base import Introspection
 from meta_spider.loom.evaluate.agentic import AgentComparison, AgentTask, run_agentic_eval
 from meta_spider.loom.datasets import QAExample, SplitDataset
-from meta_spider.tools import DictKnowledgeBase, make_lookup_tool
+from meta_spider.tools import DictKnowledgeBase, ToolRegistry, make_lookup_tool
 
 FACTS = {
     "capital of Veloria": "The capital of Veloria is Amberhold.",
@@ -185,8 +185,27 @@ def test_run_agentic_eval_takes_the_datasets_knowledge_base(plugin_manager, tmp_
     report = run_agentic_eval(run, backend=backend, dataset=FactsDataset(), plugin_manager=plugin_manager)
     assert report.settings["knowledge_base"] == "dataset-facts"
     assert [r.text for r in report.results["doubter"]] == ["Amberhold."]
-    # Without any knowledge base the tasks have no tools: the uncertain doubter refuses.
+    # Without any knowledge base the tasks offer what `meta-agent run` offers there (every registered tool, the
+    # lookup over no facts): the uncertain doubter refuses.
     bare = run_agentic_eval(run, backend=FakeBackend(["Paris.", "Paris.", read(0.1), "?", read(0.9), "Paris."]),
                             plugin_manager=plugin_manager)
     assert [r.outcome for r in bare.results["doubter"]] == ["refuse", "answer"]
-    assert bare.tasks[0].tools == () and bare.metrics("doubter")["tool_calls"] == 0
+    offered = tuple(tool.name for tool in bare.tasks[0].tools)
+    assert offered == ToolRegistry.from_plugins(plugin_manager).names() and "calculator" in offered
+    assert bare.metrics("doubter")["tool_calls"] == 0
+
+
+@pytest.mark.parametrize("direct, script, answer", [
+    (("calculator",), [], "391"),  # the calculator's result is the answer, as `meta-agent` runs a world run
+    ((), ["It is 391."], "It is 391."),  # else the model reads it and answers
+    (("lookup",), ["It is 391."], "It is 391."),  # a direct tool the task does not offer is left out
+])
+def test_the_comparisons_direct_tools_end_a_run_with_their_result(plugin_manager, direct: tuple[str, ...],
+                                                                  script: list[str], answer: str) -> None:
+    calculator = ToolRegistry.from_plugins(plugin_manager)["calculator"]
+    written = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "17*23"}}\n</tool_call>'
+    backend = FakeBackend([written, *script])
+    comparison = AgentComparison(backend, policies=("direct",), direct_tools=direct)
+    result = comparison.run([AgentTask("What is 17*23?", "391", tools=(calculator,))]).results["direct"][0]
+    assert backend.pending == 0 and (result.outcome, result.text, result.tool_calls) == ("answer", answer, 1)
+    assert result.model_steps == (1 if answer == "391" else 2)

@@ -12,10 +12,10 @@ tool calls per task and model steps per task, and against the first policy
 ``to_json()`` the full record.
 
 :func:`run_agentic_eval` builds the tasks from a run directory: the
-dataset named in ``run.json`` (its test split), a knowledge base for the
-``lookup`` tool (the dataset's own when it provides one, e.g. a
-``knowledge_base()`` method; else ``run.json``'s ``knowledge_base`` facts),
-the backend and the calibrated policies as ``meta-agent run`` builds them.
+dataset named in ``run.json`` (its test split, or another), the tools, the
+backend and the calibrated policies as ``meta-agent run`` builds them (the
+``lookup`` over the dataset's own knowledge base when it provides one, e.g.
+a ``knowledge_base()`` method; else ``run.json``'s ``knowledge_base`` facts).
 Every agent here is built by :func:`~meta_spider.agentcore.factory.build_agent`,
 every named policy by :func:`~meta_spider.agentcore.factory.build_policy`.
 
@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from meta_spider.agentcore.factory import build_agent, build_policy
-from meta_spider.agentcore.run_dataset import dataset_knowledge_base, dataset_lookup_schema
+from meta_spider.agentcore.run_dataset import dataset_knowledge_base
 from meta_spider.agentcore.steps import FinalStep, ModelStep, ToolStep
 from meta_spider.loom.datasets import check_answer
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.policies.renderer import DefaultRenderer
-from meta_spider.tools import KnowledgeBase, Tool, ToolRegistry, make_lookup_tool
+from meta_spider.tools import KnowledgeBase, Tool, ToolRegistry
 
 if TYPE_CHECKING:
     import pluggy
@@ -255,6 +255,7 @@ class AgentComparison:
         closed_book: Sequence[str] = (),
         ground_arguments: bool = False,
         grounded_tools: Sequence[str] = (),
+        direct_tools: Sequence[str] = (),
     ) -> None:
         """``pipe_or_backend``: an InferenceBackend, or a MetaSpiderPipeline
         (run through the transformers backend); ``doubter``: a Doubter or a
@@ -270,7 +271,8 @@ class AgentComparison:
         the question's words (:attr:`MetaAgent.ground_arguments`);
         ``grounded_tools``: tools whose arguments must be the question's
         words (:attr:`MetaAgent.grounded_tools`; tools a task does not
-        offer are left out)."""
+        offer are left out); ``direct_tools``: tools whose result is the
+        answer (:attr:`MetaAgent.direct_tools`, likewise)."""
         if isinstance(policies, str) or len(policies) < 1:
             raise ValueError(f"policies must be a non-empty sequence of policies or names, got {policies!r}")
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
@@ -289,6 +291,7 @@ class AgentComparison:
         self.closed_book = tuple(closed_book)
         self.ground_arguments = bool(ground_arguments)
         self.grounded_tools = tuple(grounded_tools)
+        self.direct_tools = tuple(direct_tools)
 
     def _build_policies(self, specs: Sequence[PolicySpec], settings: dict[str, Mapping[str, Any]],
                         pm: "pluggy.PluginManager | None") -> dict[str, Policy]:
@@ -314,13 +317,14 @@ class AgentComparison:
     def run_task(self, policy_name: str, task: AgentTask) -> TaskResult:
         """Run one task through one policy and score it."""
         tools = () if policy_name in self.closed_book else task.tools
+        offered = {tool.name for tool in tools}
         # Every reply ends at its turn's end, as in `meta-agent run`: build_agent wraps the backend.
         agent = build_agent(None, backend=self.backend, policy=self.policies[policy_name], renderer=self.renderer,
                             tools=ToolRegistry(tools, source="task"), max_steps=self.max_steps,
                             system_prompt=task.system_prompt or self.system_prompt,
                             ground_arguments=self.ground_arguments,
-                            grounded_tools=tuple(name for name in self.grounded_tools
-                                                 if any(tool.name == name for tool in tools)))
+                            grounded_tools=tuple(name for name in self.grounded_tools if name in offered),
+                            direct_tools=tuple(name for name in self.direct_tools if name in offered))
         records: list[dict[str, Any]] = []
         final: FinalStep | None = None
         tool_calls = 0
@@ -413,8 +417,10 @@ def run_agentic_eval(
     """Run the agentic comparison for the run in ``run_dir``.
 
     Tasks come from the run's dataset (``split``, default ``test``; or
-    ``dataset``), each with a ``lookup`` tool over ``knowledge_base`` (else
-    the dataset's, else run.json's facts; no knowledge base: no tools). The
+    ``dataset``), each offering the tools ``meta-agent run`` offers for the
+    run (those its dataset names, else every registered one), the ``lookup``
+    over ``knowledge_base`` (else the dataset's, else run.json's facts),
+    and the run's direct tools' results are answers as there. The
     backend is ``backend``, else run.json's (``backend_name`` or its
     default), and the policies are built with run.json's settings and
     calibration, as ``meta-agent run`` builds them; policies named in
@@ -437,12 +443,11 @@ def run_agentic_eval(
     settings = run_settings(run_file)
     if knowledge_base is None:
         knowledge_base = dataset_knowledge_base(dataset) or settings.make_knowledge_base()
-    tools = (make_lookup_tool(knowledge_base, dataset_lookup_schema(dataset)),) if knowledge_base is not None else ()
-    tasks = tasks_from_dataset(dataset, split, tools=tools, max_tasks=max_tasks)
-    if not tasks:
-        raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', '?')!r} has no examples to run")
     launcher = AgentLauncher(pm, settings, knowledge_base=knowledge_base, max_steps=max_steps,
                              ground_arguments=ground_arguments)
+    tasks = tasks_from_dataset(dataset, split, tools=tuple(launcher.tools), max_tasks=max_tasks)
+    if not tasks:
+        raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', '?')!r} has no examples to run")
     if backend is None:
         backend = launcher.make_backend(backend_name or launcher.default_backend)
     examples = {task.id: task.metadata["example"] for task in tasks}
@@ -452,6 +457,7 @@ def run_agentic_eval(
         system_prompt=settings.system_prompt,
         check_fn=lambda text, task: bool(dataset.check_fn(text, examples[task.id])), closed_book=closed_book,
         ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools,
+        direct_tools=launcher.direct_tools or (),
     )
     report = comparison.run(tasks)
     report.settings.update(run_dir=str(Path(run_dir)), dataset=getattr(dataset, "name", "?"), split=split,
