@@ -165,7 +165,9 @@ def test_run_agentic_eval_builds_tasks_from_the_run(plugin_manager, tmp_path: Pa
     assert report.settings["thresholds"]["doubter"]["source"] == "calibration:doubter"
     assert (report.settings["dataset"], report.settings["split"], report.settings["knowledge_base"]) == (
         "jsonl", "test", "facts")
-    assert "agentic comparison: 2 tasks" in console.file.getvalue()
+    shown = console.file.getvalue()
+    assert "agentic comparison: 2 tasks" in shown
+    assert "agent, direct on test" in shown and "agent, doubter on test" in shown and "2/2" in shown  # progress
     assert json.loads((run / "agentic_report.json").read_text())["policies"]["doubter"]["rescued"] == 1
 
 

@@ -200,8 +200,9 @@ class AgentComparisonReport:
         from rich.table import Table
 
         table = Table(title=f"agentic comparison: {len(self.tasks)} tasks, baseline {self.baseline}",
-                      caption=f"baseline error rate {self.base_error_rate:.1%}")
-        for column in ("policy", "pass rate", "rescued", "broke", "refusals", "tool calls/task", "steps/task"):
+                      caption=f"baseline error rate {self.base_error_rate:.1%}; calls/q and steps/q: tool calls "
+                              "and model steps per question")
+        for column in ("policy", "pass", "rescued", "broke", "refused", "calls/q", "steps/q"):
             table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
         for name in self.policies:
             m = self.metrics(name)
@@ -425,14 +426,16 @@ def run_agentic_eval(
     default), and the policies are built with run.json's settings and
     calibration, as ``meta-agent run`` builds them; policies named in
     ``closed_book`` get no tools; ``ground_arguments`` as ``meta-agent run``
-    decides it (None: what the run's dataset says). Prints the summary to ``console`` and
-    writes the report to ``output`` when given.
+    decides it (None: what the run's dataset says). Shows each policy's
+    progress and prints the summary on ``console``, and writes the report
+    to ``output`` when given.
     """
     from meta_spider.agentcore.launch import AgentLauncher
     from meta_spider.agentcore.rundir import run_settings
     from meta_spider.agentcore.runfile import read_run_file
     from meta_spider.loom.datasets import create_dataset
     from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.progress import ProgressDisplay
     from meta_spider.plugins import make_plugin_manager
 
     run_file = read_run_file(run_dir)  # read once: the manifest and the agent's settings are two views of it
@@ -459,7 +462,10 @@ def run_agentic_eval(
         ground_arguments=bool(launcher.ground_arguments), grounded_tools=launcher.grounded_tools,
         direct_tools=launcher.direct_tools or (),
     )
-    report = comparison.run(tasks)
+    with ProgressDisplay(console is not None, console=console) as display:
+        lines = {name: display.line(f"agent, {name} on {split}", len(tasks), unit="q/s")
+                 for name in comparison.policies}
+        report = comparison.run(tasks, progress=lambda name, done, total: lines[name].update(completed=done))
     report.settings.update(run_dir=str(Path(run_dir)), dataset=getattr(dataset, "name", "?"), split=split,
                            knowledge_base=getattr(knowledge_base, "name", None),
                            ground_arguments=comparison.ground_arguments, grounded_tools=list(comparison.grounded_tools))
