@@ -211,3 +211,9 @@ def test_the_comparisons_direct_tools_end_a_run_with_their_result(plugin_manager
     result = comparison.run([AgentTask("What is 17*23?", "391", tools=(calculator,))]).results["direct"][0]
     assert backend.pending == 0 and (result.outcome, result.text, result.tool_calls) == ("answer", answer, 1)
     assert result.model_steps == (1 if answer == "391" else 2)
+
+
+def test_the_comparisons_tool_names_must_be_a_sequence_of_names() -> None:
+    for field_name in ("grounded_tools", "direct_tools"):
+        with pytest.raises(ValueError, match=f"{field_name} must be a sequence of tool names, got 'calculator'"):
+            AgentComparison(FakeBackend([]), policies=("direct",), **{field_name: "calculator"})

@@ -291,6 +291,9 @@ class AgentComparison:
                              f"got {closed_book!r}")
         self.closed_book = tuple(closed_book)
         self.ground_arguments = bool(ground_arguments)
+        for field_name, names in (("grounded_tools", grounded_tools), ("direct_tools", direct_tools)):
+            if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+                raise ValueError(f"{field_name} must be a sequence of tool names, got {names!r:.80}")
         self.grounded_tools = tuple(grounded_tools)
         self.direct_tools = tuple(direct_tools)
 
