@@ -148,8 +148,8 @@ def test_knowledge_base_finds_a_misspelt_name_and_no_one_for_a_far_one(world) ->
 
 def test_knowledge_base_finds_a_person_by_one_name_that_no_one_else_has(world) -> None:
     """A query of one word finds the one person whose first or last name it
-    is (a typo forgiven, as for a whole name); a name two people share, a
-    word that is no one's, or a word among others finds no one by it."""
+    is (a typo forgiven, as for a whole name); a name two people share, or a
+    word that is no one's, finds no one by it."""
     kb = KnowledgeBase.from_people(world.people)
     owners: dict[str, list] = {}
     for person in world.people:
@@ -163,8 +163,42 @@ def test_knowledge_base_finds_a_person_by_one_name_that_no_one_else_has(world) -
     shared = next((word for word, people in owners.items() if len(people) > 1), None)
     if shared is not None:
         assert kb.lookup(shared) is None
-    assert kb.lookup("telephone") is None and kb.lookup(f"{first} telephone Zq") is None
+    assert kb.lookup("telephone") is None
     assert KnowledgeBase.from_people(world.people, forgive_typos=False).lookup(first) is None
+
+
+def test_knowledge_base_finds_the_one_person_a_question_names_in_part(world) -> None:
+    """A question that names one person by words of their name alone (the
+    surname, the first name, the name in another order) finds that person;
+    in a question of mixed case only capitalised words count. Words that
+    name different people, a word two people share with nothing to tell
+    them apart, and a misspelt part of a name among other words find no one."""
+    kb = KnowledgeBase.from_people(world.people)
+    owners: dict[str, list] = {}
+    for person in world.people:
+        for word in person.name.split():
+            owners.setdefault(word.casefold(), []).append(person)
+    unique = [p for p in world.people if all(len(owners[w.casefold()]) == 1 for w in p.name.split())
+              and min(map(len, p.name.split())) >= 7]
+    single, other = unique[0], unique[1]
+    first, last = single.name.split()
+    record = fact_line(single)
+    assert kb.lookup(f"When was {last} born?") == kb.lookup(f"What does {first} do?") == record
+    assert kb.lookup(f"Where was {last}, {first} born?") == kb.lookup(f"Is Ms. {last}'s job known?") == record
+    assert kb.lookup(f"when was {last.lower()} born?") == kb.lookup(f"WHEN WAS {last.upper()} BORN?") == record
+    assert kb.lookup(f"Is {last.lower()} here?") is None  # not capitalised in a mixed-case question
+    assert kb.lookup(f"Did {last} meet {other.name.split()[-1]}?") is None  # two people
+    assert kb.lookup(f"When was {last[0] + last[2] + last[1] + last[3:]} born?") is None  # a typo among words
+    assert kb.lookup(f"{first} telephone Zq") == record and kb.lookup("What is the deepest sea?") is None
+    shared = next(((word, people) for word, people in owners.items() if len(people) == 2
+                   and all(len(owners[w.casefold()]) == 1 for p in people for w in p.name.split()
+                           if w.casefold() != word)), None)
+    assert shared is not None, "the test world has two people who share one word of their names"
+    word, people = shared
+    spelt = next(w for w in people[0].name.split() if w.casefold() == word)
+    assert kb.lookup(f"When was {spelt} born?") is None
+    reordered = " ".join(reversed(people[0].name.split()))
+    assert kb.lookup(f"When was {reordered} born?") == fact_line(people[0])  # the other word tells
 
 
 def test_answers_are_pronoun_sentences_with_value_aliases(world) -> None:

@@ -5,8 +5,10 @@ It satisfies ``lookup(query: str) -> str | None`` and has a ``name``; it knows
 nothing about models, prompts or how the tool is registered. Like a search
 box it forgives typos: a name a few edits from one person's (and nearer to
 no other) finds that person, and so does a query with words around the
-name (:class:`~meta_spider.tools.knowledge.TypoIndex`), and a query of one
-word that is one person's first or last name and no one else's.
+name (:class:`~meta_spider.tools.knowledge.TypoIndex`). So does a query
+that names one person by words of their name alone: a first or last name
+no one else has ("When was Tollan born?"), or the name in another order
+("Tollan, Mira").
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from meta_spider.tools.knowledge import TypoIndex
+from meta_spider.tools.knowledge import TypoIndex, normalise_query
 
 from .generator import Person, fact_line
 
@@ -45,7 +47,7 @@ class KnowledgeBase:
         self._typos = TypoIndex(self._index)
         self._named: dict[str, set[str]] = {}  # each word of a name: the people whose name has it
         for key in self._index:
-            for word in key.split():
+            for word in normalise_query(key).split():
                 self._named.setdefault(word, set()).add(key)
         self._words = TypoIndex(self._named)
 
@@ -58,24 +60,37 @@ class KnowledgeBase:
     def lookup(self, query: str) -> str | None:
         """The fact record of the person named ``query`` (case-insensitive,
         spacing-insensitive, forgiving a typo or two, or named by a run of
-        its words, "Mira Tolan was born", or by one word of one person's
-        name alone, "Tolan": the record names the person found), or None
-        when no person is named."""
+        its words, "Mira Tolan was born", or by words of one person's name
+        alone, "Tolan", "When was Tollan born?": the record names the person
+        found), or None when no person is named."""
         if not isinstance(query, str):
             return None
         person = self._index.get(_key(query))
         if person is None and self.forgive_typos:
-            key = self._typos.find(query) or self._typos.find_within(query) or self._by_one_name(query)
+            key = self._typos.find(query) or self._typos.find_within(query) or self._by_name_words(query)
             person = self._index[key] if key is not None else None
         return fact_line(person) if person is not None else None
 
-    def _by_one_name(self, query: str) -> str | None:
-        """The key of the one person a one-word ``query`` names by a word of
-        their name (a typo or two forgiven), or None: a longer query, a word
-        of several people's names, or none."""
-        words = _key(query).split()
-        word = self._words.find(words[0]) if len(words) == 1 else None
-        people = self._named.get(word, set()) if word is not None else set()
+    def _by_name_words(self, query: str) -> str | None:
+        """The key of the one person whom every word of ``query`` that is a
+        word of a name names ("When was Tollan born?", "Tollan, Mira": a
+        word several people's names share counts only with another that
+        tells them apart), or None: no such word, or words that name
+        different people. A query of one word may carry a typo or two, as a
+        whole name may. In a longer one a word counts only as it is spelt
+        and, unless the query is typed in one case, only capitalised, so a
+        frame word ("the deepest sea") is not taken for a name that has it."""
+        typed = query.split()
+        if len(typed) == 1:
+            word = self._words.find(typed[0])
+            named = [self._named[word]] if word is not None else []
+        elif len(typed) <= TypoIndex.MAX_WORDS:
+            one_case = query.islower() or query.isupper()
+            named = [self._named[word] for token in typed if one_case or _capitalised(token)
+                     for word in normalise_query(token).split() if word in self._named]
+        else:
+            return None
+        people = set.intersection(*named) if named else set()
         return next(iter(people)) if len(people) == 1 else None
 
     def person(self, query: str) -> Person | None:
@@ -84,3 +99,8 @@ class KnowledgeBase:
 
     def __len__(self) -> int:
         return len(self.people)
+
+
+def _capitalised(token: str) -> bool:
+    """Whether the first letter of a word as typed is a capital ("'Tollan's" is, "sea?" is not)."""
+    return next((char.isupper() for char in token if char.isalpha()), False)
