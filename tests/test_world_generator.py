@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from meta_spider.loom.world.cache import export_data
 from meta_spider.loom.world.chat import CALCULATOR_TOOL
@@ -40,6 +41,11 @@ SPEC = dataclasses.replace(get_preset("tiny").world, obscure_share=0.35, typo_ra
 @pytest.fixture(scope="module")
 def world():
     return generate_world(SPEC, seed=7)
+
+
+@pytest.fixture(scope="module")
+def knowledge_base(world):
+    return KnowledgeBase.from_people(world.people)
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
@@ -199,6 +205,14 @@ def test_knowledge_base_finds_the_one_person_a_question_names_in_part(world) -> 
     assert kb.lookup(f"When was {spelt} born?") is None
     reordered = " ".join(reversed(people[0].name.split()))
     assert kb.lookup(f"When was {reordered} born?") == fact_line(people[0])  # the other word tells
+
+
+@settings(max_examples=200, deadline=None)
+@given(query=st.text(max_size=120) | st.lists(st.sampled_from(["When", "was", "born?", "Tollan,", "the", "SEA"]),
+                                              max_size=20).map(" ".join))
+def test_knowledge_base_answers_any_query_with_a_record_or_none(world, knowledge_base, query: str) -> None:
+    found = knowledge_base.lookup(query)
+    assert found is None or found in {fact_line(person) for person in world.people}
 
 
 def test_answers_are_pronoun_sentences_with_value_aliases(world) -> None:
