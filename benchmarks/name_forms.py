@@ -11,23 +11,17 @@ shifts of the name, not of the frame. Per form: how many final answers are
 right, refused and wrong, and how many runs had a lookup that found the
 asked person's record or another person's (a first or last name that
 several people share names no one). Each question is a new session. About
-40 s per form on two cores.
+25 s per form on two cores.
 
     python benchmarks/name_forms.py --run-dir RUN --output benchmarks/results/name_forms.txt
 """
 
 from __future__ import annotations
 
-import argparse
-import random
 import sys
-import time
-from pathlib import Path
 from typing import Any, Callable, Optional
 
-from question_casing import ask
-from report import Report
-from world_run import world_agent_or_say_why
+from question_casing import agent_on_test, arguments, report_ways
 
 
 def _title(example: Any) -> str:
@@ -44,41 +38,20 @@ FORMS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run on the embedded world")
-    parser.add_argument("--count", type=int, default=200, help="test questions, drawn at random")
-    parser.add_argument("--seed", type=int, default=7, help="the draw's RNG seed")
-    parser.add_argument("--output", type=Path, default=None, help="also write the report here")
-    args = parser.parse_args(argv)
-
-    world = world_agent_or_say_why(args.run_dir)
-    if world is None:
+    args = arguments(__doc__.splitlines()[0], argv)
+    ready = agent_on_test(args, "name_forms.py", lambda example: str(example.meta.get("entity", "")) in example.question)
+    if ready is None:
         return 2
-    import torch
-
-    from meta_spider.loom.world.dataset import WorldDataset
-
-    torch.set_num_threads(2)
-    dataset = WorldDataset(**world.manifest.dataset.options)
-    test = [example for example in dataset.split("test") if str(example.meta.get("entity", "")) in example.question]
-    examples = random.Random(args.seed).sample(test, min(args.count, len(test)))
-    agent = world.launcher.build_agent()
-    out = Report()
-    out.say(f"# python benchmarks/name_forms.py --run-dir RUN --count {args.count} --seed {args.seed}")
-    out.say(f"run: {args.run_dir.name} (policy {world.launcher.default_policy}; grounded tools: "
-            f"{', '.join(agent.grounded_tools) or 'none'})")
-    header = ("right", "refused", "wrong", "found the asked person", "found another person")
-    out.say(f"{'named by':<28}" + "".join(f"{name:>24}" for name in header) + f"{'seconds':>9}")
-    ways = [(label, form, False) for label, form in FORMS] + [("surname, lower case", FORMS[1][1], True)]
-    for label, form, lower in ways:
+    out, agent, dataset, examples = ready
+    ways = []
+    for label, form, lower in [(label, form, False) for label, form in FORMS] + [("surname, lower case", FORMS[1][1], True)]:
         asked = {}
         for example in examples:
-            question = example.question.replace(str(example.meta["entity"]), form(example, str(example.meta["entity"])))
+            name = str(example.meta["entity"])
+            question = example.question.replace(name, form(example, name))
             asked[example.question] = question.lower() if lower else question
-        start = time.perf_counter()
-        counts = ask(agent, dataset, examples, asked.__getitem__)
-        out.say(f"{label:<28}" + "".join(f"{counts[key]:>24}" for key in header)
-                + f"{time.perf_counter() - start:>9.0f}")
+        ways.append((label, asked.__getitem__))
+    report_ways(out, agent, dataset, examples, ways, "named by")
     out.write(args.output)
     return 0
 

@@ -57,37 +57,58 @@ def ask(agent: Any, dataset: Any, examples: list[Any], recase: Callable[[str], s
     return counts
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, argv: Optional[list[str]]) -> argparse.Namespace:
+    """The options of this script and of the others that ask the run's agent test questions in other forms."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-dir", type=Path, required=True, help="a run on the embedded world")
     parser.add_argument("--count", type=int, default=200, help="test questions, drawn at random")
     parser.add_argument("--seed", type=int, default=7, help="the draw's RNG seed")
     parser.add_argument("--output", type=Path, default=None, help="also write the report here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def report_ways(out: Report, agent: Any, dataset: Any, examples: list[Any],
+                ways: list[tuple[str, Callable[[str], str]]], first_column: str) -> None:
+    """One row per way of asking ``examples`` (:func:`ask`), with its seconds."""
+    header = ("right", "refused", "wrong", "found the asked person", "found another person")
+    out.say(f"{first_column:<32}" + "".join(f"{name:>24}" for name in header) + f"{'seconds':>9}")
+    for name, recase in ways:
+        start = time.perf_counter()
+        counts = ask(agent, dataset, examples, recase)
+        out.say(f"{name:<32}" + "".join(f"{counts[key]:>24}" for key in header)
+                + f"{time.perf_counter() - start:>9.0f}")
+
+
+def agent_on_test(args: argparse.Namespace, script: str,
+                  keep: Callable[[Any], bool] = lambda example: True) -> Optional[tuple[Report, Any, Any, list[Any]]]:
+    """The report (headed with the command), the run's agent, its dataset and ``args.count`` test questions
+    that ``keep`` keeps, drawn with ``args.seed``; None (having said why) when the run cannot be used."""
     world = world_agent_or_say_why(args.run_dir)
     if world is None:
-        return 2
+        return None
     import torch
 
     from meta_spider.loom.world.dataset import WorldDataset
 
     torch.set_num_threads(2)
     dataset = WorldDataset(**world.manifest.dataset.options)
-    test = list(dataset.split("test"))
+    test = [example for example in dataset.split("test") if keep(example)]
     examples = random.Random(args.seed).sample(test, min(args.count, len(test)))
     agent = world.launcher.build_agent()  # on the backend open_world_agent loaded (built once per name)
     out = Report()
-    out.say(f"# python benchmarks/question_casing.py --run-dir RUN --count {args.count} --seed {args.seed}")
+    out.say(f"# python benchmarks/{script} --run-dir RUN --count {args.count} --seed {args.seed}")
     out.say(f"run: {args.run_dir.name} (policy {world.launcher.default_policy}; grounded tools: "
             f"{', '.join(agent.grounded_tools) or 'none'})")
-    header = ("right", "refused", "wrong", "found the asked person", "found another person")
-    out.say(f"{'asked':<32}" + "".join(f"{name:>24}" for name in header) + f"{'seconds':>9}")
-    for name, recase in WAYS:
-        start = time.perf_counter()
-        counts = ask(agent, dataset, examples, recase)
-        out.say(f"{name:<32}" + "".join(f"{counts[key]:>24}" for key in header)
-                + f"{time.perf_counter() - start:>9.0f}")
+    return out, agent, dataset, examples
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = arguments(__doc__.splitlines()[0], argv)
+    ready = agent_on_test(args, "question_casing.py")
+    if ready is None:
+        return 2
+    out, agent, dataset, examples = ready
+    report_ways(out, agent, dataset, examples, list(WAYS), "asked")
     out.write(args.output)
     return 0
 
