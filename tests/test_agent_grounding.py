@@ -475,6 +475,30 @@ def test_the_loop_runs_the_grounded_call_and_keeps_what_the_model_wrote(tools: T
     assert steps[1].kind.value == "not_found"
 
 
+class _TwoTolans:
+    """A knowledge base in which "Tolan" is two people's surname."""
+
+    name = "people"
+
+    def lookup(self, query: str) -> str | None:
+        return {"Mira Tolan": "Mira Tolan: born in Kuba.", "Kai Tolan": "Kai Tolan: born in Goka."}.get(query)
+
+    def matches(self, query: str) -> list[str]:
+        return ["Kai Tolan", "Mira Tolan"] if "Tolan" in query.split() else []
+
+
+def test_a_lookup_of_a_name_two_people_share_is_a_miss_that_names_them() -> None:
+    registry = ToolRegistry([make_lookup_tool(_TwoTolans())])
+    backend = FakeBackend([call("lookup", query="Tolan"), "I don't know."])
+    agent = MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry, grounded_tools=("lookup",))
+    steps = list(agent.run("When was Tolan born?"))
+    assert steps[1].kind.value == "not_found" and not steps[1].ok  # a policy that refuses on a miss still does
+    assert steps[1].observation == ("'Tolan' names 2 entries, not one: Kai Tolan; Mira Tolan. "
+                                    "Ask again naming one of them.")
+    assert "Kai Tolan; Mira Tolan" in backend.history[1]  # what the model reads
+    assert steps[-1].text == "I don't know."
+
+
 def test_a_grounded_tool_does_not_run_for_a_name_the_question_does_not_give(tools: ToolRegistry) -> None:
     ran: list[str] = []
     facts = DictKnowledgeBase({"Mira Tollan": "Mira Tollan: born in Kuba.", "Zed Quux": "Zed Quux: born in Ora."})

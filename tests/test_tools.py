@@ -16,6 +16,7 @@ from meta_spider.tools import (
     DictKnowledgeBase,
     DuplicateToolError,
     NothingFound,
+    SeveralFound,
     Tool,
     ToolArgumentError,
     ToolDefinitionError,
@@ -363,6 +364,44 @@ def test_lookup_over_a_dict_knowledge_base(plugin_manager) -> None:
     assert isinstance(miss.value, LookupError) and miss.value.query == "capital of Spain"
     assert lookup.metadata["knowledge_base"] == "geo"
     assert registry.source("lookup") == "meta_spider.tools.builtin"  # same tool, other facts
+
+
+class _People:
+    """A knowledge base in which "Tolan" names several people, each found by the whole name."""
+
+    name = "people"
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def lookup(self, query: str) -> str | None:
+        return f"{query}: a record." if query in self.names else None
+
+    def matches(self, query: str) -> list[str]:
+        return [name for name in self.names if query in name.split()]
+
+
+@pytest.mark.parametrize("names, message", [
+    (["Mira Tolan", "Kai Tolan"], "'Tolan' names 2 entries, not one: Mira Tolan; Kai Tolan. Ask again naming one of them."),
+    ([f"P{i} Tolan" for i in range(7)],
+     "'Tolan' names 7 entries, not one: P0 Tolan; P1 Tolan; P2 Tolan; P3 Tolan; P4 Tolan; and 2 more. "
+     "Ask again naming one of them."),
+])
+def test_a_lookup_that_names_several_entries_lists_them(names: list[str], message: str) -> None:
+    lookup = make_lookup_tool(_People(names))
+    with pytest.raises(SeveralFound) as miss:
+        lookup(query="Tolan")
+    assert str(miss.value) == message and isinstance(miss.value, NothingFound)  # a miss like any other
+    assert miss.value.query == "Tolan" and miss.value.matches == tuple(names)
+    assert lookup(query="Mira Tolan" if "Mira Tolan" in names else names[0]).endswith("a record.")
+
+
+def test_a_lookup_that_names_one_entry_or_none_is_a_plain_miss() -> None:
+    lookup = make_lookup_tool(_People(["Mira Tolan", "Kai Tolan", "Ada Brun"]))
+    for query in ("Brun", "Nobody"):  # one match that lookup does not find, and none: no list
+        with pytest.raises(NothingFound, match=f"^No entry found for '{query}'.$") as miss:
+            lookup(query=query)
+        assert not isinstance(miss.value, SeveralFound)
 
 
 def test_lookup_without_a_knowledge_base_finds_nothing(plugin_manager) -> None:

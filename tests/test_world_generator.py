@@ -178,7 +178,8 @@ def test_knowledge_base_finds_the_one_person_a_question_names_in_part(world) -> 
     surname, the first name, the name in another order) finds that person;
     in a question of mixed case only capitalised words count. Words that
     name different people, a word two people share with nothing to tell
-    them apart, and a misspelt part of a name among other words find no one."""
+    them apart, and a misspelt part of a name among other words find no one;
+    for the shared word, ``matches`` names the people it could mean."""
     kb = KnowledgeBase.from_people(world.people)
     owners: dict[str, list] = {}
     for person in world.people:
@@ -203,6 +204,9 @@ def test_knowledge_base_finds_the_one_person_a_question_names_in_part(world) -> 
     word, people = shared
     spelt = next(w for w in people[0].name.split() if w.casefold() == word)
     assert kb.lookup(f"When was {spelt} born?") is None
+    assert kb.matches(f"When was {spelt} born?") == kb.matches(spelt) == tuple(sorted(p.name for p in people))
+    assert kb.matches(single.name) == kb.matches(last) == kb.matches("Nobody Atall") == ()  # found, or no one
+    assert KnowledgeBase.from_people(world.people, forgive_typos=False).matches(spelt) == ()
     reordered = " ".join(reversed(people[0].name.split()))
     assert kb.lookup(f"When was {reordered} born?") == fact_line(people[0])  # the other word tells
 

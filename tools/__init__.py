@@ -16,6 +16,7 @@ from meta_spider.tools.calculator import (
 from meta_spider.tools.errors import (
     DuplicateToolError,
     NothingFound,
+    SeveralFound,
     ToolArgumentError,
     ToolDefinitionError,
     ToolError,
@@ -43,6 +44,7 @@ __all__ = [
     "KnowledgeBase",
     "LOOKUP_TOOL_NAME",
     "NothingFound",
+    "SeveralFound",
     "Tool",
     "ToolArgumentError",
     "ToolDefinitionError",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from meta_spider.plugins.errors import MetaSpiderError
 
-__all__ = ["DuplicateToolError", "NothingFound", "ToolArgumentError", "ToolDefinitionError", "ToolError",
-           "UnknownToolError"]
+__all__ = ["DuplicateToolError", "NothingFound", "SeveralFound", "ToolArgumentError", "ToolDefinitionError",
+           "ToolError", "UnknownToolError"]
 
 
 class ToolError(MetaSpiderError):
@@ -45,6 +45,24 @@ class NothingFound(ToolError, LookupError, fields=("query",)):
     from an empty result. Called directly, the lookup tool raises it."""
 
     template = "No entry found for {query!r}."
+
+
+class SeveralFound(NothingFound, fields=("query", "matches")):
+    """A lookup's miss because ``query`` names several entries, not one:
+    ``matches`` are their names, and the message lists them so that the
+    user (and the model) can ask again naming one. A miss like any other
+    to the agent loop."""
+
+    SHOWN = 5
+    """Most names the message lists."""
+
+    def __post_init__(self) -> None:
+        self.matches = tuple(str(match) for match in self.matches)
+
+    def describe(self) -> str:
+        shown = "; ".join(self.matches[:self.SHOWN])
+        more = f"; and {len(self.matches) - self.SHOWN} more" if len(self.matches) > self.SHOWN else ""
+        return f"{self.query!r} names {len(self.matches)} entries, not one: {shown}{more}. Ask again naming one of them."
 
 
 class DuplicateToolError(ToolError, fields=("name", "first_source", "second_source")):

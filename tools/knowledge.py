@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
-from meta_spider.tools.errors import NothingFound
+from meta_spider.tools.errors import NothingFound, SeveralFound
 from meta_spider.tools.tool import Tool
 
 __all__ = [
@@ -36,7 +36,9 @@ KNOWLEDGE_BASE_KEY = "knowledge_base"
 
 @runtime_checkable
 class KnowledgeBase(Protocol):
-    """Something that can answer a query with a fact."""
+    """Something that can answer a query with a fact. It may also have
+    ``matches(query) -> Sequence[str]``: the entries a query names when it
+    names several and ``lookup`` finds none (:func:`make_lookup_tool`)."""
 
     name: str
 
@@ -190,7 +192,10 @@ def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | 
     """The ``lookup`` tool answering from ``knowledge_base``.
 
     A miss is a normal result (the model should learn it has to answer or
-    refuse), not an error. ``schema`` (OpenAI function form, with or without
+    refuse), not an error. A knowledge base that also has ``matches(query)
+    -> Sequence[str]`` (the entries a query names when it names more than
+    one, as the embedded world's does for a surname two people share) turns
+    such a miss into :class:`SeveralFound`, whose message lists them. ``schema`` (OpenAI function form, with or without
     the ``{"type": "function", "function": ...}`` wrapper) replaces the
     description and parameters the prompt shows, e.g. with the ones a base
     saw in its tool-use training; it must name the tool ``lookup`` and take
@@ -215,7 +220,9 @@ def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | 
     def lookup(query: str) -> str:
         fact = knowledge_base.lookup(query)
         if fact is None:
-            raise NothingFound(query)
+            matches = getattr(knowledge_base, "matches", None)
+            several = tuple(matches(query)) if callable(matches) else ()
+            raise SeveralFound(query, several) if len(several) > 1 else NothingFound(query)
         return fact
 
     return Tool(

@@ -71,15 +71,29 @@ class KnowledgeBase:
             person = self._index[key] if key is not None else None
         return fact_line(person) if person is not None else None
 
+    def matches(self, query: str) -> tuple[str, ...]:
+        """The names of the people ``query`` names by words of their names
+        when it names more than one and :meth:`lookup` finds no one ("Tolan"
+        when Mira and Kai Tolan are two people), in name order; else none."""
+        if not isinstance(query, str) or not self.forgive_typos or self.lookup(query) is not None:
+            return ()
+        named = self._named_by_words(query)
+        return tuple(sorted(self._index[key].name for key in named)) if len(named) > 1 else ()
+
     def _by_name_words(self, query: str) -> str | None:
-        """The key of the one person whom every word of ``query`` that is a
+        """The key of the one person :meth:`_named_by_words` leaves, or None."""
+        named = self._named_by_words(query)
+        return next(iter(named)) if len(named) == 1 else None
+
+    def _named_by_words(self, query: str) -> set[str]:
+        """The keys of the people whom every word of ``query`` that is a
         word of a name names ("When was Tollan born?", "Tollan, Mira": a
-        word several people's names share counts only with another that
-        tells them apart), or None: no such word, or words that name
-        different people. A query of one word may carry a typo or two, as a
-        whole name may. In a longer one a word counts only as it is spelt
-        and, unless the query is typed in one case, only capitalised, so a
-        frame word ("the deepest sea") is not taken for a name that has it."""
+        word several people's names share counts with another that tells
+        them apart); none when no word is one, or the words name different
+        people. A query of one word may carry a typo or two, as a whole name
+        may. In a longer one a word counts only as it is spelt and, unless
+        the query is typed in one case, only capitalised, so a frame word
+        ("the deepest sea") is not taken for a name that has it."""
         typed = query.split()
         if len(typed) == 1:
             word = self._words.find(typed[0])
@@ -89,9 +103,8 @@ class KnowledgeBase:
             named = [self._named[word] for token in typed if one_case or _capitalised(token)
                      for word in normalise_query(token).split() if word in self._named]
         else:
-            return None
-        people = set.intersection(*named) if named else set()
-        return next(iter(people)) if len(people) == 1 else None
+            return set()
+        return set.intersection(*named) if named else set()
 
     def person(self, query: str) -> Person | None:
         """The person named ``query`` or None."""
