@@ -100,9 +100,12 @@ def respelled(text: str, record: str) -> str:
     1975 ..." reads "... when Zerpieth Kilridge was born?"). A name of two
     words or more typed all in lower case counts too, its case aside ("when
     was zerpieth kilrideg born?" reads "when was Zerpieth Kilridge born?"):
-    the base read every name capitalised. A copy, a one-word name the user
-    did not capitalise (a word like "these" is an edit from a record's
-    "There") and a name under five letters are left as they are; so is all
+    the base read every name capitalised; so does a word of five letters or
+    more of the name the record names first (its subject) in a text typed
+    all in lower case ("when was tollan born?" reads "when was Tollan
+    born?"), spelt right. A copy, any other one-word name the user did not
+    capitalise (a word like "these" is an edit from a record's "There") and
+    a name under five letters are left as they are; so is all
     of ``text`` when it is too long to read. A text typed all in capitals
     reads in lower case, its names as the record writes them ("WHERE WAS
     MIRA TOLLAN BORN?" reads "where was Mira Tollan born?"), when it writes
@@ -119,7 +122,8 @@ def _respelled(text: str, record: str) -> str:
     """:func:`respelled` of a text not typed all in capitals."""
     spans = _word_spans(text)
     found: list[tuple[int, int, str]] = []
-    for name in sorted(set(_names(record)), key=len, reverse=True):
+    names = _names(record)
+    for name in sorted(set(names), key=len, reverse=True):
         parts = name.split(" ")
         if sum(map(len, parts)) < 5:
             continue
@@ -134,6 +138,10 @@ def _respelled(text: str, record: str) -> str:
             pairs = [(word.casefold(), part.casefold()) if lowered else (word, part) for word, part in zip(words, parts)]
             if all(_misspells(word, part) for word, part in pairs):
                 found.append((run[0][0], run[-1][1], name))
+    if text.islower() and names:  # a word of the record's subject's name, spelt right but not capitalised
+        parts = {part.casefold(): part for part in names[0].split(" ") if len(part) >= 5}
+        found.extend((start, end, parts[text[start:end]]) for start, end in spans if text[start:end] in parts
+                     and not any(start < taken_end and taken_start < end for taken_start, taken_end, _ in found))
     out, last = [], len(text)
     for start, end, name in sorted(found, reverse=True):  # from the end, so earlier places stay where they are
         if end <= last:

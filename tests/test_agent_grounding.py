@@ -345,6 +345,12 @@ def test_a_fraction_of_a_number_in_words_is_that_share_of_it(times: int, whole: 
     ("WHERE WAS MIRA TOLAN BORN?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # capitals
     ("WHERE WAS MIRA TOLLAN BORN?", "Mira Tollan: born in Kuba.", "where was Mira Tollan born?"),  # capitals, a copy
     ("WHERE IS FEALTRORARA?", "Zerpieth Kilridge: born in Fealtrorara.", "WHERE IS FEALTRORARA?"),  # no name: as typed
+    ("when was tollan born?", "Mira Tollan: born in Kuba.", "when was Tollan born?"),  # the subject's surname
+    ("WHEN WAS TOLLAN BORN?", "Mira Tollan: born in Kuba.", "when was Tollan born?"),
+    ("When was tollan born?", "Mira Tollan: born in Kuba.", "When was tollan born?"),  # not all in lower case
+    ("when was mira born?", "Mira Tollan: born in Kuba.", "when was mira born?"),  # under five letters
+    ("when was tolan born?", "Mira Tollan: born in Kuba.", "when was tolan born?"),  # one word, misspelt
+    ("who works at drionklo?", "Mira Tollan: works for Drionklo Foundry.", "who works at drionklo?"),  # not the subject
     ("where is fealtrorara?", "Zerpieth Kilridge: born in Fealtrorara.", "where is fealtrorara?"),  # one word
     ("are these hers?", "There Kilridge: a botanist.", "are these hers?"),
     ("Where was Mira Tallon born?", "Mira Tollan: born in Kuba.", "Where was Mira Tallon born?"),  # two edits: another
