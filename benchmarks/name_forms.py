@@ -39,12 +39,14 @@ FORMS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = arguments(__doc__.splitlines()[0], argv)
-    ready = agent_on_test(args, "name_forms.py", lambda example: str(example.meta.get("entity", "")) in example.question)
+    ready = agent_on_test(args, "name_forms.py",
+                          lambda example: str(example.meta.get("entity", "")) in example.question)
     if ready is None:
         return 2
     out, agent, dataset, examples = ready
     ways = []
-    for label, form, lower in [(label, form, False) for label, form in FORMS] + [("surname, lower case", FORMS[1][1], True)]:
+    forms = [(label, form, False) for label, form in FORMS] + [("surname, lower case", FORMS[1][1], True)]
+    for label, form, lower in forms:
         asked = {}
         for example in examples:
             name = str(example.meta["entity"])

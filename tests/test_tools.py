@@ -382,7 +382,8 @@ class _People:
 
 
 @pytest.mark.parametrize("names, message", [
-    (["Mira Tolan", "Kai Tolan"], "'Tolan' names 2 entries, not one: Mira Tolan; Kai Tolan. Ask again naming one of them."),
+    (["Mira Tolan", "Kai Tolan"],
+     "'Tolan' names 2 entries, not one: Mira Tolan; Kai Tolan. Ask again naming one of them."),
     ([f"P{i} Tolan" for i in range(7)],
      "'Tolan' names 7 entries, not one: P0 Tolan; P1 Tolan; P2 Tolan; P3 Tolan; P4 Tolan; and 2 more. "
      "Ask again naming one of them."),

@@ -62,7 +62,8 @@ class SeveralFound(NothingFound, fields=("query", "matches")):
     def describe(self) -> str:
         shown = "; ".join(self.matches[:self.SHOWN])
         more = f"; and {len(self.matches) - self.SHOWN} more" if len(self.matches) > self.SHOWN else ""
-        return f"{self.query!r} names {len(self.matches)} entries, not one: {shown}{more}. Ask again naming one of them."
+        return (f"{self.query!r} names {len(self.matches)} entries, not one: {shown}{more}. "
+                "Ask again naming one of them.")
 
 
 class DuplicateToolError(ToolError, fields=("name", "first_source", "second_source")):

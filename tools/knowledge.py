@@ -195,7 +195,9 @@ def make_lookup_tool(knowledge_base: KnowledgeBase, schema: Mapping[str, Any] | 
     refuse), not an error. A knowledge base that also has ``matches(query)
     -> Sequence[str]`` (the entries a query names when it names more than
     one, as the embedded world's does for a surname two people share) turns
-    such a miss into :class:`SeveralFound`, whose message lists them. ``schema`` (OpenAI function form, with or without
+    such a miss into :class:`SeveralFound`, whose message lists them.
+
+    ``schema`` (OpenAI function form, with or without
     the ``{"type": "function", "function": ...}`` wrapper) replaces the
     description and parameters the prompt shows, e.g. with the ones a base
     saw in its tool-use training; it must name the tool ``lookup`` and take
