@@ -217,3 +217,6 @@ def test_the_comparisons_tool_names_must_be_a_sequence_of_names() -> None:
     for field_name in ("grounded_tools", "direct_tools"):
         with pytest.raises(ValueError, match=f"{field_name} must be a sequence of tool names, got 'calculator'"):
             AgentComparison(FakeBackend([]), policies=("direct",), **{field_name: "calculator"})
+    names = AgentComparison(FakeBackend([]), policies=("direct",), direct_tools=iter(["calculator"]),
+                            grounded_tools=(name for name in ["lookup"]))
+    assert (names.direct_tools, names.grounded_tools) == (("calculator",), ("lookup",))  # an iterator, read once

@@ -292,10 +292,10 @@ class AgentComparison:
         self.closed_book = tuple(closed_book)
         self.ground_arguments = bool(ground_arguments)
         for field_name, names in (("grounded_tools", grounded_tools), ("direct_tools", direct_tools)):
+            names = names if isinstance(names, str) else tuple(names)  # read once: an iterator is not read empty
             if isinstance(names, str) or not all(isinstance(name, str) for name in names):
                 raise ValueError(f"{field_name} must be a sequence of tool names, got {names!r:.80}")
-        self.grounded_tools = tuple(grounded_tools)
-        self.direct_tools = tuple(direct_tools)
+            setattr(self, field_name, names)
 
     def _build_policies(self, specs: Sequence[PolicySpec], settings: dict[str, Mapping[str, Any]],
                         pm: "pluggy.PluginManager | None") -> dict[str, Policy]:
