@@ -505,6 +505,37 @@ def test_a_lookup_of_a_name_two_people_share_is_a_miss_that_names_them() -> None
     assert steps[-1].text == "I don't know."
 
 
+class _BrokenMatches:
+    """A knowledge base whose ``matches`` fails or answers with no sequence."""
+
+    name = "people"
+
+    def __init__(self, matches: object) -> None:
+        self.matches = matches
+
+    def lookup(self, query: str) -> str | None:
+        return None
+
+
+def _raises(query: str) -> list[str]:
+    raise RuntimeError("index offline")
+
+
+@pytest.mark.parametrize("matches, reason", [(_raises, "RuntimeError: index offline"),
+                                              (lambda query: None, "TypeError"),
+                                              ("not callable", None)])
+def test_a_knowledge_base_whose_matches_fails_gives_a_typed_observation(matches: object, reason: str | None) -> None:
+    registry = ToolRegistry([make_lookup_tool(_BrokenMatches(matches))])
+    backend = FakeBackend([call("lookup", query="Tolan"), "I don't know."])
+    steps = list(MetaAgent(backend, DirectPolicy(), DefaultRenderer(), registry).run("When was Tolan born?"))
+    if reason is None:  # not a method: the plain miss
+        assert steps[1].kind.value == "not_found" and steps[1].observation == "No entry found for 'Tolan'."
+    else:
+        assert steps[1].kind.value == "tool_raised" and reason in steps[1].observation
+        assert steps[1].observation.startswith("Error: tool 'lookup' raised ")
+    assert steps[-1].text == "I don't know."  # the run goes on
+
+
 def test_a_grounded_tool_does_not_run_for_a_name_the_question_does_not_give(tools: ToolRegistry) -> None:
     ran: list[str] = []
     facts = DictKnowledgeBase({"Mira Tollan": "Mira Tollan: born in Kuba.", "Zed Quux": "Zed Quux: born in Ora."})
