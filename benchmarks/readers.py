@@ -13,17 +13,24 @@ def logistic_aurocs(features: Any, correct: Any, rows: Mapping[str, Any], scored
                     c: float, train: str = "train") -> dict[str, float]:
     """AUROC on each of ``scored`` of a logistic regression (inverse L2
     strength ``c``) fitted on ``rows[train]``; NaN features read as 0."""
+    from sklearn.metrics import roc_auc_score
+
+    score = logistic_scores(features, correct, rows[train], c=c)
+    return {split: roc_auc_score(correct[rows[split]], score[rows[split]]) for split in scored}
+
+
+def logistic_scores(features: Any, correct: Any, fit_rows: Any, *, c: float) -> Any:
+    """The decision function on every row of a logistic regression (inverse
+    L2 strength ``c``) on standardised ``features``, fitted on ``fit_rows``;
+    NaN features read as 0."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
     features = np.nan_to_num(features)
-    fit_rows = rows[train]
     scaler = StandardScaler().fit(features[fit_rows])
     fitted = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(features[fit_rows]), correct[fit_rows])
-    score = fitted.decision_function(scaler.transform(features))
-    return {split: roc_auc_score(correct[rows[split]], score[rows[split]]) for split in scored}
+    return fitted.decision_function(scaler.transform(features))
 
 
 def say_validation_pick(say: Callable[..., None], row: Callable[[str, dict[str, float]], None],
