@@ -56,8 +56,8 @@ def read_forms(pipe: Any, dataset: Any, seed: int) -> dict[tuple[str, str], dict
 
     reads: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for split, count in SPLITS:
-        named = [example for example in dataset.split(split) if str(example.meta.get("entity", "")) in example.question
-                 and example.meta.get("entity")]
+        named = [example for example in dataset.split(split)
+                 if example.meta.get("entity") and str(example.meta["entity"]) in example.question]
         examples = random.Random(seed).sample(named, min(count, len(named)))
         for form, rename in NAMED_BY:
             columns: dict[str, list[Any]] = {"p": [], "correct": [], "signals": [], "states": []}
@@ -78,6 +78,51 @@ def read_forms(pipe: Any, dataset: Any, seed: int) -> dict[tuple[str, str], dict
                     columns["states"].append(read.layer_states[0].flatten().float().numpy())
             reads[split, form] = {name: np.asarray(values) for name, values in columns.items()}
     return reads
+
+
+def reader_table(out: Report, reads: dict[tuple[str, str], dict[str, np.ndarray]], forms: list[str],
+                 threshold: float) -> None:
+    """Logistic readers of the signals, the states and both, fitted on the
+    training questions by the whole name or in every form, scored on test
+    per form at the threshold that answers as many validation questions as
+    the Doubter's gate; the Doubter itself last."""
+    from sklearn.metrics import roc_auc_score
+
+    def cells(scored: list[tuple[np.ndarray, np.ndarray]], cut: float) -> str:
+        every = np.concatenate([score for score, _ in scored]), np.concatenate([right for _, right in scored])
+        return (f"{roc_auc_score(every[1], every[0]):>10.3f}"
+                + "".join(f"{roc_auc_score(right, score):>12.3f}" for score, right in scored)
+                + "".join(f"{f'{int((score >= cut).sum())}/{int(((score >= cut) & ~right).sum())}':>28}"
+                          for score, right in scored))
+
+    validation_p = np.concatenate([reads["validation", form]["p"] for form in forms])
+    answered_share = float((validation_p >= threshold).mean())
+    out.say()
+    out.say(f"readers (logistic), scored on test; answers at the threshold that answers {answered_share:.3f} of "
+            "validation (all three forms), as the gate does")
+    out.say(f"{'reads':<10}{'fitted on':<24}{'AUROC all':>10}" + "".join(f"{form:>12}" for form in forms)
+            + "".join(f"{'answered/wrong ' + form:>28}" for form in forms))
+    for label, columns, c in (("signals", ("signals",), 1.0), ("states", ("states",), STATES_C),
+                              ("both", ("signals", "states"), STATES_C)):
+        for fit_label, fit_forms in (("the whole name", forms[:1]), ("all three forms", forms)):
+            parts = [("train", form) for form in fit_forms] + [(split, form) for split in ("validation", "test")
+                                                                for form in forms]
+            features = np.concatenate([np.column_stack([reads[part][column] for column in columns])
+                                       for part in parts])
+            correct = np.concatenate([reads[part]["correct"] for part in parts]).astype(bool)
+            ends = np.cumsum([len(reads[part]["p"]) for part in parts])
+            spans = {part: slice(end - len(reads[part]["p"]), end) for part, end in zip(parts, ends)}
+            fit_rows = np.zeros(len(correct), dtype=bool)
+            for form in fit_forms:
+                fit_rows[spans["train", form]] = True
+            score = logistic_scores(features, correct, fit_rows, c=c)
+            cut = np.quantile(np.concatenate([score[spans["validation", form]] for form in forms]),
+                              1.0 - answered_share)
+            out.say(f"{label:<10}{fit_label:<24}"
+                    + cells([(score[spans["test", form]], correct[spans["test", form]]) for form in forms], cut))
+    out.say(f"{'Doubter':<10}{'(the run, as it is)':<24}"
+            + cells([(reads["test", form]["p"], reads["test", form]["correct"].astype(bool)) for form in forms],
+                    threshold))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -121,43 +166,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f"{roc_auc_score(read['correct'], read['p']):>15.3f}{int(answered.sum()):>10}"
                     f"{int((answered & ~read['correct'].astype(bool)).sum()):>7}")
 
-    def stacked(split: str, names: tuple[str, ...], column: str) -> np.ndarray:
-        return np.concatenate([reads[split, name][column] for name in names])
-
-    validation_answered = float((stacked("validation", tuple(forms), "p") >= threshold).mean())
-    out.say()
-    out.say(f"readers (logistic), scored on test; answers at the threshold that answers {validation_answered:.3f} of "
-            "validation (all three forms), as the gate does")
-    out.say(f"{'reads':<10}{'fitted on':<24}{'AUROC all':>10}" + "".join(f"{form:>12}" for form in forms)
-            + "".join(f"{'answered/wrong ' + form:>28}" for form in forms))
-    for reads_label, columns, c in (("signals", ("signals",), 1.0), ("states", ("states",), STATES_C),
-                                    ("both", ("signals", "states"), STATES_C)):
-        for fit_label, fit_forms in (("the whole name", (forms[0],)), ("all three forms", tuple(forms))):
-            parts = [(split, name) for split, _ in SPLITS for name in (fit_forms if split == "train" else forms)]
-            features = np.concatenate([np.column_stack([reads[part][column] for column in columns])
-                                       for part in parts])
-            correct = np.concatenate([reads[part]["correct"] for part in parts])
-            spans, at = {}, 0
-            for part in parts:
-                spans[part] = slice(at, at + len(reads[part]["p"]))
-                at += len(reads[part]["p"])
-            fit_rows = np.zeros(len(correct), dtype=bool)
-            for name in fit_forms:
-                fit_rows[spans["train", name]] = True
-            score = logistic_scores(features, correct, fit_rows, c=c)
-            validation = np.concatenate([score[spans["validation", name]] for name in forms])
-            cut = np.quantile(validation, 1.0 - validation_answered)
-            test = [(score[spans["test", name]], correct[spans["test", name]].astype(bool)) for name in forms]
-            everything = np.concatenate([s for s, _ in test]), np.concatenate([k for _, k in test])
-            out.say(f"{reads_label:<10}{fit_label:<24}{roc_auc_score(everything[1], everything[0]):>10.3f}"
-                    + "".join(f"{roc_auc_score(k, s):>12.3f}" for s, k in test)
-                    + "".join(f"{f'{int((s >= cut).sum())}/{int(((s >= cut) & ~k).sum())}':>28}" for s, k in test))
-    doubter = [(reads["test", name]["p"], reads["test", name]["correct"].astype(bool)) for name in forms]
-    out.say(f"{'Doubter':<10}{'(the run, as it is)':<24}"
-            f"{roc_auc_score(np.concatenate([k for _, k in doubter]), np.concatenate([s for s, _ in doubter])):>10.3f}"
-            + "".join(f"{roc_auc_score(k, s):>12.3f}" for s, k in doubter)
-            + "".join(f"{f'{int((s >= threshold).sum())}/{int(((s >= threshold) & ~k).sum())}':>28}"
-                      for s, k in doubter))
+    reader_table(out, reads, forms, threshold)
     out.write(args.output)
     return 0
 
