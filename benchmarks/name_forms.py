@@ -8,10 +8,10 @@ it (the whole name), by the surname alone, by the first name alone, with
 the surname first, by title and surname, and by the surname alone all in
 lower case. The base read every person by their whole name, so these are
 shifts of the name, not of the frame. Per form: how many final answers are
-right, refused and wrong, and how many runs had a lookup that found the
-asked person's record or another person's (a first or last name that
-several people share names no one). Each question is a new session. About
-25 s per form on two cores.
+right, refused and wrong (and how many wrong without a lookup), and how
+many runs had a lookup that found the asked person's record or another
+person's (a first or last name that several people share names no one).
+Each question is a new session. About 30 s per form on two cores.
 
     python benchmarks/name_forms.py --run-dir RUN --output benchmarks/results/name_forms.txt
 """

@@ -6,8 +6,9 @@ builds it: its policy, backend, tools and grounding) COUNT test questions
 drawn at random, each four ways side by side: as the world writes it, in
 lower case, in lower case without its question mark, and in upper case.
 Per way: how many final answers are right, how many are refusals and how
-many are wrong answers, and how many runs had a lookup that found the
-asked person's record or another person's. Each question is a new
+many are wrong answers (and how many of those the agent gave without a
+lookup), and how many runs had a lookup that found the asked person's
+record or another person's. Each question is a new
 session. About 40 s per way on two cores.
 
     python benchmarks/question_casing.py --run-dir RUN --output benchmarks/results/question_casing.txt
@@ -39,19 +40,24 @@ def ask(agent: Any, dataset: Any, examples: list[Any], recase: Callable[[str], s
     from meta_spider.loom.world.generator import fact_line
 
     knowledge_base = dataset.knowledge_base()
-    counts = {"right": 0, "refused": 0, "wrong": 0, "found the asked person": 0, "found another person": 0}
+    counts = {"right": 0, "refused": 0, "wrong": 0, "wrong without a lookup": 0, "found the asked person": 0,
+              "found another person": 0}
     for example in examples:
         asked = fact_line(knowledge_base.person(str(example.meta["entity"]))) if example.meta.get("entity") else None
-        final, found = None, []
+        final, found, looked_up = None, [], False
         for step in agent.run(recase(example.question)):
-            if isinstance(step, ToolStep) and step.call is not None and step.call.name == "lookup" and step.ok:
-                found.append(step.observation)
+            if isinstance(step, ToolStep) and step.call is not None and step.call.name == "lookup":
+                looked_up = True
+                if step.ok:
+                    found.append(step.observation)
             elif isinstance(step, FinalStep):
                 final = step
         right = final is not None and final.outcome == "answer" and dataset.check_fn(final.text or "", example)
         counts["right"] += right
         counts["refused"] += final is not None and final.outcome == "refuse"
-        counts["wrong"] += final is not None and final.outcome == "answer" and not right
+        wrong = final is not None and final.outcome == "answer" and not right
+        counts["wrong"] += wrong
+        counts["wrong without a lookup"] += wrong and not looked_up
         counts["found the asked person"] += asked in found
         counts["found another person"] += any(record != asked for record in found)
     return counts
@@ -70,7 +76,7 @@ def arguments(description: str, argv: Optional[list[str]]) -> argparse.Namespace
 def report_ways(out: Report, agent: Any, dataset: Any, examples: list[Any],
                 ways: list[tuple[str, Callable[[str], str]]], first_column: str) -> None:
     """One row per way of asking ``examples`` (:func:`ask`), with its seconds."""
-    header = ("right", "refused", "wrong", "found the asked person", "found another person")
+    header = ("right", "refused", "wrong", "wrong without a lookup", "found the asked person", "found another person")
     out.say(f"{first_column:<32}" + "".join(f"{name:>24}" for name in header) + f"{'seconds':>9}")
     for name, recase in ways:
         start = time.perf_counter()
