@@ -28,6 +28,17 @@ def _title(example: Any) -> str:
     return "Ms." if str(example.answer).startswith("She") else "Mr."
 
 
+def names_its_person(example: Any) -> bool:
+    """Whether ``example``'s question writes its person's whole name (the forms replace it)."""
+    return bool(example.meta.get("entity")) and str(example.meta["entity"]) in example.question
+
+
+def asked_as(example: Any, form: Callable[[Any, str], str]) -> str:
+    """``example``'s question with its person's name in ``form``."""
+    name = str(example.meta["entity"])
+    return example.question.replace(name, form(example, name))
+
+
 FORMS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
     ("as written", lambda example, name: name),
     ("surname", lambda example, name: name.split()[-1]),
@@ -39,8 +50,7 @@ FORMS: tuple[tuple[str, Callable[[Any, str], str]], ...] = (
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = arguments(__doc__.splitlines()[0], argv)
-    ready = agent_on_test(args, "name_forms.py",
-                          lambda example: str(example.meta.get("entity", "")) in example.question)
+    ready = agent_on_test(args, "name_forms.py", names_its_person)
     if ready is None:
         return 2
     out, agent, dataset, examples = ready
@@ -49,8 +59,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for label, form, lower in forms:
         asked = {}
         for example in examples:
-            name = str(example.meta["entity"])
-            question = example.question.replace(name, form(example, name))
+            question = asked_as(example, form)
             asked[example.question] = question.lower() if lower else question
         ways.append((label, asked.__getitem__))
     report_ways(out, agent, dataset, examples, ways, "named by")

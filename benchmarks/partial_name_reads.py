@@ -8,20 +8,21 @@ surname alone it mostly guesses, and a guess it writes as surely as a fact
 it recalls looks, to the Doubter, like a fact it recalls.
 
 This script asks the run's base (pass 1, as `metaloom eval` reads it: 16
-prompts a batch, the run's Doubter) questions of the train, validation and
-test splits that name their person, each in the three forms, and prints:
+prompts a batch, the run's Doubter at its read position, the draft as long
+as the collection's) questions of the train, validation and test splits
+that name their person, each in the three forms, and prints:
 
 1. per split and form, the base's accuracy, the Doubter's AUROC, and on
    test how many the run's answer gate answers and how many of those are
    wrong;
 2. logistic regressions on the Doubter's signals, on the states it reads
-   (the last prompt token at its target layers) and on both, fitted on the
-   training questions asked by the whole name only or in all three forms,
-   scored on test per form, with the answers and wrong answers at a
-   threshold that answers as many validation questions (all three forms)
-   as the Doubter's gate does.
+   (at its target layers and read position: the demo's reads the last
+   prompt token) and on both, fitted on the training questions asked by
+   the whole name only or in all three forms, scored on test per form,
+   with the answers and wrong answers at a threshold that answers as many
+   validation questions (all three forms) as the Doubter's gate does.
 
-About two minutes on two cores.
+About a minute on two cores.
 
     python benchmarks/partial_name_reads.py --run-dir RUN --output benchmarks/results/partial_name_reads.txt
 """
@@ -37,7 +38,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from name_forms import FORMS
+from name_forms import FORMS, asked_as, names_its_person
 from readers import logistic_scores
 from report import Report
 
@@ -50,27 +51,27 @@ STATES_C = 0.1
 BATCH = 16
 
 
-def read_forms(pipe: Any, dataset: Any, seed: int) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+def read_forms(pipe: Any, dataset: Any, seed: int, max_draft_tokens: int
+               ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """Per (split, form): the Doubter's P(correct), the draft's correctness, the signals and the states."""
     from meta_spider.wrapper.batched import read_pass1
 
     reads: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for split, count in SPLITS:
-        named = [example for example in dataset.split(split)
-                 if example.meta.get("entity") and str(example.meta["entity"]) in example.question]
+        named = [example for example in dataset.split(split) if names_its_person(example)]
         examples = random.Random(seed).sample(named, min(count, len(named)))
         for form, rename in NAMED_BY:
             columns: dict[str, list[Any]] = {"p": [], "correct": [], "signals": [], "states": []}
             for start in range(0, len(examples), BATCH):
                 batch = examples[start:start + BATCH]
-                questions = [example.question.replace(str(example.meta["entity"]),
-                                                       rename(example, str(example.meta["entity"])))
-                             for example in batch]
+                questions = [asked_as(example, rename) for example in batch]
                 texts = [pipe.render(question) for question in questions]
                 rows = [pipe.encode(text)[0] for text in texts]
                 words = [pipe.question_words(text, question) for text, question in zip(texts, questions)]
-                for read, example in zip(read_pass1(pipe.decoder, pipe.doubter, rows, read_position="prompt",
-                                                    max_draft_tokens=24, pad_token_id=pipe.pad_token_id, words=words),
+                for read, example in zip(read_pass1(pipe.decoder, pipe.doubter, rows,
+                                                    read_position=pipe.doubter.config.read_position,
+                                                    max_draft_tokens=max_draft_tokens, pad_token_id=pipe.pad_token_id,
+                                                    words=words),
                                          batch):
                     columns["p"].append(read.p_correct)
                     columns["correct"].append(dataset.check_fn(pipe.decode(read.draft_ids), example))
@@ -136,6 +137,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from meta_spider.loom.cli.eval import load_pipeline
+    from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.loom.manifest import RunManifest
     from meta_spider.loom.world.dataset import WorldDataset
 
@@ -147,8 +149,10 @@ def main(argv: Optional[list[str]] = None) -> int:
               file=sys.stderr)
         return 2
     dataset = WorldDataset(**manifest.dataset.options)
+    # The draft's length limit `metaloom eval` uses by default: the collection's.
+    max_draft_tokens = ActivationDataset.load(args.run_dir / ACTIVATIONS_DIR).max_new_tokens
     start = time.perf_counter()
-    reads = read_forms(pipe, dataset, args.seed)
+    reads = read_forms(pipe, dataset, args.seed, max_draft_tokens)
     forms = [form for form, _ in NAMED_BY]
     out = Report()
     out.say(f"# python benchmarks/partial_name_reads.py --run-dir RUN --seed {args.seed}   "
