@@ -9,7 +9,7 @@ Per way: how many final answers are right, how many are refusals and how
 many are wrong answers (and how many of those the agent gave without a
 lookup), and how many runs had a lookup that found the asked person's
 record or another person's. Each question is a new
-session. About 40 s per way on two cores.
+session. About 30 s per way on two cores.
 
     python benchmarks/question_casing.py --run-dir RUN --output benchmarks/results/question_casing.txt
 """
