@@ -308,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "meta-spider or other settings cannot be resumed. Delete it to start the run over, "
                       "or pass --run-dir NEW_FOLDER.")
         return 1
+    except MetaSpiderError as error:  # before any step: the world's cache, a shipped base
+        console.print(f"[red]demo stopped[/]: {escape(str(error))}")
+        return 1
     except OSError as error:
         from meta_spider.agentcore.cli import storage_problem
 

@@ -152,3 +152,24 @@ def test_a_write_the_machine_refuses_stops_the_demo_with_what_to_do(tmp_path: Pa
     assert "demo stopped: a file outgrew this process's file size limit (ulimit -f)" in result.stdout
     assert "run the same command again" in " ".join(result.stdout.split())
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.world
+def test_a_damaged_world_in_the_cache_stops_the_demo_with_what_to_do(tiny_world, tmp_path: Path, monkeypatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    # The cached base's config edited by hand: the hash check refuses it before any step, in one message that
+    # names the file and both ways out, and nothing in the folder is deleted.
+    import shutil
+
+    cache = tmp_path / "worlds"
+    copy = cache / tiny_world.path.name
+    shutil.copytree(tiny_world.path, copy)
+    config = copy / "model" / "config.json"
+    config.write_text(config.read_text().replace("{", '{"attn_implementation": "eager", ', 1))
+    monkeypatch.setenv("META_SPIDER_WORLD_CACHE", str(cache))
+    capsys.readouterr()
+    assert main(["--preset", "tiny", "--run-dir", str(tmp_path / "run")]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "demo stopped: world folder" in out and "model/config.json has sha256" in out
+    assert "delete it (the next use builds it again)" in out and "META_SPIDER_WORLD_CACHE=DIR" in out
+    assert "Traceback" not in out and config.exists() and not (tmp_path / "run").exists()

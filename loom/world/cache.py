@@ -40,7 +40,8 @@ MODEL_DIR = "model"
 class WorldBuildError(MetaSpiderError, RuntimeError, fields=("path", "problem")):
     """A world folder exists but is incomplete or from another build."""
 
-    template = "world folder {path}: {problem}; delete it or build with another --out"
+    template = ("world folder {path}: {problem}; delete it (the next use builds it again) or build elsewhere "
+                "(`metaloom world build --out DIR`, or META_SPIDER_WORLD_CACHE=DIR)")
 
 
 def cache_root() -> Path:
