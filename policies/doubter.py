@@ -29,7 +29,11 @@ the question is a miss (the session records those calls as ``not_found``:
 the lookup holds nothing for them, or the call named what the question does
 not give), the policy refuses without asking the
 model: it was unsure, or said it did not know, and the lookup did not
-know either; an answer now would be the base's own guess.
+know either; an answer now would be the base's own guess. When a call
+failed instead (the tool raised, as the calculator does past its limits, or
+the model's call was malformed) and no result came back, the model reads
+the failure with the tools offered and may call again; an answer it writes
+is refused for the same reason, without a lookup.
 
 A record found is not always an answer: asked for something the record does
 not hold, a small base answers from it with what it does hold. When the
@@ -245,6 +249,8 @@ class DoubterPolicy:
         if pending and not self.gate_after_tool_result:
             if all(kind == NOT_FOUND for kind in pending):
                 return self._refuse_after_misses(messages, backend)
+            if all(kind not in (FOUND, "") for kind in pending):  # failed calls, and misses: no result came back
+                return self._call_again_or_refuse(messages, backend, tools)
             if self.gate_after_lookup and self.record_gate is not None and self._judges(messages, pending):
                 prompt = self._bare_prompt(messages, backend)
                 judged = self._judge_record(self.record_gate, prompt, messages, backend)
@@ -329,6 +335,18 @@ class DoubterPolicy:
         metadata.update(gate="passed: the gate after a lookup judges the record an answer", after_lookup=judged,
                         injected=False)
         return LatentDecision(text=completion.text, metadata=metadata)
+
+    def _call_again_or_refuse(self, messages: list[Any], backend: InferenceBackend,
+                              tools: ToolCatalog) -> LatentDecision:
+        """The step after calls that failed (the tool raised, or the model's
+        call was malformed): the model reads the failure with the tools
+        offered and may call again, but no result came back, so its answer
+        would be the base's own guess: the decision is not confident and
+        carries the reason to refuse (the renderer refuses it, no lookup)."""
+        decision = self._answer_from_observation(messages, backend, tools)
+        reason = "no tool call since the question returned a result"
+        decision.metadata.update(gate=f"refused unless the model calls again: {reason}", refusal_reason=reason)
+        return LatentDecision(text=decision.text, confident=False, metadata=decision.metadata)
 
     def _answer_from_observation(self, messages: list[Any], backend: InferenceBackend,
                                  tools: ToolCatalog) -> LatentDecision:

@@ -27,6 +27,11 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
 * without one, the renderer refuses with its ``refusal`` sentence
   (default :data:`REFUSAL_SENTENCE`).
 
+A decision its policy marks not confident *and* gives a
+``metadata["refusal_reason"]`` is refused for that reason, without a lookup,
+unless the model called a tool (the ``doubter`` policy after calls that
+failed: the model may call again, but its answer would be a guess).
+
 A confident (or unjudged) decision is an ``Answer``, unless its text is (or
 starts with) that refusal sentence, which makes a ``Refuse`` (its reason
 ``"model"``, or the policy's ``metadata["refusal_reason"]`` when the policy
@@ -117,6 +122,9 @@ class DefaultRenderer:
         if result.tool_calls or result.failures:
             return _tool_call(result)
         text = result.content.strip()
+        if decision.confident is False and decision.metadata.get("refusal_reason"):
+            # The policy already knows why it would not answer, and that a lookup would not help.
+            return Refuse(text=self.refusal, reason=str(decision.metadata["refusal_reason"]))
         uncertain = self._uncertainty(decision)
         if uncertain is None and decision.confident and self.is_refusal(text):
             # Confident by its gate, yet the model wrote that it does not know:

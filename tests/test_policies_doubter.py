@@ -106,6 +106,45 @@ def test_a_calculation_of_numbers_the_question_does_not_give_ends_in_a_refusal()
                                                                 "every tool call found nothing")
 
 
+def calculator_tools() -> ToolRegistry:
+    from meta_spider.tools.calculator import calculator
+    from meta_spider.tools.tool import Tool
+
+    tools = lookup_tools()
+    tools.register(Tool.from_function(calculator), source="tests")
+    return tools
+
+
+def test_an_answer_after_a_call_that_failed_is_refused_not_given() -> None:
+    """The world's base, asked "What is 2**99999999?", called the calculator,
+    which refused a power of thirty million digits, and then answered "The
+    answer is 90.": no result came back, so the answer is the base's guess
+    and the agent refuses it, without a lookup."""
+    body = '{"name": "calculator", "arguments": {"expression": "2**99999999"}}\n</tool_call>'
+    backend = FakeBackend([introspection(0.2), "I don't know.", body, "The answer is 90."])
+    steps = list(agent(backend, calculator_tools()).run("What is 2**99999999?"))
+    assert [type(step).__name__ for step in steps] == ["ModelStep", "ToolStep", "ModelStep", "FinalStep"]
+    tool, second, final = steps[1:]
+    assert (tool.call.name, tool.kind.value) == ("calculator", "tool_raised") and "limit" in tool.observation
+    reason = "no tool call since the question returned a result"
+    assert (final.outcome, final.text, final.action.reason) == ("refuse", REFUSAL_SENTENCE, reason)
+    assert second.decision.confident is False and second.decision.metadata["gate"].endswith(reason)
+    # The model read the failure with the tools offered (it could have called again); no lookup was prefilled.
+    assert len(backend.calls) == 3 and '"name": "calculator"' in backend.calls[2].prompt
+    assert not backend.calls[2].prompt.endswith("<tool_call>\n") and "lookup" not in second.decision.metadata
+
+
+def test_after_a_malformed_call_the_model_may_call_again_and_answer_from_the_result() -> None:
+    wrong = '{"name": "calculator", "arguments": {"expr": "6*7"}}\n</tool_call>'
+    again = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+    backend = FakeBackend([introspection(0.2), "I don't know.", wrong, again, "42."])
+    steps = list(agent(backend, calculator_tools()).run("What is 6 times 7?"))
+    kinds = [step.kind.value for step in steps if type(step).__name__ == "ToolStep"]
+    assert kinds == ["bad_arguments", "result"]
+    assert (steps[-1].outcome, steps[-1].text) == ("answer", "42.")
+    assert steps[2].decision.confident is False and isinstance(steps[2].action, ToolCall)  # the retry ran
+
+
 def test_a_lookup_that_finds_nothing_ends_in_a_refusal_not_a_guess() -> None:
     """Unsure, the model looked the fact up and the knowledge base has no
     entry: the policy refuses instead of asking the model to answer from an
