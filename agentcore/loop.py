@@ -280,7 +280,8 @@ class MetaAgent:
                                            written_tool=original.name if call.name != original.name else None)
             session.add_tool_result(
                 ToolResultRecord(
-                    index, call.name, dict(call.arguments), call.call_id, step.observation, step.kind.value
+                    index, call.name, dict(call.arguments), call.call_id, step.observation, step.kind.value,
+                    list(step.choices),
                 )
             )
             yield step
@@ -310,7 +311,9 @@ class MetaAgent:
         except ToolTimeoutError as exc:
             return ToolStep(index, call, f"Error: {exc}.", ObservationKind.TOOL_RAISED, str(exc))
         except NothingFound as exc:  # an answer, not a failure: the model reads it like any result
-            return ToolStep(index, call, safe_str(exc, limit=self.max_result_chars), ObservationKind.NOT_FOUND)
+            choices = tuple(getattr(exc, "matches", ()))  # a SeveralFound's names
+            return ToolStep(index, call, safe_str(exc, limit=self.max_result_chars), ObservationKind.NOT_FOUND,
+                            choices=choices)
         except Exception as exc:  # the tool's own failure is the model's observation
             reason = f"{type(exc).__name__}: {safe_str(exc, limit=self.max_result_chars)}"
             note = f"Error: tool {call.name!r} raised {reason}"

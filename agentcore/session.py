@@ -48,6 +48,11 @@ class ToolResultRecord:
     """The observation text given to the model."""
     kind: str
     """An :class:`~meta_spider.agentcore.steps.ObservationKind` value."""
+    choices: list[str] = field(default_factory=list)
+    """For a miss whose query names several entries, not one
+    (:class:`~meta_spider.tools.SeveralFound`), their names: what the user
+    can be asked to choose between. Empty otherwise, and in a session saved
+    before the field existed."""
 
     @property
     def ok(self) -> bool:
@@ -258,17 +263,25 @@ _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "step": (int,), "name": (str,), "arguments": (dict,), "call_id": (str, type(None)), "content": (str,),
     "kind": (str,),
 }
+_OPTIONAL_RECORD_FIELDS = ("choices",)
+"""Record fields a session saved before they existed lacks."""
+MAX_CHOICES = 100
+"""The most names a saved record's ``choices`` may hold."""
 
 
 def _record_problem(record: Any) -> str | None:
     """What is wrong with one saved tool-result record, or None."""
     if not isinstance(record, dict):
         return f"expected an object, got {type(record).__name__}"
-    if set(record) != set(_RECORD_TYPES):
-        return f"expected the fields {sorted(_RECORD_TYPES)}, got {sorted(map(str, record))}"
+    if not set(_RECORD_TYPES) <= set(record) <= set(_RECORD_TYPES) | set(_OPTIONAL_RECORD_FIELDS):
+        return (f"expected the fields {sorted(_RECORD_TYPES)} (and optionally {list(_OPTIONAL_RECORD_FIELDS)}), "
+                f"got {sorted(map(str, record))}")
     for name, types in _RECORD_TYPES.items():
         if not isinstance(record[name], types) or isinstance(record[name], bool):
             return f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(record[name]).__name__}"
+    choices = record.get("choices", [])
+    if not isinstance(choices, list) or len(choices) > MAX_CHOICES or not all(isinstance(c, str) for c in choices):
+        return f"choices must be a list of at most {MAX_CHOICES} names, got {choices!r:.80}"
     return None
 
 

@@ -93,6 +93,9 @@ class ToolStep:
     """The tool the model called, when grounding ran another in its place (a
     lookup of a made-up name for a question that states arithmetic runs the
     calculator)."""
+    choices: tuple[str, ...] = ()
+    """For a miss whose query names several entries, not one
+    (:class:`~meta_spider.tools.SeveralFound`), their names."""
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,7 @@ class ToolStep:
             "error": self.error,
             "written": None if self.written is None else json_safe(self.written),
             "written_tool": self.written_tool,
+            "choices": list(self.choices),
         }
 
 

@@ -29,7 +29,9 @@ the question is a miss (the session records those calls as ``not_found``:
 the lookup holds nothing for them, or the call named what the question does
 not give), the policy refuses without asking the
 model: it was unsure, or said it did not know, and the lookup did not
-know either; an answer now would be the base's own guess. When a call
+know either; an answer now would be the base's own guess. When the last
+miss named several entries (:class:`~meta_spider.tools.SeveralFound`), the
+refusal asks the user which one they mean. When a call
 failed instead (the tool raised, as the calculator does past its limits, or
 the model's call was malformed) and no result came back, the model reads
 the failure with the tools offered and may call again; an answer it writes
@@ -78,6 +80,7 @@ __all__ = [
     "pending_tool_kinds",
     "resolve_threshold",
     "tool_result_pending",
+    "which_one",
 ]
 
 logger = logging.getLogger(__name__)
@@ -177,10 +180,25 @@ def pending_tool_kinds(session: SessionView) -> list[str]:
     message after the last user turn, matched to the session's tool-result
     records by call id; "" for a message no record matches (a client's own
     tool result, a bare view of the messages)."""
-    kinds = {getattr(record, "call_id", None): getattr(getattr(record, "kind", ""), "value", getattr(record, "kind", ""))
-             for record in getattr(session, "tool_results", None) or ()}
-    return [str(kinds.get(message.get("tool_call_id"), "")) if message.get("tool_call_id") is not None else ""
+    return [str(getattr(getattr(record, "kind", ""), "value", getattr(record, "kind", "")))
+            for record in _pending_records(session)]
+
+
+def _pending_records(session: SessionView) -> list[Any]:
+    """The session's tool-result record of each tool message after the last
+    user turn, matched by call id (None where none matches)."""
+    records = {getattr(record, "call_id", None): record for record in getattr(session, "tool_results", None) or ()}
+    return [records.get(message.get("tool_call_id")) if message.get("tool_call_id") is not None else None
             for message in _since_question(list(session.messages)) if message.get("role") == "tool"]
+
+
+def which_one(choices: Sequence[str], shown: int = 5) -> str:
+    """The question that asks the user to choose between ``choices`` (the
+    first ``shown`` named)."""
+    names = [str(name) for name in choices[:shown]]
+    more = f", or one of {len(choices) - shown} more" if len(choices) > shown else ""
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"Which one do you mean: {listed}{more}?"
 
 
 def tool_result_pending(messages: Sequence[Mapping[str, Any]]) -> bool:
@@ -248,7 +266,7 @@ class DoubterPolicy:
         pending = pending_tool_kinds(session)  # one kind per tool result since the question
         if pending and not self.gate_after_tool_result:
             if all(kind == NOT_FOUND for kind in pending):
-                return self._refuse_after_misses(messages, backend)
+                return self._refuse_after_misses(messages, backend, session)
             if all(kind not in (FOUND, "") for kind in pending):  # failed calls, and misses: no result came back
                 return self._call_again_or_refuse(messages, backend, tools)
             if self.gate_after_lookup and self.record_gate is not None and self._judges(messages, pending):
@@ -287,14 +305,21 @@ class DoubterPolicy:
         self.gate = ThresholdSetting(setting.value, DOUBTER_CALIBRATION)
         logger.info("%s policy: gating on the Doubter's own calibration, P(correct) >= %.4g", self.name, setting.value)
 
-    def _refuse_after_misses(self, messages: list[Any], backend: InferenceBackend) -> LatentDecision:
+    def _refuse_after_misses(self, messages: list[Any], backend: InferenceBackend,
+                             session: SessionView) -> LatentDecision:
+        """The refusal after misses, which asks the user to choose when the
+        last miss that named several entries listed them."""
         prompt = self._bare_prompt(messages, backend)
-        metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
+        choices = next((list(record.choices) for record in reversed(_pending_records(session))
+                        if getattr(record, "choices", None)), [])
+        text = f"{REFUSAL_SENTENCE} {which_one(choices)}" if choices else REFUSAL_SENTENCE
+        metadata = self._metadata(prompt, Completion(text=text, num_tokens=0))
         names = {message.get("name") for message in _since_question(messages) if message.get("role") == "tool"}
         calls = "lookup" if names == {"lookup"} else "tool call"
+        reason = f"every {calls} found nothing" + (", and the lookup found several entries" if choices else "")
         metadata.update(finish_reason=None, gate=f"refused: every {calls} since the question found nothing",
-                        refusal_reason=f"every {calls} found nothing", injected=False)  # nothing was generated
-        return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
+                        refusal_reason=reason, injected=False, choices=choices)  # nothing was generated
+        return LatentDecision(text=text, metadata=metadata)
 
     def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:
         """The conversation as pass 1 reads it: without tool definitions."""

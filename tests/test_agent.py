@@ -351,12 +351,31 @@ def test_question_context_shows_the_model_only_the_current_question(tools: ToolR
             '{"format": "meta-spider-session", "version": 1, "messages": [], "tool_results": [{"x": 1}]}',
             "tool_results[0]: expected the fields",
         ),
+        (
+            '{"format": "meta-spider-session", "version": 1, "messages": [], "tool_results": [{"step": 1, '
+            '"name": "lookup", "arguments": {}, "call_id": null, "content": "", "kind": "not_found", '
+            '"choices": "Kai Tolan"}]}',
+            "tool_results[0]: choices must be a list of at most 100 names",
+        ),
+        (
+            '{"format": "meta-spider-session", "version": 1, "messages": [], "tool_results": [{"step": 1, '
+            '"name": "lookup", "arguments": {}, "call_id": null, "content": "", "kind": "not_found", '
+            '"choices": [1, 2]}]}',
+            "tool_results[0]: choices must be a list",
+        ),
     ],
 )
 def test_bad_session_files_raise_a_typed_error(text: str, reason: str) -> None:
     with pytest.raises(SessionFormatError) as info:
         Session.from_json(text, source="test.json")
     assert reason in info.value.reason and info.value.source == "test.json"
+
+
+def test_a_session_saved_before_records_had_choices_still_loads() -> None:
+    text = ('{"format": "meta-spider-session", "version": 1, "messages": [], "tool_results": [{"step": 1, '
+            '"name": "lookup", "arguments": {"query": "Tolan"}, "call_id": null, "content": "No entry.", '
+            '"kind": "not_found"}]}')
+    assert Session.from_json(text).tool_results[0].choices == []
 
 
 def test_model_call_ids_are_kept_when_template_safe() -> None:

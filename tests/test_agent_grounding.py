@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from meta_spider.agentcore import MetaAgent
+from meta_spider.agentcore import MetaAgent, Session
 from meta_spider.agentcore.arithmetic import (
     expression_problem,
     ground_numbers,
@@ -503,6 +503,37 @@ def test_a_lookup_of_a_name_two_people_share_is_a_miss_that_names_them() -> None
                                     "Ask again naming one of them.")
     assert "Kai Tolan; Mira Tolan" in backend.history[1]  # what the model reads
     assert steps[-1].text == "I don't know."
+    # The names travel with the miss: in the step, in the session's record and in the saved session.
+    assert steps[1].choices == ("Kai Tolan", "Mira Tolan") and steps[1].to_dict()["choices"] == ["Kai Tolan",
+                                                                                                 "Mira Tolan"]
+    session = steps[-1].session
+    assert session.tool_results[-1].choices == ["Kai Tolan", "Mira Tolan"]
+    assert Session.from_json(session.to_json()) == session
+
+
+def test_the_doubter_policy_asks_which_one_when_a_lookup_names_several() -> None:
+    from meta_spider.backends import StopBackend
+    from meta_spider.backends.base import Introspection
+    from meta_spider.policies.doubter import DoubterPolicy, which_one
+
+    registry = ToolRegistry([make_lookup_tool(_TwoTolans())])
+    unsure = Introspection(p_correct=0.1, cognitive_tokens=[[0.0] * 4] * 2)
+    body = '{"name": "lookup", "arguments": {"query": "Tolan"}}\n</tool_call>'
+    backend = FakeBackend([unsure, "I don't know.", body])
+    agent = MetaAgent(StopBackend(backend), DoubterPolicy(threshold=0.5), DefaultRenderer(), registry,
+                      grounded_tools=("lookup",), max_steps=4)
+    final = list(agent.run("When was Tolan born?"))[-1]
+    assert (final.outcome, final.text) == ("refuse", "I don't know. Which one do you mean: Kai Tolan or Mira Tolan?")
+    assert final.action.reason == "every lookup found nothing, and the lookup found several entries"
+    assert len(backend.calls) == 2  # nothing generated after the miss
+    # A plain miss still ends in the bare sentence.
+    backend = FakeBackend([unsure, "I don't know.", body])
+    agent = MetaAgent(StopBackend(backend), DoubterPolicy(threshold=0.5), DefaultRenderer(),
+                      ToolRegistry([make_lookup_tool(DictKnowledgeBase({"Mira Tolan": "born in Kuba"}))]),
+                      grounded_tools=("lookup",), max_steps=4)
+    assert list(agent.run("When was Tolan born?"))[-1].text == "I don't know."
+    assert which_one(["A"]) == "Which one do you mean: A?"
+    assert which_one([str(n) for n in range(7)]) == "Which one do you mean: 0, 1, 2, 3 or 4, or one of 2 more?"
 
 
 class _BrokenMatches:

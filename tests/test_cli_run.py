@@ -71,6 +71,7 @@ def test_run_json_prints_the_step_records(plugin_manager, tmp_path: Path) -> Non
         "error": None,
         "written": None,
         "written_tool": None,
+        "choices": [],
     }
     assert steps[3] == {"type": "final", "outcome": "answer", "text": CAPITAL_FACT, "model_steps": 2,
                         "action": {"type": "answer", "text": CAPITAL_FACT, "source": "model"}}
