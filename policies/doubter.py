@@ -195,6 +195,8 @@ def _pending_records(session: SessionView) -> list[Any]:
 def which_one(choices: Sequence[str], shown: int = 5) -> str:
     """The question that asks the user to choose between ``choices`` (the
     first ``shown`` named)."""
+    if not choices:
+        raise ValueError("which_one needs at least one name to ask about")
     names = [str(name) for name in choices[:shown]]
     more = f", or one of {len(choices) - shown} more" if len(choices) > shown else ""
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

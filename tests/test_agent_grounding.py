@@ -534,6 +534,8 @@ def test_the_doubter_policy_asks_which_one_when_a_lookup_names_several() -> None
     assert list(agent.run("When was Tolan born?"))[-1].text == "I don't know."
     assert which_one(["A"]) == "Which one do you mean: A?"
     assert which_one([str(n) for n in range(7)]) == "Which one do you mean: 0, 1, 2, 3 or 4, or one of 2 more?"
+    with pytest.raises(ValueError, match="at least one name"):
+        which_one([])
 
 
 class _BrokenMatches:
