@@ -320,7 +320,8 @@ class DoubterPolicy:
         calls = "lookup" if names == {"lookup"} else "tool call"
         reason = f"every {calls} found nothing" + (", and the lookup found several entries" if choices else "")
         metadata.update(finish_reason=None, gate=f"refused: every {calls} since the question found nothing",
-                        refusal_reason=reason, injected=False, choices=choices)  # nothing was generated
+                        refusal_reason=reason, injected=False, choices=choices,  # nothing was generated
+                        follow_up=which_one(choices) if choices else None)
         return LatentDecision(text=text, metadata=metadata)
 
     def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:

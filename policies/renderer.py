@@ -27,15 +27,17 @@ failed call attempt makes a ``ToolCall``. Otherwise the decision is
 * without one, the renderer refuses with its ``refusal`` sentence
   (default :data:`REFUSAL_SENTENCE`).
 
-A decision its policy marks not confident *and* gives a
-``metadata["refusal_reason"]`` is refused for that reason, without a lookup,
-unless the model called a tool (the ``doubter`` policy after calls that
-failed: the model may call again, but its answer would be a guess).
+A decision whose policy gives a ``metadata["refusal_reason"]`` is the
+policy's refusal: unless the model called a tool, it becomes a ``Refuse``
+with that reason and this renderer's ``refusal`` sentence (followed by the
+policy's ``metadata["follow_up"]`` question, when it gives one), without a
+lookup. The ``doubter`` policy refuses so after misses, after a record its
+gate judges no answer, and after calls that failed (where the model may
+call again, but its answer would be a guess).
 
 A confident (or unjudged) decision is an ``Answer``, unless its text is (or
 starts with) that refusal sentence, which makes a ``Refuse`` (its reason
-``"model"``, or the policy's ``metadata["refusal_reason"]`` when the policy
-wrote the refusal in the model's place); when a gated
+``"model"``); when a gated
 decision was confident yet the model wrote that sentence, it takes the
 uncertain path above (a lookup when one is available). The renderer knows
 nothing about how confidence was computed.
@@ -122,9 +124,11 @@ class DefaultRenderer:
         if result.tool_calls or result.failures:
             return _tool_call(result)
         text = result.content.strip()
-        if decision.confident is False and decision.metadata.get("refusal_reason"):
-            # The policy already knows why it would not answer, and that a lookup would not help.
-            return Refuse(text=self.refusal, reason=str(decision.metadata["refusal_reason"]))
+        if decision.metadata.get("refusal_reason"):
+            # The policy refuses, knowing why and that a lookup would not help; the sentence is this renderer's.
+            follow_up = decision.metadata.get("follow_up")
+            said = f"{self.refusal} {follow_up}" if isinstance(follow_up, str) and follow_up.strip() else self.refusal
+            return Refuse(text=said, reason=str(decision.metadata["refusal_reason"]))
         uncertain = self._uncertainty(decision)
         if uncertain is None and decision.confident and self.is_refusal(text):
             # Confident by its gate, yet the model wrote that it does not know:
@@ -136,8 +140,8 @@ class DefaultRenderer:
             if uncertain == "the model refused":
                 return Refuse(text=text, reason="model")
             return Refuse(text=self.refusal, reason=uncertain)
-        if self.is_refusal(text):  # the model's own words, or a refusal the policy gave in its place
-            return Refuse(text=text, reason=str(decision.metadata.get("refusal_reason", "model")))
+        if self.is_refusal(text):  # the model's own words
+            return Refuse(text=text, reason="model")
         return Answer(text=text)
 
     def _uncertainty(self, decision: LatentDecision) -> str | None:

@@ -532,6 +532,14 @@ def test_the_doubter_policy_asks_which_one_when_a_lookup_names_several() -> None
                       ToolRegistry([make_lookup_tool(DictKnowledgeBase({"Mira Tolan": "born in Kuba"}))]),
                       grounded_tools=("lookup",), max_steps=4)
     assert list(agent.run("When was Tolan born?"))[-1].text == "I don't know."
+    # A run's own refusal sentence is the one the agent says, the question after it.
+    for knowledge_base, said in ((_TwoTolans(), "I cannot say. Which one do you mean: Kai Tolan or Mira Tolan?"),
+                                 (DictKnowledgeBase({"Mira Tolan": "born in Kuba"}), "I cannot say.")):
+        backend = FakeBackend([unsure, "I cannot say.", body])
+        agent = MetaAgent(StopBackend(backend), DoubterPolicy(threshold=0.5), DefaultRenderer(refusal="I cannot say."),
+                          ToolRegistry([make_lookup_tool(knowledge_base)]), grounded_tools=("lookup",), max_steps=4)
+        final = list(agent.run("When was Tolan born?"))[-1]
+        assert (final.outcome, final.text) == ("refuse", said)  # an "answer" of "I don't know." before
     assert which_one(["A"]) == "Which one do you mean: A?"
     assert which_one([str(n) for n in range(7)]) == "Which one do you mean: 0, 1, 2, 3 or 4, or one of 2 more?"
     with pytest.raises(ValueError, match="at least one name"):
