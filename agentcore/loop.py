@@ -36,7 +36,7 @@ from meta_spider.backends.base import InferenceBackend
 from meta_spider.policies.actions import Answer, Refuse, ToolCall, ToolInvocation, UnparsedCall
 from meta_spider.policies.base import ActionRenderer, Policy
 from meta_spider.plugins import MetaSpiderError
-from meta_spider.tools import NothingFound, Tool, ToolArgumentError, ToolRegistry
+from meta_spider.tools import NothingFound, SeveralFound, Tool, ToolArgumentError, ToolRegistry
 from meta_spider.tools.builtin import is_calculator
 from meta_spider.tools.knowledge import is_search
 from meta_spider.tools.limits import (
@@ -311,7 +311,7 @@ class MetaAgent:
         except ToolTimeoutError as exc:
             return ToolStep(index, call, f"Error: {exc}.", ObservationKind.TOOL_RAISED, str(exc))
         except NothingFound as exc:  # an answer, not a failure: the model reads it like any result
-            choices = tuple(getattr(exc, "matches", ()))  # a SeveralFound's names
+            choices = exc.matches if isinstance(exc, SeveralFound) else ()
             return ToolStep(index, call, safe_str(exc, limit=self.max_result_chars), ObservationKind.NOT_FOUND,
                             choices=choices)
         except Exception as exc:  # the tool's own failure is the model's observation

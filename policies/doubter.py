@@ -66,6 +66,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 from meta_spider.backends.base import Completion, InferenceBackend
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
+from meta_spider.tools.errors import SeveralFound
 from meta_spider.wrapper.after_lookup import ENTRY_KEY as AFTER_LOOKUP_KEY
 from meta_spider.wrapper.after_lookup import AfterLookupGate
 from meta_spider.wrapper.checkpoint import usable_threshold
@@ -192,7 +193,7 @@ def _pending_records(session: SessionView) -> list[Any]:
             for message in _since_question(list(session.messages)) if message.get("role") == "tool"]
 
 
-def which_one(choices: Sequence[str], shown: int = 5) -> str:
+def which_one(choices: Sequence[str], shown: int = SeveralFound.SHOWN) -> str:
     """The question that asks the user to choose between ``choices`` (the
     first ``shown`` named)."""
     if not choices:
@@ -314,14 +315,14 @@ class DoubterPolicy:
         prompt = self._bare_prompt(messages, backend)
         choices = next((list(record.choices) for record in reversed(_pending_records(session))
                         if getattr(record, "choices", None)), [])
-        text = f"{REFUSAL_SENTENCE} {which_one(choices)}" if choices else REFUSAL_SENTENCE
+        follow_up = which_one(choices) if choices else None
+        text = f"{REFUSAL_SENTENCE} {follow_up}" if follow_up else REFUSAL_SENTENCE
         metadata = self._metadata(prompt, Completion(text=text, num_tokens=0))
         names = {message.get("name") for message in _since_question(messages) if message.get("role") == "tool"}
         calls = "lookup" if names == {"lookup"} else "tool call"
         reason = f"every {calls} found nothing" + (", and the lookup found several entries" if choices else "")
         metadata.update(finish_reason=None, gate=f"refused: every {calls} since the question found nothing",
-                        refusal_reason=reason, injected=False, choices=choices,  # nothing was generated
-                        follow_up=which_one(choices) if choices else None)
+                        refusal_reason=reason, injected=False, follow_up=follow_up)  # nothing was generated
         return LatentDecision(text=text, metadata=metadata)
 
     def _bare_prompt(self, messages: list[Any], backend: InferenceBackend) -> str:
