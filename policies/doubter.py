@@ -66,7 +66,6 @@ from typing import Any, ClassVar, Mapping, Sequence
 from meta_spider.backends.base import Completion, InferenceBackend
 from meta_spider.policies.actions import REFUSAL_SENTENCE
 from meta_spider.policies.base import LatentDecision, SessionView, ToolCatalog
-from meta_spider.tools.errors import SeveralFound
 from meta_spider.wrapper.after_lookup import ENTRY_KEY as AFTER_LOOKUP_KEY
 from meta_spider.wrapper.after_lookup import AfterLookupGate
 from meta_spider.wrapper.checkpoint import usable_threshold
@@ -193,7 +192,7 @@ def _pending_records(session: SessionView) -> list[Any]:
             for message in _since_question(list(session.messages)) if message.get("role") == "tool"]
 
 
-def which_one(choices: Sequence[str], shown: int = SeveralFound.SHOWN) -> str:
+def which_one(choices: Sequence[str], shown: int = 5) -> str:
     """The question that asks the user to choose between ``choices`` (the
     first ``shown`` named)."""
     if not choices:
