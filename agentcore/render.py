@@ -84,6 +84,9 @@ def _model_step(step: ModelStep) -> RenderableType:
         gauge.append_text(p_correct_gauge(decision.p_correct, confident=decision.confident))
         rows.append(gauge)
     rows.append(_action_text(step))
+    withheld = decision.metadata.get("withheld")
+    if isinstance(step.action, Refuse) and isinstance(withheld, str) and withheld.strip():
+        rows.append(Text(f"     the base's answer, withheld: {withheld.strip()!r}", style="dim"))
     return Group(*rows)
 
 

@@ -346,14 +346,14 @@ class DoubterPolicy:
         p_correct = min(1.0, max(0.0, float(introspection.p_correct)))
         extras = introspection.extras or {}
         score = gate.score(p_correct, extras.get("signals") or {}, extras.get("layer_states"))
-        return {"score": score, "threshold": gate.threshold, "p_correct": p_correct}
+        return {"score": score, "threshold": gate.threshold, "p_correct": p_correct, "draft": extras.get("draft_text")}
 
     def _refuse_record(self, prompt: str, judged: dict[str, Any]) -> LatentDecision:
         metadata = self._metadata(prompt, Completion(text=REFUSAL_SENTENCE, num_tokens=0))
         reason = (f"the record found does not answer the question: gate after a lookup {judged['score']:.3f} < "
                   f"{judged['threshold']:.3f}")
         metadata.update(finish_reason=None, injected=False, after_lookup=judged, gate=f"refused: {reason}",
-                        refusal_reason=reason)
+                        refusal_reason=reason, withheld=judged.get("draft"))
         return LatentDecision(text=REFUSAL_SENTENCE, metadata=metadata)
 
     def _answer_judged(self, prompt: str, backend: InferenceBackend, judged: dict[str, Any]) -> LatentDecision:

@@ -13,9 +13,11 @@ import math
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from meta_spider.agentcore import MetaAgent, Session
 from meta_spider.agentcore.launch import AgentLauncher
+from meta_spider.agentcore.render import step_renderable
 from meta_spider.agentcore.rundir import RunFileError, read_run_settings
 from meta_spider.backends import FakeBackend, StopBackend
 from meta_spider.backends.base import Introspection
@@ -377,13 +379,19 @@ def record_gate(threshold: float = 0.0, tool: str = "lookup") -> dict:
 
 def test_gate_after_a_lookup_refuses_a_record_that_does_not_answer() -> None:
     policy = DoubterPolicy(calibration={"doubter": {"threshold": 0.5, "after_lookup": record_gate()}})
-    backend = FakeBackend([introspection(0.2), "?", CALL_BODY, introspection(0.1)])
+    drafted = Introspection(p_correct=0.1, cognitive_tokens=[[0.0] * 4] * 2, extras={"draft_text": "Tollan Works."})
+    backend = FakeBackend([introspection(0.2), "?", CALL_BODY, drafted])
     steps = list(agent(backend, lookup_tools(), policy).run(QUESTION))
     final = steps[-1]
     assert (final.outcome, final.text) == ("refuse", REFUSAL_SENTENCE)
     decision = steps[-2].decision
     assert decision.metadata["gate"].startswith("refused: the record found does not answer the question")
     assert decision.metadata["after_lookup"]["score"] == pytest.approx(math.log(0.1 / 0.9))
+    # what pass 1 drafted from the record is kept, and the trace shows it was withheld
+    assert decision.metadata["withheld"] == decision.metadata["after_lookup"]["draft"] == "Tollan Works."
+    console = Console(record=True, width=120)
+    console.print(step_renderable(steps[-2]))
+    assert "the base's answer, withheld: 'Tollan Works.'" in console.export_text()
     assert final.action.reason.startswith("the record found does not answer the question: gate after a lookup -2.197")
     # pass 1 read the conversation up to the record, without the tool definitions, told the user's question
     assert len(backend.reads) == 2 and "<tool_response>" in backend.reads[1] and "<tools>" not in backend.reads[1]
