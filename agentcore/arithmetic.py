@@ -7,8 +7,10 @@ expression is not the question's. A number is given
 in digits ("1,000", "2.5") or in English words ("twenty-one", "a hundred
 and five"), each compared in one spelling; an operation is named in words
 ("the product of", "divided by") or in symbols between numbers ("17*23",
-"7 x 8"). English only: a question in another language names no operation
-and gives only its digits.
+"7 x 8"), among them a square or cube root of one number ("the square root
+of 144", "sqrt(64)") and the average of several ("the mean of 4 and 8").
+English only: a question in another language names no operation and gives
+only its digits.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ MAX_QUESTION = 4000
 """Longest question (characters) read for numbers and operations."""
 
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
-_EXPRESSION = re.compile(r"[\d\s.,+\-*/^%()x\u00d7\u00f7]+", re.IGNORECASE)
+_EXPRESSION = re.compile(r"(?:sqrt|[\d\s.,+\-*/^%()x\u00d7\u00f7])+", re.IGNORECASE)
 _UNITS = {word: value for value, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
@@ -45,10 +47,13 @@ _OPERATION_WORDS = {
     "raise": ("power", "squared", "cubed"),
     "take a percentage": ("percent", "percentage"),
     "take a remainder": ("remainder", "modulo", "mod"),
+    "take a root": ("root", "sqrt"),
+    "average": ("average", "mean"),
 }
 """The operations a question can name in words, by the words that name them.
 A percentage is one no expression of the question's numbers alone computes
-(the calculator's ``%`` is the remainder)."""
+(the calculator's ``%`` is the remainder); a cube root and an average bring
+numbers of their own too (:func:`_implied_numbers`)."""
 _SHARING_OUT = {"share", "shared", "split"}
 """Words for sharing out: the number shared out is the one they come before
 ("share 48 among 6" and "5 friends share 60" both divide the number shared)."""
@@ -61,6 +66,8 @@ _OPERATION_SYMBOLS = (  # a minus between operands, not a sign
     ("add", re.compile(r"\+")),
     ("subtract", re.compile(r"(?<=[\d\s)])-(?=[\s\d(])")),
     ("take a remainder", re.compile(r"(?<=[\d\s)])%(?=\s*[\d(])")),
+    ("take a root", re.compile(r"\bsqrt\s*\(|\*\*\s*\(\s*1\s*/\s*3\s*\)", re.IGNORECASE)),
+    ("average", re.compile(r"\)\s*/\s*\d")),
 )
 _WRITTEN = re.compile(r"[\d(][\d\s.,+\-*/^%()x\u00d7\u00f7]*[\d)]", re.IGNORECASE)
 """A run of a question that may be arithmetic written out ("17*23 + 5"): it is when it holds an operator."""
@@ -118,7 +125,10 @@ _SMALLER = {"less", "fewer", "smaller", "lower", "younger", "shorter"}
 """Words that put the larger number second around "than" ("5 less than 20" is 20 - 5)."""
 _VERBS = {"add": "adds", "subtract": "subtracts", "multiply": "multiplies", "divide": "divides",
           "raise": "raises to a power", "take a percentage": "takes a percentage",
-          "take a remainder": "takes a remainder"}
+          "take a remainder": "takes a remainder", "take a root": "takes a root", "average": "averages"}
+_OWN_KIND = {"take a root", "average"}
+"""Operations no other stands in for: one a question names is checked even beside others ("the square root of 16
+plus 9" is not 16 + 9)."""
 _SYMBOLS = {"subtract": "-", "divide": "/", "take a remainder": "%"}
 """The operator of an operation on two numbers in the order given."""
 
@@ -254,7 +264,8 @@ def _symbol_operations(text: str) -> set[str]:
 
 def named_operations(question: str) -> set[str]:
     """The operations ``question`` names: "add", "subtract", "multiply",
-    "divide", "raise", "take a percentage", in words ("the product of") or
+    "divide", "raise", "take a percentage", "take a remainder", "take a
+    root", "average", in words ("the product of") or
     in symbols between numbers ("17*23", "7 x 8", "15%")."""
     if len(question) > MAX_QUESTION:
         return set()
@@ -275,9 +286,15 @@ def named_operations(question: str) -> set[str]:
 
 
 def _implied_numbers(question: str) -> set[str]:
-    """The numbers ``question``'s operation words bring with them (:data:`_IMPLIED`; "15%" brings 100)."""
+    """The numbers ``question``'s operation words bring with them (:data:`_IMPLIED`; "15%" brings 100; a
+    cube root 1 and 3, the exponent 1/3; an average how many numbers it gives)."""
     words = _words(question)
     implied = {number for word, number in _IMPLIED.items() if word in words}
+    named = named_operations(question)
+    if "take a root" in named and "cube" in words:
+        implied |= {"1", "3"}
+    if "average" in named:
+        implied.add(str(len(question_numbers(question))))
     fraction = _fraction(question)
     implied |= {fraction[1]} if fraction is not None else set()
     return implied | ({"100"} if _PERCENT.search(question) else set())
@@ -295,11 +312,12 @@ def expression_problem(value: str, question: str) -> str | None:
     the question does not give (:func:`question_numbers`, or one its
     operation word brings: "half" a 2, "percent" a 100), it leaves out one
     of the expression the question writes out ("17*23" for "What is 17*23 +
-    5?"), the question names one operation (:func:`named_operations`) and
-    ``value`` does not do it (a percentage is a division by 100; "12, 30"
-    does nothing), or the question states its arithmetic plainly
-    (:func:`question_expression`) and ``value`` computes another result
-    ("17 + 5" for "What is 17 plus 38 plus 5?"); None when none of these."""
+    5?"), the question names one operation (:func:`named_operations`), or
+    a root or an average beside others, and ``value`` does not do it (a
+    percentage is a division by 100; "12, 30" does nothing), or the
+    question states its arithmetic plainly (:func:`question_expression`)
+    and ``value`` computes another result ("17 + 5" for "What is 17 plus
+    38 plus 5?"); None when none of these."""
     problem = _unlike_the_question(value, question)
     if problem is not None:
         return problem
@@ -330,8 +348,9 @@ def _unlike_the_question(value: str, question: str) -> str | None:
     named, done = named_operations(question), _symbol_operations(value)
     if _HUNDREDTHS.search(value):
         done.add("take a percentage")
-    if len(named) == 1 and not named <= done:
-        (asked,) = named
+    unmet = named - done if len(named) == 1 else (named & _OWN_KIND) - done
+    if unmet:
+        asked = min(unmet)
         asking = {"raise": "raise to a power"}.get(asked, asked)
         doing = " and ".join(sorted(_VERBS[operation] for operation in done)) or "computes nothing"
         return f"{doing} where the question asks to {asking}"
@@ -354,7 +373,9 @@ def question_expression(question: str) -> str | None:
     ("2/5 of 50"); or, in words, one operation (:func:`named_operations`) on
     the question's numbers in the order it gives them ("300 minus 45"),
     every number added or multiplied ("the sum of 12, 30 and 8", "45 more
-    than 30"), one number doubled, halved, squared or cubed, a fraction of a
+    than 30"), one number doubled, halved, squared or cubed, the square or
+    cube root of one number ("sqrt 64", "the cube root of 27"), the average
+    of two numbers or more ("the mean of 4 and 8"), a fraction of a
     number ("three quarters of 200"), "P percent of N", "A to the power of
     B", the remainder of A divided by B, how many of A are in B, and two
     numbers subtracted or divided the other way round when "from" stands
@@ -415,6 +436,10 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
     fraction = _fraction(question)
     if fraction is not None:
         return _fraction_expression(question, fraction, numbers)
+    if operation == "take a root":
+        return _root_expression(words, values)
+    if operation == "average":
+        return f"({' + '.join(values)}) / {len(values)}" if len(values) >= 2 else None
     on_one = [(operator, number) for word, (operator, number) in _ON_ONE_NUMBER.items() if word in words]
     if on_one:
         return f"{values[0]} {on_one[0][0]} {on_one[0][1]}" if len(on_one) == 1 and len(values) == 1 else None
@@ -440,6 +465,16 @@ def _worded_expression(question: str, operation: str, numbers: list[tuple[int, i
             or "than" in between and words & _SMALLER):
         first, second = second, first
     return f"{first} {_SYMBOLS[operation]} {second}"
+
+
+def _root_expression(words: set[str], values: list[str]) -> str | None:
+    """The square or cube root of the question's one number ("the square root of 144", "sqrt 64",
+    "the cube root of 27"), or None for another root or more numbers."""
+    if len(values) != 1 or "cube" in words and words & {"square", "sqrt"}:
+        return None
+    if "cube" in words:
+        return f"{values[0]} ** (1/3)"
+    return f"sqrt({values[0]})" if words & {"square", "sqrt"} else None
 
 
 def _fraction_expression(question: str, fraction: tuple[re.Match[str], str],

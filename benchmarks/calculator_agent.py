@@ -14,7 +14,7 @@ asked as people ask it and as the world never does ("Compute 17 x 23",
 "What is 81 ÷ 9?"; written for this benchmark, used nowhere else), each
 question with its right answer, and LATER_WORDS, LAST_WORDS,
 HELDOUT_WORDS, FRESH_WORDS, NEWEST_WORDS,
-UNSEEN_WORDS, SUMS_WORDS, FORMS_WORDS and POST_WORDS, each written later (their docstrings say
+UNSEEN_WORDS, SUMS_WORDS, FORMS_WORDS, POST_WORDS and ROOTS_WORDS, each written later (their docstrings say
 which change each was written before); and PEOPLE
 test questions about people asked in lower case without a question mark,
 counting those answered with a calculator's result. Both ways run side by
@@ -185,6 +185,25 @@ POST_WORDS = (
 fractions, "twice", remainders, sharing out, "how many 5s in") and before
 they were measured on them; used for nothing else."""
 
+ROOTS_WORDS = (
+    ("What is the square root of 144?", "sqrt(144)"), ("square root of 81", "sqrt(81)"),
+    ("What's the sqrt of 49?", "sqrt(49)"), ("Calculate sqrt(225).", "sqrt(225)"),
+    ("What is the square root of 2?", "sqrt(2)"), ("Find the square root of 1,024.", "sqrt(1024)"),
+    ("what is sqrt 64", "sqrt(64)"), ("Tell me the square root of 169.", "sqrt(169)"),
+    ("What is the square root of nine?", "sqrt(9)"), ("What's the cube root of 27?", "27**(1/3)"),
+    ("Cube root of 1000?", "1000**(1/3)"), ("What is the average of 4 and 8?", "(4+8)/2"),
+    ("What's the mean of 10, 20 and 30?", "(10+20+30)/3"), ("Average of 7 and 9?", "(7+9)/2"),
+    ("What is the mean of 3, 5, 7 and 9?", "(3+5+7+9)/4"), ("Find the average of 100 and 250.", "(100+250)/2"),
+    ("what's the average of 2.5 and 3.5", "(2.5+3.5)/2"),
+    ("What is the average of twelve and eighteen?", "(12+18)/2"),
+    ("Give me the arithmetic mean of 6 and 10.", "(6+10)/2"),
+    ("My test scores were 70, 80 and 90. What is my average?", "(70+80+90)/3"),
+    ("What is the square root of 16 plus 9?", "sqrt(16)+9"), ("Square root of 400, please.", "sqrt(400)"),
+)
+"""And more, written before any rule read a root or an average (the forms
+most asked of a calculator that no earlier set asked); used for nothing
+else."""
+
 
 def ask_all(agent: Any, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """Each question in a new session: the final text, whether a calculator
@@ -279,7 +298,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              ("own words, written fresh", FRESH_WORDS),
                              ("own words, written newest", NEWEST_WORDS), ("own words, unseen", UNSEEN_WORDS),
                              ("own words, sums", SUMS_WORDS), ("own words, forms", FORMS_WORDS),
-                             ("own words, after the forms", POST_WORDS)):
+                             ("own words, after the forms", POST_WORDS), ("own words, roots and means", ROOTS_WORDS)):
             own = ask_all(agent, list(words))
             refused = sum(record["outcome"] == "refuse" for record in own)
             right = sum(record["right"] for record in own)

@@ -145,6 +145,9 @@ def test_an_expression_must_hold_the_questions_numbers() -> None:
     ("How many times does 8 go into 64?", {"divide"}),  # a comparison: "times" does not multiply
     ("How much more is 50 than 20?", {"subtract"}),  # nor "more" add
     ("What is 45 more than 30?", {"add"}),
+    ("Tell me the square root of 196.", {"take a root"}),
+    ("sqrt(81)?", {"take a root"}),
+    ("What is the mean of 2 and 12?", {"average"}),
 ])
 def test_named_operations_in_words_and_symbols(question: str, operations: set[str]) -> None:
     assert named_operations(question) == operations
@@ -183,6 +186,16 @@ def test_named_operations_in_words_and_symbols(question: str, operations: set[st
     ("15 % 300", "What's 15% of 300?", "takes a remainder where the question asks to take a percentage"),
     ("84 * 4", "What is a quarter of 84?", "multiplies where the question asks to divide"),
     ("84 / 4", "What is a quarter of 84?", None),  # the 4 comes with "quarter"
+    ("sqrt(196)", "Tell me the square root of 196.", None),
+    ("196 / 2", "Tell me the square root of 196.", "holds 2, which the question does not give"),
+    ("196 * 196", "Tell me the square root of 196.", "multiplies where the question asks to take a root"),
+    ("64 ** (1/3)", "What's the cube root of 64?", None),  # the 1 and the 3 come with "cube root"
+    ("(2 + 12) / 2", "What is the mean of 2 and 12?", None),  # the 2 is how many numbers it gives
+    ("2 - 12", "What is the mean of 2 and 12?", "subtracts where the question asks to average"),
+    ("2 + 12 / 2", "What is the mean of 2 and 12?", "adds and divides where the question asks to average"),
+    # a root or an average is checked beside other operations too: no other computes it
+    ("25 - 4", "What is the square root of 25 minus 4?", "subtracts where the question asks to take a root"),
+    ("sqrt(25) - 4", "What is the square root of 25 minus 4?", None),
 ])
 def test_expression_problem_names_what_is_not_the_questions(expression: str, question: str,
                                                             problem: str | None) -> None:
@@ -239,6 +252,14 @@ def test_expression_problem_names_what_is_not_the_questions(expression: str, que
     ("What is 144 divided by 12, then times 3?", "(144 / 12) * 3", "36"),
     ("What is 2 plus 3, then squared?", None, None),
     ("What is 4 plus 9 squared?", "4 + 9 ** 2", "85"),
+    # A root of one number, an average of several.
+    ("Tell me the square root of 196.", "sqrt(196)", "14"),
+    ("sqrt 121?", "sqrt(121)", "11"),
+    ("What is sqrt(36)?", "sqrt(36)", "6"),
+    ("What's the square root of three?", "sqrt(3)", "1.73205080756888"),
+    ("What's the cube root of 64?", "64 ** (1/3)", "4"),
+    ("What is the mean of 2 and 12?", "(2 + 12) / 2", "7"),
+    ("Average these: 1, 2, 3, 4 and 10.", "(1 + 2 + 3 + 4 + 10) / 5", "4"),
 ])
 def test_question_expression_reads_the_arithmetic_a_question_states(question: str, expression: str | None,
                                                                     value: str | None) -> None:
@@ -264,6 +285,9 @@ def test_question_expression_reads_the_arithmetic_a_question_states(question: st
     "Double 45 and 3",
     "Where was Mira Tollan born in 1920?",
     "What is 12 and 30?",  # no operation
+    "What is the square root of 25 minus 4?",  # of 25, or of 21: not said
+    "What is the fourth root of 16?",  # a root the calculator has no function for
+    "What is the average of 40?",  # one number
     "",
 ])
 def test_question_expression_leaves_what_a_question_does_not_state_plainly(question: str) -> None:
