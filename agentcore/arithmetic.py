@@ -290,10 +290,9 @@ def _implied_numbers(question: str) -> set[str]:
     cube root 1 and 3, the exponent 1/3; an average how many numbers it gives)."""
     words = _words(question)
     implied = {number for word, number in _IMPLIED.items() if word in words}
-    named = named_operations(question)
-    if "take a root" in named and "cube" in words:
+    if "cube" in words and words.intersection(_OPERATION_WORDS["take a root"]):
         implied |= {"1", "3"}
-    if "average" in named:
+    if words.intersection(_OPERATION_WORDS["average"]):
         implied.add(str(len(question_numbers(question))))
     fraction = _fraction(question)
     implied |= {fraction[1]} if fraction is not None else set()
