@@ -296,3 +296,61 @@ def test_a_long_prompt_shares_the_prefix_before_the_question(family: str) -> Non
     doubter.set_injection_gates(0.0)
     result = pipe.generate(messages, max_new_tokens=6, return_result=True)
     assert result.token_ids == draft and result.reused_prompt_cache
+
+
+@pytest.mark.parametrize("family", ["qwen2", "falcon_h1"])
+def test_a_tool_exchange_after_the_question_is_left_out_of_the_occlusion_rows(family: str) -> None:
+    # After a lookup the question is followed by the call and its result: each occlusion row reads the question
+    # without the word and without that exchange, as if asked alone, with the conversation's draft. Whole rows
+    # (two prompts), the shared-prefix path (one prompt whose question starts late) and the question rendered
+    # alone agree; positions stay those of the whole conversation, where the signal reads the prompt's log-probs.
+    from meta_spider.wrapper.passes import SHARED_PREFIX_TOKENS
+    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS, QuestionWords, occlusion_row, without_word
+
+    model, tokenizer = shared_model(family), shared_tokenizer()
+    pipe = MetaSpiderPipeline(model, tokenizer, MetaSpiderConfig(model_name=family))
+    pipe.attach(pipe.new_doubter(signals=list(OCCLUSION_SIGNALS), **SMALL))
+    question = PROMPTS[4]
+    before = [{"role": "user", "content": " ".join(PROMPTS[:4])}, {"role": "assistant", "content": PROMPTS[5]},
+              {"role": "user", "content": question}]
+    exchange = [{"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": "lookup", "arguments": {"query": "Ada"}}}]},
+                {"role": "tool", "name": "lookup", "content": "Ada Lovelace: born 1815 in London; mathematician."}]
+    text, alone = pipe.render(before + exchange), pipe.render(before)
+    ids, alone_ids = pipe.encode(text)[0].tolist(), pipe.encode(alone)[0].tolist()
+    words, alone_words = pipe.question_words(text, question), pipe.question_words(alone, question)
+    assert isinstance(words, QuestionWords) and alone_words.exchange == ()
+    assert list(words) == list(alone_words) and words[0][0] >= SHARED_PREFIX_TOKENS
+    assert len(words.exchange) == len(ids) - len(alone_ids) and "London" in tokenizer.decode(
+        [ids[k] for k in words.exchange])
+    for word in words:
+        assert occlusion_row(ids, words, word) == without_word(alone_ids, word)
+    draft = pipe.read_ids(torch.tensor([ids]), max_draft_tokens=6, words=words).draft_ids
+    decoder, pad = pipe.decoder, pipe.pad_token_id
+    shared = decoder.occluded_draft_logprobs([ids], [draft], [words], pad_token_id=pad)[0]
+    whole = decoder.occluded_draft_logprobs([ids, ids], [draft, draft], [words, words], pad_token_id=pad)[0]
+    by_alone = decoder.occluded_draft_logprobs([alone_ids, alone_ids], [draft, draft], [alone_words] * 2,
+                                               pad_token_id=pad)[0]
+    np.testing.assert_allclose(shared, whole, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(whole, by_alone, rtol=1e-5, atol=1e-4)
+    # The exchange changes the draft's log-prob: without leaving it out the rows would read otherwise.
+    plain = decoder.occluded_draft_logprobs([ids, ids], [draft, draft], [list(words)] * 2, pad_token_id=pad)[0]
+    assert not np.allclose(plain, whole, atol=1e-3)
+
+
+def test_an_exchange_is_found_only_where_the_cut_prompt_tokenizes_as_the_whole() -> None:
+    from meta_spider.wrapper.signals import question_words
+
+    tokenizer = shared_tokenizer()
+    encode = lambda prefix: tokenizer(prefix, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tail = "<|im_end|>\n<|im_start|>assistant\n"
+    asked = "<|im_start|>user\nWhere was Ada born?  " + tail
+    assert question_words(encode, asked, "Where was Ada born?  ", tails=(tail,)).exchange == ()
+    # the question's own trailing spaces are not an exchange; a tool turn after it is
+    turn = "<|im_start|>tool\nAda: born 1815.<|im_end|>\n<|im_start|>assistant\n"
+    conversation = asked[:-len("<|im_start|>assistant\n")] + turn
+    words = question_words(encode, conversation, "Where was Ada born?  ", tails=(tail,))
+    ids = encode(conversation)
+    assert tokenizer.decode([ids[k] for k in words.exchange]) == "<|im_end|>\n<|im_start|>tool\nAda: born 1815."
+    # without a known generation header to end the cut prompt with, no exchange: whole rows
+    assert question_words(encode, conversation, "Where was Ada born?  ").exchange == ()
