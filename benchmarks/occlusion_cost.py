@@ -16,14 +16,6 @@ once (what one prompt gets) against whole rows in batches (what collection
 batches get), median of ROUNDS paired rounds, and the largest difference
 between the two's draft log-probs.
 
-Last, the conversations asked with their lookup (`validation_lookup`'s
-first LOOKUP_CONVERSATIONS: the question, the lookup and the record found):
-their occlusion forwards in collection's batches with the tool exchange
-left out of every row (what pass 1 reads) against the whole conversation
-without the word (what it read before), median of ROUNDS paired rounds,
-the tokens each reads, and for how many conversations the two words the
-draft leans on most differ between the two.
-
     python benchmarks/occlusion_cost.py --output benchmarks/results/occlusion_cost.txt
 """
 
@@ -41,7 +33,6 @@ from report import Report
 
 LONG_PROMPT_TOKENS = 1500
 ROUNDS = 5
-LOOKUP_CONVERSATIONS = 240
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -78,7 +69,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         count = len(runs["with"])
 
     long_prompt = shared_prefix_against_whole_rows(world, args.preset, args.seed)
-    lookup = exchange_left_out_against_whole_conversations(world, args.preset, args.seed)
 
     out = Report()
     out.say(f"# python benchmarks/occlusion_cost.py --preset {args.preset}   (world {args.preset}, seed {args.seed}; "
@@ -98,17 +88,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     out.say(f"{'whole rows, batched':<44}{whole_s:>8.3f} s")
     out.say(f"ratio whole rows / shared prefix: {whole_s / shared_s:.1f}x; largest difference of a draft log-prob "
             f"{diff:.1e}")
-    out.say()
-    count, tokens, seconds, changed = lookup
-    out.say(f"{count} conversations asked with their lookup (validation_lookup): occlusion forwards in batches, median "
-            f"of {ROUNDS} paired rounds")
-    out.say(f"{'':<44}{'tokens':>10}{'seconds':>10}")
-    for label in ("the tool exchange left out", "the whole conversation"):
-        out.say(f"{label:<44}{tokens[label]:>10}{seconds[label]:>10.2f}")
-    whole, left_out = "the whole conversation", "the tool exchange left out"
-    out.say(f"ratio whole conversation / exchange left out: {seconds[whole] / seconds[left_out]:.2f}x "
-            f"({tokens[whole] / tokens[left_out]:.2f}x the tokens); the two words the draft leans on most differ for "
-            f"{changed} of {count}")
     out.write(args.output)
     return 0
 
@@ -151,44 +130,6 @@ def shared_prefix_against_whole_rows(world, preset: str, seed: int) -> tuple[int
         whole.append(seconds / 2)
     diff = float(np.max(np.abs(np.array(shared_sums) - np.array(whole_sums))))
     return len(ids), len(words), float(np.median(shared)), float(np.median(whole)), diff
-
-
-def exchange_left_out_against_whole_conversations(world, preset: str, seed: int
-                                                  ) -> tuple[int, dict[str, int], dict[str, float], int]:
-    """(conversations, tokens read, median seconds, conversations whose two leaned-on words differ): the occlusion
-    forwards of questions asked with their lookup, the tool exchange left out of each row and not."""
-    import numpy as np
-    import torch
-
-    from meta_spider.loom.world.dataset import world_dataset
-    from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
-    from meta_spider.wrapper.signals import OCCLUDED_WORDS, last_user_text, occlusion_row
-
-    torch.set_num_threads(1)
-    pipe = MetaSpiderPipeline.from_pretrained(MetaSpiderConfig(model_name=str(world.model_dir), dtype="float32"))
-    dataset = world_dataset(preset, seed)
-    prompts = [dataset.prompt(example) for example in dataset.split("validation_lookup")[:LOOKUP_CONVERSATIONS]]
-    texts = [pipe.render(list(prompt.messages)) for prompt in prompts]
-    ids = [pipe.encode(text)[0] for text in texts]
-    words = {"the tool exchange left out": [pipe.question_words(text, last_user_text(prompt.messages))
-                                            for text, prompt in zip(texts, prompts)]}
-    words["the whole conversation"] = [list(question) for question in words["the tool exchange left out"]]
-    drafts = [read.draft_ids for read in pipe.collect_states_ids(ids, layers=[0], max_draft_tokens=24)]
-    rows = [row.tolist() for row in ids]
-    tokens = {label: sum(len(occlusion_row(row, question, word)) + len(draft)
-                         for row, question, draft in zip(rows, each, drafts) for word in question)
-              for label, each in words.items()}
-    seconds: dict[str, list[float]] = {label: [] for label in words}
-    sums: dict[str, list[tuple[float, ...]]] = {}
-    for _ in range(ROUNDS):
-        for label, each in words.items():
-            started = time.perf_counter()
-            sums[label] = pipe.decoder.occluded_draft_logprobs(rows, drafts, each, pad_token_id=pipe.pad_token_id)
-            seconds[label].append(time.perf_counter() - started)
-    leaned = {label: [frozenset(np.argsort(values, kind="stable")[:OCCLUDED_WORDS].tolist()) for values in each]
-              for label, each in sums.items()}
-    changed = sum(a != b for a, b in zip(*leaned.values()))
-    return len(rows), tokens, {label: float(np.median(values)) for label, values in seconds.items()}, changed
 
 
 if __name__ == "__main__":

@@ -231,33 +231,6 @@ def test_pass1_signals_match_transformers(tiny):
     backend.close()
 
 
-def test_the_occlusion_after_a_tool_exchange_reads_the_question_alone_as_transformers_does(tiny):
-    # After a lookup, pass 1 reads the conversation; the occlusion rows leave the exchange out on both backends.
-    from meta_spider.wrapper.signals import OCCLUSION_SIGNALS
-
-    pipeline = tiny.pipeline(signals=["draft_logprob_mean", *OCCLUSION_SIGNALS])
-    backend = tiny.backend(tiny.sidecar(pipeline, "exchange.gguf"))
-    reference = TransformersBackend(pipeline)
-    question = QUESTIONS[0]
-    asked = [{"role": "user", "content": question}]
-    exchange = [{"role": "assistant", "content": "", "tool_calls": [
-                    {"type": "function", "function": {"name": "lookup", "arguments": {"query": "Ada"}}}]},
-                {"role": "tool", "name": "lookup", "content": "Ada: born 1815 in London; mathematician."}]
-    render = lambda messages: tiny.tokenizer.apply_chat_template(  # noqa: E731
-        messages, tokenize=False, add_generation_prompt=True)
-    conversation, alone = render(asked + exchange), render(asked)
-    expected, got = reference.read(conversation, question=question), backend.read(conversation, question=question)
-    np.testing.assert_allclose(list(got.extras["signals"].values()), list(expected.extras["signals"].values()),
-                               rtol=1e-4, atol=1e-3)
-    words = backend.question_words(conversation, question, pipeline.doubter.config.signals)
-    assert words.exchange and list(words) == list(backend.question_words(alone, question, OCCLUSION_SIGNALS))
-    draft = tiny.tokenizer(got.extras["draft_text"], add_special_tokens=False)["input_ids"]
-    with_exchange = backend._occluded_draft_logprobs(backend.encode(conversation), draft, words)
-    asked_alone = backend._occluded_draft_logprobs(backend.encode(alone), draft, list(words))
-    np.testing.assert_allclose(with_exchange, asked_alone, rtol=1e-5, atol=1e-4)
-    backend.close()
-
-
 def test_an_introspection_from_the_torch_backend_can_be_injected(tiny):
     pipeline = tiny.pipeline()
     backend = tiny.backend(tiny.sidecar(pipeline, "cross.gguf"))

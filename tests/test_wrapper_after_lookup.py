@@ -69,21 +69,3 @@ def test_a_malformed_entry_names_its_field(change: dict, message: str) -> None:
         AfterLookupGate.from_entry({**gate().to_entry(), **change})
     with pytest.raises(ValueError, match="'after_lookup' must be an object"):
         AfterLookupGate.from_entry([1, 2])
-
-
-def test_a_gate_fitted_on_the_whole_conversations_occlusion_is_refused() -> None:
-    # Reading occluded_name_logprob, a gate fitted before the occlusion left the tool exchange out reads another
-    # signal than pass 1 computes now; its entry has no 'occlusion' mark and is refused with the fix.
-    from meta_spider.wrapper.after_lookup import OCCLUSION_ROWS
-
-    g = gate()
-    occluding = AfterLookupGate("lookup", ("a", "occluded_name_logprob"), 1, g.mean, g.scale, g.weight, 0.25, -0.5)
-    entry = occluding.to_entry()
-    assert entry["occlusion"] == OCCLUSION_ROWS
-    assert AfterLookupGate.from_entry(entry).signals == ("a", "occluded_name_logprob")
-    del entry["occlusion"]
-    with pytest.raises(ValueError, match="fitted when the occlusion signal read the whole conversation.*fitted again"):
-        AfterLookupGate.from_entry(entry)
-    legacy = g.to_entry()  # a gate that does not read the occlusion signal is read as before
-    del legacy["occlusion"]
-    assert AfterLookupGate.from_entry(legacy).signals == ("a", "b")

@@ -29,19 +29,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from meta_spider.wrapper.signals import OCCLUSION_SIGNALS
-
-__all__ = ["ENTRY_KEY", "OCCLUSION_ROWS", "AfterLookupGate", "gate_features", "p_correct_logit"]
+__all__ = ["ENTRY_KEY", "AfterLookupGate", "gate_features", "p_correct_logit"]
 
 ENTRY_KEY = "after_lookup"
 """Where a calibration entry keeps the fitted gate."""
-
-OCCLUSION_ROWS = "question"
-"""How the occlusion signal read the conversations a gate was fitted on:
-each word left out of the question with the tool exchange after it
-(:class:`~meta_spider.wrapper.signals.QuestionWords`). A gate fitted on the
-earlier rows, the whole conversation without the word, reads another
-``occluded_name_logprob`` than pass 1 computes now and must be fitted again."""
 
 _P_FLOOR = 1e-9
 """P(correct) is clipped to [floor, 1 - floor] before its logit (a vetoed
@@ -112,10 +103,6 @@ class AfterLookupGate:
             raise ValueError(f"'{ENTRY_KEY}.tool' must name a tool, got {tool!r:.40}")
         if not isinstance(signals, list) or not all(isinstance(s, str) for s in signals):
             raise ValueError(f"'{ENTRY_KEY}.signals' must be a list of signal names, got {signals!r:.60}")
-        if OCCLUSION_SIGNALS[0] in signals and entry.get("occlusion") != OCCLUSION_ROWS:
-            raise ValueError(f"'{ENTRY_KEY}' was fitted when the occlusion signal read the whole conversation; "
-                             "pass 1 now reads the question without the tool exchange, so the gate must be fitted "
-                             "again")
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
             raise ValueError(f"'{ENTRY_KEY}.layer_index' must be a whole number >= 0 or null, got {layer!r:.40}")
         weight = _numbers(entry, "weight", None)
@@ -132,7 +119,7 @@ class AfterLookupGate:
         """The JSON form :meth:`from_entry` reads."""
         return {"tool": self.tool, "signals": list(self.signals), "layer_index": self.layer_index,
                 "mean": self.mean.tolist(), "scale": self.scale.tolist(), "weight": self.weight.tolist(),
-                "bias": self.bias, "threshold": self.threshold, "occlusion": OCCLUSION_ROWS}
+                "bias": self.bias, "threshold": self.threshold}
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """``[n]`` scores of :func:`gate_features` rows."""

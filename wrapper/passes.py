@@ -35,7 +35,7 @@ from meta_spider.wrapper.encoders import EncoderOutput
 from meta_spider.wrapper.gates import AdaptiveGateControl, RefreshGate
 from meta_spider.wrapper.injection import InjectionState, injecting
 from meta_spider.wrapper.layers import DecoderStructure
-from meta_spider.wrapper.signals import Occlusion, occlusion_row, reads_occlusion, signal_vector, token_logprobs
+from meta_spider.wrapper.signals import Occlusion, reads_occlusion, signal_vector, token_logprobs, without_word
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +185,8 @@ class TwoPassDecoder:
                                 pad_token_id: int) -> list[tuple[float, ...]]:
         """Per prompt, per word of its question (``words[i]``: the prompt
         positions of each), the summed log-prob of the draft ``drafts[i]``
-        given the prompt without that word (and without the tool exchange
-        after the question, :class:`~meta_spider.wrapper.signals.QuestionWords`):
-        the forwards of ``occluded_name_logprob`` (:mod:`meta_spider.wrapper.signals`), in
+        given the prompt without that word: the forwards of
+        ``occluded_name_logprob`` (:mod:`meta_spider.wrapper.signals`), in
         left-padded batches of :data:`OCCLUSION_BATCH` rows, no cache kept.
         One prompt whose question starts :data:`SHARED_PREFIX_TOKENS` tokens
         or more in (a conversation, a long system prompt) prefills what comes
@@ -198,7 +197,7 @@ class TwoPassDecoder:
             if shared is not None:
                 return [shared]
         rows: list[tuple[int, list[int]]] = [
-            (index, occlusion_row(prompt, question_words, word) + list(draft))
+            (index, without_word(prompt, word) + list(draft))
             for index, (prompt, draft, question_words) in enumerate(zip(prompts, drafts, words))
             for word in question_words]
         sums: list[list[float]] = [[] for _ in prompts]
@@ -227,7 +226,7 @@ class TwoPassDecoder:
         prefix_logits = self.forward(torch.tensor([list(prompt[:start])]), cache)
         sums = []
         for word in words:
-            rest = occlusion_row(prompt, words, word)[start:] + draft
+            rest = without_word(prompt, word)[start:] + draft
             logits = self.forward(torch.tensor([rest]), cache, all_logits=True).cpu()
             before = len(rest) - len(draft)  # rows predicting the draft: the last token before it, then the draft's own
             rows = logits[before - 1: len(rest) - 1] if before else torch.cat([prefix_logits[None].cpu(),

@@ -39,11 +39,7 @@ Pass 1 computes the base's logits anyway; from them come, per question,
   word + draft) per word of the question (its last
   :data:`OCCLUSION_MAX_WORDS`), needs the question's words in the prompt
   (:func:`question_words`) and is recorded only when asked for
-  (:data:`OCCLUSION_SIGNALS`). When the question is followed by a tool
-  exchange (the conversation after a lookup), those rows leave the exchange
-  out too (:class:`QuestionWords`): the words are the ones the answer leans
-  on in the question itself, and a row costs the question's length, not the
-  conversation's.
+  (:data:`OCCLUSION_SIGNALS`).
 
 A Doubter whose config names some of them (``DoubterConfig.signals``)
 combines them with its encoder's P(correct) logit
@@ -63,11 +59,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 __all__ = ["DRAFT_SIGNALS", "KNOWN_SIGNALS", "LOW_K", "OCCLUDED_WORDS", "OCCLUSION_MAX_WORDS", "OCCLUSION_SIGNALS",
-           "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "QuestionWords", "SIGNALS", "THINKING_SWITCHES",
-           "WINDOW",
-           "check_signal_names", "generation_tails", "last_user_text", "needs_draft", "occlusion_row",
-           "question_words", "reads_occlusion", "reads_prompt", "reads_reference", "reference_problem",
-           "signal_vector", "token_logprobs", "without_word", "word_spans"]
+           "Occlusion", "PMI_SIGNALS", "PMI_TOP_K", "PROMPT_SIGNALS", "SIGNALS", "THINKING_SWITCHES", "WINDOW",
+           "check_signal_names", "generation_tails", "last_user_text", "needs_draft", "question_words",
+           "reads_occlusion", "reads_prompt", "reads_reference", "reference_problem", "signal_vector",
+           "token_logprobs", "without_word", "word_spans"]
 
 PROMPT_SIGNALS = ("prompt_logprob_sum", "prompt_logprob_mean", "prompt_logprob_min", "prompt_logprob_low_mean",
                   "prompt_window_logprob_min")
@@ -144,30 +139,8 @@ def word_spans(question: str) -> list[tuple[int, int]]:
     return [match.span() for match in re.finditer(r"\S+", question)]
 
 
-class QuestionWords(list):
-    """The prompt positions of each word of a question (a list of tuples, as
-    :func:`question_words` finds them), and ``exchange``: the positions of
-    what follows the question's turn in the prompt before its generation
-    header (a tool call and its result), which the occlusion rows leave out
-    with each word (:func:`occlusion_row`). Empty when the question ends the
-    prompt. A plain list of positions reads as one without an exchange."""
-
-    exchange: tuple[int, ...]
-
-    def __init__(self, words: Sequence[Sequence[int]] = (), exchange: Sequence[int] = ()) -> None:
-        super().__init__(tuple(int(k) for k in word) for word in words)
-        self.exchange = tuple(int(k) for k in exchange)
-
-
-def occlusion_row(prompt_ids: Sequence[int], words: Sequence[Sequence[int]], word: Sequence[int]) -> list[int]:
-    """The prompt an occlusion forward reads for ``word`` (one of ``words``):
-    ``prompt_ids`` without it and, when ``words`` is a
-    :class:`QuestionWords` with an exchange, without that exchange."""
-    return without_word(prompt_ids, (*word, *getattr(words, "exchange", ())))
-
-
 def question_words(encode: Callable[[str], Sequence[int]], text: str, question: str, *,
-                   tails: Sequence[str] = ()) -> QuestionWords:
+                   tails: Sequence[str] = ()) -> list[tuple[int, ...]]:
     """The prompt positions of each word of ``question`` (its last
     :data:`OCCLUSION_MAX_WORDS` words), found at its last occurrence in the
     rendered prompt ``text`` before the longest of ``tails`` it ends with
@@ -179,13 +152,11 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
     that of ``text`` up to its own end (so a word's leading space goes with
     it), never position 0 (it has no log-prob) nor one past the prompt;
     words that add no token are left out, and an empty question has none
-    (the signal then reads 0). In a conversation where a tool exchange
-    follows the question, ``exchange`` holds its positions (the occlusion
-    rows leave it out). Raises ValueError when ``question`` is not in
+    (the signal then reads 0). Raises ValueError when ``question`` is not in
     ``text``."""
     stripped = question.strip()
     if not stripped:
-        return QuestionWords()
+        return []
     ending = max((tail for tail in tails if tail and text.endswith(tail)), key=len, default="")
     text = text[:len(text) - len(ending)]
     start = text.rfind(stripped)
@@ -201,27 +172,7 @@ def question_words(encode: Callable[[str], Sequence[int]], text: str, question: 
         positions = tuple(range(max(1, before), min(after, total)))
         if positions:
             words.append(positions)
-    return QuestionWords(words, _exchange(encode, text, start + len(stripped), question, ending))
-
-
-def _exchange(encode: Callable[[str], Sequence[int]], text: str, end: int, question: str,
-              ending: str) -> tuple[int, ...]:
-    """The positions of what ``text`` (a rendered prompt without its
-    generation ``ending``) holds after the question that ends at ``end``
-    (and the question's own trailing spaces): a tool exchange. Empty when
-    nothing follows, when the prompt ends in no known generation header, or
-    when the prompt cut there does not tokenize as the prompt's ids with the
-    exchange removed (the occlusion rows then read the whole prompt)."""
-    trailing = question[len(question.rstrip()):]
-    if text.startswith(trailing, end):
-        end += len(trailing)
-    if not ending or not text[end:].strip():
-        return ()
-    full, cut = list(encode(text + ending)), list(encode(text[:end] + ending))
-    start, removed = len(encode(text[:end])), len(full) - len(cut)
-    if removed <= 0 or start < 1 or full[:start] != cut[:start] or full[start + removed:] != cut[start:]:
-        return ()
-    return tuple(range(start, start + removed))
+    return words
 
 
 THINKING_SWITCHES = (None, False, True)

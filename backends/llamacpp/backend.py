@@ -44,7 +44,7 @@ from meta_spider.backends.llamacpp.sidecar_format import (
 )
 from meta_spider.backends.prompt_guard import GuardedPrompts, SpecialTextGuard, gguf_control_tokens
 from meta_spider.backends.stop import DecodedText
-from meta_spider.wrapper.signals import Occlusion, occlusion_row, reads_prompt, signal_vector, token_logprobs
+from meta_spider.wrapper.signals import Occlusion, reads_prompt, signal_vector, token_logprobs, without_word
 
 __all__ = ["KV_CACHE_TYPES", "LlamaCppBackend"]
 
@@ -285,13 +285,12 @@ class LlamaCppBackend(GuardedPrompts):
 
     def _occluded_draft_logprobs(self, input_ids: Sequence[int], draft: Sequence[int],
                                  words: Sequence[Sequence[int]]) -> tuple[float, ...]:
-        """Per word, the draft's summed log-prob given the prompt without that word and without a tool
-        exchange after the question (the occlusion signal's forwards, :func:`occlusion_row`). Each shares
-        the prompt up to the word with the one before, which the KV cache keeps; pass 2 decodes again from
-        where its prompt differs from the last of them."""
+        """Per word, the draft's summed log-prob given the prompt without that word (the occlusion
+        signal's forwards). Each shares the prompt up to the word with the one before, which the KV
+        cache keeps; pass 2 decodes again from where its prompt differs from the last of them."""
         sums = []
         for positions in words:
-            rest = occlusion_row(input_ids, words, positions)
+            rest = without_word(input_ids, positions)
             out = self.context.prefill(rest + list(draft), output_positions=range(len(rest) - 1,
                                                                                   len(rest) + len(draft) - 1))
             sums.append(float(token_logprobs(out.logits, list(draft)).sum()))
