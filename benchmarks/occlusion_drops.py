@@ -17,7 +17,10 @@ without the word):
   (how much the answer rests on the name rather than anywhere);
 - ``drop_rest_mean``: the mean drop of the other words (the frame's pull);
 - ``drop_rest_max``: the largest of those;
-- ``drop_top_per_token``: ``drop_top`` over the draft's length.
+- ``drop_top_per_token``: ``drop_top`` over the draft's length;
+- ``drop_min``: the smallest drop, most often below zero: the word the
+  draft is likelier without, the one that argues against it (a question
+  asking where someone was born, answered with a year: "where").
 
 It runs the occlusion forwards once more over every collected question of a
 run (train, validation, test and its shifts; the questions' own drafts, as
@@ -44,7 +47,7 @@ from name_familiarity import doubter_signals
 from report import Report
 
 SCORED = ("validation", "test", "test_paraphrase", "test_misspelt")
-FEATURES = ("drop_top", "drop_top2_share", "drop_rest_mean", "drop_rest_max", "drop_top_per_token")
+FEATURES = ("drop_top", "drop_top2_share", "drop_rest_mean", "drop_rest_max", "drop_top_per_token", "drop_min")
 ANSWERABLE = re.compile(r"^train-\d+-")
 """The ids of the train questions the world can answer (the others ask about
 an unrecorded attribute, ``train-p``, or about nothing in the world, ``train-g``)."""
@@ -60,7 +63,7 @@ def drop_features(drops: np.ndarray, draft_length: int) -> np.ndarray:
     top, rest = drops[order[:2]], drops[order[2:]]
     positive = drops[drops > 0].sum()
     share = top.clip(min=0).sum() / positive if positive > 0 else 0.0
-    return np.array([top[0], share, rest.mean(), rest.max(), top[0] / max(draft_length, 1)])
+    return np.array([top[0], share, rest.mean(), rest.max(), top[0] / max(draft_length, 1), drops.min()])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -127,7 +130,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     auroc_row("the Doubter's signals", signals)
     for k, name in enumerate(FEATURES):
         auroc_row(f"  + {name}", np.column_stack([signals, features[:, k]]))
-    auroc_row("  + all five", np.column_stack([signals, features]))
+    auroc_row("  + all six", np.column_stack([signals, features]))
     for k, name in enumerate(FEATURES):
         auroc_row(f"{name} alone", features[:, [k]])
     out.write(args.output)
