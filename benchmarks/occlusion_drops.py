@@ -35,7 +35,6 @@ and every test split (AUROC of P(correct)).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -44,13 +43,11 @@ from typing import Optional
 import numpy as np
 
 from name_familiarity import doubter_signals
+from readers import logistic_scores
 from report import Report
 
 SCORED = ("validation", "test", "test_paraphrase", "test_misspelt")
 FEATURES = ("drop_top", "drop_top2_share", "drop_rest_mean", "drop_rest_max", "drop_top_per_token", "drop_min")
-ANSWERABLE = re.compile(r"^train-\d+-")
-"""The ids of the train questions the world can answer (the others ask about
-an unrecorded attribute, ``train-p``, or about nothing in the world, ``train-g``)."""
 CHUNK = 64
 """Questions per call of the batched occlusion forwards."""
 
@@ -73,12 +70,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import StandardScaler
 
     from meta_spider.loom.collect.activations import ACTIVATIONS_DIR, ActivationDataset
     from meta_spider.loom.manifest import RunManifest
+    from meta_spider.loom.train.data import unanswerable_examples
     from meta_spider.wrapper import MetaSpiderConfig, MetaSpiderPipeline
 
     torch.set_num_threads(2)
@@ -110,7 +106,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     own = list(doubter_signals(args.run_dir, manifest))
     signals = data.signals(own).numpy().astype(np.float64)
     have = ~np.isnan(features).any(axis=1)
-    train = np.array([k for k in rows["train"] if have[k] and ANSWERABLE.match(data.examples[k]["id"])])
+    unanswerable = np.array(unanswerable_examples(data.examples))
+    train = rows["train"][have[rows["train"]] & ~unanswerable[rows["train"]]]
     out = Report()
     out.say(f"# python benchmarks/occlusion_drops.py --run-dir RUN   (RUN: {manifest.dataset.options}; the "
             f"Doubter's signals: {', '.join(own)}; occlusion forwards of {len(read)} questions in {seconds:.0f} s)")
@@ -119,9 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         + f"; fitted on the {len(train)} answerable train questions")
 
     def auroc_row(label: str, columns: np.ndarray) -> None:
-        scaler = StandardScaler().fit(columns[train])
-        fitted = LogisticRegression(max_iter=3000).fit(scaler.transform(columns[train]), correct[train])
-        score = fitted.decision_function(scaler.transform(np.nan_to_num(columns)))
+        score = logistic_scores(columns, correct, train, c=1.0)
         scored = {split: rows[split][have[rows[split]]] for split in SCORED}
         cells = [f"{roc_auc_score(correct[picked], score[picked]):>17.3f}" for picked in scored.values()]
         out.say(f"{label:<52}" + "".join(cells))
